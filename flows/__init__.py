@@ -1,0 +1,1 @@
+"""Prefect flows and deployments for mfa (thin wrappers around mfa.run's steps)."""

@@ -1,0 +1,78 @@
+"""Archetype rules: register codes and OSM tags to function, structure and archetype id.
+
+The rules are tables in ``config/archetypes/`` (read by :mod:`mfa.io.tables`); the
+functions here are pure and vectorised over Series of codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+__all__ = [
+    "ArchetypeRules",
+    "map_codes",
+    "archetype_id",
+    "impute_by_function",
+]
+
+
+@dataclass(frozen=True)
+class ArchetypeRules:
+    """Mappings from source codes to RASMI function / structure codes.
+
+    Attributes
+    ----------
+    bbr_use_function
+        BBR use code (``byg021``) → function (RS/RM/NR); excluded codes are absent here.
+    bbr_use_excluded
+        BBR use code → the reason it is deliberately left out of the stock.
+    bbr_wall_structure
+        BBR wall code (``byg032``) → structure (C/M/S/T); codes without one are absent.
+    osm_building_function, osm_building_excluded
+        The same for OSM ``building=*`` values.
+    osm_material_structure
+        OSM ``building:material`` value → structure.
+    structure_by_function, floors_by_function
+        Fallbacks used where nothing was observed (marked ``imputed``).
+    osm_unknown_function
+        Function for ``building=yes`` and unlisted values (marked ``imputed``).
+    """
+
+    bbr_use_function: pd.Series
+    bbr_use_excluded: pd.Series
+    bbr_wall_structure: pd.Series
+    osm_building_function: pd.Series
+    osm_building_excluded: pd.Series
+    osm_material_structure: pd.Series
+    structure_by_function: dict[str, str]
+    floors_by_function: dict[str, float]
+    osm_unknown_function: str
+    files: tuple[str, ...] = field(default=())
+
+
+def map_codes(codes: pd.Series, mapping: pd.Series) -> pd.Series:
+    """Map codes (as strings, stripped) through ``mapping``; unknown or missing codes give <NA>."""
+    key = codes.astype("string").str.strip()
+    return key.map(mapping).astype("string")
+
+
+def impute_by_function(
+    observed: pd.Series, function: pd.Series, defaults: dict[str, object], observed_source: str
+) -> tuple[pd.Series, pd.Series]:
+    """Fill missing values from a per-function default; return the values and their source.
+
+    ``observed_source`` names where present values came from (``register`` or ``osm``);
+    filled values are marked ``imputed``.
+    """
+    fallback = function.map(defaults)
+    values = observed.where(observed.notna(), fallback)
+    source = pd.Series(observed_source, index=observed.index, dtype="string")
+    source = source.where(observed.notna(), "imputed")
+    return values, source
+
+
+def archetype_id(function: pd.Series, structure: pd.Series) -> pd.Series:
+    """Archetype id ``<function>-<structure>``, e.g. ``RS-M`` (single-family, masonry)."""
+    return (function.astype("string") + "-" + structure.astype("string")).astype("string")

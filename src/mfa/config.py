@@ -1,0 +1,348 @@
+"""Pipeline files: one declarative TOML file per place/run, validated before any data is read.
+
+A pipeline file names the place (``name``), the projected CRS all areas are computed in, the
+sources (register, footprints, districts), the model knowledge to use (archetype rules and
+an intensity table from ``config/``), where outputs go, how to compute and when to run.
+
+Relative paths in a pipeline file are relative to the file itself, so a pipeline can be run
+from any working directory. Unknown keys, wrong types, missing files and a geographic CRS
+are rejected with a :class:`~mfa.errors.ConfigError` that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mfa.errors import ConfigError, InputNotFoundError
+
+__all__ = [
+    "Pipeline",
+    "load_pipeline",
+    "config_digest",
+]
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RegisterSource(_Strict):
+    """A building register in the BBR (Datafordeler) schema: CSV, GeoParquet or GeoPackage."""
+
+    path: Path
+    layer: str | None = None
+    existing_status: list[str] = Field(
+        default_factory=lambda: ["6"],
+        description="BBR life-cycle codes (`status`) that count as standing buildings.",
+    )
+    crs: str | None = Field(
+        default=None,
+        description="CRS of `byg404Koordinat` for CSV files (WKT points carry none).",
+    )
+
+
+class FootprintSource(_Strict):
+    """Building footprints from OpenStreetMap: a local extract, or a place / polygon online."""
+
+    osm_file: Path | None = Field(default=None, description=".osm, .osm.bz2 or .osm.pbf")
+    place: str | None = Field(default=None, description="a place name for the online query")
+    polygon_wkt: str | None = Field(
+        default=None, description="a polygon in lon/lat (EPSG:4326) for the online query"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FootprintSource:
+        given = [k for k in ("osm_file", "place", "polygon_wkt") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of osm_file, place or polygon_wkt"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class DistrictSource(_Strict):
+    """District polygons from any OGR-readable file."""
+
+    path: Path
+    layer: str | None = None
+    id_column: str
+    name_column: str | None = None
+
+
+class Sources(_Strict):
+    # `register` would shadow BaseModel.register, so the attribute has a trailing underscore
+    register_: RegisterSource | None = Field(default=None, alias="register")
+    footprints: FootprintSource | None = None
+    districts: DistrictSource | None = None
+
+    @model_validator(mode="after")
+    def _some_buildings(self) -> Sources:
+        if self.register_ is None and self.footprints is None:
+            raise ValueError("add a [sources.register] or a [sources.footprints] table")
+        if self.register_ is not None and self.footprints is not None:
+            raise ValueError(
+                "conflating footprints with a register is not supported yet: "
+                "give either [sources.register] or [sources.footprints]"
+            )
+        return self
+
+
+class Archetypes(_Strict):
+    """Folder with the archetype rule tables (see config/archetypes/README.md)."""
+
+    dir: Path
+
+
+class Intensities(_Strict):
+    """A long-format material-intensity table and which slice of it to use."""
+
+    table: Path
+    region: str
+    statistic: Literal["p05", "p25", "p50", "p75", "p95"] = "p50"
+    materials: list[str] | None = Field(
+        default=None, description="materials to estimate; default: all in config/materials.toml"
+    )
+    vocabulary: Path | None = Field(
+        default=None, description="material vocabulary; default: materials.toml beside the table's folder"
+    )
+
+
+class Output(_Strict):
+    dir: Path | None = None
+
+
+class Compute(_Strict):
+    """How the per-building steps run on Dask."""
+
+    scheduler: Annotated[
+        str,
+        Field(
+            description="threads | processes | synchronous | local-cluster | tcp://host:port",
+        ),
+    ] = "threads"
+    partitions: Annotated[int, Field(ge=1, le=100_000)] = 4
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, v: str) -> str:
+        if v in {"threads", "processes", "synchronous", "local-cluster"}:
+            return v
+        if v.startswith(("tcp://", "tls://", "inproc://")):
+            return v
+        raise ValueError(
+            "use threads, processes, synchronous, local-cluster or the address of a Dask "
+            "scheduler such as tcp://127.0.0.1:8786"
+        )
+
+
+class Schedule(_Strict):
+    cron: str
+    timezone: str = "UTC"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, v: str) -> str:
+        from datetime import datetime
+
+        import cronsim
+
+        try:
+            cronsim.CronSim(v, datetime(2000, 1, 1))
+        except cronsim.CronSimError as exc:
+            raise ValueError(f"not a valid cron expression ({exc}); e.g. '0 2 * * *'") from exc
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError("use an IANA time zone name such as Europe/Copenhagen") from exc
+        return v
+
+
+class Pipeline(_Strict):
+    """A validated pipeline file. Paths are absolute (resolved against the file's folder)."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    crs: str
+    sources: Sources
+    archetypes: Archetypes
+    intensities: Intensities
+    output: Output = Output()
+    compute: Compute = Compute()
+    schedule: Schedule | None = None
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("crs")
+    @classmethod
+    def _projected(cls, v: str) -> str:
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            crs = CRS.from_user_input(v)
+        except CRSError as exc:
+            raise ValueError(f"unknown CRS {v!r}; use an EPSG code such as EPSG:25832") from exc
+        if not crs.is_projected:
+            raise ValueError(
+                f"{v} is not a projected CRS; areas need metres: use a projected CRS "
+                "such as EPSG:25832 (ETRS89 / UTM 32N) for Denmark"
+            )
+        return v
+
+    def output_root(self, override: Path | None = None) -> Path:
+        """The output root: the CLI override, else ``[output] dir``, else ``./outputs``."""
+        if override is not None:
+            return Path(override).resolve()
+        if self.output.dir is not None:
+            return self.output.dir
+        return Path("outputs").resolve()
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) if loc else "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the table at ``loc`` (without the offending key itself)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = next(
+            (f for k, f in current.model_fields.items() if (f.alias or k) == str(part)), None
+        )
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", None) or (ann,)
+        current = next(
+            (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or k for k, f in current.model_fields.items() if k != "source_file"]
+    return []
+
+
+def _explain(file: Path, exc: pydantic.ValidationError) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = _format_loc(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Pipeline, loc)
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            fix = f"did you mean '{close[0]}'?" if close else "remove it"
+            lines.append(
+                f"{file}: unknown key '{key}': {fix} (allowed here: {', '.join(allowed)})"
+            )
+        elif err["type"] == "missing":
+            lines.append(f"{file}: missing key '{key}': add it (see pipelines/README.md)")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{file}: key '{key}': {msg}{shown}")
+    return ConfigError("\n".join(lines))
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make every known path key absolute, relative to the pipeline file's folder."""
+    path_keys = {
+        ("sources", "register", "path"),
+        ("sources", "footprints", "osm_file"),
+        ("sources", "districts", "path"),
+        ("archetypes", "dir"),
+        ("intensities", "table"),
+        ("intensities", "vocabulary"),
+        ("output", "dir"),
+    }
+    for keys in path_keys:
+        node: Any = data
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
+    return data
+
+
+def _check_files(p: Pipeline, file: Path) -> None:
+    checks: list[tuple[str, Path | None, bool]] = [
+        ("sources.register.path", p.sources.register_.path if p.sources.register_ else None, False),
+        (
+            "sources.footprints.osm_file",
+            p.sources.footprints.osm_file if p.sources.footprints else None,
+            False,
+        ),
+        ("sources.districts.path", p.sources.districts.path if p.sources.districts else None, False),
+        ("archetypes.dir", p.archetypes.dir, True),
+        ("intensities.table", p.intensities.table, False),
+        ("intensities.vocabulary", p.intensities.vocabulary, False),
+    ]
+    for key, path, is_dir in checks:
+        if path is None:
+            continue
+        ok = path.is_dir() if is_dir else path.is_file()
+        if not ok:
+            kind = "folder" if is_dir else "file"
+            raise InputNotFoundError(
+                f"{file}: key '{key}': {kind} {path} does not exist; fix the path "
+                "(relative paths are relative to the pipeline file)"
+            )
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    """Read and validate a pipeline file; no input data is read.
+
+    Raises
+    ------
+    ConfigError
+        The file is not valid TOML, has unknown keys, wrong types or invalid values.
+    InputNotFoundError
+        The pipeline file or a file it names does not exist.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise InputNotFoundError(
+            f"{file}: pipeline file not found; pass the path of a file in pipelines/, "
+            "e.g. pipelines/dk-sample.toml"
+        )
+    file = file.resolve()
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: not valid TOML: {exc}; fix the syntax at that line") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc}); save it as UTF-8") from exc
+    data = _resolve_paths(data, file.parent)
+    try:
+        pipeline = Pipeline.model_validate({**data, "source_file": file})
+    except pydantic.ValidationError as exc:
+        raise _explain(file, exc) from None
+    _check_files(pipeline, file)
+    return pipeline
+
+
+def config_digest(pipeline: Pipeline, extra_files: list[Path] | None = None) -> str:
+    """sha256 over the validated pipeline (paths included) and the content of config files."""
+    h = hashlib.sha256()
+    h.update(json.dumps(pipeline.model_dump(mode="json"), sort_keys=True).encode())
+    for f in sorted(extra_files or []):
+        h.update(str(f.name).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

@@ -1,0 +1,31 @@
+"""The error hierarchy of mfa.
+
+Every error says what is wrong, where (file, key, row or feature) and how to fix it. Each
+class also inherits the matching built-in so callers can catch either.
+"""
+
+from __future__ import annotations
+
+
+class MfaError(Exception):
+    """Root of all errors raised on purpose by mfa."""
+
+
+class ConfigError(MfaError, ValueError):
+    """A pipeline file or a config table is invalid."""
+
+
+class InputDataError(MfaError, ValueError):
+    """An input data file (register, footprints, districts, raster) is unusable."""
+
+
+class InputNotFoundError(InputDataError, FileNotFoundError):
+    """An input file named in a pipeline does not exist."""
+
+
+class ValidationError(MfaError, AssertionError):
+    """An output layer failed a check before publishing (schema, CRS, mass balance)."""
+
+
+class PublishError(MfaError, OSError):
+    """A run could not be published (the previous `latest` is left untouched)."""

@@ -1,0 +1,1 @@
+"""Adapters: the only library code that touches disk or network."""

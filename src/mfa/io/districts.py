@@ -1,0 +1,60 @@
+"""District polygons from any OGR-readable file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+
+from mfa.config import DistrictSource
+from mfa.errors import InputDataError, InputNotFoundError
+
+__all__ = ["read_districts"]
+
+
+def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
+    """Read districts; return ``district_id`` (string), ``district_name``, geometry in ``crs``.
+
+    Sorted by ``district_id``. Ids must be unique and non-empty, geometries polygons.
+    """
+    path = Path(source.path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: districts file not found; fix sources.districts.path")
+    try:
+        gdf = gpd.read_file(path, layer=source.layer)
+    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
+        raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
+    where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
+    for col in [source.id_column] + ([source.name_column] if source.name_column else []):
+        if col not in gdf.columns:
+            cols = ", ".join(c for c in gdf.columns if c != "geometry")
+            raise InputDataError(f"{where}: no column {col!r} (columns: {cols}); fix sources.districts")
+    if gdf.crs is None:
+        raise InputDataError(f"{where}: the file has no CRS; write it with one (e.g. EPSG:25832)")
+    ids = gdf[source.id_column].astype("string").str.strip()
+    if ids.isna().any() or (ids == "").any():
+        pos = int((ids.isna() | (ids == "")).to_numpy().argmax())
+        raise InputDataError(f"{where}: feature {pos + 1} has no {source.id_column}; give every district an id")
+    dup = ids.duplicated()
+    if dup.any():
+        raise InputDataError(
+            f"{where}: {source.id_column} {ids[dup].iloc[0]!r} occurs more than once; "
+            "district ids must be unique: fix the file (or dissolve parts of one district) "
+            "or choose another id_column"
+        )
+    types = gdf.geometry.geom_type
+    bad = ~types.isin(["Polygon", "MultiPolygon"])
+    if bad.any():
+        pos = int(bad.to_numpy().argmax())
+        raise InputDataError(f"{where}: feature {ids.iloc[pos]!r} is a {types.iloc[pos]}, not a polygon")
+    out = gpd.GeoDataFrame(
+        {
+            "district_id": ids,
+            "district_name": (
+                gdf[source.name_column].astype("string") if source.name_column else ids
+            ),
+        },
+        geometry=gdf.geometry.to_crs(crs).values,
+        crs=crs,
+    )
+    return out.sort_values("district_id", kind="stable").reset_index(drop=True)

@@ -1,0 +1,155 @@
+"""OpenStreetMap building footprints: local extracts (.osm XML, .osm.pbf) and online queries.
+
+Every path ends in the same raw table (``element``, ``osm_id``, tag columns, lon/lat
+geometry) that :func:`mfa.buildings.osm.normalise_osm` turns into canonical buildings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.osm import OSM_TAGS, normalise_osm
+from mfa.config import FootprintSource
+from mfa.errors import InputDataError, InputNotFoundError
+
+__all__ = ["read_osm_file", "fetch_osm", "buildings_from_osm"]
+
+_TAGS = {"building": True}
+
+
+def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    raw = gdf.reset_index().rename(columns={"id": "osm_id"})
+    cols = ["element", "osm_id", *[t for t in OSM_TAGS if t in raw.columns], "geometry"]
+    return gpd.GeoDataFrame(raw[cols], geometry="geometry", crs=gdf.crs or "EPSG:4326")
+
+
+def _read_xml(path: Path) -> gpd.GeoDataFrame:
+    import osmnx as ox
+    from osmnx._errors import InsufficientResponseError
+
+    try:
+        gdf = ox.features_from_xml(path, tags=_TAGS)
+    except InsufficientResponseError:
+        return _empty_raw()
+    return _from_osmnx(gdf)
+
+
+def _empty_raw() -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame(
+        {"element": pd.Series(dtype="string"), "osm_id": pd.Series(dtype="int64")},
+        geometry=gpd.GeoSeries([], crs="EPSG:4326"),
+        crs="EPSG:4326",
+    )
+
+
+def _read_pbf(path: Path) -> gpd.GeoDataFrame:
+    """Buildings from a PBF extract with pyosmium: areas from closed ways and multipolygons.
+
+    Building ways that do not close into an area are kept without geometry, so the
+    normaliser reports them instead of losing them.
+    """
+    import osmium
+
+    wkb = osmium.geom.WKBFactory()
+    elements: list[str] = []
+    ids: list[int] = []
+    tags: list[dict[str, str]] = []
+    geoms: list[bytes | None] = []
+    ways: dict[int, dict[str, str]] = {}
+    area_ways: set[int] = set()
+    processor = (
+        osmium.FileProcessor(str(path))
+        .with_areas()
+        .with_locations()
+        .with_filter(osmium.filter.KeyFilter("building"))
+    )
+    for obj in processor:
+        if obj.is_area():
+            kind = "way" if obj.from_way() else "relation"
+            try:
+                g = wkb.create_multipolygon(obj)
+            except RuntimeError:
+                g = None
+            if kind == "way":
+                area_ways.add(obj.orig_id())
+            elements.append(kind)
+            ids.append(obj.orig_id())
+            tags.append({k: v for k, v in obj.tags if k in OSM_TAGS})
+            geoms.append(g)
+        elif obj.is_way():
+            ways[obj.id] = {k: v for k, v in obj.tags if k in OSM_TAGS}
+        elif obj.is_node():
+            elements.append("node")
+            ids.append(obj.id)
+            tags.append({k: v for k, v in obj.tags if k in OSM_TAGS})
+            geoms.append(wkb.create_point(obj))
+    for wid, t in ways.items():
+        if wid not in area_ways:  # not closed: no footprint
+            elements.append("way")
+            ids.append(wid)
+            tags.append(t)
+            geoms.append(None)
+    if not ids:
+        return _empty_raw()
+    geometry = shapely.from_wkb(pd.Series(geoms, dtype=object).to_numpy())
+    df = pd.DataFrame(tags)
+    df.insert(0, "element", elements)
+    df.insert(1, "osm_id", ids)
+    return gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
+
+
+def read_osm_file(path: Path) -> gpd.GeoDataFrame:
+    """Raw building features from a local extract: ``.osm``/``.osm.bz2`` (osmnx) or ``.osm.pbf``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: OSM extract not found; fix sources.footprints.osm_file")
+    name = path.name.lower()
+    try:
+        if name.endswith(".pbf"):
+            return _read_pbf(path)
+        if name.endswith((".osm", ".osm.bz2", ".xml")):
+            return _read_xml(path)
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise InputDataError(f"{path}: cannot be read as OpenStreetMap data ({exc})") from exc
+    raise InputDataError(f"{path}: unknown OSM format; use .osm, .osm.bz2 or .osm.pbf")
+
+
+def fetch_osm(
+    place: str | None = None,
+    polygon_wkt: str | None = None,
+    cache_dir: Path | None = None,
+    timeout_s: int = 180,
+) -> gpd.GeoDataFrame:
+    """Raw building features from the Overpass API for a place name or a lon/lat polygon."""
+    import osmnx as ox
+
+    ox.settings.requests_timeout = timeout_s
+    if cache_dir is not None:
+        ox.settings.use_cache = True
+        ox.settings.cache_folder = str(cache_dir)
+    if place is not None:
+        gdf = ox.features_from_place(place, tags=_TAGS)
+    elif polygon_wkt is not None:
+        poly = shapely.from_wkt(polygon_wkt)
+        if poly.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InputDataError(f"polygon_wkt is a {poly.geom_type}; give a lon/lat polygon")
+        gdf = ox.features_from_polygon(poly, tags=_TAGS)
+    else:
+        raise InputDataError("give a place or a polygon_wkt to fetch OSM buildings")
+    return _from_osmnx(gdf)
+
+
+def buildings_from_osm(
+    source: FootprintSource, crs: str, rules: ArchetypeRules, cache_dir: Path | None = None
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read or fetch OSM buildings and normalise them: canonical buildings and dropped ones."""
+    if source.osm_file is not None:
+        raw = read_osm_file(source.osm_file)
+    else:
+        raw = fetch_osm(source.place, source.polygon_wkt, cache_dir=cache_dir)
+    return normalise_osm(raw, crs, rules)

@@ -1,0 +1,156 @@
+"""Read building registers in the BBR schema (Datafordeler field names).
+
+CSV (``.csv``, ``.csv.gz``; the point is WKT in ``byg404Koordinat``), GeoParquet and
+GeoPackage. Checks columns and numbers and names the file, row and field of any problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import shapely
+
+from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
+from mfa.config import RegisterSource
+from mfa.errors import InputDataError, InputNotFoundError
+
+__all__ = ["read_register", "buildings_from_register", "BBR_CRS_CODES"]
+
+#: ``byg406Koordinatsystem`` codes → CRS (5 = ETRS89 / UTM zone 32N).
+BBR_CRS_CODES = {"5": "EPSG:25832"}
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for s in (".csv.gz", ".csv", ".parquet", ".geoparquet", ".gpkg"):
+        if name.endswith(s):
+            return s
+    return path.suffix.lower()
+
+
+def _row_label(df: pd.DataFrame, pos: int, kind: str) -> str:
+    rid = df[BBR.ID].iloc[pos] if BBR.ID in df.columns else "?"
+    where = f"line {pos + 2}" if kind == "csv" else f"row {pos + 1}"
+    return f"{where} (id_lokalId {rid})"
+
+
+def _check_numeric(df: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame:
+    out = df.copy()
+    for col in BBR_NUMERIC:
+        raw = out[col]
+        if pd.api.types.is_numeric_dtype(raw):
+            out[col] = raw.astype("Float64")
+            continue
+        text = raw.astype("string").str.strip()
+        num = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
+        bad = text.notna() & (text != "") & num.isna()
+        if bad.any():
+            pos = int(bad.to_numpy().argmax())
+            raise InputDataError(
+                f"{path} {_row_label(out, pos, kind)}: {col} = {text.iloc[pos]!r} is not a "
+                f"number ({int(bad.sum())} such rows); fix the value or leave it empty"
+            )
+        out[col] = num.astype("Float64")
+    return out
+
+
+def _points_from_wkt(df: pd.DataFrame, path: Path, kind: str) -> gpd.GeoSeries:
+    wkt = df[BBR.POINT].astype("string")
+    try:
+        geoms = shapely.from_wkt(wkt.fillna("").replace("", None).to_numpy(dtype=object))
+    except shapely.errors.GEOSException:
+        geoms = shapely.from_wkt(wkt.to_numpy(dtype=object), on_invalid="ignore")
+        bad = wkt.notna() & pd.isna(pd.Series(geoms, index=df.index))
+        pos = int(bad.to_numpy().argmax())
+        raise InputDataError(
+            f"{path} {_row_label(df, pos, kind)}: {BBR.POINT} = {wkt.iloc[pos]!r} is not WKT; "
+            "write points as 'POINT (x y)'"
+        ) from None
+    return gpd.GeoSeries(geoms, index=df.index)
+
+
+def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
+    """Read a BBR-schema register file; return its rows with point geometry in ``crs``.
+
+    Raises
+    ------
+    InputNotFoundError
+        The file does not exist.
+    InputDataError
+        Unknown format, missing columns, a non-numeric area/year/floor count, no CRS.
+    """
+    path = Path(source.path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: register file not found; fix sources.register.path")
+    kind = _suffix(path)
+    try:
+        if kind in (".csv", ".csv.gz"):
+            df = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+            kind = "csv"
+        elif kind in (".parquet", ".geoparquet"):
+            try:
+                df = gpd.read_parquet(path)
+            except ValueError:  # plain Parquet without geo metadata
+                df = pd.read_parquet(path)
+        elif kind == ".gpkg":
+            df = gpd.read_file(path, layer=source.layer)
+        else:
+            raise InputDataError(
+                f"{path}: unknown register format {kind!r}; use .csv, .csv.gz, .parquet or .gpkg"
+            )
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputDataError):
+            raise
+        raise InputDataError(f"{path}: cannot be read as a register ({exc})") from exc
+
+    missing = [c for c in BBR_REQUIRED if c not in df.columns]
+    if missing:
+        raise InputDataError(
+            f"{path}: missing BBR columns {missing}; a register needs the Datafordeler field "
+            f"names ({', '.join(BBR_REQUIRED)}): rename the columns"
+        )
+    df = _check_numeric(pd.DataFrame(df), path, kind)
+
+    if isinstance(df, gpd.GeoDataFrame) or "geometry" in df.columns and kind != "csv":
+        gdf = gpd.GeoDataFrame(df, geometry="geometry")
+        if gdf.crs is None:
+            if source.crs is None:
+                raise InputDataError(
+                    f"{path}: the geometry has no CRS; set sources.register.crs "
+                    "(e.g. 'EPSG:25832') or write the file with its CRS"
+                )
+            gdf = gdf.set_crs(source.crs)
+    else:
+        if BBR.POINT not in df.columns:
+            raise InputDataError(
+                f"{path}: no geometry and no {BBR.POINT} column; add the building points"
+            )
+        geoms = _points_from_wkt(df, path, kind)
+        file_crs = source.crs
+        if file_crs is None and BBR.POINT_CRS in df.columns:
+            codes = df[BBR.POINT_CRS].dropna().astype("string").str.replace(r"\.0$", "", regex=True)
+            unknown = sorted(set(codes) - set(BBR_CRS_CODES))
+            if unknown:
+                raise InputDataError(
+                    f"{path}: {BBR.POINT_CRS} has codes {unknown} that mfa cannot map to a CRS; "
+                    "set sources.register.crs"
+                )
+            crss = {BBR_CRS_CODES[c] for c in codes}
+            file_crs = crss.pop() if len(crss) == 1 else None
+        if file_crs is None:
+            raise InputDataError(
+                f"{path}: the CRS of {BBR.POINT} is unknown; set sources.register.crs "
+                "(e.g. 'EPSG:25832')"
+            )
+        gdf = gpd.GeoDataFrame(df, geometry=geoms.values, crs=file_crs)
+    return gdf.to_crs(crs)
+
+
+def buildings_from_register(
+    source: RegisterSource, crs: str, rules
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read a register and normalise it: canonical buildings and dropped records."""
+    records = read_register(source, crs)
+    return normalise_bbr(records, rules, source.existing_status)

@@ -1,0 +1,134 @@
+"""Read the model knowledge in ``config/``: materials, archetype rules, intensity tables."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.errors import ConfigError, InputNotFoundError
+from mfa.schema import FUNCTIONS, STRUCTURES
+from mfa.stocks.intensity import check_intensity_table
+
+__all__ = ["load_materials", "load_archetype_rules", "load_intensity_table"]
+
+
+def _toml(path: Path) -> dict:
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
+    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+
+
+def load_materials(path: Path) -> list[str]:
+    """Material ids from a vocabulary TOML (one table per material), in file order."""
+    data = _toml(path)
+    if not data:
+        raise ConfigError(f"{path}: no materials defined; add a [<material>] table")
+    return list(data)
+
+
+def _check_codes(df: pd.DataFrame, path: Path, col: str, allowed: tuple[str, ...]) -> None:
+    bad = df[col].notna() & ~df[col].isin(allowed)
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise ConfigError(
+            f"{path} line {i + 2}: {col} {df[col].iloc[i]!r} is not one of {allowed}; fix it"
+        )
+
+
+def _mapping(
+    df: pd.DataFrame, path: Path, key: str, value: str, allowed: tuple[str, ...], excl: str | None
+) -> tuple[pd.Series, pd.Series]:
+    for c in [key, value] + ([excl] if excl else []):
+        if c not in df.columns:
+            raise ConfigError(f"{path}: missing column {c!r}; see config/archetypes/README.md")
+    dup = df[key].duplicated()
+    if dup.any():
+        i = int(dup.to_numpy().argmax())
+        raise ConfigError(f"{path} line {i + 2}: {key} {df[key].iloc[i]!r} is listed twice")
+    _check_codes(df, path, value, allowed)
+    if excl:
+        both = df[value].notna() & df[excl].notna()
+        neither = df[value].isna() & df[excl].isna()
+        for mask, what in ((both, "both a"), (neither, "neither a")):
+            if mask.any():
+                i = int(mask.to_numpy().argmax())
+                raise ConfigError(
+                    f"{path} line {i + 2}: {key} {df[key].iloc[i]!r} has {what} {value} and "
+                    f"an {excl}; give exactly one"
+                )
+    keys = df[key].str.strip()
+    mapped = pd.Series(df[value].to_numpy(), index=keys).dropna().astype("string")
+    excluded = (
+        pd.Series(df[excl].to_numpy(), index=keys).dropna().astype("string")
+        if excl
+        else pd.Series(dtype="string")
+    )
+    return mapped, excluded
+
+
+def load_archetype_rules(folder: Path) -> ArchetypeRules:
+    """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md)."""
+    folder = Path(folder)
+    files = {
+        "use": folder / "bbr_use_codes.csv",
+        "wall": folder / "bbr_wall_codes.csv",
+        "osm": folder / "osm_building_tags.csv",
+        "osm_mat": folder / "osm_materials.csv",
+        "defaults": folder / "defaults.toml",
+    }
+    use_f, use_x = _mapping(_csv(files["use"]), files["use"], "code", "function", FUNCTIONS, "excluded_reason")
+    wall_s, _ = _mapping(_csv(files["wall"]), files["wall"], "code", "structure", STRUCTURES, None)
+    osm_f, osm_x = _mapping(_csv(files["osm"]), files["osm"], "tag", "function", FUNCTIONS, "excluded_reason")
+    mat_s, _ = _mapping(_csv(files["osm_mat"]), files["osm_mat"], "tag", "structure", STRUCTURES, None)
+    d = _toml(files["defaults"])
+    try:
+        structure_by_function = {f: str(d["structure_by_function"][f]) for f in FUNCTIONS}
+        floors_by_function = {f: float(d["floors_by_function"][f]) for f in FUNCTIONS}
+        unknown = str(d["osm"]["unknown_function"])
+    except KeyError as exc:
+        raise ConfigError(
+            f"{files['defaults']}: missing key {exc}; every function ({', '.join(FUNCTIONS)}) "
+            "needs a structure and a floor count, and [osm] an unknown_function"
+        ) from exc
+    if not set(structure_by_function.values()) <= set(STRUCTURES):
+        raise ConfigError(f"{files['defaults']}: structure_by_function values must be in {STRUCTURES}")
+    if unknown not in FUNCTIONS:
+        raise ConfigError(f"{files['defaults']}: osm.unknown_function must be one of {FUNCTIONS}")
+    if any(v <= 0 for v in floors_by_function.values()):
+        raise ConfigError(f"{files['defaults']}: floors_by_function values must be > 0")
+    return ArchetypeRules(
+        bbr_use_function=use_f,
+        bbr_use_excluded=use_x,
+        bbr_wall_structure=wall_s,
+        osm_building_function=osm_f,
+        osm_building_excluded=osm_x,
+        osm_material_structure=mat_s,
+        structure_by_function=structure_by_function,
+        floors_by_function=floors_by_function,
+        osm_unknown_function=unknown,
+        files=tuple(str(p) for p in files.values()),
+    )
+
+
+def load_intensity_table(path: Path, materials: list[str]) -> pd.DataFrame:
+    """Read and check a long-format intensity table (kg/m²)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: intensity table not found; fix intensities.table")
+    table = pd.read_csv(path, dtype={"region": "string", "function": "string",
+                                     "structure": "string", "material": "string",
+                                     "unit": "string", "source": "string"})
+    check_intensity_table(table, str(path), materials)
+    return table

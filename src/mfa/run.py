@@ -1,0 +1,380 @@
+"""Run a pipeline: the steps, each path in → path out, and the plain (no-Prefect) runner.
+
+A run works in ``<output root>/<pipeline>/.work/<run_id>/``. Only when every step has
+succeeded and every check has passed does :func:`publish` move it to
+``<output root>/<pipeline>/<run_id>/`` and switch the ``latest`` link to it, atomically.
+A failed or interrupted run never touches ``latest`` or earlier runs.
+
+The Prefect flow in ``flows/pipeline.py`` calls the same step functions as tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+import mfa
+from mfa.config import Pipeline, config_digest, load_pipeline
+from mfa.errors import PublishError, ValidationError
+from mfa.estimate import estimate_partition
+from mfa.io.districts import read_districts
+from mfa.io.files import file_record, fsync_dir
+from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
+from mfa.io.osm import buildings_from_osm
+from mfa.io.register import buildings_from_register
+from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
+from mfa.parallel import dask_compute, hilbert_order, map_partitions
+from mfa.schema import check_buildings, check_mass_balance, material_columns
+from mfa.stocks.aggregate import aggregate_districts
+from mfa.stocks.intensity import intensity_matrix
+
+__all__ = [
+    "prepare",
+    "build_buildings",
+    "estimate_stocks",
+    "aggregate",
+    "publish",
+    "discard",
+    "run_pipeline",
+    "STEPS",
+]
+
+log = logging.getLogger("mfa")
+
+BUILDINGS = "buildings.parquet"
+DISTRICTS = "districts.parquet"
+MANIFEST = "run.json"
+DROPPED = "dropped.csv"
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _ctx(work_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(work_dir) / "context.json").read_text())
+
+
+def _pipeline(work_dir: Path) -> Pipeline:
+    return load_pipeline(_ctx(work_dir)["pipeline_file"])
+
+
+def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
+    path = Path(work_dir) / "reports" / f"{step}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def _materials(p: Pipeline) -> list[str]:
+    vocab = p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml"
+    known = load_materials(vocab)
+    chosen = p.intensities.materials or known
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        from mfa.errors import ConfigError
+
+        raise ConfigError(
+            f"{p.source_file}: key 'intensities.materials': {unknown} not in {vocab}; "
+            f"use some of {known}"
+        )
+    return list(chosen)
+
+
+def prepare(pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain") -> Path:
+    """Validate the pipeline file and create the run's work folder; return its path."""
+    p = load_pipeline(pipeline_file)
+    root = p.output_root(Path(output_dir) if output_dir is not None else None)
+    started = datetime.now(UTC)
+    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    work = root / p.name / ".work" / run_id
+    (work / "stage").mkdir(parents=True)
+    context = {
+        "pipeline": p.name,
+        "pipeline_file": str(p.source_file),
+        "output_root": str(root),
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "runner": runner,
+    }
+    (work / "context.json").write_text(json.dumps(context, indent=2))
+    log.info("run %s of %s in %s", run_id, p.name, work)
+    return work
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def build_buildings(work_dir: Path) -> Path:
+    """Read the sources and write canonical buildings (Hilbert-sorted) to the stage folder."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    rules = load_archetype_rules(p.archetypes.dir)
+    inputs: list[dict[str, Any]] = []
+    if p.sources.register_ is not None:
+        src = p.sources.register_
+        inputs.append({"role": "register", **file_record(src.path)})
+        buildings, dropped = buildings_from_register(src, p.crs, rules)
+        n_records = len(buildings) + len(dropped)
+    else:
+        fp = p.sources.footprints
+        assert fp is not None  # the pipeline model guarantees one source
+        if fp.osm_file is not None:
+            inputs.append({"role": "footprints", **file_record(fp.osm_file)})
+        cache = p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
+        buildings, dropped = buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
+        if fp.osm_file is None:
+            inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
+        n_records = len(buildings) + len(dropped)
+    if p.sources.districts is not None:
+        inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
+    check_buildings(buildings, "canonical buildings", p.crs)
+    buildings = hilbert_order(buildings, tie_break="building_id")
+    out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
+    dropped.to_parquet(work / "stage" / "dropped.parquet", index=False)
+    provenance = {
+        col: buildings[col].value_counts().sort_index().to_dict()
+        for col in buildings.columns
+        if col.endswith("_source")
+    }
+    _report(
+        work,
+        "buildings",
+        {
+            "inputs": inputs,
+            "config_files": [
+                file_record(Path(f)) for f in load_archetype_rules(p.archetypes.dir).files
+            ],
+            "records_read": n_records,
+            "buildings": len(buildings),
+            "dropped": len(dropped),
+            "provenance": provenance,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    log.info("%d buildings, %d records left out (see run.json)", len(buildings), len(dropped))
+    return out
+
+
+def estimate_stocks(work_dir: Path) -> Path:
+    """Districts and material tonnes per building, over Dask partitions → buildings layer."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    buildings = read_layer(work / "stage" / "buildings_canonical.parquet")
+    districts = None
+    if p.sources.districts is not None:
+        districts = read_districts(p.sources.districts, p.crs)
+        write_layer(districts, work / "stage" / "districts_input.parquet")
+    materials = _materials(p)
+    table = load_intensity_table(p.intensities.table, materials)
+    matrix = intensity_matrix(
+        table,
+        p.intensities.region,
+        p.intensities.statistic,
+        materials,
+        buildings["archetype_id"].unique(),
+        where=str(p.intensities.table),
+    )
+    meta = estimate_partition(buildings.iloc[:0], matrix, districts)
+    with dask_compute(p.compute.scheduler) as compute:
+        result = map_partitions(
+            buildings,
+            estimate_partition,
+            meta=meta,
+            npartitions=p.compute.partitions,
+            compute=compute,
+            intensity_kg_m2=matrix,
+            districts=districts,
+        )
+    result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs).reset_index(drop=True)
+    out = write_layer(result, work / BUILDINGS)
+    _report(
+        work,
+        "stocks",
+        {
+            "intensities": {
+                "table": str(p.intensities.table),
+                "sha256": file_record(p.intensities.table)["sha256"],
+                "region": p.intensities.region,
+                "statistic": p.intensities.statistic,
+                "materials": materials,
+                "kg_per_m2": matrix.round(4).to_dict(orient="index"),
+            },
+            "scheduler": p.compute.scheduler,
+            "partitions": min(p.compute.partitions, max(1, len(buildings))),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    return out
+
+
+def aggregate(work_dir: Path) -> Path | None:
+    """Sum the buildings per district → districts layer (None without a district source)."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    if p.sources.districts is None:
+        _report(work, "districts", {"skipped": "no [sources.districts] in the pipeline file"})
+        return None
+    buildings = pd.read_parquet(work / BUILDINGS, columns=None).drop(columns=["geometry", "bbox"])
+    districts = read_layer(work / "stage" / "districts_input.parquet").drop(
+        columns=["bbox"], errors="ignore"
+    )
+    sums = ["mass_t", *material_columns(_materials(p))]
+    result = aggregate_districts(buildings, districts, sums, name_column="district_name")
+    out = write_layer(result, work / DISTRICTS)
+    _report(work, "districts", {"districts": len(result), "seconds": round(time.perf_counter() - t0, 3)})
+    return out
+
+
+def _versions() -> dict[str, str]:
+    names = ["geopandas", "shapely", "pyarrow", "pandas", "numpy", "dask", "pyproj", "osmnx"]
+    out = {"python": platform.python_version(), "mfa": mfa.__version__}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except Exception:  # noqa: BLE001 - a missing optional package is reported as absent
+            out[n] = "absent"
+    return out
+
+
+def _checks(work: Path, p: Pipeline, materials: list[str]) -> dict[str, Any]:
+    buildings = read_layer(work / BUILDINGS)
+    layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
+    base = buildings.drop(columns=["mass_t", *material_columns(materials)])
+    check_buildings(base, str(work / BUILDINGS), p.crs)
+    cols = ["mass_t", *material_columns(materials)]
+    if buildings[cols].isna().any().any():
+        raise ValidationError(f"{work / BUILDINGS}: material tonnes have missing values")
+    mass = buildings[material_columns(materials)].sum(axis=1).to_numpy()
+    if not ((abs(mass - buildings["mass_t"].to_numpy())) <= 1e-9 * abs(mass).clip(min=1)).all():
+        raise ValidationError(f"{work / BUILDINGS}: mass_t is not the sum of the materials")
+    checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
+    if (work / DISTRICTS).exists():
+        districts = read_layer(work / DISTRICTS)
+        layers[DISTRICTS] = check_geoparquet(work / DISTRICTS, p.crs)
+        totals = check_mass_balance(buildings, districts, ["gfa_m2", *cols], rtol=1e-9)
+        if int(districts["building_count"].sum()) != len(buildings):
+            raise ValidationError("districts: building_count does not add up to the buildings")
+        checks["mass_balance"] = {"status": "passed", "rtol": 1e-9}
+    else:
+        totals = {c: float(buildings[c].sum()) for c in ["gfa_m2", *cols]}
+    checks["totals"] = totals
+    return checks
+
+
+def publish(work_dir: Path) -> Path:
+    """Check every layer, write ``run.json``, move the run in place, switch ``latest``.
+
+    Returns the published run folder. On any failed check nothing is published.
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    ctx = _ctx(work)
+    p = load_pipeline(ctx["pipeline_file"])
+    materials = _materials(p)
+    checks = _checks(work, p, materials)
+    reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
+    dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
+    dropped.to_csv(work / DROPPED, index=False)
+    b = reports.get("buildings", {})
+    files = [file_record(p.source_file)] + b.get("config_files", []) if p.source_file else []
+    manifest = {
+        "pipeline": p.name,
+        "pipeline_file": ctx["pipeline_file"],
+        "run_id": ctx["run_id"],
+        "status": "succeeded",
+        "runner": ctx["runner"],
+        "started_at": ctx["started_at"],
+        "finished_at": datetime.now(UTC).isoformat(),
+        "crs": p.crs,
+        "config_digest": config_digest(p, [Path(f["path"]) for f in b.get("config_files", [])]),
+        "versions": _versions(),
+        "inputs": b.get("inputs", []),
+        "config_files": files,
+        "intensities": reports.get("stocks", {}).get("intensities"),
+        "compute": {
+            "scheduler": reports.get("stocks", {}).get("scheduler"),
+            "partitions": reports.get("stocks", {}).get("partitions"),
+        },
+        "row_counts": {
+            "records_read": b.get("records_read"),
+            "buildings": int(checks["layers"][BUILDINGS]["rows"]),
+            "districts": int(checks["layers"].get(DISTRICTS, {}).get("rows", 0)),
+            "dropped": len(dropped),
+        },
+        "provenance": b.get("provenance"),
+        "totals_t": {k: v for k, v in checks["totals"].items() if k != "gfa_m2"},
+        "total_gfa_m2": checks["totals"]["gfa_m2"],
+        "checks": {k: v for k, v in checks.items() if k != "totals"},
+        "dropped": {
+            "counts_by_reason": dropped.groupby(["stage", "reason"]).size()
+            .reset_index(name="count").sort_values("count", ascending=False)
+            .to_dict(orient="records"),
+            "records": dropped.to_dict(orient="records"),
+        },
+        "timings_s": {
+            step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)
+        },
+    }
+    manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    shutil.rmtree(work / "stage")
+    shutil.rmtree(work / "reports")
+    (work / "context.json").unlink()
+    for f in work.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(work)
+
+    pipeline_dir = work.parent.parent
+    final = pipeline_dir / ctx["run_id"]
+    try:
+        os.rename(work, final)
+        fsync_dir(pipeline_dir)
+        link_tmp = pipeline_dir / f".latest-{ctx['run_id']}"
+        os.symlink(ctx["run_id"], link_tmp, target_is_directory=True)
+        os.replace(link_tmp, pipeline_dir / "latest")
+        fsync_dir(pipeline_dir)
+    except OSError as exc:
+        raise PublishError(
+            f"{final}: could not publish the run ({exc}); the previous 'latest' is unchanged"
+        ) from exc
+    log.info("published %s", final)
+    return final
+
+
+def discard(work_dir: Path) -> None:
+    """Remove a failed run's work folder (published runs and ``latest`` are not touched)."""
+    work = Path(work_dir)
+    if work.exists() and work.parent.name == ".work":
+        shutil.rmtree(work, ignore_errors=True)
+
+
+#: The steps after :func:`prepare`, in order; each takes the work folder.
+STEPS: tuple[Callable[[Path], Path | None], ...] = (build_buildings, estimate_stocks, aggregate)
+
+
+def run_pipeline(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Run every step without Prefect; return the published run folder."""
+    work = prepare(pipeline_file, output_dir, runner="plain")
+    try:
+        for step in STEPS:
+            step(work)
+        return publish(work)
+    except BaseException:
+        discard(work)
+        raise
