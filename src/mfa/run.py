@@ -10,6 +10,7 @@ The Prefect flow in ``flows/pipeline.py`` calls the same step functions as tasks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -344,6 +345,8 @@ def publish(work_dir: Path) -> Path:
     final = pipeline_dir / ctx["run_id"]
     try:
         os.rename(work, final)
+        with contextlib.suppress(OSError):
+            work.parent.rmdir()  # .work/, when no other run is in progress
         fsync_dir(pipeline_dir)
         link_tmp = pipeline_dir / f".latest-{ctx['run_id']}"
         os.symlink(ctx["run_id"], link_tmp, target_is_directory=True)
@@ -362,6 +365,8 @@ def discard(work_dir: Path) -> None:
     work = Path(work_dir)
     if work.exists() and work.parent.name == ".work":
         shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work.parent.rmdir()  # .work/, when no other run is in progress
 
 
 #: The steps after :func:`prepare`, in order; each takes the work folder.

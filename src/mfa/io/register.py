@@ -57,17 +57,17 @@ def _check_numeric(df: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame:
 
 
 def _points_from_wkt(df: pd.DataFrame, path: Path, kind: str) -> gpd.GeoSeries:
-    wkt = df[BBR.POINT].astype("string")
-    try:
-        geoms = shapely.from_wkt(wkt.fillna("").replace("", None).to_numpy(dtype=object))
-    except shapely.errors.GEOSException:
-        geoms = shapely.from_wkt(wkt.to_numpy(dtype=object), on_invalid="ignore")
-        bad = wkt.notna() & pd.isna(pd.Series(geoms, index=df.index))
-        pos = int(bad.to_numpy().argmax())
+    wkt = df[BBR.POINT].astype("string").str.strip()
+    wkt = wkt.where(wkt != "")
+    values = wkt.astype(object).where(wkt.notna(), None).to_numpy()
+    geoms = shapely.from_wkt(values, on_invalid="ignore")
+    bad = wkt.notna().to_numpy() & pd.isna(geoms)
+    if bad.any():
+        pos = int(bad.argmax())
         raise InputDataError(
             f"{path} {_row_label(df, pos, kind)}: {BBR.POINT} = {wkt.iloc[pos]!r} is not WKT; "
             "write points as 'POINT (x y)'"
-        ) from None
+        )
     return gpd.GeoSeries(geoms, index=df.index)
 
 

@@ -27,7 +27,10 @@ def _toml(path: Path) -> dict:
 def _csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
-    return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+    try:
+        return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a valid CSV table ({exc}); fix that line") from exc
 
 
 def load_materials(path: Path) -> list[str]:

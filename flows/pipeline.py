@@ -1,0 +1,58 @@
+"""The Prefect flow that runs an mfa pipeline: one task per step, tasks pass paths.
+
+The tasks are thin wrappers around :mod:`mfa.run`'s step functions; all logic lives
+there, so ``mfa run --no-prefect`` produces the same layers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+
+from mfa import run as steps
+
+
+@task(name="prepare")
+def prepare(pipeline_file: str, output_dir: str | None) -> str:
+    """Validate the pipeline file, create the run's work folder."""
+    return str(steps.prepare(pipeline_file, output_dir, runner="prefect"))
+
+
+@task(name="buildings")
+def buildings(work_dir: str) -> str:
+    """Read sources → canonical buildings (staged GeoParquet)."""
+    return str(steps.build_buildings(Path(work_dir)))
+
+
+@task(name="stocks")
+def stocks(work_dir: str) -> str:
+    """Districts and material tonnes per building, over Dask partitions."""
+    return str(steps.estimate_stocks(Path(work_dir)))
+
+
+@task(name="districts")
+def districts(work_dir: str) -> str | None:
+    """Exact sums per district."""
+    out = steps.aggregate(Path(work_dir))
+    return None if out is None else str(out)
+
+
+@task(name="publish")
+def publish(work_dir: str) -> str:
+    """Check every layer, write run.json, switch `latest` atomically."""
+    return str(steps.publish(Path(work_dir)))
+
+
+@flow(name="mfa-pipeline", validate_parameters=True)
+def mfa_pipeline(pipeline_file: str, output_dir: str | None = None) -> str:
+    """Run the pipeline file ``pipeline_file``; return the published run folder."""
+    work = prepare(pipeline_file, output_dir)
+    try:
+        buildings(work)
+        stocks(work)
+        districts(work)
+        return publish(work)
+    except BaseException:
+        steps.discard(Path(work))
+        raise

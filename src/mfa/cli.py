@@ -1,0 +1,126 @@
+"""The ``mfa`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mfa.errors import MfaError
+
+app = typer.Typer(
+    name="mfa",
+    help="Urban material stocks and flows from building registers and footprints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def prefect_defaults(home: Path | None = None) -> None:
+    """Environment defaults that make Prefect's ephemeral local API work on small machines.
+
+    A project-local ``PREFECT_HOME`` keeps run history out of the user's home; creating the
+    SQLite database takes ~25 s on 2 cores, more than Prefect's default start-up limit.
+    Values already set in the environment win.
+    """
+    os.environ.setdefault("PREFECT_HOME", str((home or Path.cwd()) / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
+
+
+def _fail(exc: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _summary(run_dir: Path, seconds: float) -> None:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    rc = manifest["row_counts"]
+    table = Table(title=f"{manifest['pipeline']}: stock", title_justify="left")
+    table.add_column("material")
+    table.add_column("t", justify="right")
+    for key, value in manifest["totals_t"].items():
+        table.add_row(key.removesuffix("_t"), f"{value:,.0f}")
+    out.print(table)
+    out.print(
+        f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, "
+        f"{rc['dropped']:,} records left out (reasons in run.json), "
+        f"{manifest['total_gfa_m2']:,.0f} m² floor area"
+    )
+    latest = run_dir.parent / "latest"
+    out.print(f"published {run_dir}  (latest → {latest}) in {seconds:.1f} s")
+
+
+@app.command()
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file, e.g. pipelines/dk-sample.toml")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="output root (default: outputs/)")
+    ] = None,
+    no_prefect: Annotated[
+        bool, typer.Option("--no-prefect", help="run the steps without Prefect")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a pipeline and publish its layers under OUTPUT_DIR/<name>/latest/."""
+    logging.basicConfig(
+        level=logging.INFO if verbose or no_prefect else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from mfa.config import load_pipeline
+
+    t0 = time.perf_counter()
+    try:
+        load_pipeline(pipeline)  # fail fast, before any engine starts
+        if no_prefect:
+            from mfa.run import run_pipeline
+
+            run_dir = run_pipeline(pipeline, output_dir)
+        else:
+            prefect_defaults()
+            from flows.pipeline import mfa_pipeline
+
+            state = mfa_pipeline(
+                str(pipeline.resolve()),
+                None if output_dir is None else str(output_dir.resolve()),
+                return_state=True,
+            )
+            run_dir = Path(state.result(raise_on_failure=True))
+    except MfaError as exc:
+        _fail(exc)
+    _summary(run_dir, time.perf_counter() - t0)
+
+
+@app.command()
+def validate(
+    pipeline: Annotated[list[Path], typer.Argument(help="pipeline files to check")],
+) -> None:
+    """Check pipeline files (keys, types, paths, CRS) without reading any data."""
+    from mfa.config import load_pipeline
+
+    for p in pipeline:
+        try:
+            load_pipeline(p)
+        except MfaError as exc:
+            _fail(exc)
+        out.print(f"{p}: ok")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
