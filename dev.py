@@ -33,7 +33,7 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under any python3
         sys.exit(f"mfa needs Python >= 3.11, this is {sys.version.split()[0]}")
     digest = hashlib.sha256(
         (ROOT / "requirements.lock").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
@@ -44,8 +44,20 @@ def setup() -> None:
         print(f"+ creating {VENV}", flush=True)
         venv.create(VENV, with_pip=True)
     sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "uv>=0.4")
-    sh(PY, "-m", "uv", "pip", "install", "--quiet", "--python", PY,
-       "-r", "requirements.lock", "-e", ".[dev]")
+    sh(
+        PY,
+        "-m",
+        "uv",
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        PY,
+        "-r",
+        "requirements.lock",
+        "-e",
+        ".[dev]",
+    )
     STAMP.write_text(digest)
 
 

@@ -50,10 +50,7 @@ def test_a_code_both_mapped_and_excluded_is_rejected(tmp_path) -> None:
     shutil.copytree(CONFIG / "archetypes", folder)
     f = folder / "bbr_use_codes.csv"
     lines = f.read_text().splitlines()
-    lines = [
-        line + "no reason" if line.startswith("321,") else line
-        for line in lines
-    ]
+    lines = [line + "no reason" if line.startswith("321,") else line for line in lines]
     f.write_text("\n".join(lines) + "\n")
     with pytest.raises(ConfigError, match=r"bbr_use_codes\.csv line \d+: code '321' has both"):
         load_archetype_rules(folder)

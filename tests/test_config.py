@@ -90,7 +90,7 @@ def test_needs_a_building_source(tmp_path: Path) -> None:
         line for line in GOOD.splitlines() if "footprints" not in line and "osm_file" not in line
     )
     body = body.replace('crs = "EPSG:25832"', 'crs = "EPSG:25832"\n[sources]')
-    with pytest.raises(ConfigError, match="add a \\[sources.register\\]"):
+    with pytest.raises(ConfigError, match=r"add a \[sources\.register\]"):
         load_pipeline(write_pipeline(tmp_path, body))
 
 

@@ -53,9 +53,10 @@ def test_floor_area_rules(rules) -> None:
     # ... else footprint (byg041) x floors, marked imputed
     imp = ~from_register
     assert imp.any()
-    expect = rec.byg041BebyggetAreal.to_numpy(dtype=float)[imp] * buildings.floors.to_numpy(
-        dtype=float
-    )[imp]
+    expect = (
+        rec.byg041BebyggetAreal.to_numpy(dtype=float)[imp]
+        * buildings.floors.to_numpy(dtype=float)[imp]
+    )
     np.testing.assert_allclose(buildings.gfa_m2[imp], expect)
     # floor count 0 means unknown: imputed, never 0
     assert (buildings.floors > 0).all()
@@ -126,14 +127,18 @@ def test_csv_without_crs_needs_one(tmp_path: Path) -> None:
     df = pd.read_csv(CSV, dtype=str).drop(columns=["byg406Koordinatsystem"])
     f = tmp_path / "nocrs.csv"
     df.to_csv(f, index=False)
-    with pytest.raises(InputDataError, match="set sources.register.crs"):
+    with pytest.raises(InputDataError, match=r"set sources\.register\.crs"):
         read_register(RegisterSource(path=f), "EPSG:25832")
     ok = read_register(RegisterSource(path=f, crs="EPSG:25832"), "EPSG:25832")
     assert len(ok) == 60
 
 
 def test_geoparquet_without_crs(tmp_path: Path) -> None:
-    gdf = gpd.read_parquet(SAMPLE / "bbr_bygning_2020.parquet").head(10).set_crs(None, allow_override=True)
+    gdf = (
+        gpd.read_parquet(SAMPLE / "bbr_bygning_2020.parquet")
+        .head(10)
+        .set_crs(None, allow_override=True)
+    )
     f = tmp_path / "nocrs.parquet"
     gdf.to_parquet(f)
     with pytest.raises(InputDataError, match=r"nocrs\.parquet: the geometry has no CRS"):

@@ -26,8 +26,8 @@ from mfa.errors import ConfigError, InputNotFoundError
 
 __all__ = [
     "Pipeline",
-    "load_pipeline",
     "config_digest",
+    "load_pipeline",
 ]
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -115,7 +115,8 @@ class Intensities(_Strict):
         default=None, description="materials to estimate; default: all in config/materials.toml"
     )
     vocabulary: Path | None = Field(
-        default=None, description="material vocabulary; default: materials.toml beside the table's folder"
+        default=None,
+        description="material vocabulary; default: materials.toml beside the table's folder",
     )
 
 
@@ -231,27 +232,34 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         ann = field.annotation
         args = getattr(ann, "__args__", None) or (ann,)
-        current = next(
-            (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None
-        )
+        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or k for k, f in current.model_fields.items() if k != "source_file"]
     return []
 
 
 def _explain(file: Path, exc: pydantic.ValidationError) -> ConfigError:
+    errors = exc.errors()
+    # a typo shows up twice (an unknown key and a missing one): report it once
+    suggested: set[tuple[Any, ...]] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            loc = tuple(err["loc"])
+            close = difflib.get_close_matches(str(loc[-1]), _allowed_keys(Pipeline, loc), n=1)
+            if close:
+                suggested.add((*loc[:-1], close[0]))
     lines = []
-    for err in exc.errors():
+    for err in errors:
         loc = tuple(err["loc"])
         key = _format_loc(loc)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(Pipeline, loc)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             fix = f"did you mean '{close[0]}'?" if close else "remove it"
-            lines.append(
-                f"{file}: unknown key '{key}': {fix} (allowed here: {', '.join(allowed)})"
-            )
+            lines.append(f"{file}: unknown key '{key}': {fix} (allowed here: {', '.join(allowed)})")
         elif err["type"] == "missing":
+            if loc in suggested:
+                continue
             lines.append(f"{file}: missing key '{key}': add it (see pipelines/README.md)")
         else:
             got = err.get("input")
@@ -289,7 +297,11 @@ def _check_files(p: Pipeline, file: Path) -> None:
             p.sources.footprints.osm_file if p.sources.footprints else None,
             False,
         ),
-        ("sources.districts.path", p.sources.districts.path if p.sources.districts else None, False),
+        (
+            "sources.districts.path",
+            p.sources.districts.path if p.sources.districts else None,
+            False,
+        ),
         ("archetypes.dir", p.archetypes.dir, True),
         ("intensities.table", p.intensities.table, False),
         ("intensities.vocabulary", p.intensities.vocabulary, False),

@@ -11,7 +11,7 @@ import dask_geopandas
 import geopandas as gpd
 import pandas as pd
 
-__all__ = ["dask_compute", "map_partitions", "hilbert_order"]
+__all__ = ["dask_compute", "hilbert_order", "map_partitions"]
 
 
 def hilbert_order(gdf: gpd.GeoDataFrame, tie_break: str) -> gpd.GeoDataFrame:

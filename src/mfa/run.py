@@ -43,14 +43,14 @@ from mfa.stocks.aggregate import aggregate_districts
 from mfa.stocks.intensity import intensity_matrix
 
 __all__ = [
-    "prepare",
-    "build_buildings",
-    "estimate_stocks",
-    "aggregate",
-    "publish",
-    "discard",
-    "run_pipeline",
     "STEPS",
+    "aggregate",
+    "build_buildings",
+    "discard",
+    "estimate_stocks",
+    "prepare",
+    "publish",
+    "run_pipeline",
 ]
 
 log = logging.getLogger("mfa")
@@ -93,7 +93,9 @@ def _materials(p: Pipeline) -> list[str]:
     return list(chosen)
 
 
-def prepare(pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain") -> Path:
+def prepare(
+    pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain"
+) -> Path:
     """Validate the pipeline file and create the run's work folder; return its path."""
     p = load_pipeline(pipeline_file)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
@@ -134,7 +136,9 @@ def build_buildings(work_dir: Path) -> Path:
         assert fp is not None  # the pipeline model guarantees one source
         if fp.osm_file is not None:
             inputs.append({"role": "footprints", **file_record(fp.osm_file)})
-        cache = p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
+        cache = (
+            p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
+        )
         buildings, dropped = buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
         if fp.osm_file is None:
             inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
@@ -237,7 +241,9 @@ def aggregate(work_dir: Path) -> Path | None:
     sums = ["mass_t", *material_columns(_materials(p))]
     result = aggregate_districts(buildings, districts, sums, name_column="district_name")
     out = write_layer(result, work / DISTRICTS)
-    _report(work, "districts", {"districts": len(result), "seconds": round(time.perf_counter() - t0, 3)})
+    _report(
+        work, "districts", {"districts": len(result), "seconds": round(time.perf_counter() - t0, 3)}
+    )
     return out
 
 
@@ -292,7 +298,8 @@ def publish(work_dir: Path) -> Path:
     dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
     dropped.to_csv(work / DROPPED, index=False)
     b = reports.get("buildings", {})
-    files = [file_record(p.source_file)] + b.get("config_files", []) if p.source_file else []
+    pipeline_record = [file_record(p.source_file)] if p.source_file else []
+    files = [*pipeline_record, *b.get("config_files", [])]
     manifest = {
         "pipeline": p.name,
         "pipeline_file": ctx["pipeline_file"],
@@ -322,14 +329,14 @@ def publish(work_dir: Path) -> Path:
         "total_gfa_m2": checks["totals"]["gfa_m2"],
         "checks": {k: v for k, v in checks.items() if k != "totals"},
         "dropped": {
-            "counts_by_reason": dropped.groupby(["stage", "reason"]).size()
-            .reset_index(name="count").sort_values("count", ascending=False)
+            "counts_by_reason": dropped.groupby(["stage", "reason"])
+            .size()
+            .reset_index(name="count")
+            .sort_values("count", ascending=False)
             .to_dict(orient="records"),
             "records": dropped.to_dict(orient="records"),
         },
-        "timings_s": {
-            step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)
-        },
+        "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))

@@ -18,12 +18,12 @@ __all__ = [
     "BUILDING_COLUMNS",
     "DROPPED_COLUMNS",
     "FUNCTIONS",
-    "STRUCTURES",
     "SOURCE_VALUES",
-    "empty_dropped",
-    "material_columns",
+    "STRUCTURES",
     "check_buildings",
     "check_mass_balance",
+    "empty_dropped",
+    "material_columns",
 ]
 
 #: Building functions (RASMI codes): single-family, multi-family, non-residential.

@@ -12,9 +12,9 @@ import pandas as pd
 
 __all__ = [
     "ArchetypeRules",
-    "map_codes",
     "archetype_id",
     "impute_by_function",
+    "map_codes",
 ]
 
 

@@ -29,8 +29,10 @@ def assign_districts(
     pandas.Series
         String dtype, aligned with ``geometry``.
     """
-    if geometry.crs is not None and districts.crs is not None and not geometry.crs.equals(
-        districts.crs
+    if (
+        geometry.crs is not None
+        and districts.crs is not None
+        and not geometry.crs.equals(districts.crs)
     ):
         raise ValueError(f"CRS differ: buildings {geometry.crs}, districts {districts.crs}")
     points = representative_points(geometry)

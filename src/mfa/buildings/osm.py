@@ -11,12 +11,12 @@ from __future__ import annotations
 import geopandas as gpd
 import pandas as pd
 
+from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
 from mfa.buildings.floor_area import gross_floor_area
-from mfa.buildings._dropped import DropLog
 from mfa.schema import BUILDING_COLUMNS
 
-__all__ = ["normalise_osm", "OSM_TAGS"]
+__all__ = ["OSM_TAGS", "normalise_osm"]
 
 #: The OSM tags mfa reads.
 OSM_TAGS = ("building", "building:levels", "building:material", "start_date")
@@ -54,7 +54,7 @@ def normalise_osm(
         ``gfa_m2`` = footprint area × ``building:levels``, or × the per-function default
         storeys (``gfa_source`` = ``imputed``) where the tag is missing.
     """
-    ids = ("osm:" + raw["element"].astype("string") + "/" + raw["osm_id"].astype("string"))
+    ids = "osm:" + raw["element"].astype("string") + "/" + raw["osm_id"].astype("string")
     ids = ids.astype("string")
     log = DropLog(ids, "osm")
     drop = log.drop
@@ -65,7 +65,10 @@ def normalise_osm(
         ~geom_type.isin(["Polygon", "MultiPolygon"]),
         "geometry is " + geom_type.fillna("empty") + ", not a footprint polygon",
     )
-    drop(ids[log.keep].duplicated().reindex(ids.index, fill_value=False), "duplicate OSM element: the first was kept")
+    drop(
+        ids[log.keep].duplicated().reindex(ids.index, fill_value=False),
+        "duplicate OSM element: the first was kept",
+    )
     building = _tag(raw, "building")
     excluded = map_codes(building, rules.osm_building_excluded)
     drop(excluded.notna(), "excluded building=" + building.fillna("") + ": " + excluded.fillna(""))

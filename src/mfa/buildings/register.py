@@ -9,12 +9,12 @@ from __future__ import annotations
 import geopandas as gpd
 import pandas as pd
 
+from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
 from mfa.buildings.floor_area import gross_floor_area
-from mfa.buildings._dropped import DropLog
 from mfa.schema import BUILDING_COLUMNS
 
-__all__ = ["BBR", "BBR_REQUIRED", "BBR_NUMERIC", "normalise_bbr"]
+__all__ = ["BBR", "BBR_NUMERIC", "BBR_REQUIRED", "normalise_bbr"]
 
 
 class BBR:
@@ -81,10 +81,16 @@ def normalise_bbr(
     drop(ids.isna() | (ids.str.len() == 0), "no building id (id_lokalId empty)")
     drop(
         ~status.isin(existing_status),
-        "status " + status.fillna("empty") + ": not a standing building (kept: "
-        + ", ".join(existing_status) + ")",
+        "status "
+        + status.fillna("empty")
+        + ": not a standing building (kept: "
+        + ", ".join(existing_status)
+        + ")",
     )
-    drop(ids[log.keep].duplicated().reindex(ids.index, fill_value=False), "duplicate id_lokalId: an earlier record was kept")
+    drop(
+        ids[log.keep].duplicated().reindex(ids.index, fill_value=False),
+        "duplicate id_lokalId: an earlier record was kept",
+    )
     geom = df.geometry
     drop(geom.isna() | geom.is_empty, "no coordinates (byg404Koordinat empty)")
 
@@ -93,7 +99,8 @@ def normalise_bbr(
     function = map_codes(use, rules.bbr_use_function)
     drop(
         function.isna(),
-        "use code " + use.fillna("empty")
+        "use code "
+        + use.fillna("empty")
         + " is not in the BBR use-code rules: add it to config/archetypes/bbr_use_codes.csv",
     )
 
@@ -165,4 +172,3 @@ def normalise_bbr(
     buildings = gpd.GeoDataFrame(out, geometry=df.geometry.values, crs=records.crs)
     buildings = buildings.sort_values("building_id", kind="stable").reset_index(drop=True)
     return buildings, log.table()
-

@@ -28,13 +28,17 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     for col in [source.id_column] + ([source.name_column] if source.name_column else []):
         if col not in gdf.columns:
             cols = ", ".join(c for c in gdf.columns if c != "geometry")
-            raise InputDataError(f"{where}: no column {col!r} (columns: {cols}); fix sources.districts")
+            raise InputDataError(
+                f"{where}: no column {col!r} (columns: {cols}); fix sources.districts"
+            )
     if gdf.crs is None:
         raise InputDataError(f"{where}: the file has no CRS; write it with one (e.g. EPSG:25832)")
     ids = gdf[source.id_column].astype("string").str.strip()
     if ids.isna().any() or (ids == "").any():
         pos = int((ids.isna() | (ids == "")).to_numpy().argmax())
-        raise InputDataError(f"{where}: feature {pos + 1} has no {source.id_column}; give every district an id")
+        raise InputDataError(
+            f"{where}: feature {pos + 1} has no {source.id_column}; give every district an id"
+        )
     dup = ids.duplicated()
     if dup.any():
         raise InputDataError(
@@ -46,7 +50,9 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     bad = ~types.isin(["Polygon", "MultiPolygon"])
     if bad.any():
         pos = int(bad.to_numpy().argmax())
-        raise InputDataError(f"{where}: feature {ids.iloc[pos]!r} is a {types.iloc[pos]}, not a polygon")
+        raise InputDataError(
+            f"{where}: feature {ids.iloc[pos]!r} is a {types.iloc[pos]}, not a polygon"
+        )
     out = gpd.GeoDataFrame(
         {
             "district_id": ids,

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["sha256_file", "fsync_dir", "file_record"]
+__all__ = ["file_record", "fsync_dir", "sha256_file"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from mfa.errors import ValidationError
 
-__all__ = ["write_layer", "read_layer", "check_geoparquet"]
+__all__ = ["check_geoparquet", "read_layer", "write_layer"]
 
 #: Rows per Parquet row group: small enough that bbox filters skip most of a large layer.
 ROW_GROUP_SIZE = 50_000

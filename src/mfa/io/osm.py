@@ -17,7 +17,7 @@ from mfa.buildings.osm import OSM_TAGS, normalise_osm
 from mfa.config import FootprintSource
 from mfa.errors import InputDataError, InputNotFoundError
 
-__all__ = ["read_osm_file", "fetch_osm", "buildings_from_osm"]
+__all__ = ["buildings_from_osm", "fetch_osm", "read_osm_file"]
 
 _TAGS = {"building": True}
 
@@ -114,7 +114,12 @@ def read_osm_file(path: Path) -> gpd.GeoDataFrame:
             return _read_pbf(path)
         if name.endswith((".osm", ".osm.bz2", ".xml")):
             return _read_xml(path)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (
+        RuntimeError,
+        ValueError,
+        OSError,
+        SyntaxError,
+    ) as exc:  # XML ParseError is a SyntaxError
         raise InputDataError(f"{path}: cannot be read as OpenStreetMap data ({exc})") from exc
     raise InputDataError(f"{path}: unknown OSM format; use .osm, .osm.bz2 or .osm.pbf")
 

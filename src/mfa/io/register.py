@@ -16,7 +16,7 @@ from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 
-__all__ = ["read_register", "buildings_from_register", "BBR_CRS_CODES"]
+__all__ = ["BBR_CRS_CODES", "buildings_from_register", "read_register"]
 
 #: ``byg406Koordinatsystem`` codes → CRS (5 = ETRS89 / UTM zone 32N).
 BBR_CRS_CODES = {"5": "EPSG:25832"}
@@ -113,7 +113,7 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
         )
     df = _check_numeric(pd.DataFrame(df), path, kind)
 
-    if isinstance(df, gpd.GeoDataFrame) or "geometry" in df.columns and kind != "csv":
+    if isinstance(df, gpd.GeoDataFrame) or ("geometry" in df.columns and kind != "csv"):
         gdf = gpd.GeoDataFrame(df, geometry="geometry")
         if gdf.crs is None:
             if source.crs is None:

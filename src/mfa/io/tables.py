@@ -12,7 +12,7 @@ from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.stocks.intensity import check_intensity_table
 
-__all__ = ["load_materials", "load_archetype_rules", "load_intensity_table"]
+__all__ = ["load_archetype_rules", "load_intensity_table", "load_materials"]
 
 
 def _toml(path: Path) -> dict:
@@ -91,10 +91,16 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         "osm_mat": folder / "osm_materials.csv",
         "defaults": folder / "defaults.toml",
     }
-    use_f, use_x = _mapping(_csv(files["use"]), files["use"], "code", "function", FUNCTIONS, "excluded_reason")
+    use_f, use_x = _mapping(
+        _csv(files["use"]), files["use"], "code", "function", FUNCTIONS, "excluded_reason"
+    )
     wall_s, _ = _mapping(_csv(files["wall"]), files["wall"], "code", "structure", STRUCTURES, None)
-    osm_f, osm_x = _mapping(_csv(files["osm"]), files["osm"], "tag", "function", FUNCTIONS, "excluded_reason")
-    mat_s, _ = _mapping(_csv(files["osm_mat"]), files["osm_mat"], "tag", "structure", STRUCTURES, None)
+    osm_f, osm_x = _mapping(
+        _csv(files["osm"]), files["osm"], "tag", "function", FUNCTIONS, "excluded_reason"
+    )
+    mat_s, _ = _mapping(
+        _csv(files["osm_mat"]), files["osm_mat"], "tag", "structure", STRUCTURES, None
+    )
     d = _toml(files["defaults"])
     try:
         structure_by_function = {f: str(d["structure_by_function"][f]) for f in FUNCTIONS}
@@ -106,7 +112,9 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
             "needs a structure and a floor count, and [osm] an unknown_function"
         ) from exc
     if not set(structure_by_function.values()) <= set(STRUCTURES):
-        raise ConfigError(f"{files['defaults']}: structure_by_function values must be in {STRUCTURES}")
+        raise ConfigError(
+            f"{files['defaults']}: structure_by_function values must be in {STRUCTURES}"
+        )
     if unknown not in FUNCTIONS:
         raise ConfigError(f"{files['defaults']}: osm.unknown_function must be one of {FUNCTIONS}")
     if any(v <= 0 for v in floors_by_function.values()):
@@ -130,8 +138,16 @@ def load_intensity_table(path: Path, materials: list[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: intensity table not found; fix intensities.table")
-    table = pd.read_csv(path, dtype={"region": "string", "function": "string",
-                                     "structure": "string", "material": "string",
-                                     "unit": "string", "source": "string"})
+    table = pd.read_csv(
+        path,
+        dtype={
+            "region": "string",
+            "function": "string",
+            "structure": "string",
+            "material": "string",
+            "unit": "string",
+            "source": "string",
+        },
+    )
     check_intensity_table(table, str(path), materials)
     return table

@@ -41,7 +41,7 @@ def aggregate_districts(
     cols = ["gfa_m2", *sum_columns]
     sums = buildings[cols].astype(float).groupby(key, sort=True).sum()
     sums.insert(0, "building_count", key.value_counts().reindex(sums.index).astype("int64"))
-    base = districts[["district_id", *( [name_column] if name_column else [] ), "geometry"]]
+    base = districts[["district_id", *([name_column] if name_column else []), "geometry"]]
     base = base.astype({"district_id": "string"})
     if (key == UNASSIGNED).any():
         extra = gpd.GeoDataFrame(

@@ -15,7 +15,7 @@ import pandas as pd
 from mfa.errors import ConfigError
 from mfa.schema import FUNCTIONS, STRUCTURES
 
-__all__ = ["PERCENTILES", "INTENSITY_COLUMNS", "check_intensity_table", "intensity_matrix"]
+__all__ = ["INTENSITY_COLUMNS", "PERCENTILES", "check_intensity_table", "intensity_matrix"]
 
 #: Percentile columns, in increasing order (kg/m²).
 PERCENTILES = ("p00", "p05", "p25", "p50", "p75", "p95", "p100")

@@ -1,0 +1,64 @@
+"""The `mfa` command as a user runs it (subprocesses, real files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MFA = [sys.executable, "-m", "mfa.cli"]
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "COLUMNS": "200", **env}
+    return subprocess.run(MFA + args, cwd=cwd, capture_output=True, text=True, env=e, timeout=600)
+
+
+def test_run_without_prefect(sample_copy: Path) -> None:
+    r = _run(["run", "pipelines/dk-sample.toml", "--no-prefect"], sample_copy)
+    assert r.returncode == 0, r.stderr
+    latest = sample_copy / "outputs" / "dk-sample" / "latest"
+    assert (latest / "buildings.parquet").exists()
+    assert "2,144 buildings" in r.stdout
+    assert "brick" in r.stdout
+
+
+def test_typo_in_pipeline_is_a_one_line_error(sample_copy: Path) -> None:
+    p = sample_copy / "pipelines" / "dk-sample.toml"
+    p.write_text(p.read_text().replace("id_column", "id_colum"))
+    r = _run(["run", str(p), "--no-prefect"], sample_copy)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "dk-sample.toml" in lines[0] and "sources.districts.id_colum" in lines[0]
+    assert "did you mean 'id_column'" in lines[0]
+    assert not (sample_copy / "outputs").exists()
+
+
+def test_missing_register_file(sample_copy: Path) -> None:
+    (sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet").unlink()
+    r = _run(["validate", "pipelines/dk-sample.toml"], sample_copy)
+    assert r.returncode == 2
+    assert "sources.register.path" in r.stderr and "does not exist" in r.stderr
+
+
+def test_validate_ok(sample_copy: Path) -> None:
+    r = _run(["validate", "pipelines/dk-sample.toml", "pipelines/osm-sample.toml"], sample_copy)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(": ok") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_run_through_prefect_by_default(sample_copy: Path) -> None:
+    """`mfa run` starts Prefect's ephemeral API itself: no server to start by hand."""
+    r = _run(["run", "pipelines/osm-sample.toml"], sample_copy)
+    assert r.returncode == 0, r.stderr[-3000:]
+    latest = sample_copy / "outputs" / "osm-sample" / "latest"
+    manifest = json.loads((latest / "run.json").read_text())
+    assert manifest["runner"] == "prefect"
+    assert (sample_copy / ".prefect").is_dir()  # project-local PREFECT_HOME

@@ -1,0 +1,56 @@
+"""The Prefect flow, for real, on Prefect's test harness (a temporary local API)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from mfa.errors import InputDataError
+from mfa.run import run_pipeline
+from tests.conftest import DATA, ROOT
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+
+def test_flow_gives_the_same_layers_as_the_plain_runner(prefect_harness, tmp_path: Path) -> None:
+    from flows.pipeline import mfa_pipeline
+
+    pipeline = str(ROOT / "pipelines" / "dk-sample.toml")
+    state = mfa_pipeline(pipeline, str(tmp_path / "prefect"), return_state=True)
+    assert state.is_completed()
+    with_prefect = Path(state.result())
+    plain = run_pipeline(pipeline, tmp_path / "plain")
+    for layer in ("buildings.parquet", "districts.parquet"):
+        pd.testing.assert_frame_equal(
+            gpd.read_parquet(with_prefect / layer), gpd.read_parquet(plain / layer)
+        )
+    assert json.loads((with_prefect / "run.json").read_text())["runner"] == "prefect"
+    assert (tmp_path / "prefect" / "dk-sample" / "latest").resolve() == with_prefect.resolve()
+
+
+def test_flow_failure_publishes_nothing(prefect_harness, bbr_pipeline, tmp_path: Path) -> None:
+    from flows.pipeline import mfa_pipeline
+
+    bad = tmp_path / "bad.csv"
+    df = pd.read_csv(DATA / "bbr_kalundborg_60.csv", dtype=str)
+    df.loc[0, "byg041BebyggetAreal"] = "n/a"
+    df.to_csv(bad, index=False)
+    state = mfa_pipeline(str(bbr_pipeline(register=bad)), str(tmp_path / "out"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InputDataError, match="byg041BebyggetAreal = 'n/a'"):
+        state.result()
+    assert not (tmp_path / "out" / "t-bbr" / "latest").exists()
+    assert not (tmp_path / "out" / "t-bbr" / ".work").exists()
+
+
+def test_tasks_pass_paths(prefect_harness, tmp_path: Path) -> None:
+    from flows import pipeline as f
+
+    work = f.prepare.fn(str(ROOT / "pipelines" / "osm-sample.toml"), str(tmp_path))
+    assert isinstance(work, str) and Path(work).is_dir()
+    staged = f.buildings.fn(work)
+    assert staged.endswith(".parquet") and Path(staged).exists()

@@ -1,0 +1,172 @@
+"""End to end: both sample pipelines, the checks behind `latest`, failures, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from mfa.errors import InputDataError
+from mfa.run import run_pipeline
+from tests.conftest import DATA, ROOT, SAMPLE
+
+MATERIALS = ["concrete", "brick", "wood", "steel", "glass", "aluminium", "copper", "plastics"]
+
+
+@pytest.fixture(scope="module")
+def dk_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", out)
+
+
+def test_dk_sample_layers(dk_run: Path) -> None:
+    latest = dk_run.parent / "latest"
+    assert latest.is_symlink() and latest.resolve() == dk_run.resolve()
+    assert sorted(p.name for p in latest.iterdir()) == [
+        "buildings.parquet",
+        "districts.parquet",
+        "dropped.csv",
+        "run.json",
+    ]
+    b = gpd.read_parquet(latest / "buildings.parquet")
+    d = gpd.read_parquet(latest / "districts.parquet")
+    assert b.crs.to_epsg() == 25832 and d.crs.to_epsg() == 25832
+    for col in [
+        "building_id",
+        "district_id",
+        "gfa_m2",
+        "floors",
+        "construction_year",
+        "use_code",
+        "osm_building",
+        "wall_material",
+        "archetype_id",
+        "mass_t",
+        "gfa_source",
+    ]:
+        assert col in b.columns
+    assert [f"{m}_t" for m in MATERIALS] == [
+        c for c in b.columns if c.endswith("_t") and c != "mass_t"
+    ]
+    for col in [
+        "building_count",
+        "gfa_m2",
+        "mass_t",
+        "mass_t_per_ha",
+        *[f"{m}_t" for m in MATERIALS],
+    ]:
+        assert col in d.columns
+    # mass balance to 1e-9 relative, for every material
+    for col in ["mass_t", *[f"{m}_t" for m in MATERIALS]]:
+        assert d[col].sum() == pytest.approx(b[col].sum(), rel=1e-9)
+    assert d.building_count.sum() == len(b)
+    assert b.district_id.notna().all()  # every sample building lies in a shipped parish
+
+
+def test_every_standing_building_with_floor_area_is_accounted_for(dk_run: Path) -> None:
+    reg = gpd.read_parquet(SAMPLE / "bbr_bygning_2020.parquet")
+    standing = reg[reg.status == "6"]
+    with_area = standing[
+        (standing.byg038SamletBygningsareal.fillna(0) > 0)
+        | (standing.byg041BebyggetAreal.fillna(0) > 0)
+    ]
+    b = pd.read_parquet(dk_run / "buildings.parquet", columns=["building_id"])
+    manifest = json.loads((dk_run / "run.json").read_text())
+    dropped = {r["record_id"]: r["reason"] for r in manifest["dropped"]["records"]}
+    missing = set(with_area.id_lokalId) - set(b.building_id) - set(dropped)
+    assert not missing
+    assert manifest["row_counts"]["records_read"] == len(reg)
+    assert manifest["row_counts"]["buildings"] + manifest["row_counts"]["dropped"] == len(reg)
+    assert sum(r["count"] for r in manifest["dropped"]["counts_by_reason"]) == len(dropped)
+
+
+def test_geoparquet_metadata_and_bbox(dk_run: Path) -> None:
+    for layer in ("buildings.parquet", "districts.parquet"):
+        meta = pq.read_metadata(dk_run / layer)
+        geo = json.loads(meta.metadata[b"geo"])
+        assert geo["version"] == "1.1.0"
+        col = geo["columns"]["geometry"]
+        assert col["crs"]["id"]["code"] == 25832
+        assert col["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    # the bbox column filters: Kalundborg's buildings only
+    box = (620_000, 6_130_000, 670_000, 6_190_000)
+    sub = gpd.read_parquet(dk_run / "buildings.parquet", bbox=box)
+    assert 0 < len(sub) < len(gpd.read_parquet(dk_run / "buildings.parquet"))
+
+
+def test_manifest(dk_run: Path) -> None:
+    m = json.loads((dk_run / "run.json").read_text())
+    assert m["status"] == "succeeded" and m["runner"] == "plain"
+    reg = next(i for i in m["inputs"] if i["role"] == "register")
+    import hashlib
+
+    assert (
+        reg["sha256"]
+        == hashlib.sha256((SAMPLE / "bbr_bygning_2020.parquet").read_bytes()).hexdigest()
+    )
+    assert len(m["config_digest"]) == 64
+    assert m["checks"]["mass_balance"]["status"] == "passed"
+    assert m["totals_t"]["mass_t"] == pytest.approx(sum(m["totals_t"][f"{x}_t"] for x in MATERIALS))
+    assert set(m["timings_s"]) >= {"buildings", "stocks", "districts", "publish"}
+    assert m["intensities"]["region"] == "OECD_EU15"
+    assert m["provenance"]["gfa_source"]["register"] > 0
+
+
+def test_same_inputs_same_layers(dk_run: Path, tmp_path: Path) -> None:
+    again = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path)
+    for layer in ("buildings.parquet", "districts.parquet"):
+        a, b = gpd.read_parquet(dk_run / layer), gpd.read_parquet(again / layer)
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_osm_sample(tmp_path: Path) -> None:
+    run = run_pipeline(ROOT / "pipelines" / "osm-sample.toml", tmp_path)
+    b = gpd.read_parquet(run / "buildings.parquet")
+    assert len(b) == 32 and b.crs.to_epsg() == 25832
+    assert b.building_id.str.startswith("osm:").all()
+    assert (b.mass_t > 0).all()
+    assert not (run / "districts.parquet").exists()
+    m = json.loads((run / "run.json").read_text())
+    assert m["row_counts"]["districts"] == 0
+
+
+def test_partitions_do_not_change_results(bbr_pipeline, tmp_path: Path) -> None:
+    one = run_pipeline(bbr_pipeline(partitions=1, name="one.toml"), tmp_path / "a")
+    many = run_pipeline(
+        bbr_pipeline(partitions=7, scheduler="processes", name="many.toml"), tmp_path / "b"
+    )
+    a, b = gpd.read_parquet(one / "buildings.parquet"), gpd.read_parquet(many / "buildings.parquet")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_failed_run_leaves_latest_untouched(bbr_pipeline, tmp_path: Path) -> None:
+    good = DATA / "bbr_kalundborg_60.csv"
+    first = run_pipeline(bbr_pipeline(register=good), tmp_path)
+    latest = first.parent / "latest"
+    before = {p.name: p.read_bytes() for p in latest.iterdir()}
+    bad = tmp_path / "bad.csv"
+    df = pd.read_csv(good, dtype=str)
+    df.loc[3, "byg054AntalEtager"] = "two"
+    df.to_csv(bad, index=False)
+    with pytest.raises(InputDataError, match="byg054AntalEtager = 'two'"):
+        run_pipeline(bbr_pipeline(register=bad, name="bad.toml"), tmp_path)
+    assert latest.resolve() == first.resolve()
+    assert {p.name: p.read_bytes() for p in latest.iterdir()} == before
+    assert not (first.parent / ".work").exists()  # the failed run's folder is removed
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, "latest"])
+
+
+def test_second_run_switches_latest(bbr_pipeline, tmp_path: Path) -> None:
+    p = bbr_pipeline(register=DATA / "bbr_kalundborg_60.csv")
+    a = run_pipeline(p, tmp_path)
+    b = run_pipeline(p, tmp_path)
+    assert a != b and a.exists() and b.exists()
+    assert (tmp_path / "t-bbr" / "latest").resolve() == b.resolve()
+    totals = [json.loads((r / "run.json").read_text())["totals_t"] for r in (a, b)]
+    assert totals[0] == totals[1]
+    assert np.isfinite(totals[0]["mass_t"])
