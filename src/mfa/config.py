@@ -60,6 +60,9 @@ class FootprintSource(_Strict):
     polygon_wkt: str | None = Field(
         default=None, description="a polygon in lon/lat (EPSG:4326) for the online query"
     )
+    overpass_url: str | None = Field(
+        default=None, description="another Overpass API than osmnx's default (online only)"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FootprintSource:

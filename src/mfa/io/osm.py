@@ -6,6 +6,8 @@ geometry) that :func:`mfa.buildings.osm.normalise_osm` turns into canonical buil
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import geopandas as gpd
@@ -124,28 +126,56 @@ def read_osm_file(path: Path) -> gpd.GeoDataFrame:
     raise InputDataError(f"{path}: unknown OSM format; use .osm, .osm.bz2 or .osm.pbf")
 
 
+@contextmanager
+def _osmnx_settings(**values: object) -> Iterator[None]:
+    """Set osmnx's module-level settings for one call and restore them afterwards."""
+    import osmnx as ox
+
+    saved = {k: getattr(ox.settings, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(ox.settings, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(ox.settings, k, v)
+
+
 def fetch_osm(
     place: str | None = None,
     polygon_wkt: str | None = None,
     cache_dir: Path | None = None,
     timeout_s: int = 180,
+    overpass_url: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Raw building features from the Overpass API for a place name or a lon/lat polygon."""
+    """Raw building features from the Overpass API for a place name or a lon/lat polygon.
+
+    ``cache_dir`` keeps osmnx's response cache (nothing is cached without it);
+    ``overpass_url`` selects another Overpass instance than osmnx's default.
+    """
     import osmnx as ox
 
-    ox.settings.requests_timeout = timeout_s
+    settings: dict[str, object] = {
+        "requests_timeout": timeout_s,
+        "use_cache": cache_dir is not None,
+    }
     if cache_dir is not None:
-        ox.settings.use_cache = True
-        ox.settings.cache_folder = str(cache_dir)
-    if place is not None:
-        gdf = ox.features_from_place(place, tags=_TAGS)
-    elif polygon_wkt is not None:
-        poly = shapely.from_wkt(polygon_wkt)
-        if poly.geom_type not in ("Polygon", "MultiPolygon"):
-            raise InputDataError(f"polygon_wkt is a {poly.geom_type}; give a lon/lat polygon")
-        gdf = ox.features_from_polygon(poly, tags=_TAGS)
-    else:
-        raise InputDataError("give a place or a polygon_wkt to fetch OSM buildings")
+        settings["cache_folder"] = str(cache_dir)
+    if overpass_url is not None:
+        settings["overpass_url"] = overpass_url
+    with _osmnx_settings(**settings):
+        if place is not None:
+            gdf = ox.features_from_place(place, tags=_TAGS)
+        elif polygon_wkt is not None:
+            try:
+                poly = shapely.from_wkt(polygon_wkt)
+            except shapely.errors.GEOSException as exc:
+                raise InputDataError(f"polygon_wkt is not valid WKT ({exc})") from exc
+            if poly.geom_type not in ("Polygon", "MultiPolygon"):
+                raise InputDataError(f"polygon_wkt is a {poly.geom_type}; give a lon/lat polygon")
+            gdf = ox.features_from_polygon(poly, tags=_TAGS)
+        else:
+            raise InputDataError("give a place or a polygon_wkt to fetch OSM buildings")
     return _from_osmnx(gdf)
 
 
@@ -156,5 +186,7 @@ def buildings_from_osm(
     if source.osm_file is not None:
         raw = read_osm_file(source.osm_file)
     else:
-        raw = fetch_osm(source.place, source.polygon_wkt, cache_dir=cache_dir)
+        raw = fetch_osm(
+            source.place, source.polygon_wkt, cache_dir=cache_dir, overpass_url=source.overpass_url
+        )
     return normalise_osm(raw, crs, rules)

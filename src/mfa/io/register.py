@@ -12,6 +12,7 @@ import geopandas as gpd
 import pandas as pd
 import shapely
 
+from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
@@ -149,7 +150,7 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
 
 
 def buildings_from_register(
-    source: RegisterSource, crs: str, rules
+    source: RegisterSource, crs: str, rules: ArchetypeRules
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Read a register and normalise it: canonical buildings and dropped records."""
     records = read_register(source, crs)
