@@ -31,6 +31,7 @@ def test_dk_sample_layers(dk_run: Path) -> None:
         "buildings.parquet",
         "districts.parquet",
         "dropped.csv",
+        "repairs.csv",
         "run.json",
     ]
     b = gpd.read_parquet(latest / "buildings.parquet")
@@ -127,12 +128,15 @@ def test_same_inputs_same_layers(dk_run: Path, tmp_path: Path) -> None:
 def test_osm_sample(tmp_path: Path) -> None:
     run = run_pipeline(ROOT / "pipelines" / "osm-sample.toml", tmp_path)
     b = gpd.read_parquet(run / "buildings.parquet")
-    assert len(b) == 32 and b.crs.to_epsg() == 25832
+    # 32 features from osmnx; way 514007867 is a 0.007 m² sliver, rejected as degenerate
+    assert len(b) == 31 and b.crs.to_epsg() == 25832
     assert b.building_id.str.startswith("osm:").all()
     assert (b.mass_t > 0).all()
     assert not (run / "districts.parquet").exists()
     m = json.loads((run / "run.json").read_text())
     assert m["row_counts"]["districts"] == 0
+    (reject,) = m["dropped"]["records"]
+    assert reject["record_id"] == "osm:way/514007867" and "degenerate" in reject["reason"]
 
 
 def test_partitions_do_not_change_results(bbr_pipeline, tmp_path: Path) -> None:

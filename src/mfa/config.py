@@ -53,9 +53,14 @@ class RegisterSource(_Strict):
 
 
 class FootprintSource(_Strict):
-    """Building footprints from OpenStreetMap: a local extract, or a place / polygon online."""
+    """Building footprints: an OSM extract, an online OSM query, or a footprint file."""
 
     osm_file: Path | None = Field(default=None, description=".osm, .osm.bz2 or .osm.pbf")
+    file: Path | None = Field(
+        default=None, description="any OGR-readable polygon file (e.g. GeoDanmark, BGT)"
+    )
+    layer: str | None = Field(default=None, description="layer of `file`")
+    id_column: str | None = Field(default=None, description="unique building id in `file`")
     place: str | None = Field(default=None, description="a place name for the online query")
     polygon_wkt: str | None = Field(
         default=None, description="a polygon in lon/lat (EPSG:4326) for the online query"
@@ -66,12 +71,38 @@ class FootprintSource(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FootprintSource:
-        given = [k for k in ("osm_file", "place", "polygon_wkt") if getattr(self, k) is not None]
+        keys = ("osm_file", "place", "polygon_wkt", "file")
+        given = [k for k in keys if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of osm_file, place or polygon_wkt"
+                "give exactly one of osm_file, place, polygon_wkt or file"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if self.file is not None and self.id_column is None:
+            raise ValueError("a footprint file needs id_column (a unique building id)")
+        if self.file is None and (self.layer or self.id_column):
+            raise ValueError("layer and id_column go with file")
+        return self
+
+
+class HeightSource(_Strict):
+    """Elevation rasters for building heights: an nDSM, or a DSM and a DTM on one grid."""
+
+    ndsm: Path | None = None
+    dsm: Path | None = None
+    dtm: Path | None = None
+    percentile: Annotated[float, Field(ge=0, le=100)] = 90.0
+    storey_height_m: Annotated[float, Field(gt=0, le=20)] | None = Field(
+        default=None, description="default: [heights] storey_height_m in defaults.toml"
+    )
+    max_window_pixels: Annotated[int, Field(ge=1024)] = 4_000_000
+
+    @model_validator(mode="after")
+    def _one_model(self) -> HeightSource:
+        if (self.ndsm is None) == (self.dsm is None and self.dtm is None):
+            raise ValueError("give either ndsm, or dsm and dtm")
+        if (self.dsm is None) != (self.dtm is None):
+            raise ValueError("dsm and dtm go together")
         return self
 
 
@@ -89,6 +120,7 @@ class Sources(_Strict):
     register_: RegisterSource | None = Field(default=None, alias="register")
     footprints: FootprintSource | None = None
     districts: DistrictSource | None = None
+    heights: HeightSource | None = None
 
     @model_validator(mode="after")
     def _some_buildings(self) -> Sources:
@@ -99,6 +131,8 @@ class Sources(_Strict):
                 "conflating footprints with a register is not supported yet: "
                 "give either [sources.register] or [sources.footprints]"
             )
+        if self.heights is not None and self.footprints is None:
+            raise ValueError("[sources.heights] needs footprints: add [sources.footprints]")
         return self
 
 
@@ -277,6 +311,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     path_keys = {
         ("sources", "register", "path"),
         ("sources", "footprints", "osm_file"),
+        ("sources", "footprints", "file"),
+        ("sources", "heights", "ndsm"),
+        ("sources", "heights", "dsm"),
+        ("sources", "heights", "dtm"),
         ("sources", "districts", "path"),
         ("archetypes", "dir"),
         ("intensities", "table"),
@@ -305,6 +343,11 @@ def _check_files(p: Pipeline, file: Path) -> None:
             p.sources.districts.path if p.sources.districts else None,
             False,
         ),
+        *[
+            (f"sources.heights.{k}", getattr(p.sources.heights, k), False)
+            for k in ("ndsm", "dsm", "dtm")
+            if p.sources.heights is not None
+        ],
         ("archetypes.dir", p.archetypes.dir, True),
         ("intensities.table", p.intensities.table, False),
         ("intensities.vocabulary", p.intensities.vocabulary, False),

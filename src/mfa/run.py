@@ -19,6 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -28,13 +29,22 @@ import geopandas as gpd
 import pandas as pd
 
 import mfa
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.quality import (
+    area_of_use_bounds,
+    check_ranges,
+    clean_geometries,
+    refine_with_heights,
+)
 from mfa.config import Pipeline, config_digest, load_pipeline
 from mfa.errors import PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
+from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
+from mfa.io.rasters import footprint_heights
 from mfa.io.register import buildings_from_register
 from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
@@ -59,6 +69,7 @@ BUILDINGS = "buildings.parquet"
 DISTRICTS = "districts.parquet"
 MANIFEST = "run.json"
 DROPPED = "dropped.csv"
+REPAIRS = "repairs.csv"
 
 
 # --------------------------------------------------------------------------- context
@@ -119,36 +130,67 @@ def prepare(
 # --------------------------------------------------------------------------- steps
 
 
-def build_buildings(work_dir: Path) -> Path:
-    """Read the sources and write canonical buildings (Hilbert-sorted) to the stage folder."""
-    t0 = time.perf_counter()
-    work = Path(work_dir)
-    p = _pipeline(work)
-    rules = load_archetype_rules(p.archetypes.dir)
-    inputs: list[dict[str, Any]] = []
+def _read_buildings(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read and normalise the pipeline's building source; record the inputs read."""
     if p.sources.register_ is not None:
         src = p.sources.register_
         inputs.append({"role": "register", **file_record(src.path)})
-        buildings, dropped = buildings_from_register(src, p.crs, rules)
-        n_records = len(buildings) + len(dropped)
+        return buildings_from_register(src, p.crs, rules)
+    fp = p.sources.footprints
+    assert fp is not None  # the pipeline model guarantees one source
+    if fp.file is not None:
+        inputs.append({"role": "footprints", **file_record(fp.file)})
+        return buildings_from_footprint_file(fp, p.crs, rules)
+    if fp.osm_file is not None:
+        inputs.append({"role": "footprints", **file_record(fp.osm_file)})
     else:
-        fp = p.sources.footprints
-        assert fp is not None  # the pipeline model guarantees one source
-        if fp.osm_file is not None:
-            inputs.append({"role": "footprints", **file_record(fp.osm_file)})
-        cache = (
-            p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
+        inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
+    cache = p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
+    return buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
+
+
+def build_buildings(work_dir: Path) -> Path:
+    """Read the sources; clean, check, add heights; stage canonical buildings (Hilbert order)."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    ctx = _ctx(work)
+    p = load_pipeline(ctx["pipeline_file"])
+    rules = load_archetype_rules(p.archetypes.dir)
+    inputs: list[dict[str, Any]] = []
+    buildings, dropped = _read_buildings(p, rules, inputs)
+    n_records = len(buildings) + len(dropped)
+
+    buildings, dropped_geom, repairs_geom = clean_geometries(
+        buildings, area_of_use_bounds(p.crs), rules.limits.min_footprint_m2
+    )
+    run_year = datetime.fromisoformat(ctx["started_at"]).year
+    buildings, repairs_range = check_ranges(
+        buildings, rules.limits, run_year, rules.floors_by_function
+    )
+    raster_h, raster_report = None, None
+    h = p.sources.heights
+    if h is not None:
+        for role in ("ndsm", "dsm", "dtm"):
+            if getattr(h, role) is not None:
+                inputs.append({"role": role, **file_record(getattr(h, role))})
+        raster_h, stats = footprint_heights(
+            buildings.geometry, h.ndsm, h.dsm, h.dtm, h.percentile, h.max_window_pixels
         )
-        buildings, dropped = buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
-        if fp.osm_file is None:
-            inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
-        n_records = len(buildings) + len(dropped)
+        raster_report = {**asdict(stats), "percentile": h.percentile}
+    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
+    buildings, repairs_height = refine_with_heights(buildings, raster_h, storey, rules.limits)
     if p.sources.districts is not None:
         inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
+
     check_buildings(buildings, "canonical buildings", p.crs)
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
+    dropped = pd.concat([dropped, dropped_geom], ignore_index=True)
+    repairs = pd.concat([repairs_geom, repairs_range, repairs_height], ignore_index=True)
     dropped.to_parquet(work / "stage" / "dropped.parquet", index=False)
+    repairs.to_parquet(work / "stage" / "repairs.parquet", index=False)
     provenance = {
         col: buildings[col].value_counts().sort_index().to_dict()
         for col in buildings.columns
@@ -159,13 +201,14 @@ def build_buildings(work_dir: Path) -> Path:
         "buildings",
         {
             "inputs": inputs,
-            "config_files": [
-                file_record(Path(f)) for f in load_archetype_rules(p.archetypes.dir).files
-            ],
+            "config_files": [file_record(Path(f)) for f in rules.files],
             "records_read": n_records,
             "buildings": len(buildings),
             "dropped": len(dropped),
+            "repairs": len(repairs),
             "provenance": provenance,
+            "heights": raster_report,
+            "storey_height_m": storey,
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
@@ -297,6 +340,8 @@ def publish(work_dir: Path) -> Path:
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
     dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
     dropped.to_csv(work / DROPPED, index=False)
+    repairs = pd.read_parquet(work / "stage" / "repairs.parquet")
+    repairs.to_csv(work / REPAIRS, index=False)
     b = reports.get("buildings", {})
     pipeline_record = [file_record(p.source_file)] if p.source_file else []
     files = [*pipeline_record, *b.get("config_files", [])]
@@ -336,6 +381,16 @@ def publish(work_dir: Path) -> Path:
             .to_dict(orient="records"),
             "records": dropped.to_dict(orient="records"),
         },
+        "repairs": {
+            "counts": repairs.groupby(["attribute", "reason"])
+            .size()
+            .reset_index(name="count")
+            .sort_values(["count", "attribute"], ascending=[False, True])
+            .to_dict(orient="records"),
+            "file": REPAIRS,
+        },
+        "heights": b.get("heights"),
+        "storey_height_m": b.get("storey_height_m"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)

@@ -31,7 +31,7 @@ FUNCTIONS = ("RS", "RM", "NR")
 #: Load-bearing structures (RASMI codes): reinforced concrete, masonry, steel, timber.
 STRUCTURES = ("C", "M", "S", "T")
 #: Where a derived attribute came from.
-SOURCE_VALUES = ("register", "osm", "imputed", "missing")
+SOURCE_VALUES = ("register", "osm", "raster", "imputed", "missing")
 
 #: Canonical building columns and their pandas dtypes (geometry comes last).
 BUILDING_COLUMNS: dict[str, str] = {
@@ -47,6 +47,8 @@ BUILDING_COLUMNS: dict[str, str] = {
     "wall_material": "string",
     "construction_year": "Int64",
     "construction_year_source": "string",
+    "height_m": "Float64",
+    "height_source": "string",
     "floors": "Float64",
     "floors_source": "string",
     "footprint_area_m2": "Float64",

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from mfa.buildings.quality import Limits
+
 __all__ = [
     "ArchetypeRules",
     "archetype_id",
@@ -38,6 +40,10 @@ class ArchetypeRules:
         Fallbacks used where nothing was observed (marked ``imputed``).
     osm_unknown_function
         Function for ``building=yes`` and unlisted values (marked ``imputed``).
+    storey_height_m
+        Storey height (m) to derive floors from a building height.
+    limits
+        Plausibility limits for repairs and rejects.
     """
 
     bbr_use_function: pd.Series
@@ -49,6 +55,8 @@ class ArchetypeRules:
     structure_by_function: dict[str, str]
     floors_by_function: dict[str, float]
     osm_unknown_function: str
+    storey_height_m: float = 3.0
+    limits: Limits = field(default_factory=Limits)
     files: tuple[str, ...] = field(default=())
 
 

@@ -158,6 +158,8 @@ def normalise_bbr(
             "construction_year_source": pd.Series("register", index=df.index, dtype="string").where(
                 year.notna(), "missing"
             ),
+            "height_m": pd.Series(pd.NA, index=df.index, dtype="Float64"),
+            "height_source": pd.Series("missing", index=df.index, dtype="string"),
             "floors": floors,
             "floors_source": floors_source,
             "footprint_area_m2": footprint,

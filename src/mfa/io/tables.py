@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.quality import Limits
 from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.stocks.intensity import check_intensity_table
@@ -119,6 +120,14 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         raise ConfigError(f"{files['defaults']}: osm.unknown_function must be one of {FUNCTIONS}")
     if any(v <= 0 for v in floors_by_function.values()):
         raise ConfigError(f"{files['defaults']}: floors_by_function values must be > 0")
+    try:
+        storey = float(d["heights"]["storey_height_m"])
+        limits = Limits(**d["limits"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{files['defaults']}: [heights] storey_height_m and a [limits] table with "
+            f"{', '.join(Limits.__dataclass_fields__)} are needed ({exc})"
+        ) from exc
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -129,6 +138,8 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         structure_by_function=structure_by_function,
         floors_by_function=floors_by_function,
         osm_unknown_function=unknown,
+        storey_height_m=storey,
+        limits=limits,
         files=tuple(str(p) for p in files.values()),
     )
 

@@ -1,0 +1,76 @@
+"""Building heights from elevation rasters, and floors from heights (pure numpy/pandas).
+
+Reading raster windows and burning footprints into them is :mod:`mfa.io.rasters`' job;
+the statistics here work on the resulting label and value arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["floors_from_height", "plausible_height", "zonal_percentile"]
+
+
+def zonal_percentile(
+    labels: np.ndarray, values: np.ndarray, valid: np.ndarray, n_labels: int, q: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``q``-th percentile of ``values`` per label, over valid cells.
+
+    Parameters
+    ----------
+    labels
+        Integer label per cell (0 … ``n_labels`` − 1), −1 for cells outside every zone.
+    values
+        Value per cell (e.g. nDSM height, m), same shape as ``labels``.
+    valid
+        Boolean mask of cells with data (not nodata, finite).
+    n_labels
+        Number of zones.
+    q
+        Percentile in [0, 100]; linear interpolation between order statistics
+        (numpy's default method).
+
+    Returns
+    -------
+    percentile, count
+        Arrays of length ``n_labels``: the percentile (NaN for zones without a valid
+        cell) and the number of valid cells per zone.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q must be in [0, 100], got {q}")
+    lab = np.asarray(labels).ravel()
+    val = np.asarray(values, dtype=float).ravel()
+    ok = np.asarray(valid, dtype=bool).ravel() & (lab >= 0) & np.isfinite(val)
+    lab, val = lab[ok], val[ok]
+    order = np.lexsort((val, lab))
+    lab, val = lab[order], val[order]
+    counts = np.bincount(lab, minlength=n_labels)[:n_labels]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has = counts > 0
+    pos = (counts[has] - 1) * (q / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.ceil(pos).astype(np.int64)
+    base = starts[has]
+    result = np.full(n_labels, np.nan)
+    v_lo, v_hi = val[base + lo], val[base + hi]
+    result[has] = v_lo + (v_hi - v_lo) * (pos - lo)
+    return result, counts
+
+
+def floors_from_height(height_m: pd.Series, storey_height_m: float) -> pd.Series:
+    """Number of floors = height (m) / storey height (m), rounded half up, at least 1.
+
+    <NA> where the height is missing.
+    """
+    if storey_height_m <= 0:
+        raise ValueError(f"storey height must be > 0 m, got {storey_height_m}")
+    h = height_m.astype("Float64")
+    floors = np.floor(h / storey_height_m + 0.5).clip(lower=1)
+    return floors.astype("Float64")
+
+
+def plausible_height(height_m: pd.Series, min_m: float, max_m: float) -> pd.Series:
+    """True where a building height (m) is within [min_m, max_m]; <NA> stays False."""
+    h = height_m.astype("Float64")
+    return ((h >= min_m) & (h <= max_m)).fillna(False).astype(bool)

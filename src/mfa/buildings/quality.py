@@ -1,0 +1,303 @@
+"""Geometry hygiene, plausibility checks and repairs, heights → floors (pure).
+
+Order of preference for every attribute: register, OSM tags, raster, per-function default.
+A value that fails a plausibility limit is not used; the next source fills it, and the
+change is recorded as a *repair* (``record_id``, ``attribute``, ``reason``). A building
+that cannot be kept at all is *dropped* with a reason. Nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from mfa.buildings._dropped import DropLog
+from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.heights import floors_from_height, plausible_height
+
+__all__ = [
+    "REPAIR_COLUMNS",
+    "Limits",
+    "area_of_use_bounds",
+    "check_ranges",
+    "clean_geometries",
+    "refine_with_heights",
+]
+
+REPAIR_COLUMNS = ("record_id", "attribute", "reason", "detail")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Plausibility limits (see config/archetypes/defaults.toml, [limits])."""
+
+    min_height_m: float = 2.0
+    max_height_m: float = 300.0
+    max_floors: float = 100
+    min_year: int = 1000
+    min_gfa_ratio: float = 1 / 3
+    max_gfa_ratio: float = 3.0
+    min_footprint_m2: float = 1.0
+
+
+def area_of_use_bounds(crs: str, margin: float = 0.5) -> tuple[float, float, float, float]:
+    """The CRS's area of use in its own units, widened by ``margin`` × its extent per side.
+
+    The margin keeps real data that national practice projects beyond the EPSG area of use
+    (Bornholm lies ~100 km east of the 12°E limit of EPSG:25832) while still rejecting
+    coordinates in the wrong CRS (degrees read as metres, swapped axes, another zone).
+    """
+    from pyproj import CRS, Transformer
+
+    c = CRS.from_user_input(crs)
+    aou = c.area_of_use
+    if aou is None:
+        raise ValueError(f"{crs} has no area of use")
+    t = Transformer.from_crs("EPSG:4326", c, always_xy=True)
+    xmin, ymin, xmax, ymax = t.transform_bounds(*aou.bounds, densify_pts=21)
+    pad = margin * max(xmax - xmin, ymax - ymin)
+    return (xmin - pad, ymin - pad, xmax + pad, ymax + pad)
+
+
+def _repairs(
+    ids: pd.Series, mask: pd.Series | np.ndarray, attribute: str, reason: str
+) -> pd.DataFrame:
+    mask = np.asarray(mask, dtype=bool)
+    n = int(mask.sum())
+    return pd.DataFrame(
+        {
+            "record_id": ids[mask].astype("string").to_numpy(),
+            "attribute": pd.array([attribute] * n, dtype="string"),
+            "reason": pd.array([reason] * n, dtype="string"),
+            "detail": pd.array([pd.NA] * n, dtype="string"),
+        }
+    )
+
+
+def _empty_repairs() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in REPAIR_COLUMNS})
+
+
+def clean_geometries(
+    buildings: gpd.GeoDataFrame,
+    valid_bounds: tuple[float, float, float, float] | None,
+    min_footprint_m2: float,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
+    """Repair invalid footprints, reject unusable geometries, remove duplicates.
+
+    Parameters
+    ----------
+    buildings
+        Canonical buildings in a projected CRS (footprints or register points).
+    valid_bounds
+        (xmin, ymin, xmax, ymax) of the CRS's area of use in CRS units; geometries whose
+        representative point lies outside are rejected. None skips the check.
+    min_footprint_m2
+        Footprints smaller than this (m²) are degenerate slivers and rejected.
+
+    Returns
+    -------
+    buildings, dropped, repairs
+        Invalid polygons are repaired with ``make_valid`` (keeping the polygonal parts) and
+        ``footprint_area_m2`` updated; the area change is in the repair reason. Where the
+        floor area was derived from the footprint it is recomputed.
+    """
+    ids = buildings["building_id"].astype("string")
+    log = DropLog(ids, "geometry")
+    geom = buildings.geometry.values
+    log.drop(
+        pd.Series(shapely.is_missing(geom) | shapely.is_empty(geom), index=buildings.index),
+        "empty or null geometry",
+    )
+    types = pd.Series(shapely.get_type_id(geom), index=buildings.index)
+    polygonal = types.isin([3, 6])
+    log.drop(~(polygonal | (types == 0)), "geometry is neither a footprint polygon nor a point")
+
+    repairs = [_empty_repairs()]
+    invalid = polygonal & ~pd.Series(shapely.is_valid(geom), index=buildings.index) & log.keep
+    fixed = geom.copy()
+    if invalid.any():
+        bad = geom[invalid.to_numpy()]
+        made = shapely.make_valid(bad)
+        # keep only the polygonal parts of what make_valid returns
+        parts, index = shapely.get_parts(made, return_index=True)
+        poly_mask = np.isin(shapely.get_type_id(parts), [3, 6])
+        merged = np.array([None] * len(bad), dtype=object)
+        if poly_mask.any():
+            owners, dense = np.unique(index[poly_mask], return_inverse=True)
+            merged[owners] = shapely.multipolygons(parts[poly_mask], indices=dense)
+            one = shapely.get_num_geometries(merged[owners]) == 1
+            merged[owners[one]] = shapely.get_geometry(merged[owners[one]], 0)
+        before = buildings.loc[invalid, "footprint_area_m2"].astype(float).fillna(0.0).to_numpy()
+        after = np.where(pd.isna(merged), 0.0, shapely.area(merged.astype(object)))
+        fixed[invalid.to_numpy()] = merged
+        rep = _repairs(
+            ids, invalid.to_numpy(), "geometry", "invalid footprint repaired with make_valid"
+        )
+        rep["detail"] = pd.array(
+            [f"area {b:.2f} → {a:.2f} m²" for b, a in zip(before, after, strict=True)],
+            dtype="string",
+        )
+        repairs.append(rep)
+    out = buildings.copy()
+    out = out.set_geometry(gpd.GeoSeries(fixed, index=out.index, crs=buildings.crs))
+    geom = out.geometry.values
+    log.drop(
+        pd.Series(shapely.is_missing(geom) | shapely.is_empty(geom), index=out.index),
+        "invalid footprint without a polygonal part after make_valid",
+    )
+    area = pd.Series(np.where(polygonal, shapely.area(geom), np.nan), index=out.index)
+    log.drop(
+        polygonal & (area < min_footprint_m2),
+        "degenerate footprint: area "
+        + area.round(3).astype("string").fillna("")
+        + f" m² < {min_footprint_m2} m²",
+    )
+    if valid_bounds is not None:
+        pts = shapely.point_on_surface(geom)
+        x, y = shapely.get_x(pts), shapely.get_y(pts)
+        xmin, ymin, xmax, ymax = valid_bounds
+        outside = ~((x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax))
+        log.drop(
+            pd.Series(outside, index=out.index),
+            "coordinates far outside the area of use of the pipeline CRS (wrong CRS?)",
+        )
+    key = pd.Series(shapely.to_wkb(shapely.normalize(geom)), index=out.index)
+    dup = key[log.keep].duplicated().reindex(out.index, fill_value=False)
+    log.drop(dup, "duplicate geometry: the same footprint as an earlier building")
+
+    out = out.loc[log.keep].copy()
+    changed = invalid[log.keep]
+    if changed.any():
+        new_area = pd.Series(shapely.area(out.geometry.values), index=out.index)
+        out.loc[changed, "footprint_area_m2"] = new_area[changed]
+        from_fp = changed & (out["gfa_source"] != "register")
+        out.loc[from_fp, "gfa_m2"] = (new_area * out["floors"].astype(float))[from_fp]
+    out = out.reset_index(drop=True)
+    return out, log.table(), pd.concat(repairs, ignore_index=True).astype("string")
+
+
+def check_ranges(
+    buildings: gpd.GeoDataFrame,
+    limits: Limits,
+    max_year: int,
+    floors_by_function: dict[str, float],
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Apply the plausibility limits; repair from the next source; return the repairs.
+
+    - construction year outside [min_year, max_year] → missing;
+    - floors > max_floors or ≤ 0 → the per-function default (imputed);
+    - height outside [min_height_m, max_height_m] → missing;
+    - register floor area outside [min_gfa_ratio, max_gfa_ratio] × footprint × floors →
+      footprint × floors (imputed).
+    """
+    b = buildings.copy()
+    ids = b["building_id"]
+    out = [_empty_repairs()]
+
+    year = b["construction_year"]
+    bad = (
+        (year.notna() & ((year < limits.min_year) | (year > max_year))).fillna(False).to_numpy(bool)
+    )
+    if bad.any():
+        out.append(_repairs(ids, bad, "construction_year", f"outside {limits.min_year}…{max_year}"))
+        b.loc[bad, "construction_year"] = pd.NA
+        b.loc[bad, "construction_year_source"] = "missing"
+
+    h = b["height_m"]
+    bad = (h.notna() & ~plausible_height(h, limits.min_height_m, limits.max_height_m)).to_numpy(
+        bool
+    )
+    if bad.any():
+        out.append(
+            _repairs(ids, bad, "height_m", f"outside {limits.min_height_m}…{limits.max_height_m} m")
+        )
+        b.loc[bad, "height_m"] = pd.NA
+        b.loc[bad, "height_source"] = "missing"
+
+    floors = b["floors"]
+    bad = ((floors > limits.max_floors) | (floors <= 0)).fillna(False).to_numpy(bool)
+    if bad.any():
+        out.append(_repairs(ids, bad, "floors", f"not in 1…{limits.max_floors:g}"))
+        default = b["function"].map(floors_by_function).astype("Float64")
+        b.loc[bad, "floors"] = default[bad]
+        b.loc[bad, "floors_source"] = "imputed"
+        derived = bad & (b["gfa_source"] != "register").to_numpy()
+        b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
+        b.loc[derived, "gfa_source"] = "imputed"
+
+    expected = (b["footprint_area_m2"] * b["floors"]).astype(float)
+    ratio = b["gfa_m2"] / expected
+    bad = (
+        (
+            (b["gfa_source"] == "register")
+            & expected.notna()
+            & ((ratio < limits.min_gfa_ratio) | (ratio > limits.max_gfa_ratio))
+        )
+        .fillna(False)
+        .to_numpy(bool)
+    )
+    if bad.any():
+        out.append(
+            _repairs(
+                ids,
+                bad,
+                "gfa_m2",
+                f"register floor area is not {limits.min_gfa_ratio:g}…{limits.max_gfa_ratio:g} "
+                "× footprint × floors; replaced by footprint × floors",
+            )
+        )
+        b.loc[bad, "gfa_m2"] = expected[bad]
+        b.loc[bad, "gfa_source"] = "imputed"
+    return b, pd.concat(out, ignore_index=True).astype("string")
+
+
+def refine_with_heights(
+    buildings: gpd.GeoDataFrame,
+    raster_height_m: pd.Series | None,
+    storey_height_m: float,
+    limits: Limits,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Fill heights from a raster and floors from heights, in the order of preference.
+
+    - ``height_m``: an observed (OSM) height stays; where missing, a plausible raster
+      height is used (``height_source`` = ``raster``). Implausible raster heights (e.g.
+      0 m where the nDSM sees no building) are recorded as repairs and not used.
+    - ``floors``: where the floor count was imputed and a height exists,
+      floors = height / storey height (rounded, ≥ 1), with the height's source.
+    - ``gfa_m2``: where it was footprint × floors, recomputed with the new floors.
+    """
+    b = buildings.copy()
+    repairs = [_empty_repairs()]
+    if raster_height_m is not None:
+        r = raster_height_m.reindex(b.index).astype("Float64")
+        ok = plausible_height(r, limits.min_height_m, limits.max_height_m)
+        implausible = (r.notna() & ~ok).to_numpy(bool)
+        if implausible.any():
+            repairs.append(
+                _repairs(
+                    b["building_id"],
+                    implausible,
+                    "height_m",
+                    f"raster height outside {limits.min_height_m}…{limits.max_height_m} m: "
+                    "not used",
+                )
+            )
+        use = (b["height_source"] == "missing").to_numpy(bool) & ok.to_numpy(bool)
+        b.loc[use, "height_m"] = r[use]
+        b.loc[use, "height_source"] = "raster"
+    has_h = b["height_m"].notna().to_numpy(bool)
+    imputed = (b["floors_source"] == "imputed").to_numpy(bool)
+    upd = has_h & imputed
+    if upd.any():
+        b.loc[upd, "floors"] = floors_from_height(b["height_m"], storey_height_m)[upd]
+        b.loc[upd, "floors_source"] = b.loc[upd, "height_source"]
+        derived = upd & (b["gfa_source"] != "register").to_numpy(bool)
+        gfa = gross_floor_area(b["footprint_area_m2"].astype(float), b["floors"].astype(float))
+        b.loc[derived, "gfa_m2"] = gfa[derived]
+        b.loc[derived, "gfa_source"] = b.loc[derived, "floors_source"]
+    return b, pd.concat(repairs, ignore_index=True).astype("string")

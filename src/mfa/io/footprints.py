@@ -1,0 +1,53 @@
+"""Building footprints from any OGR-readable file (GeoDanmark, BGT, a municipality's own)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.footprints import FOOTPRINT_TAGS, normalise_footprints
+from mfa.config import FootprintSource
+from mfa.errors import InputDataError, InputNotFoundError
+
+__all__ = ["buildings_from_footprint_file", "read_footprint_file"]
+
+
+def read_footprint_file(path: Path, layer: str | None, id_column: str) -> gpd.GeoDataFrame:
+    """Footprints with ``building_id`` (from ``id_column``) and any OSM-style tag columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: footprint file not found; fix sources.footprints.file")
+    try:
+        gdf = gpd.read_file(path, layer=layer)
+    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
+        raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
+    where = f"{path}" + (f" layer {layer}" if layer else "")
+    if id_column not in gdf.columns:
+        cols = ", ".join(c for c in gdf.columns if c != "geometry")
+        raise InputDataError(f"{where}: no column {id_column!r} (columns: {cols}); fix id_column")
+    if gdf.crs is None:
+        raise InputDataError(f"{where}: the file has no CRS; write it with one")
+    ids = gdf[id_column].astype("string").str.strip()
+    if ids.isna().any():
+        pos = int(ids.isna().to_numpy().argmax())
+        raise InputDataError(
+            f"{where}: feature {pos + 1} has no {id_column}; every footprint needs an id"
+        )
+    tags = [t for t in FOOTPRINT_TAGS if t in gdf.columns]
+    return gpd.GeoDataFrame(
+        pd.DataFrame({"building_id": ids, **{t: gdf[t] for t in tags}}),
+        geometry=gdf.geometry.values,
+        crs=gdf.crs,
+    )
+
+
+def buildings_from_footprint_file(
+    source: FootprintSource, crs: str, rules: ArchetypeRules
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """Read a footprint file and normalise it (attributes without tags are imputed)."""
+    assert source.file is not None and source.id_column is not None
+    raw = read_footprint_file(source.file, source.layer, source.id_column)
+    return normalise_footprints(raw, crs, rules, stage="footprints", tag_source="register")

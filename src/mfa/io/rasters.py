@@ -1,0 +1,168 @@
+"""Per-footprint statistics of elevation rasters with windowed reads.
+
+A raster is never read whole: footprints are taken in spatially coherent groups (Hilbert
+order), and for each group only the window that covers it is read. Groups whose window
+would exceed ``max_window_pixels`` are split, so memory is bounded by that number (a
+single footprint larger than that is read on its own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+from rasterio.features import rasterize
+from rasterio.windows import Window, from_bounds
+
+from mfa.buildings.heights import zonal_percentile
+from mfa.errors import InputDataError, InputNotFoundError
+
+__all__ = ["RasterStats", "footprint_heights"]
+
+
+@dataclass
+class RasterStats:
+    """What the windowed reader did, for the run manifest and for tests."""
+
+    windows_read: int = 0
+    max_window_pixels: int = 0
+    pixels_read: int = 0
+    raster_pixels: int = 0
+    no_pixel_centre: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def _open(path: Path) -> rasterio.DatasetReader:
+    if not Path(path).is_file():
+        raise InputNotFoundError(f"{path}: raster not found; fix sources.heights")
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputDataError(f"{path}: cannot be read as a raster ({exc})") from exc
+
+
+def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader) -> None:
+    if a.crs != b.crs or a.transform != b.transform or a.shape != b.shape:
+        raise InputDataError(
+            f"{b.name}: DSM and DTM must share CRS, transform and size "
+            f"({a.name}: {a.crs}, {a.shape}; {b.name}: {b.crs}, {b.shape}); resample one "
+            "onto the other (e.g. gdalwarp -tr/-te) or give an nDSM"
+        )
+
+
+def _read(ds: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    data = ds.read(1, window=window, masked=True)
+    values = np.asarray(data.filled(np.nan), dtype=float)
+    return values, ~np.ma.getmaskarray(data) & np.isfinite(values)
+
+
+def _groups(bounds: np.ndarray, ds: rasterio.DatasetReader, max_pixels: int) -> list[np.ndarray]:
+    """Index groups (in the given order) whose covering window has at most max_pixels."""
+    px = abs(ds.transform.a) * abs(ds.transform.e)
+    out: list[np.ndarray] = []
+    stack = [np.arange(len(bounds))]
+    while stack:
+        idx = stack.pop()
+        b = bounds[idx]
+        area = (b[:, 2].max() - b[:, 0].min()) * (b[:, 3].max() - b[:, 1].min())
+        if area / px <= max_pixels or len(idx) == 1:
+            out.append(idx)
+        else:
+            half = len(idx) // 2
+            stack.extend([idx[half:], idx[:half]])
+    return out
+
+
+def footprint_heights(
+    geometry: gpd.GeoSeries,
+    ndsm: Path | None = None,
+    dsm: Path | None = None,
+    dtm: Path | None = None,
+    percentile: float = 90.0,
+    max_window_pixels: int = 4_000_000,
+) -> tuple[pd.Series, RasterStats]:
+    """Height above ground (m) per footprint: a percentile of the nDSM (or DSM − DTM).
+
+    Cells count for a footprint when their centre lies inside it; a footprint too small to
+    hold a cell centre uses the cells it touches. Nodata cells are ignored.
+
+    Returns
+    -------
+    height_m, stats
+        Heights aligned with ``geometry`` (<NA> where no valid cell), and what was read.
+    """
+    if (ndsm is None) == (dsm is None and dtm is None) or ((dsm is None) != (dtm is None)):
+        raise InputDataError("give either an nDSM, or both a DSM and a DTM")
+    main = _open(ndsm if ndsm is not None else dsm)  # type: ignore[arg-type]
+    ground = _open(dtm) if dtm is not None else None
+    stats = RasterStats(raster_pixels=main.width * main.height, files=[main.name])
+    try:
+        if ground is not None:
+            _check_same_grid(main, ground)
+            stats.files.append(ground.name)
+        if main.crs is None:
+            raise InputDataError(f"{main.name}: the raster has no CRS; assign one")
+        geoms = geometry.to_crs(main.crs) if geometry.crs != main.crs else geometry
+        result = np.full(len(geoms), np.nan)
+        valid_geom = ~(geoms.isna() | geoms.is_empty).to_numpy()
+        positions = np.flatnonzero(valid_geom)
+        if len(positions):
+            sub = geoms.iloc[positions]
+            order = np.argsort(
+                sub.hilbert_distance(total_bounds=sub.total_bounds).to_numpy(), kind="stable"
+            )
+            positions = positions[order]
+            bounds = geoms.iloc[positions].bounds.to_numpy()
+            full = Window(0, 0, main.width, main.height)
+            for group in _groups(bounds, main, max_window_pixels):
+                b = bounds[group]
+                window = (
+                    from_bounds(
+                        b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max(), main.transform
+                    )
+                    .round_offsets(op="floor")
+                    .round_lengths(op="ceil")
+                )
+                try:
+                    window = window.intersection(full)
+                except rasterio.errors.WindowError:
+                    continue  # the group lies outside the raster
+                values, ok = _read(main, window)
+                if ground is not None:
+                    g_values, g_ok = _read(ground, window)
+                    values, ok = values - g_values, ok & g_ok
+                stats.windows_read += 1
+                stats.pixels_read += values.size
+                stats.max_window_pixels = max(stats.max_window_pixels, values.size)
+                transform = main.window_transform(window)
+                shapes = list(
+                    zip(geoms.iloc[positions[group]].values, range(len(group)), strict=True)
+                )
+                labels = rasterize(
+                    shapes, out_shape=values.shape, transform=transform, fill=-1, dtype="int32"
+                )
+                pct, count = zonal_percentile(labels, values, ok, len(group), percentile)
+                empty = np.flatnonzero(count == 0)
+                if len(empty):
+                    touched = rasterize(
+                        [shapes[i] for i in empty],
+                        out_shape=values.shape,
+                        transform=transform,
+                        fill=-1,
+                        dtype="int32",
+                        all_touched=True,
+                    )
+                    pct2, count2 = zonal_percentile(touched, values, ok, len(group), percentile)
+                    pct[empty] = pct2[empty]
+                    stats.no_pixel_centre += int((count2[empty] > 0).sum())
+                result[positions[group]] = pct
+    finally:
+        main.close()
+        if ground is not None:
+            ground.close()
+    height = pd.Series(result, index=geometry.index, dtype="Float64")
+    return height.where(~np.isnan(result)), stats
