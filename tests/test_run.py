@@ -31,6 +31,7 @@ def test_dk_sample_layers(dk_run: Path) -> None:
         "buildings.parquet",
         "districts.parquet",
         "dropped.csv",
+        "quality.parquet",
         "repairs.csv",
         "run.json",
     ]
@@ -84,6 +85,23 @@ def test_every_standing_building_with_floor_area_is_accounted_for(dk_run: Path) 
     assert manifest["row_counts"]["records_read"] == len(reg)
     assert manifest["row_counts"]["buildings"] + manifest["row_counts"]["dropped"] == len(reg)
     assert sum(r["count"] for r in manifest["dropped"]["counts_by_reason"]) == len(dropped)
+
+
+def test_quality_layer(dk_run: Path) -> None:
+    q = gpd.read_parquet(dk_run / "quality.parquet")
+    b = pd.read_parquet(dk_run / "buildings.parquet")
+    assert q.crs.to_epsg() == 25832 and len(q) == 52
+    assert q.building_count.sum() == len(b)
+    populated = q[q.building_count > 0]
+    for attr in ("gfa", "floors", "construction_year", "structure", "height"):
+        total = populated[[f"{attr}_observed", f"{attr}_imputed", f"{attr}_missing"]].sum(axis=1)
+        np.testing.assert_allclose(total, 1.0)
+    # the register leaves byg038 at 0 for outbuildings: their floor area is imputed
+    expected = (b.gfa_source == "imputed").mean()
+    m = json.loads((dk_run / "run.json").read_text())
+    assert m["quality"]["gfa"]["imputed"] == pytest.approx(expected, abs=1e-4)
+    weighted = (populated.gfa_imputed * populated.building_count).sum() / len(b)
+    assert weighted == pytest.approx(expected)
 
 
 def test_geoparquet_metadata_and_bbox(dk_run: Path) -> None:

@@ -54,6 +54,17 @@ def _summary(run_dir: Path, seconds: float) -> None:
     for key, value in manifest["totals_t"].items():
         table.add_row(key.removesuffix("_t"), f"{value:,.0f}")
     out.print(table)
+    quality = Table(title="data quality (share of buildings)", title_justify="left")
+    for col in ("attribute", "observed", "imputed", "missing"):
+        quality.add_column(col, justify="left" if col == "attribute" else "right")
+    for attr, shares in manifest.get("quality", {}).items():
+        quality.add_row(attr, *(f"{shares[k]:.0%}" for k in ("observed", "imputed", "missing")))
+    out.print(quality)
+    reasons = manifest["dropped"]["counts_by_reason"][:5]
+    if reasons:
+        out.print("left out, most frequent reasons:")
+        for r in reasons:
+            out.print(f"  {r['count']:>6,}  {r['reason']}", highlight=False)
     out.print(
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, "
         f"{rc['dropped']:,} records left out (reasons in run.json), "

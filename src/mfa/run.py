@@ -30,6 +30,7 @@ import pandas as pd
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
@@ -70,6 +71,7 @@ DISTRICTS = "districts.parquet"
 MANIFEST = "run.json"
 DROPPED = "dropped.csv"
 REPAIRS = "repairs.csv"
+QUALITY = "quality.parquet"
 
 
 # --------------------------------------------------------------------------- context
@@ -284,6 +286,7 @@ def aggregate(work_dir: Path) -> Path | None:
     sums = ["mass_t", *material_columns(_materials(p))]
     result = aggregate_districts(buildings, districts, sums, name_column="district_name")
     out = write_layer(result, work / DISTRICTS)
+    write_layer(quality_by_district(buildings, districts), work / QUALITY)
     _report(
         work, "districts", {"districts": len(result), "seconds": round(time.perf_counter() - t0, 3)}
     )
@@ -320,10 +323,21 @@ def _checks(work: Path, p: Pipeline, materials: list[str]) -> dict[str, Any]:
         if int(districts["building_count"].sum()) != len(buildings):
             raise ValidationError("districts: building_count does not add up to the buildings")
         checks["mass_balance"] = {"status": "passed", "rtol": 1e-9}
+        layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
     else:
         totals = {c: float(buildings[c].sum()) for c in ["gfa_m2", *cols]}
     checks["totals"] = totals
     return checks
+
+
+def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Run-level shares observed / imputed / missing per attribute."""
+    shares = provenance_shares(buildings).iloc[0]
+    out: dict[str, dict[str, float]] = {}
+    for col, value in shares.drop("building_count").items():
+        attr, kind = str(col).rsplit("_", 1)
+        out.setdefault(attr, {})[f"{attr}_{kind}"] = float(value)
+    return out
 
 
 def publish(work_dir: Path) -> Path:
@@ -370,6 +384,10 @@ def publish(work_dir: Path) -> Path:
             "dropped": len(dropped),
         },
         "provenance": b.get("provenance"),
+        "quality": {
+            attr: {k.removeprefix(f"{attr}_"): round(float(v), 4) for k, v in row.items()}
+            for attr, row in _quality_summary(read_layer(work / BUILDINGS)).items()
+        },
         "totals_t": {k: v for k, v in checks["totals"].items() if k != "gfa_m2"},
         "total_gfa_m2": checks["totals"]["gfa_m2"],
         "checks": {k: v for k, v in checks.items() if k != "totals"},
