@@ -30,13 +30,13 @@ import pandas as pd
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
-from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
     clean_geometries,
     refine_with_heights,
 )
+from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import Pipeline, config_digest, load_pipeline
 from mfa.errors import PublishError, ValidationError
 from mfa.estimate import estimate_partition
