@@ -44,6 +44,8 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "footprint_area_source": ["osm"] * n,
         "gfa_m2": [100.0] * n,
         "gfa_source": ["imputed"] * n,
+        "footprint_id": [None] * n,
+        "match_method": ["not_conflated"] * n,
     }
     base.update(cols)
     return gpd.GeoDataFrame(pd.DataFrame(base).astype(BUILDING_COLUMNS), geometry=geoms, crs=25832)

@@ -58,8 +58,18 @@ def _summary(run_dir: Path, seconds: float) -> None:
     for col in ("attribute", "observed", "imputed", "missing"):
         quality.add_column(col, justify="left" if col == "attribute" else "right")
     for attr, shares in manifest.get("quality", {}).items():
+        if attr == "match":
+            continue
         quality.add_row(attr, *(f"{shares[k]:.0%}" for k in ("observed", "imputed", "missing")))
     out.print(quality)
+    matches = manifest.get("matches")
+    if matches:
+        out.print(
+            f"conflation: {matches['register_match_rate']:.0%} of register buildings matched "
+            f"({matches['matched_by_id']:,} by id, {matches['matched_by_point']:,} by point, "
+            f"{matches['register_only']:,} without footprint); "
+            f"{matches['footprint_match_rate']:.0%} of footprints matched"
+        )
     reasons = manifest["dropped"]["counts_by_reason"][:5]
     if reasons:
         out.print("left out, most frequent reasons:")

@@ -61,6 +61,10 @@ class FootprintSource(_Strict):
     )
     layer: str | None = Field(default=None, description="layer of `file`")
     id_column: str | None = Field(default=None, description="unique building id in `file`")
+    register_link_column: str | None = Field(
+        default=None,
+        description="column of `file` with the register id (e.g. GeoDanmark BBRUUID)",
+    )
     place: str | None = Field(default=None, description="a place name for the online query")
     polygon_wkt: str | None = Field(
         default=None, description="a polygon in lon/lat (EPSG:4326) for the online query"
@@ -80,8 +84,8 @@ class FootprintSource(_Strict):
             )
         if self.file is not None and self.id_column is None:
             raise ValueError("a footprint file needs id_column (a unique building id)")
-        if self.file is None and (self.layer or self.id_column):
-            raise ValueError("layer and id_column go with file")
+        if self.file is None and (self.layer or self.id_column or self.register_link_column):
+            raise ValueError("layer, id_column and register_link_column go with file")
         return self
 
 
@@ -126,11 +130,6 @@ class Sources(_Strict):
     def _some_buildings(self) -> Sources:
         if self.register_ is None and self.footprints is None:
             raise ValueError("add a [sources.register] or a [sources.footprints] table")
-        if self.register_ is not None and self.footprints is not None:
-            raise ValueError(
-                "conflating footprints with a register is not supported yet: "
-                "give either [sources.register] or [sources.footprints]"
-            )
         if self.heights is not None and self.footprints is None:
             raise ValueError("[sources.heights] needs footprints: add [sources.footprints]")
         return self

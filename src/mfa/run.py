@@ -30,6 +30,7 @@ import pandas as pd
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.conflate import conflate
 from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
@@ -37,7 +38,7 @@ from mfa.buildings.quality import (
     refine_with_heights,
 )
 from mfa.buildings.report import provenance_shares, quality_by_district
-from mfa.config import Pipeline, config_digest, load_pipeline
+from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
 from mfa.errors import PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.io.districts import read_districts
@@ -132,16 +133,11 @@ def prepare(
 # --------------------------------------------------------------------------- steps
 
 
-def _read_buildings(
+def _read_footprints(
     p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """Read and normalise the pipeline's building source; record the inputs read."""
-    if p.sources.register_ is not None:
-        src = p.sources.register_
-        inputs.append({"role": "register", **file_record(src.path)})
-        return buildings_from_register(src, p.crs, rules)
     fp = p.sources.footprints
-    assert fp is not None  # the pipeline model guarantees one source
+    assert fp is not None
     if fp.file is not None:
         inputs.append({"role": "footprints", **file_record(fp.file)})
         return buildings_from_footprint_file(fp, p.crs, rules)
@@ -153,20 +149,77 @@ def _read_buildings(
     return buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
 
 
+def _sources(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], list[pd.DataFrame], dict[str, Any] | None, int]:
+    """Read, normalise and clean every building source; conflate when there are two.
+
+    Returns the buildings, the dropped and repair tables, the match report (or None)
+    and the number of records read.
+    """
+    bounds = area_of_use_bounds(p.crs)
+    min_area = rules.limits.min_footprint_m2
+    dropped: list[pd.DataFrame] = []
+    repairs: list[pd.DataFrame] = []
+    parts: dict[str, gpd.GeoDataFrame] = {}
+    n_records = 0
+    if p.sources.register_ is not None:
+        src = p.sources.register_
+        inputs.append({"role": "register", **file_record(src.path)})
+        reg, d = buildings_from_register(src, p.crs, rules)
+        n_records += len(reg) + len(d)
+        reg, d2, r = clean_geometries(reg, bounds, min_area)
+        parts["register"] = reg
+        dropped += [d, d2]
+        repairs.append(r)
+    if p.sources.footprints is not None:
+        fps, d = _read_footprints(p, rules, inputs)
+        n_records += len(fps) + len(d)
+        fps, d2, r = clean_geometries(fps, bounds, min_area)
+        parts["footprints"] = fps
+        dropped += [d, d2]
+        repairs.append(r)
+    if len(parts) == 2:
+        fps = parts["footprints"]
+        link = fps["register_link"] if "register_link" in fps.columns else None
+        buildings, report = conflate(
+            parts["register"], fps.drop(columns=["register_link"], errors="ignore"), link
+        )
+        return buildings, dropped, repairs, report, n_records
+    (buildings,) = parts.values()
+    return (
+        buildings.drop(columns=["register_link"], errors="ignore"),
+        dropped,
+        repairs,
+        None,
+        n_records,
+    )
+
+
+def _raster_heights(
+    buildings: gpd.GeoDataFrame, h: HeightSource
+) -> tuple[pd.Series, dict[str, Any]]:
+    """Raster heights per building, computed once per footprint (rows may share one)."""
+    polygonal = buildings.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    key = buildings["footprint_id"].where(polygonal)
+    unique = buildings.loc[key.notna() & ~key.duplicated()]
+    heights, stats = footprint_heights(
+        unique.geometry, h.ndsm, h.dsm, h.dtm, h.percentile, h.max_window_pixels
+    )
+    by_fp = pd.Series(heights.to_numpy(), index=unique["footprint_id"].to_numpy())
+    mapped = key.map(by_fp).astype("Float64")
+    return mapped, {**asdict(stats), "percentile": h.percentile}
+
+
 def build_buildings(work_dir: Path) -> Path:
-    """Read the sources; clean, check, add heights; stage canonical buildings (Hilbert order)."""
+    """Read the sources; clean, conflate, check, add heights; stage canonical buildings."""
     t0 = time.perf_counter()
     work = Path(work_dir)
     ctx = _ctx(work)
     p = load_pipeline(ctx["pipeline_file"])
     rules = load_archetype_rules(p.archetypes.dir)
     inputs: list[dict[str, Any]] = []
-    buildings, dropped = _read_buildings(p, rules, inputs)
-    n_records = len(buildings) + len(dropped)
-
-    buildings, dropped_geom, repairs_geom = clean_geometries(
-        buildings, area_of_use_bounds(p.crs), rules.limits.min_footprint_m2
-    )
+    buildings, dropped_parts, repair_parts, matches, n_records = _sources(p, rules, inputs)
     run_year = datetime.fromisoformat(ctx["started_at"]).year
     buildings, repairs_range = check_ranges(
         buildings, rules.limits, run_year, rules.floors_by_function
@@ -177,10 +230,7 @@ def build_buildings(work_dir: Path) -> Path:
         for role in ("ndsm", "dsm", "dtm"):
             if getattr(h, role) is not None:
                 inputs.append({"role": role, **file_record(getattr(h, role))})
-        raster_h, stats = footprint_heights(
-            buildings.geometry, h.ndsm, h.dsm, h.dtm, h.percentile, h.max_window_pixels
-        )
-        raster_report = {**asdict(stats), "percentile": h.percentile}
+        raster_h, raster_report = _raster_heights(buildings, h)
     storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
     buildings, repairs_height = refine_with_heights(buildings, raster_h, storey, rules.limits)
     if p.sources.districts is not None:
@@ -189,14 +239,14 @@ def build_buildings(work_dir: Path) -> Path:
     check_buildings(buildings, "canonical buildings", p.crs)
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
-    dropped = pd.concat([dropped, dropped_geom], ignore_index=True)
-    repairs = pd.concat([repairs_geom, repairs_range, repairs_height], ignore_index=True)
+    dropped = pd.concat(dropped_parts, ignore_index=True)
+    repairs = pd.concat([*repair_parts, repairs_range, repairs_height], ignore_index=True)
     dropped.to_parquet(work / "stage" / "dropped.parquet", index=False)
     repairs.to_parquet(work / "stage" / "repairs.parquet", index=False)
     provenance = {
         col: buildings[col].value_counts().sort_index().to_dict()
         for col in buildings.columns
-        if col.endswith("_source")
+        if col.endswith("_source") or col == "match_method"
     }
     _report(
         work,
@@ -209,6 +259,7 @@ def build_buildings(work_dir: Path) -> Path:
             "dropped": len(dropped),
             "repairs": len(repairs),
             "provenance": provenance,
+            "matches": matches,
             "heights": raster_report,
             "storey_height_m": storey,
             "seconds": round(time.perf_counter() - t0, 3),
@@ -335,6 +386,9 @@ def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
     shares = provenance_shares(buildings).iloc[0]
     out: dict[str, dict[str, float]] = {}
     for col, value in shares.drop("building_count").items():
+        if str(col).startswith("match_"):
+            out.setdefault("match", {})[f"match_{str(col).removeprefix('match_')}"] = float(value)
+            continue
         attr, kind = str(col).rsplit("_", 1)
         out.setdefault(attr, {})[f"{attr}_{kind}"] = float(value)
     return out
@@ -407,6 +461,7 @@ def publish(work_dir: Path) -> Path:
             .to_dict(orient="records"),
             "file": REPAIRS,
         },
+        "matches": b.get("matches"),
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},

@@ -55,6 +55,8 @@ BUILDING_COLUMNS: dict[str, str] = {
     "footprint_area_source": "string",
     "gfa_m2": "float64",
     "gfa_source": "string",
+    "footprint_id": "string",
+    "match_method": "string",
 }
 
 #: Columns of the table of records that were left out, with the reason.
@@ -113,6 +115,12 @@ def check_buildings(gdf: gpd.GeoDataFrame, where: str, crs: str | None = None) -
         if out.any():
             first = gdf.loc[out, "building_id"].iloc[0]
             _fail(where, f"{col} of building {first} is not one of {SOURCE_VALUES}", "fix it")
+    from mfa.buildings.conflate import MATCH_METHODS
+
+    out = ~gdf["match_method"].isin(MATCH_METHODS)
+    if out.any():
+        first = gdf.loc[out, "building_id"].iloc[0]
+        _fail(where, f"match_method of building {first} is not one of {MATCH_METHODS}", "fix it")
     if gdf.geometry.isna().any() or gdf.geometry.is_empty.any():
         _fail(where, "some buildings have no geometry", "drop them with a reason")
 

@@ -38,6 +38,7 @@ def normalise_footprints(
     rules: ArchetypeRules,
     stage: str,
     tag_source: str = "osm",
+    carry: tuple[str, ...] = (),
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Turn footprints into canonical buildings.
 
@@ -54,6 +55,8 @@ def normalise_footprints(
         Name of the stage in the dropped-records table (``osm``, ``footprints``).
     tag_source
         The ``*_source`` value of attributes read from the tags.
+    carry
+        Columns of ``raw`` to carry through unchanged (e.g. a register link).
 
     Returns
     -------
@@ -140,8 +143,12 @@ def normalise_footprints(
             "footprint_area_source": pd.Series(tag_source, index=raw.index, dtype="string"),
             "gfa_m2": gfa.astype("float64"),
             "gfa_source": floors_source,  # as observed as the floor count it multiplies
+            "footprint_id": ids,
+            "match_method": pd.Series("not_conflated", index=raw.index, dtype="string"),
         }
     ).astype(BUILDING_COLUMNS)
+    for col in carry:
+        out[col] = raw[col]
     # invalid or degenerate footprints are repaired or rejected by clean_geometries
     buildings = gpd.GeoDataFrame(out, geometry=projected.values, crs=crs)
     buildings = buildings.sort_values("building_id", kind="stable").reset_index(drop=True)

@@ -168,6 +168,8 @@ def normalise_bbr(
             ),
             "gfa_m2": gfa.astype("float64"),
             "gfa_source": gfa_source,
+            "footprint_id": pd.Series(pd.NA, index=df.index, dtype="string"),
+            "match_method": pd.Series("not_conflated", index=df.index, dtype="string"),
         }
     )
     out = out.astype(BUILDING_COLUMNS)

@@ -18,7 +18,8 @@ def provenance_shares(buildings: pd.DataFrame, by: pd.Series | None = None) -> p
     Observed means read from the register, OSM tags or a raster. Returns one row per
     group of ``by`` (or one row, index ``all``) with ``building_count`` and, for each
     attribute ``a`` in :data:`QUALITY_ATTRIBUTES`, ``a_observed``, ``a_imputed``,
-    ``a_missing``, which add up to 1.
+    ``a_missing``, which add up to 1. In conflated runs also ``match_<method>``, the
+    share of buildings matched by each method (id_link, point_in_footprint, ...).
     """
     key = by if by is not None else pd.Series("all", index=buildings.index)
     key = key.astype("string").fillna("_unassigned")
@@ -28,6 +29,11 @@ def provenance_shares(buildings: pd.DataFrame, by: pd.Series | None = None) -> p
         cols[f"{a}_observed"] = src.isin(_OBSERVED).astype(float)
         cols[f"{a}_imputed"] = (src == "imputed").astype(float)
         cols[f"{a}_missing"] = (src == "missing").astype(float)
+    if "match_method" in buildings.columns:
+        method = buildings["match_method"].astype("string")
+        for m in ("id_link", "point_in_footprint", "register_only", "footprint_only"):
+            if (method == m).any():
+                cols[f"match_{m}"] = (method == m).astype(float)
     flags = pd.DataFrame(cols, index=buildings.index)
     shares = flags.groupby(key, sort=True).mean()
     shares.insert(0, "building_count", key.value_counts().reindex(shares.index).astype("int64"))

@@ -15,8 +15,11 @@ from mfa.errors import InputDataError, InputNotFoundError
 __all__ = ["buildings_from_footprint_file", "read_footprint_file"]
 
 
-def read_footprint_file(path: Path, layer: str | None, id_column: str) -> gpd.GeoDataFrame:
-    """Footprints with ``building_id`` (from ``id_column``) and any OSM-style tag columns."""
+def read_footprint_file(
+    path: Path, layer: str | None, id_column: str, link_column: str | None = None
+) -> gpd.GeoDataFrame:
+    """Footprints with ``building_id`` (from ``id_column``), any OSM-style tag columns and,
+    with ``link_column``, ``register_link`` (the register id of each footprint)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: footprint file not found; fix sources.footprints.file")
@@ -25,9 +28,10 @@ def read_footprint_file(path: Path, layer: str | None, id_column: str) -> gpd.Ge
     except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
         raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
     where = f"{path}" + (f" layer {layer}" if layer else "")
-    if id_column not in gdf.columns:
-        cols = ", ".join(c for c in gdf.columns if c != "geometry")
-        raise InputDataError(f"{where}: no column {id_column!r} (columns: {cols}); fix id_column")
+    for key, col in (("id_column", id_column), ("register_link_column", link_column)):
+        if col is not None and col not in gdf.columns:
+            cols = ", ".join(c for c in gdf.columns if c != "geometry")
+            raise InputDataError(f"{where}: no column {col!r} (columns: {cols}); fix {key}")
     if gdf.crs is None:
         raise InputDataError(f"{where}: the file has no CRS; write it with one")
     ids = gdf[id_column].astype("string").str.strip()
@@ -37,8 +41,9 @@ def read_footprint_file(path: Path, layer: str | None, id_column: str) -> gpd.Ge
             f"{where}: feature {pos + 1} has no {id_column}; every footprint needs an id"
         )
     tags = [t for t in FOOTPRINT_TAGS if t in gdf.columns]
+    extra = {} if link_column is None else {"register_link": gdf[link_column].astype("string")}
     return gpd.GeoDataFrame(
-        pd.DataFrame({"building_id": ids, **{t: gdf[t] for t in tags}}),
+        pd.DataFrame({"building_id": ids, **{t: gdf[t] for t in tags}, **extra}),
         geometry=gdf.geometry.values,
         crs=gdf.crs,
     )
@@ -49,5 +54,10 @@ def buildings_from_footprint_file(
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Read a footprint file and normalise it (attributes without tags are imputed)."""
     assert source.file is not None and source.id_column is not None
-    raw = read_footprint_file(source.file, source.layer, source.id_column)
-    return normalise_footprints(raw, crs, rules, stage="footprints", tag_source="register")
+    raw = read_footprint_file(
+        source.file, source.layer, source.id_column, source.register_link_column
+    )
+    carry = ("register_link",) if source.register_link_column else ()
+    return normalise_footprints(
+        raw, crs, rules, stage="footprints", tag_source="register", carry=carry
+    )
