@@ -26,6 +26,16 @@ def materials() -> list[str]:
     return load_materials(CONFIG / "materials.toml")
 
 
+#: The model tables of a pipeline file, for tests that write their own sources.
+MODEL = """
+[archetypes]
+dir = "{ROOT}/config/archetypes"
+[intensities]
+table = "{ROOT}/config/intensities/rasmi_2024.csv"
+region = "OECD_EU15"
+"""
+
+
 def write_pipeline(tmp: Path, body: str, name: str = "p.toml") -> Path:
     """A pipeline file in ``tmp`` whose {ROOT} placeholders point at the repository."""
     path = tmp / name

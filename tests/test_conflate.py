@@ -21,7 +21,7 @@ from mfa.buildings.register import normalise_bbr
 from mfa.config import FootprintSource
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.run import run_pipeline
-from tests.conftest import DATA, write_pipeline
+from tests.conftest import DATA, MODEL, write_pipeline
 
 AARHUS = DATA / "aarhus_geodanmark_bygninger.gpkg"
 
@@ -138,13 +138,8 @@ file = "{AARHUS}"
 layer = "buildings"
 id_column = "ID_LOKALID"
 register_link_column = "BBRUUID"
-[archetypes]
-dir = "{{ROOT}}/config/archetypes"
-[intensities]
-table = "{{ROOT}}/config/intensities/rasmi_2024.csv"
-region = "OECD_EU15"
 """
-    run = run_pipeline(write_pipeline(tmp_path, body), tmp_path / "out")
+    run = run_pipeline(write_pipeline(tmp_path, body + MODEL), tmp_path / "out")
     b = gpd.read_parquet(run / "buildings.parquet")
     import json
 

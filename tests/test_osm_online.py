@@ -13,7 +13,7 @@ import pytest
 
 from mfa.io.osm import fetch_osm
 from mfa.run import run_pipeline
-from tests.conftest import write_pipeline
+from tests.conftest import MODEL, write_pipeline
 
 # two buildings (a tagged house with levels, an untagged 'yes') and a bus stop node
 SQUARE = [(10.0690, 48.1360), (10.0692, 48.1360), (10.0692, 48.1361), (10.0690, 48.1361)]
@@ -97,13 +97,8 @@ crs = "EPSG:25832"
 [sources.footprints]
 polygon_wkt = "{POLYGON}"
 overpass_url = "{overpass}"
-[archetypes]
-dir = "{{ROOT}}/config/archetypes"
-[intensities]
-table = "{{ROOT}}/config/intensities/rasmi_2024.csv"
-region = "OECD_EU15"
 """
-    run = run_pipeline(write_pipeline(tmp_path, body), tmp_path / "out")
+    run = run_pipeline(write_pipeline(tmp_path, body + MODEL), tmp_path / "out")
     import geopandas as gpd
 
     b = gpd.read_parquet(run / "buildings.parquet").set_index("building_id")
