@@ -156,6 +156,25 @@ class Intensities(_Strict):
     )
 
 
+class Uncertainty(_Strict):
+    """Monte Carlo draws of the intensities (see mfa.stocks.uncertainty)."""
+
+    draws: Annotated[int, Field(ge=10, le=100_000)] = 1000
+    seed: Annotated[int, Field(ge=0)] = 42
+    percentiles: list[Annotated[float, Field(gt=0, lt=100)]] = Field(
+        default_factory=lambda: [5.0, 50.0, 95.0]
+    )
+
+    @field_validator("percentiles")
+    @classmethod
+    def _sorted(cls, v: list[float]) -> list[float]:
+        if v != sorted(set(v)) or not v:
+            raise ValueError("give increasing, distinct percentiles such as [5, 50, 95]")
+        if any(round(x) != x for x in v):
+            raise ValueError("percentiles must be whole numbers (they name columns: _p05)")
+        return v
+
+
 class Output(_Strict):
     dir: Path | None = None
 
@@ -220,6 +239,7 @@ class Pipeline(_Strict):
     sources: Sources
     archetypes: Archetypes
     intensities: Intensities
+    uncertainty: Uncertainty = Uncertainty()
     output: Output = Output()
     compute: Compute = Compute()
     schedule: Schedule | None = None

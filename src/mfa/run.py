@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 import mfa
@@ -51,8 +52,14 @@ from mfa.io.register import buildings_from_register
 from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.schema import check_buildings, check_mass_balance, material_columns
-from mfa.stocks.aggregate import aggregate_districts
-from mfa.stocks.intensity import intensity_matrix
+from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
+from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
+from mfa.stocks.uncertainty import (
+    group_draws,
+    intensity_draws,
+    percentile_columns,
+    unit_quantiles,
+)
 
 __all__ = [
     "STEPS",
@@ -105,6 +112,15 @@ def _materials(p: Pipeline) -> list[str]:
             f"use some of {known}"
         )
     return list(chosen)
+
+
+def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.ndarray]:
+    """The seeded Monte Carlo intensity draws of the pipeline (archetypes, draws)."""
+    table = load_intensity_table(p.intensities.table, materials)
+    archetypes, pct = intensity_percentiles(
+        table, p.intensities.region, materials, where=str(p.intensities.table)
+    )
+    return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
 
 
 def prepare(
@@ -289,7 +305,10 @@ def estimate_stocks(work_dir: Path) -> Path:
         buildings["archetype_id"].unique(),
         where=str(p.intensities.table),
     )
-    meta = estimate_partition(buildings.iloc[:0], matrix, districts)
+    archetypes, draws = _intensity_draws(p, materials)
+    q = tuple(p.uncertainty.percentiles)
+    unit_q = unit_quantiles(draws, archetypes, materials, q)
+    meta = estimate_partition(buildings.iloc[:0], matrix, districts, unit_q)
     with dask_compute(p.compute.scheduler) as compute:
         result = map_partitions(
             buildings,
@@ -299,6 +318,7 @@ def estimate_stocks(work_dir: Path) -> Path:
             compute=compute,
             intensity_kg_m2=matrix,
             districts=districts,
+            unit_quantiles=unit_q,
         )
     result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs).reset_index(drop=True)
     out = write_layer(result, work / BUILDINGS)
@@ -314,12 +334,46 @@ def estimate_stocks(work_dir: Path) -> Path:
                 "materials": materials,
                 "kg_per_m2": matrix.round(4).to_dict(orient="index"),
             },
+            "uncertainty": {
+                "method": "Monte Carlo, one draw per archetype and material shared by its "
+                "buildings; piecewise-linear quantile function through p00…p100",
+                "draws": p.uncertainty.draws,
+                "seed": p.uncertainty.seed,
+                "percentiles": list(q),
+            },
             "scheduler": p.compute.scheduler,
             "partitions": min(p.compute.partitions, max(1, len(buildings))),
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
     return out
+
+
+def _group_percentiles(
+    p: Pipeline, materials: list[str], buildings: pd.DataFrame, group_ids: pd.Series
+) -> tuple[pd.DataFrame, float]:
+    """Percentile columns per group (aligned with ``group_ids``) from summed draws.
+
+    Also checks, draw by draw, that the groups sum to the buildings' total; returns the
+    largest relative difference.
+    """
+    archetypes, draws = _intensity_draws(p, materials)
+    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
+    key = buildings["district_id"].astype("string").fillna(UNASSIGNED)
+    g_idx = pd.Index(group_ids.astype(object)).get_indexer(key.astype(object))
+    if (a_idx < 0).any() or (g_idx < 0).any():
+        raise ValidationError("a building's archetype or district has no draws; check the rules")
+    gfa = buildings["gfa_m2"].to_numpy(dtype=float)
+    tonnes = group_draws(gfa, a_idx, g_idx, len(group_ids), draws)
+    total = group_draws(gfa, a_idx, np.zeros(len(gfa), dtype=np.int64), 1, draws)[:, 0, :]
+    summed = tonnes.sum(axis=1)
+    scale = np.maximum(np.abs(total), 1e-12)
+    error = float(np.max(np.abs(summed - total) / scale)) if total.size else 0.0
+    if error > 1e-9:
+        raise ValidationError(
+            f"Monte Carlo draws are not conserved across groups (max rel. error {error:.2e})"
+        )
+    return percentile_columns(tonnes, materials, tuple(p.uncertainty.percentiles)), error
 
 
 def aggregate(work_dir: Path) -> Path | None:
@@ -334,12 +388,22 @@ def aggregate(work_dir: Path) -> Path | None:
     districts = read_layer(work / "stage" / "districts_input.parquet").drop(
         columns=["bbox"], errors="ignore"
     )
-    sums = ["mass_t", *material_columns(_materials(p))]
+    materials = _materials(p)
+    sums = ["mass_t", *material_columns(materials)]
     result = aggregate_districts(buildings, districts, sums, name_column="district_name")
+    pct, conservation = _group_percentiles(p, materials, buildings, result["district_id"])
+    result = pd.concat([result, pct.set_index(result.index)], axis=1)
+    result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs)
     out = write_layer(result, work / DISTRICTS)
     write_layer(quality_by_district(buildings, districts), work / QUALITY)
     _report(
-        work, "districts", {"districts": len(result), "seconds": round(time.perf_counter() - t0, 3)}
+        work,
+        "districts",
+        {
+            "districts": len(result),
+            "draw_conservation_max_rel_error": conservation,
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
     )
     return out
 
@@ -355,7 +419,9 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _checks(work: Path, p: Pipeline, materials: list[str]) -> dict[str, Any]:
+def _checks(
+    work: Path, p: Pipeline, materials: list[str], reports_districts: dict[str, Any]
+) -> dict[str, Any]:
     buildings = read_layer(work / BUILDINGS)
     layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
     base = buildings.drop(columns=["mass_t", *material_columns(materials)])
@@ -367,18 +433,40 @@ def _checks(work: Path, p: Pipeline, materials: list[str]) -> dict[str, Any]:
     if not ((abs(mass - buildings["mass_t"].to_numpy())) <= 1e-9 * abs(mass).clip(min=1)).all():
         raise ValidationError(f"{work / BUILDINGS}: mass_t is not the sum of the materials")
     checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
+    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
+    _check_percentiles(buildings, ["mass", *materials], q, str(work / BUILDINGS))
     if (work / DISTRICTS).exists():
         districts = read_layer(work / DISTRICTS)
         layers[DISTRICTS] = check_geoparquet(work / DISTRICTS, p.crs)
+        _check_percentiles(districts, ["mass", *materials], q, str(work / DISTRICTS))
         totals = check_mass_balance(buildings, districts, ["gfa_m2", *cols], rtol=1e-9)
         if int(districts["building_count"].sum()) != len(buildings):
             raise ValidationError("districts: building_count does not add up to the buildings")
-        checks["mass_balance"] = {"status": "passed", "rtol": 1e-9}
+        checks["mass_balance"] = {
+            "status": "passed",
+            "rtol": 1e-9,
+            "draw_by_draw_max_rel_error": reports_districts.get("draw_conservation_max_rel_error"),
+        }
         layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
     else:
         totals = {c: float(buildings[c].sum()) for c in ["gfa_m2", *cols]}
     checks["totals"] = totals
+    checks["percentiles_ordered"] = "passed"
     return checks
+
+
+def _check_percentiles(df: pd.DataFrame, names: list[str], q: list[str], where: str) -> None:
+    """Percentile columns exist, are finite, non-negative and increasing (p05 ≤ p50 ≤ p95)."""
+    for name in names:
+        cols = [f"{name}_t_{x}" for x in q]
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValidationError(f"{where}: missing percentile columns {missing}")
+        v = df[cols].to_numpy(dtype=float)
+        if not np.isfinite(v).all() or (v < 0).any():
+            raise ValidationError(f"{where}: {name} percentiles are negative or not finite")
+        if (np.diff(v, axis=1) < -1e-9 * np.abs(v[:, 1:]).clip(min=1)).any():
+            raise ValidationError(f"{where}: {name} percentiles are not increasing")
 
 
 def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -404,8 +492,8 @@ def publish(work_dir: Path) -> Path:
     ctx = _ctx(work)
     p = load_pipeline(ctx["pipeline_file"])
     materials = _materials(p)
-    checks = _checks(work, p, materials)
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
+    checks = _checks(work, p, materials, reports.get("districts", {}))
     dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
     dropped.to_csv(work / DROPPED, index=False)
     repairs = pd.read_parquet(work / "stage" / "repairs.parquet")
@@ -427,6 +515,7 @@ def publish(work_dir: Path) -> Path:
         "inputs": b.get("inputs", []),
         "config_files": files,
         "intensities": reports.get("stocks", {}).get("intensities"),
+        "uncertainty": reports.get("stocks", {}).get("uncertainty"),
         "compute": {
             "scheduler": reports.get("stocks", {}).get("scheduler"),
             "partitions": reports.get("stocks", {}).get("partitions"),

@@ -104,3 +104,33 @@ def intensity_matrix(
             f"{region}; add a row (use 0 for 'not applicable')"
         )
     return matrix.astype(float)
+
+
+def intensity_percentiles(
+    table: pd.DataFrame, region: str, materials: list[str], where: str = "intensity table"
+) -> tuple[list[str], np.ndarray]:
+    """All archetypes of ``region`` (sorted) and their percentiles p00…p100 (kg/m²).
+
+    Returns the archetype ids and an array archetypes × materials × 7. Using every
+    archetype of the table, not only those present in a run, keeps the random draws of an
+    archetype independent of which other buildings a run contains.
+    """
+    sub = table[(table["region"] == region) & table["material"].isin(materials)]
+    if sub.empty:
+        raise ConfigError(f"{where}: no rows for region {region!r} and materials {materials}")
+    arch = (sub["function"] + "-" + sub["structure"]).astype(str)
+    archetypes = sorted(arch.unique())
+    full = pd.MultiIndex.from_product([archetypes, materials], names=["archetype_id", "material"])
+    values = (
+        sub.assign(archetype_id=arch)
+        .set_index(["archetype_id", "material"])[list(PERCENTILES)]
+        .reindex(full)
+    )
+    if values.isna().to_numpy().any():
+        a, m = values[values.isna().any(axis=1)].index[0]
+        raise ConfigError(
+            f"{where}: no percentiles for archetype {a}, material {m} in region {region}; "
+            "add a row (use 0 for 'not applicable')"
+        )
+    array = values.to_numpy(dtype=float).reshape(len(archetypes), len(materials), len(PERCENTILES))
+    return archetypes, array

@@ -1,0 +1,143 @@
+"""Uncertainty of material stocks: seeded Monte Carlo draws of the intensities (pure).
+
+The intensity of an archetype (kg/m² of one material in, say, a masonry single-family
+house) is one uncertain quantity shared by every building of that archetype. So one draw
+is one intensity per archetype and material, applied to all its buildings: the draws are
+fully correlated within an archetype and independent between archetypes and materials.
+An aggregate's draws are therefore exact sums of floor area per archetype times the
+intensity draws, and its percentiles come from those summed draws, never from adding
+building percentiles.
+
+Each intensity is drawn from the piecewise-linear quantile function through the table's
+percentiles (p00, p05, p25, p50, p75, p95, p100): inverse-CDF sampling of a distribution
+that reproduces every tabulated percentile and stays within the observed range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mfa.stocks.intensity import PERCENTILES
+
+__all__ = [
+    "LEVELS",
+    "draw_quantiles",
+    "group_draws",
+    "intensity_draws",
+    "percentile_columns",
+    "unit_quantiles",
+]
+
+#: Probability levels of the tabulated percentiles.
+LEVELS = np.array([int(p.removeprefix("p")) / 100 for p in PERCENTILES])
+
+
+def intensity_draws(percentiles: np.ndarray, n_draws: int, seed: int) -> np.ndarray:
+    """Monte Carlo draws of intensities (kg/m²).
+
+    Parameters
+    ----------
+    percentiles
+        Array (archetypes × materials × 7) of the tabulated percentiles p00…p100.
+    n_draws
+        Number of draws.
+    seed
+        Seed of numpy's default generator; the same seed gives the same draws.
+
+    Returns
+    -------
+    numpy.ndarray
+        Draws × archetypes × materials (kg/m²).
+    """
+    p = np.asarray(percentiles, dtype=float)
+    n_a, n_m, n_l = p.shape
+    if n_l != len(LEVELS):
+        raise ValueError(f"expected {len(LEVELS)} percentiles per intensity, got {n_l}")
+    u = np.random.default_rng(seed).random((n_draws, n_a, n_m))
+    seg = np.clip(np.searchsorted(LEVELS, u, side="right") - 1, 0, len(LEVELS) - 2)
+    lo_level, hi_level = LEVELS[seg], LEVELS[seg + 1]
+    frac = (u - lo_level) / (hi_level - lo_level)
+    a_idx = np.arange(n_a)[None, :, None]
+    m_idx = np.arange(n_m)[None, None, :]
+    lo, hi = p[a_idx, m_idx, seg], p[a_idx, m_idx, seg + 1]
+    return lo + frac * (hi - lo)
+
+
+def draw_quantiles(draws: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """Quantiles over the first axis (draws); ``q`` in percent."""
+    return np.percentile(draws, q, axis=0)
+
+
+def unit_quantiles(
+    draws: np.ndarray, archetypes: list[str], materials: list[str], q: tuple[float, ...]
+) -> pd.DataFrame:
+    """Per archetype, the quantiles of t per m² for each material and for the total.
+
+    A building's percentile is its floor area times these (one uncertain factor per
+    building), so building percentiles need no per-building draws. Columns
+    ``<material>_t_pXX`` and ``mass_t_pXX`` in t/m².
+    """
+    per_m2 = draws / 1000.0  # t/m²
+    total = per_m2.sum(axis=2, keepdims=True)
+    both = np.concatenate([per_m2, total], axis=2)
+    qs = draw_quantiles(both, q)  # q × archetypes × (materials + 1)
+    names = [*materials, "mass"]
+    cols = {
+        f"{name}_t_p{int(round(qq)):02d}": qs[i, :, j]
+        for j, name in enumerate(names)
+        for i, qq in enumerate(q)
+    }
+    return pd.DataFrame(cols, index=pd.Index(archetypes, name="archetype_id"))
+
+
+def group_draws(
+    gfa_m2: np.ndarray,
+    archetype_index: np.ndarray,
+    group_index: np.ndarray,
+    n_groups: int,
+    draws: np.ndarray,
+) -> np.ndarray:
+    """Tonnes per group, draw and material: Σ_archetype (Σ floor area) × intensity draw.
+
+    Parameters
+    ----------
+    gfa_m2
+        Floor area per building (m²).
+    archetype_index, group_index
+        Position of each building's archetype in ``draws`` and of its group (district,
+        grid cell) in 0 … ``n_groups`` − 1.
+    draws
+        Intensity draws (draws × archetypes × materials, kg/m²).
+
+    Returns
+    -------
+    numpy.ndarray
+        Draws × groups × materials (t). Summing over groups gives, draw by draw, the sum
+        over all buildings.
+    """
+    n_arch = draws.shape[1]
+    floor = np.zeros((n_groups, n_arch))
+    np.add.at(floor, (group_index, archetype_index), np.asarray(gfa_m2, dtype=float))
+    return np.einsum("ga,dam->dgm", floor, draws) / 1000.0
+
+
+def percentile_columns(
+    tonnes: np.ndarray, materials: list[str], q: tuple[float, ...]
+) -> pd.DataFrame:
+    """Percentile columns from group draws (draws × groups × materials, t).
+
+    Columns ``<material>_t_pXX`` and ``mass_t_pXX`` (the total is summed draw by draw
+    before taking percentiles).
+    """
+    total = tonnes.sum(axis=2, keepdims=True)
+    both = np.concatenate([tonnes, total], axis=2)
+    qs = draw_quantiles(both, q)  # q × groups × (materials + 1)
+    names = [*materials, "mass"]
+    return pd.DataFrame(
+        {
+            f"{name}_t_p{int(round(qq)):02d}": qs[i, :, j]
+            for j, name in enumerate(names)
+            for i, qq in enumerate(q)
+        }
+    )

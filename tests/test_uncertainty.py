@@ -1,0 +1,154 @@
+"""Monte Carlo uncertainty of stocks: correlated within an archetype, conserved per draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfa.io.tables import load_intensity_table
+from mfa.run import run_pipeline
+from mfa.stocks.intensity import PERCENTILES, intensity_percentiles
+from mfa.stocks.uncertainty import (
+    group_draws,
+    intensity_draws,
+    percentile_columns,
+    unit_quantiles,
+)
+from tests.conftest import CONFIG, ROOT
+
+Q = (5.0, 50.0, 95.0)
+
+
+@pytest.fixture(scope="module")
+def rasmi(materials):
+    table = load_intensity_table(CONFIG / "intensities" / "rasmi_2024.csv", materials)
+    return intensity_percentiles(table, "OECD_EU15", materials)
+
+
+def test_draws_reproduce_the_tabulated_percentiles(rasmi) -> None:
+    archetypes, pct = rasmi
+    draws = intensity_draws(pct, 20_000, seed=1)
+    assert draws.shape == (20_000, 12, 8)
+    for level in (5, 25, 50, 75, 95):
+        i = PERCENTILES.index(f"p{level:02d}")
+        tab = pct[:, :, i]
+        below = (draws <= tab[None]).mean(axis=0)
+        # where neighbouring percentiles are equal the distribution has a point mass
+        # (e.g. p00 = p05 = 0 kg/m²): the CDF jumps there, so compare the others only
+        strict = (pct[:, :, i - 1] < tab) & (tab < pct[:, :, i + 1])
+        # the empirical CDF at the tabulated percentile is the level, within ~6 standard
+        # errors of 20,000 draws
+        assert (np.abs(below - level / 100) <= 0.01)[strict].all(), level
+    assert (draws >= pct[None, :, :, 0] - 1e-9).all() and (
+        draws <= pct[None, :, :, -1] + 1e-9
+    ).all()
+
+
+def test_same_seed_same_draws_other_seed_within_mc_error(rasmi) -> None:
+    _, pct = rasmi
+    a, b = intensity_draws(pct, 4000, seed=7), intensity_draws(pct, 4000, seed=7)
+    np.testing.assert_array_equal(a, b)
+    c = intensity_draws(pct, 4000, seed=8)
+    assert not np.array_equal(a, c)
+    # the other seed's p05 and p95 sit at the same probability level, within MC error
+    strict = (np.diff(pct, axis=2) > 0).all(axis=2)  # no point masses
+    for q in Q:
+        qa = np.percentile(a, q, axis=0)
+        level_in_c = (c <= qa[None]).mean(axis=0)
+        # standard error of the difference of two samples of 4,000: ≤ 0.011; allow 4.5
+        assert (np.abs(level_in_c - q / 100) <= 0.05)[strict].all(), q
+
+
+def test_identical_buildings_do_not_average_out(rasmi, materials) -> None:
+    """A district of 50 identical houses has the relative band of one house, because
+    they share one uncertain intensity; independent draws would shrink it ~7-fold."""
+    archetypes, pct = rasmi
+    draws = intensity_draws(pct, 4000, seed=3)
+    a = archetypes.index("RS-M")
+    one = group_draws(np.array([120.0]), np.array([a]), np.array([0]), 1, draws)
+    many = group_draws(np.full(50, 120.0), np.full(50, a), np.zeros(50, int), 1, draws)
+    p1 = percentile_columns(one, materials, Q).iloc[0]
+    p50 = percentile_columns(many, materials, Q).iloc[0]
+    for m in ["mass", *materials]:
+        lo1, mid1, hi1 = (p1[f"{m}_t_p{x:02d}"] for x in (5, 50, 95))
+        lo, mid, hi = (p50[f"{m}_t_p{x:02d}"] for x in (5, 50, 95))
+        if mid1 > 0:
+            assert (hi - lo) / mid == pytest.approx((hi1 - lo1) / mid1, rel=1e-9)
+    # building percentiles from unit quantiles equal the single-building draws
+    unit = unit_quantiles(draws, archetypes, materials, Q).loc["RS-M"]
+    assert unit["brick_t_p95"] * 120 == pytest.approx(p1["brick_t_p95"], rel=1e-9)
+
+
+def test_different_archetypes_partly_average_out(rasmi, materials) -> None:
+    archetypes, pct = rasmi
+    draws = intensity_draws(pct, 4000, seed=3)
+    idx = np.arange(12)
+    mixed = group_draws(np.full(12, 100.0), idx, np.zeros(12, int), 1, draws)
+    alone = group_draws(np.full(12, 100.0), idx, idx, 12, draws)
+    band = lambda t: (lambda p: (p["mass_t_p95"] - p["mass_t_p05"]) / p["mass_t_p50"])(  # noqa: E731
+        percentile_columns(t, materials, Q)
+    )
+    assert band(mixed).iloc[0] < band(alone).min()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 80),
+    groups=st.integers(1, 7),
+    seed=st.integers(0, 2**31),
+)
+def test_draws_are_conserved_across_groups(rasmi, n, groups, seed) -> None:
+    _, pct = rasmi
+    rng = np.random.default_rng(seed)
+    draws = intensity_draws(pct, 200, seed=seed)
+    gfa = rng.uniform(5, 5000, n)
+    arch = rng.integers(0, 12, n)
+    grp = rng.integers(0, groups, n)
+    parts = group_draws(gfa, arch, grp, groups, draws)
+    total = group_draws(gfa, arch, np.zeros(n, int), 1, draws)[:, 0, :]
+    np.testing.assert_allclose(parts.sum(axis=1), total, rtol=1e-9)
+    # and each draw equals the sum over buildings of floor area × that draw's intensity
+    per_building = (gfa[None, :, None] * draws[:, arch, :]).sum(axis=1) / 1000
+    np.testing.assert_allclose(total, per_building, rtol=1e-9)
+
+
+def test_dk_sample_percentiles(tmp_path: Path) -> None:
+    run = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path)
+    b = gpd.read_parquet(run / "buildings.parquet")
+    d = gpd.read_parquet(run / "districts.parquet")
+    for df in (b, d):
+        for m in [
+            "mass",
+            "concrete",
+            "brick",
+            "wood",
+            "steel",
+            "glass",
+            "aluminium",
+            "copper",
+            "plastics",
+        ]:
+            lo, mid, hi = (df[f"{m}_t_p{x:02d}"] for x in (5, 50, 95))
+            assert (lo <= mid + 1e-9).all() and (mid <= hi + 1e-9).all() and (lo >= 0).all()
+    # a district band is narrower (relative) than the sum of its buildings' bands
+    dd = d[d.building_count > 10].iloc[0]
+    mine = b[b.district_id == dd.district_id]
+    assert dd.mass_t_p95 - dd.mass_t_p05 < (mine.mass_t_p95 - mine.mass_t_p05).sum()
+
+
+def test_other_seed_changes_only_within_mc_error(bbr_pipeline, tmp_path: Path) -> None:
+    base = bbr_pipeline(name="a.toml")
+    other = base.read_text() + "[uncertainty]\nseed = 4711\n"
+    (tmp_path / "b.toml").write_text(other)
+    a = gpd.read_parquet(run_pipeline(base, tmp_path / "a") / "districts.parquet")
+    b = gpd.read_parquet(run_pipeline(tmp_path / "b.toml", tmp_path / "b") / "districts.parquet")
+    pd.testing.assert_series_equal(a.mass_t, b.mass_t)  # the central estimate is not drawn
+    busy = a.building_count > 20
+    rel = ((a.mass_t_p95 - b.mass_t_p95).abs() / a.mass_t_p95)[busy]
+    assert 0 < rel.max() < 0.10
