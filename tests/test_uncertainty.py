@@ -32,7 +32,7 @@ def rasmi(materials):
 
 
 def test_draws_reproduce_the_tabulated_percentiles(rasmi) -> None:
-    archetypes, pct = rasmi
+    _, pct = rasmi
     draws = intensity_draws(pct, 20_000, seed=1)
     assert draws.shape == (20_000, 12, 8)
     for level in (5, 25, 50, 75, 95):
@@ -86,7 +86,7 @@ def test_identical_buildings_do_not_average_out(rasmi, materials) -> None:
 
 
 def test_different_archetypes_partly_average_out(rasmi, materials) -> None:
-    archetypes, pct = rasmi
+    _, pct = rasmi
     draws = intensity_draws(pct, 4000, seed=3)
     idx = np.arange(12)
     mixed = group_draws(np.full(12, 100.0), idx, np.zeros(12, int), 1, draws)

@@ -84,7 +84,7 @@ def unit_quantiles(
     qs = draw_quantiles(both, q)  # q × archetypes × (materials + 1)
     names = [*materials, "mass"]
     cols = {
-        f"{name}_t_p{int(round(qq)):02d}": qs[i, :, j]
+        f"{name}_t_p{round(qq):02d}": qs[i, :, j]
         for j, name in enumerate(names)
         for i, qq in enumerate(q)
     }
@@ -136,7 +136,7 @@ def percentile_columns(
     names = [*materials, "mass"]
     return pd.DataFrame(
         {
-            f"{name}_t_p{int(round(qq)):02d}": qs[i, :, j]
+            f"{name}_t_p{round(qq):02d}": qs[i, :, j]
             for j, name in enumerate(names)
             for i, qq in enumerate(q)
         }
