@@ -46,6 +46,7 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "gfa_source": ["imputed"] * n,
         "footprint_id": [None] * n,
         "match_method": ["not_conflated"] * n,
+        "hazard": [None] * n,
     }
     base.update(cols)
     return gpd.GeoDataFrame(pd.DataFrame(base).astype(BUILDING_COLUMNS), geometry=geoms, crs=25832)

@@ -27,14 +27,19 @@ def dk_run(tmp_path_factory) -> Path:
 def test_dk_sample_layers(dk_run: Path) -> None:
     latest = dk_run.parent / "latest"
     assert latest.is_symlink() and latest.resolve() == dk_run.resolve()
-    assert sorted(p.name for p in latest.iterdir()) == [
-        "buildings.parquet",
-        "districts.parquet",
-        "dropped.csv",
-        "quality.parquet",
-        "repairs.csv",
-        "run.json",
-    ]
+    names = sorted(p.name for p in latest.iterdir())
+    assert names == sorted(
+        [
+            "buildings.parquet",
+            "districts.parquet",
+            "dropped.csv",
+            "grid.parquet",
+            "quality.parquet",
+            "repairs.csv",
+            "run.json",
+            *[f"stock_{m}.tif" for m in ["mass", *MATERIALS]],
+        ]
+    )
     b = gpd.read_parquet(latest / "buildings.parquet")
     d = gpd.read_parquet(latest / "districts.parquet")
     assert b.crs.to_epsg() == 25832 and d.crs.to_epsg() == 25832

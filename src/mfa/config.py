@@ -117,6 +117,9 @@ class DistrictSource(_Strict):
     layer: str | None = None
     id_column: str
     name_column: str | None = None
+    population_column: str | None = Field(
+        default=None, description="inhabitants per district, for t per capita"
+    )
 
 
 class Sources(_Strict):
@@ -173,6 +176,13 @@ class Uncertainty(_Strict):
         if any(round(x) != x for x in v):
             raise ValueError("percentiles must be whole numbers (they name columns: _p05)")
         return v
+
+
+class Grid(_Strict):
+    """A regular square grid for the grid layer and the stock rasters."""
+
+    cell_size_m: Annotated[float, Field(gt=0, le=100_000)] = 100.0
+    rasters: bool = Field(default=True, description="write stock_<material>.tif (t/ha)")
 
 
 class Output(_Strict):
@@ -240,6 +250,7 @@ class Pipeline(_Strict):
     archetypes: Archetypes
     intensities: Intensities
     uncertainty: Uncertainty = Uncertainty()
+    grid: Grid | None = None
     output: Output = Output()
     compute: Compute = Compute()
     schedule: Schedule | None = None

@@ -28,6 +28,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
@@ -47,12 +48,13 @@ from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
-from mfa.io.rasters import footprint_heights
+from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register
 from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
+from mfa.stocks.grid import aggregate_grid, grid_array
 from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
 from mfa.stocks.uncertainty import (
     group_draws,
@@ -80,6 +82,7 @@ MANIFEST = "run.json"
 DROPPED = "dropped.csv"
 REPAIRS = "repairs.csv"
 QUALITY = "quality.parquet"
+GRID = "grid.parquet"
 
 
 # --------------------------------------------------------------------------- context
@@ -350,61 +353,110 @@ def estimate_stocks(work_dir: Path) -> Path:
 
 
 def _group_percentiles(
-    p: Pipeline, materials: list[str], buildings: pd.DataFrame, group_ids: pd.Series
+    p: Pipeline,
+    materials: list[str],
+    buildings: pd.DataFrame,
+    group_of_building: np.ndarray,
+    n_groups: int,
+    chunk: int = 2_000,
 ) -> tuple[pd.DataFrame, float]:
-    """Percentile columns per group (aligned with ``group_ids``) from summed draws.
+    """Percentile columns per group (0 … n_groups − 1) from summed Monte Carlo draws.
 
+    Groups are processed ``chunk`` at a time, so memory is draws × chunk × materials.
     Also checks, draw by draw, that the groups sum to the buildings' total; returns the
     largest relative difference.
     """
     archetypes, draws = _intensity_draws(p, materials)
     a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
-    key = buildings["district_id"].astype("string").fillna(UNASSIGNED)
-    g_idx = pd.Index(group_ids.astype(object)).get_indexer(key.astype(object))
+    g_idx = np.asarray(group_of_building, dtype=np.int64)
     if (a_idx < 0).any() or (g_idx < 0).any():
-        raise ValidationError("a building's archetype or district has no draws; check the rules")
+        raise ValidationError("a building's archetype or group has no draws; check the rules")
     gfa = buildings["gfa_m2"].to_numpy(dtype=float)
-    tonnes = group_draws(gfa, a_idx, g_idx, len(group_ids), draws)
+    q = tuple(p.uncertainty.percentiles)
     total = group_draws(gfa, a_idx, np.zeros(len(gfa), dtype=np.int64), 1, draws)[:, 0, :]
-    summed = tonnes.sum(axis=1)
+    summed = np.zeros_like(total)
+    parts = []
+    for start in range(0, n_groups, chunk):
+        stop = min(start + chunk, n_groups)
+        sel = (g_idx >= start) & (g_idx < stop)
+        tonnes = group_draws(gfa[sel], a_idx[sel], g_idx[sel] - start, stop - start, draws)
+        summed += tonnes.sum(axis=1)
+        parts.append(percentile_columns(tonnes, materials, q))
     scale = np.maximum(np.abs(total), 1e-12)
     error = float(np.max(np.abs(summed - total) / scale)) if total.size else 0.0
     if error > 1e-9:
         raise ValidationError(
             f"Monte Carlo draws are not conserved across groups (max rel. error {error:.2e})"
         )
-    return percentile_columns(tonnes, materials, tuple(p.uncertainty.percentiles)), error
+    return pd.concat(parts, ignore_index=True), error
+
+
+def _with(frame: gpd.GeoDataFrame, extra: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
+    out = pd.concat([frame.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=crs)
+
+
+def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipeline) -> list[str]:
+    """One cloud-optimised GeoTIFF per material (and the total), t/ha, on the grid."""
+    assert p.grid is not None
+    size = p.grid.cell_size_m
+    names = []
+    for col in sums:
+        density = (cells[col] / cells["area_ha"]).to_numpy()
+        arr, col0, top = grid_array(cells["ix"].to_numpy(), cells["iy"].to_numpy(), density)
+        name = col.removesuffix("_t")
+        write_cog(
+            work / f"stock_{name}.tif",
+            arr,
+            west=col0 * size,
+            north=(top + 1) * size,
+            cell_size=size,
+            crs=p.crs,
+            description=f"{name} stock",
+            unit="t/ha",
+        )
+        names.append(f"stock_{name}.tif")
+    return names
 
 
 def aggregate(work_dir: Path) -> Path | None:
-    """Sum the buildings per district → districts layer (None without a district source)."""
+    """Sum the buildings per district and per grid cell; stock rasters; quality layer.
+
+    Returns the districts layer (None without a district source).
+    """
     t0 = time.perf_counter()
     work = Path(work_dir)
     p = _pipeline(work)
-    if p.sources.districts is None:
-        _report(work, "districts", {"skipped": "no [sources.districts] in the pipeline file"})
-        return None
-    buildings = pd.read_parquet(work / BUILDINGS, columns=None).drop(columns=["geometry", "bbox"])
-    districts = read_layer(work / "stage" / "districts_input.parquet").drop(
-        columns=["bbox"], errors="ignore"
-    )
+    report: dict[str, Any] = {}
     materials = _materials(p)
     sums = ["mass_t", *material_columns(materials)]
-    result = aggregate_districts(buildings, districts, sums, name_column="district_name")
-    pct, conservation = _group_percentiles(p, materials, buildings, result["district_id"])
-    result = pd.concat([result, pct.set_index(result.index)], axis=1)
-    result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs)
-    out = write_layer(result, work / DISTRICTS)
-    write_layer(quality_by_district(buildings, districts), work / QUALITY)
-    _report(
-        work,
-        "districts",
-        {
-            "districts": len(result),
-            "draw_conservation_max_rel_error": conservation,
-            "seconds": round(time.perf_counter() - t0, 3),
-        },
-    )
+    buildings = read_layer(work / BUILDINGS)
+    attrs = pd.DataFrame(buildings.drop(columns="geometry"))
+    out: Path | None = None
+    if p.sources.districts is not None:
+        districts = read_layer(work / "stage" / "districts_input.parquet")
+        result = aggregate_districts(attrs, districts, sums, name_column="district_name")
+        ids = pd.Index(result["district_id"].astype(object))
+        key = attrs["district_id"].astype("string").fillna(UNASSIGNED).astype(object)
+        pct, error = _group_percentiles(p, materials, attrs, ids.get_indexer(key), len(ids))
+        out = write_layer(_with(result, pct, p.crs), work / DISTRICTS)
+        write_layer(quality_by_district(attrs, districts), work / QUALITY)
+        report["districts"] = len(result)
+        report["draw_conservation_max_rel_error"] = error
+    else:
+        report["districts_skipped"] = "no [sources.districts] in the pipeline file"
+    if p.grid is not None:
+        points = shapely.point_on_surface(buildings.geometry.values)
+        cells, cell_of = aggregate_grid(points, attrs[["gfa_m2", *sums]], p.grid.cell_size_m, p.crs)
+        pct, error = _group_percentiles(p, materials, attrs, cell_of, len(cells))
+        cells = _with(cells, pct, p.crs)
+        write_layer(cells, work / GRID)
+        report["grid_cells"] = len(cells)
+        report["grid_draw_conservation_max_rel_error"] = error
+        if p.grid.rasters:
+            report["rasters"] = _write_rasters(work, cells, sums, p)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    _report(work, "districts", report)
     return out
 
 
@@ -450,6 +502,28 @@ def _checks(
         layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
     else:
         totals = {c: float(buildings[c].sum()) for c in ["gfa_m2", *cols]}
+    if (work / GRID).exists():
+        grid = read_layer(work / GRID)
+        layers[GRID] = check_geoparquet(work / GRID, p.crs)
+        _check_percentiles(grid, ["mass", *materials], q, str(work / GRID))
+        check_mass_balance(buildings, grid, ["gfa_m2", *cols], rtol=1e-9)
+        if int(grid["building_count"].sum()) != len(buildings):
+            raise ValidationError("grid: building_count does not add up to the buildings")
+        checks["grid_mass_balance"] = {
+            "status": "passed",
+            "rtol": 1e-9,
+            "draw_by_draw_max_rel_error": reports_districts.get(
+                "grid_draw_conservation_max_rel_error"
+            ),
+        }
+        rasters = {}
+        for name in reports_districts.get("rasters", []):
+            col = name.removeprefix("stock_").removesuffix(".tif") + "_t"
+            rasters[name] = check_raster_total(
+                work / name, p.crs, totals[col], rtol=1e-5
+            )  # float32 cells
+        if rasters:
+            checks["rasters"] = rasters
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
     return checks

@@ -57,6 +57,7 @@ BUILDING_COLUMNS: dict[str, str] = {
     "gfa_source": "string",
     "footprint_id": "string",
     "match_method": "string",
+    "hazard": "string",
 }
 
 #: Columns of the table of records that were left out, with the reason.

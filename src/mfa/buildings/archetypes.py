@@ -36,6 +36,8 @@ class ArchetypeRules:
         The same for OSM ``building=*`` values.
     osm_material_structure
         OSM ``building:material`` value → structure.
+    bbr_hazard
+        BBR asbestos code (``byg036``) → hazard flag (``asbestos_roof``, ...).
     structure_by_function, floors_by_function
         Fallbacks used where nothing was observed (marked ``imputed``).
     osm_unknown_function
@@ -55,6 +57,7 @@ class ArchetypeRules:
     structure_by_function: dict[str, str]
     floors_by_function: dict[str, float]
     osm_unknown_function: str
+    bbr_hazard: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     storey_height_m: float = 3.0
     limits: Limits = field(default_factory=Limits)
     files: tuple[str, ...] = field(default=())

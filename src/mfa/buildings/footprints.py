@@ -145,6 +145,7 @@ def normalise_footprints(
             "gfa_source": floors_source,  # as observed as the floor count it multiplies
             "footprint_id": ids,
             "match_method": pd.Series("not_conflated", index=raw.index, dtype="string"),
+            "hazard": pd.Series(pd.NA, index=raw.index, dtype="string"),
         }
     ).astype(BUILDING_COLUMNS)
     for col in carry:

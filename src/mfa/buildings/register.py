@@ -170,6 +170,11 @@ def normalise_bbr(
             "gfa_source": gfa_source,
             "footprint_id": pd.Series(pd.NA, index=df.index, dtype="string"),
             "match_method": pd.Series("not_conflated", index=df.index, dtype="string"),
+            "hazard": (
+                map_codes(_code_str(df[BBR.ASBESTOS]), rules.bbr_hazard)
+                if BBR.ASBESTOS in df.columns
+                else pd.Series(pd.NA, index=df.index, dtype="string")
+            ),
         }
     )
     out = out.astype(BUILDING_COLUMNS)

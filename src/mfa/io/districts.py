@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError, InputNotFoundError
@@ -25,7 +26,8 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
         raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
     where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
-    for col in [source.id_column] + ([source.name_column] if source.name_column else []):
+    optional = [c for c in (source.name_column, source.population_column) if c]
+    for col in [source.id_column, *optional]:
         if col not in gdf.columns:
             cols = ", ".join(c for c in gdf.columns if c != "geometry")
             raise InputDataError(
@@ -53,13 +55,23 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
         raise InputDataError(
             f"{where}: feature {ids.iloc[pos]!r} is a {types.iloc[pos]}, not a polygon"
         )
+    columns = {
+        "district_id": ids,
+        "district_name": gdf[source.name_column].astype("string") if source.name_column else ids,
+    }
+    if source.population_column:
+        raw = gdf[source.population_column]
+        pop = pd.to_numeric(raw, errors="coerce")
+        bad = (raw.notna() & pop.isna()) | (pop < 0)
+        if bad.any():
+            pos = int(bad.to_numpy().argmax())
+            raise InputDataError(
+                f"{where}: district {ids.iloc[pos]!r}: {source.population_column} = "
+                f"{raw.iloc[pos]!r} is not a number of inhabitants ≥ 0; fix it or leave it empty"
+            )
+        columns["population"] = pop.astype("Float64")
     out = gpd.GeoDataFrame(
-        {
-            "district_id": ids,
-            "district_name": (
-                gdf[source.name_column].astype("string") if source.name_column else ids
-            ),
-        },
+        columns,
         geometry=gdf.geometry.to_crs(crs).values,
         crs=crs,
     )

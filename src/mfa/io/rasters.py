@@ -21,7 +21,7 @@ from rasterio.windows import Window, from_bounds
 from mfa.buildings.heights import zonal_percentile
 from mfa.errors import InputDataError, InputNotFoundError
 
-__all__ = ["RasterStats", "footprint_heights"]
+__all__ = ["RasterStats", "check_raster_total", "footprint_heights", "write_cog"]
 
 
 @dataclass
@@ -166,3 +166,63 @@ def footprint_heights(
             ground.close()
     height = pd.Series(result, index=geometry.index, dtype="Float64")
     return height.where(~np.isnan(result)), stats
+
+
+def write_cog(
+    path: Path,
+    array: np.ndarray,
+    west: float,
+    north: float,
+    cell_size: float,
+    crs: object,
+    description: str,
+    unit: str,
+) -> Path:
+    """Write one band as a cloud-optimised GeoTIFF (deflate), atomically (temp + rename)."""
+    import os
+
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.transform import from_origin
+
+    path = Path(path)
+    plain = path.with_name(path.name + ".plain.tif")
+    tmp = path.with_name(path.name + ".tmp")
+    profile = {
+        "driver": "GTiff",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": "float32",
+        "crs": crs,
+        "transform": from_origin(west, north, cell_size, cell_size),
+        "nodata": None,
+    }
+    with rasterio.open(plain, "w", **profile) as dst:
+        dst.write(array.astype("float32"), 1)
+        dst.set_band_description(1, description)
+        dst.update_tags(1, unit=unit)
+    rio_copy(plain, tmp, driver="COG", compress="DEFLATE")
+    plain.unlink()
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def check_raster_total(path: Path, crs: str, expected_t: float, rtol: float) -> dict[str, object]:
+    """Check a stock raster (t/ha): CRS, COG layout, and Σ density × cell area = the total."""
+    from pyproj import CRS
+
+    from mfa.errors import ValidationError
+
+    with rasterio.open(path) as src:
+        if src.crs is None or not CRS.from_user_input(src.crs).equals(CRS(crs)):
+            raise ValidationError(f"{path}: CRS is {src.crs}, expected {crs}")
+        cell_ha = abs(src.transform.a * src.transform.e) / 10_000.0
+        total = float(src.read(1, masked=False).astype("float64").sum() * cell_ha)
+        layout = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT")
+    if layout != "COG":
+        raise ValidationError(f"{path}: not a cloud-optimised GeoTIFF (layout {layout})")
+    if not np.isclose(total, expected_t, rtol=rtol, atol=1e-6):
+        raise ValidationError(f"{path}: cells sum to {total} t, the buildings to {expected_t} t")
+    return {"total_t": total, "layout": layout}

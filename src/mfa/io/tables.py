@@ -90,6 +90,7 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         "wall": folder / "bbr_wall_codes.csv",
         "osm": folder / "osm_building_tags.csv",
         "osm_mat": folder / "osm_materials.csv",
+        "hazard": folder / "bbr_hazard_codes.csv",
         "defaults": folder / "defaults.toml",
     }
     use_f, use_x = _mapping(
@@ -102,6 +103,11 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
     mat_s, _ = _mapping(
         _csv(files["osm_mat"]), files["osm_mat"], "tag", "structure", STRUCTURES, None
     )
+    hazard = _csv(files["hazard"])
+    for col in ("code", "hazard"):
+        if col not in hazard.columns or hazard[col].isna().any():
+            raise ConfigError(f"{files['hazard']}: column {col!r} must be filled on every line")
+    bbr_hazard = pd.Series(hazard["hazard"].to_numpy(), index=hazard["code"].str.strip())
     d = _toml(files["defaults"])
     try:
         structure_by_function = {f: str(d["structure_by_function"][f]) for f in FUNCTIONS}
@@ -135,6 +141,7 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         osm_building_function=osm_f,
         osm_building_excluded=osm_x,
         osm_material_structure=mat_s,
+        bbr_hazard=bbr_hazard.astype("string"),
         structure_by_function=structure_by_function,
         floors_by_function=floors_by_function,
         osm_unknown_function=unknown,

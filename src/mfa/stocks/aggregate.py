@@ -35,13 +35,17 @@ def aggregate_districts(
         ``building_count``, ``gfa_m2``, the sums, ``area_ha`` and ``mass_t_per_ha``
         (t/ha). Buildings outside every district are summed in one extra row with
         ``district_id`` = ``_unassigned`` and no geometry, so the sum over districts always
-        equals the sum over buildings.
+        equals the sum over buildings. Where ``districts`` has a ``population`` column,
+        also ``mass_t_per_capita`` (t per inhabitant). Where buildings have a ``hazard``
+        flag (e.g. asbestos recorded in the register), ``hazard_building_count`` and
+        ``hazard_mass_share``, the share of the district's tonnes in flagged buildings.
     """
     key = buildings["district_id"].astype("string").fillna(UNASSIGNED)
     cols = ["gfa_m2", *sum_columns]
     sums = buildings[cols].astype(float).groupby(key, sort=True).sum()
     sums.insert(0, "building_count", key.value_counts().reindex(sums.index).astype("int64"))
-    base = districts[["district_id", *([name_column] if name_column else []), "geometry"]]
+    keep = [c for c in (name_column, "population") if c and c in districts.columns]
+    base = districts[["district_id", *keep, "geometry"]]
     base = base.astype({"district_id": "string"})
     if (key == UNASSIGNED).any():
         extra = gpd.GeoDataFrame(
@@ -55,5 +59,15 @@ def aggregate_districts(
     out[cols] = out[cols].fillna(0.0)
     out["area_ha"] = out.geometry.area.fillna(0.0) / 10_000.0
     out["mass_t_per_ha"] = (out["mass_t"] / out["area_ha"]).where(out["area_ha"] > 0)
+    if "hazard" in buildings.columns:
+        flagged = buildings["hazard"].notna()
+        haz = buildings.loc[flagged, "mass_t"].astype(float).groupby(key[flagged]).sum()
+        n_haz = flagged.groupby(key).sum()
+        out["hazard_building_count"] = out["district_id"].map(n_haz).fillna(0).astype("int64")
+        hazard_t = out["district_id"].map(haz).fillna(0.0).astype(float)
+        out["hazard_mass_share"] = (hazard_t / out["mass_t"]).where(out["mass_t"] > 0, 0.0)
+    if "population" in out.columns:
+        pop = out["population"].astype("Float64")
+        out["mass_t_per_capita"] = (out["mass_t"] / pop).where(pop > 0).astype("Float64")
     out = out.sort_values("district_id", kind="stable").reset_index(drop=True)
     return gpd.GeoDataFrame(out, geometry="geometry", crs=districts.crs)
