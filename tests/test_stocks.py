@@ -165,3 +165,50 @@ def test_densities_per_hectare() -> None:
     out = aggregate_districts(b, districts, ["mass_t"])
     assert out["area_ha"].iloc[0] == pytest.approx(1.0)
     assert out["mass_t_per_ha"].iloc[0] == pytest.approx(42.0)
+
+
+def test_override_table_replaces_and_extends(tmp_path, materials, bbr_pipeline) -> None:
+    """A municipality's own audit values replace RASMI's for one archetype and material."""
+    import json
+
+    from mfa.run import run_pipeline
+
+    audit = tmp_path / "audits.csv"
+    row = pd.read_csv(TABLE).query(
+        "region == 'OECD_EU15' and function == 'RS' and structure == 'M' and material == 'brick'"
+    )
+    row = row.assign(
+        p00=0.0,
+        p05=100.0,
+        p25=200.0,
+        p50=300.0,
+        p75=400.0,
+        p95=500.0,
+        p100=600.0,
+        source="kalundborg2026audit",
+    )
+    extra = row.assign(region="DK_KALUNDBORG")
+    pd.concat([row, extra]).to_csv(audit, index=False)
+    merged = load_intensity_table(TABLE, materials, [audit])
+    assert len(merged) == 3072 + 1
+    m = intensity_matrix(merged, "OECD_EU15", "p50", materials, ARCHETYPES)
+    assert m.loc["RS-M", "brick"] == 300.0 and m.loc["RS-M", "concrete"] == pytest.approx(
+        621, abs=1
+    )
+
+    pipeline = bbr_pipeline()
+    pipeline.write_text(
+        pipeline.read_text().replace(
+            'region = "OECD_EU15"', f'region = "OECD_EU15"\noverrides = ["{audit}"]'
+        )
+    )
+    run = run_pipeline(pipeline, tmp_path / "out")
+    b = pd.read_parquet(run / "buildings.parquet")
+    rs_m = b[b.archetype_id == "RS-M"]
+    np.testing.assert_allclose(rs_m.brick_t, rs_m.gfa_m2 * 300.0 / 1000)
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["intensities"]["overrides"][0]["path"] == str(audit)
+    bad = tmp_path / "bad.csv"
+    row.assign(p50=-1.0).to_csv(bad, index=False)
+    with pytest.raises(ConfigError, match=r"bad\.csv line 2: negative intensity"):
+        load_intensity_table(TABLE, materials, [bad])

@@ -157,6 +157,11 @@ class Intensities(_Strict):
         default=None,
         description="material vocabulary; default: materials.toml beside the table's folder",
     )
+    overrides: list[Path] = Field(
+        default_factory=list,
+        description="tables whose rows replace (same region, function, structure, material) "
+        "or extend the main table, in order; e.g. a municipality's demolition audits",
+    )
 
 
 class Uncertainty(_Strict):
@@ -351,6 +356,11 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("intensities", "vocabulary"),
         ("output", "dir"),
     }
+    overrides = data.get("intensities", {}).get("overrides")
+    if isinstance(overrides, list):
+        data["intensities"]["overrides"] = [
+            str((base / o).resolve()) if isinstance(o, str) else o for o in overrides
+        ]
     for keys in path_keys:
         node: Any = data
         for k in keys[:-1]:
@@ -381,6 +391,7 @@ def _check_files(p: Pipeline, file: Path) -> None:
         ("archetypes.dir", p.archetypes.dir, True),
         ("intensities.table", p.intensities.table, False),
         ("intensities.vocabulary", p.intensities.vocabulary, False),
+        *[(f"intensities.overrides[{i}]", o, False) for i, o in enumerate(p.intensities.overrides)],
     ]
     for key, path, is_dir in checks:
         if path is None:

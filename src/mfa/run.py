@@ -119,7 +119,7 @@ def _materials(p: Pipeline) -> list[str]:
 
 def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.ndarray]:
     """The seeded Monte Carlo intensity draws of the pipeline (archetypes, draws)."""
-    table = load_intensity_table(p.intensities.table, materials)
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
     archetypes, pct = intensity_percentiles(
         table, p.intensities.region, materials, where=str(p.intensities.table)
     )
@@ -272,7 +272,10 @@ def build_buildings(work_dir: Path) -> Path:
         "buildings",
         {
             "inputs": inputs,
-            "config_files": [file_record(Path(f)) for f in rules.files],
+            "config_files": [
+                file_record(Path(f))
+                for f in [*rules.files, p.intensities.table, *p.intensities.overrides]
+            ],
             "records_read": n_records,
             "buildings": len(buildings),
             "dropped": len(dropped),
@@ -299,7 +302,7 @@ def estimate_stocks(work_dir: Path) -> Path:
         districts = read_districts(p.sources.districts, p.crs)
         write_layer(districts, work / "stage" / "districts_input.parquet")
     materials = _materials(p)
-    table = load_intensity_table(p.intensities.table, materials)
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
     matrix = intensity_matrix(
         table,
         p.intensities.region,
@@ -332,6 +335,7 @@ def estimate_stocks(work_dir: Path) -> Path:
             "intensities": {
                 "table": str(p.intensities.table),
                 "sha256": file_record(p.intensities.table)["sha256"],
+                "overrides": [file_record(o) for o in p.intensities.overrides],
                 "region": p.intensities.region,
                 "statistic": p.intensities.statistic,
                 "materials": materials,

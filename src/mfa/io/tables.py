@@ -151,21 +151,33 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
     )
 
 
-def load_intensity_table(path: Path, materials: list[str]) -> pd.DataFrame:
-    """Read and check a long-format intensity table (kg/m²)."""
+def _read_intensities(path: Path, materials: list[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
-        raise InputNotFoundError(f"{path}: intensity table not found; fix intensities.table")
-    table = pd.read_csv(
-        path,
-        dtype={
-            "region": "string",
-            "function": "string",
-            "structure": "string",
-            "material": "string",
-            "unit": "string",
-            "source": "string",
-        },
+        raise InputNotFoundError(f"{path}: intensity table not found; fix [intensities]")
+    dtypes = dict.fromkeys(
+        ["region", "function", "structure", "material", "unit", "source"], "string"
     )
+    try:
+        table = pd.read_csv(path, dtype=dtypes)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a valid intensity table ({exc})") from exc
     check_intensity_table(table, str(path), materials)
     return table
+
+
+def load_intensity_table(
+    path: Path, materials: list[str], overrides: list[Path] | None = None
+) -> pd.DataFrame:
+    """Read and check a long-format intensity table (kg/m²) and apply override tables.
+
+    Rows of an override table replace the rows with the same region, function, structure
+    and material, or add new ones; later overrides win. Each table is checked on its own.
+    """
+    tables = [_read_intensities(path, materials)]
+    tables += [_read_intensities(o, materials) for o in overrides or []]
+    if len(tables) == 1:
+        return tables[0]
+    key = ["region", "function", "structure", "material"]
+    merged = pd.concat(tables, ignore_index=True).drop_duplicates(key, keep="last")
+    return merged.sort_values(key, kind="stable").reset_index(drop=True)
