@@ -143,9 +143,11 @@ def test_manifest(dk_run: Path) -> None:
 
 def test_same_inputs_same_layers(dk_run: Path, tmp_path: Path) -> None:
     again = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path)
-    for layer in ("buildings.parquet", "districts.parquet"):
+    for layer in ("buildings.parquet", "districts.parquet", "grid.parquet", "quality.parquet"):
         a, b = gpd.read_parquet(dk_run / layer), gpd.read_parquet(again / layer)
         pd.testing.assert_frame_equal(a, b)
+    for raster in dk_run.glob("stock_*.tif"):
+        assert raster.read_bytes() == (again / raster.name).read_bytes()
 
 
 def test_osm_sample(tmp_path: Path) -> None:

@@ -49,10 +49,16 @@ def _summary(run_dir: Path, seconds: float) -> None:
     manifest = json.loads((run_dir / "run.json").read_text())
     rc = manifest["row_counts"]
     table = Table(title=f"{manifest['pipeline']}: stock", title_justify="left")
+    band = (manifest.get("uncertainty") or {}).get("totals_t", {})
+    q = [f"p{round(x):02d}" for x in (manifest.get("uncertainty") or {}).get("percentiles", [])]
     table.add_column("material")
     table.add_column("t", justify="right")
+    for x in q:
+        table.add_column(f"{x} t", justify="right")
     for key, value in manifest["totals_t"].items():
-        table.add_row(key.removesuffix("_t"), f"{value:,.0f}")
+        name = key.removesuffix("_t")
+        extra = [f"{band.get(f'{name}_t_{x}', float('nan')):,.0f}" for x in q]
+        table.add_row(name, f"{value:,.0f}", *extra)
     out.print(table)
     quality = Table(title="data quality (share of buildings)", title_justify="left")
     for col in ("attribute", "observed", "imputed", "missing"):

@@ -314,6 +314,11 @@ def estimate_stocks(work_dir: Path) -> Path:
     archetypes, draws = _intensity_draws(p, materials)
     q = tuple(p.uncertainty.percentiles)
     unit_q = unit_quantiles(draws, archetypes, materials, q)
+    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
+    whole = group_draws(
+        buildings["gfa_m2"].to_numpy(dtype=float), a_idx, np.zeros(len(buildings), int), 1, draws
+    )
+    total_band = percentile_columns(whole, materials, q).iloc[0].round(3).to_dict()
     meta = estimate_partition(buildings.iloc[:0], matrix, districts, unit_q)
     with dask_compute(p.compute.scheduler) as compute:
         result = map_partitions(
@@ -347,6 +352,7 @@ def estimate_stocks(work_dir: Path) -> Path:
                 "draws": p.uncertainty.draws,
                 "seed": p.uncertainty.seed,
                 "percentiles": list(q),
+                "totals_t": total_band,
             },
             "scheduler": p.compute.scheduler,
             "partitions": min(p.compute.partitions, max(1, len(buildings))),
