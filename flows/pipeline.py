@@ -38,6 +38,13 @@ def districts(work_dir: str) -> str | None:
     return None if out is None else str(out)
 
 
+@task(name="flows")
+def flows(work_dir: str) -> str | None:
+    """Demolition and construction flows per district, year, material and scenario."""
+    out = steps.forecast_flows(Path(work_dir))
+    return None if out is None else str(out)
+
+
 @task(name="publish")
 def publish(work_dir: str) -> str:
     """Check every layer, write run.json, switch `latest` atomically."""
@@ -52,6 +59,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None) -> str:
         buildings(work)
         stocks(work)
         districts(work)
+        flows(work)
         return publish(work)
     except BaseException:
         steps.discard(Path(work))

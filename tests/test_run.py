@@ -33,6 +33,7 @@ def test_dk_sample_layers(dk_run: Path) -> None:
             "buildings.parquet",
             "districts.parquet",
             "dropped.csv",
+            "flows.parquet",
             "grid.parquet",
             "quality.parquet",
             "repairs.csv",

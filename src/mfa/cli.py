@@ -76,6 +76,19 @@ def _summary(run_dir: Path, seconds: float) -> None:
             f"{matches['register_only']:,} without footprint); "
             f"{matches['footprint_match_rate']:.0%} of footprints matched"
         )
+    flows = (manifest.get("flows") or {}).get("summary")
+    if flows:
+        horizon = manifest["flows"]["base_year"] + 10
+        out.print(f"expected demolition outflow {manifest['flows']['base_year'] + 1}–{horizon}:")
+        for name, s in flows.items():
+            t = s["outflow_t_next_10_years"]
+            rate = s["demolition_rate_per_year"]
+            out.print(
+                f"  {name:<14} {t.get('mass', 0):>10,.0f} t "
+                f"(concrete {t.get('concrete', 0):,.0f} t, brick {t.get('brick', 0):,.0f} t, "
+                f"wood {t.get('wood', 0):,.0f} t), {rate:.2%} of floor area a year",
+                highlight=False,
+            )
     reasons = manifest["dropped"]["counts_by_reason"][:5]
     if reasons:
         out.print("left out, most frequent reasons:")

@@ -190,6 +190,44 @@ class Grid(_Strict):
     rasters: bool = Field(default=True, description="write stock_<material>.tif (t/ha)")
 
 
+class Scenario(_Strict):
+    """One labelled future: levers on lifetimes, demolition and new construction."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    lifetime_factor: Annotated[float, Field(gt=0, le=10)] = 1.0
+    extra_demolition_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    construction_m2_per_year: Annotated[float, Field(ge=0)] = 0.0
+    construction_archetype: str = "RM-C"
+
+    @field_validator("construction_archetype")
+    @classmethod
+    def _archetype(cls, v: str) -> str:
+        f, _, s = v.partition("-")
+        if f not in ("RS", "RM", "NR") or s not in ("C", "M", "S", "T"):
+            raise ValueError("use an archetype id such as RM-C (function-structure)")
+        return v
+
+
+class Dynamics(_Strict):
+    """The cohort stock model run on the register's age structure."""
+
+    lifetimes: Path
+    base_year: Annotated[int, Field(ge=1000, le=3000)]
+    horizon: Annotated[int, Field(ge=1000, le=3100)]
+    scenarios: list[Scenario] = Field(default_factory=lambda: [Scenario(name="baseline")])
+
+    @model_validator(mode="after")
+    def _years(self) -> Dynamics:
+        if self.horizon <= self.base_year:
+            raise ValueError("horizon must be after base_year")
+        if self.horizon - self.base_year > 200:
+            raise ValueError("a horizon of more than 200 years is not meaningful here")
+        names = [s.name for s in self.scenarios]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("scenario names must be unique (and at least one scenario given)")
+        return self
+
+
 class Output(_Strict):
     dir: Path | None = None
 
@@ -256,6 +294,7 @@ class Pipeline(_Strict):
     intensities: Intensities
     uncertainty: Uncertainty = Uncertainty()
     grid: Grid | None = None
+    dynamics: Dynamics | None = None
     output: Output = Output()
     compute: Compute = Compute()
     schedule: Schedule | None = None
@@ -355,6 +394,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("intensities", "table"),
         ("intensities", "vocabulary"),
         ("output", "dir"),
+        ("dynamics", "lifetimes"),
     }
     overrides = data.get("intensities", {}).get("overrides")
     if isinstance(overrides, list):
@@ -389,6 +429,7 @@ def _check_files(p: Pipeline, file: Path) -> None:
             if p.sources.heights is not None
         ],
         ("archetypes.dir", p.archetypes.dir, True),
+        ("dynamics.lifetimes", p.dynamics.lifetimes if p.dynamics else None, False),
         ("intensities.table", p.intensities.table, False),
         ("intensities.vocabulary", p.intensities.vocabulary, False),
         *[(f"intensities.overrides[{i}]", o, False) for i, o in enumerate(p.intensities.overrides)],

@@ -41,6 +41,8 @@ from mfa.buildings.quality import (
 )
 from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
+from mfa.dynamics import check_stock_balance
+from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
 from mfa.errors import PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.io.districts import read_districts
@@ -50,7 +52,12 @@ from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register
-from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
+from mfa.io.tables import (
+    load_archetype_rules,
+    load_intensity_table,
+    load_lifetimes,
+    load_materials,
+)
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
@@ -83,6 +90,7 @@ DROPPED = "dropped.csv"
 REPAIRS = "repairs.csv"
 QUALITY = "quality.parquet"
 GRID = "grid.parquet"
+FLOWS = "flows.parquet"
 
 
 # --------------------------------------------------------------------------- context
@@ -470,6 +478,88 @@ def aggregate(work_dir: Path) -> Path | None:
     return out
 
 
+def forecast_flows(work_dir: Path) -> Path | None:
+    """Demolition and construction flows per district, year, material and scenario."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    if p.dynamics is None:
+        _report(work, "flows", {"skipped": "no [dynamics] in the pipeline file"})
+        return None
+    dyn = p.dynamics
+    materials = _materials(p)
+    lifetimes = load_lifetimes(dyn.lifetimes)
+    attrs = pd.read_parquet(work / BUILDINGS).drop(columns=["geometry", "bbox"], errors="ignore")
+    attrs["district_id"] = attrs["district_id"].astype("string").fillna(UNASSIGNED)
+    years, n_imputed = impute_years(attrs)
+    too_new = years > dyn.base_year
+    attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
+    archetypes, draws = _intensity_draws(p, materials)
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
+    matrix = intensity_matrix(
+        table,
+        p.intensities.region,
+        p.intensities.statistic,
+        materials,
+        archetypes,
+        where=str(p.intensities.table),
+    )
+    q = tuple(p.uncertainty.percentiles)
+    frames = []
+    for sc in dyn.scenarios:
+        levers = ScenarioLevers(**sc.model_dump())
+        frames.append(
+            district_flows(
+                attrs, lifetimes, dyn.base_year, dyn.horizon, levers, matrix, draws, archetypes, q
+            )
+        )
+    flows = pd.concat(frames, ignore_index=True)
+    flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
+    geoms = None
+    if p.sources.districts is not None:
+        districts = read_layer(work / "stage" / "districts_input.parquet")
+        geoms = districts.set_index("district_id").geometry
+    geometry = (
+        gpd.GeoSeries(flows["district_id"].map(geoms), crs=p.crs)
+        if geoms is not None
+        else gpd.GeoSeries([None] * len(flows), crs=p.crs)
+    )
+    flows = gpd.GeoDataFrame(flows, geometry=geometry.values, crs=p.crs)
+    out = write_layer(flows, work / FLOWS)
+    base = flows[(flows["year"] == dyn.base_year) & (flows["material"] == "mass")]
+    summary = {}
+    for sc in dyn.scenarios:
+        rows = flows[(flows["scenario"] == sc.name) & (flows["year"] > dyn.base_year)]
+        first10 = rows[rows["year"] <= dyn.base_year + 10]
+        area_out = first10[first10["material"] == "mass"]["outflow_m2"].sum()
+        stock_now = base[base["scenario"] == sc.name]["stock_m2"].sum()
+        summary[sc.name] = {
+            "outflow_t_next_10_years": first10.groupby("material")["outflow_t"]
+            .sum()
+            .round(1)
+            .to_dict(),
+            "demolition_rate_per_year": round(float(area_out / 10 / stock_now), 6)
+            if stock_now
+            else None,
+        }
+    _report(
+        work,
+        "flows",
+        {
+            "scenarios": [s.model_dump() for s in dyn.scenarios],
+            "base_year": dyn.base_year,
+            "horizon": dyn.horizon,
+            "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
+            "construction_years_imputed": n_imputed,
+            "construction_years_after_base_year": int(too_new.sum()),
+            "summary": summary,
+            "rows": len(flows),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    return out
+
+
 def _versions() -> dict[str, str]:
     names = ["geopandas", "shapely", "pyarrow", "pandas", "numpy", "dask", "pyproj", "osmnx"]
     out = {"python": platform.python_version(), "mfa": mfa.__version__}
@@ -534,9 +624,38 @@ def _checks(
             )  # float32 cells
         if rasters:
             checks["rasters"] = rasters
+    if (work / FLOWS).exists():
+        layers[FLOWS] = check_geoparquet(work / FLOWS, p.crs)
+        checks["flows_stock_balance"] = _check_flows(read_layer(work / FLOWS), p, totals)
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
     return checks
+
+
+def _check_flows(flows: pd.DataFrame, p: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
+    """Every district × material × scenario series balances; the base year is today's stock."""
+    assert p.dynamics is not None
+    worst = 0.0
+    for col in ("m2", "t"):
+        wide = {
+            k: flows.pivot_table(
+                index=["scenario", "district_id", "material"], columns="year", values=f"{k}_{col}"
+            ).to_numpy()
+            for k in ("stock", "inflow", "outflow")
+        }
+        s = wide["stock"]
+        worst = max(
+            worst,
+            check_stock_balance(s, wide["inflow"], wide["outflow"], initial_stock=s[:, 0]),
+        )
+    base = flows[(flows["year"] == p.dynamics.base_year) & (flows["material"] == "mass")]
+    for name, rows in base.groupby("scenario"):
+        if not np.isclose(rows["stock_t"].sum(), totals["mass_t"], rtol=1e-9):
+            raise ValidationError(
+                f"flows: scenario {name} starts from {rows['stock_t'].sum()} t, "
+                f"the buildings hold {totals['mass_t']} t"
+            )
+    return {"status": "passed", "max_rel_error": worst}
 
 
 def _check_percentiles(df: pd.DataFrame, names: list[str], q: list[str], where: str) -> None:
@@ -635,6 +754,7 @@ def publish(work_dir: Path) -> Path:
             "file": REPAIRS,
         },
         "matches": b.get("matches"),
+        "flows": reports.get("flows"),
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
@@ -678,7 +798,12 @@ def discard(work_dir: Path) -> None:
 
 
 #: The steps after :func:`prepare`, in order; each takes the work folder.
-STEPS: tuple[Callable[[Path], Path | None], ...] = (build_buildings, estimate_stocks, aggregate)
+STEPS: tuple[Callable[[Path], Path | None], ...] = (
+    build_buildings,
+    estimate_stocks,
+    aggregate,
+    forecast_flows,
+)
 
 
 def run_pipeline(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path:

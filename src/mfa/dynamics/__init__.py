@@ -61,6 +61,36 @@ class Lifetime:
     kind: str
     params: dict[str, np.ndarray]
 
+    def log_survival_at(self, age: np.ndarray) -> np.ndarray:
+        """log of the survival function at the given ages (years), for scalar parameters.
+
+        Computed in log space (scipy ``logsf``) so that ratios of survival probabilities
+        of very old cohorts stay finite. −inf where survival is 0.
+        """
+        if any(np.ndim(v) for v in self.params.values()):
+            raise ValueError("log_survival_at needs scalar lifetime parameters")
+        a = np.asarray(age, dtype=float)
+        p = self.params
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.kind == "fixed":
+                return np.where(a < p["mean"], 0.0, -np.inf)
+            if self.kind == "normal":
+                return scipy.stats.norm.logsf(a, loc=p["mean"], scale=p["std"])
+            if self.kind == "folded_normal":
+                return scipy.stats.foldnorm.logsf(a, p["mean"] / p["std"], 0, scale=p["std"])
+            if self.kind == "lognormal":
+                m2, s2 = p["mean"] ** 2, p["std"] ** 2
+                mu, sigma = np.log(m2 / np.sqrt(m2 + s2)), np.sqrt(np.log(1 + s2 / m2))
+                return scipy.stats.lognorm.logsf(a, s=sigma, loc=0, scale=np.exp(mu))
+            return scipy.stats.weibull_min.logsf(a, p["shape"], loc=0, scale=p["scale"])
+
+    def scaled(self, factor: float) -> Lifetime:
+        """The same model with lifetimes multiplied by ``factor`` (mean and std, or scale)."""
+        keys = {"mean", "std", "scale"}
+        return Lifetime(
+            self.kind, {k: (v * factor if k in keys else v) for k, v in self.params.items()}
+        )
+
     def survival(self, n_years: int) -> np.ndarray:
         """Survival matrix ``sf[..., t, c]`` for ``n_years`` years (0 for ``t < c``)."""
         t = np.arange(n_years)
@@ -245,16 +275,21 @@ def _cohorts(lt: Lifetime, n: int) -> dict[str, np.ndarray | float]:
 
 
 def check_stock_balance(
-    stock: np.ndarray, inflow: np.ndarray, outflow: np.ndarray, rtol: float = 1e-9
+    stock: np.ndarray,
+    inflow: np.ndarray,
+    outflow: np.ndarray,
+    rtol: float = 1e-9,
+    initial_stock: np.ndarray | float = 0.0,
 ) -> float:
     """Check stock(t) − stock(t−1) = inflow(t) − outflow(t) for every series and year.
 
-    The stock before the first year is 0. The error is relative to the largest of the
-    stock, inflow and outflow of the series. NaN anywhere fails. Returns the largest
-    relative error.
+    The stock before the first year is ``initial_stock`` (0 by default). The error is
+    relative to the largest of the stock, inflow and outflow of the series. NaN anywhere
+    fails. Returns the largest relative error.
     """
     s, i, o = (np.asarray(a, dtype=float) for a in (stock, inflow, outflow))
-    prev = np.concatenate([np.zeros_like(s[..., :1]), s[..., :-1]], axis=-1)
+    first = np.broadcast_to(np.asarray(initial_stock, dtype=float), s[..., :1].shape[:-1])
+    prev = np.concatenate([first[..., None], s[..., :-1]], axis=-1)
     err = np.abs((s - prev) - (i - o))
     scale = np.maximum.reduce(
         [np.abs(s).max(axis=-1), np.abs(i).max(axis=-1), np.abs(o).max(axis=-1)]

@@ -9,6 +9,7 @@ import pandas as pd
 
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.quality import Limits
+from mfa.dynamics import Lifetime
 from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.stocks.intensity import check_intensity_table
@@ -181,3 +182,23 @@ def load_intensity_table(
     key = ["region", "function", "structure", "material"]
     merged = pd.concat(tables, ignore_index=True).drop_duplicates(key, keep="last")
     return merged.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def load_lifetimes(path: Path) -> dict[str, Lifetime]:
+    """Lifetime per building function from a TOML table (see config/lifetimes.toml)."""
+    from mfa.dynamics import LIFETIME_KINDS, lifetime
+
+    data = _toml(Path(path))
+    out: dict[str, Lifetime] = {}
+    for f in FUNCTIONS:
+        if f not in data:
+            raise ConfigError(f"{path}: no [{f}] table; every function needs a lifetime")
+        entry = dict(data[f])
+        kind = entry.pop("kind", None)
+        if kind not in LIFETIME_KINDS:
+            raise ConfigError(f"{path}: [{f}] kind must be one of {list(LIFETIME_KINDS)}")
+        try:
+            out[f] = lifetime(kind, **{k: float(v) for k, v in entry.items()})
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{path}: [{f}]: {exc}") from exc
+    return out

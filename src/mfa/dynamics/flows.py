@@ -1,0 +1,158 @@
+"""Material flows per district, year and scenario from the register's age structure (pure).
+
+Series are district × archetype; cohorts are construction years. Each series' floor area
+is forecast with the lifetime of its function (:func:`mfa.dynamics.forecast.forecast_stock`),
+then turned into tonnes with the intensities: the central estimate with the pipeline's
+statistic, the percentiles from the same Monte Carlo intensity draws as the stock layers,
+summed over archetypes draw by draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mfa.dynamics import Lifetime, check_stock_balance
+from mfa.dynamics.forecast import forecast_stock
+
+__all__ = ["ScenarioLevers", "district_flows", "impute_years"]
+
+
+@dataclass(frozen=True)
+class ScenarioLevers:
+    """What a scenario changes (see the pipeline file's ``[[dynamics.scenarios]]``)."""
+
+    name: str
+    lifetime_factor: float = 1.0
+    extra_demolition_rate: float = 0.0
+    construction_m2_per_year: float = 0.0
+    construction_archetype: str = "RM-C"
+
+
+def impute_years(buildings: pd.DataFrame) -> tuple[pd.Series, int]:
+    """Construction years with gaps filled by the median year of the same archetype
+    (else of all buildings); returns the years and how many were filled."""
+    year = buildings["construction_year"].astype("Float64")
+    by_arch = year.groupby(buildings["archetype_id"]).transform("median")
+    filled = year.fillna(by_arch).fillna(year.median())
+    return filled.round().astype("int64"), int(year.isna().sum())
+
+
+def district_flows(
+    buildings: pd.DataFrame,
+    lifetimes: dict[str, Lifetime],
+    base_year: int,
+    horizon: int,
+    scenario: ScenarioLevers,
+    intensity_kg_m2: pd.DataFrame,
+    draws: np.ndarray,
+    draw_archetypes: list[str],
+    percentiles: tuple[float, ...],
+) -> pd.DataFrame:
+    """Stock, inflow and outflow per district, year and material for one scenario.
+
+    Parameters
+    ----------
+    buildings
+        ``district_id``, ``archetype_id``, ``construction_year`` (no gaps, ≤ base year)
+        and ``gfa_m2`` of today's buildings.
+    lifetimes
+        Lifetime per function (RS, RM, NR).
+    intensity_kg_m2
+        Central intensities, archetype × material (kg/m²).
+    draws, draw_archetypes
+        Monte Carlo intensity draws (draws × archetypes × materials, kg/m²) and their
+        archetype order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per district × year × material (plus ``mass``, the total): floor area
+        ``stock_m2``, ``inflow_m2``, ``outflow_m2``; tonnes ``stock_t``, ``inflow_t``,
+        ``outflow_t`` and their percentiles ``*_t_pXX``. Years run from the base year
+        (today's observed stock, no flows) to the horizon.
+    """
+    b = buildings[["district_id", "archetype_id", "construction_year", "gfa_m2"]]
+    pairs = b[["district_id", "archetype_id"]].drop_duplicates()
+    districts = sorted(b["district_id"].unique())
+    if scenario.construction_m2_per_year > 0:
+        extra = pd.DataFrame(
+            {"district_id": districts, "archetype_id": scenario.construction_archetype}
+        )
+        pairs = pd.concat([pairs, extra]).drop_duplicates()
+    pairs = pairs.sort_values(["district_id", "archetype_id"]).reset_index(drop=True)
+    cohorts = np.sort(b["construction_year"].unique())
+    s0 = (
+        b.pivot_table(
+            index=["district_id", "archetype_id"],
+            columns="construction_year",
+            values="gfa_m2",
+            aggfunc="sum",
+            fill_value=0.0,
+        )
+        .reindex(pd.MultiIndex.from_frame(pairs), fill_value=0.0)
+        .reindex(columns=cohorts, fill_value=0.0)
+        .to_numpy(dtype=float)
+    )
+    n_years = horizon - base_year + 1
+    new = np.zeros((len(pairs), n_years - 1))
+    if scenario.construction_m2_per_year > 0:
+        # spread over districts in proportion to their floor area today
+        share = b.groupby("district_id")["gfa_m2"].sum() / b["gfa_m2"].sum()
+        is_new = (pairs["archetype_id"] == scenario.construction_archetype).to_numpy()
+        new[is_new] = (
+            share.reindex(pairs.loc[is_new, "district_id"]).to_numpy()[:, None]
+            * scenario.construction_m2_per_year
+        )
+    stock = np.zeros((len(pairs), n_years))
+    inflow = np.zeros_like(stock)
+    outflow = np.zeros_like(stock)
+    function = pairs["archetype_id"].str.split("-").str[0].to_numpy()
+    for f, lt in lifetimes.items():
+        rows = function == f
+        if not rows.any():
+            continue
+        fc = forecast_stock(
+            s0[rows],
+            cohorts,
+            base_year,
+            horizon,
+            lt.scaled(scenario.lifetime_factor),
+            construction_m2=new[rows],
+            extra_demolition_rate=scenario.extra_demolition_rate,
+        )
+        stock[rows], inflow[rows], outflow[rows] = fc.stock_m2, fc.inflow_m2, fc.outflow_m2
+    check_stock_balance(stock, inflow, outflow, rtol=1e-9, initial_stock=stock[:, 0])
+
+    # district × archetype × year arrays, then tonnes
+    d_idx = pd.Index(districts).get_indexer(pairs["district_id"])
+    a_idx = pd.Index(draw_archetypes).get_indexer(pairs["archetype_id"])
+    if (a_idx < 0).any():
+        raise ValueError("an archetype of the buildings has no intensity draws")
+    n_d, n_a = len(districts), len(draw_archetypes)
+    materials = list(intensity_kg_m2.columns)
+    central = intensity_kg_m2.reindex(draw_archetypes).fillna(0.0).to_numpy(dtype=float)
+    years = np.arange(base_year, horizon + 1)
+    frames = []
+    for kind, m2 in (("stock", stock), ("inflow", inflow), ("outflow", outflow)):
+        cube = np.zeros((n_d, n_a, n_years))
+        np.add.at(cube, (d_idx, a_idx), m2)
+        t_central = np.einsum("dat,am->dtm", cube, central) / 1000.0
+        t_draws = np.einsum("dat,kam->kdtm", cube, draws) / 1000.0
+        t_central = np.concatenate([t_central, t_central.sum(axis=2, keepdims=True)], axis=2)
+        t_draws = np.concatenate([t_draws, t_draws.sum(axis=3, keepdims=True)], axis=3)
+        q = np.percentile(t_draws, percentiles, axis=0)  # q × d × t × m
+        area = cube.sum(axis=1)  # d × t
+        names = [*materials, "mass"]
+        idx = pd.MultiIndex.from_product(
+            [districts, years, names], names=["district_id", "year", "material"]
+        )
+        cols = {f"{kind}_m2": np.repeat(area.ravel(), len(names)), f"{kind}_t": t_central.ravel()}
+        for i, qq in enumerate(percentiles):
+            cols[f"{kind}_t_p{round(qq):02d}"] = q[i].ravel()
+        frames.append(pd.DataFrame(cols, index=idx))
+    out = pd.concat(frames, axis=1).reset_index()
+    out.insert(0, "scenario", scenario.name)
+    return out

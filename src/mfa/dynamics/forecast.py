@@ -1,0 +1,92 @@
+"""From today's register to expected demolition and construction flows (pure).
+
+Today's stock is the register's age structure: floor area (m²) per series (district ×
+archetype) and construction year. A cohort that is still standing at the end of the base
+year ``R`` is known to have survived to its age ``R − c``, so its expected stock later is
+``S(t) = S(R) · sf(t − c) / sf(R − c)``: the same as back-casting its inflow from the age
+structure and running the inflow-driven model forward (see the tests), but computed in log
+space, which stays finite for centuries-old buildings. A cohort that its lifetime says
+should be gone (survival 0, e.g. older than a fixed lifetime) leaves in the first year.
+New construction enters as inflow and ages with the same lifetime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mfa.dynamics import Lifetime, inflow_driven
+
+__all__ = ["Forecast", "forecast_stock"]
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Floor area (m²) per series and year ``base_year … horizon`` (index 0 = base year)."""
+
+    years: np.ndarray
+    stock_m2: np.ndarray
+    inflow_m2: np.ndarray
+    outflow_m2: np.ndarray
+
+
+def forecast_stock(
+    stock_by_cohort_m2: np.ndarray,
+    cohort_years: np.ndarray,
+    base_year: int,
+    horizon: int,
+    lifetime: Lifetime,
+    construction_m2: np.ndarray | None = None,
+    extra_demolition_rate: float = 0.0,
+) -> Forecast:
+    """Expected stock, inflow and outflow (m²) of series from the base year to the horizon.
+
+    Parameters
+    ----------
+    stock_by_cohort_m2
+        Floor area standing at the end of ``base_year`` (series × cohorts).
+    cohort_years
+        Construction year of each cohort column (≤ ``base_year``).
+    lifetime
+        Lifetime model with scalar parameters (one per call; group series by archetype).
+    construction_m2
+        New floor area per series and forecast year (series × (horizon − base_year)), or
+        None for none.
+    extra_demolition_rate
+        An additional share of the remaining stock demolished per year (scenario lever).
+
+    Returns
+    -------
+    Forecast
+        Index 0 is the base year (stock only; its flows are 0); the balance
+        ``stock(t) − stock(t−1) = inflow(t) − outflow(t)`` holds for every later year.
+    """
+    s0 = np.asarray(stock_by_cohort_m2, dtype=float)
+    cohorts = np.asarray(cohort_years)
+    if (cohorts > base_year).any():
+        raise ValueError("cohort years after the base year cannot be in today's stock")
+    years = np.arange(base_year, horizon + 1)
+    n = len(years)
+    age_now = base_year - cohorts
+    ages = years[:, None] - cohorts[None, :]  # years × cohorts
+    log_now = lifetime.log_survival_at(age_now)
+    log_later = lifetime.log_survival_at(ages)
+    with np.errstate(invalid="ignore"):
+        ratio = np.exp(log_later - log_now[None, :])
+    overdue = ~np.isfinite(log_now)
+    ratio[:, overdue] = 0.0
+    ratio[0, :] = 1.0  # today's stock is observed
+    keep = (1.0 - extra_demolition_rate) ** np.arange(n)
+    existing = s0 @ (ratio * keep[:, None]).T  # series × years
+    stock = existing.copy()
+    inflow = np.zeros_like(stock)
+    if construction_m2 is not None:
+        new = np.zeros_like(stock)
+        new[:, 1:] = np.asarray(construction_m2, dtype=float)
+        built = inflow_driven(new, lifetime)
+        stock += built.stock * keep[None, :]
+        inflow = new
+    outflow = np.zeros_like(stock)
+    outflow[:, 1:] = stock[:, :-1] - stock[:, 1:] + inflow[:, 1:]
+    return Forecast(years, stock, inflow, outflow)
