@@ -155,3 +155,39 @@ def buildings_from_register(
     """Read a register and normalise it: canonical buildings and dropped records."""
     records = read_register(source, crs)
     return normalise_bbr(records, rules, source.existing_status)
+
+
+#: Old-schema BBR (OIS ``BYG`` table, before 2019) → Datafordeler field names.
+LEGACY_BBR_COLUMNS = {
+    "BYG_ANVEND_KODE": BBR.USE,
+    "OPFOERELSE_AAR": BBR.YEAR,
+    "YDERVAEG_KODE": BBR.WALL,
+    "BYG_ARL_SAML": BBR.GFA,
+    "BYG_BEBYG_ARL": BBR.FOOTPRINT,
+    "ETAGER_ANT": BBR.FLOORS,
+    "ObjStatus": BBR.STATUS,
+    "AsbestMateriale": BBR.ASBESTOS,
+}
+
+
+def read_legacy_register(path: Path) -> gpd.GeoDataFrame:
+    """An old-schema BBR building table (GeoParquet) in Datafordeler field names.
+
+    The old ``Bygning_id`` ({UUID}) becomes ``id_lokalId`` (lower case, no braces), the
+    same UUID the building keeps in the new register. ``status`` keeps the old
+    ``ObjStatus`` codes (1 = current record); numbers are checked as for new registers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: legacy register not found")
+    gdf = gpd.read_parquet(path)
+    if "Bygning_id" not in gdf.columns:
+        raise InputDataError(f"{path}: no Bygning_id column; is this an old-schema BBR table?")
+    out = gdf.rename(columns=LEGACY_BBR_COLUMNS)
+    out[BBR.ID] = gdf["Bygning_id"].astype("string").str.strip("{}").str.lower()
+    missing = [c for c in BBR_REQUIRED if c not in out.columns]
+    if missing:
+        raise InputDataError(f"{path}: missing old-schema BBR columns for {missing}")
+    return gpd.GeoDataFrame(
+        _check_numeric(pd.DataFrame(out), path, "parquet"), geometry="geometry", crs=gdf.crs
+    )
