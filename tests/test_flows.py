@@ -26,6 +26,26 @@ def test_conditional_forecast_equals_backcast_and_forward_run() -> None:
     np.testing.assert_allclose(fc.outflow_m2[0, 1:], ref.outflow[100:], rtol=1e-9, atol=1e-12)
 
 
+def test_stock_driven_growth_never_builds_negative() -> None:
+    lt = lifetime("lognormal", mean=60.0, std=20.0)
+    s0 = np.array([[50.0, 30.0, 20.0], [0.0, 0.0, 10.0]])
+    for g in (0.02, -0.05):
+        fc = forecast_stock(
+            s0, np.array([1950, 1980, 2010]), 2020, 2040, lt, stock_growth_per_year=g
+        )
+        assert (fc.inflow_m2 >= -1e-12).all()
+        target = fc.stock_m2[:, :1] * (1 + g) ** np.arange(21)
+        if g > 0:
+            np.testing.assert_allclose(fc.stock_m2, target, rtol=1e-9)
+        else:
+            assert (fc.stock_m2 >= target - 1e-9).all()
+        from mfa.dynamics import check_stock_balance
+
+        check_stock_balance(
+            fc.stock_m2, fc.inflow_m2, fc.outflow_m2, initial_stock=fc.stock_m2[:, 0]
+        )
+
+
 def test_centuries_old_cohorts_stay_finite_and_overdue_ones_leave() -> None:
     fc = forecast_stock(
         np.array([[100.0, 50.0]]),
@@ -50,13 +70,13 @@ def dk_run(tmp_path_factory) -> Path:
 def test_flows_layer(dk_run: Path) -> None:
     flows = gpd.read_parquet(dk_run / "flows.parquet")
     assert flows.crs.to_epsg() == 25832
-    assert set(flows.scenario) == {"baseline", "longer-life", "new-housing"}
+    assert set(flows.scenario) == {"baseline", "longer-life", "new-housing", "growth"}
     assert flows.year.min() == 2020 and flows.year.max() == 2035
     schema = pq.read_schema(dk_run / "flows.parquet")
     assert str(schema.field("date").type) == "date32[day]"  # QGIS temporal controller
     key = ["scenario", "district_id", "year", "material"]
     assert not flows.duplicated(key).any()
-    assert len(flows) == 3 * 52 * 16 * 9
+    assert len(flows) == 4 * 52 * 16 * 9
     for kind in ("stock", "inflow", "outflow"):
         lo, mid, hi = (flows[f"{kind}_t_p{q:02d}"] for q in (5, 50, 95))
         assert ((lo <= mid + 1e-9) & (mid <= hi + 1e-9)).all()
@@ -75,6 +95,11 @@ def test_scenarios_differ_as_they_should(dk_run: Path) -> None:
     built = mass[mass.scenario == "new-housing"].groupby("year").inflow_m2.sum()
     np.testing.assert_allclose(built, 5000.0)
     assert mass[mass.scenario == "baseline"].inflow_m2.sum() == 0
+    # stock-driven: 0.5 % growth a year, construction makes up for the outflow too
+    grow = flows[(flows.scenario == "growth") & (flows.material == "mass")]
+    per_year = grow.groupby("year").stock_m2.sum()
+    np.testing.assert_allclose(per_year, per_year.iloc[0] * 1.005 ** np.arange(16), rtol=1e-9)
+    assert (grow[grow.year > 2020].inflow_m2 >= 0).all()
     m = json.loads((dk_run / "run.json").read_text())
     rate = m["flows"]["summary"]["baseline"]["demolition_rate_per_year"]
     assert 0.001 < rate < 0.004  # calibrated to Denmark's ~0.2 % of floor area a year

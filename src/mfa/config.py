@@ -198,6 +198,17 @@ class Scenario(_Strict):
     extra_demolition_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
     construction_m2_per_year: Annotated[float, Field(ge=0)] = 0.0
     construction_archetype: str = "RM-C"
+    stock_growth_per_year: Annotated[float, Field(gt=-0.5, lt=0.5)] | None = Field(
+        default=None,
+        description="stock-driven: floor area grows by this share a year; construction "
+        "is what it takes (each district x archetype keeps its own mix)",
+    )
+
+    @model_validator(mode="after")
+    def _one_driver(self) -> Scenario:
+        if self.stock_growth_per_year is not None and self.construction_m2_per_year > 0:
+            raise ValueError("give construction_m2_per_year or stock_growth_per_year, not both")
+        return self
 
     @field_validator("construction_archetype")
     @classmethod

@@ -29,6 +29,7 @@ class ScenarioLevers:
     extra_demolition_rate: float = 0.0
     construction_m2_per_year: float = 0.0
     construction_archetype: str = "RM-C"
+    stock_growth_per_year: float | None = None
 
 
 def impute_years(buildings: pd.DataFrame) -> tuple[pd.Series, int]:
@@ -77,7 +78,7 @@ def district_flows(
     b = buildings[["district_id", "archetype_id", "construction_year", "gfa_m2"]]
     pairs = b[["district_id", "archetype_id"]].drop_duplicates()
     districts = sorted(b["district_id"].unique())
-    if scenario.construction_m2_per_year > 0:
+    if scenario.construction_m2_per_year > 0 and scenario.stock_growth_per_year is None:
         extra = pd.DataFrame(
             {"district_id": districts, "archetype_id": scenario.construction_archetype}
         )
@@ -120,8 +121,9 @@ def district_flows(
             base_year,
             horizon,
             lt.scaled(scenario.lifetime_factor),
-            construction_m2=new[rows],
+            construction_m2=None if scenario.stock_growth_per_year is not None else new[rows],
             extra_demolition_rate=scenario.extra_demolition_rate,
+            stock_growth_per_year=scenario.stock_growth_per_year,
         )
         stock[rows], inflow[rows], outflow[rows] = fc.stock_m2, fc.inflow_m2, fc.outflow_m2
     check_stock_balance(stock, inflow, outflow, rtol=1e-9, initial_stock=stock[:, 0])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfa.dynamics import Lifetime, inflow_driven
+from mfa.dynamics import Lifetime, inflow_driven, stock_driven
 
 __all__ = ["Forecast", "forecast_stock"]
 
@@ -39,6 +39,7 @@ def forecast_stock(
     lifetime: Lifetime,
     construction_m2: np.ndarray | None = None,
     extra_demolition_rate: float = 0.0,
+    stock_growth_per_year: float | None = None,
 ) -> Forecast:
     """Expected stock, inflow and outflow (m²) of series from the base year to the horizon.
 
@@ -55,6 +56,11 @@ def forecast_stock(
         None for none.
     extra_demolition_rate
         An additional share of the remaining stock demolished per year (scenario lever).
+    stock_growth_per_year
+        Stock-driven instead: the floor area of each series follows
+        ``stock(base) × (1 + g)^years`` and new construction is what it takes, after the
+        existing cohorts' outflow (never negative: a stock shrinking faster than its
+        cohorts leave gets no construction and stays above the target).
 
     Returns
     -------
@@ -81,7 +87,16 @@ def forecast_stock(
     existing = s0 @ (ratio * keep[:, None]).T  # series × years
     stock = existing.copy()
     inflow = np.zeros_like(stock)
-    if construction_m2 is not None:
+    if stock_growth_per_year is not None:
+        if construction_m2 is not None:
+            raise ValueError("give construction_m2 or stock_growth_per_year, not both")
+        target = existing[:, :1] * (1.0 + stock_growth_per_year) ** np.arange(n)[None, :]
+        residual = np.maximum.accumulate(np.maximum(target - existing, 0.0), axis=1)
+        residual[:, 0] = 0.0
+        built = stock_driven(residual, lifetime, negative_inflow="prevent")
+        stock += built.stock
+        inflow = built.inflow
+    elif construction_m2 is not None:
         new = np.zeros_like(stock)
         new[:, 1:] = np.asarray(construction_m2, dtype=float)
         built = inflow_driven(new, lifetime)
