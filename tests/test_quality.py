@@ -13,6 +13,7 @@ from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
     clean_geometries,
+    impute_from_cohort_peers,
     refine_with_heights,
 )
 from mfa.schema import BUILDING_COLUMNS
@@ -141,3 +142,27 @@ def test_order_of_preference_for_heights_and_floors() -> None:
     assert pd.isna(o.loc["b3", "height_m"]) and o.loc["b3", "floors_source"] == "imputed"
     assert list(repairs.record_id) == ["b3"]
     assert np.isfinite(out.gfa_m2).all()
+
+
+def test_imputation_by_use_and_cohort() -> None:
+    """An unknown structure takes the most frequent observed one of the same function and
+    decade; floors the median; archetype and derived floor area follow."""
+    n = 9
+    b = _buildings(
+        [box(i * 20) for i in range(n)],
+        construction_year=[1965] * 6 + [1965, 1820, 1965],
+        structure=["C", "C", "C", "C", "C", "M", "M", "M", "M"],
+        structure_source=["register"] * 6 + ["imputed"] * 3,
+        floors=[4.0, 4.0, 5.0, 4.0, 4.0, 3.0, 1.0, 1.0, 1.0],
+        floors_source=["register"] * 6 + ["imputed"] * 3,
+        gfa_m2=[400.0] * 6 + [100.0] * 3,
+        gfa_source=["register"] * 6 + ["imputed"] * 3,
+    )
+    b.loc[8, "function"] = "NR"  # no NR peers: keeps the default
+    out, counts = impute_from_cohort_peers(b, min_peers=5)
+    assert counts == {"structure": 1, "floors": 1}
+    assert out.loc[6, "structure"] == "C" and out.loc[6, "archetype_id"] == "RS-C"
+    assert out.loc[6, "structure_source"] == "imputed"
+    assert out.loc[6, "floors"] == 4 and out.loc[6, "gfa_m2"] == 400.0
+    assert out.loc[7, "structure"] == "M"  # 1820s: no peers
+    assert out.loc[8, "structure"] == "M"

@@ -37,6 +37,7 @@ from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
     clean_geometries,
+    impute_from_cohort_peers,
     refine_with_heights,
 )
 from mfa.buildings.report import provenance_shares, quality_by_district
@@ -260,6 +261,7 @@ def build_buildings(work_dir: Path) -> Path:
         raster_h, raster_report = _raster_heights(buildings, h)
     storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
     buildings, repairs_height = refine_with_heights(buildings, raster_h, storey, rules.limits)
+    buildings, peer_counts = impute_from_cohort_peers(buildings)
     if p.sources.districts is not None:
         inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
 
@@ -290,6 +292,7 @@ def build_buildings(work_dir: Path) -> Path:
             "repairs": len(repairs),
             "provenance": provenance,
             "matches": matches,
+            "imputed_from_cohort_peers": peer_counts,
             "heights": raster_report,
             "storey_height_m": storey,
             "seconds": round(time.perf_counter() - t0, 3),
@@ -754,6 +757,7 @@ def publish(work_dir: Path) -> Path:
             "file": REPAIRS,
         },
         "matches": b.get("matches"),
+        "imputed_from_cohort_peers": b.get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),

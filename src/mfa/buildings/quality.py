@@ -301,3 +301,42 @@ def refine_with_heights(
         b.loc[derived, "gfa_m2"] = gfa[derived]
         b.loc[derived, "gfa_source"] = b.loc[derived, "floors_source"]
     return b, pd.concat(repairs, ignore_index=True).astype("string")
+
+
+def impute_from_cohort_peers(
+    buildings: gpd.GeoDataFrame, min_peers: int = 5
+) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
+    """Refine imputed structure and floors from observed buildings of the same function
+    and construction decade ("archetype default by use and cohort").
+
+    Where a value fell back to the per-function default, it becomes the most frequent
+    observed structure (median observed floor count) of buildings with the same function
+    and decade in the same run, if there are at least ``min_peers`` of them; the
+    ``*_source`` stays ``imputed``. The archetype id and a floor area derived from
+    footprint × floors follow. Returns the counts of values refined this way.
+    """
+    b = buildings.copy()
+    decade = (b["construction_year"] // 10 * 10).astype("Int64").astype("string").fillna("?")
+    key = b["function"].astype("string") + "|" + decade
+    counts: dict[str, int] = {}
+
+    observed = b["structure_source"] != "imputed"
+    peers = b.loc[observed].groupby(key[observed])["structure"]
+    n_peers = peers.size()
+    mode = peers.agg(lambda s: s.value_counts().sort_index().idxmax())  # ties: first by code
+    usable = mode[n_peers.reindex(mode.index) >= min_peers]
+    todo = (~observed) & key.isin(usable.index) & (decade != "?")
+    b.loc[todo, "structure"] = key[todo].map(usable).astype("string")
+    counts["structure"] = int(todo.sum())
+
+    observed = b["floors_source"] != "imputed"
+    fl = b.loc[observed].groupby(key[observed])["floors"]
+    med = fl.median()[fl.size() >= min_peers].round()
+    todo = (~observed) & key.isin(med.index) & (decade != "?")
+    b.loc[todo, "floors"] = key[todo].map(med).astype("Float64")
+    derived = todo & (b["gfa_source"] == "imputed")
+    b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
+    counts["floors"] = int(todo.sum())
+
+    b["archetype_id"] = (b["function"] + "-" + b["structure"]).astype("string")
+    return b, counts
