@@ -158,6 +158,110 @@ def validate(
         out.print(f"{p}: ok")
 
 
+def _parse_pair(text: str, what: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be two numbers like 643000,6170000") from None
+    return a, b
+
+
+@app.command()
+def query(
+    run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
+    within: Annotated[
+        str | None, typer.Option("--within", help="polygon: a GeoJSON/GPKG file or WKT (run CRS)")
+    ] = None,
+    around: Annotated[
+        str | None, typer.Option("--around", help="X,Y in the run's CRS (metres)")
+    ] = None,
+    around_lonlat: Annotated[
+        str | None, typer.Option("--around-lonlat", help="LON,LAT in degrees (WGS 84)")
+    ] = None,
+    radius: Annotated[float, typer.Option("--radius", help="metres, with --around")] = 1000.0,
+    district: Annotated[
+        list[str] | None, typer.Option("--district", help="district id (repeatable)")
+    ] = None,
+    material: Annotated[
+        list[str] | None, typer.Option("--material", help="material (repeatable); default all")
+    ] = None,
+    years: Annotated[
+        str | None, typer.Option("--years", help="expected outflow in FIRST-LAST, e.g. 2026-2035")
+    ] = None,
+    scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | geojson | parquet")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+) -> None:
+    """How much of each material stands (or comes free in --years) in an area."""
+    import geopandas as gpd
+    import shapely
+    from pyproj import CRS, Transformer
+
+    from mfa.query import area_around, availability
+
+    try:
+        manifest = (
+            json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+        )
+        crs = manifest.get("crs")
+        area = None
+        if around or around_lonlat:
+            if around_lonlat:
+                lon, lat = _parse_pair(around_lonlat, "--around-lonlat")
+                x, y = Transformer.from_crs("EPSG:4326", CRS(crs), always_xy=True).transform(
+                    lon, lat
+                )
+            else:
+                x, y = _parse_pair(around, "--around")  # type: ignore[arg-type]
+            area = area_around(x, y, radius)
+        elif within:
+            if Path(within).is_file():
+                shapes = gpd.read_file(within)
+                if shapes.crs is not None and crs:
+                    shapes = shapes.to_crs(crs)
+                area = shapely.union_all(shapes.geometry.values)
+            else:
+                try:
+                    area = shapely.from_wkt(within)
+                except shapely.errors.GEOSException as exc:
+                    raise typer.BadParameter(
+                        f"--within is neither a file nor WKT ({exc})"
+                    ) from None
+        span = None
+        if years:
+            try:
+                first, _, last = years.partition("-")
+                span = (int(first), int(last or first))
+            except ValueError:
+                raise typer.BadParameter("--years looks like 2026-2035") from None
+        result = availability(run, area, district, material, span, scenario)
+    except MfaError as exc:
+        _fail(exc)
+    if fmt == "table":
+        table = Table(title=result.description, title_justify="left")
+        for col in result.summary.columns:
+            table.add_column(col, justify="left" if col == "material" else "right")
+        for row in result.summary.itertuples(index=False):
+            table.add_row(row[0], *(f"{v:,.1f}" for v in row[1:]))
+        out.print(table)
+    elif fmt == "csv":
+        text = result.summary.rename(columns={"t": "t_central"}).to_csv(index=False)
+        if output:
+            output.write_text(text)
+        else:
+            sys.stdout.write(text)
+    elif fmt in ("geojson", "parquet"):
+        if output is None:
+            _fail(typer.BadParameter(f"--format {fmt} needs --output FILE"))
+        if fmt == "geojson":
+            result.buildings.to_crs("EPSG:4326").to_file(output, driver="GeoJSON")
+        else:
+            result.buildings.to_parquet(output, write_covering_bbox=True)
+        out.print(f"{len(result.buildings):,} buildings written to {output}")
+    else:
+        _fail(typer.BadParameter("--format is table, csv, geojson or parquet"))
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
