@@ -191,6 +191,9 @@ def query(
     scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
     fmt: Annotated[str, typer.Option("--format", help="table | csv | geojson | parquet")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    map_file: Annotated[
+        Path | None, typer.Option("--map", help="also write a self-contained HTML map")
+    ] = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
     import geopandas as gpd
@@ -260,6 +263,26 @@ def query(
         out.print(f"{len(result.buildings):,} buildings written to {output}")
     else:
         _fail(typer.BadParameter("--format is table, csv, geojson or parquet"))
+    if map_file is not None:
+        from mfa.io.htmlmap import write_query_map
+
+        column = f"{material[0]}_t" if material and len(material) == 1 else None
+        shown = result.buildings.copy()
+        if column is None:
+            column = "mass_t"
+            cols = [c for c in shown.columns if c.endswith("_t")]
+            shown[column] = shown[cols].sum(axis=1)
+        write_query_map(
+            map_file,
+            area=area,
+            buildings=shown,
+            summary=result.summary,
+            title=result.description,
+            value_column=column,
+            attribution=f"mfa {manifest.get('pipeline', '')} run {manifest.get('run_id', '')}: "
+            "data sources, licences and attribution are listed in the run's run.json",
+        )
+        out.print(f"map written to {map_file}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
