@@ -73,7 +73,8 @@ def query_map_html(
         if geom.geom_type == "Point":
             ((x, y),) = tx(np.array([[geom.x, geom.y]]))
             items.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}"><title>{tip}</title></circle>'
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
+                f"<title>{tip}</title></circle>"
             )
         else:
             items.append(f'<path d="{_path(geom, tx)}" fill="{colour}"><title>{tip}</title></path>')
@@ -101,8 +102,10 @@ path {{ stroke: #555; stroke-width: 0.4; }}
 path.area {{ fill: #dfe9f5; stroke: #2c6fbb; stroke-width: 2; stroke-dasharray: 6 4; }}
 circle {{ stroke: #555; stroke-width: 0.5; }}
 #legend ul {{ list-style: none; padding: 0; }}
-#legend li span {{ display: inline-block; width: 18px; height: 12px; margin-right: 6px; border: 1px solid #777; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
+#legend li span {{ display: inline-block; width: 18px; height: 12px; margin-right: 6px;
+  border: 1px solid #777; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
 </style></head><body>
 <h2>{html.escape(title)}</h2>
