@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
 from mfa import run as steps
 
@@ -51,9 +51,25 @@ def publish(work_dir: str) -> str:
     return str(steps.publish(Path(work_dir)))
 
 
+@task(name="unchanged")
+def unchanged(pipeline_file: str, output_dir: str | None) -> str | None:
+    """The latest run, if no input, config or code changed since it."""
+    previous = steps.unchanged_run(pipeline_file, output_dir)
+    return None if previous is None else str(previous)
+
+
 @flow(name="mfa-pipeline", validate_parameters=True)
-def mfa_pipeline(pipeline_file: str, output_dir: str | None = None) -> str:
-    """Run the pipeline file ``pipeline_file``; return the published run folder."""
+def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool = True) -> str:
+    """Run the pipeline file ``pipeline_file``; return the published run folder.
+
+    ``force=False`` (scheduled runs) returns the latest run without recomputing when
+    nothing it depends on changed.
+    """
+    if not force:
+        previous = unchanged(pipeline_file, output_dir)
+        if previous is not None:
+            get_run_logger().info("unchanged since %s: nothing to do", previous)
+            return previous
     work = prepare(pipeline_file, output_dir)
     try:
         buildings(work)

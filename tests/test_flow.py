@@ -54,3 +54,14 @@ def test_tasks_pass_paths(prefect_harness, tmp_path: Path) -> None:
     assert isinstance(work, str) and Path(work).is_dir()
     staged = f.buildings.fn(work)
     assert staged.endswith(".parquet") and Path(staged).exists()
+
+
+def test_scheduled_flow_skips_unchanged_runs(prefect_harness, tmp_path: Path) -> None:
+    from flows.pipeline import mfa_pipeline
+
+    pipeline = str(ROOT / "pipelines" / "osm-sample.toml")
+    first = mfa_pipeline(pipeline, str(tmp_path), force=False)
+    second = mfa_pipeline(pipeline, str(tmp_path), force=False)
+    assert Path(first).resolve() == Path(second).resolve()
+    runs = [p for p in (tmp_path / "osm-sample").iterdir() if p.name != "latest"]
+    assert len(runs) == 1

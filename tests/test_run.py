@@ -200,3 +200,30 @@ def test_second_run_switches_latest(bbr_pipeline, tmp_path: Path) -> None:
     totals = [json.loads((r / "run.json").read_text())["totals_t"] for r in (a, b)]
     assert totals[0] == totals[1]
     assert np.isfinite(totals[0]["mass_t"])
+
+
+def test_unchanged_inputs_skip_the_work(sample_copy: Path, tmp_path: Path) -> None:
+    from mfa.run import run_key, unchanged_run
+
+    pipeline = sample_copy / "pipelines" / "osm-sample.toml"
+    out = tmp_path / "out"
+    first = run_pipeline(pipeline, out)
+    assert unchanged_run(pipeline, out) == first.resolve()
+    assert run_pipeline(pipeline, out, force=False) == first.resolve()  # nothing recomputed
+    assert len([p for p in (out / "osm-sample").iterdir() if p.name != "latest"]) == 1
+    # a changed model table (or input, or pipeline file) means a new run
+    defaults = sample_copy / "config" / "archetypes" / "defaults.toml"
+    defaults.write_text(defaults.read_text().replace("RM = 3", "RM = 4"))
+    assert unchanged_run(pipeline, out) is None
+    second = run_pipeline(pipeline, out, force=False)
+    assert second != first.resolve() and (out / "osm-sample" / "latest").resolve() == second
+    assert (
+        json.loads((second / "run.json").read_text())["run_key"]
+        != json.loads((first / "run.json").read_text())["run_key"]
+    )
+    # force recomputes regardless
+    third = run_pipeline(pipeline, out, force=True)
+    assert third != second
+    from mfa.config import load_pipeline
+
+    assert run_key(load_pipeline(pipeline)) is not None

@@ -112,6 +112,14 @@ def run(
     no_prefect: Annotated[
         bool, typer.Option("--no-prefect", help="run the steps without Prefect")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force/--if-changed",
+            help="recompute even if nothing changed (default), or only if an input, the "
+            "config or the code changed since the latest run",
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a pipeline and publish its layers under OUTPUT_DIR/<name>/latest/."""
@@ -124,10 +132,18 @@ def run(
     t0 = time.perf_counter()
     try:
         load_pipeline(pipeline)  # fail fast, before any engine starts
+        if not force:
+            from mfa.run import unchanged_run
+
+            previous = unchanged_run(pipeline, output_dir)
+            if previous is not None:
+                out.print(f"unchanged since run {previous.name}: nothing recomputed")
+                _summary(previous, time.perf_counter() - t0)
+                return
         if no_prefect:
             from mfa.run import run_pipeline
 
-            run_dir = run_pipeline(pipeline, output_dir)
+            run_dir = run_pipeline(pipeline, output_dir, force=force)
         else:
             prefect_defaults()
             from flows.pipeline import mfa_pipeline
@@ -135,6 +151,7 @@ def run(
             state = mfa_pipeline(
                 str(pipeline.resolve()),
                 None if output_dir is None else str(output_dir.resolve()),
+                force,
                 return_state=True,
             )
             run_dir = Path(state.result(raise_on_failure=True))

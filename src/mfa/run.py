@@ -11,6 +11,7 @@ The Prefect flow in ``flows/pipeline.py`` calls the same step functions as tasks
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -135,6 +136,59 @@ def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.n
     return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
 
 
+def _input_files(p: Pipeline) -> list[Path]:
+    """Every local file a run of ``p`` reads: sources, model tables, the pipeline file."""
+    src = p.sources
+    files: list[Path | None] = [
+        p.source_file,
+        src.register_.path if src.register_ else None,
+        src.footprints.osm_file if src.footprints else None,
+        src.footprints.file if src.footprints else None,
+        src.districts.path if src.districts else None,
+        *([src.heights.ndsm, src.heights.dsm, src.heights.dtm] if src.heights else []),
+        p.intensities.table,
+        *p.intensities.overrides,
+        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
+        p.dynamics.lifetimes if p.dynamics else None,
+        *sorted(p.archetypes.dir.glob("*")),
+    ]
+    return [f for f in files if f is not None and f.is_file()]
+
+
+def run_key(p: Pipeline) -> str | None:
+    """A digest of everything a run's layers depend on: the content of every input and
+    config file, the validated pipeline and the mfa version. None when the pipeline queries
+    an online source (its content is only known after fetching)."""
+    if (
+        p.sources.footprints is not None
+        and p.sources.footprints.osm_file is None
+        and (p.sources.footprints.file is None)
+    ):
+        return None
+    h = hashlib.sha256()
+    h.update(mfa.__version__.encode())
+    h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
+    for f in _input_files(p):
+        h.update(str(f.name).encode())
+        h.update(file_record(f)["sha256"].encode())
+    return h.hexdigest()
+
+
+def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
+    """The latest published run if nothing it depends on changed since (see :func:`run_key`)."""
+    p = load_pipeline(pipeline_file)
+    latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
+    manifest = latest / MANIFEST
+    if not manifest.is_file():
+        return None
+    key = run_key(p)
+    try:
+        previous = json.loads(manifest.read_text()).get("run_key")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return latest.resolve() if key is not None and key == previous else None
+
+
 def prepare(
     pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain"
 ) -> Path:
@@ -152,6 +206,7 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
+        "run_key": run_key(p),
     }
     (work / "context.json").write_text(json.dumps(context, indent=2))
     log.info("run %s of %s in %s", run_id, p.name, work)
@@ -716,6 +771,7 @@ def publish(work_dir: Path) -> Path:
         "started_at": ctx["started_at"],
         "finished_at": datetime.now(UTC).isoformat(),
         "crs": p.crs,
+        "run_key": ctx.get("run_key"),
         "config_digest": config_digest(p, [Path(f["path"]) for f in b.get("config_files", [])]),
         "versions": _versions(),
         "inputs": b.get("inputs", []),
@@ -810,8 +866,19 @@ STEPS: tuple[Callable[[Path], Path | None], ...] = (
 )
 
 
-def run_pipeline(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path:
-    """Run every step without Prefect; return the published run folder."""
+def run_pipeline(
+    pipeline_file: str | Path, output_dir: str | Path | None = None, force: bool = True
+) -> Path:
+    """Run every step without Prefect; return the published run folder.
+
+    With ``force=False`` a run whose inputs, config and code are unchanged since the
+    latest published run does nothing and returns that run.
+    """
+    if not force:
+        previous = unchanged_run(pipeline_file, output_dir)
+        if previous is not None:
+            log.info("unchanged since run %s: nothing to do", previous.name)
+            return previous
     work = prepare(pipeline_file, output_dir, runner="plain")
     try:
         for step in STEPS:
