@@ -175,6 +175,32 @@ def validate(
         out.print(f"{p}: ok")
 
 
+@app.command()
+def serve(
+    pipeline: Annotated[list[Path], typer.Argument(help="pipeline files to schedule")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="output root (default: outputs/)")
+    ] = None,
+) -> None:
+    """Serve the pipelines as Prefect deployments on their cron schedules (runs until stopped).
+
+    Point PREFECT_API_URL at a Prefect server (e.g. `prefect server start --host 127.0.0.1`)
+    to see and trigger the runs in its UI.
+    """
+    from mfa.config import load_pipeline
+
+    try:
+        for p in pipeline:
+            load_pipeline(p)
+    except MfaError as exc:
+        _fail(exc)
+    prefect_defaults()
+    from flows.deployments import deployments_for
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
+
+
 def _parse_pair(text: str, what: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in text.split(","))

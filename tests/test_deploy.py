@@ -1,0 +1,114 @@
+"""Scheduled deployments: validated offline, and run for real through a local Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def test_deployments_carry_the_pipeline_schedule() -> None:
+    from flows.deployments import deployments_for
+
+    (dep,) = deployments_for([ROOT / "pipelines" / "dk-sample.toml"])
+    assert dep.name == "dk-sample"
+    (sched,) = dep.schedules
+    assert sched.schedule.cron == "0 2 * * *"
+    assert sched.schedule.timezone == "Europe/Copenhagen"
+    assert dep.parameters["force"] is False
+    (manual,) = deployments_for([ROOT / "pipelines" / "osm-sample.toml"])
+    assert not manual.schedules
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(url)
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_served_deployment_runs_through_a_local_server(tmp_path: Path) -> None:
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    bin_dir = Path(sys.executable).parent
+    server = subprocess.Popen(
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    served = None
+    try:
+        _wait(f"{api}/health", 120)
+        out = tmp_path / "out"
+        served = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mfa.cli",
+                "serve",
+                str(ROOT / "pipelines" / "osm-sample.toml"),
+                "-o",
+                str(out),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        trigger = (
+            "import time\n"
+            "from prefect.deployments import run_deployment\n"
+            "from prefect.exceptions import ObjectNotFound\n"
+            "for _ in range(120):\n"
+            "    try:\n"
+            "        r = run_deployment('mfa-pipeline/osm-sample', timeout=300)\n"
+            "        break\n"
+            "    except ObjectNotFound:\n"
+            "        time.sleep(1)\n"
+            "print(r.state.type.value)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", trigger], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.stdout.strip().endswith("COMPLETED"), done.stderr[-2000:]
+        latest = out / "osm-sample" / "latest"
+        assert json.loads((latest / "run.json").read_text())["runner"] == "prefect"
+        assert (latest / "buildings.parquet").exists()
+    finally:
+        for proc in (served, server):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
