@@ -70,13 +70,14 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
         if previous is not None:
             get_run_logger().info("unchanged since %s: nothing to do", previous)
             return previous
-    work = prepare(pipeline_file, output_dir)
-    try:
-        buildings(work)
-        stocks(work)
-        districts(work)
-        flows(work)
-        return publish(work)
-    except BaseException:
-        steps.discard(Path(work))
-        raise
+    with steps.run_lock(pipeline_file, output_dir):
+        work = prepare(pipeline_file, output_dir)
+        try:
+            buildings(work)
+            stocks(work)
+            districts(work)
+            flows(work)
+            return publish(work)
+        except BaseException:
+            steps.discard(Path(work))
+            raise

@@ -241,6 +241,7 @@ class Dynamics(_Strict):
 
 class Output(_Strict):
     dir: Path | None = None
+    keep_runs: Annotated[int, Field(ge=1, le=10_000)] = 10
 
 
 class Compute(_Strict):

@@ -45,7 +45,7 @@ from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
 from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
-from mfa.errors import PublishError, ValidationError
+from mfa.errors import MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
@@ -844,8 +844,78 @@ def publish(work_dir: Path) -> Path:
         raise PublishError(
             f"{final}: could not publish the run ({exc}); the previous 'latest' is unchanged"
         ) from exc
+    pruned = prune_runs(pipeline_dir, p.output.keep_runs)
+    if pruned:
+        log.info("pruned %d old run(s) beyond keep_runs=%d", len(pruned), p.output.keep_runs)
     log.info("published %s", final)
     return final
+
+
+class RunLockedError(MfaError, RuntimeError):
+    """Another run of the same pipeline is in progress."""
+
+
+@contextlib.contextmanager
+def run_lock(pipeline_file: str | Path, output_dir: str | Path | None = None):
+    """Hold ``<out>/<pipeline>/.lock`` for a whole run; a second run stops with a message.
+
+    The lock is an OS file lock (``flock``): it is released when the holding process
+    ends, even when it is killed, so a crashed run never blocks the next one. Holding it,
+    the run also removes what killed runs left behind (work folders, temporary links).
+    """
+    import fcntl
+
+    p = load_pipeline(pipeline_file)
+    folder = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"{folder}: another run of {p.name} is in progress; wait for it to finish "
+                "(its outputs will be published as 'latest')"
+            ) from None
+        _clean_leftovers(folder)
+        yield folder
+    finally:
+        handle.close()
+
+
+def _clean_leftovers(folder: Path) -> None:
+    """Remove the work folders and temporary links of killed runs (call under the lock)."""
+    work = folder / ".work"
+    if work.is_dir():
+        for leftover in work.iterdir():
+            log.warning("removing %s, left behind by an interrupted run", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            work.rmdir()
+    for link in folder.glob(".latest-*"):
+        link.unlink(missing_ok=True)
+    for tmp in folder.glob("*/*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def prune_runs(folder: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` published runs (never the one ``latest`` names)."""
+    latest = (folder / "latest").resolve() if (folder / "latest").exists() else None
+    runs = sorted(
+        (
+            d
+            for d in folder.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and d.name != "latest"
+        ),
+        key=lambda d: d.name,
+    )
+    removed = []
+    for old in runs[: max(0, len(runs) - keep)]:
+        if latest is not None and old.resolve() == latest:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        removed.append(old.name)
+    return removed
 
 
 def discard(work_dir: Path) -> None:
@@ -879,11 +949,12 @@ def run_pipeline(
         if previous is not None:
             log.info("unchanged since run %s: nothing to do", previous.name)
             return previous
-    work = prepare(pipeline_file, output_dir, runner="plain")
-    try:
-        for step in STEPS:
-            step(work)
-        return publish(work)
-    except BaseException:
-        discard(work)
-        raise
+    with run_lock(pipeline_file, output_dir):
+        work = prepare(pipeline_file, output_dir, runner="plain")
+        try:
+            for step in STEPS:
+                step(work)
+            return publish(work)
+        except BaseException:
+            discard(work)
+            raise
