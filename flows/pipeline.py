@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from mfa import run as steps
 
@@ -47,8 +48,15 @@ def flows(work_dir: str) -> str | None:
 
 @task(name="publish")
 def publish(work_dir: str) -> str:
-    """Check every layer, write run.json, switch `latest` atomically."""
-    return str(steps.publish(Path(work_dir)))
+    """Check every layer, write run.json, switch `latest` atomically; report as an artifact."""
+    run_dir = steps.publish(Path(work_dir))
+    name = run_dir.parent.name.replace("_", "-").lower()
+    create_markdown_artifact(
+        markdown=(run_dir / steps.REPORT).read_text(),
+        key=f"mfa-{name}",
+        description=f"mfa run report: {run_dir}",
+    )
+    return str(run_dir)
 
 
 @task(name="unchanged")
@@ -72,12 +80,18 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
             return previous
     with steps.run_lock(pipeline_file, output_dir):
         work = prepare(pipeline_file, output_dir)
+        step = "buildings"
         try:
-            buildings(work)
-            stocks(work)
-            districts(work)
-            flows(work)
+            for name, task_fn in (
+                ("build_buildings", buildings),
+                ("estimate_stocks", stocks),
+                ("aggregate", districts),
+                ("forecast_flows", flows),
+            ):
+                step = name
+                task_fn(work)
+            step = "publish"
             return publish(work)
-        except BaseException:
-            steps.discard(Path(work))
+        except BaseException as exc:
+            steps.record_failure(Path(work), step, exc)
             raise

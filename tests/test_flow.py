@@ -65,3 +65,24 @@ def test_scheduled_flow_skips_unchanged_runs(prefect_harness, tmp_path: Path) ->
     assert Path(first).resolve() == Path(second).resolve()
     runs = [p for p in (tmp_path / "osm-sample").iterdir() if p.name[0].isdigit()]
     assert len(runs) == 1
+
+
+def test_flow_publishes_a_report_artifact(prefect_harness, tmp_path: Path) -> None:
+    from flows.pipeline import mfa_pipeline
+    from prefect.client.orchestration import get_client
+
+    run_dir = Path(mfa_pipeline(str(ROOT / "pipelines" / "osm-sample.toml"), str(tmp_path)))
+    assert (run_dir / "report.md").exists()
+
+    async def latest_artifact():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mfa-osm-sample"]))
+            )
+
+    import asyncio
+
+    artifacts = asyncio.run(latest_artifact())
+    assert artifacts and "# mfa run" in artifacts[-1].data

@@ -37,6 +37,7 @@ def test_dk_sample_layers(dk_run: Path) -> None:
             "grid.parquet",
             "quality.parquet",
             "repairs.csv",
+            "report.md",
             "run.json",
             *[f"stock_{m}.tif" for m in ["mass", *MATERIALS]],
         ]
@@ -188,7 +189,8 @@ def test_failed_run_leaves_latest_untouched(bbr_pipeline, tmp_path: Path) -> Non
     assert latest.resolve() == first.resolve()
     assert {p.name: p.read_bytes() for p in latest.iterdir()} == before
     assert not (first.parent / ".work").exists()  # the failed run's folder is removed
-    assert sorted(p.name for p in first.parent.iterdir()) == sorted([".lock", first.name, "latest"])
+    left = sorted(p.name for p in first.parent.iterdir())
+    assert left == sorted([".lock", first.name, "last-failure.md", "latest"])
 
 
 def test_second_run_switches_latest(bbr_pipeline, tmp_path: Path) -> None:
@@ -227,3 +229,21 @@ def test_unchanged_inputs_skip_the_work(sample_copy: Path, tmp_path: Path) -> No
     from mfa.config import load_pipeline
 
     assert run_key(load_pipeline(pipeline)) is not None
+
+
+def test_report_and_failure_report(bbr_pipeline, tmp_path: Path) -> None:
+    good = DATA / "bbr_kalundborg_60.csv"
+    run = run_pipeline(bbr_pipeline(register=good), tmp_path)
+    report = (run / "report.md").read_text()
+    assert report.startswith(f"# mfa run {run.name}: t-bbr")
+    assert "| brick |" in report and "## Data quality" in report and "## Timings (s)" in report
+    assert "change since previous run" in report
+    bad = tmp_path / "bad.csv"
+    df = pd.read_csv(good, dtype=str)
+    df.loc[3, "byg038SamletBygningsareal"] = "lots"
+    df.to_csv(bad, index=False)
+    with pytest.raises(InputDataError):
+        run_pipeline(bbr_pipeline(register=bad, name="bad.toml"), tmp_path)
+    failure = (tmp_path / "t-bbr" / "last-failure.md").read_text()
+    assert "Step **build_buildings** failed" in failure and str(bad) in failure
+    assert "byg038SamletBygningsareal = 'lots'" in failure

@@ -61,6 +61,7 @@ from mfa.io.tables import (
     load_materials,
 )
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
+from mfa.report import failure_markdown, report_markdown
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array
@@ -80,6 +81,7 @@ __all__ = [
     "estimate_stocks",
     "prepare",
     "publish",
+    "record_failure",
     "run_pipeline",
 ]
 
@@ -93,6 +95,8 @@ REPAIRS = "repairs.csv"
 QUALITY = "quality.parquet"
 GRID = "grid.parquet"
 FLOWS = "flows.parquet"
+REPORT = "report.md"
+FAILURE = "last-failure.md"
 
 
 # --------------------------------------------------------------------------- context
@@ -821,6 +825,9 @@ def publish(work_dir: Path) -> Path:
     }
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    previous_manifest = work.parent.parent / "latest" / MANIFEST
+    previous = json.loads(previous_manifest.read_text()) if previous_manifest.is_file() else None
+    (work / REPORT).write_text(report_markdown(manifest, previous))
     shutil.rmtree(work / "stage")
     shutil.rmtree(work / "reports")
     (work / "context.json").unlink()
@@ -918,6 +925,18 @@ def prune_runs(folder: Path, keep: int) -> list[str]:
     return removed
 
 
+def record_failure(work_dir: Path, step: str, error: BaseException) -> None:
+    """Write ``<out>/<pipeline>/last-failure.md`` (the step and the error), then discard."""
+    work = Path(work_dir)
+    try:
+        ctx = _ctx(work)
+        text = failure_markdown(ctx["pipeline"], ctx["run_id"], step, error)
+        (work.parent.parent / FAILURE).write_text(text)
+    except (OSError, KeyError, json.JSONDecodeError):
+        log.exception("could not write the failure report")
+    discard(work)
+
+
 def discard(work_dir: Path) -> None:
     """Remove a failed run's work folder (published runs and ``latest`` are not touched)."""
     work = Path(work_dir)
@@ -951,10 +970,12 @@ def run_pipeline(
             return previous
     with run_lock(pipeline_file, output_dir):
         work = prepare(pipeline_file, output_dir, runner="plain")
+        step_name = "prepare"
         try:
-            for step in STEPS:
-                step(work)
-            return publish(work)
-        except BaseException:
-            discard(work)
+            for step in (*STEPS, publish):
+                step_name = step.__name__
+                result = step(work)
+            return Path(result)  # publish returns the run folder
+        except BaseException as exc:
+            record_failure(work, step_name, exc)
             raise

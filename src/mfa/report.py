@@ -1,0 +1,106 @@
+"""The run report: a Markdown summary of a run's manifest (and of a failure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["failure_markdown", "report_markdown"]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
+    """Markdown report of a published run; ``previous`` is the run it replaces as latest."""
+    band = (m.get("uncertainty") or {}).get("totals_t", {})
+    prev = (previous or {}).get("totals_t", {})
+    rows = []
+    for key, value in m["totals_t"].items():
+        name = key.removesuffix("_t")
+        change = f"{value - prev[key]:+,.0f}" if key in prev else "–"
+        rows.append(
+            [
+                name,
+                f"{value:,.0f}",
+                f"{band.get(f'{name}_t_p05', float('nan')):,.0f}",
+                f"{band.get(f'{name}_t_p95', float('nan')):,.0f}",
+                change,
+            ]
+        )
+    rc = m["row_counts"]
+    parts = [
+        f"# mfa run {m['run_id']}: {m['pipeline']}",
+        f"Status **{m['status']}**, {m['started_at']} → {m['finished_at']} ({m['runner']}).",
+        f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, {rc['dropped']:,} "
+        f"records left out of {rc['records_read']:,} read; {m['total_gfa_m2']:,.0f} m² floor area.",
+        "## Material stock (t)",
+        _table(
+            ["material", "t", "p05", "p95", "change since previous run"],
+            rows,
+        ),
+    ]
+    quality = m.get("quality") or {}
+    if quality:
+        parts += [
+            "## Data quality (share of buildings)",
+            _table(
+                ["attribute", "observed", "imputed", "missing"],
+                [
+                    [a, *(f"{q.get(k, 0):.0%}" for k in ("observed", "imputed", "missing"))]
+                    for a, q in quality.items()
+                    if a != "match"
+                ],
+            ),
+        ]
+    reasons = m["dropped"]["counts_by_reason"][:8]
+    if reasons:
+        parts += [
+            "## Left out (most frequent reasons)",
+            _table(["count", "reason"], [[f"{r['count']:,}", r["reason"]] for r in reasons]),
+        ]
+    repairs = (m.get("repairs") or {}).get("counts", [])
+    if repairs:
+        parts += [
+            "## Repairs",
+            _table(
+                ["count", "attribute", "reason"],
+                [[f"{r['count']:,}", r["attribute"], r["reason"]] for r in repairs],
+            ),
+        ]
+    flows = (m.get("flows") or {}).get("summary")
+    if flows:
+        base = m["flows"]["base_year"]
+        parts += [
+            f"## Expected demolition outflow {base + 1}–{base + 10}",
+            _table(
+                ["scenario", "t", "floor area a year"],
+                [
+                    [
+                        name,
+                        f"{s['outflow_t_next_10_years'].get('mass', 0):,.0f}",
+                        f"{s['demolition_rate_per_year']:.2%}",
+                    ]
+                    for name, s in flows.items()
+                ],
+            ),
+        ]
+    checks = [k for k in m["checks"] if k not in ("layers", "totals")]
+    parts += [
+        "## Checks passed",
+        ", ".join(checks) + ".",
+        "## Timings (s)",
+        _table(["step", "seconds"], [[k, f"{v}"] for k, v in m["timings_s"].items()]),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:
+    """Markdown report of a failed run: the step and the error (which names the input)."""
+    return (
+        f"# mfa run {run_id}: {pipeline} FAILED\n\n"
+        f"Step **{step}** failed; nothing was published and `latest` is unchanged.\n\n"
+        f"```\n{type(error).__name__}: {error}\n```\n"
+    )
