@@ -133,7 +133,7 @@ def run(
     try:
         load_pipeline(pipeline)  # fail fast, before any engine starts
         if not force:
-            from mfa.run import unchanged_run
+            from mfa.incremental import unchanged_run
 
             previous = unchanged_run(pipeline, output_dir)
             if previous is not None:

@@ -11,7 +11,6 @@ The Prefect flow in ``flows/pipeline.py`` calls the same step functions as tasks
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
 from mfa.errors import MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
+from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
@@ -138,59 +138,6 @@ def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.n
         table, p.intensities.region, materials, where=str(p.intensities.table)
     )
     return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
-
-
-def _input_files(p: Pipeline) -> list[Path]:
-    """Every local file a run of ``p`` reads: sources, model tables, the pipeline file."""
-    src = p.sources
-    files: list[Path | None] = [
-        p.source_file,
-        src.register_.path if src.register_ else None,
-        src.footprints.osm_file if src.footprints else None,
-        src.footprints.file if src.footprints else None,
-        src.districts.path if src.districts else None,
-        *([src.heights.ndsm, src.heights.dsm, src.heights.dtm] if src.heights else []),
-        p.intensities.table,
-        *p.intensities.overrides,
-        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
-        p.dynamics.lifetimes if p.dynamics else None,
-        *sorted(p.archetypes.dir.glob("*")),
-    ]
-    return [f for f in files if f is not None and f.is_file()]
-
-
-def run_key(p: Pipeline) -> str | None:
-    """A digest of everything a run's layers depend on: the content of every input and
-    config file, the validated pipeline and the mfa version. None when the pipeline queries
-    an online source (its content is only known after fetching)."""
-    if (
-        p.sources.footprints is not None
-        and p.sources.footprints.osm_file is None
-        and (p.sources.footprints.file is None)
-    ):
-        return None
-    h = hashlib.sha256()
-    h.update(mfa.__version__.encode())
-    h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
-    for f in _input_files(p):
-        h.update(str(f.name).encode())
-        h.update(file_record(f)["sha256"].encode())
-    return h.hexdigest()
-
-
-def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
-    """The latest published run if nothing it depends on changed since (see :func:`run_key`)."""
-    p = load_pipeline(pipeline_file)
-    latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
-    manifest = latest / MANIFEST
-    if not manifest.is_file():
-        return None
-    key = run_key(p)
-    try:
-        previous = json.loads(manifest.read_text()).get("run_key")
-    except (OSError, json.JSONDecodeError):
-        return None
-    return latest.resolve() if key is not None and key == previous else None
 
 
 def prepare(

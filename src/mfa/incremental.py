@@ -1,0 +1,68 @@
+"""Is a run needed? A digest of everything a run depends on (light imports only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mfa
+from mfa.config import Pipeline, load_pipeline
+from mfa.io.files import sha256_file
+
+__all__ = ["run_key", "unchanged_run"]
+
+MANIFEST = "run.json"
+
+
+def _input_files(p: Pipeline) -> list[Path]:
+    """Every local file a run of ``p`` reads: sources, model tables, the pipeline file."""
+    src = p.sources
+    files: list[Path | None] = [
+        p.source_file,
+        src.register_.path if src.register_ else None,
+        src.footprints.osm_file if src.footprints else None,
+        src.footprints.file if src.footprints else None,
+        src.districts.path if src.districts else None,
+        *([src.heights.ndsm, src.heights.dsm, src.heights.dtm] if src.heights else []),
+        p.intensities.table,
+        *p.intensities.overrides,
+        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
+        p.dynamics.lifetimes if p.dynamics else None,
+        *sorted(p.archetypes.dir.glob("*")),
+    ]
+    return [f for f in files if f is not None and f.is_file()]
+
+
+def run_key(p: Pipeline) -> str | None:
+    """A digest of everything a run's layers depend on: the content of every input and
+    config file, the validated pipeline and the mfa version. None when the pipeline queries
+    an online source (its content is only known after fetching)."""
+    if (
+        p.sources.footprints is not None
+        and p.sources.footprints.osm_file is None
+        and (p.sources.footprints.file is None)
+    ):
+        return None
+    h = hashlib.sha256()
+    h.update(mfa.__version__.encode())
+    h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
+    for f in _input_files(p):
+        h.update(str(f.name).encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
+    """The latest published run if nothing it depends on changed since (see :func:`run_key`)."""
+    p = load_pipeline(pipeline_file)
+    latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
+    manifest = latest / MANIFEST
+    if not manifest.is_file():
+        return None
+    key = run_key(p)
+    try:
+        previous = json.loads(manifest.read_text()).get("run_key")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return latest.resolve() if key is not None and key == previous else None
