@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from mfa import run as steps
+from mfa.errors import TransientFetchError
 
 
 @task(name="prepare")
@@ -20,7 +21,18 @@ def prepare(pipeline_file: str, output_dir: str | None) -> str:
     return str(steps.prepare(pipeline_file, output_dir, runner="prefect"))
 
 
-@task(name="buildings")
+def retry_if_transient(task, task_run, state) -> bool:
+    """Retry a task only when it failed on a transient download error (busy server...)."""
+    try:
+        state.result()
+    except TransientFetchError:
+        return True
+    except BaseException:  # noqa: BLE001 - anything else is not worth a retry
+        return False
+    return False
+
+
+@task(name="buildings", retries=2, retry_delay_seconds=60, retry_condition_fn=retry_if_transient)
 def buildings(work_dir: str) -> str:
     """Read sources → canonical buildings (staged GeoParquet)."""
     return str(steps.build_buildings(Path(work_dir)))

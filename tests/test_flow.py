@@ -86,3 +86,13 @@ def test_flow_publishes_a_report_artifact(prefect_harness, tmp_path: Path) -> No
 
     artifacts = asyncio.run(latest_artifact())
     assert artifacts and "# mfa run" in artifacts[-1].data
+
+
+def test_only_transient_failures_are_retried() -> None:
+    from flows.pipeline import retry_if_transient
+    from prefect.states import Failed
+
+    from mfa.errors import InputDataError, TransientFetchError
+
+    assert retry_if_transient(None, None, Failed(data=TransientFetchError("HTTP 429")))
+    assert not retry_if_transient(None, None, Failed(data=InputDataError("bad file")))

@@ -41,6 +41,8 @@ RESPONSE = {
 
 class _Overpass(BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
+    #: what the next interpreter calls answer, in order ("ok" when the list is empty)
+    script: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:  # /api/status
         body = (
@@ -56,9 +58,18 @@ class _Overpass(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # /api/interpreter
         length = int(self.headers.get("Content-Length", 0))
         type(self).requests.append(self.rfile.read(length).decode())
-        body = json.dumps(RESPONSE).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        mode = type(self).script.pop(0) if type(self).script else "ok"
+        status, ctype, body = 200, "application/json", json.dumps(RESPONSE).encode()
+        if mode in ("429", "504"):
+            status, body = int(mode), b'{"remark": "busy"}'
+        elif mode == "truncated":
+            body = body[: len(body) // 2]
+        elif mode == "html":
+            ctype, body = "text/html", b"<html><body><h1>Dispatcher error</h1></body></html>"
+        elif mode == "empty":
+            body = json.dumps({"version": 0.6, "elements": []}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -73,6 +84,7 @@ def overpass() -> Iterator[str]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     _Overpass.requests = []
+    _Overpass.script = []
     try:
         yield f"http://127.0.0.1:{server.server_port}/api"
     finally:
@@ -106,3 +118,44 @@ overpass_url = "{overpass}"
     assert b.loc["osm:way/101", "function_source"] == "imputed"
     manifest = json.loads((run / "run.json").read_text())
     assert manifest["inputs"][0]["query"] == POLYGON
+
+
+def test_busy_server_is_retried_then_succeeds(overpass: str) -> None:
+    _Overpass.script = ["429", "504"]
+    raw = fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, backoff_s=0.01)
+    assert sorted(raw.osm_id) == [100, 101]
+    assert len(_Overpass.requests) == 3
+
+
+@pytest.mark.parametrize("mode", ["504", "truncated", "html"])
+def test_transient_failures_give_up_after_bounded_attempts(overpass: str, mode: str) -> None:
+    import time
+
+    from mfa.errors import TransientFetchError
+
+    _Overpass.script = [mode] * 5
+    t0 = time.monotonic()
+    with pytest.raises(TransientFetchError, match="gave up after 3 attempts"):
+        fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, backoff_s=0.01)
+    assert len(_Overpass.requests) == 3 and time.monotonic() - t0 < 30
+
+
+def test_failed_download_is_not_cached_or_parsed(overpass: str, tmp_path: Path) -> None:
+    from mfa.errors import TransientFetchError
+
+    cache = tmp_path / "cache"
+    _Overpass.script = ["truncated"] * 3
+    with pytest.raises(TransientFetchError):
+        fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, cache_dir=cache, backoff_s=0.01)
+    assert not cache.exists() or not any(cache.iterdir())
+    raw = fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, cache_dir=cache)
+    assert len(raw) == 2 and any(cache.iterdir())
+
+
+def test_empty_area_is_bad_input_not_retried(overpass: str) -> None:
+    from mfa.errors import InputDataError
+
+    _Overpass.script = ["empty"]
+    with pytest.raises(InputDataError, match="no buildings in the requested area"):
+        fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, backoff_s=0.01)
+    assert len(_Overpass.requests) == 1

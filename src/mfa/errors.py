@@ -29,3 +29,7 @@ class ValidationError(MfaError, AssertionError):
 
 class PublishError(MfaError, OSError):
     """A run could not be published (the previous `latest` is left untouched)."""
+
+
+class TransientFetchError(MfaError, ConnectionError):
+    """A download failed in a way that may pass (busy server, timeout, cut-off response)."""

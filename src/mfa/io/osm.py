@@ -6,6 +6,7 @@ geometry) that :func:`mfa.buildings.osm.normalise_osm` turns into canonical buil
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,11 @@ import shapely
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.osm import OSM_TAGS, normalise_osm
 from mfa.config import FootprintSource
-from mfa.errors import InputDataError, InputNotFoundError
+from mfa.errors import InputDataError, InputNotFoundError, TransientFetchError
 
 __all__ = ["buildings_from_osm", "fetch_osm", "read_osm_file"]
+
+log = logging.getLogger("mfa")
 
 _TAGS = {"building": True}
 
@@ -141,42 +144,87 @@ def _osmnx_settings(**values: object) -> Iterator[None]:
             setattr(ox.settings, k, v)
 
 
+def _fail_fast_when_busy(response, *args, **kwargs):
+    """requests hook: stop osmnx from waiting and retrying forever on 429/504."""
+    if response.status_code in (429, 502, 503, 504):
+        raise TransientFetchError(
+            f"{response.url}: HTTP {response.status_code} {response.reason} (server busy)"
+        )
+    return response
+
+
+def _fetch_once(place: str | None, polygon_wkt: str | None) -> gpd.GeoDataFrame:
+    import osmnx as ox
+    import requests
+    from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
+
+    try:
+        if place is not None:
+            return ox.features_from_place(place, tags=_TAGS)
+        try:
+            poly = shapely.from_wkt(polygon_wkt)
+        except shapely.errors.GEOSException as exc:
+            raise InputDataError(f"polygon_wkt is not valid WKT ({exc})") from exc
+        if poly.geom_type not in ("Polygon", "MultiPolygon"):
+            raise InputDataError(f"polygon_wkt is a {poly.geom_type}; give a lon/lat polygon")
+        return ox.features_from_polygon(poly, tags=_TAGS)
+    except InsufficientResponseError as exc:
+        if "No matching features" in str(exc):
+            raise InputDataError(
+                "OpenStreetMap has no buildings in the requested area; check the place name "
+                "or polygon (lon/lat order)"
+            ) from exc
+        raise TransientFetchError(f"incomplete or non-JSON response from Overpass: {exc}") from exc
+    except ResponseStatusCodeError as exc:
+        raise TransientFetchError(f"Overpass error response: {str(exc)[:300]}") from exc
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        raise TransientFetchError(f"Overpass unreachable: {exc}") from exc
+
+
 def fetch_osm(
     place: str | None = None,
     polygon_wkt: str | None = None,
     cache_dir: Path | None = None,
     timeout_s: int = 180,
     overpass_url: str | None = None,
+    attempts: int = 3,
+    backoff_s: float = 10.0,
 ) -> gpd.GeoDataFrame:
     """Raw building features from the Overpass API for a place name or a lon/lat polygon.
 
-    ``cache_dir`` keeps osmnx's response cache (nothing is cached without it);
-    ``overpass_url`` selects another Overpass instance than osmnx's default.
+    Transient failures (HTTP 429/502/503/504, timeouts, a cut-off or non-JSON body) are
+    retried ``attempts`` times in all, waiting ``backoff_s`` × 2^k between tries, then
+    raised as :class:`~mfa.errors.TransientFetchError`; an area without buildings is an
+    :class:`~mfa.errors.InputDataError` at once. ``cache_dir`` keeps osmnx's response
+    cache (only complete, parsed responses are cached); ``overpass_url`` selects another
+    Overpass instance than osmnx's default.
     """
-    import osmnx as ox
+    import time
 
+    if place is None and polygon_wkt is None:
+        raise InputDataError("give a place or a polygon_wkt to fetch OSM buildings")
     settings: dict[str, object] = {
         "requests_timeout": timeout_s,
         "use_cache": cache_dir is not None,
+        "requests_kwargs": {"hooks": {"response": _fail_fast_when_busy}},
     }
     if cache_dir is not None:
         settings["cache_folder"] = str(cache_dir)
     if overpass_url is not None:
         settings["overpass_url"] = overpass_url
     with _osmnx_settings(**settings):
-        if place is not None:
-            gdf = ox.features_from_place(place, tags=_TAGS)
-        elif polygon_wkt is not None:
+        for attempt in range(attempts):
             try:
-                poly = shapely.from_wkt(polygon_wkt)
-            except shapely.errors.GEOSException as exc:
-                raise InputDataError(f"polygon_wkt is not valid WKT ({exc})") from exc
-            if poly.geom_type not in ("Polygon", "MultiPolygon"):
-                raise InputDataError(f"polygon_wkt is a {poly.geom_type}; give a lon/lat polygon")
-            gdf = ox.features_from_polygon(poly, tags=_TAGS)
-        else:
-            raise InputDataError("give a place or a polygon_wkt to fetch OSM buildings")
-    return _from_osmnx(gdf)
+                return _from_osmnx(_fetch_once(place, polygon_wkt))
+            except TransientFetchError as exc:
+                if attempt == attempts - 1:
+                    raise TransientFetchError(
+                        f"{exc}; gave up after {attempts} attempts: try again later, or use a "
+                        "local extract (sources.footprints.osm_file)"
+                    ) from exc
+                log.warning("attempt %d/%d failed: %s", attempt + 1, attempts, exc)
+                time.sleep(backoff_s * 2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def buildings_from_osm(
