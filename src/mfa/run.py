@@ -140,6 +140,19 @@ def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.n
     return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
 
 
+def _central_intensities(p: Pipeline, materials: list[str], archetypes) -> pd.DataFrame:
+    """Archetype × material intensities (kg/m²) at the pipeline's statistic."""
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
+    return intensity_matrix(
+        table,
+        p.intensities.region,
+        p.intensities.statistic,
+        materials,
+        archetypes,
+        where=str(p.intensities.table),
+    )
+
+
 def prepare(
     pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain"
 ) -> Path:
@@ -319,15 +332,7 @@ def estimate_stocks(work_dir: Path) -> Path:
         districts = read_districts(p.sources.districts, p.crs)
         write_layer(districts, work / "stage" / "districts_input.parquet")
     materials = _materials(p)
-    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
-    matrix = intensity_matrix(
-        table,
-        p.intensities.region,
-        p.intensities.statistic,
-        materials,
-        buildings["archetype_id"].unique(),
-        where=str(p.intensities.table),
-    )
+    matrix = _central_intensities(p, materials, buildings["archetype_id"].unique())
     archetypes, draws = _intensity_draws(p, materials)
     q = tuple(p.uncertainty.percentiles)
     unit_q = unit_quantiles(draws, archetypes, materials, q)
@@ -504,15 +509,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
     too_new = years > dyn.base_year
     attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
     archetypes, draws = _intensity_draws(p, materials)
-    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
-    matrix = intensity_matrix(
-        table,
-        p.intensities.region,
-        p.intensities.statistic,
-        materials,
-        archetypes,
-        where=str(p.intensities.table),
-    )
+    matrix = _central_intensities(p, materials, archetypes)
     q = tuple(p.uncertainty.percentiles)
     frames = []
     for sc in dyn.scenarios:
