@@ -201,6 +201,29 @@ def serve(
     prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
 
 
+@app.command()
+def synth(
+    buildings: Annotated[int, typer.Option("--buildings", "-n", help="number of buildings")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder to write")],
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    like: Annotated[
+        Path, typer.Option("--like", help="register whose distributions to copy")
+    ] = Path("geodata/sample/bbr_bygning_2020.parquet"),
+    config: Annotated[Path, typer.Option("--config", help="the config/ folder")] = Path("config"),
+) -> None:
+    """Write a synthetic city (register with footprints, districts) and its pipeline.toml."""
+    from mfa.synth import write_synthetic_city
+
+    if not like.is_file():
+        _fail(FileNotFoundError(f"{like}: --like register not found; run from the repository root"))
+    if not (config / "archetypes").is_dir():
+        _fail(FileNotFoundError(f"{config}: not a config folder; pass --config"))
+    t0 = time.perf_counter()
+    pipeline = write_synthetic_city(buildings, seed, output, like, config)
+    seconds = time.perf_counter() - t0
+    out.print(f"{buildings:,} buildings written in {seconds:.1f} s; run: mfa run {pipeline}")
+
+
 def _parse_pair(text: str, what: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in text.split(","))

@@ -22,7 +22,10 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     if not path.is_file():
         raise InputNotFoundError(f"{path}: districts file not found; fix sources.districts.path")
     try:
-        gdf = gpd.read_file(path, layer=source.layer)
+        if path.suffix.lower() in (".parquet", ".geoparquet"):
+            gdf = gpd.read_parquet(path)  # GDAL's Parquet driver is often missing
+        else:
+            gdf = gpd.read_file(path, layer=source.layer)
     except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
         raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
     where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
