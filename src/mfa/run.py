@@ -336,11 +336,10 @@ def estimate_stocks(work_dir: Path) -> Path:
     archetypes, draws = _intensity_draws(p, materials)
     q = tuple(p.uncertainty.percentiles)
     unit_q = unit_quantiles(draws, archetypes, materials, q)
-    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
-    whole = group_draws(
-        buildings["gfa_m2"].to_numpy(dtype=float), a_idx, np.zeros(len(buildings), int), 1, draws
+    whole, _ = _group_percentiles(
+        p, materials, buildings, np.zeros(len(buildings), int), 1, drawn=(archetypes, draws)
     )
-    total_band = percentile_columns(whole, materials, q).iloc[0].round(3).to_dict()
+    total_band = whole.iloc[0].round(3).to_dict()
     meta = estimate_partition(buildings.iloc[:0], matrix, districts, unit_q)
     with dask_compute(p.compute.scheduler) as compute:
         result = map_partitions(
@@ -391,14 +390,15 @@ def _group_percentiles(
     group_of_building: np.ndarray,
     n_groups: int,
     chunk: int = 2_000,
+    drawn: tuple[list[str], np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """Percentile columns per group (0 … n_groups − 1) from summed Monte Carlo draws.
 
     Groups are processed ``chunk`` at a time, so memory is draws × chunk × materials.
     Also checks, draw by draw, that the groups sum to the buildings' total; returns the
-    largest relative difference.
+    largest relative difference. ``drawn`` passes draws the caller already has.
     """
-    archetypes, draws = _intensity_draws(p, materials)
+    archetypes, draws = drawn if drawn is not None else _intensity_draws(p, materials)
     a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
     g_idx = np.asarray(group_of_building, dtype=np.int64)
     if (a_idx < 0).any() or (g_idx < 0).any():
