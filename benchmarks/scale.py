@@ -477,8 +477,16 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
-    for p in ("mfa", "geopandas", "shapely", "pyarrow", "dask", "duckdb",
-              "duckdb-extension-spatial", "sedonadb"):  # fmt: skip
+    for p in (
+        "mfa",
+        "geopandas",
+        "shapely",
+        "pyarrow",
+        "dask",
+        "duckdb",
+        "duckdb-extension-spatial",
+        "sedonadb",
+    ):
         try:
             out[p] = version(p)
         except PackageNotFoundError:
@@ -513,8 +521,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 10_000_000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES))
-    ap.add_argument("--reference", choices=ENGINES, default="mfa",
-                    help="engine the others are checked against (default mfa)")  # fmt: skip
+    ap.add_argument(
+        "--reference",
+        choices=ENGINES,
+        default="mfa",
+        help="engine the others are checked against (default mfa)",
+    )
     ap.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "bench")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per engine run")
