@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import sedonadb
 
@@ -37,6 +38,9 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
     sd.read_parquet(str(districts)).to_view("districts")
     for name in ("use_function", "wall_structure", "function_defaults", "intensity"):
         sd.read_parquet(str(lookups / f"{name}.parquet")).to_view(name)
+    # pa.table reads the Arrow stream: to_pandas() would need the geoarrow package
+    srid_sql = "SELECT ST_SRID(geometry) AS srid FROM districts LIMIT 1"
+    srid = int(pa.table(sd.sql(srid_sql))["srid"][0].as_py())
 
     buildings = sd.sql(
         f"""
@@ -66,10 +70,12 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
                 s.geometry,
                 -- a CASE over geometries loses the geometry type in SedonaDB 0.5
                 -- ("st_contains(geometry, binary): No kernel"): choose on WKB, re-tag
+                -- with the SRID as a literal (a per-row ST_SRID(...) hides the CRS from
+                -- the planner and the join below falls back to a nested loop)
                 ST_SetSRID(ST_GeomFromWKB(
                     CASE WHEN ST_Contains(s.geometry, s.centroid) THEN ST_AsBinary(s.centroid)
                          ELSE ST_AsBinary(ST_PointOnSurface(s.geometry)) END
-                ), ST_SRID(s.geometry)) AS point
+                ), {srid}) AS point
             FROM standing s
             JOIN intensity i ON i.archetype_id = s.function || '-' || s.structure
         )
