@@ -274,3 +274,20 @@ def test_harness_smoke_all_engines_agree(tmp_path) -> None:
         assert row["reference"] == reference
         assert row["buildings_per_s_median"] > 0 and row["peak_rss_mb_max"] > 50
     assert (tmp_path / "cities" / "n50000-s1" / "register.parquet").is_file()
+
+
+def test_duckdb_peer_puts_a_missing_crs_back(city: Path, tmp_path) -> None:
+    """DuckDB builds that write GeoParquet without a CRS get it from the input."""
+    from peers.duckdb_spatial import _ensure_crs, _input_crs
+
+    path = tmp_path / "nocrs.parquet"
+    table = pq.read_table(city / "districts.parquet")
+    geo = json.loads(table.schema.metadata[b"geo"])
+    geo["columns"]["geometry"].pop("crs")
+    pq.write_table(
+        table.replace_schema_metadata({**table.schema.metadata, b"geo": json.dumps(geo)}), path
+    )
+    assert scale._crs_problem(path, 25832) is not None
+    _ensure_crs(path, _input_crs(city / "register.parquet"))
+    assert scale._crs_problem(path, 25832) is None
+    assert pq.read_table(path).num_rows == len(DISTRICTS)
