@@ -529,7 +529,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "bench")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per engine run")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds per engine process (imports included)",
+    )
     ap.add_argument("--config", type=Path, default=ROOT / "config")
     ap.add_argument("--region", default="OECD_EU15")
     a = ap.parse_args(argv)
@@ -583,7 +588,7 @@ def main(argv: list[str]) -> int:
             for e in engines:
                 if e in failed_at:
                     if repeat == 1:
-                        why = f"skipped: failed at {failed_at[e]:,} buildings"
+                        why = f"it failed at {failed_at[e]:,} buildings"
                         runs.append(Run(e, n, repeat, ok=False, error=why))
                         print(f"{e} at {n:,}: skipped, it failed at {failed_at[e]:,} buildings")
                     continue
