@@ -292,3 +292,36 @@ def test_bad_register_is_named_and_earlier_outputs_stay(
     assert str(bad) in str(exc.value)
     after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in out.iterdir()}
     assert after == before  # no temp files left, earlier layers byte-identical
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_pipeline_file_cli_and_prefect_flow_agree(tmp_path, prefect_harness) -> None:
+    """`mfa stream` on a synthetic city's pipeline.toml, then the Prefect flow: same layers,
+    progress shown in the terminal and as a Prefect progress artifact at 100 %."""
+    import asyncio
+
+    from flows.stream import mfa_stream
+    from prefect.client.orchestration import get_client
+    from typer.testing import CliRunner
+
+    from mfa.cli import app
+    from mfa.synth import write_synthetic_city
+
+    pipeline = write_synthetic_city(
+        20_000, 4, tmp_path / "city", SAMPLE / "bbr_bygning_2020.parquet", CONFIG
+    )
+    res = CliRunner().invoke(app, ["stream", str(pipeline), "-o", str(tmp_path / "cli")])
+    assert res.exit_code == 0, res.output
+    assert "20000/20000 records" in res.output and "buildings of 20,000 records" in res.output
+    state = mfa_stream(str(pipeline), str(tmp_path / "flow"), return_state=True)
+    assert state.is_completed()
+    for layer in ("buildings.parquet", "districts.parquet"):
+        assert _digest(tmp_path / "cli" / layer) == _digest(tmp_path / "flow" / layer)
+
+    async def latest_progress() -> float:
+        async with get_client() as client:
+            arts = await client.read_latest_artifacts()
+            return next(a.data for a in arts if a.key == "mfa-stream-progress")
+
+    assert asyncio.run(latest_progress()) == pytest.approx(100.0)

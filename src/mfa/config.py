@@ -254,6 +254,10 @@ class Compute(_Strict):
         ),
     ] = "threads"
     partitions: Annotated[int, Field(ge=1, le=100_000)] = 4
+    workers: Annotated[
+        int | None,
+        Field(ge=1, le=4096, description="threads or local-cluster processes (default: cores)"),
+    ] = None
 
     @field_validator("scheduler")
     @classmethod

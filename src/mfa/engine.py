@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -38,7 +39,7 @@ from mfa.io.files import fsync_dir
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.wkb import polygon_measures
 
-__all__ = ["EngineTables", "estimate_batch", "estimate_file"]
+__all__ = ["EngineTables", "estimate_batch", "estimate_file", "estimate_pipeline"]
 
 #: BBR columns the engine reads (Datafordeler names).
 ID, STATUS, USE, WALL, GFA, FLOORS = (
@@ -276,7 +277,6 @@ def _geo_metadata(source: pq.ParquetFile, path: Path) -> dict[str, Any]:
 
 
 def _read_districts(path: Path, crs: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    import geopandas as gpd
     from pyproj import CRS
 
     if not path.is_file():
@@ -341,7 +341,7 @@ def _locator(geoms: np.ndarray) -> PointLocator:
 
 def estimate_file(
     register: str | Path,
-    districts: str | Path,
+    districts: str | Path | gpd.GeoDataFrame,
     output: str | Path,
     config_dir: str | Path = "config",
     region: str = "OECD_EU15",
@@ -374,7 +374,7 @@ def estimate_file(
         Row counts, seconds, throughput and totals (t).
     """
     t0 = time.perf_counter()
-    register, districts, output = Path(register), Path(districts), Path(output)
+    register, output = Path(register), Path(output)
     if not register.is_file():
         raise InputNotFoundError(f"{register}: register file not found")
     tables = tables or EngineTables.from_config(config_dir, region)
@@ -392,7 +392,15 @@ def estimate_file(
     from pyproj import CRS
 
     crs = CRS.from_user_input(json.dumps(geo_col["crs"]))
-    d, d_geoms = _read_districts(districts, crs)
+    if isinstance(districts, gpd.GeoDataFrame):
+        if districts.crs is None or not districts.crs.equals(crs):
+            raise InputDataError(
+                f"{register}: CRS {crs.to_string()} differs from the districts' {districts.crs}; "
+                "reproject the footprints to the pipeline CRS"
+            )
+        d, d_geoms = districts, districts.geometry.values
+    else:
+        d, d_geoms = _read_districts(Path(districts), crs)
     d_ids = pa.array(d["district_id"].astype(str).tolist())
     n_groups = source.num_row_groups
     total_rows = source.metadata.num_rows
@@ -490,8 +498,6 @@ def _empty_batch(source: pq.ParquetFile) -> pa.RecordBatch:
 
 
 def _write_districts(d: pd.DataFrame, sums: np.ndarray, columns: list[str], path: Path) -> None:
-    import geopandas as gpd
-
     out = pd.DataFrame(sums, columns=columns)
     out["n_buildings"] = out["n_buildings"].round().astype("int64")
     frame = gpd.GeoDataFrame(
@@ -500,3 +506,62 @@ def _write_districts(d: pd.DataFrame, sums: np.ndarray, columns: list[str], path
         crs=d.crs,
     )
     frame.to_parquet(path, write_covering_bbox=True)
+
+
+def estimate_pipeline(
+    pipeline_file: str | Path,
+    output: str | Path | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Run the streaming engine on a pipeline file's register (with footprint polygons),
+    districts, archetype rules and intensities, on the pipeline's ``[compute]`` scheduler.
+
+    Output folder: ``output`` or ``<output.dir>/<name>/stream``. Returns it and the summary
+    (also written there as ``summary.json``).
+    """
+    from mfa.config import load_pipeline
+    from mfa.io.districts import read_districts
+    from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
+    from mfa.stocks.intensity import intensity_matrix
+
+    p = load_pipeline(pipeline_file)
+    if p.sources.register_ is None or p.sources.districts is None:
+        raise InputDataError(
+            f"{pipeline_file}: the streaming engine needs [sources.register] (a GeoParquet "
+            "with footprint polygons) and [sources.districts]"
+        )
+    vocabulary = p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml"
+    materials = load_materials(vocabulary)
+    if p.intensities.materials:
+        materials = [m for m in materials if m in p.intensities.materials]
+    rules = load_archetype_rules(p.archetypes.dir)
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
+    archetypes = tuple(f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES)
+    matrix = intensity_matrix(
+        table, p.intensities.region, p.intensities.statistic, materials, archetypes
+    )
+    tables = EngineTables(
+        use_function={str(k): str(v) for k, v in rules.bbr_use_function.items()},
+        wall_structure={str(k): str(v) for k, v in rules.bbr_wall_structure.items()},
+        floors_default=dict(rules.floors_by_function),
+        structure_default=dict(rules.structure_by_function),
+        archetypes=tuple(matrix.index),
+        materials=tuple(materials),
+        kg_m2=matrix.to_numpy(dtype=float),
+        existing_status=tuple(p.sources.register_.existing_status),
+    )
+    districts = read_districts(p.sources.districts, p.crs)
+    out = Path(output) if output is not None else p.output_root(None) / p.name / "stream"
+    summary = estimate_file(
+        p.sources.register_.path,
+        districts[["district_id", "district_name", "geometry"]],
+        out,
+        scheduler=scheduler or p.compute.scheduler,
+        workers=workers or p.compute.workers,
+        tables=tables,
+        progress=progress,
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return out, summary
