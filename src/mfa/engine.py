@@ -320,11 +320,14 @@ def _task(
     tables: EngineTables,
     district_geoms: np.ndarray,
     district_ids: pa.Array,
-) -> tuple[pa.Table, np.ndarray]:
-    """Read one row group and estimate it (runs on a worker)."""
+) -> tuple[pa.Table, np.ndarray, tuple[float, float]]:
+    """Read one row group and estimate it (runs on a worker); also the seconds each took."""
+    t0 = time.perf_counter()
     f = pq.ParquetFile(path, read_dictionary=list(_CODES))
     batch = f.read_row_group(row_group, columns=[ID, *_CODES, GFA, FLOORS, "geometry"])
-    return estimate_batch(batch, tables, _locator(district_geoms), district_ids)
+    t1 = time.perf_counter()
+    table, sums = estimate_batch(batch, tables, _locator(district_geoms), district_ids)
+    return table, sums, (t1 - t0, time.perf_counter() - t1)
 
 
 _LOCATORS: dict[int, PointLocator] = {}
@@ -423,6 +426,8 @@ def estimate_file(
     }
     writer: pq.ParquetWriter | None = None
     rows_done = written = 0
+    # worker-side read/compute seconds (summed over tasks), client-side wait/write seconds
+    profile = dict.fromkeys(("read_s", "compute_s", "wait_s", "write_s"), 0.0)
     try:
         with _pool(scheduler, workers) as submit:
             pending: deque[tuple[int, Any]] = deque()
@@ -434,17 +439,23 @@ def estimate_file(
                     pending.append((nxt, fut))
                     nxt += 1
                 rg, fut = pending.popleft()
+                tw = time.perf_counter()
                 try:
-                    table, part = fut.result()
+                    table, part, (read_s, compute_s) = fut.result()
                 except (TypeError, pa.ArrowInvalid) as exc:
                     raise InputDataError(
                         f"{register} row group {rg}: unreadable values ({exc}); numeric "
                         f"columns {GFA} and {FLOORS} must hold numbers"
                     ) from exc
+                profile["wait_s"] += time.perf_counter() - tw
+                profile["read_s"] += read_s
+                profile["compute_s"] += compute_s
+                tw = time.perf_counter()
                 if writer is None:
                     schema = table.schema.with_metadata({b"geo": json.dumps(geo).encode()})
                     writer = pq.ParquetWriter(tmp_b, schema, **_WRITE_OPTIONS)
                 writer.write_table(table)
+                profile["write_s"] += time.perf_counter() - tw
                 sums += part
                 written += table.num_rows
                 rows_done += source.metadata.row_group(rg).num_rows
@@ -484,6 +495,7 @@ def estimate_file(
         "workers": workers,
         "seconds": round(seconds, 3),
         "buildings_per_s": round(total_rows / seconds) if seconds > 0 else None,
+        "profile_s": {k: round(v, 3) for k, v in profile.items()},
         "totals_t": {k: float(v) for k, v in totals.items() if k.endswith("_t")},
         "gfa_m2": float(totals["gfa_m2"]),
     }
