@@ -56,7 +56,7 @@ def setup() -> None:
         "-r",
         "requirements.lock",
         "-e",
-        ".[dev]",
+        ".[dev,bench]",
     )
     STAMP.write_text(digest)
 
