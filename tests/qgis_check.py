@@ -123,14 +123,15 @@ def main(run: Path, out: Path) -> dict:
         where = flows.temporalProperties().createFilterString(ctx, year_range(year))
         request = QgsFeatureRequest().setFilterExpression(where)
         years = [f["year"] for f in flows.getFeatures(request)]
-        expression = QgsExpression(flows.renderer().classAttribute())
-        ec = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(flows))
-        drawn = 0
-        for f in flows.getFeatures():
-            ec.setFeature(f)
-            drawn += expression.evaluate(ec) is not None
         result["flows_frame"] = {"year": year, "rows": len(years), "years": sorted(set(years))}
-        result["flows_drawn_rows"] = drawn
+        if flows.renderer() is not None:  # none without districts: a table
+            expression = QgsExpression(flows.renderer().classAttribute())
+            ec = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(flows))
+            drawn = 0
+            for f in flows.getFeatures():
+                ec.setFeature(f)
+                drawn += expression.evaluate(ec) is not None
+            result["flows_drawn_rows"] = drawn
 
     # the layers of the GeoPackage opened directly: their stored default style applies
     direct = {}
@@ -147,7 +148,7 @@ def main(run: Path, out: Path) -> dict:
             _, ok = layer.loadDefaultStyle()
             info["default_style"] = {"loaded": ok, **renderer_info(layer)}
             bare = QgsVectorLayer(uri, name, "ogr", bare_options)
-            info["without_default_style"] = bare.renderer().type()
+            info["without_default_style"] = bare.renderer() and bare.renderer().type()
             qml = run / f"{name}.qml"
             if qml.exists():
                 _, ok = bare.loadNamedStyle(str(qml))
@@ -168,7 +169,7 @@ def main(run: Path, out: Path) -> dict:
     context.appendScope(QgsExpressionContextUtils.projectScope(project))
     settings.setExpressionContext(context)
     render(settings, out / "project.png")
-    if flows is not None and flows.isValid():
+    if flows is not None and flows.isValid() and flows.isSpatial():
         settings.setLayers([flows])
         settings.setIsTemporal(True)
         settings.setTemporalRange(year_range(result["flows_frame"]["year"]))
@@ -186,5 +187,6 @@ if __name__ == "__main__":
     try:
         data = main(Path(sys.argv[1]), Path(sys.argv[2]))
     finally:
+        QgsProject.instance().clear()  # layers left alive at exitQgis() crash Python
         app.exitQgis()
     print(json.dumps(data, default=str))

@@ -230,6 +230,28 @@ def test_geopackage_view_styles_and_check(tmp_path: Path) -> None:
     assert str(tmp_path) not in project and f"./{GPKG}|layername=flows" in project
 
 
+def test_flows_without_districts_are_a_table(tmp_path: Path) -> None:
+    layers = _small_run()
+    del layers["districts"]
+    flows = layers["flows"]
+    layers["flows"] = gpd.GeoDataFrame(
+        flows.drop(columns="geometry"), geometry=gpd.GeoSeries([None] * len(flows)), crs=CRS
+    )
+    report = write_qgis_outputs(tmp_path, layers, CRS, "small", (2020, 2021))
+    assert report["layers"]["flows"] == {"rows": 24, "field": None, "classes": 0, "breaks": []}
+    with sqlite3.connect(tmp_path / GPKG) as con:
+        kinds = dict(con.execute("SELECT table_name, data_type FROM gpkg_contents"))
+        column = con.execute(
+            "SELECT f_geometry_column FROM layer_styles WHERE f_table_name = 'flows'"
+        ).fetchone()[0]
+    con.close()
+    assert kinds["flows"] == "attributes" and FLOWS_TABLE not in kinds and column == ""
+    root = ET.fromstring((tmp_path / PROJECT).read_text().split("\n", 1)[1])
+    flows_layer = next(m for m in root.iter("maplayer") if m.find("layername").text == "flows")
+    assert flows_layer.get("geometry") == "No geometry" and flows_layer.find("renderer-v2") is None
+    assert flows_layer.find("temporal").get("startField") == "date"
+
+
 def test_publish_rejects_a_geopackage_that_does_not_match(bbr_pipeline, tmp_path: Path) -> None:
     pipeline = bbr_pipeline()
     out = tmp_path / "out"

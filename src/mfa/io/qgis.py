@@ -1003,9 +1003,9 @@ def write_qgis_outputs(
         "layers": {
             name: {
                 "rows": rows[name],
-                "field": s.expression,
+                "field": s.expression if s.classes else None,
                 "classes": s.classes,
-                "breaks": list(s.breaks),
+                "breaks": list(s.breaks) if s.classes else [],
             }
             for name, s in styles.items()
         },
