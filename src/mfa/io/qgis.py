@@ -760,6 +760,8 @@ def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> dict
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry).
     """
+    if not layers:
+        raise ValueError(f"{path}: no layers to write")
     path = Path(path)
     path.unlink(missing_ok=True)
     rows: dict[str, int] = {}
@@ -874,7 +876,7 @@ def check_geopackage(path: Path, expected_rows: Mapping[str, int]) -> dict[str, 
         got = pyogrio.read_info(path, layer=name, force_feature_count=True)["features"]
         if got != n:
             raise ValidationError(f"{path}: layer {name} has {got} rows, its GeoParquet {n}")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+    with sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True) as con:
         styled = {
             r[0] for r in con.execute("SELECT f_table_name FROM layer_styles WHERE useAsDefault")
         }
