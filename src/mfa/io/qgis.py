@@ -455,7 +455,7 @@ def run_styles(
     - buildings: ``mass_t`` (t per building), 5 quantile classes, yellow-green-blue (so
       the points stand out on the areas below them);
     - districts and grid: ``mass_t_per_ha`` (t/ha), 5 quantile classes each,
-      yellow-orange-brown;
+      yellow-orange-brown, districts at 60 % opacity under the outlined grid cells;
     - quality: ``gfa_observed`` (share of buildings whose floor area is observed, shown in
       %), fixed classes 0-50-75-90-100 %, red to green;
     - flows: yearly demolition outflow (t) of the total mass in the first scenario, 5
@@ -490,9 +490,10 @@ def run_styles(
                 geometry=_geometry_of(df),
                 unit="t/ha",
                 title="material per hectare (t/ha)",
-                outline="#6e6e6e" if name == "districts" else None,
-                outline_width_mm=0.26,
-                opacity=0.85 if name == "grid" else 1.0,
+                outline="#6e6e6e" if name == "districts" else "#4d4d4d",
+                outline_width_mm=0.26 if name == "districts" else 0.1,
+                # districts lie under the grid in the same ramp: faded, they stay apart
+                opacity=0.6 if name == "districts" else 1.0,
             )
     if "quality" in layers:
         br = (0.0, 0.5, 0.75, 0.9, 1.0)
