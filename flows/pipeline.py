@@ -58,6 +58,12 @@ def flows(work_dir: str) -> str | None:
     return None if out is None else str(out)
 
 
+@task(name="qgis")
+def qgis(work_dir: str) -> str:
+    """The layers for QGIS: a styled GeoPackage, .qml styles and a QGIS project."""
+    return str(steps.qgis_outputs(Path(work_dir)))
+
+
 @task(name="publish")
 def publish(work_dir: str) -> str:
     """Check every layer, write run.json, switch `latest` atomically; report as an artifact."""
@@ -99,6 +105,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
                 ("estimate_stocks", stocks),
                 ("aggregate", districts),
                 ("forecast_flows", flows),
+                ("qgis_outputs", qgis),
             ):
                 step = name
                 task_fn(work)

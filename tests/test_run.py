@@ -40,6 +40,9 @@ def test_dk_sample_layers(dk_run: Path) -> None:
             "report.md",
             "run.json",
             *[f"stock_{m}.tif" for m in ["mass", *MATERIALS]],
+            "layers.gpkg",
+            "project.qgs",
+            *[f"{n}.qml" for n in ("buildings", "districts", "flows", "grid", "quality")],
         ]
     )
     b = gpd.read_parquet(latest / "buildings.parquet")

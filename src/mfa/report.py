@@ -87,6 +87,15 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
                 ],
             ),
         ]
+    qgis = m.get("qgis")
+    if qgis:
+        parts += [
+            "## Open in QGIS",
+            f"`{qgis['project']}`: the layers of `{qgis['geopackage']}`, styled and grouped "
+            "(QGIS 3.22 or newer); "
+            + ", ".join(f"`{s}`" for s in qgis["styles"])
+            + " style the GeoParquet layers of the same name (QGIS 3.34 or newer).",
+        ]
     checks = [k for k in m["checks"] if k not in ("layers", "totals")]
     parts += [
         "## Checks passed",

@@ -52,6 +52,7 @@ from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
+from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register
 from mfa.io.tables import (
@@ -81,6 +82,7 @@ __all__ = [
     "estimate_stocks",
     "prepare",
     "publish",
+    "qgis_outputs",
     "record_failure",
     "run_pipeline",
 ]
@@ -97,6 +99,14 @@ GRID = "grid.parquet"
 FLOWS = "flows.parquet"
 REPORT = "report.md"
 FAILURE = "last-failure.md"
+#: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
+QGIS_LAYERS = {
+    "buildings": BUILDINGS,
+    "districts": DISTRICTS,
+    "grid": GRID,
+    "quality": QUALITY,
+    "flows": FLOWS,
+}
 
 
 # --------------------------------------------------------------------------- context
@@ -566,6 +576,25 @@ def forecast_flows(work_dir: Path) -> Path | None:
     return out
 
 
+def qgis_outputs(work_dir: Path) -> Path:
+    """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
+
+    The GeoPackage holds every GeoParquet layer of the run with its default style; the
+    ``.qml`` beside each ``.parquet`` is the same style; the project opens them styled,
+    in groups, in the pipeline CRS (see :mod:`mfa.io.qgis`). Written into the work
+    folder, so :func:`publish` checks them before the run is published.
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    layers = {name: read_layer(work / f) for name, f in QGIS_LAYERS.items() if (work / f).exists()}
+    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
+    written = write_qgis_outputs(work, layers, p.crs, p.name, years)
+    _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
+    log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
+    return work / PROJECT
+
+
 def _versions() -> dict[str, str]:
     names = ["geopandas", "shapely", "pyarrow", "pandas", "numpy", "dask", "pyproj", "osmnx"]
     out = {"python": platform.python_version(), "mfa": mfa.__version__}
@@ -635,6 +664,11 @@ def _checks(
         checks["flows_stock_balance"] = _check_flows(read_layer(work / FLOWS), p, totals)
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
+    expected = {name: int(layers[f]["rows"]) for name, f in QGIS_LAYERS.items() if f in layers}
+    checks["geopackage"] = check_geopackage(work / GPKG, expected)
+    missing = [f for f in (PROJECT, *(f"{n}.qml" for n in expected)) if not (work / f).is_file()]
+    if missing:
+        raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
     return checks
 
 
@@ -763,6 +797,7 @@ def publish(work_dir: Path) -> Path:
         "matches": b.get("matches"),
         "imputed_from_cohort_peers": b.get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
+        "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
@@ -896,6 +931,7 @@ STEPS: tuple[Callable[[Path], Path | None], ...] = (
     estimate_stocks,
     aggregate,
     forecast_flows,
+    qgis_outputs,
 )
 
 
