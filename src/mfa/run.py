@@ -170,7 +170,7 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
-        "run_key": run_key(p),
+        "run_key": run_key(p, started.date().isoformat()),
     }
     (work / "context.json").write_text(json.dumps(context, indent=2))
     log.info("run %s of %s in %s", run_id, p.name, work)
@@ -181,7 +181,7 @@ def prepare(
 
 
 def _read_footprints(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     fp = p.sources.footprints
     assert fp is not None
@@ -190,19 +190,21 @@ def _read_footprints(
         return buildings_from_footprint_file(fp, p.crs, rules)
     if fp.osm_file is not None:
         inputs.append({"role": "footprints", **file_record(fp.osm_file)})
-    else:
-        inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
-    cache = p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
-    return buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
+        buildings, dropped, _ = buildings_from_osm(fp, p.crs, rules)
+        return buildings, dropped
+    buildings, dropped, snapshot = buildings_from_osm(fp, p.crs, rules, p.cache_root(), day)
+    inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
+    return buildings, dropped
 
 
 def _sources(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
 ) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], list[pd.DataFrame], dict[str, Any] | None, int]:
     """Read, normalise and clean every building source; conflate when there are two.
 
     Returns the buildings, the dropped and repair tables, the match report (or None)
-    and the number of records read.
+    and the number of records read. ``day`` (the run's UTC day) names the snapshot of an
+    online source.
     """
     bounds = area_of_use_bounds(p.crs)
     min_area = rules.limits.min_footprint_m2
@@ -220,7 +222,7 @@ def _sources(
         dropped += [d, d2]
         repairs.append(r)
     if p.sources.footprints is not None:
-        fps, d = _read_footprints(p, rules, inputs)
+        fps, d = _read_footprints(p, rules, inputs, day)
         n_records += len(fps) + len(d)
         fps, d2, r = clean_geometries(fps, bounds, min_area)
         parts["footprints"] = fps
@@ -266,8 +268,11 @@ def build_buildings(work_dir: Path) -> Path:
     p = load_pipeline(ctx["pipeline_file"])
     rules = load_archetype_rules(p.archetypes.dir)
     inputs: list[dict[str, Any]] = []
-    buildings, dropped_parts, repair_parts, matches, n_records = _sources(p, rules, inputs)
-    run_year = datetime.fromisoformat(ctx["started_at"]).year
+    started = datetime.fromisoformat(ctx["started_at"])
+    buildings, dropped_parts, repair_parts, matches, n_records = _sources(
+        p, rules, inputs, started.date().isoformat()
+    )
+    run_year = started.year
     buildings, repairs_range = check_ranges(
         buildings, rules.limits, run_year, rules.floors_by_function
     )
@@ -284,6 +289,9 @@ def build_buildings(work_dir: Path) -> Path:
     if p.sources.districts is not None:
         inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
 
+    if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
+        ctx["run_key"] = run_key(p, started.date().isoformat())
+        (work / "context.json").write_text(json.dumps(ctx, indent=2))
     check_buildings(buildings, "canonical buildings", p.crs)
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
