@@ -12,7 +12,7 @@ from mfa.config import Pipeline, load_pipeline
 from mfa.errors import MfaError
 from mfa.io.files import sha256_file
 
-__all__ = ["run_key", "unchanged_run"]
+__all__ = ["code_digest", "run_key", "unchanged_run"]
 
 MANIFEST = "run.json"
 
@@ -34,6 +34,16 @@ def _input_files(p: Pipeline) -> list[Path]:
         *sorted(p.archetypes.dir.glob("*")),
     ]
     return [f for f in files if f is not None and f.is_file()]
+
+
+def code_digest() -> str:
+    """sha256 of mfa's own source files (so a code change without a version bump counts)."""
+    root = Path(mfa.__file__).parent
+    h = hashlib.sha256(mfa.__version__.encode())
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
 
 
 def _online_snapshot_sha(p: Pipeline, day: str) -> str | None:
@@ -60,7 +70,7 @@ def run_key(p: Pipeline, day: str | None = None) -> str | None:
     is no such snapshot yet (its content is only known after downloading).
     """
     h = hashlib.sha256()
-    h.update(mfa.__version__.encode())
+    h.update(code_digest().encode())
     h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
     if p.sources.footprints is not None and p.sources.footprints.online:
         sha = _online_snapshot_sha(p, day or datetime.now(UTC).date().isoformat())
