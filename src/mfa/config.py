@@ -496,6 +496,10 @@ def _check_files(p: Pipeline, file: Path) -> None:
         if path is None:
             continue
         ok = path.is_dir() if is_dir else path.is_file()
+        if not is_dir and path.is_dir():
+            raise InputNotFoundError(
+                f"{file}: key '{key}': {path} is a folder, not a file; give a file"
+            )
         if not ok:
             kind = "folder" if is_dir else "file"
             raise InputNotFoundError(

@@ -52,7 +52,7 @@ from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
 from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
-from mfa.errors import MfaError, PublishError, ValidationError
+from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
@@ -358,6 +358,8 @@ def _build_by_part(
     run's result rows when ``incremental`` (see :mod:`mfa.reuse`)."""
     records, dropped_norm = _normalised_source(p, rules, inputs, day)
     n_records = len(records) + len(dropped_norm)
+    if len(records) == 0:
+        raise _no_buildings(p, n_records, [dropped_norm])
     districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
     part = split_parts(records.geometry, districts)
     order = np.argsort(part.to_numpy(dtype=object), kind="stable")  # by part, input order
@@ -468,6 +470,34 @@ def _build_by_part(
     )
 
 
+def _no_buildings(p: Pipeline, n_records: int, dropped: list[pd.DataFrame]) -> InputDataError:
+    """The error for a run left with no building: what was read and why it was left out."""
+    src = p.sources
+    where = (
+        src.register_.path
+        if src.register_ is not None
+        else (
+            src.footprints.file
+            or src.footprints.osm_file
+            or src.footprints.place
+            or src.footprints.polygon_wkt
+        )
+        if src.footprints is not None
+        else "?"
+    )
+    if n_records == 0:
+        return InputDataError(f"{where}: no building records; check the file (and its layer)")
+    table = pd.concat(dropped, ignore_index=True)
+    reasons = ", ".join(
+        f"{reason}: {count}" for reason, count in table["reason"].value_counts().head(3).items()
+    )
+    key = "sources.register.existing_status" if src.register_ is not None else "the source"
+    return InputDataError(
+        f"{where}: none of the {n_records} records is a building mfa can use ({reasons}); "
+        f"check the file and {key}"
+    )
+
+
 def _sorted_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """Left-out records or repairs in one order, however they were put together."""
     table = pd.concat(frames, ignore_index=True).astype("string")
@@ -509,6 +539,8 @@ def build_buildings(work_dir: Path) -> Path:
         ctx["run_key"] = run_key(p, day)
         (work / "context.json").write_text(json.dumps(ctx, indent=2))
     buildings = built.computed
+    if len(buildings) == 0 and built.reused is None:
+        raise _no_buildings(p, built.n_records, built.dropped)
     check_buildings(buildings, "canonical buildings", p.crs)
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
@@ -591,6 +623,13 @@ def estimate_stocks(work_dir: Path) -> Path:
             unit_quantiles=unit_q,
         )
     result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs).reset_index(drop=True)
+    if districts is not None and len(result) and result["district_id"].isna().all():
+        assert p.sources.districts is not None
+        raise InputDataError(
+            f"{p.sources.districts.path}: none of the {len(result)} buildings lies in a "
+            "district; check that the districts cover the buildings' area and that both "
+            "files have the right CRS"
+        )
     reused = work / "stage" / "buildings_reused.parquet"
     if reused.exists():  # an incremental run: the unchanged districts' rows, as published
         result = pd.concat([result, read_layer(reused)[list(result.columns)]], ignore_index=True)
