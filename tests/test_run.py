@@ -35,6 +35,7 @@ def test_dk_sample_layers(dk_run: Path) -> None:
             "dropped.csv",
             "flows.parquet",
             "grid.parquet",
+            "incremental.parquet",
             "quality.parquet",
             "repairs.csv",
             "report.md",
