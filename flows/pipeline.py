@@ -16,9 +16,9 @@ from mfa.errors import TransientFetchError
 
 
 @task(name="prepare")
-def prepare(pipeline_file: str, output_dir: str | None) -> str:
+def prepare(pipeline_file: str, output_dir: str | None, incremental: bool = False) -> str:
     """Validate the pipeline file, create the run's work folder."""
-    return str(steps.prepare(pipeline_file, output_dir, runner="prefect"))
+    return str(steps.prepare(pipeline_file, output_dir, runner="prefect", incremental=incremental))
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -58,6 +58,12 @@ def flows(work_dir: str) -> str | None:
     return None if out is None else str(out)
 
 
+@task(name="qgis")
+def qgis(work_dir: str) -> str:
+    """The layers for QGIS: a styled GeoPackage, .qml styles and a QGIS project."""
+    return str(steps.qgis_outputs(Path(work_dir)))
+
+
 @task(name="publish")
 def publish(work_dir: str) -> str:
     """Check every layer, write run.json, switch `latest` atomically; report as an artifact."""
@@ -83,7 +89,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
     """Run the pipeline file ``pipeline_file``; return the published run folder.
 
     ``force=False`` (scheduled runs) returns the latest run without recomputing when
-    nothing it depends on changed.
+    nothing it depends on changed, and otherwise recomputes only the changed districts.
     """
     if not force:
         previous = unchanged(pipeline_file, output_dir)
@@ -91,7 +97,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
             get_run_logger().info("unchanged since %s: nothing to do", previous)
             return previous
     with steps.run_lock(pipeline_file, output_dir):
-        work = prepare(pipeline_file, output_dir)
+        work = prepare(pipeline_file, output_dir, not force)
         step = "buildings"
         try:
             for name, task_fn in (
@@ -99,6 +105,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
                 ("estimate_stocks", stocks),
                 ("aggregate", districts),
                 ("forecast_flows", flows),
+                ("qgis_outputs", qgis),
             ):
                 step = name
                 task_fn(work)

@@ -28,6 +28,11 @@ AARHUS = DATA / "aarhus_geodanmark_bygninger.gpkg"
 
 @pytest.fixture(scope="module")
 def footprints(rules) -> gpd.GeoDataFrame:
+    return aarhus_footprints(rules)
+
+
+def aarhus_footprints(rules) -> gpd.GeoDataFrame:
+    """The 426 Aarhus footprints, normalised, with their register links."""
     src = FootprintSource(
         file=AARHUS, layer="buildings", id_column="ID_LOKALID", register_link_column="BBRUUID"
     )
@@ -124,10 +129,10 @@ def test_register_without_footprint_area_takes_the_polygons_share(footprints, ru
     np.testing.assert_allclose(shared.footprint_area_m2.astype(float), area / 2)
 
 
-def test_conflation_pipeline(footprints, tmp_path: Path) -> None:
-    reg = _register(footprints)
+def conflation_pipeline(footprints: gpd.GeoDataFrame, tmp_path: Path) -> Path:
+    """A pipeline file conflating :func:`_register` with the Aarhus footprints."""
     csv = tmp_path / "register.parquet"
-    reg.to_parquet(csv)
+    _register(footprints).to_parquet(csv)
     body = f"""
 name = "aarhus-conflation"
 crs = "EPSG:25832"
@@ -139,7 +144,12 @@ layer = "buildings"
 id_column = "ID_LOKALID"
 register_link_column = "BBRUUID"
 """
-    run = run_pipeline(write_pipeline(tmp_path, body + MODEL), tmp_path / "out")
+    return write_pipeline(tmp_path, body + MODEL)
+
+
+def test_conflation_pipeline(footprints, tmp_path: Path) -> None:
+    reg = _register(footprints)
+    run = run_pipeline(conflation_pipeline(footprints, tmp_path), tmp_path / "out")
     b = gpd.read_parquet(run / "buildings.parquet")
     import json
 

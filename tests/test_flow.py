@@ -28,7 +28,16 @@ def test_flow_gives_the_same_layers_as_the_plain_runner(prefect_harness, tmp_pat
         pd.testing.assert_frame_equal(
             gpd.read_parquet(with_prefect / layer), gpd.read_parquet(plain / layer)
         )
-    assert json.loads((with_prefect / "run.json").read_text())["runner"] == "prefect"
+    manifest = json.loads((with_prefect / "run.json").read_text())
+    assert manifest["runner"] == "prefect"
+    # the qgis task ran too: the same GeoPackage layers, styles and project
+    assert manifest["checks"]["geopackage"]["status"] == "passed"
+    plain_manifest = json.loads((plain / "run.json").read_text())
+    assert manifest["qgis"] == plain_manifest["qgis"]
+    assert all(
+        (with_prefect / f).is_file()
+        for f in ("layers.gpkg", "project.qgs", *manifest["qgis"]["styles"])
+    )
     assert (tmp_path / "prefect" / "dk-sample" / "latest").resolve() == with_prefect.resolve()
 
 

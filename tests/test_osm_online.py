@@ -39,12 +39,24 @@ RESPONSE = {
 }
 
 
+FILE_BODY = b"id;area\n" + b"".join(f"{i};{i * 10}\n".encode() for i in range(5000))
+
+
 class _Overpass(BaseHTTPRequestHandler):
     requests: ClassVar[list[str]] = []
     #: what the next interpreter calls answer, in order ("ok" when the list is empty)
     script: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # /api/status
+    def do_GET(self) -> None:  # /api/status, or /files/<name> for plain downloads
+        if self.path.startswith("/files/"):
+            type(self).requests.append(self.path)
+            mode = type(self).script.pop(0) if type(self).script else "ok"
+            body = FILE_BODY
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body if mode == "ok" else body[: len(body) // 2])
+            return
         body = (
             b"Connected as: 1\nCurrent time: 2026-11-24T00:00:00Z\nAnnounced endpoint: none\n"
             b"Rate limit: 2\n2 slots available now.\n"
@@ -102,15 +114,22 @@ def test_fetch_polygon_through_osmnx(overpass: str, tmp_path: Path) -> None:
     assert any((tmp_path / "cache").iterdir())  # the response was cached
 
 
-def test_online_pipeline(overpass: str, tmp_path: Path) -> None:
+def _online(tmp_path: Path, overpass: str, extra: str = "", name: str = "p.toml") -> Path:
     body = f"""
 name = "online"
 crs = "EPSG:25832"
 [sources.footprints]
 polygon_wkt = "{POLYGON}"
 overpass_url = "{overpass}"
+{extra}
+[cache]
+dir = "{tmp_path / "cache"}"
 """
-    run = run_pipeline(write_pipeline(tmp_path, body + MODEL), tmp_path / "out")
+    return write_pipeline(tmp_path, body + MODEL, name)
+
+
+def test_online_pipeline(overpass: str, tmp_path: Path) -> None:
+    run = run_pipeline(_online(tmp_path, overpass), tmp_path / "out")
     import geopandas as gpd
 
     b = gpd.read_parquet(run / "buildings.parquet").set_index("building_id")
@@ -159,3 +178,113 @@ def test_empty_area_is_bad_input_not_retried(overpass: str) -> None:
     with pytest.raises(InputDataError, match="no buildings in the requested area"):
         fetch_osm(polygon_wkt=POLYGON, overpass_url=overpass, backoff_s=0.01)
     assert len(_Overpass.requests) == 1
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_dated_snapshot_is_written_then_reused_without_network(
+    overpass: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from mfa.run import unchanged_run
+
+    pipeline = _online(tmp_path, overpass)
+    first = run_pipeline(pipeline, tmp_path / "out")
+    assert len(_Overpass.requests) == 1
+    today = datetime.now(UTC).date().isoformat()
+    (snap,) = (tmp_path / "cache" / "osm" / today).glob("*.parquet")
+    side = json.loads((snap.parent / (snap.name + ".json")).read_text())
+    assert side["sha256"] == _sha(snap) and side["bytes"] == snap.stat().st_size
+    assert side["query"]["polygon_wkt"] == POLYGON and side["query"]["overpass_url"] == overpass
+    assert side["day"] == today and side["fetched_at"].startswith(today)
+    assert not list(snap.parent.glob(".*"))  # no part files left
+    used = json.loads((first / "run.json").read_text())["inputs"][0]["snapshot"]
+    assert used["path"] == str(snap) and used["sha256"] == side["sha256"]
+    assert used["bytes"] == side["bytes"] and used["reused"] is False
+    assert json.loads((first / "run.json").read_text())["run_key"] is not None
+
+    _Overpass.requests.clear()
+    second = run_pipeline(pipeline, tmp_path / "out")  # forced: recomputed, from the cache
+    assert _Overpass.requests == []
+    again = json.loads((second / "run.json").read_text())["inputs"][0]["snapshot"]
+    assert again["reused"] is True and again["sha256"] == side["sha256"]
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(first / "buildings.parquet"), pd.read_parquet(second / "buildings.parquet")
+    )
+    # the run key is known once the snapshot exists: an unchanged re-run does nothing
+    assert unchanged_run(pipeline, tmp_path / "out") == second.resolve()
+    assert _Overpass.requests == []
+
+
+def test_pinned_snapshot_is_offline_and_reproducible(overpass: str, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from mfa.errors import InputNotFoundError
+
+    first = run_pipeline(_online(tmp_path, overpass), tmp_path / "out")
+    today = datetime.now(UTC).date().isoformat()
+    _Overpass.requests.clear()
+    _Overpass.script = ["html"] * 10  # the server is broken now: a pinned run never asks it
+    for pin in (today, "latest"):
+        p = _online(tmp_path, overpass, f'snapshot = "{pin}"', name=f"{pin}.toml")
+        run = run_pipeline(p, tmp_path / "out")
+        m = json.loads((run / "run.json").read_text())
+        assert m["inputs"][0]["snapshot"]["day"] == today
+        assert m["totals_t"] == json.loads((first / "run.json").read_text())["totals_t"]
+    assert _Overpass.requests == []
+    missing = _online(tmp_path, overpass, 'snapshot = "2001-01-01"', name="old.toml")
+    with pytest.raises(InputNotFoundError, match=f"snapshots exist for {today}"):
+        run_pipeline(missing, tmp_path / "out")
+    assert _Overpass.requests == []
+
+
+def test_failed_download_leaves_no_snapshot_and_the_old_one_intact(
+    overpass: str, tmp_path: Path
+) -> None:
+    from mfa.config import FootprintSource
+    from mfa.errors import TransientFetchError
+    from mfa.io.osm import osm_snapshot
+
+    src = FootprintSource(polygon_wkt=POLYGON, overpass_url=overpass)
+    cache = tmp_path / "cache"
+    old, reused = osm_snapshot(src, cache, "2026-11-23")
+    assert not reused and old.sha256 == _sha(old.path)
+    before = {p: _sha(p) for p in (cache / "osm").rglob("*") if p.is_file()}
+    _Overpass.script = ["truncated"] * 3
+    with pytest.raises(TransientFetchError):
+        osm_snapshot(src, cache, "2026-11-24", backoff_s=0.01)
+    assert {p: _sha(p) for p in (cache / "osm").rglob("*") if p.is_file()} == before
+    day = cache / "osm" / "2026-11-24"
+    assert not day.exists() or not any(day.iterdir())
+    # a snapshot edited after download is refused, never silently used
+    old.path.write_bytes(old.path.read_bytes()[:-10])
+    from mfa.errors import InputDataError
+
+    with pytest.raises(InputDataError, match="does not match its sidecar"):
+        osm_snapshot(src, cache, "2026-11-23")
+
+
+def test_url_download_is_atomic(overpass: str, tmp_path: Path) -> None:
+    from mfa.errors import TransientFetchError
+    from mfa.io.cache import download_url
+
+    url = overpass.removesuffix("/api") + "/files/register.csv"
+    cache = tmp_path / "cache"
+    _Overpass.script = ["cut"]
+    with pytest.raises(TransientFetchError, match=r"register\.csv"):
+        download_url(cache, "register", url, "2026-11-24")
+    folder = cache / "register" / "2026-11-24"
+    assert not any(folder.iterdir())  # no part file, nothing at the final name
+    snap = download_url(cache, "register", url, "2026-11-24")
+    assert snap.path == folder / "register.csv" and snap.path.read_bytes() == FILE_BODY
+    assert snap.sha256 == _sha(snap.path) and snap.bytes == len(FILE_BODY)
+    n = len(_Overpass.requests)
+    assert download_url(cache, "register", url, "2026-11-24") == snap  # reused, no request
+    assert len(_Overpass.requests) == n

@@ -35,11 +35,15 @@ def test_dk_sample_layers(dk_run: Path) -> None:
             "dropped.csv",
             "flows.parquet",
             "grid.parquet",
+            "incremental.parquet",
             "quality.parquet",
             "repairs.csv",
             "report.md",
             "run.json",
             *[f"stock_{m}.tif" for m in ["mass", *MATERIALS]],
+            "layers.gpkg",
+            "project.qgs",
+            *[f"{n}.qml" for n in ("buildings", "districts", "flows", "grid", "quality")],
         ]
     )
     b = gpd.read_parquet(latest / "buildings.parquet")

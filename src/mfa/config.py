@@ -72,6 +72,11 @@ class FootprintSource(_Strict):
     overpass_url: str | None = Field(
         default=None, description="another Overpass API than osmnx's default (online only)"
     )
+    snapshot: str | None = Field(
+        default=None,
+        description="online only: use the cached snapshot of this day (YYYY-MM-DD) or the "
+        "newest one ('latest') instead of downloading; default: today's, downloaded once",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FootprintSource:
@@ -86,7 +91,30 @@ class FootprintSource(_Strict):
             raise ValueError("a footprint file needs id_column (a unique building id)")
         if self.file is None and (self.layer or self.id_column or self.register_link_column):
             raise ValueError("layer, id_column and register_link_column go with file")
+        if self.snapshot is not None:
+            if self.place is None and self.polygon_wkt is None:
+                raise ValueError("snapshot goes with an online query (place or polygon_wkt)")
+            if self.snapshot != "latest" and not _valid_day(self.snapshot):
+                raise ValueError(
+                    f"snapshot must be a day such as '2026-11-24' or 'latest', got "
+                    f"{self.snapshot!r}"
+                )
         return self
+
+    @property
+    def online(self) -> bool:
+        """True when the footprints come from an online query (cached as dated snapshots)."""
+        return self.place is not None or self.polygon_wkt is not None
+
+
+def _valid_day(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
 
 
 class HeightSource(_Strict):
@@ -244,6 +272,14 @@ class Output(_Strict):
     keep_runs: Annotated[int, Field(ge=1, le=10_000)] = 10
 
 
+class Cache(_Strict):
+    """Where downloads are kept as dated snapshots (see mfa.io.cache)."""
+
+    dir: Path | None = Field(
+        default=None, description="default: geodata/cache beside the pipeline file's folder"
+    )
+
+
 class Compute(_Strict):
     """How the per-building steps run on Dask."""
 
@@ -254,6 +290,10 @@ class Compute(_Strict):
         ),
     ] = "threads"
     partitions: Annotated[int, Field(ge=1, le=100_000)] = 4
+    workers: Annotated[
+        int | None,
+        Field(ge=1, le=4096, description="threads or local-cluster processes (default: cores)"),
+    ] = None
 
     @field_validator("scheduler")
     @classmethod
@@ -308,6 +348,7 @@ class Pipeline(_Strict):
     grid: Grid | None = None
     dynamics: Dynamics | None = None
     output: Output = Output()
+    cache: Cache = Cache()
     compute: Compute = Compute()
     schedule: Schedule | None = None
     source_file: Path | None = Field(default=None, exclude=True)
@@ -336,6 +377,14 @@ class Pipeline(_Strict):
         if self.output.dir is not None:
             return self.output.dir
         return Path("outputs").resolve()
+
+    def cache_root(self) -> Path:
+        """The download cache: ``[cache] dir``, else ``geodata/cache`` one folder above the
+        pipeline file (the repository's, for files in ``pipelines/``)."""
+        if self.cache.dir is not None:
+            return self.cache.dir
+        base = self.source_file.parent.parent if self.source_file else Path.cwd()
+        return base / "geodata" / "cache"
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -406,6 +455,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("intensities", "table"),
         ("intensities", "vocabulary"),
         ("output", "dir"),
+        ("cache", "dir"),
         ("dynamics", "lifetimes"),
     }
     overrides = data.get("intensities", {}).get("overrides")
@@ -450,6 +500,10 @@ def _check_files(p: Pipeline, file: Path) -> None:
         if path is None:
             continue
         ok = path.is_dir() if is_dir else path.is_file()
+        if not is_dir and path.is_dir():
+            raise InputNotFoundError(
+                f"{file}: key '{key}': {path} is a folder, not a file; give a file"
+            )
         if not ok:
             kind = "folder" if is_dir else "file"
             raise InputNotFoundError(

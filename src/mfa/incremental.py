@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mfa
 from mfa.config import Pipeline, load_pipeline
+from mfa.errors import MfaError
 from mfa.io.files import sha256_file
 
-__all__ = ["run_key", "unchanged_run"]
+__all__ = ["code_digest", "run_key", "unchanged_run"]
 
 MANIFEST = "run.json"
 
@@ -34,19 +36,48 @@ def _input_files(p: Pipeline) -> list[Path]:
     return [f for f in files if f is not None and f.is_file()]
 
 
-def run_key(p: Pipeline) -> str | None:
+def code_digest() -> str:
+    """sha256 of mfa's own source files (so a code change without a version bump counts)."""
+    root = Path(mfa.__file__).parent
+    h = hashlib.sha256(mfa.__version__.encode())
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def _online_snapshot_sha(p: Pipeline, day: str) -> str | None:
+    """sha256 of the snapshot an online source would use on ``day`` (pinned, or that day's
+    if it was already downloaded); None when the run would have to download."""
+    from mfa.io.cache import OSM_KIND, find_snapshot, osm_snapshot_name
+
+    fp = p.sources.footprints
+    assert fp is not None
+    name = osm_snapshot_name(fp.place, fp.polygon_wkt)
+    try:
+        snap = find_snapshot(p.cache_root(), OSM_KIND, name, fp.snapshot or day)
+    except MfaError:
+        return None  # a damaged snapshot: the run will say so
+    return None if snap is None else snap.sha256
+
+
+def run_key(p: Pipeline, day: str | None = None) -> str | None:
     """A digest of everything a run's layers depend on: the content of every input and
-    config file, the validated pipeline and the mfa version. None when the pipeline queries
-    an online source (its content is only known after fetching)."""
-    if (
-        p.sources.footprints is not None
-        and p.sources.footprints.osm_file is None
-        and (p.sources.footprints.file is None)
-    ):
-        return None
+    config file, the validated pipeline and the mfa version.
+
+    An online source counts by the content of the snapshot the run would use on ``day``
+    (``YYYY-MM-DD``, default today in UTC): the pinned one, or that day's. None when there
+    is no such snapshot yet (its content is only known after downloading).
+    """
     h = hashlib.sha256()
-    h.update(mfa.__version__.encode())
+    h.update(code_digest().encode())
     h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
+    if p.sources.footprints is not None and p.sources.footprints.online:
+        sha = _online_snapshot_sha(p, day or datetime.now(UTC).date().isoformat())
+        if sha is None:
+            return None
+        h.update(b"osm-snapshot")
+        h.update(sha.encode())
     for f in _input_files(p):
         h.update(str(f.name).encode())
         h.update(sha256_file(f).encode())

@@ -13,6 +13,24 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _incremental(inc: dict[str, Any] | None) -> list[str]:
+    """One line on what was recomputed: all districts, or which ones (and why)."""
+    if not inc:
+        return []
+    if inc.get("mode") == "incremental":
+        shown = inc["recomputed"][:20]
+        more = f" and {len(inc['recomputed']) - 20} more" if len(inc["recomputed"]) > 20 else ""
+        names = f": {', '.join(shown)}{more}" if shown else ""
+        return [
+            f"Incremental: recomputed {inc['recomputed_count']} of {inc['districts']} "
+            f"districts{names}; reused {inc['reused_count']} from run {inc['previous_run']} "
+            "(records, settings and cohort statistics unchanged)."
+        ]
+    n = inc.get("districts")
+    what = f"all {n} districts" if n is not None else "every building"
+    return [f"Full recompute of {what}: {inc.get('reason', '')}."]
+
+
 def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     """Markdown report of a published run; ``previous`` is the run it replaces as latest."""
     band = (m.get("uncertainty") or {}).get("totals_t", {})
@@ -36,6 +54,7 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         f"Status **{m['status']}**, {m['started_at']} → {m['finished_at']} ({m['runner']}).",
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, {rc['dropped']:,} "
         f"records left out of {rc['records_read']:,} read; {m['total_gfa_m2']:,.0f} m² floor area.",
+        *_incremental(m.get("incremental")),
         "## Material stock (t)",
         _table(
             ["material", "t", "p05", "p95", "change since previous run"],
@@ -86,6 +105,15 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
                     for name, s in flows.items()
                 ],
             ),
+        ]
+    qgis = m.get("qgis")
+    if qgis:
+        parts += [
+            "## Open in QGIS",
+            f"`{qgis['project']}`: the layers of `{qgis['geopackage']}`, styled and grouped "
+            "(QGIS 3.22 or newer); "
+            + ", ".join(f"`{s}`" for s in qgis["styles"])
+            + " style the GeoParquet layers of the same name (QGIS 3.34 or newer).",
         ]
     checks = [k for k in m["checks"] if k not in ("layers", "totals")]
     parts += [

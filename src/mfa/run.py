@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +33,14 @@ import shapely
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.conflate import conflate
+from mfa.buildings.parts import (
+    cohort_counts,
+    cohort_digest,
+    cohort_statistics,
+    cohort_targets,
+    part_digests,
+    split_parts,
+)
 from mfa.buildings.quality import (
     area_of_use_bounds,
     check_ranges,
@@ -44,7 +52,7 @@ from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
 from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
-from mfa.errors import MfaError, PublishError, ValidationError
+from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
 from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
@@ -52,6 +60,7 @@ from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
+from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register
 from mfa.io.tables import (
@@ -62,6 +71,7 @@ from mfa.io.tables import (
 )
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.report import failure_markdown, report_markdown
+from mfa.reuse import STATE, previous_run, reused_rows, run_wide_key
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array
@@ -81,6 +91,7 @@ __all__ = [
     "estimate_stocks",
     "prepare",
     "publish",
+    "qgis_outputs",
     "record_failure",
     "run_pipeline",
 ]
@@ -97,6 +108,14 @@ GRID = "grid.parquet"
 FLOWS = "flows.parquet"
 REPORT = "report.md"
 FAILURE = "last-failure.md"
+#: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
+QGIS_LAYERS = {
+    "buildings": BUILDINGS,
+    "districts": DISTRICTS,
+    "grid": GRID,
+    "quality": QUALITY,
+    "flows": FLOWS,
+}
 
 
 # --------------------------------------------------------------------------- context
@@ -154,9 +173,15 @@ def _central_intensities(p: Pipeline, materials: list[str], archetypes) -> pd.Da
 
 
 def prepare(
-    pipeline_file: str | Path, output_dir: str | Path | None = None, runner: str = "plain"
+    pipeline_file: str | Path,
+    output_dir: str | Path | None = None,
+    runner: str = "plain",
+    incremental: bool = False,
 ) -> Path:
-    """Validate the pipeline file and create the run's work folder; return its path."""
+    """Validate the pipeline file and create the run's work folder; return its path.
+
+    ``incremental``: the run may reuse the previous run's rows of unchanged districts.
+    """
     p = load_pipeline(pipeline_file)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
     started = datetime.now(UTC)
@@ -170,7 +195,8 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
-        "run_key": run_key(p),
+        "incremental": incremental,
+        "run_key": run_key(p, started.date().isoformat()),
     }
     (work / "context.json").write_text(json.dumps(context, indent=2))
     log.info("run %s of %s in %s", run_id, p.name, work)
@@ -181,7 +207,7 @@ def prepare(
 
 
 def _read_footprints(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     fp = p.sources.footprints
     assert fp is not None
@@ -190,19 +216,21 @@ def _read_footprints(
         return buildings_from_footprint_file(fp, p.crs, rules)
     if fp.osm_file is not None:
         inputs.append({"role": "footprints", **file_record(fp.osm_file)})
-    else:
-        inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt})
-    cache = p.source_file.parent.parent / "geodata" / "cache" / "osmnx" if p.source_file else None
-    return buildings_from_osm(fp, p.crs, rules, cache_dir=cache)
+        buildings, dropped, _ = buildings_from_osm(fp, p.crs, rules)
+        return buildings, dropped
+    buildings, dropped, snapshot = buildings_from_osm(fp, p.crs, rules, p.cache_root(), day)
+    inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
+    return buildings, dropped
 
 
 def _sources(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]]
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
 ) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], list[pd.DataFrame], dict[str, Any] | None, int]:
     """Read, normalise and clean every building source; conflate when there are two.
 
     Returns the buildings, the dropped and repair tables, the match report (or None)
-    and the number of records read.
+    and the number of records read. ``day`` (the run's UTC day) names the snapshot of an
+    online source.
     """
     bounds = area_of_use_bounds(p.crs)
     min_area = rules.limits.min_footprint_m2
@@ -220,7 +248,7 @@ def _sources(
         dropped += [d, d2]
         repairs.append(r)
     if p.sources.footprints is not None:
-        fps, d = _read_footprints(p, rules, inputs)
+        fps, d = _read_footprints(p, rules, inputs, day)
         n_records += len(fps) + len(d)
         fps, d2, r = clean_geometries(fps, bounds, min_area)
         parts["footprints"] = fps
@@ -258,44 +286,291 @@ def _raster_heights(
     return mapped, {**asdict(stats), "percentile": h.percentile}
 
 
+@dataclass
+class _Built:
+    """What reading the sources and building the canonical rows gave."""
+
+    computed: gpd.GeoDataFrame  # canonical buildings computed in this run
+    dropped: list[pd.DataFrame]
+    repairs: list[pd.DataFrame]
+    n_records: int
+    peer_counts: dict[str, int]
+    raster_report: dict[str, Any] | None
+    matches: dict[str, Any] | None = None
+    reused: gpd.GeoDataFrame | None = None  # result rows of reused parts (previous run)
+    incremental: dict[str, Any] = field(default_factory=dict)
+    state: pd.DataFrame | None = None  # cohort counts per part, for the next run
+
+
+def _check_and_refine(
+    b: gpd.GeoDataFrame, p: Pipeline, rules: ArchetypeRules, run_year: int, storey: float
+) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], dict[str, Any] | None]:
+    """Plausibility limits, raster heights and floors from heights (per building)."""
+    b, repairs_range = check_ranges(b, rules.limits, run_year, rules.floors_by_function)
+    raster_h, raster_report = None, None
+    if p.sources.heights is not None and len(b):
+        raster_h, raster_report = _raster_heights(b, p.sources.heights)
+    b, repairs_height = refine_with_heights(b, raster_h, storey, rules.limits)
+    return b, [repairs_range, repairs_height], raster_report
+
+
+def _build_conflated(
+    p: Pipeline,
+    rules: ArchetypeRules,
+    inputs: list[dict[str, Any]],
+    day: str,
+    run_year: int,
+    storey: float,
+) -> _Built:
+    """Register and footprints: clean each, conflate across the whole area, then refine."""
+    buildings, dropped, repairs, matches, n_records = _sources(p, rules, inputs, day)
+    buildings, more, raster_report = _check_and_refine(buildings, p, rules, run_year, storey)
+    buildings, peer_counts = impute_from_cohort_peers(buildings)
+    return _Built(
+        computed=buildings,
+        dropped=dropped,
+        repairs=[*repairs, *more],
+        n_records=n_records,
+        peer_counts=peer_counts,
+        raster_report=raster_report,
+        matches=matches,
+        incremental={
+            "mode": "full",
+            "reason": "register and footprints are conflated across district borders: "
+            "every run recomputes every district",
+        },
+    )
+
+
+def _normalised_source(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    """The one building source, read and normalised (not yet cleaned)."""
+    if p.sources.register_ is not None:
+        src = p.sources.register_
+        inputs.append({"role": "register", **file_record(src.path)})
+        return buildings_from_register(src, p.crs, rules)
+    fps, dropped = _read_footprints(p, rules, inputs, day)
+    return fps.drop(columns=["register_link"], errors="ignore"), dropped
+
+
+def _build_by_part(
+    p: Pipeline,
+    rules: ArchetypeRules,
+    inputs: list[dict[str, Any]],
+    day: str,
+    run_year: int,
+    storey: float,
+    work: Path,
+    incremental: bool,
+) -> _Built:
+    """One building source, split into district parts; unchanged parts reuse the previous
+    run's result rows when ``incremental`` (see :mod:`mfa.reuse`)."""
+    records, dropped_norm = _normalised_source(p, rules, inputs, day)
+    n_records = len(records) + len(dropped_norm)
+    if len(records) == 0:
+        raise _no_buildings(p, n_records, [dropped_norm])
+    districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
+    part = split_parts(records.geometry, districts)
+    order = np.argsort(part.to_numpy(dtype=object), kind="stable")  # by part, input order
+    records = records.iloc[order].reset_index(drop=True)
+    part = part.iloc[order].reset_index(drop=True)
+    digests = part_digests(records, part)
+    key = run_wide_key(p, run_year)
+
+    prev, reason = None, "forced full recompute (--force)"
+    if incremental:
+        prev, reason = previous_run(work.parent.parent)
+    if prev is not None and prev.run_wide_key != key:
+        prev, reason = None, "settings, model tables, districts, rasters, code or year changed"
+    candidates = (
+        [k for k, d in digests.items() if prev.parts.get(k, {}).get("digest") == d]
+        if prev is not None
+        else []
+    )
+
+    owner = pd.Series(part.to_numpy(), index=records["building_id"].to_numpy())
+
+    def compute(rows: gpd.GeoDataFrame) -> tuple:
+        """Clean and refine the records of the parts to compute."""
+        rows, dropped, rep_geom = clean_geometries(
+            rows, area_of_use_bounds(p.crs), rules.limits.min_footprint_m2
+        )
+        rows, rep_more, raster_report = _check_and_refine(rows, p, rules, run_year, storey)
+        rows_part = rows["building_id"].map(owner).astype("string")
+        return rows, rows_part, dropped, [rep_geom, *rep_more], raster_report
+
+    reuse = part.isin(candidates).to_numpy()
+    rows, rows_part, dropped_a, repairs_a, raster_report = compute(records[~reuse])
+    counts = cohort_counts(rows, rows_part)
+    if candidates:
+        assert prev is not None
+        counts = pd.concat(
+            [counts, prev.counts[prev.counts["part"].isin(candidates)]], ignore_index=True
+        )
+    stats = cohort_statistics(counts)
+    cdigest = cohort_digest(*stats)
+    if candidates and prev is not None and cdigest != prev.cohort_digest:
+        reason = "the cohort statistics used for imputation changed"
+        candidates, reuse = [], np.zeros(len(records), dtype=bool)
+        rows, rows_part, dropped_a, repairs_a, raster_report = compute(records)
+        counts = cohort_counts(rows, rows_part)
+        stats = cohort_statistics(counts)
+        cdigest = cohort_digest(*stats)
+    s_todo, f_todo = cohort_targets(rows, stats)
+    rows, peer_counts = impute_from_cohort_peers(rows, statistics=stats)
+    refined = (
+        pd.DataFrame(
+            {"structure": s_todo.to_numpy(), "floors": f_todo.to_numpy()},
+            index=rows_part.to_numpy(),
+        )
+        .groupby(level=0)
+        .sum()
+    )
+
+    parts_state: dict[str, dict[str, Any]] = {}
+    for k, d in digests.items():
+        if k in candidates:
+            assert prev is not None
+            parts_state[k] = {**prev.parts[k], "digest": d}
+        else:
+            r = refined.loc[k] if k in refined.index else {"structure": 0, "floors": 0}
+            parts_state[k] = {
+                "digest": d,
+                "structure_refined": int(r["structure"]),
+                "floors_refined": int(r["floors"]),
+            }
+    reused, dropped_r, repairs_r = None, [], []
+    if candidates:
+        assert prev is not None
+        reused, d_r, r_r = reused_rows(prev, records.loc[reuse, "building_id"])
+        dropped_r, repairs_r = [d_r], [r_r]
+        for k in candidates:
+            peer_counts["structure"] += parts_state[k]["structure_refined"]
+            peer_counts["floors"] += parts_state[k]["floors_refined"]
+    recomputed = [k for k in digests.index if k not in candidates]
+    mode = "incremental" if candidates else "full"
+    return _Built(
+        computed=rows,
+        dropped=[dropped_norm, dropped_a, *dropped_r],
+        repairs=[*repairs_a, *repairs_r],
+        n_records=n_records,
+        peer_counts=peer_counts,
+        raster_report=raster_report,
+        reused=reused,
+        incremental={
+            "mode": mode,
+            "reason": f"reused districts whose records, settings and cohort statistics are "
+            f"unchanged since run {prev.run_id}"
+            if candidates and prev is not None
+            else reason,
+            "previous_run": prev.run_id if prev is not None else None,
+            "districts": len(digests),
+            "recomputed_count": len(recomputed),
+            "reused_count": len(candidates),
+            "recomputed": recomputed,
+            "reused": sorted(candidates),
+            "run_wide_key": key,
+            "cohort_digest": cdigest,
+            "parts": parts_state,
+        },
+        state=counts.sort_values(
+            ["part", "attribute", "cohort", "structure", "floors"]
+        ).reset_index(drop=True),
+    )
+
+
+def _no_buildings(p: Pipeline, n_records: int, dropped: list[pd.DataFrame]) -> InputDataError:
+    """The error for a run left with no building: what was read and why it was left out."""
+    src = p.sources
+    where = (
+        src.register_.path
+        if src.register_ is not None
+        else (
+            src.footprints.file
+            or src.footprints.osm_file
+            or src.footprints.place
+            or src.footprints.polygon_wkt
+        )
+        if src.footprints is not None
+        else "?"
+    )
+    if n_records == 0:
+        return InputDataError(f"{where}: no building records; check the file (and its layer)")
+    table = pd.concat(dropped, ignore_index=True)
+    reasons = ", ".join(
+        f"{reason}: {count}" for reason, count in table["reason"].value_counts().head(3).items()
+    )
+    key = "sources.register.existing_status" if src.register_ is not None else "the source"
+    return InputDataError(
+        f"{where}: none of the {n_records} records is a building mfa can use ({reasons}); "
+        f"check the file and {key}"
+    )
+
+
+def _sorted_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Left-out records or repairs in one order, however they were put together."""
+    table = pd.concat(frames, ignore_index=True).astype("string")
+    return table.sort_values(list(table.columns), kind="stable").reset_index(drop=True)
+
+
 def build_buildings(work_dir: Path) -> Path:
-    """Read the sources; clean, conflate, check, add heights; stage canonical buildings."""
+    """Read the sources; clean, conflate, check, add heights; stage canonical buildings.
+
+    With one building source the records are split into district parts; in an
+    incremental run (``--if-changed``) the parts whose records, settings and cohort
+    statistics are unchanged reuse the previous run's result rows (staged apart), the
+    others are computed here.
+    """
     t0 = time.perf_counter()
     work = Path(work_dir)
     ctx = _ctx(work)
     p = load_pipeline(ctx["pipeline_file"])
     rules = load_archetype_rules(p.archetypes.dir)
     inputs: list[dict[str, Any]] = []
-    buildings, dropped_parts, repair_parts, matches, n_records = _sources(p, rules, inputs)
-    run_year = datetime.fromisoformat(ctx["started_at"]).year
-    buildings, repairs_range = check_ranges(
-        buildings, rules.limits, run_year, rules.floors_by_function
-    )
-    raster_h, raster_report = None, None
+    started = datetime.fromisoformat(ctx["started_at"])
+    day, run_year = started.date().isoformat(), started.year
     h = p.sources.heights
+    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
+    if p.sources.register_ is not None and p.sources.footprints is not None:
+        built = _build_conflated(p, rules, inputs, day, run_year, storey)
+    else:
+        built = _build_by_part(
+            p, rules, inputs, day, run_year, storey, work, bool(ctx.get("incremental"))
+        )
     if h is not None:
         for role in ("ndsm", "dsm", "dtm"):
             if getattr(h, role) is not None:
                 inputs.append({"role": role, **file_record(getattr(h, role))})
-        raster_h, raster_report = _raster_heights(buildings, h)
-    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
-    buildings, repairs_height = refine_with_heights(buildings, raster_h, storey, rules.limits)
-    buildings, peer_counts = impute_from_cohort_peers(buildings)
     if p.sources.districts is not None:
         inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
 
+    if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
+        ctx["run_key"] = run_key(p, day)
+        (work / "context.json").write_text(json.dumps(ctx, indent=2))
+    buildings = built.computed
+    if len(buildings) == 0 and built.reused is None:
+        raise _no_buildings(p, built.n_records, built.dropped)
     check_buildings(buildings, "canonical buildings", p.crs)
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
-    dropped = pd.concat(dropped_parts, ignore_index=True)
-    repairs = pd.concat([*repair_parts, repairs_range, repairs_height], ignore_index=True)
+    if built.reused is not None:
+        write_layer(built.reused, work / "stage" / "buildings_reused.parquet")
+    if built.state is not None:
+        tmp = work / (STATE + ".tmp")
+        built.state.to_parquet(tmp, index=False)
+        os.replace(tmp, work / STATE)
+    dropped = _sorted_rows(built.dropped)
+    repairs = _sorted_rows(built.repairs)
     dropped.to_parquet(work / "stage" / "dropped.parquet", index=False)
     repairs.to_parquet(work / "stage" / "repairs.parquet", index=False)
+    every = [buildings] if built.reused is None else [buildings, built.reused]
     provenance = {
-        col: buildings[col].value_counts().sort_index().to_dict()
+        col: pd.concat([b[col] for b in every]).value_counts().sort_index().to_dict()
         for col in buildings.columns
         if col.endswith("_source") or col == "match_method"
     }
+    n_buildings = sum(len(b) for b in every)
     _report(
         work,
         "buildings",
@@ -305,19 +580,28 @@ def build_buildings(work_dir: Path) -> Path:
                 file_record(Path(f))
                 for f in [*rules.files, p.intensities.table, *p.intensities.overrides]
             ],
-            "records_read": n_records,
-            "buildings": len(buildings),
+            "records_read": built.n_records,
+            "buildings": n_buildings,
             "dropped": len(dropped),
             "repairs": len(repairs),
             "provenance": provenance,
-            "matches": matches,
-            "imputed_from_cohort_peers": peer_counts,
-            "heights": raster_report,
+            "matches": built.matches,
+            "imputed_from_cohort_peers": built.peer_counts,
+            "heights": built.raster_report,
             "storey_height_m": storey,
+            "incremental": built.incremental,
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
-    log.info("%d buildings, %d records left out (see run.json)", len(buildings), len(dropped))
+    log.info("%d buildings, %d records left out (see run.json)", n_buildings, len(dropped))
+    inc = built.incremental
+    if inc.get("mode") == "incremental":
+        log.info(
+            "recomputed %d of %d districts, reused %d",
+            inc["recomputed_count"],
+            inc["districts"],
+            inc["reused_count"],
+        )
     return out
 
 
@@ -336,10 +620,6 @@ def estimate_stocks(work_dir: Path) -> Path:
     archetypes, draws = _intensity_draws(p, materials)
     q = tuple(p.uncertainty.percentiles)
     unit_q = unit_quantiles(draws, archetypes, materials, q)
-    whole, _ = _group_percentiles(
-        p, materials, buildings, np.zeros(len(buildings), int), 1, drawn=(archetypes, draws)
-    )
-    total_band = whole.iloc[0].round(3).to_dict()
     meta = estimate_partition(buildings.iloc[:0], matrix, districts, unit_q)
     with dask_compute(p.compute.scheduler) as compute:
         result = map_partitions(
@@ -353,6 +633,21 @@ def estimate_stocks(work_dir: Path) -> Path:
             unit_quantiles=unit_q,
         )
     result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs).reset_index(drop=True)
+    if districts is not None and len(result) and result["district_id"].isna().all():
+        assert p.sources.districts is not None
+        raise InputDataError(
+            f"{p.sources.districts.path}: none of the {len(result)} buildings lies in a "
+            "district; check that the districts cover the buildings' area and that both "
+            "files have the right CRS"
+        )
+    reused = work / "stage" / "buildings_reused.parquet"
+    if reused.exists():  # an incremental run: the unchanged districts' rows, as published
+        result = pd.concat([result, read_layer(reused)[list(result.columns)]], ignore_index=True)
+        result = hilbert_order(gpd.GeoDataFrame(result, crs=p.crs), tie_break="building_id")
+    whole, _ = _group_percentiles(
+        p, materials, result, np.zeros(len(result), int), 1, drawn=(archetypes, draws)
+    )
+    total_band = whole.iloc[0].round(3).to_dict()
     out = write_layer(result, work / BUILDINGS)
     _report(
         work,
@@ -566,6 +861,25 @@ def forecast_flows(work_dir: Path) -> Path | None:
     return out
 
 
+def qgis_outputs(work_dir: Path) -> Path:
+    """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
+
+    The GeoPackage holds every GeoParquet layer of the run with its default style; the
+    ``.qml`` beside each ``.parquet`` is the same style; the project opens them styled,
+    in groups, in the pipeline CRS (see :mod:`mfa.io.qgis`). Written into the work
+    folder, so :func:`publish` checks them before the run is published.
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    layers = {name: read_layer(work / f) for name, f in QGIS_LAYERS.items() if (work / f).exists()}
+    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
+    written = write_qgis_outputs(work, layers, p.crs, p.name, years)
+    _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
+    log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
+    return work / PROJECT
+
+
 def _versions() -> dict[str, str]:
     names = ["geopandas", "shapely", "pyarrow", "pandas", "numpy", "dask", "pyproj", "osmnx"]
     out = {"python": platform.python_version(), "mfa": mfa.__version__}
@@ -635,6 +949,11 @@ def _checks(
         checks["flows_stock_balance"] = _check_flows(read_layer(work / FLOWS), p, totals)
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
+    expected = {name: int(layers[f]["rows"]) for name, f in QGIS_LAYERS.items() if f in layers}
+    checks["geopackage"] = check_geopackage(work / GPKG, expected)
+    missing = [f for f in (PROJECT, *(f"{n}.qml" for n in expected)) if not (work / f).is_file()]
+    if missing:
+        raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
     return checks
 
 
@@ -763,8 +1082,10 @@ def publish(work_dir: Path) -> Path:
         "matches": b.get("matches"),
         "imputed_from_cohort_peers": b.get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
+        "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
+        "incremental": b.get("incremental"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
@@ -896,6 +1217,7 @@ STEPS: tuple[Callable[[Path], Path | None], ...] = (
     estimate_stocks,
     aggregate,
     forecast_flows,
+    qgis_outputs,
 )
 
 
@@ -905,7 +1227,8 @@ def run_pipeline(
     """Run every step without Prefect; return the published run folder.
 
     With ``force=False`` a run whose inputs, config and code are unchanged since the
-    latest published run does nothing and returns that run.
+    latest published run does nothing and returns that run; otherwise it recomputes only
+    the districts whose records changed (see :mod:`mfa.reuse`).
     """
     if not force:
         previous = unchanged_run(pipeline_file, output_dir)
@@ -913,7 +1236,7 @@ def run_pipeline(
             log.info("unchanged since run %s: nothing to do", previous.name)
             return previous
     with run_lock(pipeline_file, output_dir):
-        work = prepare(pipeline_file, output_dir, runner="plain")
+        work = prepare(pipeline_file, output_dir, runner="plain", incremental=not force)
         step_name = "prepare"
         try:
             for step in (*STEPS, publish):

@@ -124,7 +124,8 @@ def write_synthetic_city(
     output.mkdir(parents=True, exist_ok=True)
     like = pd.read_parquet(like_file)
     reg, districts = synthetic_city(n, seed, like)
-    reg.to_parquet(output / "register.parquet", write_covering_bbox=True)
+    # row groups of 100k: units of parallel work and of bbox filtering for every reader
+    reg.to_parquet(output / "register.parquet", write_covering_bbox=True, row_group_size=100_000)
     districts.to_parquet(output / "districts.parquet", write_covering_bbox=True)
     cfg = Path(config_dir).resolve()
     (output / "pipeline.toml").write_text(

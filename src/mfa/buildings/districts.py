@@ -48,3 +48,85 @@ def assign_districts(
     values = result.to_numpy(dtype=object)
     values[pt_idx[first]] = ids[dist_idx[first]]
     return pd.Series(values, index=geometry.index, dtype="string")
+
+
+class PointLocator:
+    """Find the polygon holding each point, for millions of points against thousands of
+    polygons, without creating point geometries.
+
+    A regular grid over the polygons' extent is built once: a cell that one polygon covers
+    entirely answers its points at once; points in the other cells are tested exactly
+    (``shapely.intersects_xy`` on prepared polygons) against the few polygons whose boxes
+    meet the cell, lowest position first, so a point on a shared border goes to the first
+    polygon as in :func:`assign_districts`.
+    """
+
+    def __init__(self, polygons: np.ndarray, cells_per_polygon: float = 4.0) -> None:
+        polys = np.asarray(polygons, dtype=object)
+        self.polygons = polys
+        shapely.prepare(polys)
+        n = len(polys)
+        if n == 0:
+            self.shape = (0, 0)
+            return
+        x0, y0, x1, y1 = shapely.total_bounds(polys)
+        span_x, span_y = max(x1 - x0, 1e-9), max(y1 - y0, 1e-9)
+        size = max(np.sqrt(span_x * span_y / (cells_per_polygon * n)), 1e-9)
+        nx = min(int(np.ceil(span_x / size)), 4096)
+        ny = min(int(np.ceil(span_y / size)), 4096)
+        self.origin, self.size = (x0, y0), (span_x / nx, span_y / ny)
+        self.shape = (nx, ny)
+        ix, iy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+        ix, iy = ix.ravel(), iy.ravel()
+        cx0 = x0 + ix * self.size[0]
+        cy0 = y0 + iy * self.size[1]
+        cells = shapely.box(cx0, cy0, cx0 + self.size[0], cy0 + self.size[1])
+        cell_i, poly_i = shapely.STRtree(polys).query(cells, predicate="intersects")
+        order = np.lexsort((poly_i, cell_i))
+        cell_i, poly_i = cell_i[order], poly_i[order]
+        covered = shapely.covers(polys[poly_i], cells[cell_i])
+        owner = np.full(nx * ny, -1, dtype=np.int64)
+        # the first covering polygon owns a cell, unless an earlier polygon also meets it
+        first_meeting = np.full(nx * ny, np.iinfo(np.int64).max)
+        np.minimum.at(first_meeting, cell_i, poly_i)
+        own = covered & (poly_i == first_meeting[cell_i])
+        owner[cell_i[own]] = poly_i[own]
+        self.owner = owner
+        test = owner[cell_i] < 0
+        cell_t, poly_t = cell_i[test], poly_i[test]
+        counts = np.bincount(cell_t, minlength=nx * ny)
+        self.cand_start = np.concatenate([[0], np.cumsum(counts)])
+        self.cand = poly_t  # sorted by cell, then polygon position
+
+    def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Position of the polygon holding each point (x, y in the polygons' CRS), or -1."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        out = np.full(len(x), -1, dtype=np.int64)
+        nx, ny = self.shape
+        if nx == 0 or len(x) == 0:
+            return out
+        with np.errstate(invalid="ignore"):
+            fx = (x - self.origin[0]) / self.size[0]
+            fy = (y - self.origin[1]) / self.size[1]
+        # points on the far edge of the extent belong to the last cell
+        ix = np.where(fx == nx, nx - 1, np.floor(fx))
+        iy = np.where(fy == ny, ny - 1, np.floor(fy))
+        inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        cell = np.where(inside, ix * ny + iy, 0).astype(np.int64)
+        own = np.where(inside, self.owner[cell], -1)
+        out[own >= 0] = own[own >= 0]
+        todo = np.flatnonzero(inside & (own < 0))
+        k = 0
+        while len(todo):
+            c = cell[todo]
+            n_cand = self.cand_start[c + 1] - self.cand_start[c]
+            todo, c = todo[n_cand > k], c[n_cand > k]
+            if not len(todo):
+                break
+            poly = self.cand[self.cand_start[c] + k]
+            hit = shapely.intersects_xy(self.polygons[poly], x[todo], y[todo])
+            out[todo[hit]] = poly[hit]
+            todo = todo[~hit]
+            k += 1
+        return out

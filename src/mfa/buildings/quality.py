@@ -304,7 +304,9 @@ def refine_with_heights(
 
 
 def impute_from_cohort_peers(
-    buildings: gpd.GeoDataFrame, min_peers: int = 5
+    buildings: gpd.GeoDataFrame,
+    min_peers: int = 5,
+    statistics: tuple[pd.Series, pd.Series] | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, int]]:
     """Refine imputed structure and floors from observed buildings of the same function
     and construction decade ("archetype default by use and cohort").
@@ -314,29 +316,26 @@ def impute_from_cohort_peers(
     and decade in the same run, if there are at least ``min_peers`` of them; the
     ``*_source`` stays ``imputed``. The archetype id and a floor area derived from
     footprint × floors follow. Returns the counts of values refined this way.
+
+    ``statistics`` (structure and floors per cohort, from
+    :func:`mfa.buildings.parts.cohort_statistics`) gives run-wide statistics when
+    ``buildings`` is only part of the run; by default they come from ``buildings``.
     """
+    from mfa.buildings.parts import cohort_counts, cohort_keys, cohort_statistics, cohort_targets
+
+    if statistics is None:
+        whole = pd.Series("all", index=buildings.index, dtype="string")
+        statistics = cohort_statistics(cohort_counts(buildings, whole), min_peers)
+    structure, floors = statistics
     b = buildings.copy()
-    decade = (b["construction_year"] // 10 * 10).astype("Int64").astype("string").fillna("?")
-    key = b["function"].astype("string") + "|" + decade
-    counts: dict[str, int] = {}
+    key, _ = cohort_keys(b)
+    s_todo, f_todo = cohort_targets(b, statistics)
 
-    observed = b["structure_source"] != "imputed"
-    peers = b.loc[observed].groupby(key[observed])["structure"]
-    n_peers = peers.size()
-    mode = peers.agg(lambda s: s.value_counts().sort_index().idxmax())  # ties: first by code
-    usable = mode[n_peers.reindex(mode.index) >= min_peers]
-    todo = (~observed) & key.isin(usable.index) & (decade != "?")
-    b.loc[todo, "structure"] = key[todo].map(usable).astype("string")
-    counts["structure"] = int(todo.sum())
-
-    observed = b["floors_source"] != "imputed"
-    fl = b.loc[observed].groupby(key[observed])["floors"]
-    med = fl.median()[fl.size() >= min_peers].round()
-    todo = (~observed) & key.isin(med.index) & (decade != "?")
-    b.loc[todo, "floors"] = key[todo].map(med).astype("Float64")
-    derived = todo & (b["gfa_source"] == "imputed")
+    b.loc[s_todo, "structure"] = key[s_todo].map(structure).astype("string")
+    b.loc[f_todo, "floors"] = key[f_todo].map(floors).astype("Float64")
+    derived = f_todo & (b["gfa_source"] == "imputed")
     b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
-    counts["floors"] = int(todo.sum())
+    counts = {"structure": int(s_todo.sum()), "floors": int(f_todo.sum())}
 
     b["archetype_id"] = (b["function"] + "-" + b["structure"]).astype("string")
     return b, counts

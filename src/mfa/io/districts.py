@@ -8,7 +8,9 @@ import geopandas as gpd
 import pandas as pd
 
 from mfa.config import DistrictSource
-from mfa.errors import InputDataError, InputNotFoundError
+from mfa.errors import InputDataError
+from mfa.io.files import check_input_file
+from mfa.io.geoparquet import read_geoparquet
 
 __all__ = ["read_districts"]
 
@@ -18,17 +20,17 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
 
     Sorted by ``district_id``. Ids must be unique and non-empty, geometries polygons.
     """
-    path = Path(source.path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: districts file not found; fix sources.districts.path")
+    path = check_input_file(Path(source.path), "districts file", "sources.districts.path")
     try:
         if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(path)  # GDAL's Parquet driver is often missing
+            gdf = read_geoparquet(path)  # GDAL's Parquet driver is often missing
         else:
             gdf = gpd.read_file(path, layer=source.layer)
     except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
         raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
     where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
+    if not isinstance(gdf, gpd.GeoDataFrame):
+        raise InputDataError(f"{where}: no geometry column; districts need polygons")
     optional = [c for c in (source.name_column, source.population_column) if c]
     for col in [source.id_column, *optional]:
         if col not in gdf.columns:

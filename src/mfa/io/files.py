@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["file_record", "fsync_dir", "sha256_file"]
+__all__ = ["check_input_file", "file_record", "fsync_dir", "sha256_file"]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -16,6 +16,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_input_file(path: Path, what: str, key: str) -> Path:
+    """An input file that exists, is a file and is not empty; else a typed error.
+
+    ``what`` names the input ("register file"), ``key`` the pipeline key to fix.
+    """
+    from mfa.errors import InputDataError, InputNotFoundError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputNotFoundError(f"{path}: is a folder, not a {what}; give a file in {key}")
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: {what} not found; fix {key}")
+    if path.stat().st_size == 0:
+        raise InputDataError(
+            f"{path}: empty file (0 bytes), not a {what}; a download or copy failed? "
+            f"replace it, or fix {key}"
+        )
+    return path
 
 
 def file_record(path: Path) -> dict[str, object]:

@@ -10,7 +10,8 @@ import pandas as pd
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.footprints import FOOTPRINT_TAGS, normalise_footprints
 from mfa.config import FootprintSource
-from mfa.errors import InputDataError, InputNotFoundError
+from mfa.errors import InputDataError
+from mfa.io.files import check_input_file
 
 __all__ = ["buildings_from_footprint_file", "read_footprint_file"]
 
@@ -20,9 +21,7 @@ def read_footprint_file(
 ) -> gpd.GeoDataFrame:
     """Footprints with ``building_id`` (from ``id_column``), any OSM-style tag columns and,
     with ``link_column``, ``register_link`` (the register id of each footprint)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: footprint file not found; fix sources.footprints.file")
+    path = check_input_file(Path(path), "footprint file", "sources.footprints.file")
     try:
         gdf = gpd.read_file(path, layer=layer)
     except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError

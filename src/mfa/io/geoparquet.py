@@ -9,9 +9,9 @@ from pathlib import Path
 import geopandas as gpd
 import pyarrow.parquet as pq
 
-from mfa.errors import ValidationError
+from mfa.errors import InputDataError, ValidationError
 
-__all__ = ["check_geoparquet", "read_layer", "write_layer"]
+__all__ = ["check_geoparquet", "read_geoparquet", "read_layer", "write_layer"]
 
 #: Rows per Parquet row group: small enough that bbox filters skip most of a large layer.
 ROW_GROUP_SIZE = 50_000
@@ -40,6 +40,32 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
 def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:
     """Read a GeoParquet layer (``bbox=``, ``columns=`` are passed on to geopandas)."""
     return gpd.read_parquet(path, **kwargs)
+
+
+def read_geoparquet(path: Path):
+    """An input (Geo)Parquet file: a GeoDataFrame when it has 'geo' metadata, else a
+    DataFrame. Broken 'geo' metadata or an unreadable file is an InputDataError."""
+    import pandas as pd
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
+    raw = (schema.metadata or {}).get(b"geo")
+    if raw is None:
+        return pd.read_parquet(path)
+    try:
+        geo = json.loads(raw)
+        geo["columns"][geo["primary_column"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(
+            f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
+            "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
+        ) from exc
+    try:
+        return gpd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
 
 
 def check_geoparquet(path: Path, crs: str) -> dict[str, object]:

@@ -19,8 +19,16 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.osm import OSM_TAGS, normalise_osm
 from mfa.config import FootprintSource
 from mfa.errors import InputDataError, InputNotFoundError, TransientFetchError
+from mfa.io.cache import (
+    OSM_KIND,
+    Snapshot,
+    find_snapshot,
+    osm_snapshot_name,
+    pinned_snapshot,
+    store_snapshot,
+)
 
-__all__ = ["buildings_from_osm", "fetch_osm", "read_osm_file"]
+__all__ = ["buildings_from_osm", "fetch_osm", "osm_snapshot", "read_osm_file", "read_snapshot"]
 
 log = logging.getLogger("mfa")
 
@@ -227,14 +235,69 @@ def fetch_osm(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def osm_snapshot(
+    source: FootprintSource, cache_root: Path, day: str, backoff_s: float = 10.0
+) -> tuple[Snapshot, bool]:
+    """The snapshot of an online query: pinned, today's, or downloaded now.
+
+    With ``source.snapshot`` set (a day or ``latest``) the cached snapshot is used and the
+    network is never touched. Otherwise the snapshot of ``day`` is reused when it exists;
+    if not, Overpass is queried (:func:`fetch_osm`, with retries), and the parsed features
+    are written as a GeoParquet snapshot (atomically, with a sidecar). A failed or cut-off
+    download writes nothing. Returns the snapshot and whether it was reused.
+    """
+    name = osm_snapshot_name(source.place, source.polygon_wkt)
+    if source.snapshot is not None:
+        key = "sources.footprints.snapshot"
+        return pinned_snapshot(cache_root, OSM_KIND, name, source.snapshot, key), True
+    found = find_snapshot(cache_root, OSM_KIND, name, day)
+    if found is not None:
+        return found, True
+    raw = fetch_osm(
+        source.place, source.polygon_wkt, overpass_url=source.overpass_url, backoff_s=backoff_s
+    )
+    query = {
+        "place": source.place,
+        "polygon_wkt": source.polygon_wkt,
+        "tags": _TAGS,
+        "overpass_url": source.overpass_url or "osmnx default",
+    }
+    snap = store_snapshot(
+        cache_root, OSM_KIND, day, name, query, lambda tmp: raw.to_parquet(tmp, index=False)
+    )
+    return snap, False
+
+
+def read_snapshot(snap: Snapshot) -> gpd.GeoDataFrame:
+    """The raw OSM features of a snapshot (as :func:`fetch_osm` returned them)."""
+    try:
+        return gpd.read_parquet(snap.path)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(
+            f"{snap.path}: cached OSM snapshot cannot be read ({exc}); delete it to download again"
+        ) from exc
+
+
 def buildings_from_osm(
-    source: FootprintSource, crs: str, rules: ArchetypeRules, cache_dir: Path | None = None
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """Read or fetch OSM buildings and normalise them: canonical buildings and dropped ones."""
+    source: FootprintSource,
+    crs: str,
+    rules: ArchetypeRules,
+    cache_root: Path | None = None,
+    day: str | None = None,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, object] | None]:
+    """Read or fetch OSM buildings and normalise them.
+
+    Returns the canonical buildings, the dropped ones, and for an online query the record
+    of the snapshot used (None for a local extract). Online queries need ``cache_root``
+    and ``day`` (``YYYY-MM-DD``, the run's UTC day).
+    """
     if source.osm_file is not None:
         raw = read_osm_file(source.osm_file)
-    else:
-        raw = fetch_osm(
-            source.place, source.polygon_wkt, cache_dir=cache_dir, overpass_url=source.overpass_url
-        )
-    return normalise_osm(raw, crs, rules)
+        return (*normalise_osm(raw, crs, rules), None)
+    if cache_root is None or day is None:
+        raise ValueError("an online OSM query needs a cache root and the run's day")
+    snap, reused = osm_snapshot(source, cache_root, day)
+    if reused:
+        log.info("using the OSM snapshot %s (no download)", snap.path)
+    raw = read_snapshot(snap)
+    return (*normalise_osm(raw, crs, rules), snap.record(reused))

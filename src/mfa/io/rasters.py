@@ -15,6 +15,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
+from pyproj import CRS
 from rasterio.features import rasterize
 from rasterio.windows import Window, from_bounds
 
@@ -58,6 +59,16 @@ def _read(ds: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, np.nd
     data = ds.read(1, window=window, masked=True)
     values = np.asarray(data.filled(np.nan), dtype=float)
     return values, ~np.ma.getmaskarray(data) & np.isfinite(values)
+
+
+def _read_checked(ds: rasterio.DatasetReader, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_read`, with a damaged file (truncated, bad compression) as InputDataError."""
+    try:
+        return _read(ds, window)
+    except rasterio.errors.RasterioError as exc:
+        raise InputDataError(
+            f"{ds.name}: cannot be read as a raster ({exc}); the file is damaged: replace it"
+        ) from exc
 
 
 def _groups(bounds: np.ndarray, ds: rasterio.DatasetReader, max_pixels: int) -> list[np.ndarray]:
@@ -105,8 +116,29 @@ def footprint_heights(
             _check_same_grid(main, ground)
             stats.files.append(ground.name)
         if main.crs is None:
-            raise InputDataError(f"{main.name}: the raster has no CRS; assign one")
-        geoms = geometry.to_crs(main.crs) if geometry.crs != main.crs else geometry
+            raise InputDataError(
+                f"{main.name}: the raster has no CRS; assign one "
+                "(gdal_edit.py -a_srs EPSG:... FILE)"
+            )
+        if geometry.crs is not None and not CRS.from_user_input(geometry.crs).equals(
+            CRS.from_user_input(main.crs)
+        ):
+            raise InputDataError(
+                f"{main.name}: the raster is in {main.crs}, the pipeline in "
+                f"{CRS.from_user_input(geometry.crs).to_string()}; heights are not resampled "
+                "on the fly: reproject it (gdalwarp -t_srs <pipeline CRS>)"
+            )
+        geoms = geometry
+        fb = geoms.total_bounds
+        rb = main.bounds
+        if len(geoms) and not (
+            fb[0] <= rb.right and fb[2] >= rb.left and fb[1] <= rb.top and fb[3] >= rb.bottom
+        ):
+            raise InputDataError(
+                f"{main.name}: the raster does not overlap the footprints (raster "
+                f"{rb.left:.0f},{rb.bottom:.0f} … {rb.right:.0f},{rb.top:.0f}; footprints "
+                f"{fb[0]:.0f},{fb[1]:.0f} … {fb[2]:.0f},{fb[3]:.0f}); check the file and its CRS"
+            )
         result = np.full(len(geoms), np.nan)
         valid_geom = ~(geoms.isna() | geoms.is_empty).to_numpy()
         positions = np.flatnonzero(valid_geom)
@@ -131,9 +163,9 @@ def footprint_heights(
                     window = window.intersection(full)
                 except rasterio.errors.WindowError:
                     continue  # the group lies outside the raster
-                values, ok = _read(main, window)
+                values, ok = _read_checked(main, window)
                 if ground is not None:
-                    g_values, g_ok = _read(ground, window)
+                    g_values, g_ok = _read_checked(ground, window)
                     values, ok = values - g_values, ok & g_ok
                 stats.windows_read += 1
                 stats.pixels_read += values.size
@@ -211,7 +243,6 @@ def write_cog(
 
 def check_raster_total(path: Path, crs: str, expected_t: float, rtol: float) -> dict[str, object]:
     """Check a stock raster (t/ha): CRS, COG layout, and Σ density × cell area = the total."""
-    from pyproj import CRS
 
     from mfa.errors import ValidationError
 

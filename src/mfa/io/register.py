@@ -6,6 +6,7 @@ GeoPackage. Checks columns and numbers and names the file, row and field of any 
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,6 +17,8 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
+from mfa.io.files import check_input_file
+from mfa.io.geoparquet import read_geoparquet
 
 __all__ = ["BBR_CRS_CODES", "buildings_from_register", "read_register"]
 
@@ -29,6 +32,17 @@ def _suffix(path: Path) -> str:
         if name.endswith(s):
             return s
     return path.suffix.lower()
+
+
+def _separator(path: Path) -> str:
+    """The column separator of a CSV file: ';' when its header has ';' and no ',' (the
+    Danish Excel export), else ','."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        header = f.readline()
+    return ";" if b";" in header and b"," not in header else ","
 
 
 def _row_label(df: pd.DataFrame, pos: int, kind: str) -> str:
@@ -82,25 +96,27 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
     InputDataError
         Unknown format, missing columns, a non-numeric area/year/floor count, no CRS.
     """
-    path = Path(source.path)
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: register file not found; fix sources.register.path")
+    path = check_input_file(Path(source.path), "register file", "sources.register.path")
     kind = _suffix(path)
     try:
         if kind in (".csv", ".csv.gz"):
-            df = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
+            df = pd.read_csv(
+                path, dtype="string", keep_default_na=False, na_values=[""], sep=_separator(path)
+            )
             kind = "csv"
         elif kind in (".parquet", ".geoparquet"):
-            try:
-                df = gpd.read_parquet(path)
-            except ValueError:  # plain Parquet without geo metadata
-                df = pd.read_parquet(path)
+            df = read_geoparquet(path)
         elif kind == ".gpkg":
             df = gpd.read_file(path, layer=source.layer)
         else:
             raise InputDataError(
                 f"{path}: unknown register format {kind!r}; use .csv, .csv.gz, .parquet or .gpkg"
             )
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at position "
+            f"{exc.start}; cp1252/latin-1?); save it as UTF-8 (Excel: 'CSV UTF-8')"
+        ) from exc
     except (OSError, ValueError) as exc:
         if isinstance(exc, InputDataError):
             raise
@@ -108,9 +124,14 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
 
     missing = [c for c in BBR_REQUIRED if c not in df.columns]
     if missing:
+        present = [str(c) for c in df.columns]
+        close = {m: difflib.get_close_matches(m, present, n=1, cutoff=0.7) for m in missing}
+        hints = "; ".join(f"'{c[0]}' for '{m}'?" for m, c in close.items() if c)
         raise InputDataError(
-            f"{path}: missing BBR columns {missing}; a register needs the Datafordeler field "
-            f"names ({', '.join(BBR_REQUIRED)}): rename the columns"
+            f"{path}: missing BBR columns {missing}"
+            + (f" (misspelled? {hints})" if hints else "")
+            + f"; a register needs the Datafordeler field names ({', '.join(BBR_REQUIRED)}): "
+            "rename the columns"
         )
     df = _check_numeric(pd.DataFrame(df), path, kind)
 

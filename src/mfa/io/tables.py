@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.quality import Limits
-from mfa.dynamics import Lifetime
 from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.stocks.intensity import check_intensity_table
+
+if TYPE_CHECKING:  # scipy (behind mfa.dynamics) costs ~1 s to import; only lifetimes need it
+    from mfa.dynamics import Lifetime
 
 __all__ = ["load_archetype_rules", "load_intensity_table", "load_materials"]
 

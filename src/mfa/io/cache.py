@@ -1,0 +1,257 @@
+"""The dated download cache: every download is a snapshot that is never edited in place.
+
+Layout (``geodata/cache/`` by default, git-ignored)::
+
+    <root>/<kind>/<YYYY-MM-DD>/<name>          the downloaded (or parsed and re-encoded) data
+    <root>/<kind>/<YYYY-MM-DD>/<name>.json     its sidecar: sha256, bytes, fetched_at, query
+
+``kind`` names the source (``osm`` for Overpass footprints; a register or raster fetched
+by URL would use ``register`` or ``raster``), the folder is the UTC day of the fetch.
+A snapshot is written to a hidden ``.<name>.<random>.part`` file beside its final name,
+fsynced, checked, and only then renamed into place (sidecar first, data last), so a
+download that fails or is cut off midway never appears under the final name and an older
+snapshot is never touched. Reading a snapshot checks its sha256 against the sidecar.
+
+Which snapshot a run uses: a pinned day (``"2026-11-24"``) or ``"latest"`` (the newest
+day that has one) never touches the network; otherwise the run's own day is reused when it
+exists and downloaded when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mfa.errors import InputDataError, InputNotFoundError, TransientFetchError
+from mfa.io.files import fsync_dir, sha256_file
+
+__all__ = [
+    "DAY_PATTERN",
+    "OSM_KIND",
+    "Snapshot",
+    "download_url",
+    "find_snapshot",
+    "osm_snapshot_name",
+    "pinned_snapshot",
+    "query_name",
+    "store_snapshot",
+]
+
+#: A snapshot day: ``YYYY-MM-DD``.
+DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One cached download. ``bytes`` is the file size, ``fetched_at`` an ISO UTC time."""
+
+    kind: str
+    day: str
+    name: str
+    path: Path
+    sha256: str
+    bytes: int
+    fetched_at: str
+    query: Any
+
+    def record(self, reused: bool) -> dict[str, Any]:
+        """The snapshot as a run manifest records it (``reused``: no download this run)."""
+        out = asdict(self)
+        out["path"] = str(self.path)
+        out["reused"] = reused
+        return out
+
+
+def query_name(query: Mapping[str, Any], suffix: str) -> str:
+    """A file name for a query: the first 16 hex digits of the sha256 of its canonical JSON."""
+    text = json.dumps(dict(query), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16] + suffix
+
+
+#: Snapshot kind of online OpenStreetMap footprints.
+OSM_KIND = "osm"
+
+
+def osm_snapshot_name(place: str | None, polygon_wkt: str | None) -> str:
+    """The snapshot file name of an online OSM building query (GeoParquet of raw features)."""
+    query = {"place": place, "polygon_wkt": polygon_wkt, "tags": {"building": True}}
+    return query_name(query, ".parquet")
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _load(path: Path) -> Snapshot:
+    """Read a snapshot and check its content against the sidecar."""
+    meta_path = _sidecar(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+        snap = Snapshot(
+            kind=meta["kind"],
+            day=meta["day"],
+            name=meta["name"],
+            path=path,
+            sha256=meta["sha256"],
+            bytes=int(meta["bytes"]),
+            fetched_at=meta["fetched_at"],
+            query=meta.get("query"),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputDataError(
+            f"{meta_path}: unreadable snapshot sidecar ({exc}); delete {path.parent} to "
+            "download again, or pin another day"
+        ) from exc
+    size = path.stat().st_size
+    if size != snap.bytes or sha256_file(path) != snap.sha256:
+        raise InputDataError(
+            f"{path}: the cached snapshot does not match its sidecar (sha256/size); it was "
+            f"changed after download: delete {path.parent} to download again"
+        )
+    return snap
+
+
+def _days(root: Path, kind: str, name: str) -> list[str]:
+    folder = root / kind
+    if not folder.is_dir():
+        return []
+    return sorted(
+        d.name
+        for d in folder.iterdir()
+        if DAY_PATTERN.match(d.name) and (d / name).is_file() and _sidecar(d / name).is_file()
+    )
+
+
+def find_snapshot(root: Path, kind: str, name: str, day: str) -> Snapshot | None:
+    """The snapshot ``name`` of ``day`` (``YYYY-MM-DD``) or of the newest day (``latest``).
+
+    Returns None when there is none; raises :class:`~mfa.errors.InputDataError` when one
+    exists but its content no longer matches its sidecar.
+    """
+    if day == "latest":
+        days = _days(Path(root), kind, name)
+        if not days:
+            return None
+        day = days[-1]
+    path = Path(root) / kind / day / name
+    if not (path.is_file() and _sidecar(path).is_file()):
+        return None
+    return _load(path)
+
+
+def pinned_snapshot(root: Path, kind: str, name: str, day: str, key: str) -> Snapshot:
+    """The pinned snapshot, or :class:`~mfa.errors.InputNotFoundError` naming what exists."""
+    snap = find_snapshot(root, kind, name, day)
+    if snap is None:
+        days = _days(Path(root), kind, name)
+        have = f"snapshots exist for {', '.join(days)}" if days else "no snapshot exists yet"
+        raise InputNotFoundError(
+            f"{Path(root) / kind}: no {kind} snapshot {name} for {key} = {day!r} ({have}); "
+            f"pin one of those days, or remove {key} to download today's"
+        )
+    return snap
+
+
+def store_snapshot(
+    root: Path,
+    kind: str,
+    day: str,
+    name: str,
+    query: Any,
+    write: Callable[[Path], None],
+    fetched_at: datetime | None = None,
+) -> Snapshot:
+    """Write a new snapshot atomically; ``write(tmp)`` writes the data to ``tmp``.
+
+    The data goes to a hidden ``.part`` file that is fsynced and hashed; the sidecar is
+    written and renamed first, the data renamed last, then the folder is fsynced. If
+    ``write`` raises, the part file is removed and nothing else changes. An existing
+    snapshot of the same day and name is never replaced (the existing one is returned).
+    """
+    if not DAY_PATTERN.match(day):
+        raise ValueError(f"snapshot day must be YYYY-MM-DD, got {day!r}")
+    folder = Path(root) / kind / day
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.part"
+    meta_tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.json.part"
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if final.exists():  # a concurrent fetch of the same day won: keep the first
+            tmp.unlink()
+            return _load(final)
+        meta = {
+            "kind": kind,
+            "day": day,
+            "name": name,
+            "sha256": sha256_file(tmp),
+            "bytes": tmp.stat().st_size,
+            "fetched_at": (fetched_at or datetime.now(UTC)).isoformat(),
+            "query": query,
+        }
+        meta_tmp.write_text(json.dumps(meta, indent=2, default=str))
+        with open(meta_tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(meta_tmp, _sidecar(final))
+        os.replace(tmp, final)
+        fsync_dir(folder)
+    finally:
+        for leftover in (tmp, meta_tmp):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    return _load(final)
+
+
+def download_url(
+    root: Path,
+    kind: str,
+    url: str,
+    day: str,
+    name: str | None = None,
+    timeout_s: float = 60.0,
+    chunk: int = 1 << 20,
+) -> Snapshot:
+    """Download ``url`` into the cache as a snapshot of ``day`` (reused when it exists).
+
+    The body is streamed to the part file; a connection error, an HTTP error status or a
+    body shorter than its ``Content-Length`` raises
+    :class:`~mfa.errors.TransientFetchError` and leaves nothing at the final name. This is
+    the path for registers and rasters published at a URL.
+    """
+    import requests
+
+    name = name or (Path(url.split("?")[0]).name or "download")
+    existing = find_snapshot(root, kind, name, day)
+    if existing is not None:
+        return existing
+
+    def write(tmp: Path) -> None:
+        try:
+            with requests.get(url, stream=True, timeout=timeout_s) as r:
+                if r.status_code != 200:
+                    raise TransientFetchError(f"{url}: HTTP {r.status_code} {r.reason}")
+                expected = r.headers.get("Content-Length")
+                written = 0
+                with open(tmp, "wb") as f:
+                    for block in r.iter_content(chunk):
+                        f.write(block)
+                        written += len(block)
+        except requests.RequestException as exc:  # refused, timed out, cut off mid-body
+            raise TransientFetchError(f"{url}: download failed ({exc}); try again later") from exc
+        if expected is not None and written != int(expected):
+            raise TransientFetchError(
+                f"{url}: download cut off at {written} of {expected} bytes; try again later"
+            )
+
+    return store_snapshot(root, kind, day, name, {"url": url}, write)

@@ -1,0 +1,154 @@
+"""Incremental per-district recompute: what the previous published run can lend this one.
+
+Composition (reads the previous run's files; the pure parts are in
+:mod:`mfa.buildings.parts`). A run records in ``run.json`` (``incremental``) the digest of
+every part's input records, the *run-wide key* (everything else a building's result rows
+depend on) and the digest of the cohort statistics, and in ``incremental.parquet`` the
+cohort counts per part. The next run (``--if-changed``) reuses a part's result rows —
+buildings, left-out records and repairs — when its input digest, the run-wide key and the
+cohort statistics are all unchanged; every other part is recomputed, and the aggregates
+(districts, grid, quality, flows, totals) are recomputed from the merged buildings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from mfa.config import Pipeline
+from mfa.incremental import code_digest
+from mfa.io.files import sha256_file
+
+__all__ = ["STATE", "PreviousRun", "previous_run", "reused_rows", "run_wide_key"]
+
+#: Per-part cohort counts of a run (for the next run's run-wide cohort statistics).
+STATE = "incremental.parquet"
+
+#: Pipeline keys that name files: their content counts, not their path.
+_PATHS = (
+    ("sources", "register", "path"),
+    ("sources", "footprints", "osm_file"),
+    ("sources", "footprints", "file"),
+    ("sources", "footprints", "snapshot"),
+    ("sources", "footprints", "overpass_url"),
+    ("sources", "districts", "path"),
+    ("sources", "heights", "ndsm"),
+    ("sources", "heights", "dsm"),
+    ("sources", "heights", "dtm"),
+    ("archetypes", "dir"),
+    ("intensities", "table"),
+    ("intensities", "vocabulary"),
+    ("intensities", "overrides"),
+    ("dynamics", "lifetimes"),
+)
+
+#: Pipeline tables that do not change any building's result.
+_NOT_RESULTS = ("name", "description", "output", "cache", "compute", "schedule")
+
+
+def run_wide_key(p: Pipeline, run_year: int) -> str:
+    """sha256 of everything but the building records that a building's result rows depend on.
+
+    The validated pipeline without file paths and without the tables that do not change
+    results (name, output, cache, compute, schedule), the content of the model tables, the
+    district polygons and the height rasters, mfa's code, and the run year (plausibility
+    limit of construction years). The records themselves count per part.
+    """
+    dump: dict[str, Any] = p.model_dump(mode="json")
+    for key in _NOT_RESULTS:
+        dump.pop(key, None)
+    for keys in _PATHS:
+        node: Any = dump
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(keys[-1], None)
+    src = p.sources
+    files: list[tuple[str, Path | None]] = [
+        ("districts", src.districts.path if src.districts else None),
+        *[
+            (role, getattr(src.heights, role) if src.heights else None)
+            for role in ("ndsm", "dsm", "dtm")
+        ],
+        ("intensities", p.intensities.table),
+        *[(f"override{i}", o) for i, o in enumerate(p.intensities.overrides)],
+        (
+            "vocabulary",
+            p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
+        ),
+        ("lifetimes", p.dynamics.lifetimes if p.dynamics else None),
+        *[(f"archetypes/{f.name}", f) for f in sorted(p.archetypes.dir.glob("*")) if f.is_file()],
+    ]
+    h = hashlib.sha256()
+    h.update(code_digest().encode())
+    h.update(json.dumps(dump, sort_keys=True).encode())
+    h.update(str(run_year).encode())
+    for role, f in files:
+        h.update(role.encode())
+        h.update(sha256_file(f).encode() if f is not None and f.is_file() else b"-")
+    return h.hexdigest()
+
+
+@dataclass
+class PreviousRun:
+    """The published run an incremental run may reuse parts of."""
+
+    folder: Path
+    run_id: str
+    run_wide_key: str
+    cohort_digest: str
+    parts: dict[str, dict[str, Any]]
+    counts: pd.DataFrame = field(repr=False)
+
+
+def previous_run(pipeline_dir: Path) -> tuple[PreviousRun | None, str]:
+    """The latest published run with incremental state, or None and the reason why not."""
+    latest = Path(pipeline_dir) / "latest"
+    manifest = latest / "run.json"
+    if not manifest.is_file():
+        return None, "no previous run"
+    try:
+        m = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, "the previous run's run.json is unreadable"
+    state = m.get("incremental") or {}
+    if not state.get("parts") or not (latest / STATE).is_file():
+        return None, "the previous run kept no per-district state"
+    return (
+        PreviousRun(
+            folder=latest.resolve(),
+            run_id=m.get("run_id", latest.resolve().name),
+            run_wide_key=state.get("run_wide_key", ""),
+            cohort_digest=state.get("cohort_digest", ""),
+            parts=state["parts"],
+            counts=pd.read_parquet(latest / STATE),
+        ),
+        "",
+    )
+
+
+def reused_rows(
+    prev: PreviousRun, ids: pd.Series
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
+    """The previous run's result rows of the records ``ids`` (of the reused parts).
+
+    Returns the building rows (as published, with tonnes and percentiles), the records
+    left out while cleaning geometries, and the repairs, in the previous run's order.
+    """
+    wanted = set(ids.astype(str))
+    buildings = gpd.read_parquet(prev.folder / "buildings.parquet")
+    buildings = buildings.drop(columns=["bbox"], errors="ignore")
+    buildings = buildings[buildings["building_id"].astype(str).isin(wanted)]
+    dropped = pd.read_csv(prev.folder / "dropped.csv", dtype="string", keep_default_na=False)
+    dropped = dropped[(dropped["stage"] == "geometry") & dropped["record_id"].isin(wanted)]
+    repairs = pd.read_csv(
+        prev.folder / "repairs.csv", dtype="string", keep_default_na=False, na_values=[""]
+    )
+    repairs = repairs[repairs["record_id"].isin(wanted)]
+    return buildings.reset_index(drop=True), dropped, repairs

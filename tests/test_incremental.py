@@ -1,0 +1,119 @@
+"""Incremental per-district recompute: the result equals a full recompute on the same inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from mfa.run import run_pipeline
+
+LAYERS = ("buildings", "districts", "grid", "quality", "flows")
+SORT = {
+    "buildings": ["building_id"],
+    "districts": ["district_id"],
+    "grid": ["cell_id"],
+    "quality": ["district_id"],
+    "flows": ["scenario", "district_id", "material", "year"],
+}
+
+
+def assert_same_outputs(a: Path, b: Path) -> None:
+    """Every layer equal as a table (sorted), rasters and CSVs byte-identical, same totals."""
+    for layer in LAYERS:
+        assert (a / f"{layer}.parquet").exists() == (b / f"{layer}.parquet").exists(), layer
+        if not (a / f"{layer}.parquet").exists():
+            continue
+        x = gpd.read_parquet(a / f"{layer}.parquet").sort_values(SORT[layer])
+        y = gpd.read_parquet(b / f"{layer}.parquet").sort_values(SORT[layer])
+        assert x.reset_index(drop=True).equals(y.reset_index(drop=True)), layer
+        # the same row order too (Hilbert order is part of the layer)
+        assert gpd.read_parquet(a / f"{layer}.parquet").equals(
+            gpd.read_parquet(b / f"{layer}.parquet")
+        ), layer
+    for f in [*sorted(p.name for p in a.glob("stock_*.tif")), "dropped.csv", "repairs.csv"]:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    ma, mb = (json.loads((r / "run.json").read_text()) for r in (a, b))
+    for key in ("totals_t", "total_gfa_m2", "row_counts", "provenance", "quality", "flows"):
+        if key == "flows":
+            assert (ma[key] or {}).get("summary") == (mb[key] or {}).get("summary")
+        else:
+            assert ma[key] == mb[key], key
+    assert ma["uncertainty"]["totals_t"] == mb["uncertainty"]["totals_t"]
+    assert ma["imputed_from_cohort_peers"] == mb["imputed_from_cohort_peers"]
+
+
+def _edit_register(path: Path, ids: pd.Series, column: str, factor: float) -> None:
+    reg = gpd.read_parquet(path)
+    rows = reg["id_lokalId"].isin(ids)
+    reg.loc[rows, column] = (reg.loc[rows, column] * factor).round()
+    reg.to_parquet(path)
+
+
+@pytest.fixture
+def dk(sample_copy: Path, tmp_path: Path):
+    pipeline = sample_copy / "pipelines" / "dk-sample.toml"
+    first = run_pipeline(pipeline, tmp_path / "out")
+    return pipeline, first, sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet"
+
+
+@pytest.mark.slow
+def test_one_changed_district_is_recomputed_and_equals_full(dk, tmp_path: Path) -> None:
+    pipeline, first, register = dk
+    b = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
+    target = b["district_id"].value_counts().index[3]
+    ids = b.loc[b["district_id"] == target, "building_id"].head(6)
+    _edit_register(register, ids, "byg038SamletBygningsareal", 1.25)
+
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "incremental" and m["recomputed"] == [target]
+    assert m["reused_count"] == m["districts"] - 1 == 51
+    report = (inc / "report.md").read_text()
+    assert f"recomputed 1 of 52 districts: {target}; reused 51" in report
+    assert json.loads((full / "run.json").read_text())["incremental"]["mode"] == "full"
+    assert_same_outputs(inc, full)
+    before = json.loads((first / "run.json").read_text())["totals_t"]["mass_t"]
+    assert json.loads((inc / "run.json").read_text())["totals_t"]["mass_t"] > before
+
+
+@pytest.mark.slow
+def test_nothing_result_relevant_changed_reuses_every_district(dk, tmp_path: Path) -> None:
+    pipeline, first, _ = dk
+    pipeline.write_text(pipeline.read_text().replace("partitions = 4", "partitions = 3"))
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)  # run_key changed: a run
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "incremental" and m["recomputed"] == [] and m["reused_count"] == 52
+    assert_same_outputs(inc, first)
+
+
+@pytest.mark.slow
+def test_a_moved_cohort_statistic_recomputes_everything(dk, tmp_path: Path) -> None:
+    """Floor counts of one district move a run-wide cohort median: imputed floors of
+    buildings in other districts may change, so nothing is reused."""
+    pipeline, first, register = dk
+    b = pd.read_parquet(first / "buildings.parquet")
+    big = b["district_id"].value_counts().index[0]
+    ids = b.loc[(b["district_id"] == big) & (b["floors_source"] == "register"), "building_id"]
+    _edit_register(register, ids, "byg054AntalEtager", 3.0)
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "full"
+    assert m["reason"] == "the cohort statistics used for imputation changed"
+    assert m["recomputed_count"] == 52
+    assert_same_outputs(inc, full)
+
+
+@pytest.mark.slow
+def test_changed_settings_recompute_everything(dk, tmp_path: Path) -> None:
+    pipeline, _, _ = dk
+    pipeline.write_text(pipeline.read_text().replace("seed = 42", "seed = 7"))
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "full" and m["recomputed_count"] == 52
+    assert "settings" in m["reason"]
