@@ -185,7 +185,9 @@ def prepare(
     p = load_pipeline(pipeline_file)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
     started = datetime.now(UTC)
-    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    # milliseconds in the id: runs sort by start time even when several start in a second
+    stamp = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
+    run_id = stamp + "-" + uuid.uuid4().hex[:6]
     work = root / p.name / ".work" / run_id
     (work / "stage").mkdir(parents=True)
     context = {
