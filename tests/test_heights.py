@@ -116,9 +116,17 @@ def test_through_a_vrt(pand, tmp_path: Path) -> None:
 
 
 def test_footprints_outside_the_raster_get_no_height(pand) -> None:
+    """Footprints off the raster get no height; the rest still do."""
+    geoms = pand.geometry.copy()
+    geoms.iloc[:10] = geoms.iloc[:10].translate(10_000, 0)
+    h, _ = footprint_heights(geoms, ndsm=NDSM)
+    assert h.iloc[:10].isna().all() and h.iloc[10:].notna().mean() > 0.9
+
+
+def test_a_raster_that_misses_every_footprint_is_an_error(pand) -> None:
     far = pand.geometry.translate(10_000, 0)
-    h, stats = footprint_heights(far, ndsm=NDSM)
-    assert h.isna().all() and stats.windows_read == 0
+    with pytest.raises(InputDataError, match="does not overlap the footprints"):
+        footprint_heights(far, ndsm=NDSM)
 
 
 def test_dsm_without_dtm_is_an_error(pand) -> None:
