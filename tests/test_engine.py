@@ -325,3 +325,19 @@ def test_pipeline_file_cli_and_prefect_flow_agree(tmp_path, prefect_harness) -> 
             return next(a.data for a in arts if a.key == "mfa-stream-progress")
 
     assert asyncio.run(latest_progress()) == pytest.approx(100.0)
+
+
+def test_a_second_run_with_other_districts_uses_them(city, tables, tmp_path) -> None:
+    """The per-process district index is keyed by content: other districts, other answer."""
+    districts = gpd.read_parquet(city / "districts.parquet")
+    one = districts.iloc[:1].copy()
+    one.to_parquet(tmp_path / "one.parquet")
+    first = estimate_file(
+        city / "register.parquet", city / "districts.parquet", tmp_path / "a", tables=tables
+    )
+    second = estimate_file(
+        city / "register.parquet", tmp_path / "one.parquet", tmp_path / "b", tables=tables
+    )
+    assert first["outside_districts"] == 1
+    inside = gpd.read_parquet(tmp_path / "b" / "districts.parquet")["n_buildings"].sum()
+    assert second["outside_districts"] == second["buildings"] - inside > first["outside_districts"]

@@ -15,6 +15,7 @@ objects. The job is the one in ``benchmarks/SPEC.md``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -32,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
 
 from mfa.buildings.districts import PointLocator
 from mfa.errors import InputDataError, InputNotFoundError
@@ -345,16 +347,20 @@ def _task(
     return table, sums, (t1 - t0, time.perf_counter() - t1)
 
 
-_LOCATORS: dict[int, PointLocator] = {}
+_LOCATOR: dict[str, PointLocator] = {}
 
 
 def _locator(geoms: np.ndarray) -> PointLocator:
-    """One locator per district array per process (built once, reused by every task)."""
-    key = id(geoms)
-    if key not in _LOCATORS:
-        _LOCATORS.clear()
-        _LOCATORS[key] = PointLocator(geoms)
-    return _LOCATORS[key]
+    """One locator per set of district polygons per process, reused by every task.
+
+    Keyed by the polygons' content (their WKB digest): on a Dask cluster each task gets its
+    own unpickled copy of the array, and a later run with other districts must never get
+    this run's locator."""
+    key = hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
+    if key not in _LOCATOR:
+        _LOCATOR.clear()
+        _LOCATOR[key] = PointLocator(geoms)
+    return _LOCATOR[key]
 
 
 def estimate_file(
