@@ -99,6 +99,41 @@ class EngineTables:
     existing_status: tuple[str, ...] = ("6",)
 
     @classmethod
+    def load(
+        cls,
+        archetypes_dir: Path,
+        vocabulary: Path,
+        intensity_table: Path,
+        region: str,
+        statistic: str = "p50",
+        overrides: list[Path] | None = None,
+        materials: list[str] | None = None,
+        existing_status: tuple[str, ...] = ("6",),
+    ) -> EngineTables:
+        """Tables from archetype rules, a material vocabulary and an intensity table
+        (with overrides; ``materials`` keeps a subset of the vocabulary)."""
+        from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
+        from mfa.stocks.intensity import intensity_matrix
+
+        rules = load_archetype_rules(archetypes_dir)
+        mats = load_materials(vocabulary)
+        if materials:
+            mats = [m for m in mats if m in materials]
+        table = load_intensity_table(intensity_table, mats, overrides)
+        archetypes = tuple(f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES)
+        matrix = intensity_matrix(table, region, statistic, mats, archetypes)
+        return cls(
+            use_function={str(k): str(v) for k, v in rules.bbr_use_function.items()},
+            wall_structure={str(k): str(v) for k, v in rules.bbr_wall_structure.items()},
+            floors_default=dict(rules.floors_by_function),
+            structure_default=dict(rules.structure_by_function),
+            archetypes=tuple(matrix.index),
+            materials=tuple(mats),
+            kg_m2=matrix.to_numpy(dtype=float),
+            existing_status=tuple(existing_status),
+        )
+
+    @classmethod
     def from_config(
         cls,
         config_dir: str | Path = "config",
@@ -107,25 +142,13 @@ class EngineTables:
         intensity_table: str | Path | None = None,
     ) -> EngineTables:
         """Tables from mfa's config folder (archetype rules, materials, RASMI intensities)."""
-        from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
-        from mfa.stocks.intensity import intensity_matrix
-
         cfg = Path(config_dir)
-        rules = load_archetype_rules(cfg / "archetypes")
-        materials = load_materials(cfg / "materials.toml")
-        table = load_intensity_table(
-            Path(intensity_table or cfg / "intensities" / "rasmi_2024.csv"), materials
-        )
-        archetypes = tuple(f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES)
-        matrix = intensity_matrix(table, region, statistic, materials, archetypes)
-        return cls(
-            use_function={str(k): str(v) for k, v in rules.bbr_use_function.items()},
-            wall_structure={str(k): str(v) for k, v in rules.bbr_wall_structure.items()},
-            floors_default=dict(rules.floors_by_function),
-            structure_default=dict(rules.structure_by_function),
-            archetypes=tuple(matrix.index),
-            materials=tuple(materials),
-            kg_m2=matrix.to_numpy(dtype=float),
+        return cls.load(
+            cfg / "archetypes",
+            cfg / "materials.toml",
+            Path(intensity_table or cfg / "intensities" / "rasmi_2024.csv"),
+            region,
+            statistic,
         )
 
     @property
@@ -556,8 +579,6 @@ def estimate_pipeline(
     """
     from mfa.config import load_pipeline
     from mfa.io.districts import read_districts
-    from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
-    from mfa.stocks.intensity import intensity_matrix
 
     p = load_pipeline(pipeline_file)
     if p.sources.register_ is None or p.sources.districts is None:
@@ -565,24 +586,14 @@ def estimate_pipeline(
             f"{pipeline_file}: the streaming engine needs [sources.register] (a GeoParquet "
             "with footprint polygons) and [sources.districts]"
         )
-    vocabulary = p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml"
-    materials = load_materials(vocabulary)
-    if p.intensities.materials:
-        materials = [m for m in materials if m in p.intensities.materials]
-    rules = load_archetype_rules(p.archetypes.dir)
-    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
-    archetypes = tuple(f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES)
-    matrix = intensity_matrix(
-        table, p.intensities.region, p.intensities.statistic, materials, archetypes
-    )
-    tables = EngineTables(
-        use_function={str(k): str(v) for k, v in rules.bbr_use_function.items()},
-        wall_structure={str(k): str(v) for k, v in rules.bbr_wall_structure.items()},
-        floors_default=dict(rules.floors_by_function),
-        structure_default=dict(rules.structure_by_function),
-        archetypes=tuple(matrix.index),
-        materials=tuple(materials),
-        kg_m2=matrix.to_numpy(dtype=float),
+    tables = EngineTables.load(
+        p.archetypes.dir,
+        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
+        p.intensities.table,
+        p.intensities.region,
+        p.intensities.statistic,
+        overrides=p.intensities.overrides,
+        materials=p.intensities.materials,
         existing_status=tuple(p.sources.register_.existing_status),
     )
     districts = read_districts(p.sources.districts, p.crs)
