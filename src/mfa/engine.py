@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from mfa.buildings.districts import PointLocator
+from mfa.buildings.register import BBR
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import fsync_dir
 from mfa.schema import FUNCTIONS, STRUCTURES
@@ -43,15 +44,8 @@ from mfa.wkb import polygon_measures
 
 __all__ = ["EngineTables", "estimate_batch", "estimate_file", "estimate_pipeline"]
 
-#: BBR columns the engine reads (Datafordeler names).
-ID, STATUS, USE, WALL, GFA, FLOORS = (
-    "id_lokalId",
-    "status",
-    "byg021BygningensAnvendelse",
-    "byg032YdervaeggensMateriale",
-    "byg038SamletBygningsareal",
-    "byg054AntalEtager",
-)
+#: BBR columns the engine reads (Datafordeler names, from :class:`mfa.buildings.register.BBR`).
+ID, STATUS, USE, WALL, GFA, FLOORS = BBR.ID, BBR.STATUS, BBR.USE, BBR.WALL, BBR.GFA, BBR.FLOORS
 _CODES = (STATUS, USE, WALL)
 #: Parquet writer settings: dictionaries only where values repeat, statistics only where a
 #: reader filters (the bbox covering columns, district and archetype); the rest is wasted

@@ -233,21 +233,23 @@ def _symbol(name: str, color: str, style: GraduatedStyle) -> ET.Element:
     )
     _ddp(sym)
     outline = _rgba(style.outline) if style.outline else "35,35,35,255"
-    width = f"{style.outline_width_mm:g}"
+    edge = {  # the outline of markers and fills
+        "joinstyle": "bevel",
+        "offset": "0,0",
+        "offset_unit": "MM",
+        "outline_color": outline,
+        "outline_style": "solid" if style.outline else "no",
+        "outline_width": f"{style.outline_width_mm:g}",
+        "outline_width_unit": "MM",
+    }
     if kind == "marker":
         cls = "SimpleMarker"
         props = {
             "angle": "0",
             "color": _rgba(color),
             "horizontal_anchor_point": "1",
-            "joinstyle": "bevel",
+            **edge,
             "name": "circle",
-            "offset": "0,0",
-            "offset_unit": "MM",
-            "outline_color": outline,
-            "outline_style": "solid" if style.outline else "no",
-            "outline_width": width,
-            "outline_width_unit": "MM",
             "scale_method": "diameter",
             "size": f"{style.marker_size_mm:g}",
             "size_unit": "MM",
@@ -257,13 +259,7 @@ def _symbol(name: str, color: str, style: GraduatedStyle) -> ET.Element:
         cls = "SimpleFill"
         props = {
             "color": _rgba(color),
-            "joinstyle": "bevel",
-            "offset": "0,0",
-            "offset_unit": "MM",
-            "outline_color": outline,
-            "outline_style": "solid" if style.outline else "no",
-            "outline_width": width,
-            "outline_width_unit": "MM",
+            **edge,
             "style": "solid",
         }
     else:
