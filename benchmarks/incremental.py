@@ -6,9 +6,10 @@
 For each pipeline, in one process (so imports are paid once, before the first timing):
 a first full run, an unchanged re-run (``--if-changed``: the whole-run skip), a re-run after
 the floor area of a few buildings in one district changed (``--if-changed``: only that
-district is recomputed), and a ``--force`` full re-run on the same changed inputs. Prints
-the seconds and the ratios to the forced full run, and checks that the incremental and
-the full layers are equal.
+district is recomputed), and a ``--force`` full re-run on the same changed inputs; then
+the same after 10 %, 25 %, 50 % and 100 % of the districts changed (``--shares``). Prints
+the seconds and the ratios to the forced full run of the same inputs, and checks every
+time that the incremental and the full layers are equal.
 """
 
 from __future__ import annotations
@@ -38,26 +39,29 @@ def _timed(fn, *args, **kwargs) -> tuple[float, Path]:
     return time.perf_counter() - t0, result
 
 
-def _edit_one_district(first: Path, register: Path, n: int = 10) -> str:
-    """Raise the floor area of ``n`` buildings of one mid-sized district by 25 %."""
+def _edit_districts(first: Path, register: Path, share: float, n: int = 10) -> list[str]:
+    """Raise the floor area of ``n`` buildings in each of a ``share`` of the districts by
+    25 % (at least one district: the mid-sized one)."""
     b = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
     counts = b["district_id"].value_counts()
-    target = str(counts.index[len(counts) // 2])
-    ids = b.loc[b["district_id"] == target, "building_id"].head(n)
+    k = max(1, round(share * len(counts)))
+    middle = len(counts) // 2
+    picked = [counts.index[(middle + i * len(counts) // k) % len(counts)] for i in range(k)]
+    ids = b[b["district_id"].isin(picked)].groupby("district_id").head(n)["building_id"]
     reg = gpd.read_parquet(register)
     rows = reg["id_lokalId"].isin(ids)
     col = "byg038SamletBygningsareal"
     reg.loc[rows, col] = (reg.loc[rows, col].fillna(0) * 1.25 + 10).round()
     reg.to_parquet(register)
-    return target
+    return [str(d) for d in picked]
 
 
-def bench(name: str, pipeline: Path, register: Path, out: Path) -> dict[str, float]:
-    """The four timings of one pipeline (seconds)."""
+def bench(name: str, pipeline: Path, register: Path, out: Path, shares: list[float]) -> None:
+    """The timings of one pipeline (seconds), printed."""
     t_first, first = _timed(run_pipeline, pipeline, out / "runs", force=True)
     t_same, same = _timed(run_pipeline, pipeline, out / "runs", force=False)
     assert same == first.resolve(), "the unchanged re-run should return the first run"
-    target = _edit_one_district(first, register)
+    target = _edit_districts(first, register, 0.0)[0]
     t_inc, inc = _timed(run_pipeline, pipeline, out / "runs", force=False)
     t_full, full = _timed(run_pipeline, pipeline, out / "full", force=True)
     assert_same_outputs(inc, full)
@@ -85,13 +89,33 @@ def bench(name: str, pipeline: Path, register: Path, out: Path) -> dict[str, flo
         )
     )
     print("  incremental layers equal the full recompute: yes")
-    return {"first": t_first, "unchanged": t_same, "incremental": t_inc, "full": t_full}
+    if not shares:
+        return
+    print("  re-run cost against the share of districts changed (each from the run before):")
+    print(f"  {'changed':>8} {'recomputed':>11} {'--if-changed':>13} {'--force':>9} {'ratio':>7}")
+    for share in shares:
+        _edit_districts(first, register, share)
+        t_inc, inc = _timed(run_pipeline, pipeline, out / "runs", force=False)
+        t_full, full = _timed(run_pipeline, pipeline, out / "full", force=True)
+        assert_same_outputs(inc, full)
+        i = json.loads((inc / "run.json").read_text())["incremental"]
+        print(
+            f"  {share:>8.0%} {i['recomputed_count']:>5} of {i['districts']:<3} "
+            f"{t_inc:>11.2f} s {t_full:>7.2f} s {t_inc / t_full:>7.1%}"
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--buildings", type=int, default=0, help="also a synthetic city this big")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--shares",
+        type=float,
+        nargs="*",
+        default=[0.1, 0.25, 0.5, 1.0],
+        help="also time re-runs after this share of the districts changed",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mfa-bench-") as tmp:
         work = Path(tmp)
@@ -102,6 +126,7 @@ def main() -> None:
             work / "pipelines" / "dk-sample.toml",
             work / "geodata" / "sample" / "bbr_bygning_2020.parquet",
             work / "dk",
+            args.shares,
         )
         if args.buildings:
             from mfa.synth import write_synthetic_city
@@ -114,7 +139,13 @@ def main() -> None:
                 ROOT / "geodata/sample/bbr_bygning_2020.parquet",
                 work / "config",
             )
-            bench(f"synthetic city ({args.buildings:,})", pipeline, city / "register.parquet", city)
+            bench(
+                f"synthetic city ({args.buildings:,})",
+                pipeline,
+                city / "register.parquet",
+                city,
+                args.shares,
+            )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pytest
+import shapely
 
+from mfa.buildings.districts import assign_districts
+from mfa.buildings.parts import NO_DISTRICT, split_parts
+from mfa.config import load_pipeline
+from mfa.io.districts import read_districts
 from mfa.run import run_pipeline
 
 LAYERS = ("buildings", "districts", "grid", "quality", "flows")
@@ -77,6 +82,20 @@ def test_one_changed_district_is_recomputed_and_equals_full(dk, tmp_path: Path) 
     assert f"recomputed 1 of 52 districts: {target}; reused 51" in report
     assert json.loads((full / "run.json").read_text())["incremental"]["mode"] == "full"
     assert_same_outputs(inc, full)
+    # the Monte Carlo aggregates: only the changed district's rows, its grid cells and its
+    # flows; new-housing spreads construction by each district's share of the (changed)
+    # total floor area, so that scenario is recomputed whole
+    agg = m["aggregates_computed"]
+    assert agg["districts"] == 1 and agg["of_districts"] == 52
+    mine = gpd.read_parquet(inc / "buildings.parquet")
+    mine = mine[mine["district_id"] == target]
+    points = mine.geometry.representative_point()
+    cells = {(int(x // 100), int(y // 100)) for x, y in zip(points.x, points.y, strict=True)}
+    assert len(cells) <= agg["grid_cells"] <= len(cells) + 3  # + bbox-centre part edges
+    assert agg["grid_cells"] < agg["of_grid_cells"] / 5
+    flows = agg["flow_districts_by_scenario"]
+    assert flows == {"baseline": 1, "longer-life": 1, "new-housing": 52, "growth": 1}
+    assert "Monte Carlo percentiles recomputed for 1 of 52 district rows" in report
     before = json.loads((first / "run.json").read_text())["totals_t"]["mass_t"]
     assert json.loads((inc / "run.json").read_text())["totals_t"]["mass_t"] > before
 
@@ -88,6 +107,9 @@ def test_nothing_result_relevant_changed_reuses_every_district(dk, tmp_path: Pat
     inc = run_pipeline(pipeline, tmp_path / "out", force=False)  # run_key changed: a run
     m = json.loads((inc / "run.json").read_text())["incremental"]
     assert m["mode"] == "incremental" and m["recomputed"] == [] and m["reused_count"] == 52
+    agg = m["aggregates_computed"]
+    assert agg["districts"] == 0 and agg["grid_cells"] == 0
+    assert set(agg["flow_districts_by_scenario"].values()) == {0}
     assert_same_outputs(inc, first)
 
 
@@ -117,3 +139,29 @@ def test_changed_settings_recompute_everything(dk, tmp_path: Path) -> None:
     m = json.loads((inc / "run.json").read_text())["incremental"]
     assert m["mode"] == "full" and m["recomputed_count"] == 52
     assert "settings" in m["reason"]
+
+
+def test_split_parts_is_the_district_of_the_bbox_centre(sample_copy: Path) -> None:
+    """The fast locator gives each record the district assign_districts gives its
+    bounding-box centre (first district on shared borders), _unassigned outside."""
+    reg = gpd.read_parquet(sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet")
+    p = load_pipeline(sample_copy / "pipelines" / "dk-sample.toml")
+    assert p.sources.districts is not None
+    districts = read_districts(p.sources.districts, p.crs)
+    geometry = reg.geometry.to_crs(p.crs)
+    geometry = geometry[geometry.notna() & ~geometry.is_empty].reset_index(drop=True)
+    b = geometry.bounds
+    centres = gpd.GeoSeries(
+        gpd.points_from_xy((b.minx + b.maxx) / 2, (b.miny + b.maxy) / 2), crs=p.crs
+    )
+    # plus points exactly on the first district's vertices (shared borders)
+    ring = shapely.get_coordinates(shapely.boundary(districts.geometry.iloc[0]))[:50]
+    extra = gpd.GeoSeries(gpd.points_from_xy(ring[:, 0], ring[:, 1]), crs=p.crs)
+    geometry = pd.concat([geometry, extra], ignore_index=True)
+    centres = pd.concat([centres, extra], ignore_index=True)
+    expected = assign_districts(centres, districts).fillna(NO_DISTRICT)
+    got = split_parts(geometry, districts)
+    assert (got.to_numpy() == expected.to_numpy()).all()
+    assert (got != NO_DISTRICT).sum() > 1000
+    nothing = gpd.GeoSeries([None, shapely.Point()], crs=p.crs)
+    assert split_parts(nothing, districts).tolist() == [NO_DISTRICT, NO_DISTRICT]

@@ -90,7 +90,11 @@ def test_every_standing_building_with_floor_area_is_accounted_for(dk_run: Path) 
     ]
     b = pd.read_parquet(dk_run / "buildings.parquet", columns=["building_id"])
     manifest = json.loads((dk_run / "run.json").read_text())
-    dropped = {r["record_id"]: r["reason"] for r in manifest["dropped"]["records"]}
+    table = pd.read_csv(dk_run / "dropped.csv", dtype="string")
+    dropped = dict(zip(table["record_id"], table["reason"], strict=True))
+    listed = manifest["dropped"]["records"]  # run.json lists the first 1,000
+    assert len(listed) == manifest["dropped"]["records_listed"] == min(len(table), 1000)
+    assert {r["record_id"] for r in listed} <= set(dropped)
     missing = set(with_area.id_lokalId) - set(b.building_id) - set(dropped)
     assert not missing
     assert manifest["row_counts"]["records_read"] == len(reg)

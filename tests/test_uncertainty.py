@@ -152,3 +152,25 @@ def test_other_seed_changes_only_within_mc_error(bbr_pipeline, tmp_path: Path) -
     busy = a.building_count > 20
     rel = ((a.mass_t_p95 - b.mass_t_p95).abs() / a.mass_t_p95)[busy]
     assert 0 < rel.max() < 0.10
+
+
+@given(
+    st.integers(1, 60),
+    st.integers(1, 9),
+    st.lists(st.integers(0, 8), min_size=1, max_size=9, unique=True),
+    st.integers(0, 2**31),
+)
+def test_group_draws_of_a_subset_of_groups_are_bit_identical(n, n_groups, subset, seed) -> None:
+    """A group's tonnes do not depend on the other groups (incremental runs reuse them)."""
+    rng = np.random.default_rng(seed)
+    gfa = rng.uniform(1, 5000, n)
+    arch = rng.integers(0, 4, n)
+    group = rng.integers(0, n_groups, n)
+    draws = rng.uniform(0, 800, (50, 4, 3))
+    whole = group_draws(gfa, arch, group, n_groups, draws)
+    keep = [g for g in subset if g < n_groups]
+    position = np.full(n_groups, -1)
+    position[keep] = np.arange(len(keep))
+    sel = position[group] >= 0
+    part = group_draws(gfa[sel], arch[sel], position[group][sel], len(keep), draws)
+    assert np.array_equal(part, whole[:, keep, :])

@@ -21,11 +21,25 @@ def _incremental(inc: dict[str, Any] | None) -> list[str]:
         shown = inc["recomputed"][:20]
         more = f" and {len(inc['recomputed']) - 20} more" if len(inc["recomputed"]) > 20 else ""
         names = f": {', '.join(shown)}{more}" if shown else ""
-        return [
+        lines = [
             f"Incremental: recomputed {inc['recomputed_count']} of {inc['districts']} "
             f"districts{names}; reused {inc['reused_count']} from run {inc['previous_run']} "
             "(records, settings and cohort statistics unchanged)."
         ]
+        agg = inc.get("aggregates_computed") or {}
+        done = []
+        if agg.get("districts") is not None:
+            done.append(f"{agg['districts']} of {agg['of_districts']} district rows")
+        if agg.get("grid_cells") is not None:
+            done.append(f"{agg['grid_cells']} of {agg['of_grid_cells']} grid cells")
+        for scenario, n in (agg.get("flow_districts_by_scenario") or {}).items():
+            done.append(f"flows of {n} districts ({scenario})")
+        if done:
+            lines.append(
+                "Monte Carlo percentiles recomputed for " + ", ".join(done) + "; the others "
+                "reused (same buildings, same draws)."
+            )
+        return lines
     n = inc.get("districts")
     what = f"all {n} districts" if n is not None else "every building"
     return [f"Full recompute of {what}: {inc.get('reason', '')}."]

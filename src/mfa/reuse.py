@@ -19,13 +19,26 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
 
 from mfa.config import Pipeline
 from mfa.incremental import code_digest
 from mfa.io.files import sha256_file
+from mfa.stocks.grid import grid_index
 
-__all__ = ["STATE", "PreviousRun", "previous_run", "reused_rows", "run_wide_key"]
+__all__ = [
+    "STATE",
+    "Dirty",
+    "PreviousRun",
+    "dirty_groups",
+    "previous_run",
+    "reused_rows",
+    "run_wide_key",
+]
 
 #: Per-part cohort counts of a run (for the next run's run-wide cohort statistics).
 STATE = "incremental.parquet"
@@ -140,15 +153,86 @@ def reused_rows(
 
     Returns the building rows (as published, with tonnes and percentiles), the records
     left out while cleaning geometries, and the repairs, in the previous run's order.
+    Only the wanted rows are decoded: Parquet's row filter selects them first.
     """
-    wanted = set(ids.astype(str))
-    buildings = gpd.read_parquet(prev.folder / "buildings.parquet")
+    wanted = pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
+    buildings = gpd.read_parquet(
+        prev.folder / "buildings.parquet", filters=pc.field("building_id").isin(wanted)
+    )
     buildings = buildings.drop(columns=["bbox"], errors="ignore")
-    buildings = buildings[buildings["building_id"].astype(str).isin(wanted)]
+    keep = set(wanted.to_pylist())
     dropped = pd.read_csv(prev.folder / "dropped.csv", dtype="string", keep_default_na=False)
-    dropped = dropped[(dropped["stage"] == "geometry") & dropped["record_id"].isin(wanted)]
+    dropped = dropped[
+        (dropped["stage"] == "geometry").to_numpy(bool) & _isin(dropped["record_id"], keep)
+    ]
     repairs = pd.read_csv(
         prev.folder / "repairs.csv", dtype="string", keep_default_na=False, na_values=[""]
     )
-    repairs = repairs[repairs["record_id"].isin(wanted)]
+    repairs = repairs[_isin(repairs["record_id"], keep)]
     return buildings.reset_index(drop=True), dropped, repairs
+
+
+def _isin(values: pd.Series, wanted: set[str]) -> np.ndarray:
+    """Boolean mask of ``values`` in ``wanted`` (Arrow's hash lookup; pandas' ``isin`` on
+    Arrow-backed strings goes through Python objects one by one)."""
+    values_ = pa.array(values.to_numpy(dtype=object), pa.string(), from_pandas=True)
+    mask = pc.is_in(values_, value_set=pa.array(sorted(wanted), pa.string()))
+    return mask.to_numpy(zero_copy_only=False).astype(bool)
+
+
+@dataclass(frozen=True)
+class Dirty:
+    """What an incremental run must recompute beyond the buildings: the districts and grid
+    cells that hold a recomputed building now or held a replaced one in the previous run.
+
+    Every other district, grid cell and district flow series has the same buildings with
+    the same values as in the previous run, so its published rows can be reused.
+    """
+
+    previous: Path
+    districts: frozenset[str]
+    cells: frozenset[tuple[int, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "previous": str(self.previous),
+            "districts": sorted(self.districts),
+            "cells": sorted([int(x), int(y)] for x, y in self.cells),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Dirty:
+        return cls(
+            Path(d["previous"]),
+            frozenset(d["districts"]),
+            frozenset((int(x), int(y)) for x, y in d["cells"]),
+        )
+
+
+def dirty_groups(
+    previous: Path,
+    recomputed: gpd.GeoDataFrame,
+    reused_ids: pd.Series,
+    cell_size_m: float | None,
+    unassigned: str,
+) -> Dirty:
+    """The districts and grid cells touched by the recomputed buildings (see :class:`Dirty`).
+
+    ``recomputed`` are this run's recomputed buildings (with ``district_id``); the previous
+    run's buildings that were not reused (``reused_ids``) are read back, only those rows.
+    """
+    ids = pa.array(pd.unique(reused_ids.astype(str).to_numpy(dtype=object)), pa.string())
+    replaced = gpd.read_parquet(
+        previous / "buildings.parquet",
+        columns=["building_id", "district_id", "geometry"],
+        filters=~pc.field("building_id").isin(ids),
+    )
+    districts: set[str] = set()
+    cells: set[tuple[int, int]] = set()
+    for frame in (recomputed, replaced):
+        districts |= set(frame["district_id"].astype("string").fillna(unassigned).tolist())
+        if cell_size_m is not None and len(frame):
+            points = shapely.point_on_surface(frame.geometry.values)
+            ix, iy = grid_index(shapely.get_x(points), shapely.get_y(points), cell_size_m)
+            cells |= set(zip(ix.tolist(), iy.tolist(), strict=True))
+    return Dirty(previous, frozenset(districts), frozenset(cells))

@@ -11,6 +11,7 @@ The Prefect flow in ``flows/pipeline.py`` calls the same step functions as tasks
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import shapely
 
 import mfa
@@ -71,7 +73,7 @@ from mfa.io.tables import (
 )
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.report import failure_markdown, report_markdown
-from mfa.reuse import STATE, previous_run, reused_rows, run_wide_key
+from mfa.reuse import STATE, Dirty, dirty_groups, previous_run, reused_rows, run_wide_key
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array
@@ -108,6 +110,12 @@ GRID = "grid.parquet"
 FLOWS = "flows.parquet"
 REPORT = "report.md"
 FAILURE = "last-failure.md"
+#: Left-out records listed in run.json (all of them are in dropped.csv).
+MANIFEST_RECORDS = 1_000
+#: Stage files of an incremental run: the previous run it reuses parts of, and what
+#: beyond the buildings it must recompute (see mfa.reuse.Dirty).
+REUSE = "reuse.json"
+DIRTY = "dirty.json"
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
 QGIS_LAYERS = {
     "buildings": BUILDINGS,
@@ -300,6 +308,7 @@ class _Built:
     raster_report: dict[str, Any] | None
     matches: dict[str, Any] | None = None
     reused: gpd.GeoDataFrame | None = None  # result rows of reused parts (previous run)
+    previous: Path | None = None  # the published run they come from
     incremental: dict[str, Any] = field(default_factory=dict)
     state: pd.DataFrame | None = None  # cohort counts per part, for the next run
 
@@ -460,6 +469,7 @@ def _build_by_part(
         peer_counts=peer_counts,
         raster_report=raster_report,
         reused=reused,
+        previous=prev.folder if candidates and prev is not None else None,
         incremental={
             "mode": mode,
             "reason": f"reused districts whose records, settings and cohort statistics are "
@@ -558,6 +568,7 @@ def build_buildings(work_dir: Path) -> Path:
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
     if built.reused is not None:
         write_layer(built.reused, work / "stage" / "buildings_reused.parquet")
+        (work / "stage" / REUSE).write_text(json.dumps({"previous": str(built.previous)}))
     if built.state is not None:
         tmp = work / (STATE + ".tmp")
         built.state.to_parquet(tmp, index=False)
@@ -644,7 +655,17 @@ def estimate_stocks(work_dir: Path) -> Path:
         )
     reused = work / "stage" / "buildings_reused.parquet"
     if reused.exists():  # an incremental run: the unchanged districts' rows, as published
-        result = pd.concat([result, read_layer(reused)[list(result.columns)]], ignore_index=True)
+        previous = Path(json.loads((work / "stage" / REUSE).read_text())["previous"])
+        rows = read_layer(reused)[list(result.columns)]
+        dirty = dirty_groups(
+            previous,
+            result,
+            rows["building_id"],
+            p.grid.cell_size_m if p.grid is not None else None,
+            UNASSIGNED,
+        )
+        (work / "stage" / DIRTY).write_text(json.dumps(dirty.to_json()))
+        result = pd.concat([result, rows], ignore_index=True)
         result = hilbert_order(gpd.GeoDataFrame(result, crs=p.crs), tie_break="building_id")
     whole, _ = _group_percentiles(
         p, materials, result, np.zeros(len(result), int), 1, drawn=(archetypes, draws)
@@ -688,23 +709,37 @@ def _group_percentiles(
     n_groups: int,
     chunk: int = 2_000,
     drawn: tuple[list[str], np.ndarray] | None = None,
+    only: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """Percentile columns per group (0 … n_groups − 1) from summed Monte Carlo draws.
 
     Groups are processed ``chunk`` at a time, so memory is draws × chunk × materials.
     Also checks, draw by draw, that the groups sum to the buildings' total; returns the
-    largest relative difference. ``drawn`` passes draws the caller already has.
+    largest relative difference. ``drawn`` passes draws the caller already has. With
+    ``only`` (group numbers), just those groups, one row each in that order.
+
+    Buildings are summed in ``building_id`` order, so a group's values depend only on
+    its own buildings, not on the order of the layer (which moves with the city's extent)
+    nor on the other groups: an incremental run reuses the previous run's rows of the
+    groups it did not recompute, bit for bit.
     """
     archetypes, draws = drawn if drawn is not None else _intensity_draws(p, materials)
-    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
-    g_idx = np.asarray(group_of_building, dtype=np.int64)
+    order = np.argsort(buildings["building_id"].to_numpy(dtype=str), kind="stable")
+    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))[order]
+    g_idx = np.asarray(group_of_building, dtype=np.int64)[order]
     if (a_idx < 0).any() or (g_idx < 0).any():
         raise ValidationError("a building's archetype or group has no draws; check the rules")
-    gfa = buildings["gfa_m2"].to_numpy(dtype=float)
+    gfa = buildings["gfa_m2"].to_numpy(dtype=float)[order]
+    if only is not None:
+        position = np.full(n_groups, -1, dtype=np.int64)
+        position[only] = np.arange(len(only))
+        g_idx = position[g_idx]
+        keep = g_idx >= 0
+        a_idx, g_idx, gfa, n_groups = a_idx[keep], g_idx[keep], gfa[keep], len(only)
     q = tuple(p.uncertainty.percentiles)
     total = group_draws(gfa, a_idx, np.zeros(len(gfa), dtype=np.int64), 1, draws)[:, 0, :]
     summed = np.zeros_like(total)
-    parts = []
+    parts = [percentile_columns(np.zeros((len(draws), 0, len(materials))), materials, q)]
     for start in range(0, n_groups, chunk):
         stop = min(start + chunk, n_groups)
         sel = (g_idx >= start) & (g_idx < stop)
@@ -718,6 +753,52 @@ def _group_percentiles(
             f"Monte Carlo draws are not conserved across groups (max rel. error {error:.2e})"
         )
     return pd.concat(parts, ignore_index=True), error
+
+
+def _percentiles_reusing(
+    p: Pipeline,
+    materials: list[str],
+    buildings: pd.DataFrame,
+    group_of_building: np.ndarray,
+    n_groups: int,
+    previous: pd.DataFrame | None,
+    dirty: np.ndarray | None,
+) -> tuple[pd.DataFrame, float, int]:
+    """:func:`_group_percentiles`, taking the rows of clean groups from the previous run.
+
+    ``previous`` holds the previous run's percentile columns aligned with the groups (NaN
+    where the group did not exist), ``dirty`` marks the groups that must be recomputed.
+    Returns the columns, the conservation error and how many groups were computed.
+    """
+    if previous is None or dirty is None:
+        pct, error = _group_percentiles(p, materials, buildings, group_of_building, n_groups)
+        return pct, error, n_groups
+    reusable = ~dirty & previous.notna().all(axis=1).to_numpy()
+    todo = np.flatnonzero(~reusable)
+    pct, error = _group_percentiles(p, materials, buildings, group_of_building, n_groups, only=todo)
+    out = pd.DataFrame(np.nan, index=range(n_groups), columns=pct.columns)
+    out.iloc[todo] = pct.to_numpy()
+    out.iloc[np.flatnonzero(reusable)] = previous[pct.columns].to_numpy()[reusable]
+    return out, error, len(todo)
+
+
+def _dirty(work: Path) -> Dirty | None:
+    """What an incremental run must recompute beyond the buildings (None: everything)."""
+    f = work / "stage" / DIRTY
+    return Dirty.from_json(json.loads(f.read_text())) if f.is_file() else None
+
+
+def _previous_columns(
+    p: Pipeline, materials: list[str], layer: Path, key: str, keys: pd.Series
+) -> pd.DataFrame | None:
+    """The previous run's percentile columns of ``layer``, aligned with ``keys``."""
+    q = tuple(p.uncertainty.percentiles)
+    cols = list(percentile_columns(np.zeros((1, 0, len(materials))), materials, q).columns)
+    if not layer.is_file() or not set(cols) <= set(pq.read_schema(layer).names):
+        return None
+    prev = pd.read_parquet(layer, columns=[key, *cols])
+    prev = prev.drop_duplicates(key).set_index(prev[key].astype(str).to_numpy())[cols]
+    return prev.reindex(keys.astype(str).to_numpy())
 
 
 def _with(frame: gpd.GeoDataFrame, extra: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
@@ -761,26 +842,55 @@ def aggregate(work_dir: Path) -> Path | None:
     sums = ["mass_t", *material_columns(materials)]
     buildings = read_layer(work / BUILDINGS)
     attrs = pd.DataFrame(buildings.drop(columns="geometry"))
+    dirty = _dirty(work)
     out: Path | None = None
     if p.sources.districts is not None:
         districts = read_layer(work / "stage" / "districts_input.parquet")
         result = aggregate_districts(attrs, districts, sums, name_column="district_name")
         ids = pd.Index(result["district_id"].astype(object))
         key = attrs["district_id"].astype("string").fillna(UNASSIGNED).astype(object)
-        pct, error = _group_percentiles(p, materials, attrs, ids.get_indexer(key), len(ids))
+        pct, error, n_done = _percentiles_reusing(
+            p,
+            materials,
+            attrs,
+            ids.get_indexer(key),
+            len(ids),
+            _previous_columns(
+                p, materials, dirty.previous / DISTRICTS, "district_id", result["district_id"]
+            )
+            if dirty is not None
+            else None,
+            ids.isin(list(dirty.districts)) if dirty is not None else None,
+        )
         out = write_layer(_with(result, pct, p.crs), work / DISTRICTS)
         write_layer(quality_by_district(attrs, districts), work / QUALITY)
         report["districts"] = len(result)
+        report["districts_computed"] = n_done
         report["draw_conservation_max_rel_error"] = error
     else:
         report["districts_skipped"] = "no [sources.districts] in the pipeline file"
     if p.grid is not None:
         points = shapely.point_on_surface(buildings.geometry.values)
         cells, cell_of = aggregate_grid(points, attrs[["gfa_m2", *sums]], p.grid.cell_size_m, p.crs)
-        pct, error = _group_percentiles(p, materials, attrs, cell_of, len(cells))
+        touched = None
+        if dirty is not None:
+            xy = pd.MultiIndex.from_arrays([cells["ix"], cells["iy"]])
+            touched = xy.isin(list(dirty.cells))
+        pct, error, n_done = _percentiles_reusing(
+            p,
+            materials,
+            attrs,
+            cell_of,
+            len(cells),
+            _previous_columns(p, materials, dirty.previous / GRID, "cell_id", cells["cell_id"])
+            if dirty is not None
+            else None,
+            touched,
+        )
         cells = _with(cells, pct, p.crs)
         write_layer(cells, work / GRID)
         report["grid_cells"] = len(cells)
+        report["grid_cells_computed"] = n_done
         report["grid_draw_conservation_max_rel_error"] = error
         if p.grid.rasters:
             report["rasters"] = _write_rasters(work, cells, sums, p)
@@ -800,7 +910,12 @@ def forecast_flows(work_dir: Path) -> Path | None:
     dyn = p.dynamics
     materials = _materials(p)
     lifetimes = load_lifetimes(dyn.lifetimes)
-    attrs = pd.read_parquet(work / BUILDINGS).drop(columns=["geometry", "bbox"], errors="ignore")
+    attrs = pd.read_parquet(
+        work / BUILDINGS,
+        columns=["building_id", "district_id", "archetype_id", "construction_year", "gfa_m2"],
+    )
+    # building_id order: a district's floor-area sums do not depend on the layer's order
+    attrs = attrs.iloc[np.argsort(attrs["building_id"].to_numpy(dtype=str), kind="stable")]
     attrs["district_id"] = attrs["district_id"].astype("string").fillna(UNASSIGNED)
     years, n_imputed = impute_years(attrs)
     too_new = years > dyn.base_year
@@ -808,15 +923,49 @@ def forecast_flows(work_dir: Path) -> Path | None:
     archetypes, draws = _intensity_draws(p, materials)
     matrix = _central_intensities(p, materials, archetypes)
     q = tuple(p.uncertainty.percentiles)
-    frames = []
+    cohorts = np.sort(attrs["construction_year"].unique())
+    total_gfa = float(attrs["gfa_m2"].sum())
+    keys = _flow_keys(attrs, cohorts, total_gfa, dyn.scenarios)
+    dirty = _dirty(work)
+    previous = _previous_flows(dirty, keys) if dirty is not None else {}
+    frames, computed = [], {}
     for sc in dyn.scenarios:
         levers = ScenarioLevers(**sc.model_dump())
-        frames.append(
-            district_flows(
-                attrs, lifetimes, dyn.base_year, dyn.horizon, levers, matrix, draws, archetypes, q
-            )
+        prev = previous.get(sc.name)
+        redo = attrs
+        if prev is not None:  # recompute the dirty districts, reuse the others' rows
+            assert dirty is not None
+            n_rows = (dyn.horizon - dyn.base_year + 1) * (len(materials) + 1)
+            whole = prev.groupby("district_id").size()
+            present = pd.Index(attrs["district_id"].unique())
+            complete = whole.reindex(present).to_numpy() == n_rows
+            clean = present[complete & ~present.isin(list(dirty.districts))]
+            redo = attrs[~attrs["district_id"].isin(clean)]
+            prev = prev[prev["district_id"].isin(clean)]
+            if len(redo) == 0:
+                computed[sc.name] = 0
+                frames.append(prev.reset_index(drop=True))
+                continue
+        new = district_flows(
+            redo,
+            lifetimes,
+            dyn.base_year,
+            dyn.horizon,
+            levers,
+            matrix,
+            draws,
+            archetypes,
+            q,
+            cohorts=cohorts,
+            total_gfa_m2=total_gfa,
         )
+        computed[sc.name] = int(new["district_id"].nunique())
+        if prev is not None and len(prev):
+            new = pd.concat([new, prev[list(new.columns)]], ignore_index=True)
+            new = new.sort_values("district_id", kind="stable").reset_index(drop=True)
+        frames.append(new)
     flows = pd.concat(frames, ignore_index=True)
+    flows = flows.astype({"scenario": object, "district_id": object, "material": object})
     flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
     geoms = None
     if p.sources.districts is not None:
@@ -854,6 +1003,8 @@ def forecast_flows(work_dir: Path) -> Path | None:
             "horizon": dyn.horizon,
             "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
             "construction_years_imputed": n_imputed,
+            "reuse_keys": keys,
+            "districts_computed": computed,
             "construction_years_after_base_year": int(too_new.sum()),
             "summary": summary,
             "rows": len(flows),
@@ -861,6 +1012,48 @@ def forecast_flows(work_dir: Path) -> Path | None:
         },
     )
     return out
+
+
+def _flow_keys(
+    attrs: pd.DataFrame, cohorts: np.ndarray, total_gfa_m2: float, scenarios: list
+) -> dict[str, str]:
+    """Per scenario, sha256 of what a district's flows depend on beyond its own buildings.
+
+    The cohort years, the medians that fill missing construction years, and, for a
+    scenario that spreads new construction over the districts by their share of today's
+    floor area, the total floor area. (Settings, lifetimes and intensities are in the
+    run-wide key.) Equal keys and unchanged buildings: the district's rows are reusable.
+    """
+    year = attrs["construction_year"].astype("Float64")
+    h = hashlib.sha256()
+    h.update(np.asarray(cohorts, dtype=np.int64).tobytes())
+    h.update(year.groupby(attrs["archetype_id"]).median().sort_index().to_json().encode())
+    h.update(repr(year.median()).encode())
+    base = h.hexdigest()
+    keys = {}
+    for sc in scenarios:
+        spreads = sc.construction_m2_per_year > 0 and sc.stock_growth_per_year is None
+        extra = repr(total_gfa_m2) if spreads else ""
+        keys[sc.name] = hashlib.sha256(f"{base}|{extra}".encode()).hexdigest()
+    return keys
+
+
+def _previous_flows(dirty: Dirty, keys: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The previous run's flow rows of each scenario whose key is unchanged."""
+    try:
+        prev_keys = json.loads((dirty.previous / MANIFEST).read_text())["flows"]["reuse_keys"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    same = [name for name, k in keys.items() if prev_keys.get(name) == k]
+    if not same or not (dirty.previous / FLOWS).is_file():
+        return {}
+    names = [c for c in pq.read_schema(dirty.previous / FLOWS).names if c not in _NOT_FLOW_ROWS]
+    rows = pd.read_parquet(dirty.previous / FLOWS, columns=names)
+    return {name: rows[rows["scenario"] == name] for name in same}
+
+
+#: Columns of the flows layer that are not district_flows() output.
+_NOT_FLOW_ROWS = ("date", "geometry", "bbox")
 
 
 def qgis_outputs(work_dir: Path) -> Path:
@@ -895,7 +1088,8 @@ def _versions() -> dict[str, str]:
 
 def _checks(
     work: Path, p: Pipeline, materials: list[str], reports_districts: dict[str, Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], gpd.GeoDataFrame]:
+    """Check every layer of the work folder; returns the checks and the buildings read."""
     buildings = read_layer(work / BUILDINGS)
     layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
     base = buildings.drop(columns=["mass_t", *material_columns(materials)])
@@ -948,7 +1142,9 @@ def _checks(
             checks["rasters"] = rasters
     if (work / FLOWS).exists():
         layers[FLOWS] = check_geoparquet(work / FLOWS, p.crs)
-        checks["flows_stock_balance"] = _check_flows(read_layer(work / FLOWS), p, totals)
+        names = [c for c in pq.read_schema(work / FLOWS).names if c not in _NOT_FLOW_ROWS]
+        flows = pd.read_parquet(work / FLOWS, columns=names)
+        checks["flows_stock_balance"] = _check_flows(flows, p, totals)
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
     expected = {name: int(layers[f]["rows"]) for name, f in QGIS_LAYERS.items() if f in layers}
@@ -956,7 +1152,7 @@ def _checks(
     missing = [f for f in (PROJECT, *(f"{n}.qml" for n in expected)) if not (work / f).is_file()]
     if missing:
         raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
-    return checks
+    return checks, buildings
 
 
 def _check_flows(flows: pd.DataFrame, p: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
@@ -1012,6 +1208,23 @@ def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
     return out
 
 
+def _incremental_summary(
+    incremental: dict[str, Any] | None, reports: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The buildings step's incremental record plus what the later steps recomputed."""
+    if incremental is None:
+        return None
+    d, f = reports.get("districts", {}), reports.get("flows", {})
+    computed = {
+        "districts": d.get("districts_computed"),
+        "of_districts": d.get("districts"),
+        "grid_cells": d.get("grid_cells_computed"),
+        "of_grid_cells": d.get("grid_cells"),
+        "flow_districts_by_scenario": f.get("districts_computed"),
+    }
+    return {**incremental, "aggregates_computed": computed}
+
+
 def publish(work_dir: Path) -> Path:
     """Check every layer, write ``run.json``, move the run in place, switch ``latest``.
 
@@ -1023,7 +1236,7 @@ def publish(work_dir: Path) -> Path:
     p = load_pipeline(ctx["pipeline_file"])
     materials = _materials(p)
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
-    checks = _checks(work, p, materials, reports.get("districts", {}))
+    checks, buildings = _checks(work, p, materials, reports.get("districts", {}))
     dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
     dropped.to_csv(work / DROPPED, index=False)
     repairs = pd.read_parquet(work / "stage" / "repairs.parquet")
@@ -1060,7 +1273,7 @@ def publish(work_dir: Path) -> Path:
         "provenance": b.get("provenance"),
         "quality": {
             attr: {k.removeprefix(f"{attr}_"): round(float(v), 4) for k, v in row.items()}
-            for attr, row in _quality_summary(read_layer(work / BUILDINGS)).items()
+            for attr, row in _quality_summary(buildings).items()
         },
         "totals_t": {k: v for k, v in checks["totals"].items() if k != "gfa_m2"},
         "total_gfa_m2": checks["totals"]["gfa_m2"],
@@ -1071,7 +1284,9 @@ def publish(work_dir: Path) -> Path:
             .reset_index(name="count")
             .sort_values("count", ascending=False)
             .to_dict(orient="records"),
-            "records": dropped.to_dict(orient="records"),
+            # the first ones; dropped.csv beside it lists them all
+            "records": dropped.head(MANIFEST_RECORDS).to_dict(orient="records"),
+            "records_listed": min(len(dropped), MANIFEST_RECORDS),
         },
         "repairs": {
             "counts": repairs.groupby(["attribute", "reason"])
@@ -1087,7 +1302,7 @@ def publish(work_dir: Path) -> Path:
         "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
-        "incremental": b.get("incremental"),
+        "incremental": _incremental_summary(b.get("incremental"), reports),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from mfa.buildings.districts import assign_districts
+from mfa.buildings.districts import PointLocator
 
 __all__ = [
     "COHORT_COLUMNS",
@@ -66,10 +66,13 @@ def split_parts(geometry: gpd.GeoSeries, districts: gpd.GeoDataFrame | None) -> 
     if districts is None:
         return pd.Series(NO_DISTRICT, index=geometry.index, dtype="string")
     b = shapely.bounds(geometry.values)  # NaN for null and empty geometries
-    centre = shapely.points((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2)
-    centre = np.where(np.isnan(b[:, 0]), None, centre)
-    points = gpd.GeoSeries(centre, index=geometry.index, crs=geometry.crs)
-    return assign_districts(points, districts).fillna(NO_DISTRICT)
+    x, y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    known = ~np.isnan(x)
+    where = np.full(len(x), -1, dtype=np.int64)
+    where[known] = PointLocator(districts.geometry.values).locate(x[known], y[known])
+    ids = districts["district_id"].astype("string").to_numpy(dtype=object)
+    part = np.where(where >= 0, ids[np.maximum(where, 0)], NO_DISTRICT)
+    return pd.Series(part, index=geometry.index, dtype="string")
 
 
 def part_digests(records: gpd.GeoDataFrame, part: pd.Series) -> pd.Series:

@@ -36,6 +36,7 @@ __all__ = [
     "inflow_from_age_structure",
     "lifetime",
     "stock_driven",
+    "sum_last",
 ]
 
 LifetimeKind = Literal["fixed", "normal", "folded_normal", "lognormal", "weibull"]
@@ -164,6 +165,21 @@ class DSMResult:
         check_stock_balance(self.stock, self.inflow, self.outflow, rtol=rtol)
 
 
+def sum_last(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, one element after the other.
+
+    ``x.sum(axis=-1)`` lets numpy pick pairwise or plain summation from the array's
+    shape, so a series summed among many can differ in the last bit from the same series
+    summed alone; this order is the same for every shape (incremental runs recompute some
+    districts and reuse the others' rows, which must match to the bit).
+    """
+    x = np.asarray(x, dtype=float)
+    out = np.zeros(x.shape[:-1])
+    for i in range(x.shape[-1]):
+        out += x[..., i]
+    return out
+
+
 def _outflow_by_cohort(stock_by_cohort: np.ndarray, inflow: np.ndarray) -> np.ndarray:
     o_c = np.zeros_like(stock_by_cohort)
     o_c[..., 1:, :] = stock_by_cohort[..., :-1, :] - stock_by_cohort[..., 1:, :]
@@ -179,7 +195,7 @@ def inflow_driven(inflow: np.ndarray, lifetime: Lifetime) -> DSMResult:
     sf = lifetime.survival(inflow.shape[-1])
     s_c = inflow[..., None, :] * sf
     o_c = _outflow_by_cohort(s_c, inflow)
-    return DSMResult(inflow, s_c.sum(axis=-1), o_c.sum(axis=-1), s_c, o_c)
+    return DSMResult(inflow, sum_last(s_c), sum_last(o_c), s_c, o_c)
 
 
 def inflow_from_age_structure(stock_by_cohort_today: np.ndarray, lifetime: Lifetime) -> np.ndarray:
@@ -246,9 +262,9 @@ def stock_driven(
         hist = inflow_from_age_structure(init, Lifetime(lifetime.kind, _cohorts(lifetime, start)))
         inflow[..., :start] = hist
         s_c[..., :, :start] = hist[..., None, :] * sf[..., :, :start]
-        target[..., :start] = s_c[..., :start, :].sum(axis=-1)
+        target[..., :start] = sum_last(s_c[..., :start, :])
     for m in range(start, n):
-        existing = s_c[..., m, :].sum(axis=-1)
+        existing = sum_last(s_c[..., m, :])
         gap = target[..., m] - existing
         sf_mm = sf[..., m, m]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -264,7 +280,7 @@ def stock_driven(
         inflow[..., m] = i_m
         s_c[..., m:, m] = i_m[..., None] * sf[..., m:, m]
     o_c = _outflow_by_cohort(s_c, inflow)
-    return DSMResult(inflow, s_c.sum(axis=-1), o_c.sum(axis=-1), s_c, o_c)
+    return DSMResult(inflow, sum_last(s_c), sum_last(o_c), s_c, o_c)
 
 
 def _cohorts(lt: Lifetime, n: int) -> dict[str, np.ndarray | float]:

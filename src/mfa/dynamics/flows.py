@@ -14,10 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mfa.dynamics import Lifetime, check_stock_balance
+from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
 
 __all__ = ["ScenarioLevers", "district_flows", "impute_years"]
+
+#: Districts whose Monte Carlo tonnes are held in memory at once (block × years ×
+#: materials × draws × 8 bytes: 64 × 16 × 10 × 1,000 × 8 B ≈ 82 MB).
+_DISTRICT_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -51,14 +55,26 @@ def district_flows(
     draws: np.ndarray,
     draw_archetypes: list[str],
     percentiles: tuple[float, ...],
+    cohorts: np.ndarray | None = None,
+    total_gfa_m2: float | None = None,
 ) -> pd.DataFrame:
     """Stock, inflow and outflow per district, year and material for one scenario.
+
+    Each district's rows depend only on its own buildings and on ``cohorts`` and
+    ``total_gfa_m2``: passing the values of a whole city computes the rows of some of its
+    districts exactly as for the whole city (incremental runs recompute only those).
 
     Parameters
     ----------
     buildings
         ``district_id``, ``archetype_id``, ``construction_year`` (no gaps, ≤ base year)
         and ``gfa_m2`` of today's buildings.
+    cohorts
+        Construction years of today's stock (sorted, unique), default those of
+        ``buildings``.
+    total_gfa_m2
+        Today's floor area (m²) that new construction is spread over in proportion to
+        each district's share, default that of ``buildings``.
     lifetimes
         Lifetime per function (RS, RM, NR).
     intensity_kg_m2
@@ -84,24 +100,26 @@ def district_flows(
         )
         pairs = pd.concat([pairs, extra]).drop_duplicates()
     pairs = pairs.sort_values(["district_id", "archetype_id"]).reset_index(drop=True)
-    cohorts = np.sort(b["construction_year"].unique())
-    s0 = (
-        b.pivot_table(
-            index=["district_id", "archetype_id"],
-            columns="construction_year",
-            values="gfa_m2",
-            aggfunc="sum",
-            fill_value=0.0,
-        )
-        .reindex(pd.MultiIndex.from_frame(pairs), fill_value=0.0)
-        .reindex(columns=cohorts, fill_value=0.0)
-        .to_numpy(dtype=float)
-    )
+    if cohorts is None:
+        cohorts = np.sort(b["construction_year"].unique())
+    # sums in building order with np.add.at, one element after the other: a district's
+    # sums are the same bits whichever other districts are in ``buildings`` (pandas'
+    # grouped sums are not)
+    gfa = b["gfa_m2"].to_numpy(dtype=float)
+    pair_index = pd.MultiIndex.from_frame(pairs)
+    row = pair_index.get_indexer(pd.MultiIndex.from_frame(b[["district_id", "archetype_id"]]))
+    col = np.searchsorted(cohorts, b["construction_year"].to_numpy())
+    s0 = np.zeros((len(pairs), len(cohorts)))
+    np.add.at(s0, (row, col), gfa)
     n_years = horizon - base_year + 1
     new = np.zeros((len(pairs), n_years - 1))
     if scenario.construction_m2_per_year > 0:
         # spread over districts in proportion to their floor area today
-        share = b.groupby("district_id")["gfa_m2"].sum() / b["gfa_m2"].sum()
+        total = float(b["gfa_m2"].sum()) if total_gfa_m2 is None else total_gfa_m2
+        d_codes = pd.Index(districts).get_indexer(b["district_id"])
+        by_district = np.zeros(len(districts))
+        np.add.at(by_district, d_codes, gfa)
+        share = pd.Series(by_district / total, index=districts)
         is_new = (pairs["archetype_id"] == scenario.construction_archetype).to_numpy()
         new[is_new] = (
             share.reindex(pairs.loc[is_new, "district_id"]).to_numpy()[:, None]
@@ -137,17 +155,26 @@ def district_flows(
     materials = list(intensity_kg_m2.columns)
     central = intensity_kg_m2.reindex(draw_archetypes).fillna(0.0).to_numpy(dtype=float)
     years = np.arange(base_year, horizon + 1)
+    names = [*materials, "mass"]
+    n_k, n_m = draws.shape[0], len(materials)
+    # archetype × (material, draw) and archetype × material: one matrix product per district
+    # (a stack of equal-shaped products, so a district's tonnes get the same bits whichever
+    # districts are computed with it: incremental runs reuse the others)
+    per_draw = np.ascontiguousarray(draws.transpose(1, 2, 0)).reshape(n_a, n_m * n_k)
     frames = []
     for kind, m2 in (("stock", stock), ("inflow", inflow), ("outflow", outflow)):
-        cube = np.zeros((n_d, n_a, n_years))
-        np.add.at(cube, (d_idx, a_idx), m2)
-        t_central = np.einsum("dat,am->dtm", cube, central) / 1000.0
-        t_draws = np.einsum("dat,kam->kdtm", cube, draws) / 1000.0
-        t_central = np.concatenate([t_central, t_central.sum(axis=2, keepdims=True)], axis=2)
-        t_draws = np.concatenate([t_draws, t_draws.sum(axis=3, keepdims=True)], axis=3)
-        q = np.percentile(t_draws, percentiles, axis=0)  # q × d × t × m
-        area = cube.sum(axis=1)  # d × t
-        names = [*materials, "mass"]
+        cube = np.zeros((n_d, n_years, n_a))
+        np.add.at(cube, (d_idx, slice(None), a_idx), m2)
+        t_central = np.zeros((n_d, n_years, len(names)))
+        t_central[..., :-1] = np.matmul(cube, central) / 1000.0
+        t_central[..., -1] = sum_last(t_central[..., :-1])
+        q = np.zeros((len(percentiles), n_d, n_years, len(names)))
+        for lo in range(0, n_d, _DISTRICT_BLOCK):  # bounds block × years × materials × draws
+            block = np.matmul(cube[lo : lo + _DISTRICT_BLOCK], per_draw) / 1000.0
+            block = block.reshape(len(block), n_years, n_m, n_k)
+            both = np.concatenate([block, sum_last(block.swapaxes(2, 3))[:, :, None]], axis=2)
+            q[:, lo : lo + _DISTRICT_BLOCK] = np.percentile(both, percentiles, axis=-1)
+        area = sum_last(cube)  # d × t
         idx = pd.MultiIndex.from_product(
             [districts, years, names], names=["district_id", "year", "material"]
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mfa.dynamics import Lifetime, inflow_driven, stock_driven
+from mfa.dynamics import Lifetime, inflow_driven, stock_driven, sum_last
 
 __all__ = ["Forecast", "forecast_stock"]
 
@@ -84,7 +84,7 @@ def forecast_stock(
     ratio[:, overdue] = 0.0
     ratio[0, :] = 1.0  # today's stock is observed
     keep = (1.0 - extra_demolition_rate) ** np.arange(n)
-    existing = s0 @ (ratio * keep[:, None]).T  # series × years
+    existing = _rowwise_product(s0, ratio * keep[:, None])  # series × years
     stock = existing.copy()
     inflow = np.zeros_like(stock)
     if stock_growth_per_year is not None:
@@ -105,3 +105,18 @@ def forecast_stock(
     outflow = np.zeros_like(stock)
     outflow[:, 1:] = stock[:, :-1] - stock[:, 1:] + inflow[:, 1:]
     return Forecast(years, stock, inflow, outflow)
+
+
+def _rowwise_product(a: np.ndarray, b: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """``a @ b.T`` (series × cohorts by years × cohorts), each row summed on its own.
+
+    A BLAS product rounds a row differently depending on how many rows it is computed
+    with; summing each row's products in a fixed order (:func:`mfa.dynamics.sum_last`)
+    does not, so a series gets the same bits alone as among all of a city's series (what
+    incremental runs need).
+    Rows are taken ``chunk`` at a time to bound the series × years × cohorts temporary.
+    """
+    out = np.empty((a.shape[0], b.shape[0]))
+    for lo in range(0, a.shape[0], chunk):
+        out[lo : lo + chunk] = sum_last(a[lo : lo + chunk, None, :] * b[None, :, :])
+    return out

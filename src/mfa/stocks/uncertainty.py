@@ -115,11 +115,23 @@ def group_draws(
     numpy.ndarray
         Draws × groups × materials (t). Summing over groups gives, draw by draw, the sum
         over all buildings.
+
+    Notes
+    -----
+    A group's values depend only on its own buildings, in their order, never on the
+    other groups or their number: the floor areas are added in building order and the
+    archetypes one after the other with element-wise operations (a BLAS or ``einsum``
+    contraction rounds differently for different array shapes). So the groups of a
+    subset of the buildings get the same bits as in the whole set, which lets an
+    incremental run reuse the groups it did not recompute.
     """
     n_arch = draws.shape[1]
     floor = np.zeros((n_groups, n_arch))
     np.add.at(floor, (group_index, archetype_index), np.asarray(gfa_m2, dtype=float))
-    return np.einsum("ga,dam->dgm", floor, draws) / 1000.0
+    out = np.zeros((draws.shape[0], n_groups, draws.shape[2]))
+    for a in np.flatnonzero(floor.any(axis=0)):  # archetypes in a fixed order
+        out += floor[None, :, a, None] * draws[:, None, a, :]
+    return out / 1000.0
 
 
 def percentile_columns(
