@@ -10,8 +10,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from geopandas.testing import assert_geodataframe_equal
 
 from mfa.errors import InputDataError
+from mfa.io.geoparquet import read_layer
 from mfa.run import run_pipeline
 from tests.conftest import DATA, ROOT, SAMPLE
 
@@ -131,6 +133,26 @@ def test_geoparquet_metadata_and_bbox(dk_run: Path) -> None:
     box = (620_000, 6_130_000, 670_000, 6_190_000)
     sub = gpd.read_parquet(dk_run / "buildings.parquet", bbox=box)
     assert 0 < len(sub) < len(gpd.read_parquet(dk_run / "buildings.parquet"))
+
+
+def test_read_layer_reads_as_geopandas_does(dk_run: Path) -> None:
+    """mfa's reader (CRS parsed once) gives the frame geopandas gives, for every layer,
+    with columns and row filters, and without the covering bbox column."""
+    for layer in ("buildings", "districts", "grid", "quality", "flows"):
+        path = dk_run / f"{layer}.parquet"
+        ours, theirs = read_layer(path), gpd.read_parquet(path)
+        assert "bbox" not in ours.columns
+        assert_geodataframe_equal(ours, theirs, check_crs=True)
+        assert ours.crs == theirs.crs and ours.crs.to_epsg() == 25832
+    path = dk_run / "buildings.parquet"
+    some = ["district_id", "mass_t", "geometry"]
+    where = [("district_id", "in", ["7800", "7801"])]
+    ours = read_layer(path, columns=some, filters=where)
+    theirs = gpd.read_parquet(path, columns=some, filters=where)
+    assert len(ours) > 0
+    assert_geodataframe_equal(ours, theirs)
+    with pytest.raises(ValueError, match="No geometry columns"):  # as geopandas
+        read_layer(path, columns=["district_id", "mass_t"])
 
 
 def test_manifest(dk_run: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import shapely
 
 from mfa.config import Pipeline
@@ -36,6 +37,7 @@ __all__ = [
     "PreviousRun",
     "dirty_groups",
     "previous_run",
+    "reused_buildings",
     "reused_rows",
     "run_wide_key",
 ]
@@ -148,35 +150,58 @@ def previous_run(pipeline_dir: Path) -> tuple[PreviousRun | None, str]:
 
 def reused_rows(
     prev: PreviousRun, ids: pd.Series
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The previous run's result rows of the records ``ids`` (of the reused parts).
 
-    Returns the building rows (as published, with tonnes and percentiles), the records
-    left out while cleaning geometries, and the repairs, in the previous run's order.
-    Only the wanted rows are decoded: Parquet's row filter selects them first.
+    Returns the building rows' ids and provenance columns (``*_source``,
+    ``match_method``; :func:`reused_buildings` reads the whole rows when they are needed),
+    the records left out while cleaning geometries, and the repairs, in the previous
+    run's order.
     """
-    wanted = pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
-    buildings = gpd.read_parquet(
-        prev.folder / "buildings.parquet", filters=pc.field("building_id").isin(wanted)
+    wanted = _id_array(ids)
+    names = [
+        c
+        for c in pq.read_schema(prev.folder / BUILDINGS).names
+        if c == "building_id" or c.endswith("_source") or c == "match_method"
+    ]
+    buildings = pd.read_parquet(
+        prev.folder / BUILDINGS, columns=names, filters=pc.field("building_id").isin(wanted)
     )
-    buildings = buildings.drop(columns=["bbox"], errors="ignore")
-    keep = set(wanted.to_pylist())
     dropped = pd.read_csv(prev.folder / "dropped.csv", dtype="string", keep_default_na=False)
     dropped = dropped[
-        (dropped["stage"] == "geometry").to_numpy(bool) & _isin(dropped["record_id"], keep)
+        (dropped["stage"] == "geometry").to_numpy(bool) & _isin(dropped["record_id"], wanted)
     ]
     repairs = pd.read_csv(
         prev.folder / "repairs.csv", dtype="string", keep_default_na=False, na_values=[""]
     )
-    repairs = repairs[_isin(repairs["record_id"], keep)]
+    repairs = repairs[_isin(repairs["record_id"], wanted)]
     return buildings.reset_index(drop=True), dropped, repairs
 
 
-def _isin(values: pd.Series, wanted: set[str]) -> np.ndarray:
+def reused_buildings(previous: Path, ids: pd.Series) -> gpd.GeoDataFrame:
+    """The previous run's building layer rows of ``ids``, with geometry, in its order.
+
+    Parquet's row filter selects them before any geometry is decoded.
+    """
+    rows = gpd.read_parquet(
+        Path(previous) / BUILDINGS, filters=pc.field("building_id").isin(_id_array(ids))
+    )
+    return rows.drop(columns=["bbox"], errors="ignore").reset_index(drop=True)
+
+
+def _id_array(ids: pd.Series) -> pa.Array:
+    return pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
+
+
+#: The published buildings layer.
+BUILDINGS = "buildings.parquet"
+
+
+def _isin(values: pd.Series, wanted: pa.Array) -> np.ndarray:
     """Boolean mask of ``values`` in ``wanted`` (Arrow's hash lookup; pandas' ``isin`` on
     Arrow-backed strings goes through Python objects one by one)."""
     values_ = pa.array(values.to_numpy(dtype=object), pa.string(), from_pandas=True)
-    mask = pc.is_in(values_, value_set=pa.array(sorted(wanted), pa.string()))
+    mask = pc.is_in(values_, value_set=wanted)
     return mask.to_numpy(zero_copy_only=False).astype(bool)
 
 
@@ -221,9 +246,9 @@ def dirty_groups(
     ``recomputed`` are this run's recomputed buildings (with ``district_id``); the previous
     run's buildings that were not reused (``reused_ids``) are read back, only those rows.
     """
-    ids = pa.array(pd.unique(reused_ids.astype(str).to_numpy(dtype=object)), pa.string())
+    ids = _id_array(reused_ids)
     replaced = gpd.read_parquet(
-        previous / "buildings.parquet",
+        previous / BUILDINGS,
         columns=["building_id", "district_id", "geometry"],
         filters=~pc.field("building_id").isin(ids),
     )

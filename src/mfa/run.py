@@ -52,6 +52,7 @@ from mfa.buildings.quality import (
 )
 from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
+from mfa.crs import as_crs
 from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
 from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
@@ -73,7 +74,15 @@ from mfa.io.tables import (
 )
 from mfa.parallel import dask_compute, hilbert_order, map_partitions
 from mfa.report import failure_markdown, report_markdown
-from mfa.reuse import STATE, Dirty, dirty_groups, previous_run, reused_rows, run_wide_key
+from mfa.reuse import (
+    STATE,
+    Dirty,
+    dirty_groups,
+    previous_run,
+    reused_buildings,
+    reused_rows,
+    run_wide_key,
+)
 from mfa.schema import check_buildings, check_mass_balance, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array
@@ -115,6 +124,7 @@ MANIFEST_RECORDS = 1_000
 #: Stage files of an incremental run: the previous run it reuses parts of, and what
 #: beyond the buildings it must recompute (see mfa.reuse.Dirty).
 REUSE = "reuse.json"
+REUSED_IDS = "reused_ids.parquet"
 DIRTY = "dirty.json"
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
 QGIS_LAYERS = {
@@ -307,7 +317,7 @@ class _Built:
     peer_counts: dict[str, int]
     raster_report: dict[str, Any] | None
     matches: dict[str, Any] | None = None
-    reused: gpd.GeoDataFrame | None = None  # result rows of reused parts (previous run)
+    reused: pd.DataFrame | None = None  # result rows of reused parts (previous run), no geometry
     previous: Path | None = None  # the published run they come from
     incremental: dict[str, Any] = field(default_factory=dict)
     state: pd.DataFrame | None = None  # cohort counts per part, for the next run
@@ -563,11 +573,11 @@ def build_buildings(work_dir: Path) -> Path:
     buildings = built.computed
     if len(buildings) == 0 and built.reused is None:
         raise _no_buildings(p, built.n_records, built.dropped)
-    check_buildings(buildings, "canonical buildings", p.crs)
+    check_buildings(buildings, "canonical buildings", as_crs(p.crs))
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
     if built.reused is not None:
-        write_layer(built.reused, work / "stage" / "buildings_reused.parquet")
+        built.reused[["building_id"]].to_parquet(work / "stage" / REUSED_IDS, index=False)
         (work / "stage" / REUSE).write_text(json.dumps({"previous": str(built.previous)}))
     if built.state is not None:
         tmp = work / (STATE + ".tmp")
@@ -645,7 +655,7 @@ def estimate_stocks(work_dir: Path) -> Path:
             districts=districts,
             unit_quantiles=unit_q,
         )
-    result = gpd.GeoDataFrame(result, geometry="geometry", crs=p.crs).reset_index(drop=True)
+    result = gpd.GeoDataFrame(result, geometry="geometry", crs=as_crs(p.crs)).reset_index(drop=True)
     if districts is not None and len(result) and result["district_id"].isna().all():
         assert p.sources.districts is not None
         raise InputDataError(
@@ -653,10 +663,11 @@ def estimate_stocks(work_dir: Path) -> Path:
             "district; check that the districts cover the buildings' area and that both "
             "files have the right CRS"
         )
-    reused = work / "stage" / "buildings_reused.parquet"
+    reused = work / "stage" / REUSED_IDS
     if reused.exists():  # an incremental run: the unchanged districts' rows, as published
         previous = Path(json.loads((work / "stage" / REUSE).read_text())["previous"])
-        rows = read_layer(reused)[list(result.columns)]
+        ids = pd.read_parquet(reused)["building_id"]
+        rows = reused_buildings(previous, ids)[list(result.columns)]
         dirty = dirty_groups(
             previous,
             result,
@@ -666,7 +677,7 @@ def estimate_stocks(work_dir: Path) -> Path:
         )
         (work / "stage" / DIRTY).write_text(json.dumps(dirty.to_json()))
         result = pd.concat([result, rows], ignore_index=True)
-        result = hilbert_order(gpd.GeoDataFrame(result, crs=p.crs), tie_break="building_id")
+        result = hilbert_order(gpd.GeoDataFrame(result, crs=as_crs(p.crs)), tie_break="building_id")
     whole, _ = _group_percentiles(
         p, materials, result, np.zeros(len(result), int), 1, drawn=(archetypes, draws)
     )
@@ -821,7 +832,7 @@ def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipe
             west=col0 * size,
             north=(top + 1) * size,
             cell_size=size,
-            crs=p.crs,
+            crs=as_crs(p.crs),
             description=f"{name} stock",
             unit="t/ha",
         )
@@ -862,7 +873,7 @@ def aggregate(work_dir: Path) -> Path | None:
             else None,
             ids.isin(list(dirty.districts)) if dirty is not None else None,
         )
-        out = write_layer(_with(result, pct, p.crs), work / DISTRICTS)
+        out = write_layer(_with(result, pct, as_crs(p.crs)), work / DISTRICTS)
         write_layer(quality_by_district(attrs, districts), work / QUALITY)
         report["districts"] = len(result)
         report["districts_computed"] = n_done
@@ -871,7 +882,9 @@ def aggregate(work_dir: Path) -> Path | None:
         report["districts_skipped"] = "no [sources.districts] in the pipeline file"
     if p.grid is not None:
         points = shapely.point_on_surface(buildings.geometry.values)
-        cells, cell_of = aggregate_grid(points, attrs[["gfa_m2", *sums]], p.grid.cell_size_m, p.crs)
+        cells, cell_of = aggregate_grid(
+            points, attrs[["gfa_m2", *sums]], p.grid.cell_size_m, as_crs(p.crs)
+        )
         touched = None
         if dirty is not None:
             xy = pd.MultiIndex.from_arrays([cells["ix"], cells["iy"]])
@@ -887,7 +900,7 @@ def aggregate(work_dir: Path) -> Path | None:
             else None,
             touched,
         )
-        cells = _with(cells, pct, p.crs)
+        cells = _with(cells, pct, as_crs(p.crs))
         write_layer(cells, work / GRID)
         report["grid_cells"] = len(cells)
         report["grid_cells_computed"] = n_done
@@ -972,11 +985,11 @@ def forecast_flows(work_dir: Path) -> Path | None:
         districts = read_layer(work / "stage" / "districts_input.parquet")
         geoms = districts.set_index("district_id").geometry
     geometry = (
-        gpd.GeoSeries(flows["district_id"].map(geoms), crs=p.crs)
+        gpd.GeoSeries(flows["district_id"].map(geoms), crs=as_crs(p.crs))
         if geoms is not None
-        else gpd.GeoSeries([None] * len(flows), crs=p.crs)
+        else gpd.GeoSeries([None] * len(flows), crs=as_crs(p.crs))
     )
-    flows = gpd.GeoDataFrame(flows, geometry=geometry.values, crs=p.crs)
+    flows = gpd.GeoDataFrame(flows, geometry=geometry.values, crs=as_crs(p.crs))
     out = write_layer(flows, work / FLOWS)
     base = flows[(flows["year"] == dyn.base_year) & (flows["material"] == "mass")]
     summary = {}
@@ -1093,7 +1106,7 @@ def _checks(
     buildings = read_layer(work / BUILDINGS)
     layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
     base = buildings.drop(columns=["mass_t", *material_columns(materials)])
-    check_buildings(base, str(work / BUILDINGS), p.crs)
+    check_buildings(base, str(work / BUILDINGS), as_crs(p.crs))
     cols = ["mass_t", *material_columns(materials)]
     if buildings[cols].isna().any().any():
         raise ValidationError(f"{work / BUILDINGS}: material tonnes have missing values")

@@ -78,7 +78,7 @@ def _fail(where: str, what: str, fix: str) -> None:
     raise ValidationError(f"{where}: {what}; {fix}")
 
 
-def check_buildings(gdf: gpd.GeoDataFrame, where: str, crs: str | None = None) -> None:
+def check_buildings(gdf: gpd.GeoDataFrame, where: str, crs: object | None = None) -> None:
     """Check a canonical buildings table: columns, dtypes, ids, values, sources and CRS.
 
     Raises

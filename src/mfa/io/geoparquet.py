@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
 import pyarrow.parquet as pq
+import shapely
 
 from mfa.errors import InputDataError, ValidationError
 
@@ -38,8 +40,42 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
 
 
 def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:
-    """Read a GeoParquet layer (``bbox=``, ``columns=`` are passed on to geopandas)."""
-    return gpd.read_parquet(path, **kwargs)
+    """Read a GeoParquet layer mfa wrote (WKB geometry): as :func:`geopandas.read_parquet`.
+
+    ``columns=`` and ``filters=`` select before decoding; ``bbox=`` goes to geopandas. The
+    layer's CRS is parsed once per process (geopandas parses it again for every read,
+    30 ms each, a tenth of a small run).
+    """
+    if set(kwargs) - {"columns", "filters"}:
+        return gpd.read_parquet(path, **kwargs)
+    schema = pq.read_schema(path)
+    geo = json.loads((schema.metadata or {}).get(b"geo", b"null"))
+    name = (geo or {}).get("primary_column")
+    columns = kwargs.get("columns")
+    if name is None or (columns is not None and name not in columns):
+        return gpd.read_parquet(path, **kwargs)
+    meta = geo["columns"][name]
+    if meta.get("encoding", "WKB") != "WKB":
+        return gpd.read_parquet(path, **kwargs)
+    if columns is None:  # as geopandas: without the covering bbox column
+        covering = meta.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
+        columns = [c for c in schema.names if c != covering]
+    table = pq.read_table(path, columns=columns, filters=kwargs.get("filters"))
+    crs = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
+    position = table.column_names.index(name)
+    frame = table.drop_columns([name]).to_pandas()
+    geometry = shapely.from_wkb(table[name].to_numpy(zero_copy_only=False))
+    frame.insert(position, name, geometry)
+    return gpd.GeoDataFrame(
+        frame, geometry=name, crs=None if crs is None else _crs(json.dumps(crs, sort_keys=True))
+    )
+
+
+@lru_cache(maxsize=64)
+def _crs(text: str):
+    from pyproj import CRS
+
+    return CRS.from_user_input(json.loads(text))
 
 
 def read_geoparquet(path: Path):
@@ -85,6 +121,8 @@ def check_geoparquet(path: Path, crs: str) -> dict[str, object]:
         raise ValidationError(f"{path}: no covering bbox column; write it with write_layer()")
     from pyproj import CRS
 
-    if col.get("crs") is None or not CRS.from_json_dict(col["crs"]).equals(CRS(crs)):
+    from mfa.crs import as_crs
+
+    if col.get("crs") is None or not CRS.from_json_dict(col["crs"]).equals(as_crs(crs)):
         raise ValidationError(f"{path}: CRS is not {crs}; reproject before writing")
     return {"rows": meta.num_rows, "row_groups": meta.num_row_groups}
