@@ -14,6 +14,7 @@ from mfa.buildings.districts import assign_districts
 from mfa.buildings.parts import NO_DISTRICT, split_parts
 from mfa.config import load_pipeline
 from mfa.io.districts import read_districts
+from mfa.io.files import sha256_file
 from mfa.run import run_pipeline
 
 LAYERS = ("buildings", "districts", "grid", "quality", "flows")
@@ -165,3 +166,65 @@ def test_split_parts_is_the_district_of_the_bbox_centre(sample_copy: Path) -> No
     assert (got != NO_DISTRICT).sum() > 1000
     nothing = gpd.GeoSeries([None, shapely.Point()], crs=p.crs)
     assert split_parts(nothing, districts).tolist() == [NO_DISTRICT, NO_DISTRICT]
+
+
+def _gpkg_tables(path: Path) -> dict[str, pd.DataFrame]:
+    """Every GeoPackage layer as a table sorted by its key (geometry as WKB), and styles."""
+    import sqlite3
+
+    import pyogrio
+
+    out = {}
+    for name, _ in pyogrio.list_layers(path):
+        df = pyogrio.read_dataframe(path, layer=name, fid_as_index=False)
+        if "geometry" in df:
+            df = pd.DataFrame(df).assign(geometry=shapely.to_wkb(df.geometry.values))
+        key = [
+            c
+            for c in ("building_id", "cell_id", "district_id", "scenario", "material", "year")
+            if c in df.columns
+        ]
+        out[name] = df.sort_values(key).reset_index(drop=True) if key else df
+    with sqlite3.connect(path) as con:
+        out["layer_styles"] = pd.read_sql(
+            "SELECT f_table_name, f_geometry_column, styleName, styleQML, useAsDefault "
+            "FROM layer_styles ORDER BY f_table_name",
+            con,
+        )
+        out["extent"] = pd.read_sql(
+            "SELECT table_name, min_x, min_y, max_x, max_y FROM gpkg_contents ORDER BY table_name",
+            con,
+        )
+        counts = pd.read_sql("SELECT * FROM gpkg_ogr_contents ORDER BY table_name", con)
+        out["counts"] = counts
+    return out
+
+
+@pytest.mark.slow
+def test_the_updated_geopackage_holds_what_a_full_write_holds(dk, tmp_path: Path) -> None:
+    """An incremental run updates the previous run's GeoPackage (deletes the replaced
+    buildings, appends the recomputed ones, rewrites the small layers and the styles):
+    every layer, style, extent and feature count equals a full run's."""
+    pipeline, first, register = dk
+    b = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
+    target = b["district_id"].value_counts().index[5]
+    ids = b.loc[b["district_id"] == target, "building_id"].head(4)
+    _edit_register(register, ids, "byg038SamletBygningsareal", 1.5)
+    before = sha256_file(first / "layers.gpkg")
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())
+    assert m["qgis"]["geopackage_from"] == str(first.resolve() / "layers.gpkg")
+    a, f = _gpkg_tables(inc / "layers.gpkg"), _gpkg_tables(full / "layers.gpkg")
+    assert a.keys() == f.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], f[name], check_exact=True, obj=name)
+    # the spatial index answers as after a full write
+    import sqlite3
+
+    for run in (inc, full):
+        with sqlite3.connect(run / "layers.gpkg") as con:
+            (n,) = con.execute("SELECT count(*) FROM rtree_buildings_geom").fetchone()
+        assert n == m["row_counts"]["buildings"]
+    # and the earlier run's GeoPackage is untouched
+    assert sha256_file(first / "layers.gpkg") == before

@@ -1082,7 +1082,14 @@ def qgis_outputs(work_dir: Path) -> Path:
     p = _pipeline(work)
     layers = {name: read_layer(work / f) for name, f in QGIS_LAYERS.items() if (work / f).exists()}
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
-    written = write_qgis_outputs(work, layers, p.crs, p.name, years)
+    dirty, kept = _dirty(work), None
+    previous = dirty.previous / GPKG if dirty is not None else None
+    if previous is not None and previous.is_file():  # update the previous run's buildings
+        kept = pd.read_parquet(work / "stage" / REUSED_IDS)["building_id"]
+    else:
+        previous = None
+    written = write_qgis_outputs(work, layers, p.crs, p.name, years, previous, kept)
+    written["geopackage_from"] = str(previous) if previous is not None else None
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
     return work / PROJECT

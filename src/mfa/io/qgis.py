@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shutil
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,8 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 from pyproj import CRS
 
@@ -750,12 +753,23 @@ def _wkb_type(gdf: gpd.GeoDataFrame, family: Geometry) -> str:
     return single if kinds <= {single} else _WKB_TYPES[family]
 
 
-def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> dict[str, int]:
+def write_geopackage(
+    path: Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    previous: Path | None = None,
+    kept: pd.Series | None = None,
+) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
     A ``flows`` layer becomes the attribute table ``flows_table`` and a ``flows`` view
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry).
+
+    With ``previous`` (the GeoPackage of an earlier run of the same pipeline and code) and
+    ``kept`` (the ``building_id`` of the buildings whose rows are unchanged since then),
+    the new file starts as a copy of it: the buildings not kept are deleted, the others
+    appended, and the smaller layers written anew. The features and attributes are then
+    those of a full write (feature ids differ), at a cost that follows the change.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
@@ -763,6 +777,45 @@ def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> dict
     path.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     first = True
+    if previous is not None and kept is not None and "buildings" in layers:
+        shutil.copyfile(previous, path)
+        first = False
+        b = layers["buildings"]
+        keep = pc.is_in(
+            pa.array(b["building_id"].to_numpy(dtype=object), pa.string()),
+            value_set=pa.array(kept.to_numpy(dtype=object), pa.string()),
+        ).to_numpy(zero_copy_only=False)
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TEMP TABLE kept (building_id TEXT PRIMARY KEY)")
+            con.executemany("INSERT INTO kept VALUES (?)", ((i,) for i in kept.astype(str)))
+            con.execute(
+                "DELETE FROM buildings WHERE building_id NOT IN (SELECT building_id FROM kept)"
+            )
+            con.execute("DELETE FROM layer_styles")
+            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows' AND type = 'view'"):
+                con.execute('DROP VIEW IF EXISTS "flows"')  # made again over the new tables
+                con.execute("DELETE FROM gpkg_geometry_columns WHERE table_name = 'flows'")
+                con.execute("DELETE FROM gpkg_contents WHERE table_name = 'flows'")
+        con.close()
+        new = b[~keep].drop(columns=["bbox"], errors="ignore")
+        if len(new):
+            pyogrio.write_dataframe(
+                new, path, layer="buildings", driver="GPKG", use_arrow=True, append=True
+            )
+        x0, y0, x1, y1 = (float(v) for v in b.total_bounds)
+        with sqlite3.connect(path) as con:  # the extent of a full write (deletes keep it)
+            con.execute(
+                "UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? "
+                "WHERE table_name = 'buildings'",
+                (x0, y0, x1, y1),
+            )
+            (n,) = con.execute("SELECT count(*) FROM buildings").fetchone()
+        con.close()
+        if n != len(b):
+            raise ValidationError(
+                f"{path}: {n} buildings after updating {previous}, the layer has {len(b)}"
+            )
+        rows["buildings"] = len(b)
 
     def write(df: pd.DataFrame, name: str) -> None:
         nonlocal first
@@ -773,12 +826,12 @@ def write_geopackage(path: Path, layers: Mapping[str, gpd.GeoDataFrame]) -> dict
             driver="GPKG",
             use_arrow=True,
             dataset_options={"VERSION": "1.3"} if first else None,
-            layer_options={"DESCRIPTION": DESCRIPTIONS.get(name, name)},
+            layer_options={"DESCRIPTION": DESCRIPTIONS.get(name, name), "OVERWRITE": "YES"},
         )
         first = False
 
     for name, gdf in layers.items():
-        if name == "flows":
+        if name == "flows" or name in rows:
             continue
         write(gdf.drop(columns=["bbox"], errors="ignore"), name)
         rows[name] = len(gdf)
@@ -947,17 +1000,21 @@ def write_qgis_outputs(
     crs: str,
     title: str,
     years: tuple[int, int] | None = None,
+    previous: Path | None = None,
+    kept: pd.Series | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
     ``layers`` maps layer names (``buildings``, ``districts``, ``grid``, ``quality``,
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
-    flows. Returns the files written and the rows and style of each layer.
+    flows. ``previous`` and ``kept`` update an earlier run's GeoPackage instead of
+    writing every building (see :func:`write_geopackage`). Returns the files written and
+    the rows and style of each layer.
     """
     folder = Path(folder)
     styles = run_styles(layers, base_year=years[0] if years else None)
     texts = {name: qml(style) for name, style in styles.items()}
-    rows = write_geopackage(folder / GPKG, layers)
+    rows = write_geopackage(folder / GPKG, layers, previous, kept)
     write_layer_styles(
         folder / GPKG,
         texts,
