@@ -78,9 +78,11 @@ def test_one_changed_district_is_recomputed_and_equals_full(dk, tmp_path: Path) 
     full = run_pipeline(pipeline, tmp_path / "full", force=True)
     m = json.loads((inc / "run.json").read_text())["incremental"]
     assert m["mode"] == "incremental" and m["recomputed"] == [target]
-    assert m["reused_count"] == m["districts"] - 1 == 51
+    # 52 parishes and _unassigned: register records outside every parish or without
+    # coordinates (most of them left out later, e.g. demolished buildings)
+    assert m["reused_count"] == m["districts"] - 1 == 52
     report = (inc / "report.md").read_text()
-    assert f"recomputed 1 of 52 districts: {target}; reused 51" in report
+    assert f"recomputed 1 of 53 districts: {target}; reused 52" in report
     assert json.loads((full / "run.json").read_text())["incremental"]["mode"] == "full"
     assert_same_outputs(inc, full)
     # the Monte Carlo aggregates: only the changed district's rows, its grid cells and its
@@ -107,7 +109,7 @@ def test_nothing_result_relevant_changed_reuses_every_district(dk, tmp_path: Pat
     pipeline.write_text(pipeline.read_text().replace("partitions = 4", "partitions = 3"))
     inc = run_pipeline(pipeline, tmp_path / "out", force=False)  # run_key changed: a run
     m = json.loads((inc / "run.json").read_text())["incremental"]
-    assert m["mode"] == "incremental" and m["recomputed"] == [] and m["reused_count"] == 52
+    assert m["mode"] == "incremental" and m["recomputed"] == [] and m["reused_count"] == 53
     agg = m["aggregates_computed"]
     assert agg["districts"] == 0 and agg["grid_cells"] == 0
     assert set(agg["flow_districts_by_scenario"].values()) == {0}
@@ -128,7 +130,7 @@ def test_a_moved_cohort_statistic_recomputes_everything(dk, tmp_path: Path) -> N
     m = json.loads((inc / "run.json").read_text())["incremental"]
     assert m["mode"] == "full"
     assert m["reason"] == "the cohort statistics used for imputation changed"
-    assert m["recomputed_count"] == 52
+    assert m["recomputed_count"] == 53
     assert_same_outputs(inc, full)
 
 
@@ -138,7 +140,7 @@ def test_changed_settings_recompute_everything(dk, tmp_path: Path) -> None:
     pipeline.write_text(pipeline.read_text().replace("seed = 42", "seed = 7"))
     inc = run_pipeline(pipeline, tmp_path / "out", force=False)
     m = json.loads((inc / "run.json").read_text())["incremental"]
-    assert m["mode"] == "full" and m["recomputed_count"] == 52
+    assert m["mode"] == "full" and m["recomputed_count"] == 53
     assert "settings" in m["reason"]
 
 
@@ -228,3 +230,38 @@ def test_the_updated_geopackage_holds_what_a_full_write_holds(dk, tmp_path: Path
         assert n == m["row_counts"]["buildings"]
     # and the earlier run's GeoPackage is untouched
     assert sha256_file(first / "layers.gpkg") == before
+
+
+@pytest.mark.slow
+def test_parts_with_duplicate_or_missing_ids_are_always_recomputed(
+    sample_copy: Path, tmp_path: Path
+) -> None:
+    """Normalisation keeps the first of two records with the same id, across parts: the
+    parts holding such records (or records without an id) are never reused, and the run
+    equals a full one."""
+    pipeline = sample_copy / "pipelines" / "dk-sample.toml"
+    register = sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet"
+    reg = gpd.read_parquet(register)
+    first = run_pipeline(pipeline, tmp_path / "out")
+    b = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
+    by = b["district_id"].value_counts()
+    a_id = b.loc[b["district_id"] == by.index[0], "building_id"].iloc[0]
+    far = b.loc[b["district_id"] == by.index[1], "building_id"].iloc[0]
+    twin = reg[reg["id_lokalId"] == a_id].copy()
+    twin["geometry"] = reg.loc[reg["id_lokalId"] == far, "geometry"].to_numpy()
+    nameless = reg[reg["id_lokalId"] == b["building_id"].iloc[-1]].copy()
+    nameless["id_lokalId"] = ""
+    pd.concat([reg, twin, nameless]).to_parquet(register)
+    run_pipeline(pipeline, tmp_path / "out", force=False)  # recomputes the parts they are in
+    target = by.index[4]
+    ids = b.loc[b["district_id"] == target, "building_id"].head(3)
+    _edit_register(register, ids, "byg038SamletBygningsareal", 1.25)
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "incremental"
+    assert {target, by.index[0], by.index[1]} <= set(m["recomputed"])
+    assert len(m["recomputed"]) <= 4  # and the nameless record's part
+    assert_same_outputs(inc, full)
+    dropped = pd.read_csv(inc / "dropped.csv", dtype="string")
+    assert (dropped["reason"] == "duplicate id_lokalId: an earlier record was kept").sum() == 1

@@ -149,14 +149,14 @@ def previous_run(pipeline_dir: Path) -> tuple[PreviousRun | None, str]:
 
 
 def reused_rows(
-    prev: PreviousRun, ids: pd.Series
+    prev: PreviousRun, ids: pd.Series, stages: tuple[str, ...] = ("geometry",)
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The previous run's result rows of the records ``ids`` (of the reused parts).
 
     Returns the building rows' ids and provenance columns (``*_source``,
     ``match_method``; :func:`reused_buildings` reads the whole rows when they are needed),
-    the records left out while cleaning geometries, and the repairs, in the previous
-    run's order.
+    the records left out at ``stages`` (``register``: normalising a register,
+    ``geometry``: cleaning geometries), and the repairs, in the previous run's order.
     """
     wanted = _id_array(ids)
     names = [
@@ -169,7 +169,7 @@ def reused_rows(
     )
     dropped = pd.read_csv(prev.folder / "dropped.csv", dtype="string", keep_default_na=False)
     dropped = dropped[
-        (dropped["stage"] == "geometry").to_numpy(bool) & _isin(dropped["record_id"], wanted)
+        dropped["stage"].isin(list(stages)).to_numpy(bool) & _isin(dropped["record_id"], wanted)
     ]
     repairs = pd.read_csv(
         prev.folder / "repairs.csv", dtype="string", keep_default_na=False, na_values=[""]

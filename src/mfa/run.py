@@ -50,6 +50,7 @@ from mfa.buildings.quality import (
     impute_from_cohort_peers,
     refine_with_heights,
 )
+from mfa.buildings.register import BBR, normalise_bbr
 from mfa.buildings.report import provenance_shares, quality_by_district
 from mfa.config import HeightSource, Pipeline, config_digest, load_pipeline
 from mfa.crs import as_crs
@@ -65,7 +66,7 @@ from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
 from mfa.io.osm import buildings_from_osm
 from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
-from mfa.io.register import buildings_from_register
+from mfa.io.register import buildings_from_register, read_register
 from mfa.io.tables import (
     load_archetype_rules,
     load_intensity_table,
@@ -83,7 +84,7 @@ from mfa.reuse import (
     reused_rows,
     run_wide_key,
 )
-from mfa.schema import check_buildings, check_mass_balance, material_columns
+from mfa.schema import check_buildings, check_mass_balance, empty_dropped, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array
 from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
@@ -363,16 +364,40 @@ def _build_conflated(
     )
 
 
-def _normalised_source(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
-    """The one building source, read and normalised (not yet cleaned)."""
+@dataclass
+class _Source:
+    """The one building source of a run, split into parts before normalisation where it can.
+
+    ``records`` are what is digested per part: a register's raw rows (normalised later,
+    only for the parts that are recomputed), or footprints already normalised (their
+    left-out records in ``dropped``). ``always`` are parts that are never reused: those
+    holding a register record without an id or with an id that occurs more than once (the
+    duplicate check looks across parts).
+    """
+
+    records: gpd.GeoDataFrame
+    ids: pd.Series  # record id per row (the building_id it becomes)
+    normalise: Callable[[gpd.GeoDataFrame], tuple[gpd.GeoDataFrame, pd.DataFrame]] | None
+    dropped: pd.DataFrame  # left out before the split (footprints)
+    reused_stages: tuple[str, ...]  # stages of left-out records a reused part carries over
+
+
+def _source(p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str) -> _Source:
+    """Read the one building source (a register is read, not yet normalised)."""
     if p.sources.register_ is not None:
         src = p.sources.register_
         inputs.append({"role": "register", **file_record(src.path)})
-        return buildings_from_register(src, p.crs, rules)
+        raw = read_register(src, p.crs)
+        return _Source(
+            raw,
+            raw[BBR.ID].astype("string"),
+            lambda rows: normalise_bbr(rows, rules, src.existing_status),
+            empty_dropped(),
+            ("register", "geometry"),
+        )
     fps, dropped = _read_footprints(p, rules, inputs, day)
-    return fps.drop(columns=["register_link"], errors="ignore"), dropped
+    fps = fps.drop(columns=["register_link"], errors="ignore")
+    return _Source(fps, fps["building_id"].astype("string"), None, dropped, ("geometry",))
 
 
 def _build_by_part(
@@ -386,18 +411,24 @@ def _build_by_part(
     incremental: bool,
 ) -> _Built:
     """One building source, split into district parts; unchanged parts reuse the previous
-    run's result rows when ``incremental`` (see :mod:`mfa.reuse`)."""
-    records, dropped_norm = _normalised_source(p, rules, inputs, day)
+    run's result rows when ``incremental`` (see :mod:`mfa.reuse`).
+
+    A register is split and digested as read; only the records of the parts to recompute
+    are normalised (normalisation is per record, but for the duplicate-id check, whose
+    parts are always recomputed).
+    """
+    source = _source(p, rules, inputs, day)
+    records, dropped_norm = source.records.reset_index(drop=True), source.dropped
+    ids = source.ids.reset_index(drop=True)
     n_records = len(records) + len(dropped_norm)
     if len(records) == 0:
         raise _no_buildings(p, n_records, [dropped_norm])
     districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
     part = split_parts(records.geometry, districts)
-    order = np.argsort(part.to_numpy(dtype=object), kind="stable")  # by part, input order
-    records = records.iloc[order].reset_index(drop=True)
-    part = part.iloc[order].reset_index(drop=True)
     digests = part_digests(records, part)
     key = run_wide_key(p, run_year)
+    unsure = ids.isna() | (ids.str.len() == 0) | ids.duplicated(keep=False)
+    always = set(part[unsure.to_numpy(bool)].tolist())
 
     prev, reason = None, "forced full recompute (--force)"
     if incremental:
@@ -405,21 +436,32 @@ def _build_by_part(
     if prev is not None and prev.run_wide_key != key:
         prev, reason = None, "settings, model tables, districts, rasters, code or year changed"
     candidates = (
-        [k for k, d in digests.items() if prev.parts.get(k, {}).get("digest") == d]
+        [
+            k
+            for k, d in digests.items()
+            if prev.parts.get(k, {}).get("digest") == d and k not in always
+        ]
         if prev is not None
         else []
     )
 
-    owner = pd.Series(part.to_numpy(), index=records["building_id"].to_numpy())
+    known = ids.notna().to_numpy(bool)
+    owner = pd.Series(part.to_numpy()[known], index=ids.to_numpy()[known])
+    owner = owner[~owner.index.duplicated()]  # duplicate ids: their parts are recomputed
 
-    def compute(rows: gpd.GeoDataFrame) -> tuple:
-        """Clean and refine the records of the parts to compute."""
+    def compute(raw: gpd.GeoDataFrame) -> tuple:
+        """Normalise (a register), clean and refine the records of the parts to compute."""
+        rows, dropped_n = raw, dropped_norm
+        if source.normalise is not None:
+            rows, dropped_n = source.normalise(raw)
+            if len(rows) == 0 and not candidates:
+                raise _no_buildings(p, n_records, [dropped_n])
         rows, dropped, rep_geom = clean_geometries(
             rows, area_of_use_bounds(p.crs), rules.limits.min_footprint_m2
         )
         rows, rep_more, raster_report = _check_and_refine(rows, p, rules, run_year, storey)
         rows_part = rows["building_id"].map(owner).astype("string")
-        return rows, rows_part, dropped, [rep_geom, *rep_more], raster_report
+        return rows, rows_part, [dropped_n, dropped], [rep_geom, *rep_more], raster_report
 
     reuse = part.isin(candidates).to_numpy()
     rows, rows_part, dropped_a, repairs_a, raster_report = compute(records[~reuse])
@@ -464,7 +506,7 @@ def _build_by_part(
     reused, dropped_r, repairs_r = None, [], []
     if candidates:
         assert prev is not None
-        reused, d_r, r_r = reused_rows(prev, records.loc[reuse, "building_id"])
+        reused, d_r, r_r = reused_rows(prev, ids[reuse], source.reused_stages)
         dropped_r, repairs_r = [d_r], [r_r]
         for k in candidates:
             peer_counts["structure"] += parts_state[k]["structure_refined"]
@@ -473,7 +515,7 @@ def _build_by_part(
     mode = "incremental" if candidates else "full"
     return _Built(
         computed=rows,
-        dropped=[dropped_norm, dropped_a, *dropped_r],
+        dropped=[*dropped_a, *dropped_r],
         repairs=[*repairs_a, *repairs_r],
         n_records=n_records,
         peer_counts=peer_counts,
