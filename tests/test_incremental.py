@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import shapely
 
@@ -40,6 +41,11 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         assert gpd.read_parquet(a / f"{layer}.parquet").equals(
             gpd.read_parquet(b / f"{layer}.parquet")
         ), layer
+        # the same GeoParquet metadata (bbox, geometry types, CRS) and row groups
+        ma, mb = (pq.read_metadata(r / f"{layer}.parquet") for r in (a, b))
+        assert json.loads(ma.metadata[b"geo"]) == json.loads(mb.metadata[b"geo"]), layer
+        assert ma.num_row_groups == mb.num_row_groups, layer
+        assert ma.schema.to_arrow_schema() == mb.schema.to_arrow_schema(), layer
     for f in [*sorted(p.name for p in a.glob("stock_*.tif")), "dropped.csv", "repairs.csv"]:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     ma, mb = (json.loads((r / "run.json").read_text()) for r in (a, b))
@@ -265,3 +271,31 @@ def test_parts_with_duplicate_or_missing_ids_are_always_recomputed(
     assert_same_outputs(inc, full)
     dropped = pd.read_csv(inc / "dropped.csv", dtype="string")
     assert (dropped["reason"] == "duplicate id_lokalId: an earlier record was kept").sum() == 1
+
+
+def test_wkb_geometry_types_are_those_geopandas_writes(tmp_path: Path) -> None:
+    """Geometry types read from WKB headers (no parsing) equal geopandas' metadata, for
+    mixed, 3-D, big-endian, empty and null geometries."""
+    import pyarrow as pa
+
+    from mfa.io.geoparquet import wkb_geometry_types
+
+    geoms = [
+        shapely.Point(1, 2),
+        shapely.box(0, 0, 1, 1),
+        shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)]),
+        shapely.Point(1, 2, 3),
+        shapely.Polygon(),
+        None,
+        shapely.LineString([(0, 0), (1, 1)]),
+    ]
+    for subset in ([0], [1, 2], [3, 5], [4], [5], list(range(len(geoms)))):
+        frame = gpd.GeoDataFrame({"k": range(len(subset))}, geometry=[geoms[i] for i in subset])
+        frame.to_parquet(tmp_path / "g.parquet")
+        geo = json.loads(pq.read_metadata(tmp_path / "g.parquet").metadata[b"geo"])
+        column = pq.read_table(tmp_path / "g.parquet")["geometry"]
+        assert wkb_geometry_types(column) == geo["columns"]["geometry"]["geometry_types"]
+    big = pa.array([shapely.to_wkb(g, byte_order=0) for g in geoms[:4]] + [None], pa.binary())
+    assert wkb_geometry_types(big) == ["MultiPolygon", "Point", "Point Z", "Polygon"]
+    ewkb = pa.array([shapely.to_wkb(geoms[3], flavor="extended")], pa.binary())
+    assert wkb_geometry_types(ewkb) == ["Point Z"]

@@ -37,7 +37,6 @@ __all__ = [
     "PreviousRun",
     "dirty_groups",
     "previous_run",
-    "reused_buildings",
     "reused_rows",
     "run_wide_key",
 ]
@@ -154,7 +153,7 @@ def reused_rows(
     """The previous run's result rows of the records ``ids`` (of the reused parts).
 
     Returns the building rows' ids and provenance columns (``*_source``,
-    ``match_method``; :func:`reused_buildings` reads the whole rows when they are needed),
+    ``match_method``; the stocks step copies the whole rows into the new layer),
     the records left out at ``stages`` (``register``: normalising a register,
     ``geometry``: cleaning geometries), and the repairs, in the previous run's order.
     """
@@ -176,17 +175,6 @@ def reused_rows(
     )
     repairs = repairs[_isin(repairs["record_id"], wanted)]
     return buildings.reset_index(drop=True), dropped, repairs
-
-
-def reused_buildings(previous: Path, ids: pd.Series) -> gpd.GeoDataFrame:
-    """The previous run's building layer rows of ``ids``, with geometry, in its order.
-
-    Parquet's row filter selects them before any geometry is decoded.
-    """
-    rows = gpd.read_parquet(
-        Path(previous) / BUILDINGS, filters=pc.field("building_id").isin(_id_array(ids))
-    )
-    return rows.drop(columns=["bbox"], errors="ignore").reset_index(drop=True)
 
 
 def _id_array(ids: pd.Series) -> pa.Array:
@@ -237,21 +225,15 @@ class Dirty:
 def dirty_groups(
     previous: Path,
     recomputed: gpd.GeoDataFrame,
-    reused_ids: pd.Series,
+    replaced: gpd.GeoDataFrame,
     cell_size_m: float | None,
     unassigned: str,
 ) -> Dirty:
-    """The districts and grid cells touched by the recomputed buildings (see :class:`Dirty`).
+    """The districts and grid cells touched by the change (see :class:`Dirty`).
 
-    ``recomputed`` are this run's recomputed buildings (with ``district_id``); the previous
-    run's buildings that were not reused (``reused_ids``) are read back, only those rows.
+    ``recomputed`` are this run's recomputed buildings, ``replaced`` the previous run's
+    buildings that were not reused (both with ``district_id`` and geometry).
     """
-    ids = _id_array(reused_ids)
-    replaced = gpd.read_parquet(
-        previous / BUILDINGS,
-        columns=["building_id", "district_id", "geometry"],
-        filters=~pc.field("building_id").isin(ids),
-    )
     districts: set[str] = set()
     cells: set[tuple[int, int]] = set()
     for frame in (recomputed, replaced):
@@ -260,4 +242,4 @@ def dirty_groups(
             points = shapely.point_on_surface(frame.geometry.values)
             ix, iy = grid_index(shapely.get_x(points), shapely.get_y(points), cell_size_m)
             cells |= set(zip(ix.tolist(), iy.tolist(), strict=True))
-    return Dirty(previous, frozenset(districts), frozenset(cells))
+    return Dirty(Path(previous), frozenset(districts), frozenset(cells))

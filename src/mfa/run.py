@@ -29,6 +29,7 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
@@ -62,7 +63,7 @@ from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
-from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
+from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer, write_merged_layer
 from mfa.io.osm import buildings_from_osm
 from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
@@ -80,7 +81,6 @@ from mfa.reuse import (
     Dirty,
     dirty_groups,
     previous_run,
-    reused_buildings,
     reused_rows,
     run_wide_key,
 )
@@ -709,22 +709,28 @@ def estimate_stocks(work_dir: Path) -> Path:
     if reused.exists():  # an incremental run: the unchanged districts' rows, as published
         previous = Path(json.loads((work / "stage" / REUSE).read_text())["previous"])
         ids = pd.read_parquet(reused)["building_id"]
-        rows = reused_buildings(previous, ids)[list(result.columns)]
+        keep = pa.array(ids.astype(str).to_numpy(dtype=object), pa.large_string())
+        table, replaced = write_merged_layer(
+            previous / BUILDINGS, keep, "building_id", result, work / BUILDINGS
+        )
+        old = gpd.GeoDataFrame(
+            replaced.select(["building_id", "district_id"]).to_pandas(),
+            geometry=shapely.from_wkb(replaced["geometry"].to_numpy(zero_copy_only=False)),
+            crs=as_crs(p.crs),
+        )
         dirty = dirty_groups(
-            previous,
-            result,
-            rows["building_id"],
-            p.grid.cell_size_m if p.grid is not None else None,
-            UNASSIGNED,
+            previous, result, old, p.grid.cell_size_m if p.grid is not None else None, UNASSIGNED
         )
         (work / "stage" / DIRTY).write_text(json.dumps(dirty.to_json()))
-        result = pd.concat([result, rows], ignore_index=True)
-        result = hilbert_order(gpd.GeoDataFrame(result, crs=as_crs(p.crs)), tie_break="building_id")
+        attrs = table.select(["building_id", "archetype_id", "gfa_m2"]).to_pandas()
+        out = work / BUILDINGS
+    else:
+        attrs = result
+        out = write_layer(result, work / BUILDINGS)
     whole, _ = _group_percentiles(
-        p, materials, result, np.zeros(len(result), int), 1, drawn=(archetypes, draws)
+        p, materials, attrs, np.zeros(len(attrs), int), 1, drawn=(archetypes, draws)
     )
     total_band = whole.iloc[0].round(3).to_dict()
-    out = write_layer(result, work / BUILDINGS)
     _report(
         work,
         "stocks",

@@ -8,12 +8,22 @@ from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
 from mfa.errors import InputDataError, ValidationError
 
-__all__ = ["check_geoparquet", "read_geoparquet", "read_layer", "write_layer"]
+__all__ = [
+    "check_geoparquet",
+    "read_geoparquet",
+    "read_layer",
+    "write_layer",
+    "write_merged_layer",
+]
 
 #: Rows per Parquet row group: small enough that bbox filters skip most of a large layer.
 ROW_GROUP_SIZE = 50_000
@@ -37,6 +47,99 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
+
+
+def write_merged_layer(
+    previous: Path, keep: pa.Array, key: str, new: gpd.GeoDataFrame, path: Path
+) -> tuple[pa.Table, pa.Table]:
+    """Write the rows of ``previous`` whose ``key`` is in ``keep`` plus ``new`` as one layer.
+
+    The result is the layer :func:`write_layer` writes for the same rows put in Hilbert
+    order (as :func:`mfa.parallel.hilbert_order` with ``key`` as tie-break): same schema,
+    values, order, row groups and GeoParquet metadata. The kept rows are never decoded:
+    they stay Arrow, their order comes from the covering ``bbox`` column, the geometry
+    types from the WKB headers. So an incremental run pays for reading and writing the
+    layer, not for parsing every geometry twice.
+
+    Returns the merged table (as written) and the previous rows that were not kept.
+    """
+    prev = pq.read_table(previous)
+    mask = pc.is_in(prev[key], value_set=keep.cast(prev.schema.field(key).type))
+    kept, replaced = prev.filter(mask), prev.filter(pc.invert(mask))
+    buffer = pa.BufferOutputStream()
+    new.to_parquet(buffer, index=False, write_covering_bbox=True, schema_version="1.1.0")
+    added = pq.read_table(pa.BufferReader(buffer.getvalue()))
+    if added.schema.names != kept.schema.names:
+        raise ValidationError(
+            f"{previous}: its columns {kept.schema.names} are not this run's "
+            f"{added.schema.names}; run with --force"
+        )
+    plain = kept.schema.remove_metadata()
+    merged = pa.concat_tables([kept.replace_schema_metadata(None), added.cast(plain)])
+    bbox = merged["bbox"]
+    corners = [pc.struct_field(bbox, [i]).to_numpy() for i in range(4)]
+    total = [
+        float(corners[0].min()),
+        float(corners[1].min()),
+        float(corners[2].max()),
+        float(corners[3].max()),
+    ]
+    mid = shapely.points((corners[0] + corners[2]) / 2, (corners[1] + corners[3]) / 2)
+    distance = gpd.GeoSeries(mid).hilbert_distance(total_bounds=total, level=16)
+    order = pd.DataFrame(
+        {"h": distance.to_numpy(), "k": merged[key].to_numpy(zero_copy_only=False)}
+    ).sort_values(["h", "k"], kind="stable")
+    merged = merged.take(order.index.to_numpy())
+
+    geo = json.loads(prev.schema.metadata[b"geo"])
+    column = geo["columns"][geo["primary_column"]]
+    column["bbox"] = total
+    column["geometry_types"] = wkb_geometry_types(merged[geo["primary_column"]])
+    metadata = {**prev.schema.metadata, b"geo": json.dumps(geo).encode()}
+    merged = merged.replace_schema_metadata(metadata)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(merged, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return merged, replaced
+
+
+#: WKB geometry type codes → GeoParquet geometry type names.
+_WKB_NAMES = {
+    1: "Point",
+    2: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+
+def wkb_geometry_types(column: pa.ChunkedArray | pa.Array) -> list[str]:
+    """The sorted geometry types (``"Polygon"``, ``"Point Z"``, …) of a WKB column, read
+    from each value's header (byte order, then the type code, ISO or EWKB Z) without
+    parsing the geometries; nulls are skipped (as geopandas does)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = arr.cast(pa.large_binary())
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.any():
+        return []
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    start = offsets[valid].astype(np.int64)
+    b = [data[start + i].astype(np.uint32) for i in range(5)]
+    little = b[0] == 1
+    code = np.where(
+        little,
+        b[1] | (b[2] << 8) | (b[3] << 16) | (b[4] << 24),
+        (b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4],
+    )
+    z = ((code & 0x80000000) != 0) | np.isin((code & 0x0FFFFFFF) // 1000, (1, 3))
+    base = (code & 0x0FFFFFFF) % 1000
+    kinds = np.unique(base.astype(np.int64) * 2 + z)  # a handful of kinds
+    return sorted(_WKB_NAMES[int(k) // 2] + (" Z" if k % 2 else "") for k in kinds)
 
 
 def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:
