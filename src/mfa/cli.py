@@ -96,7 +96,7 @@ def _summary(run_dir: Path, seconds: float) -> None:
             out.print(f"  {r['count']:>6,}  {r['reason']}", highlight=False)
     out.print(
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, "
-        f"{rc['dropped']:,} records left out (reasons in run.json), "
+        f"{rc['dropped']:,} records left out (reasons in dropped.csv), "
         f"{manifest['total_gfa_m2']:,.0f} m² floor area"
     )
     latest = run_dir.parent / "latest"
