@@ -451,7 +451,7 @@ def _build_by_part(
 
     def compute(raw: gpd.GeoDataFrame) -> tuple:
         """Normalise (a register), clean and refine the records of the parts to compute."""
-        rows, dropped_n = raw, dropped_norm
+        rows, dropped_n = raw, empty_dropped()
         if source.normalise is not None:
             rows, dropped_n = source.normalise(raw)
             if len(rows) == 0 and not candidates:
@@ -474,9 +474,15 @@ def _build_by_part(
     stats = cohort_statistics(counts)
     cdigest = cohort_digest(*stats)
     if candidates and prev is not None and cdigest != prev.cohort_digest:
+        # imputed values anywhere may move: compute the parts that were to be reused too
+        # (imputation comes after, for all rows at once)
         reason = "the cohort statistics used for imputation changed"
+        more = compute(records[reuse])
         candidates, reuse = [], np.zeros(len(records), dtype=bool)
-        rows, rows_part, dropped_a, repairs_a, raster_report = compute(records)
+        rows = pd.concat([rows, more[0]], ignore_index=True)
+        rows_part = pd.concat([rows_part, more[1]], ignore_index=True)
+        dropped_a, repairs_a = [*dropped_a, *more[2]], [*repairs_a, *more[3]]
+        raster_report = _merged_raster_reports(raster_report, more[4])
         counts = cohort_counts(rows, rows_part)
         stats = cohort_statistics(counts)
         cdigest = cohort_digest(*stats)
@@ -515,7 +521,7 @@ def _build_by_part(
     mode = "incremental" if candidates else "full"
     return _Built(
         computed=rows,
-        dropped=[*dropped_a, *dropped_r],
+        dropped=[dropped_norm, *dropped_a, *dropped_r],
         repairs=[*repairs_a, *repairs_r],
         n_records=n_records,
         peer_counts=peer_counts,
@@ -542,6 +548,19 @@ def _build_by_part(
             ["part", "attribute", "cohort", "structure", "floors"]
         ).reset_index(drop=True),
     )
+
+
+def _merged_raster_reports(
+    a: dict[str, Any] | None, b: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """What the raster reader did in two calls, as one report (counts add up)."""
+    if a is None or b is None:
+        return a or b
+    out = dict(a)
+    for k in ("windows_read", "pixels_read", "no_pixel_centre"):
+        out[k] = a.get(k, 0) + b.get(k, 0)
+    out["max_window_pixels"] = max(a.get("max_window_pixels", 0), b.get("max_window_pixels", 0))
+    return out
 
 
 def _no_buildings(p: Pipeline, n_records: int, dropped: list[pd.DataFrame]) -> InputDataError:
