@@ -25,6 +25,14 @@ def test_run_without_prefect(sample_copy: Path) -> None:
     assert (latest / "buildings.parquet").exists()
     assert "2,144 buildings" in r.stdout
     assert "brick" in r.stdout
+    assert "(reasons in dropped.csv)" in r.stdout and "published " in r.stdout
+    run = latest.resolve()
+    again = _run(["run", "pipelines/dk-sample.toml", "--if-changed"], sample_copy)
+    assert again.returncode == 0, again.stderr
+    said = " ".join(again.stdout.split())  # rich wraps long paths
+    assert f"unchanged since run {run.name}: nothing recomputed" in said
+    assert f"nothing published: {latest} is still {run}" in said
+    assert " published " not in said and latest.resolve() == run
 
 
 def test_typo_in_pipeline_is_a_one_line_error(sample_copy: Path) -> None:

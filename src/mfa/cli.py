@@ -45,7 +45,7 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
-def _summary(run_dir: Path, seconds: float) -> None:
+def _summary(run_dir: Path, seconds: float, unchanged: bool = False) -> None:
     manifest = json.loads((run_dir / "run.json").read_text())
     rc = manifest["row_counts"]
     table = Table(title=f"{manifest['pipeline']}: stock", title_justify="left")
@@ -100,7 +100,10 @@ def _summary(run_dir: Path, seconds: float) -> None:
         f"{manifest['total_gfa_m2']:,.0f} m² floor area"
     )
     latest = run_dir.parent / "latest"
-    out.print(f"published {run_dir}  (latest → {latest}) in {seconds:.1f} s")
+    if unchanged:
+        out.print(f"nothing published: {latest} is still {run_dir} (checked in {seconds:.1f} s)")
+    else:
+        out.print(f"published {run_dir}  (latest → {latest}) in {seconds:.1f} s")
 
 
 @app.command()
@@ -138,7 +141,7 @@ def run(
             previous = unchanged_run(pipeline, output_dir)
             if previous is not None:
                 out.print(f"unchanged since run {previous.name}: nothing recomputed")
-                _summary(previous, time.perf_counter() - t0)
+                _summary(previous, time.perf_counter() - t0, unchanged=True)
                 return
         if no_prefect:
             from mfa.run import run_pipeline
