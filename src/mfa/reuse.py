@@ -6,8 +6,9 @@ every part's input records, the *run-wide key* (everything else a building's res
 depend on) and the digest of the cohort statistics, and in ``incremental.parquet`` the
 cohort counts per part. The next run (``--if-changed``) reuses a part's result rows —
 buildings, left-out records and repairs — when its input digest, the run-wide key and the
-cohort statistics are all unchanged; every other part is recomputed, and the aggregates
-(districts, grid, quality, flows, totals) are recomputed from the merged buildings.
+cohort statistics are all unchanged; every other part is recomputed. Beyond the
+buildings, :class:`Dirty` names the districts and grid cells the change touches: only
+their Monte Carlo aggregates and flows are recomputed, the others' rows are reused.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ __all__ = [
 
 #: Per-part cohort counts of a run (for the next run's run-wide cohort statistics).
 STATE = "incremental.parquet"
+#: The published buildings layer.
+BUILDINGS = "buildings.parquet"
 
 #: Pipeline keys that name files: their content counts, not their path.
 _PATHS = (
@@ -179,10 +182,6 @@ def reused_rows(
 
 def _id_array(ids: pd.Series) -> pa.Array:
     return pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
-
-
-#: The published buildings layer.
-BUILDINGS = "buildings.parquet"
 
 
 def _isin(values: pd.Series, wanted: pa.Array) -> np.ndarray:
