@@ -370,9 +370,9 @@ class _Source:
 
     ``records`` are what is digested per part: a register's raw rows (normalised later,
     only for the parts that are recomputed), or footprints already normalised (their
-    left-out records in ``dropped``). ``always`` are parts that are never reused: those
-    holding a register record without an id or with an id that occurs more than once (the
-    duplicate check looks across parts).
+    left-out records in ``dropped``). ``ids`` lets the caller find records without an id
+    or with a repeated one: their parts are never reused (the duplicate check looks
+    across parts).
     """
 
     records: gpd.GeoDataFrame
@@ -817,7 +817,7 @@ def _group_percentiles(
     q = tuple(p.uncertainty.percentiles)
     total = group_draws(gfa, a_idx, np.zeros(len(gfa), dtype=np.int64), 1, draws)[:, 0, :]
     summed = np.zeros_like(total)
-    parts = [percentile_columns(np.zeros((len(draws), 0, len(materials))), materials, q)]
+    parts = [pd.DataFrame(columns=_percentile_names(p, materials), dtype=float)]
     for start in range(0, n_groups, chunk):
         stop = min(start + chunk, n_groups)
         sel = (g_idx >= start) & (g_idx < stop)
@@ -860,6 +860,12 @@ def _percentiles_reusing(
     return out, error, len(todo)
 
 
+def _percentile_names(p: Pipeline, materials: list[str]) -> list[str]:
+    """The percentile columns of a group layer (``<material>_t_pXX``, ``mass_t_pXX``)."""
+    q = tuple(p.uncertainty.percentiles)
+    return list(percentile_columns(np.zeros((1, 0, len(materials))), materials, q).columns)
+
+
 def _dirty(work: Path) -> Dirty | None:
     """What an incremental run must recompute beyond the buildings (None: everything)."""
     f = work / "stage" / DIRTY
@@ -870,8 +876,7 @@ def _previous_columns(
     p: Pipeline, materials: list[str], layer: Path, key: str, keys: pd.Series
 ) -> pd.DataFrame | None:
     """The previous run's percentile columns of ``layer``, aligned with ``keys``."""
-    q = tuple(p.uncertainty.percentiles)
-    cols = list(percentile_columns(np.zeros((1, 0, len(materials))), materials, q).columns)
+    cols = _percentile_names(p, materials)
     if not layer.is_file() or not set(cols) <= set(pq.read_schema(layer).names):
         return None
     prev = pd.read_parquet(layer, columns=[key, *cols])
