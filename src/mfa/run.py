@@ -30,6 +30,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
@@ -65,7 +66,7 @@ from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer, write_merged_layer
 from mfa.io.osm import buildings_from_osm
-from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
+from mfa.io.qgis import GPKG, PROJECT, GeoPackageUpdate, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register, read_register
 from mfa.io.tables import (
@@ -126,6 +127,7 @@ MANIFEST_RECORDS = 1_000
 #: beyond the buildings it must recompute (see mfa.reuse.Dirty).
 REUSE = "reuse.json"
 REUSED_IDS = "reused_ids.parquet"
+REPLACED_IDS = "replaced_ids.parquet"
 DIRTY = "dirty.json"
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
 QGIS_LAYERS = {
@@ -689,6 +691,11 @@ def build_buildings(work_dir: Path) -> Path:
     return out
 
 
+def _ids(ids: pd.Series) -> pa.Array:
+    """Building ids as an Arrow string array (for ``is_in`` and Parquet filters)."""
+    return pa.array(ids.astype(str).to_numpy(dtype=object), pa.large_string())
+
+
 def estimate_stocks(work_dir: Path) -> Path:
     """Districts and material tonnes per building, over Dask partitions → buildings layer."""
     t0 = time.perf_counter()
@@ -728,10 +735,10 @@ def estimate_stocks(work_dir: Path) -> Path:
     if reused.exists():  # an incremental run: the unchanged districts' rows, as published
         previous = Path(json.loads((work / "stage" / REUSE).read_text())["previous"])
         ids = pd.read_parquet(reused)["building_id"]
-        keep = pa.array(ids.astype(str).to_numpy(dtype=object), pa.large_string())
         table, replaced = write_merged_layer(
-            previous / BUILDINGS, keep, "building_id", result, work / BUILDINGS
+            previous / BUILDINGS, _ids(ids), "building_id", result, work / BUILDINGS
         )
+        pq.write_table(replaced.select(["building_id"]), work / "stage" / REPLACED_IDS)
         old = gpd.GeoDataFrame(
             replaced.select(["building_id", "district_id"]).to_pandas(),
             geometry=shapely.from_wkb(replaced["geometry"].to_numpy(zero_copy_only=False)),
@@ -1152,16 +1159,33 @@ def qgis_outputs(work_dir: Path) -> Path:
     t0 = time.perf_counter()
     work = Path(work_dir)
     p = _pipeline(work)
-    layers = {name: read_layer(work / f) for name, f in QGIS_LAYERS.items() if (work / f).exists()}
-    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
-    dirty, kept = _dirty(work), None
+    dirty = _dirty(work)
     previous = dirty.previous / GPKG if dirty is not None else None
-    if previous is not None and previous.is_file():  # update the previous run's buildings
+    update = previous is not None and previous.is_file()
+    layers = {
+        name: read_layer(
+            work / f,
+            # updating the previous GeoPackage: the style and project need only these
+            columns=["building_id", "mass_t", "geometry"] if update and f == BUILDINGS else None,
+        )
+        for name, f in QGIS_LAYERS.items()
+        if (work / f).exists()
+    }
+    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
+    change = None
+    if update and "buildings" in layers:  # update the previous run's buildings
+        assert previous is not None
         kept = pd.read_parquet(work / "stage" / REUSED_IDS)["building_id"]
-    else:
-        previous = None
-    written = write_qgis_outputs(work, layers, p.crs, p.name, years, previous, kept)
-    written["geopackage_from"] = str(previous) if previous is not None else None
+        b = layers["buildings"]
+        change = GeoPackageUpdate(
+            previous=previous,
+            removed=pd.read_parquet(work / "stage" / REPLACED_IDS)["building_id"],
+            added=read_layer(work / BUILDINGS, filters=~pc.field("building_id").isin(_ids(kept))),
+            bounds=tuple(float(v) for v in b.total_bounds),  # type: ignore[arg-type]
+            count=len(b),
+        )
+    written = write_qgis_outputs(work, layers, p.crs, p.name, years, change)
+    written["geopackage_from"] = str(previous) if change is not None else None
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
     return work / PROJECT

@@ -35,9 +35,8 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyogrio
+import shapely
 from pyproj import CRS
 
 from mfa.errors import ValidationError
@@ -46,6 +45,7 @@ __all__ = [
     "FLOWS_TABLE",
     "GPKG",
     "PROJECT",
+    "GeoPackageUpdate",
     "GraduatedStyle",
     "ProjectLayer",
     "check_geopackage",
@@ -430,15 +430,21 @@ def flows_expression(scenario: str, material: str = "mass", value: str = "outflo
     )
 
 
-_FAMILIES: dict[str, Geometry] = {"Point": "point", "LineString": "line", "Polygon": "polygon"}
-
-
 def _families(gdf: gpd.GeoDataFrame) -> list[Geometry]:
     """Every geometry family of a layer, the most frequent first (``none``: no geometry)."""
-    if "geometry" not in gdf or gdf.geometry.isna().all():
+    if "geometry" not in gdf:
         return ["none"]
-    kinds = gdf.geometry.dropna().geom_type.str.replace("Multi", "").value_counts()
-    return [_FAMILIES[str(k)] for k in kinds.index if str(k) in _FAMILIES] or ["none"]
+    ids = shapely.get_type_id(gdf.geometry.values)
+    family = np.select(
+        [np.isin(ids, (0, 4)), np.isin(ids, (1, 5)), np.isin(ids, (3, 6))], [0, 1, 2], -1
+    )
+    family = family[family >= 0]
+    if not len(family):
+        return ["none"]
+    kinds, first, counts = np.unique(family, return_index=True, return_counts=True)
+    order = np.lexsort((first, -counts))  # most frequent first, ties as they appear
+    names: tuple[Geometry, ...] = ("point", "line", "polygon")
+    return [names[int(kinds[i])] for i in order]
 
 
 def _geometry_of(gdf: gpd.GeoDataFrame) -> Geometry:
@@ -748,16 +754,34 @@ _WKB_TYPES = {"point": "MultiPoint", "line": "MultiLineString", "polygon": "Mult
 def _wkb_type(gdf: gpd.GeoDataFrame, family: Geometry) -> str:
     if family == "none":
         return "NoGeometry"
-    kinds = set(gdf.geometry.dropna().geom_type)
-    single = {"point": "Point", "line": "LineString", "polygon": "Polygon"}[family]
-    return single if kinds <= {single} else _WKB_TYPES[family]
+    ids = shapely.get_type_id(gdf.geometry.values)
+    single = {"point": 0, "line": 1, "polygon": 3}[family]
+    name = {"point": "Point", "line": "LineString", "polygon": "Polygon"}[family]
+    return name if np.isin(ids[ids >= 0], (single,)).all() else _WKB_TYPES[family]
+
+
+@dataclass(frozen=True)
+class GeoPackageUpdate:
+    """How to make a run's GeoPackage from an earlier run's instead of writing every building.
+
+    ``previous`` is the GeoPackage of an earlier run of the same pipeline and code;
+    ``removed`` the ``building_id`` of its buildings that are not in the new layer as
+    they were; ``added`` the new layer's buildings that are not in ``previous`` as they
+    are (whole rows); ``bounds`` and ``count`` the extent (x0, y0, x1, y1) and number of
+    rows of the new buildings layer.
+    """
+
+    previous: Path
+    removed: pd.Series
+    added: gpd.GeoDataFrame
+    bounds: tuple[float, float, float, float]
+    count: int
 
 
 def write_geopackage(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
-    previous: Path | None = None,
-    kept: pd.Series | None = None,
+    update: GeoPackageUpdate | None = None,
 ) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
@@ -765,11 +789,11 @@ def write_geopackage(
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry).
 
-    With ``previous`` (the GeoPackage of an earlier run of the same pipeline and code) and
-    ``kept`` (the ``building_id`` of the buildings whose rows are unchanged since then),
-    the new file starts as a copy of it: the buildings not kept are deleted, the others
-    appended, and the smaller layers written anew. The features and attributes are then
-    those of a full write (feature ids differ), at a cost that follows the change.
+    With ``update``, the buildings come from an earlier GeoPackage: the new file starts
+    as a copy of it, ``update.removed`` are deleted and ``update.added`` appended (so
+    ``layers["buildings"]`` is not written and may hold only some columns); the smaller
+    layers are written anew. The features and attributes are then those of a full write
+    (feature ids differ), at a cost that follows the change.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
@@ -777,19 +801,17 @@ def write_geopackage(
     path.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     first = True
-    if previous is not None and kept is not None and "buildings" in layers:
-        shutil.copyfile(previous, path)
+    if update is not None and "buildings" in layers:
+        shutil.copyfile(update.previous, path)
         first = False
-        b = layers["buildings"]
-        keep = pc.is_in(
-            pa.array(b["building_id"].to_numpy(dtype=object), pa.string()),
-            value_set=pa.array(kept.to_numpy(dtype=object), pa.string()),
-        ).to_numpy(zero_copy_only=False)
         with sqlite3.connect(path) as con:
-            con.execute("CREATE TEMP TABLE kept (building_id TEXT PRIMARY KEY)")
-            con.executemany("INSERT INTO kept VALUES (?)", ((i,) for i in kept.astype(str)))
+            con.execute("CREATE TEMP TABLE removed (building_id TEXT PRIMARY KEY)")
+            con.executemany(
+                "INSERT OR IGNORE INTO removed VALUES (?)",
+                ((i,) for i in update.removed.astype(str)),
+            )
             con.execute(
-                "DELETE FROM buildings WHERE building_id NOT IN (SELECT building_id FROM kept)"
+                "DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM removed)"
             )
             con.execute("DELETE FROM layer_styles")
             if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows' AND type = 'view'"):
@@ -797,25 +819,25 @@ def write_geopackage(
                 con.execute("DELETE FROM gpkg_geometry_columns WHERE table_name = 'flows'")
                 con.execute("DELETE FROM gpkg_contents WHERE table_name = 'flows'")
         con.close()
-        new = b[~keep].drop(columns=["bbox"], errors="ignore")
+        new = update.added.drop(columns=["bbox"], errors="ignore")
         if len(new):
             pyogrio.write_dataframe(
                 new, path, layer="buildings", driver="GPKG", use_arrow=True, append=True
             )
-        x0, y0, x1, y1 = (float(v) for v in b.total_bounds)
         with sqlite3.connect(path) as con:  # the extent of a full write (deletes keep it)
             con.execute(
                 "UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? "
                 "WHERE table_name = 'buildings'",
-                (x0, y0, x1, y1),
+                tuple(float(v) for v in update.bounds),
             )
             (n,) = con.execute("SELECT count(*) FROM buildings").fetchone()
         con.close()
-        if n != len(b):
+        if n != update.count:
             raise ValidationError(
-                f"{path}: {n} buildings after updating {previous}, the layer has {len(b)}"
+                f"{path}: {n} buildings after updating {update.previous}, the layer has "
+                f"{update.count}"
             )
-        rows["buildings"] = len(b)
+        rows["buildings"] = update.count
 
     def write(df: pd.DataFrame, name: str) -> None:
         nonlocal first
@@ -1000,21 +1022,20 @@ def write_qgis_outputs(
     crs: str,
     title: str,
     years: tuple[int, int] | None = None,
-    previous: Path | None = None,
-    kept: pd.Series | None = None,
+    update: GeoPackageUpdate | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
     ``layers`` maps layer names (``buildings``, ``districts``, ``grid``, ``quality``,
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
-    flows. ``previous`` and ``kept`` update an earlier run's GeoPackage instead of
-    writing every building (see :func:`write_geopackage`). Returns the files written and
+    flows. ``update`` makes the GeoPackage from an earlier run's instead of writing
+    every building (see :func:`write_geopackage`). Returns the files written and
     the rows and style of each layer.
     """
     folder = Path(folder)
     styles = run_styles(layers, base_year=years[0] if years else None)
     texts = {name: qml(style) for name, style in styles.items()}
-    rows = write_geopackage(folder / GPKG, layers, previous, kept)
+    rows = write_geopackage(folder / GPKG, layers, update)
     write_layer_styles(
         folder / GPKG,
         texts,
