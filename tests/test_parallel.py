@@ -8,7 +8,8 @@ import geopandas as gpd
 import pandas as pd
 import pytest
 
-from mfa.parallel import dask_compute, hilbert_order
+from mfa.hilbert import hilbert_order
+from mfa.parallel import dask_compute
 from mfa.run import run_pipeline
 
 

@@ -11,18 +11,7 @@ import dask_geopandas
 import geopandas as gpd
 import pandas as pd
 
-__all__ = ["dask_compute", "hilbert_order", "map_partitions"]
-
-
-def hilbert_order(gdf: gpd.GeoDataFrame, tie_break: str) -> gpd.GeoDataFrame:
-    """Rows sorted along a Hilbert curve (spatially coherent chunks), ties by ``tie_break``."""
-    if gdf.empty:
-        return gdf.reset_index(drop=True)
-    distance = gdf.hilbert_distance(total_bounds=gdf.total_bounds, level=16)
-    order = pd.DataFrame({"h": distance.to_numpy(), "k": gdf[tie_break].to_numpy()}).sort_values(
-        ["h", "k"], kind="stable"
-    )
-    return gdf.iloc[order.index.to_numpy()].reset_index(drop=True)
+__all__ = ["dask_compute", "map_partitions"]
 
 
 @contextmanager

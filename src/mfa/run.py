@@ -60,6 +60,7 @@ from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
 from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
+from mfa.hilbert import hilbert_order
 from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
@@ -75,7 +76,7 @@ from mfa.io.tables import (
     load_lifetimes,
     load_materials,
 )
-from mfa.parallel import dask_compute, hilbert_order, map_partitions
+from mfa.parallel import dask_compute, map_partitions
 from mfa.report import failure_markdown, report_markdown
 from mfa.reuse import (
     STATE,
@@ -930,8 +931,10 @@ def aggregate(work_dir: Path) -> Path | None:
     report: dict[str, Any] = {}
     materials = _materials(p)
     sums = ["mass_t", *material_columns(materials)]
-    buildings = read_layer(work / BUILDINGS)
-    attrs = pd.DataFrame(buildings.drop(columns="geometry"))
+    names = pq.read_schema(work / BUILDINGS).names
+    wanted = ["building_id", "district_id", "archetype_id", "gfa_m2", *sums, "hazard"]
+    wanted += [c for c in names if c.endswith("_source") or c == "match_method"]
+    attrs = pd.read_parquet(work / BUILDINGS, columns=[c for c in names if c in wanted])
     dirty = _dirty(work)
     out: Path | None = None
     if p.sources.districts is not None:
@@ -960,7 +963,8 @@ def aggregate(work_dir: Path) -> Path | None:
     else:
         report["districts_skipped"] = "no [sources.districts] in the pipeline file"
     if p.grid is not None:
-        points = shapely.point_on_surface(buildings.geometry.values)
+        geometry = read_layer(work / BUILDINGS, columns=["geometry"]).geometry.values
+        points = shapely.point_on_surface(geometry)
         cells, cell_of = aggregate_grid(
             points, attrs[["gfa_m2", *sums]], p.grid.cell_size_m, as_crs(p.crs)
         )

@@ -14,8 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
+from geopandas.array import GeometryArray
 
 from mfa.errors import InputDataError, ValidationError
+from mfa.hilbert import hilbert_distance, sorted_by
 
 __all__ = [
     "check_geoparquet",
@@ -84,12 +86,8 @@ def write_merged_layer(
         float(corners[2].max()),
         float(corners[3].max()),
     ]
-    mid = shapely.points((corners[0] + corners[2]) / 2, (corners[1] + corners[3]) / 2)
-    distance = gpd.GeoSeries(mid).hilbert_distance(total_bounds=total, level=16)
-    order = pd.DataFrame(
-        {"h": distance.to_numpy(), "k": merged[key].to_numpy(zero_copy_only=False)}
-    ).sort_values(["h", "k"], kind="stable")
-    merged = merged.take(order.index.to_numpy())
+    distance = hilbert_distance(np.column_stack(corners), np.asarray(total))
+    merged = merged.take(sorted_by(distance, merged[key].to_numpy(zero_copy_only=False)))
 
     geo = json.loads(prev.schema.metadata[b"geo"])
     column = geo["columns"][geo["primary_column"]]
@@ -167,11 +165,11 @@ def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:
     crs = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
     position = table.column_names.index(name)
     frame = table.drop_columns([name]).to_pandas()
-    geometry = shapely.from_wkb(table[name].to_numpy(zero_copy_only=False))
+    crs_ = None if crs is None else _crs(json.dumps(crs, sort_keys=True))
+    # a GeometryArray: GeoDataFrame() would check an object array of shapes one by one
+    geometry = GeometryArray(shapely.from_wkb(table[name].to_numpy(zero_copy_only=False)), crs_)
     frame.insert(position, name, geometry)
-    return gpd.GeoDataFrame(
-        frame, geometry=name, crs=None if crs is None else _crs(json.dumps(crs, sort_keys=True))
-    )
+    return gpd.GeoDataFrame(frame, geometry=name, crs=crs_)
 
 
 @lru_cache(maxsize=64)
@@ -184,7 +182,6 @@ def _crs(text: str):
 def read_geoparquet(path: Path):
     """An input (Geo)Parquet file: a GeoDataFrame when it has 'geo' metadata, else a
     DataFrame. Broken 'geo' metadata or an unreadable file is an InputDataError."""
-    import pandas as pd
 
     try:
         schema = pq.read_schema(path)

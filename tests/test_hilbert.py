@@ -1,0 +1,39 @@
+"""Hilbert order from stored boxes equals geopandas' order from parsed geometries."""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfa.hilbert import hilbert_distance, sorted_by
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(0, 6), min_size=1, max_size=60),
+    st.randoms(use_true_random=False),
+)
+def test_sorted_by_is_a_stable_sort_on_distance_then_key(distances, rnd) -> None:
+    """Few distinct distances (many ties), unique keys in a random order."""
+    keys = [f"k{i:03d}" for i in range(len(distances))]
+    rnd.shuffle(keys)
+    h = np.array(distances, dtype=np.uint64)
+    k = np.array(keys, dtype=object)
+    expected = pd.DataFrame({"h": h, "k": k}).sort_values(["h", "k"], kind="stable").index
+    assert sorted_by(h, k).tolist() == expected.tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 200))
+def test_distance_from_bounds_equals_geopandas(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = rng.uniform(500_000, 520_000, n), rng.uniform(6_100_000, 6_120_000, n)
+    w, h = rng.uniform(0, 80, n), rng.uniform(0, 80, n)
+    boxes = gpd.GeoSeries(shapely.box(x, y, x + w, y + h), crs="EPSG:25832")
+    ours = hilbert_distance(boxes.bounds.to_numpy(), boxes.total_bounds)
+    theirs = boxes.hilbert_distance(total_bounds=boxes.total_bounds, level=16).to_numpy()
+    np.testing.assert_array_equal(ours, theirs)
