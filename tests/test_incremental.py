@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from mfa.buildings.districts import assign_districts
-from mfa.buildings.parts import NO_DISTRICT, split_parts
+from mfa.buildings.parts import NO_DISTRICT, part_digests, split_parts
 from mfa.config import load_pipeline
 from mfa.io.districts import read_districts
 from mfa.io.files import sha256_file
@@ -174,6 +174,41 @@ def test_split_parts_is_the_district_of_the_bbox_centre(sample_copy: Path) -> No
     assert (got != NO_DISTRICT).sum() > 1000
     nothing = gpd.GeoSeries([None, shapely.Point()], crs=p.crs)
     assert split_parts(nothing, districts).tolist() == [NO_DISTRICT, NO_DISTRICT]
+
+
+def test_part_digests_change_with_any_value_geometry_or_order_of_a_part() -> None:
+    """Each edit changes its own part's digest and no other; missing geometries count."""
+    records = gpd.GeoDataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e"],
+            "area": pd.array([100.0, None, 80.0, 75.5, 10.0], dtype="Float64"),
+        },
+        geometry=[shapely.Point(0, 0), shapely.Point(1, 1), None, shapely.Point(3, 3), None],
+        crs="EPSG:25832",
+    )
+    part = pd.Series(["p1", "p1", "p2", "p2", "p3"], dtype="string")
+    base = part_digests(records, part)
+    assert list(base.index) == ["p1", "p2", "p3"] and base.is_unique
+
+    def changed(frame: gpd.GeoDataFrame, parts: pd.Series = part) -> set[str]:
+        new = part_digests(frame, parts)
+        return {k for k in base.index if new.get(k) != base[k]}
+
+    edits = records.copy()
+    edits.loc[1, "area"] = 101.0  # a missing value filled in
+    assert changed(edits) == {"p1"}
+    edits = records.copy()
+    edits.loc[3, "geometry"] = shapely.Point(3, 3.000001)
+    assert changed(edits) == {"p2"}
+    edits = records.copy()
+    edits.loc[2, "geometry"] = shapely.Point(2, 2)  # a missing geometry given
+    assert changed(edits) == {"p2"}
+    swapped = records.iloc[[1, 0, 2, 3, 4]].reset_index(drop=True)  # order within p1
+    assert changed(swapped, part.iloc[[1, 0, 2, 3, 4]].reset_index(drop=True)) == {"p1"}
+    moved = part.copy()
+    moved[3] = "p3"  # a record moves from p2 to p3
+    assert changed(records, moved) == {"p2", "p3"}
+    assert part_digests(records.copy(), part.copy()).equals(base)  # deterministic
 
 
 def _gpkg_tables(path: Path) -> dict[str, pd.DataFrame]:

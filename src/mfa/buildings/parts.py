@@ -78,13 +78,13 @@ def split_parts(geometry: gpd.GeoSeries, districts: gpd.GeoDataFrame | None) -> 
 def part_digests(records: gpd.GeoDataFrame, part: pd.Series) -> pd.Series:
     """sha256 per part over its records in order: every column's value and the geometry WKB.
 
-    Two independent 64-bit hashes per row (pandas' hash with two keys) are fed to sha256
-    part by part, so a change of any value, of the geometry, of the order or of the set of
-    records in a part changes its digest.
+    Per row, two independent 64-bit hashes of the attribute values (pandas' hash with two
+    keys); per part, sha256 over those, the WKB lengths and the WKB bytes, so a change of
+    any value, of the geometry, of the order or of the set of records in a part changes
+    its digest.
     """
     attrs = pd.DataFrame(records.drop(columns=records.geometry.name))
-    wkb = pd.Series(shapely.to_wkb(records.geometry.values), index=records.index, dtype=object)
-    cols = attrs.assign(_wkb=wkb.where(wkb.notna(), b""), _cols="|".join(map(str, attrs.columns)))
+    cols = attrs.assign(_cols="|".join(map(str, attrs.columns)))
     rows = np.stack(
         [
             pd.util.hash_pandas_object(cols, index=False, hash_key=key).to_numpy()
@@ -92,13 +92,19 @@ def part_digests(records: gpd.GeoDataFrame, part: pd.Series) -> pd.Series:
         ],
         axis=1,
     )
-    keys = part.astype("string").to_numpy(dtype=object)
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    wkb = shapely.to_wkb(records.geometry.values)  # None for a missing geometry
+    wkb[pd.isna(wkb)] = b""
+    lengths = np.fromiter((len(w) for w in wkb), dtype=np.int64, count=len(wkb))
+    codes, names = pd.factorize(part.astype("string").to_numpy(dtype=object), sort=True)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], np.arange(len(names) + 1))
     out: dict[str, str] = {}
-    for lo, hi in zip(starts, [*starts[1:], len(order)], strict=True):  # one per part
-        out[str(sorted_keys[lo])] = hashlib.sha256(rows[order[lo:hi]].tobytes()).hexdigest()
+    for i, name in enumerate(names):  # one per part
+        rows_i = order[starts[i] : starts[i + 1]]
+        h = hashlib.sha256(rows[rows_i].tobytes())
+        h.update(lengths[rows_i].tobytes())
+        h.update(b"".join(wkb[rows_i]))
+        out[str(name)] = h.hexdigest()
     return pd.Series(out, dtype="string").sort_index()
 
 
