@@ -13,6 +13,7 @@ their Monte Carlo aggregates and flows are recomputed, the others' rows are reus
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import shapely
 
@@ -169,27 +170,45 @@ def reused_rows(
     buildings = pd.read_parquet(
         prev.folder / BUILDINGS, columns=names, filters=pc.field("building_id").isin(wanted)
     )
-    dropped = pd.read_csv(prev.folder / "dropped.csv", dtype="string", keep_default_na=False)
-    dropped = dropped[
-        dropped["stage"].isin(list(stages)).to_numpy(bool) & _isin(dropped["record_id"], wanted)
-    ]
-    repairs = pd.read_csv(
-        prev.folder / "repairs.csv", dtype="string", keep_default_na=False, na_values=[""]
+    dropped = _read_strings(prev.folder / "dropped.csv", empty_is_missing=False)
+    dropped = dropped.filter(
+        pc.and_(
+            pc.is_in(dropped["stage"], value_set=pa.array(list(stages), pa.string())),
+            pc.is_in(dropped["record_id"], value_set=wanted),
+        )
     )
-    repairs = repairs[_isin(repairs["record_id"], wanted)]
-    return buildings.reset_index(drop=True), dropped, repairs
+    repairs = _read_strings(prev.folder / "repairs.csv", empty_is_missing=True)
+    repairs = repairs.filter(pc.is_in(repairs["record_id"], value_set=wanted))
+    return buildings.reset_index(drop=True), _strings(dropped), _strings(repairs)
+
+
+def _read_strings(path: Path, empty_is_missing: bool) -> pa.Table:
+    """A CSV mfa wrote, every column as text (Arrow's reader: several times pandas')."""
+    with open(path, newline="", encoding="utf-8") as f:
+        names = next(csv.reader(f), [])
+    return pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=empty_is_missing,
+            null_values=[""],
+            quoted_strings_can_be_null=empty_is_missing,
+        ),
+    )
+
+
+def _strings(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table of text as pandas ``string`` columns (as ``read_csv(dtype="string")``)."""
+    return pd.DataFrame(
+        {
+            n: pd.array(table[n].to_numpy(zero_copy_only=False), dtype="string")
+            for n in table.column_names
+        }
+    )
 
 
 def _id_array(ids: pd.Series) -> pa.Array:
     return pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
-
-
-def _isin(values: pd.Series, wanted: pa.Array) -> np.ndarray:
-    """Boolean mask of ``values`` in ``wanted`` (Arrow's hash lookup; pandas' ``isin`` on
-    Arrow-backed strings goes through Python objects one by one)."""
-    values_ = pa.array(values.to_numpy(dtype=object), pa.string(), from_pandas=True)
-    mask = pc.is_in(values_, value_set=wanted)
-    return mask.to_numpy(zero_copy_only=False).astype(bool)
 
 
 @dataclass(frozen=True)
