@@ -737,7 +737,12 @@ def estimate_stocks(work_dir: Path) -> Path:
         previous = Path(json.loads((work / "stage" / REUSE).read_text())["previous"])
         ids = pd.read_parquet(reused)["building_id"]
         table, replaced = write_merged_layer(
-            previous / BUILDINGS, _ids(ids), "building_id", result, work / BUILDINGS
+            previous / BUILDINGS,
+            _ids(ids),
+            "building_id",
+            result,
+            work / BUILDINGS,
+            replaced_columns=["district_id", "geometry"],
         )
         pq.write_table(replaced.select(["building_id"]), work / "stage" / REPLACED_IDS)
         old = gpd.GeoDataFrame(

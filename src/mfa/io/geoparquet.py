@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,34 +53,43 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
 
 
 def write_merged_layer(
-    previous: Path, keep: pa.Array, key: str, new: gpd.GeoDataFrame, path: Path
+    previous: Path,
+    keep: pa.Array,
+    key: str,
+    new: gpd.GeoDataFrame,
+    path: Path,
+    replaced_columns: Sequence[str] = (),
 ) -> tuple[pa.Table, pa.Table]:
     """Write the rows of ``previous`` whose ``key`` is in ``keep`` plus ``new`` as one layer.
 
     The result is the layer :func:`write_layer` writes for the same rows put in Hilbert
-    order (as :func:`mfa.parallel.hilbert_order` with ``key`` as tie-break): same schema,
+    order (as :func:`mfa.hilbert.hilbert_order` with ``key`` as tie-break): same schema,
     values, order, row groups and GeoParquet metadata. The kept rows are never decoded:
     they stay Arrow, their order comes from the covering ``bbox`` column, the geometry
-    types from the WKB headers. So an incremental run pays for reading and writing the
-    layer, not for parsing every geometry twice.
+    types from the WKB headers, and the table is gathered once (one ``take``). So an
+    incremental run pays for reading and writing the layer, not for parsing every
+    geometry twice.
 
-    Returns the merged table (as written) and the previous rows that were not kept.
+    Returns the merged table (as written) and the ``key`` and ``replaced_columns`` of the
+    previous rows that were not kept.
     """
     prev = pq.read_table(previous)
     mask = pc.is_in(prev[key], value_set=keep.cast(prev.schema.field(key).type))
-    kept, replaced = prev.filter(mask), prev.filter(pc.invert(mask))
     buffer = pa.BufferOutputStream()
     new.to_parquet(buffer, index=False, write_covering_bbox=True, schema_version="1.1.0")
     added = pq.read_table(pa.BufferReader(buffer.getvalue()))
-    if added.schema.names != kept.schema.names:
+    if added.schema.names != prev.schema.names:
         raise ValidationError(
-            f"{previous}: its columns {kept.schema.names} are not this run's "
+            f"{previous}: its columns {prev.schema.names} are not this run's "
             f"{added.schema.names}; run with --force"
         )
-    plain = kept.schema.remove_metadata()
-    merged = pa.concat_tables([kept.replace_schema_metadata(None), added.cast(plain)])
-    bbox = merged["bbox"]
-    corners = [pc.struct_field(bbox, [i]).to_numpy() for i in range(4)]
+    plain = prev.schema.remove_metadata()
+    both = pa.concat_tables([prev.replace_schema_metadata(None), added.cast(plain)])
+    rows = np.concatenate(
+        [np.flatnonzero(mask.to_numpy(zero_copy_only=False)), len(prev) + np.arange(len(added))]
+    )
+    bbox = both["bbox"]
+    corners = [pc.struct_field(bbox, [i]).to_numpy()[rows] for i in range(4)]
     total = [
         float(corners[0].min()),
         float(corners[1].min()),
@@ -87,7 +97,9 @@ def write_merged_layer(
         float(corners[3].max()),
     ]
     distance = hilbert_distance(np.column_stack(corners), np.asarray(total))
-    merged = merged.take(sorted_by(distance, merged[key].to_numpy(zero_copy_only=False)))
+    keys = both[key].to_numpy(zero_copy_only=False)[rows]
+    merged = both.take(rows[sorted_by(distance, keys)])
+    replaced = prev.select([key, *replaced_columns]).filter(pc.invert(mask))
 
     geo = json.loads(prev.schema.metadata[b"geo"])
     column = geo["columns"][geo["primary_column"]]
@@ -168,7 +180,7 @@ def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:
     crs_ = None if crs is None else _crs(json.dumps(crs, sort_keys=True))
     # a GeometryArray: GeoDataFrame() would check an object array of shapes one by one
     geometry = GeometryArray(shapely.from_wkb(table[name].to_numpy(zero_copy_only=False)), crs_)
-    frame.insert(position, name, geometry)
+    frame.insert(min(position, frame.shape[1]), name, geometry)  # index columns moved out
     return gpd.GeoDataFrame(frame, geometry=name, crs=crs_)
 
 
@@ -199,7 +211,7 @@ def read_geoparquet(path: Path):
             "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
         ) from exc
     try:
-        return gpd.read_parquet(path)
+        return read_layer(path)
     except (OSError, ValueError) as exc:
         raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
 
