@@ -208,7 +208,8 @@ def _strings(table: pa.Table) -> pd.DataFrame:
 
 
 def _id_array(ids: pd.Series) -> pa.Array:
-    return pa.array(pd.unique(ids.astype(str).to_numpy(dtype=object)), pa.string())
+    """The distinct ids as an Arrow string array (Arrow-backed strings are not copied)."""
+    return pc.unique(pa.array(ids.astype("string"), from_pandas=True).cast(pa.string()))
 
 
 @dataclass(frozen=True)

@@ -231,10 +231,9 @@ def check_geoparquet(path: Path, crs: str) -> dict[str, object]:
         raise ValidationError(f"{path}: GeoParquet version {geo.get('version')}, expected 1.1.0")
     if "covering" not in col:
         raise ValidationError(f"{path}: no covering bbox column; write it with write_layer()")
-    from pyproj import CRS
-
     from mfa.crs import as_crs
 
-    if col.get("crs") is None or not CRS.from_json_dict(col["crs"]).equals(as_crs(crs)):
+    stored = col.get("crs")
+    if stored is None or not _crs(json.dumps(stored, sort_keys=True)).equals(as_crs(crs)):
         raise ValidationError(f"{path}: CRS is not {crs}; reproject before writing")
     return {"rows": meta.num_rows, "row_groups": meta.num_row_groups}
