@@ -141,6 +141,30 @@ def test_a_moved_cohort_statistic_recomputes_everything(dk, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_a_change_to_most_districts_recomputes_everything(dk, tmp_path: Path) -> None:
+    """Past FULL_RECOMPUTE_SHARE of the records in changed districts, a merge costs more
+    than it saves: the run recomputes all, says why, and equals a forced run."""
+    from mfa.run import FULL_RECOMPUTE_SHARE
+
+    pipeline, first, register = dk
+    b = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
+    counts = b["district_id"].value_counts()
+    many = counts.index[: int((counts.cumsum() < 0.6 * len(b)).sum()) + 1]
+    ids = b[b["district_id"].isin(many)].groupby("district_id").head(1)["building_id"]
+    reg = gpd.read_parquet(register)
+    rows = reg["id_lokalId"].isin(ids)
+    reg.loc[rows, "byg038SamletBygningsareal"] = reg.loc[rows, "byg038SamletBygningsareal"] + 10
+    reg.to_parquet(register)
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())["incremental"]
+    assert m["mode"] == "full" and m["recomputed_count"] == 53, m["reason"]
+    assert "recomputing all is cheaper than merging" in m["reason"]
+    assert f"more than {FULL_RECOMPUTE_SHARE:.0%}" in m["reason"]
+    assert_same_outputs(inc, full)
+
+
+@pytest.mark.slow
 def test_changed_settings_recompute_everything(dk, tmp_path: Path) -> None:
     pipeline, _, _ = dk
     pipeline.write_text(pipeline.read_text().replace("seed = 42", "seed = 7"))

@@ -128,6 +128,10 @@ MANIFEST_RECORDS = 1_000
 #: beyond the buildings it must recompute (see mfa.reuse.Dirty).
 REUSE = "reuse.json"
 REUSED_IDS = "reused_ids.parquet"
+#: Above this share of the records in changed parts an incremental run recomputes
+#: everything: merging the reused rows costs more than it saves (benchmarks/incremental.py
+#: at 200k buildings: 25 % changed took 80 % of a full run's time, 50 % took 104 %).
+FULL_RECOMPUTE_SHARE = 0.4
 REPLACED_IDS = "replaced_ids.parquet"
 DIRTY = "dirty.json"
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
@@ -447,6 +451,15 @@ def _build_by_part(
         if prev is not None
         else []
     )
+
+    if candidates:
+        changed = 1.0 - float(part.isin(candidates).mean())
+        if changed > FULL_RECOMPUTE_SHARE:
+            candidates = []
+            reason = (
+                f"{changed:.0%} of the records are in districts that changed (more than "
+                f"{FULL_RECOMPUTE_SHARE:.0%}): recomputing all is cheaper than merging"
+            )
 
     known = ids.notna().to_numpy(bool)
     owner = pd.Series(part.to_numpy()[known], index=ids.to_numpy()[known])

@@ -9,6 +9,7 @@ that cannot be kept at all is *dropped* with a reason. Nothing disappears silent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import geopandas as gpd
 import numpy as np
@@ -44,6 +45,7 @@ class Limits:
     min_footprint_m2: float = 1.0
 
 
+@lru_cache(maxsize=16)
 def area_of_use_bounds(crs: str, margin: float = 0.5) -> tuple[float, float, float, float]:
     """The CRS's area of use in its own units, widened by ``margin`` × its extent per side.
 
