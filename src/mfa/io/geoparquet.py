@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -59,7 +60,7 @@ def write_merged_layer(
     new: gpd.GeoDataFrame,
     path: Path,
     replaced_columns: Sequence[str] = (),
-) -> tuple[pa.Table, pa.Table]:
+) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Write the rows of ``previous`` whose ``key`` is in ``keep`` plus ``new`` as one layer.
 
     The result is the layer :func:`write_layer` writes for the same rows put in Hilbert
@@ -70,11 +71,15 @@ def write_merged_layer(
     incremental run pays for reading and writing the layer, not for parsing every
     geometry twice.
 
-    Returns the merged table (as written) and the ``key`` and ``replaced_columns`` of the
-    previous rows that were not kept.
+    Returns the merged table (as written), the ``key`` and ``replaced_columns`` of the
+    previous rows that were not kept, and the rows of ``new`` as written (layer order).
+    When every previous row is kept and there is nothing new, the file is copied.
     """
     prev = pq.read_table(previous)
     mask = pc.is_in(prev[key], value_set=keep.cast(prev.schema.field(key).type))
+    if len(new) == 0 and pc.all(mask).as_py() is not False:
+        _copy_synced(previous, path)
+        return prev, prev.select([key, *replaced_columns]).slice(0, 0), prev.slice(0, 0)
     buffer = pa.BufferOutputStream()
     new.to_parquet(buffer, index=False, write_covering_bbox=True, schema_version="1.1.0")
     added = pq.read_table(pa.BufferReader(buffer.getvalue()))
@@ -98,7 +103,8 @@ def write_merged_layer(
     ]
     distance = hilbert_distance(np.column_stack(corners), np.asarray(total))
     keys = both[key].to_numpy(zero_copy_only=False)[rows]
-    merged = both.take(rows[sorted_by(distance, keys)])
+    gather = rows[sorted_by(distance, keys)]
+    merged = both.take(gather)
     replaced = prev.select([key, *replaced_columns]).filter(pc.invert(mask))
 
     geo = json.loads(prev.schema.metadata[b"geo"])
@@ -112,7 +118,16 @@ def write_merged_layer(
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return merged, replaced
+    return merged, replaced, merged.take(np.flatnonzero(gather >= len(prev)))
+
+
+def _copy_synced(source: Path, path: Path) -> None:
+    """Copy ``source`` to ``path`` atomically (a temporary file, fsynced, then renamed)."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 #: WKB geometry type codes → GeoParquet geometry type names.
