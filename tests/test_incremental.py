@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -293,6 +294,10 @@ def test_the_updated_geopackage_holds_what_a_full_write_holds(dk, tmp_path: Path
         with sqlite3.connect(run / "layers.gpkg") as con:
             (n,) = con.execute("SELECT count(*) FROM rtree_buildings_geom").fetchone()
         assert n == m["row_counts"]["buildings"]
+    # the project (layer geometry types, extents) and the styles, made without parsing
+    # the buildings' geometries, are a full run's
+    for f in ["project.qgs", *sorted(x.name for x in full.glob("*.qml"))]:
+        assert (inc / f).read_text() == (full / f).read_text(), f
     # and the earlier run's GeoPackage is untouched
     assert sha256_file(first / "layers.gpkg") == before
 
@@ -337,7 +342,7 @@ def test_wkb_geometry_types_are_those_geopandas_writes(tmp_path: Path) -> None:
     mixed, 3-D, big-endian, empty and null geometries."""
     import pyarrow as pa
 
-    from mfa.io.geoparquet import wkb_geometry_types
+    from mfa.io.geoparquet import wkb_geometry_types, wkb_type_ids
 
     geoms = [
         shapely.Point(1, 2),
@@ -358,3 +363,9 @@ def test_wkb_geometry_types_are_those_geopandas_writes(tmp_path: Path) -> None:
     assert wkb_geometry_types(big) == ["MultiPolygon", "Point", "Point Z", "Polygon"]
     ewkb = pa.array([shapely.to_wkb(geoms[3], flavor="extended")], pa.binary())
     assert wkb_geometry_types(ewkb) == ["Point Z"]
+    # and the type id of each row, as shapely gives it (-1 for null)
+    geoms += [shapely.MultiPoint([(0, 0), (1, 1)]), shapely.GeometryCollection([geoms[0]])]
+    for order in (1, 0):
+        wkb = [None if g is None else shapely.to_wkb(g, byte_order=order) for g in geoms]
+        ids = wkb_type_ids(pa.array(wkb, pa.binary()))
+        assert ids.tolist() == shapely.get_type_id(np.array(geoms, dtype=object)).tolist()

@@ -64,9 +64,22 @@ from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
-from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer, write_merged_layer
+from mfa.io.geoparquet import (
+    check_geoparquet,
+    read_layer,
+    wkb_type_ids,
+    write_layer,
+    write_merged_layer,
+)
 from mfa.io.osm import buildings_from_osm
-from mfa.io.qgis import GPKG, PROJECT, GeoPackageUpdate, check_geopackage, write_qgis_outputs
+from mfa.io.qgis import (
+    GPKG,
+    PROJECT,
+    GeoPackageUpdate,
+    LayerGeometry,
+    check_geopackage,
+    write_qgis_outputs,
+)
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
 from mfa.io.register import buildings_from_register, read_register
 from mfa.io.tables import (
@@ -1184,29 +1197,34 @@ def qgis_outputs(work_dir: Path) -> Path:
     p = _pipeline(work)
     dirty = _dirty(work)
     previous = dirty.previous / GPKG if dirty is not None else None
-    update = previous is not None and previous.is_file()
-    layers = {
-        name: read_layer(
-            work / f,
-            # updating the previous GeoPackage: the style and project need only these
-            columns=["building_id", "mass_t", "geometry"] if update and f == BUILDINGS else None,
-        )
+    update = previous is not None and previous.is_file() and (work / BUILDINGS).exists()
+    layers: dict[str, pd.DataFrame] = {
+        name: read_layer(work / f)
         for name, f in QGIS_LAYERS.items()
-        if (work / f).exists()
+        if (work / f).exists() and not (update and f == BUILDINGS)
     }
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
-    change = None
-    if update and "buildings" in layers:  # update the previous run's buildings
+    change, geometries = None, None
+    if update:  # update the previous run's buildings: their geometries are not parsed
         assert previous is not None
-        b = layers["buildings"]
+        b = pq.read_table(work / BUILDINGS, columns=["building_id", "mass_t", "geometry"])
+        x0, y0, x1, y1 = json.loads(b.schema.metadata[b"geo"])["columns"]["geometry"]["bbox"]
+        shape = LayerGeometry(wkb_type_ids(b["geometry"]), (x0, y0, x1, y1))
+        attrs = b.drop_columns(["geometry"]).to_pandas()
+        layers = {
+            n: attrs if n == "buildings" else layers[n]
+            for n in QGIS_LAYERS
+            if n in layers or n == "buildings"
+        }
+        geometries = {"buildings": shape}
         change = GeoPackageUpdate(
             previous=previous,
             removed=pd.read_parquet(work / "stage" / REPLACED_IDS)["building_id"],
             added=read_layer(work / "stage" / ADDED),
-            bounds=tuple(float(v) for v in b.total_bounds),  # type: ignore[arg-type]
-            count=len(b),
+            bounds=(x0, y0, x1, y1),
+            count=b.num_rows,
         )
-    written = write_qgis_outputs(work, layers, p.crs, p.name, years, change)
+    written = write_qgis_outputs(work, layers, p.crs, p.name, years, change, geometries)
     written["geopackage_from"] = str(previous) if change is not None else None
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)

@@ -25,6 +25,8 @@ __all__ = [
     "check_geoparquet",
     "read_geoparquet",
     "read_layer",
+    "wkb_geometry_types",
+    "wkb_type_ids",
     "write_layer",
     "write_merged_layer",
 ]
@@ -142,15 +144,15 @@ _WKB_NAMES = {
 }
 
 
-def wkb_geometry_types(column: pa.ChunkedArray | pa.Array) -> list[str]:
-    """The sorted geometry types (``"Polygon"``, ``"Point Z"``, …) of a WKB column, read
-    from each value's header (byte order, then the type code, ISO or EWKB Z) without
-    parsing the geometries; nulls are skipped (as geopandas does)."""
+def _wkb_headers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per value of a WKB column: valid (not null), and for the valid ones the base type
+    code (1 Point … 7 GeometryCollection) and whether it has Z, from the header (byte
+    order, then the type code, ISO or EWKB Z) without parsing the geometry."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     arr = arr.cast(pa.large_binary())
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
     if not valid.any():
-        return []
+        return valid, np.zeros(0, np.int64), np.zeros(0, bool)
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
     data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
     start = offsets[valid].astype(np.int64)
@@ -162,9 +164,29 @@ def wkb_geometry_types(column: pa.ChunkedArray | pa.Array) -> list[str]:
         (b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4],
     )
     z = ((code & 0x80000000) != 0) | np.isin((code & 0x0FFFFFFF) // 1000, (1, 3))
-    base = (code & 0x0FFFFFFF) % 1000
-    kinds = np.unique(base.astype(np.int64) * 2 + z)  # a handful of kinds
+    return valid, ((code & 0x0FFFFFFF) % 1000).astype(np.int64), z
+
+
+def wkb_geometry_types(column: pa.ChunkedArray | pa.Array) -> list[str]:
+    """The sorted geometry types (``"Polygon"``, ``"Point Z"``, …) of a WKB column, read
+    from each value's header without parsing the geometries; nulls are skipped (as
+    geopandas does)."""
+    _, base, z = _wkb_headers(column)
+    kinds = np.unique(base * 2 + z)  # a handful of kinds
     return sorted(_WKB_NAMES[int(k) // 2] + (" Z" if k % 2 else "") for k in kinds)
+
+
+#: WKB type code → shapely's type id (LinearRing, 2, has no WKB code of its own).
+_SHAPELY_TYPE_IDS = np.array([-1, 0, 1, 3, 4, 5, 6, 7], dtype=np.int64)
+
+
+def wkb_type_ids(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """:func:`shapely.get_type_id` of each value of a WKB column (-1 for null), read from
+    the headers without parsing the geometries."""
+    valid, base, _ = _wkb_headers(column)
+    out = np.full(len(valid), -1, dtype=np.int64)
+    out[valid] = _SHAPELY_TYPE_IDS[np.clip(base, 0, 7)]
+    return out
 
 
 def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:

@@ -47,6 +47,7 @@ __all__ = [
     "PROJECT",
     "GeoPackageUpdate",
     "GraduatedStyle",
+    "LayerGeometry",
     "ProjectLayer",
     "check_geopackage",
     "class_breaks",
@@ -430,11 +431,37 @@ def flows_expression(scenario: str, material: str = "mass", value: str = "outflo
     )
 
 
-def _families(gdf: gpd.GeoDataFrame) -> list[Geometry]:
+@dataclass(frozen=True)
+class LayerGeometry:
+    """What the styles and the project need of a layer's geometries: the
+    :func:`shapely.get_type_id` of each row (-1: none) and the extent (x0, y0, x1, y1;
+    None without geometries)."""
+
+    type_ids: np.ndarray
+    bounds: tuple[float, float, float, float] | None
+
+    @classmethod
+    def of(cls, gdf: pd.DataFrame) -> LayerGeometry:
+        if "geometry" not in gdf:
+            return cls(np.full(len(gdf), -1, dtype=np.int64), None)
+        ids = shapely.get_type_id(np.asarray(gdf.geometry.values))
+        if (ids < 0).all():
+            return cls(ids, None)
+        b = gdf.geometry.dropna().total_bounds
+        return cls(ids, (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+
+
+def _geometries(
+    layers: Mapping[str, pd.DataFrame], given: Mapping[str, LayerGeometry] | None
+) -> dict[str, LayerGeometry]:
+    """Each layer's :class:`LayerGeometry`: ``given``, else from its geometry column."""
+    given = given or {}
+    return {name: given.get(name) or LayerGeometry.of(df) for name, df in layers.items()}
+
+
+def _families(g: LayerGeometry) -> list[Geometry]:
     """Every geometry family of a layer, the most frequent first (``none``: no geometry)."""
-    if "geometry" not in gdf:
-        return ["none"]
-    ids = shapely.get_type_id(gdf.geometry.values)
+    ids = g.type_ids
     family = np.select(
         [np.isin(ids, (0, 4)), np.isin(ids, (1, 5)), np.isin(ids, (3, 6))], [0, 1, 2], -1
     )
@@ -447,15 +474,20 @@ def _families(gdf: gpd.GeoDataFrame) -> list[Geometry]:
     return [names[int(kinds[i])] for i in order]
 
 
-def _geometry_of(gdf: gpd.GeoDataFrame) -> Geometry:
+def _geometry_of(g: LayerGeometry) -> Geometry:
     """The geometry family most rows have (``none`` for a layer without geometries)."""
-    return _families(gdf)[0]
+    return _families(g)[0]
 
 
 def run_styles(
-    layers: Mapping[str, gpd.GeoDataFrame], base_year: int | None = None
+    layers: Mapping[str, pd.DataFrame],
+    base_year: int | None = None,
+    geometries: Mapping[str, LayerGeometry] | None = None,
 ) -> dict[str, GraduatedStyle]:
     """The default style of each of a run's layers, from the values in them.
+
+    ``geometries`` gives the :class:`LayerGeometry` of layers passed without (or with
+    unparsed) geometries; the others' come from their geometry column.
 
     - buildings: ``mass_t`` (t per building), 5 quantile classes, yellow-green-blue (so
       the points stand out on the areas below them);
@@ -467,9 +499,10 @@ def run_styles(
       quantile classes over the years after ``base_year``, red-purple, temporal on ``date``.
     """
     styles: dict[str, GraduatedStyle] = {}
+    geo = _geometries(layers, geometries)
     if "buildings" in layers:
         b = layers["buildings"]
-        geom = _geometry_of(b)
+        geom = _geometry_of(geo["buildings"])
         br = class_breaks(b["mass_t"].to_numpy(dtype=float))
         styles["buildings"] = GraduatedStyle(
             expression="mass_t",
@@ -492,7 +525,7 @@ def run_styles(
                 breaks=br,
                 colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
                 labels=range_labels(br, "t/ha"),
-                geometry=_geometry_of(df),
+                geometry=_geometry_of(geo[name]),
                 unit="t/ha",
                 title="material per hectare (t/ha)",
                 outline="#6e6e6e" if name == "districts" else "#4d4d4d",
@@ -507,7 +540,7 @@ def run_styles(
             breaks=br,
             colors=color_ramp("RdYlGn", 4, 0.0, 1.0),
             labels=range_labels(br, "%", scale=100),
-            geometry=_geometry_of(layers["quality"]),
+            geometry=_geometry_of(geo["quality"]),
             unit="",
             title="share of buildings whose floor area is observed",
             outline="#6e6e6e",
@@ -526,7 +559,7 @@ def run_styles(
             breaks=br,
             colors=color_ramp("RdPu", len(br) - 1, 0.15, 1.0),
             labels=range_labels(br, "t"),
-            geometry=_geometry_of(f),
+            geometry=_geometry_of(geo["flows"]),
             unit="t",
             title="demolition outflow in the year (t)",
             outline="#6e6e6e",
@@ -751,10 +784,10 @@ LAYER_STYLES_DDL = (
 _WKB_TYPES = {"point": "MultiPoint", "line": "MultiLineString", "polygon": "MultiPolygon"}
 
 
-def _wkb_type(gdf: gpd.GeoDataFrame, family: Geometry) -> str:
+def _wkb_type(g: LayerGeometry, family: Geometry) -> str:
     if family == "none":
         return "NoGeometry"
-    ids = shapely.get_type_id(gdf.geometry.values)
+    ids = g.type_ids
     single = {"point": 0, "line": 1, "polygon": 3}[family]
     name = {"point": "Point", "line": "LineString", "polygon": "Polygon"}[family]
     return name if np.isin(ids[ids >= 0], (single,)).all() else _WKB_TYPES[family]
@@ -959,15 +992,8 @@ def check_geopackage(path: Path, expected_rows: Mapping[str, int]) -> dict[str, 
     return {"status": "passed", "layers": dict(expected_rows)}
 
 
-def _bounds(gdf: gpd.GeoDataFrame) -> tuple[float, float, float, float] | None:
-    if "geometry" not in gdf or gdf.geometry.isna().all():
-        return None
-    b = gdf.geometry.dropna().total_bounds
-    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
-
-
 def _project_layers(
-    name: str, group: str, gdf: gpd.GeoDataFrame, style: GraduatedStyle
+    name: str, group: str, g: LayerGeometry, style: GraduatedStyle
 ) -> list[ProjectLayer]:
     """The project layer(s) of a GeoPackage layer: one per geometry family it holds.
 
@@ -975,15 +1001,15 @@ def _project_layers(
     conflated run) becomes one project layer per family, filtered by geometry type,
     points drawn above polygons; the most frequent family keeps the layer's name.
     """
-    families = _families(gdf)
+    families = _families(g)
     if len(families) == 1:
         return [
             ProjectLayer(
                 table=name,
                 group=group,
                 style=style,
-                wkb_type=_wkb_type(gdf, families[0]),
-                extent=_bounds(gdf),
+                wkb_type=_wkb_type(g, families[0]),
+                extent=g.bounds,
                 visible=name in VISIBLE,
             )
         ]
@@ -996,8 +1022,8 @@ def _project_layers(
                 style=style
                 if family == style.geometry
                 else replace(style, geometry=family, outline_width_mm=0.1),
-                wkb_type=_wkb_type(gdf, family),
-                extent=_bounds(gdf),
+                wkb_type=_wkb_type(g, family),
+                extent=g.bounds,
                 visible=name in VISIBLE,
                 name=name if family == families[0] else f"{name} ({family}s)",
                 geometry_filter={"point": "Point", "line": "LineString"}.get(family, "Polygon"),
@@ -1023,17 +1049,20 @@ def write_qgis_outputs(
     title: str,
     years: tuple[int, int] | None = None,
     update: GeoPackageUpdate | None = None,
+    geometries: Mapping[str, LayerGeometry] | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
     ``layers`` maps layer names (``buildings``, ``districts``, ``grid``, ``quality``,
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
     flows. ``update`` makes the GeoPackage from an earlier run's instead of writing
-    every building (see :func:`write_geopackage`). Returns the files written and
-    the rows and style of each layer.
+    every building (see :func:`write_geopackage`); ``geometries`` describes layers
+    passed without parsed geometries (see :func:`run_styles`). Returns the files
+    written and the rows and style of each layer.
     """
     folder = Path(folder)
-    styles = run_styles(layers, base_year=years[0] if years else None)
+    geo = _geometries(layers, geometries)
+    styles = run_styles(layers, base_year=years[0] if years else None, geometries=geo)
     texts = {name: qml(style) for name, style in styles.items()}
     rows = write_geopackage(folder / GPKG, layers, update)
     write_layer_styles(
@@ -1050,7 +1079,7 @@ def write_qgis_outputs(
         for group, names in GROUPS
         for name in names
         if name in layers
-        for lyr in _project_layers(name, group, layers[name], styles[name])
+        for lyr in _project_layers(name, group, geo[name], styles[name])
     ]
     boxes = [lyr.extent for lyr in plan if lyr.extent is not None]
     if boxes:
