@@ -95,7 +95,8 @@ def bench(name: str, pipeline: Path, register: Path, out: Path, shares: list[flo
         else text.replace("\nname = ", '\ndescription = "benchmark"\nname = ', 1)
     )
     t_none, none = _timed(run_pipeline, pipeline, out / "runs", force=False)
-    assert json.loads((none / "run.json").read_text())["incremental"]["recomputed_count"] == 0
+    none_inc = json.loads((none / "run.json").read_text())["incremental"]
+    assert none_inc["recomputed_count"] == 0, none_inc["reason"]
     pipeline.write_text(text)
     m = json.loads((inc / "run.json").read_text())
     i = m["incremental"]

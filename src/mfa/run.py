@@ -140,13 +140,14 @@ MANIFEST_RECORDS = 1_000
 #: beyond the buildings it must recompute (see mfa.reuse.Dirty).
 REUSE = "reuse.json"
 REUSED_IDS = "reused_ids.parquet"
+REPLACED_IDS = "replaced_ids.parquet"  # previous buildings not reused (GeoPackage deletes)
+ADDED = "buildings_added.parquet"  # recomputed buildings as written (GeoPackage appends)
+DIRTY = "dirty.json"
 #: Above this share of the records in changed parts an incremental run recomputes
 #: everything: merging the reused rows costs more than it saves (benchmarks/incremental.py
-#: at 200k buildings: 25 % changed took 80 % of a full run's time, 50 % took 104 %).
+#: at 200k buildings, before this rule: 25 % changed took 80 % of a full run's time,
+#: 50 % took 104 %).
 FULL_RECOMPUTE_SHARE = 0.4
-REPLACED_IDS = "replaced_ids.parquet"
-ADDED = "buildings_added.parquet"
-DIRTY = "dirty.json"
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
 QGIS_LAYERS = {
     "buildings": BUILDINGS,
@@ -1210,12 +1211,8 @@ def qgis_outputs(work_dir: Path) -> Path:
         b = pq.read_table(work / BUILDINGS, columns=["building_id", "mass_t", "geometry"])
         x0, y0, x1, y1 = json.loads(b.schema.metadata[b"geo"])["columns"]["geometry"]["bbox"]
         shape = LayerGeometry(wkb_type_ids(b["geometry"]), (x0, y0, x1, y1))
-        attrs = b.drop_columns(["geometry"]).to_pandas()
-        layers = {
-            n: attrs if n == "buildings" else layers[n]
-            for n in QGIS_LAYERS
-            if n in layers or n == "buildings"
-        }
+        # buildings first, as in QGIS_LAYERS
+        layers = {"buildings": b.drop_columns(["geometry"]).to_pandas(), **layers}
         geometries = {"buildings": shape}
         change = GeoPackageUpdate(
             previous=previous,
