@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import shapely
 
 from mfa.config import Pipeline
@@ -39,7 +38,7 @@ __all__ = [
     "PreviousRun",
     "dirty_groups",
     "previous_run",
-    "reused_rows",
+    "reused_records",
     "run_wide_key",
 ]
 
@@ -151,25 +150,15 @@ def previous_run(pipeline_dir: Path) -> tuple[PreviousRun | None, str]:
     )
 
 
-def reused_rows(
+def reused_records(
     prev: PreviousRun, ids: pd.Series, stages: tuple[str, ...] = ("geometry",)
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The previous run's result rows of the records ``ids`` (of the reused parts).
-
-    Returns the building rows' ids and provenance columns (``*_source``,
-    ``match_method``; the stocks step copies the whole rows into the new layer),
-    the records left out at ``stages`` (``register``: normalising a register,
-    ``geometry``: cleaning geometries), and the repairs, in the previous run's order.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The previous run's left-out records and repairs of the records ``ids`` (of the
+    reused parts): those left out at ``stages`` (``register``: normalising a register,
+    ``geometry``: cleaning geometries), in the previous run's order. (Their building rows
+    are copied by the stocks step.)
     """
     wanted = _id_array(ids)
-    names = [
-        c
-        for c in pq.read_schema(prev.folder / BUILDINGS).names
-        if c == "building_id" or c.endswith("_source") or c == "match_method"
-    ]
-    buildings = pd.read_parquet(
-        prev.folder / BUILDINGS, columns=names, filters=pc.field("building_id").isin(wanted)
-    )
     dropped = _read_strings(prev.folder / "dropped.csv", empty_is_missing=False)
     dropped = dropped.filter(
         pc.and_(
@@ -179,7 +168,7 @@ def reused_rows(
     )
     repairs = _read_strings(prev.folder / "repairs.csv", empty_is_missing=True)
     repairs = repairs.filter(pc.is_in(repairs["record_id"], value_set=wanted))
-    return buildings.reset_index(drop=True), _strings(dropped), _strings(repairs)
+    return _strings(dropped), _strings(repairs)
 
 
 def _read_strings(path: Path, empty_is_missing: bool) -> pa.Table:

@@ -30,6 +30,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
@@ -95,7 +96,7 @@ from mfa.reuse import (
     Dirty,
     dirty_groups,
     previous_run,
-    reused_rows,
+    reused_records,
     run_wide_key,
 )
 from mfa.schema import check_buildings, check_mass_balance, empty_dropped, material_columns
@@ -339,7 +340,7 @@ class _Built:
     peer_counts: dict[str, int]
     raster_report: dict[str, Any] | None
     matches: dict[str, Any] | None = None
-    reused: pd.DataFrame | None = None  # result rows of reused parts (previous run), no geometry
+    reused: pd.Series | None = None  # ids of the records of reused parts (previous run)
     previous: Path | None = None  # the published run they come from
     incremental: dict[str, Any] = field(default_factory=dict)
     state: pd.DataFrame | None = None  # cohort counts per part, for the next run
@@ -542,8 +543,8 @@ def _build_by_part(
     reused, dropped_r, repairs_r = None, [], []
     if candidates:
         assert prev is not None
-        reused, d_r, r_r = reused_rows(prev, ids[reuse], source.reused_stages)
-        dropped_r, repairs_r = [d_r], [r_r]
+        d_r, r_r = reused_records(prev, ids[reuse], source.reused_stages)
+        reused, dropped_r, repairs_r = ids[reuse].drop_duplicates(), [d_r], [r_r]
         for k in candidates:
             peer_counts["structure"] += parts_state[k]["structure_refined"]
             peer_counts["floors"] += parts_state[k]["floors_refined"]
@@ -668,7 +669,9 @@ def build_buildings(work_dir: Path) -> Path:
     buildings = hilbert_order(buildings, tie_break="building_id")
     out = write_layer(buildings, work / "stage" / "buildings_canonical.parquet")
     if built.reused is not None:
-        built.reused[["building_id"]].to_parquet(work / "stage" / REUSED_IDS, index=False)
+        built.reused.rename("building_id").to_frame().to_parquet(
+            work / "stage" / REUSED_IDS, index=False
+        )
         (work / "stage" / REUSE).write_text(json.dumps({"previous": str(built.previous)}))
     if built.state is not None:
         tmp = work / (STATE + ".tmp")
@@ -678,13 +681,6 @@ def build_buildings(work_dir: Path) -> Path:
     repairs = _sorted_rows(built.repairs)
     dropped.to_parquet(work / "stage" / "dropped.parquet", index=False)
     repairs.to_parquet(work / "stage" / "repairs.parquet", index=False)
-    every = [buildings] if built.reused is None else [buildings, built.reused]
-    provenance = {
-        col: pd.concat([b[col] for b in every]).value_counts().sort_index().to_dict()
-        for col in buildings.columns
-        if col.endswith("_source") or col == "match_method"
-    }
-    n_buildings = sum(len(b) for b in every)
     _report(
         work,
         "buildings",
@@ -695,10 +691,9 @@ def build_buildings(work_dir: Path) -> Path:
                 for f in [*rules.files, p.intensities.table, *p.intensities.overrides]
             ],
             "records_read": built.n_records,
-            "buildings": n_buildings,
+            "buildings_computed": len(buildings),
             "dropped": len(dropped),
             "repairs": len(repairs),
-            "provenance": provenance,
             "matches": built.matches,
             "imputed_from_cohort_peers": built.peer_counts,
             "heights": built.raster_report,
@@ -707,7 +702,9 @@ def build_buildings(work_dir: Path) -> Path:
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )
-    log.info("%d buildings, %d records left out (see run.json)", n_buildings, len(dropped))
+    log.info(
+        "%d buildings computed, %d records left out (see run.json)", len(buildings), len(dropped)
+    )
     inc = built.incremental
     if inc.get("mode") == "incremental":
         log.info(
@@ -820,6 +817,12 @@ def estimate_stocks(work_dir: Path) -> Path:
     return out
 
 
+def _id_order(ids: pd.Series) -> np.ndarray:
+    """The positions that sort ``ids`` (unique strings) by code point, as
+    ``np.argsort(ids.to_numpy(dtype=str))`` (Arrow's sort: a third of the time)."""
+    return pc.sort_indices(pa.array(ids.astype("string"), from_pandas=True)).to_numpy()
+
+
 def _group_percentiles(
     p: Pipeline,
     materials: list[str],
@@ -843,18 +846,19 @@ def _group_percentiles(
     groups it did not recompute, bit for bit.
     """
     archetypes, draws = drawn if drawn is not None else _intensity_draws(p, materials)
-    order = np.argsort(buildings["building_id"].to_numpy(dtype=str), kind="stable")
-    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))[order]
-    g_idx = np.asarray(group_of_building, dtype=np.int64)[order]
+    a_idx = pd.Index(archetypes).get_indexer(buildings["archetype_id"].astype(object))
+    g_idx = np.asarray(group_of_building, dtype=np.int64)
     if (a_idx < 0).any() or (g_idx < 0).any():
         raise ValidationError("a building's archetype or group has no draws; check the rules")
-    gfa = buildings["gfa_m2"].to_numpy(dtype=float)[order]
-    if only is not None:
+    rows = np.arange(len(buildings))
+    if only is not None:  # just the buildings of those groups, numbered 0 … len(only) − 1
         position = np.full(n_groups, -1, dtype=np.int64)
         position[only] = np.arange(len(only))
         g_idx = position[g_idx]
-        keep = g_idx >= 0
-        a_idx, g_idx, gfa, n_groups = a_idx[keep], g_idx[keep], gfa[keep], len(only)
+        rows, n_groups = np.flatnonzero(g_idx >= 0), len(only)
+    order = rows[_id_order(buildings["building_id"].iloc[rows])]
+    a_idx, g_idx = a_idx[order], g_idx[order]
+    gfa = buildings["gfa_m2"].to_numpy(dtype=float)[order]
     q = tuple(p.uncertainty.percentiles)
     total = group_draws(gfa, a_idx, np.zeros(len(gfa), dtype=np.int64), 1, draws)[:, 0, :]
     summed = np.zeros_like(total)
@@ -1044,7 +1048,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
         columns=["building_id", "district_id", "archetype_id", "construction_year", "gfa_m2"],
     )
     # building_id order: a district's floor-area sums do not depend on the layer's order
-    attrs = attrs.iloc[np.argsort(attrs["building_id"].to_numpy(dtype=str), kind="stable")]
+    attrs = attrs.iloc[_id_order(attrs["building_id"])]
     attrs["district_id"] = attrs["district_id"].astype("string").fillna(UNASSIGNED)
     years, n_imputed = impute_years(attrs)
     too_new = years > dyn.base_year
@@ -1348,6 +1352,15 @@ def _check_percentiles(df: pd.DataFrame, names: list[str], q: list[str], where: 
             raise ValidationError(f"{where}: {name} percentiles are not increasing")
 
 
+def _provenance(buildings: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Buildings per value of each provenance column (``*_source``, ``match_method``)."""
+    return {
+        col: {str(k): int(v) for k, v in buildings[col].value_counts().sort_index().items()}
+        for col in buildings.columns
+        if col.endswith("_source") or col == "match_method"
+    }
+
+
 def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Run-level shares observed / imputed / missing per attribute."""
     shares = provenance_shares(buildings).iloc[0]
@@ -1423,7 +1436,7 @@ def publish(work_dir: Path) -> Path:
             "districts": int(checks["layers"].get(DISTRICTS, {}).get("rows", 0)),
             "dropped": len(dropped),
         },
-        "provenance": b.get("provenance"),
+        "provenance": _provenance(buildings),
         "quality": {
             attr: {k.removeprefix(f"{attr}_"): round(float(v), 4) for k, v in row.items()}
             for attr, row in _quality_summary(buildings).items()
