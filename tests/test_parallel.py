@@ -58,3 +58,30 @@ def test_hilbert_order_is_spatially_coherent_and_deterministic() -> None:
     steps = np.hypot(*np.diff(np.c_[a.geometry.x, a.geometry.y], axis=0).T)
     rand = np.hypot(*np.diff(xy, axis=0).T)
     assert steps.mean() < rand.mean() / 5
+
+
+def test_gc_paused_nests_and_restores_the_collector() -> None:
+    import gc
+
+    from mfa.parallel import gc_paused, without_cyclic_gc
+
+    assert gc.isenabled()
+
+    @without_cyclic_gc
+    def step() -> bool:
+        with gc_paused():
+            pass
+        return gc.isenabled()  # the inner pause must not switch it back on
+
+    assert step() is False and gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a failing step")
+    assert gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert step.__name__ == "step"  # run records name the failing step by it

@@ -89,7 +89,7 @@ from mfa.io.tables import (
     load_lifetimes,
     load_materials,
 )
-from mfa.parallel import dask_compute, map_partitions
+from mfa.parallel import dask_compute, map_partitions, without_cyclic_gc
 from mfa.report import failure_markdown, report_markdown
 from mfa.reuse import (
     STATE,
@@ -628,6 +628,7 @@ def _sorted_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return table.sort_values(list(table.columns), kind="stable").reset_index(drop=True)
 
 
+@without_cyclic_gc
 def build_buildings(work_dir: Path) -> Path:
     """Read the sources; clean, conflate, check, add heights; stage canonical buildings.
 
@@ -721,6 +722,7 @@ def _ids(ids: pd.Series) -> pa.Array:
     return pa.array(ids.astype(str).to_numpy(dtype=object), pa.large_string())
 
 
+@without_cyclic_gc
 def estimate_stocks(work_dir: Path) -> Path:
     """Districts and material tonnes per building, over Dask partitions → buildings layer."""
     t0 = time.perf_counter()
@@ -957,6 +959,7 @@ def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipe
     return names
 
 
+@without_cyclic_gc
 def aggregate(work_dir: Path) -> Path | None:
     """Sum the buildings per district and per grid cell; stock rasters; quality layer.
 
@@ -1032,6 +1035,7 @@ def aggregate(work_dir: Path) -> Path | None:
     return out
 
 
+@without_cyclic_gc
 def forecast_flows(work_dir: Path) -> Path | None:
     """Demolition and construction flows per district, year, material and scenario."""
     t0 = time.perf_counter()
@@ -1189,6 +1193,7 @@ def _previous_flows(dirty: Dirty, keys: dict[str, str]) -> dict[str, pd.DataFram
 _NOT_FLOW_ROWS = ("date", "geometry", "bbox")
 
 
+@without_cyclic_gc
 def qgis_outputs(work_dir: Path) -> Path:
     """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
 
@@ -1391,6 +1396,7 @@ def _incremental_summary(
     return {**incremental, "aggregates_computed": computed}
 
 
+@without_cyclic_gc
 def publish(work_dir: Path) -> Path:
     """Check every layer, write ``run.json``, move the run in place, switch ``latest``.
 
