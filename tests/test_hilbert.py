@@ -44,7 +44,11 @@ def test_distance_from_bounds_equals_geopandas(seed: int, n: int) -> None:
 @given(
     st.lists(
         # no NUL: numpy's fixed-width strings drop trailing NULs (ids never hold one)
-        st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=12),
+        st.text(
+            st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+            min_size=1,
+            max_size=12,
+        ),
         min_size=1,
         max_size=80,
         unique=True,
@@ -58,3 +62,22 @@ def test_id_order_is_numpys_code_point_order(ids) -> None:
     series = pd.Series(ids, dtype="string")
     expected = np.argsort(series.to_numpy(dtype=str), kind="stable")
     assert _id_order(series).tolist() == expected.tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 39), max_size=60), st.integers(1, 5))
+def test_gathering_runs_of_rows_equals_take(rows, max_runs) -> None:
+    """The merged buildings layer gathers previous + new rows by slicing runs of
+    consecutive rows when there are few; the result is always ``take``'s."""
+    import pyarrow as pa
+
+    from mfa.io.geoparquet import _gathered
+
+    table = pa.concat_tables(  # chunked, as the previous layer + the new rows are
+        [
+            pa.table({"a": np.arange(25), "s": [f"r{i}" for i in range(25)]}),
+            pa.table({"a": np.arange(25, 40), "s": [f"r{i}" for i in range(25, 40)]}),
+        ]
+    )
+    r = np.array(sorted(set(rows)) if max_runs % 2 else rows, dtype=np.int64)
+    assert _gathered(table, r, max_runs=max_runs).equals(table.take(r))

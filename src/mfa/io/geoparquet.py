@@ -106,7 +106,7 @@ def write_merged_layer(
     distance = hilbert_distance(np.column_stack(corners), np.asarray(total))
     keys = both[key].to_numpy(zero_copy_only=False)[rows]
     gather = rows[sorted_by(distance, keys)]
-    merged = both.take(gather)
+    merged = _gathered(both, gather)
     replaced = prev.select([key, *replaced_columns]).filter(pc.invert(mask))
 
     geo = json.loads(prev.schema.metadata[b"geo"])
@@ -121,6 +121,22 @@ def write_merged_layer(
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return merged, replaced, merged.take(np.flatnonzero(gather >= len(prev)))
+
+
+def _gathered(table: pa.Table, rows: np.ndarray, max_runs: int = 4096) -> pa.Table:
+    """``table.take(rows)``; where ``rows`` is a few runs of consecutive rows (kept rows
+    keep their order, so a change of one district inserts a block or two), the runs are
+    sliced and concatenated without copying the columns."""
+    if not len(rows):
+        return table.slice(0, 0)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if len(breaks) >= max_runs:
+        return table.take(rows)
+    starts = np.r_[0, breaks]
+    stops = np.r_[breaks, len(rows)]
+    return pa.concat_tables(
+        [table.slice(int(rows[a]), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+    )
 
 
 def _copy_synced(source: Path, path: Path) -> None:
