@@ -69,7 +69,7 @@ def write_merged_layer(
     order (as :func:`mfa.hilbert.hilbert_order` with ``key`` as tie-break): same schema,
     values, order, row groups and GeoParquet metadata. The kept rows are never decoded:
     they stay Arrow, their order comes from the covering ``bbox`` column, the geometry
-    types from the WKB headers, and the table is gathered once (one ``take``). So an
+    types from the WKB headers, and the rows are copied in blocks (see :func:`_gathered`). So an
     incremental run pays for reading and writing the layer, not for parsing every
     geometry twice.
 
@@ -106,6 +106,12 @@ def write_merged_layer(
     distance = hilbert_distance(np.column_stack(corners), np.asarray(total))
     keys = both[key].to_numpy(zero_copy_only=False)[rows]
     gather = rows[sorted_by(distance, keys)]
+    # the new rows in layer order first, so that neighbours in the layer are neighbours
+    # in ``both`` too (they came in their own, smaller extent's Hilbert order)
+    new_rows = gather >= len(prev)
+    added = added.take(gather[new_rows] - len(prev))
+    both = pa.concat_tables([prev.replace_schema_metadata(None), added.cast(plain)])
+    gather[new_rows] = len(prev) + np.arange(int(new_rows.sum()))
     merged = _gathered(both, gather)
     replaced = prev.select([key, *replaced_columns]).filter(pc.invert(mask))
 
@@ -120,23 +126,23 @@ def write_merged_layer(
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return merged, replaced, merged.take(np.flatnonzero(gather >= len(prev)))
+    return merged, replaced, merged.take(np.flatnonzero(new_rows))
 
 
-def _gathered(table: pa.Table, rows: np.ndarray, max_runs: int = 4096) -> pa.Table:
-    """``table.take(rows)``; where ``rows`` is a few runs of consecutive rows (kept rows
-    keep their order, so a change of one district inserts a block or two), the runs are
-    sliced and concatenated without copying the columns."""
+def _gathered(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table.take(rows)``, in contiguous arrays. Kept rows keep their order, so the
+    rows are runs of consecutive ones (a change inserts and removes a few blocks): those
+    are sliced and concatenated, a copy of whole blocks that costs a fraction of
+    ``take``'s row-by-row gather (and of writing thousands of small chunks)."""
     if not len(rows):
-        return table.slice(0, 0)
+        return table.slice(0, 0).combine_chunks()
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    if len(breaks) >= max_runs:
-        return table.take(rows)
+    if len(breaks) > len(rows) // 8:  # mostly scattered rows: gather them
+        return table.take(rows).combine_chunks()
     starts = np.r_[0, breaks]
     stops = np.r_[breaks, len(rows)]
-    return pa.concat_tables(
-        [table.slice(int(rows[a]), int(b - a)) for a, b in zip(starts, stops, strict=True)]
-    )
+    runs = [table.slice(int(rows[a]), int(b - a)) for a, b in zip(starts, stops, strict=True)]
+    return pa.concat_tables(runs).combine_chunks()
 
 
 def _copy_synced(source: Path, path: Path) -> None:
