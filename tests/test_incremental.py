@@ -47,6 +47,8 @@ def assert_same_outputs(a: Path, b: Path) -> None:
         assert json.loads(ma.metadata[b"geo"]) == json.loads(mb.metadata[b"geo"]), layer
         assert ma.num_row_groups == mb.num_row_groups, layer
         assert ma.schema.to_arrow_schema() == mb.schema.to_arrow_schema(), layer
+        # and the very same file
+        assert sha256_file(a / f"{layer}.parquet") == sha256_file(b / f"{layer}.parquet"), layer
     for f in [*sorted(p.name for p in a.glob("stock_*.tif")), "dropped.csv", "repairs.csv"]:
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     ma, mb = (json.loads((r / "run.json").read_text()) for r in (a, b))
@@ -108,6 +110,28 @@ def test_one_changed_district_is_recomputed_and_equals_full(dk, tmp_path: Path) 
     assert "Monte Carlo percentiles recomputed for 1 of 52 district rows" in report
     before = json.loads((first / "run.json").read_text())["totals_t"]["mass_t"]
     assert json.loads((inc / "run.json").read_text())["totals_t"]["mass_t"] > before
+
+
+@pytest.mark.slow
+def test_a_change_that_moves_the_extent_reorders_and_equals_full(dk, tmp_path: Path) -> None:
+    """The easternmost building is demolished: the layer's extent shrinks, so the Hilbert
+    curve moves and the reused rows change order; the files still equal a forced run's."""
+    pipeline, first, register = dk
+    b = gpd.read_parquet(first / "buildings.parquet", columns=["building_id", "geometry"])
+    east = b.loc[b.geometry.bounds["maxx"].idxmax(), "building_id"]
+    reg = gpd.read_parquet(register)
+    reg = reg[reg["id_lokalId"] != east]
+    reg.to_parquet(register)
+    inc = run_pipeline(pipeline, tmp_path / "out", force=False)
+    full = run_pipeline(pipeline, tmp_path / "full", force=True)
+    m = json.loads((inc / "run.json").read_text())
+    assert m["incremental"]["mode"] == "incremental" and m["incremental"]["recomputed_count"] == 1
+    before = json.loads(pq.read_metadata(first / "buildings.parquet").metadata[b"geo"])
+    after = json.loads(pq.read_metadata(inc / "buildings.parquet").metadata[b"geo"])
+    assert after["columns"]["geometry"]["bbox"] != before["columns"]["geometry"]["bbox"]
+    assert_same_outputs(inc, full)
+    for f in ["project.qgs", *sorted(x.name for x in full.glob("*.qml"))]:
+        assert (inc / f).read_text() == (full / f).read_text(), f
 
 
 @pytest.mark.slow
@@ -289,6 +313,10 @@ def test_the_updated_geopackage_holds_what_a_full_write_holds(dk, tmp_path: Path
         pd.testing.assert_frame_equal(a[name], f[name], check_exact=True, obj=name)
     # the spatial index answers as after a full write
     import sqlite3
+
+    declared = "SELECT * FROM gpkg_geometry_columns ORDER BY table_name"
+    with sqlite3.connect(inc / "layers.gpkg") as ca, sqlite3.connect(full / "layers.gpkg") as cf:
+        assert ca.execute(declared).fetchall() == cf.execute(declared).fetchall()
 
     for run in (inc, full):
         with sqlite3.connect(run / "layers.gpkg") as con:

@@ -448,3 +448,26 @@ def test_qgis_opens_an_incrementally_updated_geopackage(
         assert r["direct"][name]["renderer"] == "graduatedSymbol", name
     distinct, drawn = _colours(tmp_path / "png" / "project.png")
     assert distinct >= 20 and drawn > 0.02
+
+
+def test_promotes_to_multi_follows_pyogrio(tmp_path: Path) -> None:
+    """What a full GeoPackage write declares and stores, for the type sets mfa meets."""
+    import shapely
+
+    from mfa.io.qgis import promotes_to_multi
+
+    square, two = shapely.box(0, 0, 1, 1), shapely.MultiPolygon([shapely.box(2, 2, 3, 3)])
+    cases = {
+        ("Polygon",): [square],
+        ("MultiPolygon", "Polygon"): [square, two],
+        ("Point", "Polygon"): [shapely.Point(0, 0), square],
+        ("MultiPoint", "Point"): [shapely.Point(0, 0), shapely.MultiPoint([(1, 1)])],
+    }
+    for types, geoms in cases.items():
+        frame = gpd.GeoDataFrame({"k": range(len(geoms))}, geometry=geoms, crs="EPSG:25832")
+        path = tmp_path / f"{len(types)}-{types[0]}.gpkg"
+        pyogrio.write_dataframe(frame, path, driver="GPKG", use_arrow=True)
+        stored = set(gpd.read_file(path).geom_type)
+        multi = promotes_to_multi(types)
+        assert multi == (stored == {"Multi" + t.removeprefix("Multi") for t in types}), types
+    assert promotes_to_multi(["Polygon Z", "MultiPolygon Z"])

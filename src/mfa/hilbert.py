@@ -49,6 +49,9 @@ def hilbert_order(gdf: gpd.GeoDataFrame, tie_break: str) -> gpd.GeoDataFrame:
     """Rows sorted along a Hilbert curve (spatially coherent chunks), ties by ``tie_break``."""
     if gdf.empty:
         return gdf.reset_index(drop=True)
-    distance = hilbert_distance(gdf.geometry.bounds.to_numpy(), gdf.total_bounds)
+    bounds = gdf.geometry.bounds.to_numpy()
+    if not np.isfinite(bounds).all():
+        raise ValueError("Hilbert order needs every geometry present and not empty")
+    distance = hilbert_distance(bounds, gdf.total_bounds)
     order = sorted_by(distance, gdf[tie_break].to_numpy())
     return gdf.iloc[order].reset_index(drop=True)

@@ -53,7 +53,7 @@ def map_partitions(
 ) -> pd.DataFrame:
     """Apply a pure per-partition function over contiguous (spatially coherent) chunks.
 
-    ``gdf`` should already be in Hilbert order (:func:`hilbert_order`); chunks keep that
+    ``gdf`` should already be in Hilbert order (:func:`mfa.hilbert.hilbert_order`); chunks keep that
     order, so the result is identical whatever the number of partitions.
     """
     n = max(1, min(npartitions, len(gdf)))

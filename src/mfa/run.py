@@ -79,6 +79,7 @@ from mfa.io.qgis import (
     GeoPackageUpdate,
     LayerGeometry,
     check_geopackage,
+    promotes_to_multi,
     write_qgis_outputs,
 )
 from mfa.io.rasters import check_raster_total, footprint_heights, write_cog
@@ -340,7 +341,7 @@ class _Built:
     peer_counts: dict[str, int]
     raster_report: dict[str, Any] | None
     matches: dict[str, Any] | None = None
-    reused: pd.Series | None = None  # ids of the records of reused parts (previous run)
+    reused: pd.Series | None = None  # ids of this run's records in reused parts
     previous: Path | None = None  # the published run they come from
     incremental: dict[str, Any] = field(default_factory=dict)
     state: pd.DataFrame | None = None  # cohort counts per part, for the next run
@@ -628,14 +629,24 @@ def _sorted_rows(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return table.sort_values(list(table.columns), kind="stable").reset_index(drop=True)
 
 
+def _any_previous(previous: Path | None, ids: pd.Series) -> bool:
+    """Whether any of ``ids`` is a building of the run in ``previous`` (the reused parts
+    may hold only records that were left out)."""
+    if previous is None or not len(ids):
+        return False
+    table = pq.read_table(previous / BUILDINGS, columns=["building_id"])
+    wanted = pa.array(ids.astype(str).to_numpy(dtype=object), pa.string())
+    return bool(pc.any(pc.is_in(table["building_id"].cast(pa.string()), value_set=wanted)).as_py())
+
+
 @without_cyclic_gc
 def build_buildings(work_dir: Path) -> Path:
     """Read the sources; clean, conflate, check, add heights; stage canonical buildings.
 
     With one building source the records are split into district parts; in an
     incremental run (``--if-changed``) the parts whose records, settings and cohort
-    statistics are unchanged reuse the previous run's result rows (staged apart), the
-    others are computed here.
+    statistics are unchanged reuse the previous run's result rows (their record ids are
+    staged; the stocks step copies the rows), the others are computed here.
     """
     t0 = time.perf_counter()
     work = Path(work_dir)
@@ -664,7 +675,9 @@ def build_buildings(work_dir: Path) -> Path:
         ctx["run_key"] = run_key(p, day)
         (work / "context.json").write_text(json.dumps(ctx, indent=2))
     buildings = built.computed
-    if len(buildings) == 0 and built.reused is None:
+    if len(buildings) == 0 and (
+        built.reused is None or not _any_previous(built.previous, built.reused)
+    ):
         raise _no_buildings(p, built.n_records, built.dropped)
     check_buildings(buildings, "canonical buildings", as_crs(p.crs))
     buildings = hilbert_order(buildings, tie_break="building_id")
@@ -1193,6 +1206,14 @@ def _previous_flows(dirty: Dirty, keys: dict[str, str]) -> dict[str, pd.DataFram
 _NOT_FLOW_ROWS = ("date", "geometry", "bbox")
 
 
+def _geometry_types(layer: Path) -> list[str] | None:
+    """The GeoParquet ``geometry_types`` of a layer (None: no such file or metadata)."""
+    if not layer.is_file():
+        return None
+    geo = json.loads((pq.read_schema(layer).metadata or {}).get(b"geo", b"null") or "null")
+    return None if geo is None else geo["columns"][geo["primary_column"]]["geometry_types"]
+
+
 @without_cyclic_gc
 def qgis_outputs(work_dir: Path) -> Path:
     """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
@@ -1207,7 +1228,14 @@ def qgis_outputs(work_dir: Path) -> Path:
     p = _pipeline(work)
     dirty = _dirty(work)
     previous = dirty.previous / GPKG if dirty is not None else None
-    update = previous is not None and previous.is_file() and (work / BUILDINGS).exists()
+    types = _geometry_types(work / BUILDINGS)
+    # an update keeps the previous layer's declared geometry type: only for the same types
+    update = (
+        previous is not None
+        and previous.is_file()
+        and types is not None
+        and types == _geometry_types(previous.parent / BUILDINGS)
+    )
     layers: dict[str, pd.DataFrame] = {
         name: read_layer(work / f)
         for name, f in QGIS_LAYERS.items()
@@ -1229,6 +1257,7 @@ def qgis_outputs(work_dir: Path) -> Path:
             added=read_layer(work / "stage" / ADDED),
             bounds=(x0, y0, x1, y1),
             count=b.num_rows,
+            promote_to_multi=promotes_to_multi(types or []),
         )
     written = write_qgis_outputs(work, layers, p.crs, p.name, years, change, geometries)
     written["geopackage_from"] = str(previous) if change is not None else None

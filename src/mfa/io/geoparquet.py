@@ -95,6 +95,8 @@ def write_merged_layer(
     rows = np.concatenate(
         [np.flatnonzero(mask.to_numpy(zero_copy_only=False)), len(prev) + np.arange(len(added))]
     )
+    if not len(rows):
+        raise ValidationError(f"{path}: no buildings are left to write (none kept, none new)")
     bbox = both["bbox"]
     corners = [pc.struct_field(bbox, [i]).to_numpy()[rows] for i in range(4)]
     total = [
@@ -130,10 +132,12 @@ def write_merged_layer(
 
 
 def _gathered(table: pa.Table, rows: np.ndarray) -> pa.Table:
-    """``table.take(rows)``, in contiguous arrays. Kept rows keep their order, so the
-    rows are runs of consecutive ones (a change inserts and removes a few blocks): those
-    are sliced and concatenated, a copy of whole blocks that costs a fraction of
-    ``take``'s row-by-row gather (and of writing thousands of small chunks)."""
+    """``table.take(rows)``, in contiguous arrays. While the layer's extent is unchanged
+    the kept rows keep their order, so ``rows`` are runs of consecutive ones (a change
+    inserts and removes a few blocks): those are sliced and concatenated, a copy of whole
+    blocks that costs a fraction of ``take``'s row-by-row gather (and of writing thousands
+    of small chunks). Mostly scattered rows (a moved extent reorders the curve) are
+    gathered with ``take``."""
     if not len(rows):
         return table.slice(0, 0).combine_chunks()
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1

@@ -55,6 +55,7 @@ __all__ = [
     "flows_expression",
     "format_value",
     "project_xml",
+    "promotes_to_multi",
     "qml",
     "range_labels",
     "run_styles",
@@ -801,7 +802,10 @@ class GeoPackageUpdate:
     ``removed`` the ``building_id`` of its buildings that are not in the new layer as
     they were; ``added`` the new layer's buildings that are not in ``previous`` as they
     are (whole rows); ``bounds`` and ``count`` the extent (x0, y0, x1, y1) and number of
-    rows of the new buildings layer.
+    rows of the new buildings layer; ``promote_to_multi`` as a full write of the new layer
+    sets it (single and multi parts of one family are all stored as multi, see
+    :func:`promotes_to_multi`). Only valid when the previous and the new layer hold the
+    same geometry types: the declared type of the layer stays the previous one's.
     """
 
     previous: Path
@@ -809,6 +813,15 @@ class GeoPackageUpdate:
     added: gpd.GeoDataFrame
     bounds: tuple[float, float, float, float]
     count: int
+    promote_to_multi: bool = False
+
+
+def promotes_to_multi(geometry_types: Sequence[str]) -> bool:
+    """Whether writing a layer with these GeoParquet geometry types (``"Polygon"``,
+    ``"MultiPolygon Z"``, …) to a GeoPackage stores the single parts as multi: pyogrio
+    does so when a layer mixes exactly the single and multi type of one family."""
+    kinds = {t.removesuffix(" Z") for t in geometry_types}
+    return len(kinds) == 2 and any({k, f"Multi{k}"} == kinds for k in kinds)
 
 
 def write_geopackage(
@@ -855,7 +868,13 @@ def write_geopackage(
         new = update.added.drop(columns=["bbox"], errors="ignore")
         if len(new):
             pyogrio.write_dataframe(
-                new, path, layer="buildings", driver="GPKG", use_arrow=True, append=True
+                new,
+                path,
+                layer="buildings",
+                driver="GPKG",
+                use_arrow=True,
+                append=True,
+                promote_to_multi=update.promote_to_multi,
             )
         with sqlite3.connect(path) as con:  # the extent of a full write (deletes keep it)
             con.execute(
