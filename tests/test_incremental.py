@@ -135,6 +135,33 @@ def test_a_change_that_moves_the_extent_reorders_and_equals_full(dk, tmp_path: P
 
 
 @pytest.mark.slow
+def test_an_incremental_run_left_with_no_building_fails_clearly(
+    sample_copy: Path, tmp_path: Path
+) -> None:
+    """Every record but one parish's is demolished; then that parish's too. The reused
+    parts hold only left-out records, so the run stops with the error a full run gives,
+    and the previous run stays published."""
+    from mfa.errors import InputDataError
+
+    pipeline = sample_copy / "pipelines" / "dk-sample.toml"
+    register = sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet"
+    full = run_pipeline(pipeline, tmp_path / "probe")
+    b = pd.read_parquet(full / "buildings.parquet", columns=["building_id", "district_id"])
+    small = b["district_id"].value_counts().index[-1]  # well under 40 % of the records
+    reg = gpd.read_parquet(register)
+    keep = reg["id_lokalId"].isin(b.loc[b["district_id"] == small, "building_id"])
+    reg.loc[~keep, "status"] = "9"  # not a standing building
+    reg.to_parquet(register)
+    first = run_pipeline(pipeline, tmp_path / "out")
+    assert json.loads((first / "run.json").read_text())["row_counts"]["buildings"] == keep.sum()
+    reg.loc[keep, "status"] = "9"
+    reg.to_parquet(register)
+    with pytest.raises(InputDataError, match=r"none of the \d+ records is a building"):
+        run_pipeline(pipeline, tmp_path / "out", force=False)
+    assert (tmp_path / "out" / "dk-sample" / "latest").resolve() == first.resolve()
+
+
+@pytest.mark.slow
 def test_nothing_result_relevant_changed_reuses_every_district(dk, tmp_path: Path) -> None:
     pipeline, first, _ = dk
     pipeline.write_text(pipeline.read_text().replace("partitions = 4", "partitions = 3"))
