@@ -17,12 +17,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 from geopandas.array import GeometryArray
+from geopandas.io.arrow import _geopandas_to_arrow
 
 from mfa.errors import InputDataError, ValidationError
 from mfa.hilbert import hilbert_distance, sorted_by
 
 __all__ = [
     "check_geoparquet",
+    "layer_table",
     "read_geoparquet",
     "read_layer",
     "wkb_geometry_types",
@@ -35,24 +37,39 @@ __all__ = [
 ROW_GROUP_SIZE = 50_000
 
 
+def layer_table(gdf: gpd.GeoDataFrame) -> pa.Table:
+    """The Arrow table of ``gdf`` as GeoParquet 1.1 (WKB, covering ``bbox``, ``geo``
+    metadata) — what ``GeoDataFrame.to_parquet`` writes — with every column in one chunk.
+
+    Parquet's writer cuts pages, and falls back from dictionary to plain encoding, at
+    points that depend on the input's chunks; Arrow-backed pandas columns keep the chunks
+    of whatever they were concatenated from (one per Dask partition, say). One chunk per
+    column makes the file a function of the values alone: the same layer gives the same
+    bytes however it was put together (an incremental run's merged layer and a full
+    run's, runs with different partitioning).
+    """
+    table = _geopandas_to_arrow(gdf, index=False, schema_version="1.1.0", write_covering_bbox=True)
+    return table.combine_chunks()
+
+
 def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
     """Write ``gdf`` as GeoParquet 1.1 (WKB, covering ``bbox``), via a temp file and rename.
 
-    The file appears complete or not at all; a crash leaves at most a ``.tmp`` file.
+    The file appears complete or not at all; a crash leaves at most a ``.tmp`` file. Its
+    bytes depend only on the rows (see :func:`layer_table`).
     """
     path = Path(path)
+    _write_synced(layer_table(gdf), path)
+    return path
+
+
+def _write_synced(table: pa.Table, path: Path) -> None:
+    """Write ``table`` with the layers' settings to a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
-    gdf.to_parquet(
-        tmp,
-        index=False,
-        write_covering_bbox=True,
-        schema_version="1.1.0",
-        row_group_size=ROW_GROUP_SIZE,
-    )
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return path
 
 
 def write_merged_layer(
@@ -82,9 +99,7 @@ def write_merged_layer(
     if len(new) == 0 and pc.all(mask).as_py() is not False:
         _copy_synced(previous, path)
         return prev, prev.select([key, *replaced_columns]).slice(0, 0), prev.slice(0, 0)
-    buffer = pa.BufferOutputStream()
-    new.to_parquet(buffer, index=False, write_covering_bbox=True, schema_version="1.1.0")
-    added = pq.read_table(pa.BufferReader(buffer.getvalue()))
+    added = layer_table(new)
     if added.schema.names != prev.schema.names:
         raise ValidationError(
             f"{previous}: its columns {prev.schema.names} are not this run's "
@@ -123,11 +138,7 @@ def write_merged_layer(
     column["geometry_types"] = wkb_geometry_types(merged[geo["primary_column"]])
     metadata = {**prev.schema.metadata, b"geo": json.dumps(geo).encode()}
     merged = merged.replace_schema_metadata(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(merged, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _write_synced(merged, path)
     return merged, replaced, merged.take(np.flatnonzero(new_rows))
 
 

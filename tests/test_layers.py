@@ -1,0 +1,95 @@
+"""GeoParquet layers: a layer's bytes depend on its rows alone, however they were put
+together (one frame, concatenated pieces, an incremental merge)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from mfa.hilbert import hilbert_order
+from mfa.io.files import sha256_file
+from mfa.io.geoparquet import write_layer, write_merged_layer
+
+#: Enough rows that the ids' dictionary outgrows Parquet's 1 MB dictionary page and the
+#: writer falls back to plain encoding part-way (where depends on the input's chunks).
+N = 30_000
+
+
+def _frame(n: int = N, seed: int = 0) -> gpd.GeoDataFrame:
+    rng = np.random.default_rng(seed)
+    ids = pd.array(
+        [f"0a1b2c3d-{i:08d}-4e5f-8a9b-{seed:04d}{i:08d}" for i in range(n)],
+        dtype="string[pyarrow]",
+    )
+    x, y = rng.uniform(680_000, 700_000, n), rng.uniform(6_170_000, 6_190_000, n)
+    return gpd.GeoDataFrame(
+        {
+            "building_id": ids,
+            "district_id": pd.array(
+                [f"d{k:02d}" for k in rng.integers(0, 40, n)], dtype="string[pyarrow]"
+            ),
+            "gfa_m2": rng.uniform(20, 2_000, n).round(1),
+        },
+        geometry=shapely.points(x, y),
+        crs="EPSG:25832",
+    )
+
+
+def _pieces(gdf: gpd.GeoDataFrame, cuts: list[int]) -> gpd.GeoDataFrame:
+    """The same rows, concatenated from pieces (Arrow-backed columns keep the chunks)."""
+    bounds = [0, *cuts, len(gdf)]
+    parts = [gdf.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+    out = pd.concat(parts, ignore_index=True)
+    assert pa.array(out["building_id"].array).num_chunks == len(parts)
+    return out
+
+
+def test_layer_bytes_do_not_depend_on_how_the_frame_was_concatenated(tmp_path: Path) -> None:
+    """Failed before write_layer joined the chunks: Parquet cut the pages of the ids at
+    different rows (the files differed though every value was equal)."""
+    gdf = _frame()
+    one = write_layer(gdf, tmp_path / "one.parquet")
+    many = write_layer(_pieces(gdf, [1_000, 7_777, 12_345, 20_001]), tmp_path / "many.parquet")
+    assert sha256_file(one) == sha256_file(many)
+    # and it is the layer geopandas writes: same values, schema and GeoParquet metadata
+    gdf.to_parquet(tmp_path / "gpd.parquet", index=False, write_covering_bbox=True)
+    ours, theirs = pq.read_table(one), pq.read_table(tmp_path / "gpd.parquet")
+    assert ours.equals(theirs)
+    assert ours.schema.equals(theirs.schema, check_metadata=False)
+    meta = [
+        json.loads(pq.read_metadata(f).metadata[b"geo"]) for f in (one, tmp_path / "gpd.parquet")
+    ]
+    assert meta[0] == meta[1]
+    assert gpd.read_parquet(one).equals(gdf)
+
+
+def test_merged_layer_has_the_bytes_of_the_same_layer_written_whole(tmp_path: Path) -> None:
+    """An incremental run's merge (kept rows copied as Arrow, new rows added, Hilbert
+    order from the stored boxes) writes the very file a full write of the result does."""
+    gdf = _frame(seed=1)
+    previous = write_layer(
+        hilbert_order(_pieces(gdf, [9_000]), tie_break="building_id"), tmp_path / "prev.parquet"
+    )
+    rng = np.random.default_rng(2)
+    replaced = rng.choice(N, size=500, replace=False)
+    new = gdf.iloc[np.sort(replaced)].copy()
+    new["gfa_m2"] = new["gfa_m2"] * 1.25
+    keep = gdf["building_id"].drop(gdf.index[replaced])
+    merged_path = tmp_path / "merged.parquet"
+    merged, removed, added = write_merged_layer(
+        previous, pa.array(keep.to_numpy(dtype=object)), "building_id", new, merged_path
+    )
+    assert len(removed) == 500 and len(added) == 500 and len(merged) == N
+    whole = pd.concat([gdf.drop(gdf.index[replaced]), new], ignore_index=True)
+    expected = write_layer(
+        hilbert_order(whole, tie_break="building_id"), tmp_path / "whole.parquet"
+    )
+    assert sha256_file(merged_path) == sha256_file(expected)
