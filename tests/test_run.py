@@ -13,6 +13,7 @@ import pytest
 from geopandas.testing import assert_geodataframe_equal
 
 from mfa.errors import InputDataError
+from mfa.io.files import sha256_file
 from mfa.io.geoparquet import read_layer
 from mfa.run import run_pipeline
 from tests.conftest import DATA, ROOT, SAMPLE
@@ -203,6 +204,9 @@ def test_partitions_do_not_change_results(bbr_pipeline, tmp_path: Path) -> None:
     )
     a, b = gpd.read_parquet(one / "buildings.parquet"), gpd.read_parquet(many / "buildings.parquet")
     pd.testing.assert_frame_equal(a, b)
+    # the very same files (see tests/test_layers.py for layers big enough to tell)
+    for layer in sorted(f.name for f in one.glob("*.parquet")):
+        assert sha256_file(one / layer) == sha256_file(many / layer), layer
 
 
 def test_failed_run_leaves_latest_untouched(bbr_pipeline, tmp_path: Path) -> None:
