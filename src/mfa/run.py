@@ -60,6 +60,7 @@ from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
 from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
 from mfa.estimate import estimate_partition
+from mfa.failpoints import failpoint
 from mfa.hilbert import hilbert_order
 from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
@@ -664,6 +665,7 @@ def build_buildings(work_dir: Path) -> Path:
         built = _build_by_part(
             p, rules, inputs, day, run_year, storey, work, bool(ctx.get("incremental"))
         )
+    failpoint("buildings:computed")
     if h is not None:
         for role in ("ndsm", "dsm", "dtm"):
             if getattr(h, role) is not None:
@@ -763,6 +765,7 @@ def estimate_stocks(work_dir: Path) -> Path:
             districts=districts,
             unit_quantiles=unit_q,
         )
+    failpoint("stocks:computed")
     result = gpd.GeoDataFrame(result, geometry="geometry", crs=as_crs(p.crs)).reset_index(drop=True)
     if districts is not None and len(result) and result["district_id"].isna().all():
         assert p.sources.districts is not None
@@ -1260,6 +1263,7 @@ def qgis_outputs(work_dir: Path) -> Path:
             promote_to_multi=promotes_to_multi(types or []),
         )
     written = write_qgis_outputs(work, layers, p.crs, p.name, years, change, geometries)
+    failpoint("qgis:written")
     written["geopackage_from"] = str(previous) if change is not None else None
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
@@ -1518,6 +1522,7 @@ def publish(work_dir: Path) -> Path:
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
     fsync_dir(work)
+    failpoint("publish:checked")
 
     pipeline_dir = work.parent.parent
     final = pipeline_dir / ctx["run_id"]
@@ -1526,10 +1531,13 @@ def publish(work_dir: Path) -> Path:
         with contextlib.suppress(OSError):
             work.parent.rmdir()  # .work/, when no other run is in progress
         fsync_dir(pipeline_dir)
+        failpoint("publish:renamed")
         link_tmp = pipeline_dir / f".latest-{ctx['run_id']}"
         os.symlink(ctx["run_id"], link_tmp, target_is_directory=True)
+        failpoint("publish:linked")
         os.replace(link_tmp, pipeline_dir / "latest")
         fsync_dir(pipeline_dir)
+        failpoint("publish:switched")
     except OSError as exc:
         raise PublishError(
             f"{final}: could not publish the run ({exc}); the previous 'latest' is unchanged"

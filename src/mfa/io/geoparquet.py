@@ -20,6 +20,7 @@ from geopandas.array import GeometryArray
 from geopandas.io.arrow import _geopandas_to_arrow
 
 from mfa.errors import InputDataError, ValidationError
+from mfa.failpoints import failpoint
 from mfa.hilbert import hilbert_distance, sorted_by
 
 __all__ = [
@@ -69,6 +70,7 @@ def _write_synced(table: pa.Table, path: Path) -> None:
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    failpoint(f"write:{path.name}")
     os.replace(tmp, path)
 
 
