@@ -636,8 +636,8 @@ def _any_previous(previous: Path | None, ids: pd.Series) -> bool:
     if previous is None or not len(ids):
         return False
     table = pq.read_table(previous / BUILDINGS, columns=["building_id"])
-    wanted = pa.array(ids.astype(str).to_numpy(dtype=object), pa.string())
-    return bool(pc.any(pc.is_in(table["building_id"].cast(pa.string()), value_set=wanted)).as_py())
+    found = pc.is_in(table["building_id"].cast(pa.large_string()), value_set=_ids(ids))
+    return bool(pc.any(found).as_py())
 
 
 @without_cyclic_gc
