@@ -289,7 +289,10 @@ class Compute(_Strict):
             description="threads | processes | synchronous | local-cluster | tcp://host:port",
         ),
     ] = "threads"
-    partitions: Annotated[int, Field(ge=1, le=100_000)] = 4
+    batch_rows: Annotated[
+        int,
+        Field(ge=1_000, le=10_000_000, description="records per batch (memory ∝ batch × workers)"),
+    ] = 100_000
     workers: Annotated[
         int | None,
         Field(ge=1, le=4096, description="threads or local-cluster processes (default: cores)"),

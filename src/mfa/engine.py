@@ -1,29 +1,33 @@
-"""The streaming stock engine: millions of register footprints with memory flat in N.
+"""The engine: a run's building records in batches, in two passes, on one executor.
 
-The register GeoParquet is read one row group at a time; each row group is a task that
-runs :func:`estimate_batch` (pure: Arrow in, Arrow out, plus per-district partial sums) on
-a pool of workers: local threads, or a Dask ``distributed`` cluster (a local one or the
-address of an existing scheduler). Finished batches are written in input order as row
-groups of ``buildings.parquet`` while later ones compute, with a bounded number in flight,
-so peak memory depends on the row-group size and the worker count, not on N. District sums
-are added up in batch order, so results are identical for any number of workers.
+``mfa run`` (with or without Prefect) computes every building through here, from one
+municipality's CSV to a national GeoParquet register; there is no other engine.
 
-The geometry column is carried through untouched (WKB bytes); areas, representative points
-and bounding boxes come from :func:`mfa.wkb.polygon_measures` without creating geometry
-objects. The job is the one in ``benchmarks/SPEC.md``.
+- **Pass 1** (:func:`check_buildings`, the buildings step): the source is cut into
+  batches (a GeoParquet register is read batch by batch, ``[compute] batch_rows`` records
+  each); each batch is normalised, cleaned and checked by :mod:`mfa.core.kernel` on the
+  executor and staged in the work folder. Then, over the whole input: repeated register
+  ids (found before pass 1 from the id and status columns alone) and repeated footprints
+  are left out with the first record kept, and the cohort statistics are summed.
+- **Pass 2** (:func:`finish_buildings`, the stocks step): each staged batch is imputed,
+  located (district, grid cell), given tonnes and percentiles, and written as row groups
+  of ``buildings.parquet`` in batch order while later batches compute; its additive sums
+  (:class:`mfa.core.sums.Sums`) are added up in the same order and staged for the
+  aggregate and flow steps.
+
+Memory holds a window of ``2 × workers`` batches, the 16-byte keys of the repeat rules
+and the sums: it depends on the batch size and the number of districts and grid cells,
+not on the number of buildings. Results are the same for any number of workers and any
+scheduler (batches are added up in input order), and the same per building for any
+batch size (tested).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,575 +35,399 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import shapely
 
-from mfa.buildings.districts import PointLocator
-from mfa.buildings.register import BBR
-from mfa.errors import InputDataError, InputNotFoundError
-from mfa.io.files import fsync_dir
-from mfa.schema import FUNCTIONS, STRUCTURES
-from mfa.wkb import polygon_measures
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.parts import cohort_counts, cohort_statistics
+from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
+from mfa.config import HeightSource, Pipeline
+from mfa.core.kernel import Model, check_batch, clean_batch, finish_batch
+from mfa.core.keys import hash128, later_repeats
+from mfa.core.sums import Sums
+from mfa.executor import executor, ordered_map, worker_count
+from mfa.failpoints import failpoint
+from mfa.io.geoparquet import ROW_GROUP_SIZE, layer_table
+from mfa.schema import empty_dropped
 
-__all__ = ["EngineTables", "estimate_batch", "estimate_file", "estimate_pipeline"]
+__all__ = ["Source", "check_buildings", "finish_buildings", "read_sums"]
 
-#: BBR columns the engine reads (Datafordeler names, from :class:`mfa.buildings.register.BBR`).
-ID, STATUS, USE, WALL, GFA, FLOORS = BBR.ID, BBR.STATUS, BBR.USE, BBR.WALL, BBR.GFA, BBR.FLOORS
-_CODES = (STATUS, USE, WALL)
-#: Parquet writer settings: dictionaries only where values repeat, statistics only where a
-#: reader filters (the bbox covering columns, district and archetype); the rest is wasted
-#: encoding work on millions of distinct floats and WKB blobs.
-_WRITE_OPTIONS: dict[str, Any] = {
-    "use_dictionary": ["district_id", "archetype_id"],
-    "write_statistics": [
-        "district_id",
-        "archetype_id",
-        *(f"bbox.{k}" for k in ("xmin", "ymin", "xmax", "ymax")),
-    ],
-    "compression": "snappy",
-}
+CHECKED = "checked"
+SUMS = "sums"
+#: Columns the cohort statistics are counted from.
+_COHORT_COLUMNS = [
+    "function",
+    "construction_year",
+    "structure",
+    "structure_source",
+    "floors",
+    "floors_source",
+]
 
 
-@dataclass(frozen=True)
-class EngineTables:
-    """Lookup tables of the engine, as arrays indexed by archetype position.
+@dataclass
+class Source:
+    """A run's building records, as batches in input order.
 
-    Attributes
-    ----------
-    use_function
-        BBR use code → function (RS/RM/NR); excluded and unknown codes are absent.
-    wall_structure
-        BBR wall code → structure (C/M/S/T).
-    floors_default, structure_default
-        Per function: floors and structure where the register has none.
-    archetypes
-        Archetype ids ``<function>-<structure>``, the rows of ``kg_m2``.
-    materials
-        Material ids, the columns of ``kg_m2``.
-    kg_m2
-        Intensities (kg/m² gross floor area), archetypes × materials.
-    existing_status
-        Status codes of standing buildings (BBR ``6``).
+    ``batches`` yields GeoDataFrames whose index is the records' position in the input;
+    ``register`` says they are raw register rows (normalised by the BBR rules with
+    ``existing_status``) rather than canonical buildings. ``ids`` yields (position, id,
+    status) frames of the same records for the repeated-id rule (registers only).
+    ``dropped`` holds records a source left out before batching (footprint readers).
     """
 
-    use_function: dict[str, str]
-    wall_structure: dict[str, str]
-    floors_default: dict[str, float]
-    structure_default: dict[str, str]
-    archetypes: tuple[str, ...]
-    materials: tuple[str, ...]
-    kg_m2: np.ndarray
+    batches: Iterator[gpd.GeoDataFrame]
+    register: bool
     existing_status: tuple[str, ...] = ("6",)
-
-    @classmethod
-    def load(
-        cls,
-        archetypes_dir: Path,
-        vocabulary: Path,
-        intensity_table: Path,
-        region: str,
-        statistic: str = "p50",
-        overrides: list[Path] | None = None,
-        materials: list[str] | None = None,
-        existing_status: tuple[str, ...] = ("6",),
-    ) -> EngineTables:
-        """Tables from archetype rules, a material vocabulary and an intensity table
-        (with overrides; ``materials`` keeps a subset of the vocabulary)."""
-        from mfa.io.tables import load_archetype_rules, load_intensity_table, load_materials
-        from mfa.stocks.intensity import intensity_matrix
-
-        rules = load_archetype_rules(archetypes_dir)
-        mats = load_materials(vocabulary)
-        if materials:
-            mats = [m for m in mats if m in materials]
-        table = load_intensity_table(intensity_table, mats, overrides)
-        archetypes = tuple(f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES)
-        matrix = intensity_matrix(table, region, statistic, mats, archetypes)
-        return cls(
-            use_function={str(k): str(v) for k, v in rules.bbr_use_function.items()},
-            wall_structure={str(k): str(v) for k, v in rules.bbr_wall_structure.items()},
-            floors_default=dict(rules.floors_by_function),
-            structure_default=dict(rules.structure_by_function),
-            archetypes=tuple(matrix.index),
-            materials=tuple(mats),
-            kg_m2=matrix.to_numpy(dtype=float),
-            existing_status=tuple(existing_status),
-        )
-
-    @classmethod
-    def from_config(
-        cls,
-        config_dir: str | Path = "config",
-        region: str = "OECD_EU15",
-        statistic: str = "p50",
-        intensity_table: str | Path | None = None,
-    ) -> EngineTables:
-        """Tables from mfa's config folder (archetype rules, materials, RASMI intensities)."""
-        cfg = Path(config_dir)
-        return cls.load(
-            cfg / "archetypes",
-            cfg / "materials.toml",
-            Path(intensity_table or cfg / "intensities" / "rasmi_2024.csv"),
-            region,
-            statistic,
-        )
-
-    @property
-    def output_columns(self) -> list[str]:
-        """Numeric columns summed per district: count, floor area, materials, total."""
-        return ["n_buildings", "gfa_m2", *(f"{m}_t" for m in self.materials), "mass_t"]
+    ids: Iterator[pd.DataFrame] | None = None
+    dropped: pd.DataFrame | None = None
+    repairs: pd.DataFrame | None = None  # repairs made before batching (conflation)
+    clean: bool = True  # False: the records were cleaned before (conflation)
+    records_read: int | None = None  # when the batches are not the records read
 
 
-def _clean_codes(values: list[Any]) -> list[str | None]:
-    """Codes as clean strings: '6', '120' (also from 120.0 or ' 120 ')."""
-    out: list[str | None] = []
-    for v in values:
-        if v is None:
-            out.append(None)
-            continue
-        s = str(v).strip()
-        out.append(s[:-2] if s.endswith(".0") else s)
+def _repeated_ids(source: Source) -> np.ndarray | None:
+    """Per input record, whether an earlier standing record has its id (registers)."""
+    if not source.register or source.ids is None:
+        return None
+    positions, keys = [], []
+    for frame in source.ids:
+        standing = standing_with_id(frame, list(source.existing_status)).to_numpy(bool)
+        positions.append(frame.index.to_numpy()[standing])
+        keys.append(hash128(frame[BBR.ID].astype(str).to_numpy(object)[standing]))
+    n = max((int(p.max()) + 1 for p in positions if len(p)), default=0)
+    out = np.zeros(n, dtype=bool)
+    for pos, rep in zip(positions, later_repeats(keys), strict=True):
+        out[pos] = rep
     return out
 
 
-def _code_lookup(arr: pa.Array, mapping: dict[str, int]) -> np.ndarray:
-    """Map a code column through ``mapping`` (code → int); unknown or null codes give -1.
-
-    Works on the dictionary (the few distinct codes), then on integer indices.
-    """
-    if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr)
-    keys = _clean_codes(arr.dictionary.to_pylist())
-    table = np.array([mapping.get(k, -1) if k is not None else -1 for k in keys] + [-1])
-    idx = arr.indices.fill_null(len(keys)).to_numpy(zero_copy_only=False)
-    return table[idx]
-
-
-def _floats(arr: pa.Array) -> np.ndarray:
-    """A numeric column as float64 with NaN for nulls (non-numbers raise)."""
-    if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type)):
-        raise TypeError(f"expected numbers, got {arr.type}")
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=float)
-
-
-def estimate_batch(
-    batch: pa.RecordBatch | pa.Table,
-    tables: EngineTables,
-    locator: PointLocator,
-    district_ids: pa.Array,
-) -> tuple[pa.Table, np.ndarray]:
-    """Stocks of one batch of register records with footprints (pure).
-
-    Parameters
-    ----------
-    batch
-        Register columns (:data:`ID`, :data:`STATUS`, :data:`USE`, :data:`WALL`, :data:`GFA`,
-        :data:`FLOORS`) and a WKB ``geometry`` column in a metric CRS.
-    tables
-        Lookups and intensities (kg/m²).
-    locator, district_ids
-        District polygons and their ids (same order).
-
-    Returns
-    -------
-    buildings
-        One row per standing building of a known use: ``building_id``, ``district_id``,
-        ``archetype_id``, ``gfa_m2`` (m²), ``<material>_t`` and ``mass_t`` (t), ``bbox``
-        and the untouched ``geometry``.
-    sums
-        Array (districts + 1) × ``tables.output_columns``: per-district sums, the last row
-        for buildings outside every district.
-    """
-    if isinstance(batch, pa.Table):
-        batch = batch.combine_chunks().to_batches()[0] if batch.num_rows else batch
-    functions = {f: i for i, f in enumerate(FUNCTIONS)}
-    structures = {s: i for i, s in enumerate(STRUCTURES)}
-    status_ok = _code_lookup(batch.column(STATUS), dict.fromkeys(tables.existing_status, 1)) == 1
-    func = _code_lookup(
-        batch.column(USE), {k: functions[v] for k, v in tables.use_function.items()}
-    )
-    keep = status_ok & (func >= 0)
-    struct = _code_lookup(
-        batch.column(WALL), {k: structures[v] for k, v in tables.wall_structure.items()}
-    )
-    default_struct = np.array([structures[tables.structure_default[f]] for f in FUNCTIONS])
-    default_floors = np.array([tables.floors_default[f] for f in FUNCTIONS])
-    rows = np.flatnonzero(keep)
-    func, struct = func[rows], struct[rows]
-    struct = np.where(struct >= 0, struct, default_struct[func])
-    arch_names = [f"{f}-{s}" for f in FUNCTIONS for s in STRUCTURES]
-    arch_pos = {a: i for i, a in enumerate(tables.archetypes)}
-    arch_table = np.array([arch_pos.get(a, -1) for a in arch_names])
-    arch = arch_table[func * len(STRUCTURES) + struct]
-    if (arch < 0).any():
-        missing = arch_names[int((func * len(STRUCTURES) + struct)[arch < 0][0])]
-        raise InputDataError(f"archetype {missing} has no intensity row; add it to the table")
-    mask = pa.array(keep)
-    geometry = batch.column("geometry").filter(mask)
-    m = polygon_measures(geometry)
-    floors = _floats(batch.column(FLOORS))[rows]
-    floors = np.where(floors > 0, floors, default_floors[func])
-    gfa_reg = _floats(batch.column(GFA))[rows]
-    gfa = np.where(gfa_reg > 0, gfa_reg, m.area * floors)
-    # materials × buildings, each row contiguous (Arrow takes it without a copy); one
-    # gather per material from its small intensity column (archetypes fit in cache)
-    gfa_kt = gfa / 1000.0
-    per_material = np.ascontiguousarray(tables.kg_m2.T)
-    tonnes = np.empty((len(tables.materials), len(rows)))
-    for j in range(len(tables.materials)):
-        np.multiply(per_material[j][arch], gfa_kt, out=tonnes[j])
-    mass = tonnes.sum(axis=0)
-    district = locator.locate(m.x, m.y)
-    n_d = len(district_ids)
-    slot = np.where(district >= 0, district, n_d)
-    # district sums: count and floor area per district × archetype, then × intensity
-    cell = slot * len(tables.archetypes) + arch
-    shape = (n_d + 1, len(tables.archetypes))
-    size = shape[0] * shape[1]
-    count = np.bincount(cell, minlength=size).reshape(shape)
-    area = np.bincount(cell, gfa, minlength=size).reshape(shape)
-    mat_sums = area @ tables.kg_m2 / 1000.0
-    sums = np.column_stack([count.sum(axis=1), area.sum(axis=1), mat_sums, mat_sums.sum(axis=1)])
-    arrays: dict[str, pa.Array] = {
-        "building_id": batch.column(ID).filter(mask),
-        "district_id": pa.DictionaryArray.from_arrays(
-            pa.array(district.astype(np.int32), mask=district < 0), district_ids
-        ),
-        "archetype_id": pa.DictionaryArray.from_arrays(
-            pa.array(arch.astype(np.int32)), pa.array(list(tables.archetypes))
-        ),
-        "gfa_m2": pa.array(gfa),
-    }
-    for j, mat in enumerate(tables.materials):
-        arrays[f"{mat}_t"] = pa.array(tonnes[j])
-    arrays["mass_t"] = pa.array(mass)
-    arrays["bbox"] = pa.StructArray.from_arrays(
-        [pa.array(m.xmin), pa.array(m.ymin), pa.array(m.xmax), pa.array(m.ymax)],
-        names=["xmin", "ymin", "xmax", "ymax"],
-    )
-    arrays["geometry"] = geometry
-    return pa.table(arrays), sums
-
-
-def _geo_metadata(source: pq.ParquetFile, path: Path) -> dict[str, Any]:
-    raw = (source.schema_arrow.metadata or {}).get(b"geo")
-    if raw is None:
-        raise InputDataError(
-            f"{path}: not a GeoParquet file (no 'geo' metadata); write it with geopandas "
-            "to_parquet or GDAL"
-        )
-    try:
-        geo = json.loads(raw)
-        col = geo["columns"][geo["primary_column"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputDataError(f"{path}: broken GeoParquet 'geo' metadata ({exc})") from exc
-    if geo["primary_column"] != "geometry" or col.get("encoding", "WKB").upper() != "WKB":
-        raise InputDataError(
-            f"{path}: the engine reads a WKB column named 'geometry'; rewrite the file with "
-            "geopandas to_parquet"
-        )
-    if col.get("crs") is None:
-        raise InputDataError(
-            f"{path}: the geometry column has no CRS (GeoParquet readers would assume "
-            "lon/lat); set the projected CRS when writing the file"
-        )
-    return col
-
-
-def _read_districts(path: Path, crs: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    from pyproj import CRS
-
-    if not path.is_file():
-        raise InputNotFoundError(f"{path}: districts file not found")
-    d = gpd.read_parquet(path)
-    if "district_id" not in d.columns:
-        raise InputDataError(f"{path}: no 'district_id' column")
-    if d["district_id"].duplicated().any():
-        dup = d.loc[d["district_id"].duplicated(), "district_id"].iloc[0]
-        raise InputDataError(f"{path}: district_id {dup!r} occurs twice; ids must be unique")
-    if d.crs is None or not d.crs.equals(CRS.from_user_input(crs)):
-        raise InputDataError(f"{path}: CRS {d.crs} differs from the buildings' CRS {crs}")
-    return d, d.geometry.values
-
-
-@contextmanager
-def _pool(scheduler: str, workers: int) -> Iterator[Callable[..., Future]]:
-    """``submit(fn, *args) -> future`` on local threads or a Dask distributed cluster."""
-    if scheduler in ("threads", "synchronous"):
-        with ThreadPoolExecutor(max_workers=1 if scheduler == "synchronous" else workers) as ex:
-            yield ex.submit
-        return
-    from distributed import Client, LocalCluster
-
-    if scheduler in ("processes", "local-cluster"):
-        with (
-            LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield lambda fn, *a: client.submit(fn, *a, pure=False)
-        return
-    with Client(scheduler, timeout="30s") as client:
-        yield lambda fn, *a: client.submit(fn, *a, pure=False)
-
-
-def _task(
+def _pass1(
+    frame: gpd.GeoDataFrame,
+    repeated_id: np.ndarray | None,
+    register: bool,
+    existing_status: tuple[str, ...],
+    clean: bool,
+    model: Model,
+    heights: HeightSource | None,
     path: str,
-    row_group: int,
-    tables: EngineTables,
-    district_geoms: np.ndarray,
-    district_ids: pa.Array,
-) -> tuple[pa.Table, np.ndarray, tuple[float, float]]:
-    """Read one row group and estimate it (runs on a worker); also the seconds each took."""
-    t0 = time.perf_counter()
-    f = pq.ParquetFile(path, read_dictionary=list(_CODES))
-    # one thread per task: the tasks themselves are the parallelism
-    batch = f.read_row_group(
-        row_group, columns=[ID, *_CODES, GFA, FLOORS, "geometry"], use_threads=False
-    )
-    t1 = time.perf_counter()
-    table, sums = estimate_batch(batch, tables, _locator(district_geoms), district_ids)
-    return table, sums, (t1 - t0, time.perf_counter() - t1)
-
-
-_LOCATOR: dict[str, PointLocator] = {}
-
-
-def _locator(geoms: np.ndarray) -> PointLocator:
-    """One locator per set of district polygons per process, reused by every task.
-
-    Keyed by the polygons' content (their WKB digest): on a Dask cluster each task gets its
-    own unpickled copy of the array, and a later run with other districts must never get
-    this run's locator."""
-    key = hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
-    if key not in _LOCATOR:
-        _LOCATOR.clear()
-        _LOCATOR[key] = PointLocator(geoms)
-    return _LOCATOR[key]
-
-
-def estimate_file(
-    register: str | Path,
-    districts: str | Path | gpd.GeoDataFrame,
-    output: str | Path,
-    config_dir: str | Path = "config",
-    region: str = "OECD_EU15",
-    scheduler: str = "threads",
-    workers: int | None = None,
-    tables: EngineTables | None = None,
-    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Estimate the stock of every building of a register GeoParquet, streaming.
+    """Pass 1 of one batch (runs on a worker): normalise, clean, check, stage."""
+    t0 = time.perf_counter()
+    if register:
+        duplicate = None
+        if repeated_id is not None:
+            pos = frame.index.to_numpy()
+            inside = pos < len(repeated_id)
+            dup = np.zeros(len(frame), dtype=bool)
+            dup[inside] = repeated_id[pos[inside]]
+            duplicate = pd.Series(dup, index=frame.index)
 
-    Writes ``output/buildings.parquet`` (one row per building, see :func:`estimate_batch`)
-    and ``output/districts.parquet`` (per district: buildings, m², t), each first under a
-    temporary name and renamed once complete, so a failed run leaves earlier files intact.
+        def normalise(rows: gpd.GeoDataFrame):
+            return normalise_bbr(rows, model.rules, list(existing_status), duplicate=duplicate)
 
-    Parameters
-    ----------
-    register, districts
-        GeoParquet files: footprints with BBR columns; polygons with ``district_id``.
-    scheduler
-        ``threads`` (default), ``synchronous``, ``processes``/``local-cluster`` (a Dask
-        LocalCluster of ``workers`` processes) or the address of a Dask scheduler.
-    workers
-        Worker count (default: the machine's cores).
-    progress
-        Called with (rows done, rows total) after each row group.
+        rows, dropped, repairs_geometry = clean_batch(frame, normalise, model)
+    elif clean:
+        rows, dropped, repairs_geometry = clean_batch(frame.reset_index(drop=True), None, model)
+    else:
+        rows, dropped, repairs_geometry = frame.reset_index(drop=True), [], None
+    raster_h, raster = None, None
+    if heights is not None and len(rows):
+        from mfa.io.rasters import footprint_heights
 
-    Returns
-    -------
-    dict
-        Row counts, seconds, throughput and totals (t).
+        raster_h, raster = _raster_heights(rows, heights, footprint_heights)
+    rows, repairs, keys = check_batch(rows, raster_h, model)
+    failpoint("buildings:staged")
+    rows.to_parquet(path, compression="lz4", index=False)
+    return {
+        "rows": len(rows),
+        "keys": keys,
+        "ids": rows["building_id"].astype(str).to_numpy(object),
+        "dropped": pd.concat([empty_dropped(), *dropped], ignore_index=True).astype("string"),
+        "repairs_geometry": repairs_geometry,
+        "repairs": repairs,
+        "raster": raster,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _raster_heights(rows: gpd.GeoDataFrame, h: HeightSource, read) -> tuple[pd.Series, dict]:
+    """Raster heights per building, read once per footprint (rows may share one)."""
+    polygonal = rows.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    key = rows["footprint_id"].where(polygonal)
+    unique = rows.loc[key.notna() & ~key.duplicated()]
+    heights, stats = read(unique.geometry, h.ndsm, h.dsm, h.dtm, h.percentile, h.max_window_pixels)
+    by_fp = pd.Series(heights.to_numpy(), index=unique["footprint_id"].to_numpy())
+    return key.map(by_fp).astype("Float64"), {**asdict(stats), "percentile": h.percentile}
+
+
+def _merged_raster(a: dict | None, b: dict | None) -> dict | None:
+    if a is None or b is None:
+        return a or b
+    out = dict(a)
+    for k in ("windows_read", "pixels_read", "no_pixel_centre"):
+        out[k] = a.get(k, 0) + b.get(k, 0)
+    out["max_window_pixels"] = max(a.get("max_window_pixels", 0), b.get("max_window_pixels", 0))
+    return out
+
+
+def check_buildings(
+    source: Source,
+    model: Model,
+    heights: HeightSource | None,
+    stage: Path,
+    scheduler: str,
+    workers: int | None,
+) -> dict[str, Any]:
+    """Pass 1 over every batch; stage the checked rows and the run-wide results.
+
+    Writes ``stage/checked/<batch>.parquet`` (+ ``.repeat.npy``: rows whose footprint an
+    earlier row has), ``stage/dropped.parquet``, ``stage/repairs.parquet`` and
+    ``stage/cohorts.json`` (the cohort statistics). Returns counts for the run report.
     """
     t0 = time.perf_counter()
-    register, output = Path(register), Path(output)
-    if not register.is_file():
-        raise InputNotFoundError(f"{register}: register file not found")
-    tables = tables or EngineTables.from_config(config_dir, region)
-    workers = workers or os.cpu_count() or 1
-    try:
-        source = pq.ParquetFile(register)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(f"{register}: not a readable Parquet file ({exc})") from exc
-    geo_col = _geo_metadata(source, register)
-    missing = [
-        c for c in (ID, *_CODES, GFA, FLOORS, "geometry") if c not in source.schema_arrow.names
-    ]
-    if missing:
-        raise InputDataError(f"{register}: missing column(s) {', '.join(missing)}")
-    from pyproj import CRS
+    folder = stage / CHECKED
+    folder.mkdir(parents=True, exist_ok=True)
+    repeated_id = _repeated_ids(source)
+    n = worker_count(workers)
+    results: list[dict[str, Any]] = []
+    n_records = 0
 
-    crs = CRS.from_user_input(json.dumps(geo_col["crs"]))
-    if isinstance(districts, gpd.GeoDataFrame):
-        if districts.crs is None or not districts.crs.equals(crs):
-            raise InputDataError(
-                f"{register}: CRS {crs.to_string()} differs from the districts' {districts.crs}; "
-                "reproject the footprints to the pipeline CRS"
+    def tasks():
+        nonlocal n_records
+        for k, frame in enumerate(source.batches):
+            n_records += len(frame)
+            yield (
+                frame,
+                repeated_id,
+                source.register,
+                source.existing_status,
+                source.clean,
+                model,
+                heights,
+                str(folder / f"{k:06d}.parquet"),
             )
-        d, d_geoms = districts, districts.geometry.values
-    else:
-        d, d_geoms = _read_districts(Path(districts), crs)
-    d_ids = pa.array(d["district_id"].astype(str).tolist())
-    n_groups = source.num_row_groups
-    total_rows = source.metadata.num_rows
-    columns = tables.output_columns
-    sums = np.zeros((len(d) + 1, len(columns)))
-    output.mkdir(parents=True, exist_ok=True)
-    tmp_b = output / f".buildings.parquet.{os.getpid()}.tmp"
-    tmp_d = output / f".districts.parquet.{os.getpid()}.tmp"
-    geo = {
-        "version": "1.1.0",
-        "primary_column": "geometry",
-        "columns": {
-            "geometry": {
-                "encoding": "WKB",
-                "geometry_types": geo_col.get("geometry_types", []),
-                "crs": geo_col["crs"],
-                "covering": {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+
+    with executor(scheduler, workers) as submit:
+        results = list(ordered_map(submit, _pass1, tasks(), window=2 * n))
+    repeats = later_repeats([r["keys"] for r in results])
+    dropped = [source.dropped if source.dropped is not None else empty_dropped()]
+    repairs = [source.repairs] if source.repairs is not None else []
+    counts = []
+    raster = None
+    for k, (r, rep) in enumerate(zip(results, repeats, strict=True)):
+        np.save(folder / f"{k:06d}.repeat.npy", rep)
+        dropped.append(r["dropped"])
+        if r["repairs_geometry"] is not None:
+            repairs.append(r["repairs_geometry"])
+        # repairs after the footprint check: not for footprints left out as repeated
+        later = r["repairs"]
+        if rep.any():
+            gone = set(r["ids"][rep].tolist())
+            later = later[~later["record_id"].isin(gone)]
+        repairs.append(later)
+        rows = pd.read_parquet(folder / f"{k:06d}.parquet", columns=_COHORT_COLUMNS)
+        rows = rows.loc[~rep]
+        counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
+        raster = _merged_raster(raster, r["raster"])
+    cohorts = pd.concat(counts, ignore_index=True)
+    structure, floors = cohort_statistics(cohorts)
+    pd.concat(dropped, ignore_index=True).astype("string").to_parquet(
+        stage / "dropped_checked.parquet", index=False
+    )
+    pd.concat(repairs, ignore_index=True).astype("string").to_parquet(
+        stage / "repairs.parquet", index=False
+    )
+    (stage / "cohorts.json").write_text(
+        json.dumps(
+            {
+                "structure": structure.astype(str).to_dict(),
+                "floors": floors.astype(float).to_dict(),
             }
-        },
+        )
+    )
+    kept = sum(int(r["rows"]) - int(rep.sum()) for r, rep in zip(results, repeats, strict=True))
+    return {
+        "records_read": source.records_read
+        if source.records_read is not None
+        else n_records + (len(source.dropped) if source.dropped is not None else 0),
+        "batches": len(results),
+        "buildings": kept,
+        "repeated_footprints": int(sum(int(rep.sum()) for rep in repeats)),
+        "raster": raster,
+        "worker_seconds": round(sum(r["seconds"] for r in results), 3),
+        "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _statistics(stage: Path) -> tuple[pd.Series, pd.Series]:
+    data = json.loads((stage / "cohorts.json").read_text())
+    structure = pd.Series(data["structure"], dtype="string")
+    floors = pd.Series(data["floors"], dtype="Float64")
+    structure.index = structure.index.astype("string")
+    floors.index = floors.index.astype("string")
+    return structure, floors
+
+
+def _pass2(path: str, model: Model, statistics: tuple[pd.Series, pd.Series]) -> tuple:
+    """Pass 2 of one batch (runs on a worker): finish it and make its layer table."""
+    t0 = time.perf_counter()
+    rows = gpd.read_parquet(path)
+    repeated = np.load(path.removesuffix(".parquet") + ".repeat.npy")
+    buildings, dropped, sums = finish_batch(rows, repeated, statistics, model)
+    table = layer_table(buildings) if len(buildings) else None
+    return table, dropped, sums, time.perf_counter() - t0
+
+
+def _geo_union(tables_geo: list[dict]) -> dict:
+    """The ``geo`` metadata of a layer written from batches: their bboxes and types unioned."""
+    geo = json.loads(json.dumps(tables_geo[0]))
+    col = geo["columns"][geo["primary_column"]]
+    boxes = np.array([g["columns"][g["primary_column"]].get("bbox") for g in tables_geo], float)
+    col["bbox"] = [*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()]
+    types: set[str] = set()
+    for g in tables_geo:
+        types |= set(g["columns"][g["primary_column"]]["geometry_types"])
+    col["geometry_types"] = sorted(types)
+    return geo
+
+
+def finish_buildings(
+    model: Model, stage: Path, out: Path, scheduler: str, workers: int | None
+) -> dict[str, Any]:
+    """Pass 2 over the staged batches: write ``out`` (the buildings layer) in batch order,
+    stage the run's sums (``stage/sums/``) and the left-out records
+    (``stage/dropped.parquet``). Returns counts and timings."""
+    t0 = time.perf_counter()
+    statistics = _statistics(stage)
+    paths = sorted(str(p) for p in (stage / CHECKED).glob("*[0-9].parquet"))
+    n = worker_count(workers)
+    tmp = out.with_name(out.name + ".tmp")
     writer: pq.ParquetWriter | None = None
-    rows_done = written = 0
-    # worker-side read/compute seconds (summed over tasks), client-side wait/write seconds
-    profile = dict.fromkeys(("read_s", "compute_s", "wait_s", "write_s"), 0.0)
+    schema: pa.Schema | None = None
+    geos: list[dict] = []
+    parts: list[Sums] = []
+    merged: Sums | None = None
+    dropped = [pd.read_parquet(stage / "dropped_checked.parquet")]
+    written, worker_s, write_s = 0, 0.0, 0.0
     try:
-        with _pool(scheduler, workers) as submit:
-            pending: deque[tuple[int, Any]] = deque()
-            nxt = 0
-            window = 2 * workers
-            while nxt < n_groups or pending:
-                while nxt < n_groups and len(pending) < window:
-                    fut = submit(_task, str(register), nxt, tables, d_geoms, d_ids)
-                    pending.append((nxt, fut))
-                    nxt += 1
-                rg, fut = pending.popleft()
+        with executor(scheduler, workers) as submit:
+            args = ((p, model, statistics) for p in paths)
+            for table, gone, sums, seconds in ordered_map(submit, _pass2, args, window=2 * n):
+                worker_s += seconds
                 tw = time.perf_counter()
-                try:
-                    table, part, (read_s, compute_s) = fut.result()
-                except (TypeError, pa.ArrowInvalid) as exc:
-                    raise InputDataError(
-                        f"{register} row group {rg}: unreadable values ({exc}); numeric "
-                        f"columns {GFA} and {FLOORS} must hold numbers"
-                    ) from exc
-                profile["wait_s"] += time.perf_counter() - tw
-                profile["read_s"] += read_s
-                profile["compute_s"] += compute_s
-                tw = time.perf_counter()
-                if writer is None:
-                    schema = table.schema.with_metadata({b"geo": json.dumps(geo).encode()})
-                    writer = pq.ParquetWriter(tmp_b, schema, **_WRITE_OPTIONS)
-                writer.write_table(table)
-                profile["write_s"] += time.perf_counter() - tw
-                sums += part
-                written += table.num_rows
-                rows_done += source.metadata.row_group(rg).num_rows
-                if progress is not None:
-                    progress(rows_done, total_rows)
-        if writer is None:  # no row groups: an empty layer with the right columns
-            empty, _ = estimate_batch(_empty_batch(source), tables, _locator(d_geoms), d_ids)
-            writer = pq.ParquetWriter(
-                tmp_b,
-                empty.schema.with_metadata({b"geo": json.dumps(geo).encode()}),
-                **_WRITE_OPTIONS,
-            )
-            writer.write_table(empty)
-        writer.close()
-        writer = None
-        _write_districts(d, sums[:-1], columns, tmp_d)
-        for tmp in (tmp_b, tmp_d):
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-        os.replace(tmp_b, output / "buildings.parquet")
-        os.replace(tmp_d, output / "districts.parquet")
-        fsync_dir(output)
+                dropped.append(gone)
+                parts.append(sums)
+                if len(parts) >= 32:  # keep the sums small: fold them now and then
+                    merged = Sums.merged([merged, *parts] if merged is not None else parts)
+                    parts = []
+                if table is not None:
+                    geos.append(json.loads(table.schema.metadata[b"geo"]))
+                    if writer is None:
+                        schema = table.schema
+                        writer = pq.ParquetWriter(tmp, schema, compression="snappy")
+                    table = table.cast(schema) if table.schema != schema else table
+                    writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                    written += table.num_rows
+                write_s += time.perf_counter() - tw
+        failpoint("stocks:computed")
+        if writer is not None:
+            writer.add_key_value_metadata({"geo": json.dumps(_geo_union(geos))})
+            writer.close()
+            writer = None
+            _fsync_rename(tmp, out)
     finally:
         if writer is not None:
             writer.close()
-        for tmp in (tmp_b, tmp_d):
-            tmp.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
-    totals = dict(zip(columns, sums.sum(axis=0), strict=True))
+        tmp.unlink(missing_ok=True)
+    sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
+    if sums is not None:
+        _write_sums(sums, stage / SUMS)
+    pd.concat(dropped, ignore_index=True).astype("string").to_parquet(
+        stage / "dropped.parquet", index=False
+    )
     return {
-        "records_read": int(total_rows),
-        "buildings": int(written),
-        "outside_districts": int(sums[-1, 0]),
-        "districts": len(d),
-        "row_groups": n_groups,
-        "scheduler": scheduler,
-        "workers": workers,
-        "seconds": round(seconds, 3),
-        "buildings_per_s": round(total_rows / seconds) if seconds > 0 else None,
-        "profile_s": {k: round(v, 3) for k, v in profile.items()},
-        "totals_t": {k: float(v) for k, v in totals.items() if k.endswith("_t")},
-        "gfa_m2": float(totals["gfa_m2"]),
+        "buildings": written,
+        "batches": len(paths),
+        "worker_seconds": round(worker_s, 3),
+        "write_seconds": round(write_s, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "imputed_from_cohort_peers": sums.imputed_from_peers if sums is not None else {},
     }
 
 
-def _empty_batch(source: pq.ParquetFile) -> pa.RecordBatch:
-    schema = source.schema_arrow
-    cols = [ID, *_CODES, GFA, FLOORS, "geometry"]
-    return pa.RecordBatch.from_arrays(
-        [pa.array([], type=schema.field(c).type) for c in cols], names=cols
+def _fsync_rename(tmp: Path, path: Path) -> None:
+    import os
+
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    failpoint(f"write:{path.name}")
+    os.replace(tmp, path)
+
+
+_SUM_FRAMES = ("districts", "district_archetypes", "cells", "cell_archetypes", "cohorts")
+
+
+def _write_sums(sums: Sums, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _SUM_FRAMES:
+        value = getattr(sums, name)
+        frame = value.to_frame("gfa_m2") if isinstance(value, pd.Series) else value
+        frame.reset_index().to_parquet(folder / f"{name}.parquet", index=False)
+    sums.provenance.rename("count").reset_index().to_parquet(
+        folder / "provenance.parquet", index=False
+    )
+    (folder / "peers.json").write_text(json.dumps(sums.imputed_from_peers))
+
+
+def read_sums(stage: Path) -> Sums:
+    """The run's sums staged by :func:`finish_buildings`."""
+    folder = stage / SUMS
+    frames = {}
+    keys = {
+        "districts": ["district_id"],
+        "district_archetypes": ["district_id", "archetype_id"],
+        "cells": ["iy", "ix"],
+        "cell_archetypes": ["iy", "ix", "archetype_id"],
+        "cohorts": ["district_id", "archetype_id", "construction_year"],
+    }
+    for name in _SUM_FRAMES:
+        frame = pd.read_parquet(folder / f"{name}.parquet").set_index(keys[name])
+        is_series = name in ("district_archetypes", "cell_archetypes")
+        frames[name] = frame["gfa_m2"] if is_series else frame
+    prov = pd.read_parquet(folder / "provenance.parquet").set_index(["column", "value"])["count"]
+    return Sums(
+        **frames,
+        provenance=prov,
+        imputed_from_peers=json.loads((folder / "peers.json").read_text()),
     )
 
 
-def _write_districts(d: pd.DataFrame, sums: np.ndarray, columns: list[str], path: Path) -> None:
-    out = pd.DataFrame(sums, columns=columns)
-    out["n_buildings"] = out["n_buildings"].round().astype("int64")
-    frame = gpd.GeoDataFrame(
-        pd.concat([d[["district_id"]].reset_index(drop=True).astype(str), out], axis=1),
-        geometry=d.geometry.values,
-        crs=d.crs,
+def rules_model(
+    rules: ArchetypeRules,
+    p: Pipeline,
+    run_year: int,
+    storey_height_m: float,
+    materials: list[str],
+    kg_m2: pd.DataFrame,
+    unit_quantiles: pd.DataFrame,
+    archetypes: list[str],
+    districts: gpd.GeoDataFrame | None,
+) -> Model:
+    """The run's :class:`~mfa.core.kernel.Model` from its loaded tables."""
+    from mfa.buildings.quality import area_of_use_bounds
+
+    return Model(
+        rules=rules,
+        run_year=run_year,
+        storey_height_m=storey_height_m,
+        valid_bounds=area_of_use_bounds(p.crs),
+        materials=tuple(materials),
+        kg_m2=kg_m2,
+        unit_quantiles=unit_quantiles,
+        archetypes=tuple(archetypes),
+        district_ids=(
+            districts["district_id"].astype(str).to_numpy(object) if districts is not None else None
+        ),
+        district_geoms=districts.geometry.values if districts is not None else None,
+        cell_size_m=p.grid.cell_size_m if p.grid is not None else None,
     )
-    frame.to_parquet(path, write_covering_bbox=True)
-
-
-def estimate_pipeline(
-    pipeline_file: str | Path,
-    output: str | Path | None = None,
-    scheduler: str | None = None,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Run the streaming engine on a pipeline file's register (with footprint polygons),
-    districts, archetype rules and intensities, on the pipeline's ``[compute]`` scheduler.
-
-    Output folder: ``output`` or ``<output.dir>/<name>/stream``. Returns it and the summary
-    (also written there as ``summary.json``).
-    """
-    from mfa.config import load_pipeline
-    from mfa.io.districts import read_districts
-
-    p = load_pipeline(pipeline_file)
-    if p.sources.register_ is None or p.sources.districts is None:
-        raise InputDataError(
-            f"{pipeline_file}: the streaming engine needs [sources.register] (a GeoParquet "
-            "with footprint polygons) and [sources.districts]"
-        )
-    tables = EngineTables.load(
-        p.archetypes.dir,
-        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
-        p.intensities.table,
-        p.intensities.region,
-        p.intensities.statistic,
-        overrides=p.intensities.overrides,
-        materials=p.intensities.materials,
-        existing_status=tuple(p.sources.register_.existing_status),
-    )
-    districts = read_districts(p.sources.districts, p.crs)
-    out = Path(output) if output is not None else p.output_root(None) / p.name / "stream"
-    summary = estimate_file(
-        p.sources.register_.path,
-        districts[["district_id", "district_name", "geometry"]],
-        out,
-        scheduler=scheduler or p.compute.scheduler,
-        workers=workers or p.compute.workers,
-        tables=tables,
-        progress=progress,
-    )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return out, summary

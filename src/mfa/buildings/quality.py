@@ -26,6 +26,7 @@ __all__ = [
     "area_of_use_bounds",
     "check_ranges",
     "clean_geometries",
+    "geometry_keys",
     "refine_with_heights",
 ]
 
@@ -84,10 +85,21 @@ def _empty_repairs() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="string") for c in REPAIR_COLUMNS})
 
 
+def geometry_keys(geometry: np.ndarray) -> np.ndarray:
+    """What makes two geometries "the same footprint": the WKB of the normalised shape
+    (vertex order, ring start and orientation do not matter). Object array of bytes."""
+    return shapely.to_wkb(shapely.normalize(geometry))
+
+
+#: Reason of a record left out because an earlier record has the same geometry.
+DUPLICATE_GEOMETRY = "duplicate geometry: the same footprint as an earlier building"
+
+
 def clean_geometries(
     buildings: gpd.GeoDataFrame,
     valid_bounds: tuple[float, float, float, float] | None,
     min_footprint_m2: float,
+    dedupe: bool = True,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame]:
     """Repair invalid footprints, reject unusable geometries, remove duplicates.
 
@@ -100,6 +112,9 @@ def clean_geometries(
         representative point lies outside are rejected. None skips the check.
     min_footprint_m2
         Footprints smaller than this (m²) are degenerate slivers and rejected.
+    dedupe
+        Leave out a geometry equal to an earlier one's (:func:`geometry_keys`). The
+        streaming engine passes False and applies the same rule across its batches.
 
     Returns
     -------
@@ -168,9 +183,10 @@ def clean_geometries(
             pd.Series(outside, index=out.index),
             "coordinates far outside the area of use of the pipeline CRS (wrong CRS?)",
         )
-    key = pd.Series(shapely.to_wkb(shapely.normalize(geom)), index=out.index)
-    dup = key[log.keep].duplicated().reindex(out.index, fill_value=False)
-    log.drop(dup, "duplicate geometry: the same footprint as an earlier building")
+    if dedupe:
+        key = pd.Series(geometry_keys(geom), index=out.index)
+        dup = key[log.keep].duplicated().reindex(out.index, fill_value=False)
+        log.drop(dup, DUPLICATE_GEOMETRY)
 
     out = out.loc[log.keep].copy()
     changed = invalid[log.keep]

@@ -14,7 +14,7 @@ from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_fun
 from mfa.buildings.floor_area import gross_floor_area
 from mfa.schema import BUILDING_COLUMNS
 
-__all__ = ["BBR", "BBR_NUMERIC", "BBR_REQUIRED", "normalise_bbr"]
+__all__ = ["BBR", "BBR_NUMERIC", "BBR_REQUIRED", "normalise_bbr", "standing_with_id"]
 
 
 class BBR:
@@ -45,10 +45,24 @@ def _code_str(s: pd.Series) -> pd.Series:
     return s.str.replace(r"\.0$", "", regex=True)
 
 
+def standing_with_id(records: pd.DataFrame, existing_status: list[str]) -> pd.Series:
+    """Records that have an id and a standing status: among these an id must be unique.
+
+    The duplicate-id rule of :func:`normalise_bbr` (the first such record with an id is
+    kept, later ones are left out) is taken over these records; the streaming engine
+    applies it across batches with this same mask (:mod:`mfa.core.keys`).
+    """
+    ids = records[BBR.ID].astype("string")
+    status = _code_str(records[BBR.STATUS])
+    has_id = ids.notna() & (ids.str.len() > 0)
+    return (has_id & status.isin(existing_status)).fillna(False).astype(bool)
+
+
 def normalise_bbr(
     records: gpd.GeoDataFrame,
     rules: ArchetypeRules,
     existing_status: list[str],
+    duplicate: pd.Series | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Turn BBR ``Bygning`` records into canonical buildings.
 
@@ -61,6 +75,10 @@ def normalise_bbr(
         Archetype rules (BBR use and wall code tables, fallbacks).
     existing_status
         Life-cycle codes that mean "standing building" (BBR: ``6`` = Opført).
+    duplicate
+        Records whose id an earlier standing record already has (aligned with
+        ``records``), when the records are one batch of a larger register; by default
+        found among ``records`` themselves.
 
     Returns
     -------
@@ -87,10 +105,10 @@ def normalise_bbr(
         + ", ".join(existing_status)
         + ")",
     )
-    drop(
-        ids[log.keep].duplicated().reindex(ids.index, fill_value=False),
-        "duplicate id_lokalId: an earlier record was kept",
-    )
+    if duplicate is None:
+        standing = standing_with_id(df, existing_status)
+        duplicate = ids[standing].duplicated().reindex(ids.index, fill_value=False)
+    drop(duplicate, "duplicate id_lokalId: an earlier record was kept")
     geom = df.geometry
     drop(geom.isna() | geom.is_empty, "no coordinates (byg404Koordinat empty)")
 

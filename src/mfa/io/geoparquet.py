@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from mfa.hilbert import hilbert_distance, sorted_by
 
 __all__ = [
     "check_geoparquet",
+    "iter_geoparquet",
     "layer_table",
     "read_geoparquet",
     "read_layer",
@@ -290,6 +291,61 @@ def read_geoparquet(path: Path):
         return read_layer(path)
     except (OSError, ValueError) as exc:
         raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
+
+
+def iter_geoparquet(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """An input (Geo)Parquet file in batches of at most ``batch_rows`` rows (None: whole):
+    GeoDataFrames when it has 'geo' metadata (WKB), else DataFrames. At least one batch
+    (empty for an empty file). Unreadable files and broken metadata: InputDataError."""
+    if batch_rows is None:
+        yield read_geoparquet(path)
+        return
+    try:
+        source = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
+    raw = (source.schema_arrow.metadata or {}).get(b"geo")
+    name, crs = None, None
+    if raw is not None:
+        try:
+            geo = json.loads(raw)
+            meta = geo["columns"][geo["primary_column"]]
+            name = geo["primary_column"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputDataError(
+                f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
+                "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
+            ) from exc
+        if meta.get("encoding", "WKB").upper() != "WKB":
+            yield read_geoparquet(path)  # geoarrow encodings: geopandas reads them whole
+            return
+        stored = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
+        crs = None if stored is None else _crs(json.dumps(stored, sort_keys=True))
+        covering = meta.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
+    columns = [c for c in source.schema_arrow.names if raw is None or c != covering]
+    batches = source.iter_batches(batch_size=batch_rows, columns=columns)
+    first = True
+    try:
+        for batch in batches:
+            first = False
+            yield _frame(pa.Table.from_batches([batch]), name, crs)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputDataError):
+            raise
+        raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
+    if first:
+        yield _frame(source.schema_arrow.empty_table().select(columns), name, crs)
+
+
+def _frame(table: pa.Table, name: str | None, crs) -> pd.DataFrame:
+    """A GeoDataFrame of an Arrow table with a WKB column ``name`` (a DataFrame if None)."""
+    if name is None:
+        return table.to_pandas()
+    position = table.column_names.index(name)
+    frame = table.drop_columns([name]).to_pandas()
+    values = shapely.from_wkb(table[name].to_numpy(zero_copy_only=False))
+    frame.insert(min(position, frame.shape[1]), name, GeometryArray(values, crs))
+    return gpd.GeoDataFrame(frame, geometry=name, crs=crs)
 
 
 def check_geoparquet(path: Path, crs: str) -> dict[str, object]:

@@ -7,10 +7,12 @@ GeoPackage. Checks columns and numbers and names the file, row and field of any 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow.parquet as pq
 import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
@@ -18,9 +20,15 @@ from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file
-from mfa.io.geoparquet import read_geoparquet
+from mfa.io.geoparquet import iter_geoparquet
 
-__all__ = ["BBR_CRS_CODES", "buildings_from_register", "read_register"]
+__all__ = [
+    "BBR_CRS_CODES",
+    "buildings_from_register",
+    "iter_register",
+    "iter_register_ids",
+    "read_register",
+]
 
 #: ``byg406Koordinatsystem`` codes → CRS (5 = ETRS89 / UTM zone 32N).
 BBR_CRS_CODES = {"5": "EPSG:25832"}
@@ -46,8 +54,10 @@ def _separator(path: Path) -> str:
 
 
 def _row_label(df: pd.DataFrame, pos: int, kind: str) -> str:
+    """Where row ``pos`` of ``df`` is in its file (its index is the record's position)."""
     rid = df[BBR.ID].iloc[pos] if BBR.ID in df.columns else "?"
-    where = f"line {pos + 2}" if kind == "csv" else f"row {pos + 1}"
+    at = int(df.index[pos]) if pd.api.types.is_integer_dtype(df.index) else pos
+    where = f"line {at + 2}" if kind == "csv" else f"row {at + 1}"
     return f"{where} (id_lokalId {rid})"
 
 
@@ -96,16 +106,35 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
     InputDataError
         Unknown format, missing columns, a non-numeric area/year/floor count, no CRS.
     """
+    frames = list(iter_register(source, crs, batch_rows=None))
+    return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+
+def iter_register(
+    source: RegisterSource, crs: str, batch_rows: int | None = 100_000
+) -> Iterator[gpd.GeoDataFrame]:
+    """The register's records in batches of at most ``batch_rows`` (None: one batch), in
+    file order, each checked and in ``crs`` as :func:`read_register`'s. The index of a
+    batch is the records' position in the file.
+
+    A GeoParquet register is read batch by batch (memory bounded by ``batch_rows``); CSV
+    and GeoPackage files are read whole, then cut.
+    """
     path = check_input_file(Path(source.path), "register file", "sources.register.path")
     kind = _suffix(path)
+    if kind in (".parquet", ".geoparquet"):
+        offset = 0
+        for frame in iter_geoparquet(path, batch_rows):
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            yield _records(frame, path, "parquet", source, crs)
+        return
     try:
         if kind in (".csv", ".csv.gz"):
             df = pd.read_csv(
                 path, dtype="string", keep_default_na=False, na_values=[""], sep=_separator(path)
             )
             kind = "csv"
-        elif kind in (".parquet", ".geoparquet"):
-            df = read_geoparquet(path)
         elif kind == ".gpkg":
             df = gpd.read_file(path, layer=source.layer)
         else:
@@ -121,7 +150,44 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
         if isinstance(exc, InputDataError):
             raise
         raise InputDataError(f"{path}: cannot be read as a register ({exc})") from exc
+    step = batch_rows or max(1, len(df))
+    for start in range(0, max(1, len(df)), step):
+        yield _records(df.iloc[start : start + step], path, kind, source, crs)
 
+
+def iter_register_ids(
+    source: RegisterSource, crs: str, batch_rows: int | None = 100_000
+) -> Iterator[pd.DataFrame]:
+    """The register's id and status columns in batches, indexed by record position: all a
+    pass over the whole register needs for the repeated-id rule. A GeoParquet register
+    reads just these two columns; other formats are read as :func:`iter_register` reads
+    them."""
+    path = check_input_file(Path(source.path), "register file", "sources.register.path")
+    if _suffix(path) not in (".parquet", ".geoparquet"):
+        for frame in iter_register(source, crs, batch_rows):
+            yield pd.DataFrame(frame[[BBR.ID, BBR.STATUS]])
+        return
+    try:
+        f = pq.ParquetFile(path)
+        names = f.schema_arrow.names
+        if BBR.ID not in names or BBR.STATUS not in names:
+            return  # iter_register names the missing columns
+        offset = 0
+        for batch in f.iter_batches(
+            batch_size=batch_rows or 1_000_000, columns=[BBR.ID, BBR.STATUS]
+        ):
+            frame = batch.to_pandas()
+            frame.index = pd.RangeIndex(offset, offset + len(frame))
+            offset += len(frame)
+            yield frame
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
+
+
+def _records(
+    df: pd.DataFrame, path: Path, kind: str, source: RegisterSource, crs: str
+) -> gpd.GeoDataFrame:
+    """Check a batch of register rows and give them point (or footprint) geometry in ``crs``."""
     missing = [c for c in BBR_REQUIRED if c not in df.columns]
     if missing:
         present = [str(c) for c in df.columns]
@@ -133,10 +199,11 @@ def read_register(source: RegisterSource, crs: str) -> gpd.GeoDataFrame:
             + f"; a register needs the Datafordeler field names ({', '.join(BBR_REQUIRED)}): "
             "rename the columns"
         )
+    crs_of_file = df.crs if isinstance(df, gpd.GeoDataFrame) else None
     df = _check_numeric(pd.DataFrame(df), path, kind)
 
-    if isinstance(df, gpd.GeoDataFrame) or ("geometry" in df.columns and kind != "csv"):
-        gdf = gpd.GeoDataFrame(df, geometry="geometry")
+    if crs_of_file is not None or ("geometry" in df.columns and kind != "csv"):
+        gdf = gpd.GeoDataFrame(df, geometry="geometry", crs=crs_of_file)
         if gdf.crs is None:
             if source.crs is None:
                 raise InputDataError(

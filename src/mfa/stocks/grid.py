@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-__all__ = ["aggregate_grid", "grid_array", "grid_index"]
+__all__ = ["aggregate_grid", "grid_array", "grid_index", "grid_layer"]
 
 
 def grid_index(x: np.ndarray, y: np.ndarray, cell_size_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -51,20 +51,36 @@ def aggregate_grid(
     ix, iy = grid_index(shapely.get_x(points), shapely.get_y(points), cell_size_m)
     codes, uniques = pd.factorize(pd.MultiIndex.from_arrays([iy, ix]), sort=True)
     sums = values.astype(float).groupby(codes).sum().sort_index()
-    counts = np.bincount(codes, minlength=len(uniques))
-    cy = np.asarray(uniques.get_level_values(0), dtype=np.int64)
-    cx = np.asarray(uniques.get_level_values(1), dtype=np.int64)
+    sums.index = uniques
+    sums.insert(0, "building_count", np.bincount(codes, minlength=len(uniques)))
+    return grid_layer(sums, cell_size_m, crs), codes
+
+
+def grid_layer(sums: pd.DataFrame, cell_size_m: float, crs: object) -> gpd.GeoDataFrame:
+    """The grid layer from per-cell sums indexed by (``iy``, ``ix``) with
+    ``building_count`` and summed columns (t, m²): cells sorted by row then column, with
+    ``cell_id`` (``E<x>_N<y>``, lower-left corner in m), ``ix``, ``iy``, the sums,
+    ``area_ha`` and ``mass_t_per_ha``."""
+    sums = sums[sums["building_count"] > 0].sort_index()
+    cy = np.asarray(sums.index.get_level_values(0), dtype=np.int64)
+    cx = np.asarray(sums.index.get_level_values(1), dtype=np.int64)
     x0, y0 = cx * cell_size_m, cy * cell_size_m
     ids = [f"E{a:g}_N{b:g}" for a, b in zip(x0, y0, strict=True)]
     cells = pd.DataFrame(
-        {"cell_id": pd.array(ids, dtype="string"), "ix": cx, "iy": cy, "building_count": counts}
+        {
+            "cell_id": pd.array(ids, dtype="string"),
+            "ix": cx,
+            "iy": cy,
+            "building_count": sums["building_count"].to_numpy(dtype=np.int64),
+        }
     )
-    cells = pd.concat([cells, sums.reset_index(drop=True)], axis=1)
+    rest = sums.drop(columns="building_count").astype(float).reset_index(drop=True)
+    cells = pd.concat([cells, rest], axis=1)
     cells["area_ha"] = cell_size_m * cell_size_m / 10_000.0
     if "mass_t" in cells.columns:
         cells["mass_t_per_ha"] = cells["mass_t"] / cells["area_ha"]
     geometry = shapely.box(x0, y0, x0 + cell_size_m, y0 + cell_size_m)
-    return gpd.GeoDataFrame(cells, geometry=geometry, crs=crs), codes
+    return gpd.GeoDataFrame(cells, geometry=geometry, crs=crs)
 
 
 def grid_array(

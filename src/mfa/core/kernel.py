@@ -1,0 +1,218 @@
+"""The estimation kernel: every per-building rule of a run, one batch at a time (pure).
+
+A run passes over its building records twice (see :mod:`mfa.engine`):
+
+1. :func:`clean_batch` then :func:`check_batch` on each batch of source records:
+   normalise to the canonical schema (a register's rules; footprint sources arrive
+   normalised), geometry hygiene, plausibility repairs, heights and floors from heights.
+   Rows left out get a reason; repaired values a record. Every rule here looks at one
+   record only; the two that look across records (a repeated register id, a repeated
+   footprint) are applied across the whole input with :mod:`mfa.core.keys`, and the
+   cohort statistics that fill imputed structures and floor counts are summed over every
+   batch (:func:`mfa.buildings.parts.cohort_counts` are additive).
+2. :func:`finish_batch` on each checked batch, with those run-wide results: drop the
+   repeated footprints, impute from cohort peers, one representative point per building
+   (GEOS PointOnSurface) for its district and its grid cell, tonnes per material (floor
+   area × intensity) with percentiles, and the batch's additive sums
+   (:class:`mfa.core.sums.Sums`) from which every aggregate layer is made.
+
+The same functions run for one batch holding a whole municipality and for hundreds of
+batches of a national register; the results are the same (tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from mfa.buildings._dropped import DropLog
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.districts import PointLocator
+from mfa.buildings.quality import (
+    DUPLICATE_GEOMETRY,
+    check_ranges,
+    clean_geometries,
+    geometry_keys,
+    impute_from_cohort_peers,
+    refine_with_heights,
+)
+from mfa.core.keys import hash128
+from mfa.core.sums import Sums, batch_sums
+from mfa.errors import InputDataError
+from mfa.hilbert import hilbert_distance, sorted_by
+from mfa.schema import empty_dropped
+from mfa.stocks.aggregate import UNASSIGNED
+from mfa.stocks.grid import grid_index
+from mfa.stocks.mass import material_mass
+
+__all__ = ["Model", "Normaliser", "check_batch", "clean_batch", "finish_batch"]
+
+#: Source records (a batch) → canonical buildings and the records left out.
+Normaliser = Callable[[gpd.GeoDataFrame], tuple[gpd.GeoDataFrame, pd.DataFrame]]
+
+
+@dataclass(frozen=True)
+class Model:
+    """The run-wide, read-only inputs of the per-building rules, made once per run.
+
+    Attributes
+    ----------
+    rules
+        Archetype rules and plausibility limits (``config/archetypes``).
+    run_year
+        Latest plausible construction year.
+    storey_height_m
+        Height of one storey (m), for floors from heights.
+    valid_bounds
+        The CRS's area of use in CRS units (x0, y0, x1, y1); also the extent of the
+        Hilbert curve that orders each batch's rows.
+    materials
+        Material ids, in vocabulary order.
+    kg_m2
+        Archetype × material intensities (kg/m² floor area) at the pipeline's statistic.
+    unit_quantiles
+        Per archetype, the percentiles of t/m² (``<material>_t_pXX``, ``mass_t_pXX``).
+    archetypes
+        The archetypes the Monte Carlo draws cover: the columns of the group sums.
+    district_ids, district_geoms
+        District ids and polygons in the same order (None: no districts).
+    cell_size_m
+        Edge of a grid cell (m) (None: no grid).
+    """
+
+    rules: ArchetypeRules
+    run_year: int
+    storey_height_m: float
+    valid_bounds: tuple[float, float, float, float]
+    materials: tuple[str, ...]
+    kg_m2: pd.DataFrame
+    unit_quantiles: pd.DataFrame
+    archetypes: tuple[str, ...]
+    district_ids: np.ndarray | None = None
+    district_geoms: np.ndarray | None = None
+    cell_size_m: float | None = None
+
+
+def clean_batch(
+    records: gpd.GeoDataFrame, normalise: Normaliser | None, model: Model
+) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], pd.DataFrame]:
+    """Normalise a batch of source records and clean their geometries.
+
+    Returns the canonical buildings (repeated footprints not yet removed), the tables of
+    records left out, and the geometry repairs.
+    """
+    rows, dropped = (records, empty_dropped()) if normalise is None else normalise(records)
+    rows, dropped_geometry, repairs = clean_geometries(
+        rows, model.valid_bounds, model.rules.limits.min_footprint_m2, dedupe=False
+    )
+    return rows, [dropped, dropped_geometry], repairs
+
+
+def check_batch(
+    rows: gpd.GeoDataFrame, raster_height_m: pd.Series | None, model: Model
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, np.ndarray]:
+    """Plausibility limits, raster heights and floors from heights.
+
+    ``raster_height_m`` (aligned with ``rows``; None without a height raster) is read by
+    the caller. Returns the rows, their repairs and each row's footprint key
+    (:func:`mfa.core.keys.hash128` of :func:`mfa.buildings.quality.geometry_keys`).
+    """
+    limits = model.rules.limits
+    rows, repairs_range = check_ranges(rows, limits, model.run_year, model.rules.floors_by_function)
+    rows, repairs_height = refine_with_heights(rows, raster_height_m, model.storey_height_m, limits)
+    keys = hash128(geometry_keys(rows.geometry.values))
+    return rows, pd.concat([repairs_range, repairs_height], ignore_index=True), keys
+
+
+_LOCATORS: dict[str, PointLocator] = {}
+
+
+def _locator(geoms: np.ndarray) -> PointLocator:
+    """One point locator per set of district polygons per process (keyed by content: on a
+    Dask cluster every task unpickles its own copy of the polygons)."""
+    key = hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
+    if key not in _LOCATORS:
+        _LOCATORS.clear()
+        _LOCATORS[key] = PointLocator(geoms)
+    return _LOCATORS[key]
+
+
+def finish_batch(
+    rows: gpd.GeoDataFrame,
+    repeated: np.ndarray,
+    statistics: tuple[pd.Series, pd.Series],
+    model: Model,
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, Sums]:
+    """Districts, grid cells, tonnes and percentiles of a checked batch, and its sums.
+
+    Parameters
+    ----------
+    rows
+        Output of :func:`check_batch`.
+    repeated
+        Rows whose footprint an earlier row of the input has (left out).
+    statistics
+        Run-wide cohort statistics (:func:`mfa.buildings.parts.cohort_statistics`).
+
+    Returns
+    -------
+    buildings
+        The buildings layer's rows, ordered along a Hilbert curve over the CRS's area of
+        use (ties by ``building_id``): canonical columns with ``district_id``,
+        ``mass_t`` and ``<material>_t`` (t), their percentile columns, and the geometry.
+    dropped
+        The repeated footprints, with their reason.
+    sums
+        The batch's additive sums per district, grid cell, archetype and cohort.
+    """
+    log = DropLog(rows["building_id"], "geometry")
+    log.drop(pd.Series(repeated, index=rows.index), DUPLICATE_GEOMETRY)
+    rows = rows.loc[log.keep.to_numpy()].reset_index(drop=True)
+    rows, peer_counts = impute_from_cohort_peers(rows, statistics=statistics)
+    geometry = rows.geometry.values
+    points = shapely.point_on_surface(geometry)
+    x, y = shapely.get_x(points), shapely.get_y(points)
+    if model.district_ids is not None and model.district_geoms is not None:
+        where = _locator(model.district_geoms).locate(x, y) if len(rows) else np.zeros(0, int)
+        ids = np.where(where >= 0, model.district_ids[np.maximum(where, 0)], None)
+        rows["district_id"] = pd.array(ids, dtype="string")
+    cells = grid_index(x, y, model.cell_size_m) if model.cell_size_m else None
+
+    unknown = ~rows["archetype_id"].isin(model.kg_m2.index)
+    if unknown.any():
+        raise InputDataError(
+            f"building {rows['building_id'][unknown].iloc[0]}: archetype "
+            f"{rows['archetype_id'][unknown].iloc[0]} has no intensity row; add it to the "
+            "intensity table or an override"
+        )
+    mass = material_mass(rows["gfa_m2"], rows["archetype_id"], model.kg_m2)
+    per_m2 = model.unit_quantiles.reindex(rows["archetype_id"].astype(object)).to_numpy()
+    pct = pd.DataFrame(
+        per_m2 * rows["gfa_m2"].to_numpy(dtype=float)[:, None],
+        columns=model.unit_quantiles.columns,
+    )
+    attrs = rows.drop(columns=rows.geometry.name)
+    table = pd.concat(
+        [attrs, mass[["mass_t", *mass.columns.drop("mass_t")]].reset_index(drop=True), pct],
+        axis=1,
+    )
+    sums = batch_sums(
+        table,
+        cells,
+        model.archetypes,
+        model.materials,
+        peer_counts,
+        UNASSIGNED,
+    )
+    out = gpd.GeoDataFrame(table, geometry=geometry, crs=rows.crs)
+    if len(out):
+        distance = hilbert_distance(shapely.bounds(geometry), np.asarray(model.valid_bounds))
+        order = sorted_by(distance, out["building_id"].to_numpy())
+        out = out.iloc[order].reset_index(drop=True)
+    return out, log.table(), sums

@@ -1,0 +1,52 @@
+"""Run-wide "an earlier record has the same key" rules, applied across batches (pure).
+
+Two rules of the building sources look across records: a register id must be unique among
+standing records (:func:`mfa.buildings.register.normalise_bbr`) and a footprint must not
+repeat an earlier one (:func:`mfa.buildings.quality.clean_geometries`). The first record
+in input order is kept. Streamed, each batch hands over 128-bit hashes of its keys
+(16 bytes per record: the only per-record state the engine keeps between passes), and
+:func:`later_repeats` marks, batch by batch, the records whose key occurred earlier in the
+whole input, so the result does not depend on how the input was cut into batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["hash128", "later_repeats"]
+
+_KEYS = ("mfa-key-hash-0001", "mfa-key-hash-0002")
+
+
+def hash128(values: np.ndarray) -> np.ndarray:
+    """128-bit hashes of strings or bytes: an (n, 2) uint64 array.
+
+    Two independent 64-bit hashes (pandas' SipHash with two keys); a collision among ten
+    million keys has a probability of about 1e-25.
+    """
+    values = np.asarray(values, dtype=object)
+    if len(values) == 0:
+        return np.zeros((0, 2), dtype=np.uint64)
+    return np.stack(
+        [pd.util.hash_array(values, hash_key=k[:16], categorize=False) for k in _KEYS], axis=1
+    )
+
+
+def later_repeats(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per batch, which keys occurred before (earlier in the batch or in an earlier batch).
+
+    ``batches`` holds each batch's (n, 2) hashes in input order; returns one boolean mask
+    per batch, True where the key is a repeat.
+    """
+    sizes = [len(b) for b in batches]
+    if sum(sizes) == 0:
+        return [np.zeros(n, dtype=bool) for n in sizes]
+    keys = np.ascontiguousarray(np.concatenate([b for b in batches if len(b)]))
+    packed = keys.view(np.dtype((np.void, 16))).ravel()
+    _, first = np.unique(packed, return_index=True)
+    repeat = np.ones(len(packed), dtype=bool)
+    repeat[first] = False
+    return np.split(repeat, np.cumsum(sizes)[:-1])

@@ -1,0 +1,92 @@
+"""One executor for every per-batch step: local threads or a Dask ``distributed`` cluster.
+
+:func:`ordered_map` runs a module-level function over a stream of argument tuples and
+yields the results in input order, with at most ``window`` tasks in flight, so memory
+depends on the batch size and the number of workers, not on the input's length; and the
+caller adds up results in the same order whatever the scheduler or worker count.
+
+Schedulers (``[compute] scheduler``): ``threads`` (default; numpy, shapely and Arrow
+release the GIL), ``synchronous`` (one thread, for debugging), ``processes`` or
+``local-cluster`` (a ``distributed.LocalCluster`` of ``workers`` processes for this run),
+or the address of an existing Dask scheduler (``tcp://host:8786``; its workers need mfa
+installed and the run's folder at the same path).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from mfa.errors import ConfigError
+
+__all__ = ["executor", "ordered_map", "worker_count"]
+
+Submit = Callable[..., Future]
+
+
+def worker_count(workers: int | None) -> int:
+    """The number of workers: as configured, else the machine's cores."""
+    return workers or os.cpu_count() or 1
+
+
+@contextmanager
+def executor(scheduler: str, workers: int | None = None) -> Iterator[Submit]:
+    """``submit(fn, *args) -> future`` on the scheduler named in the pipeline file."""
+    n = worker_count(workers)
+    if scheduler in ("threads", "synchronous"):
+        with ThreadPoolExecutor(max_workers=1 if scheduler == "synchronous" else n) as ex:
+            yield ex.submit
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler in ("processes", "local-cluster"):
+        with (
+            LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            yield lambda fn, *a: client.submit(fn, *a, pure=False)
+        return
+    try:
+        client = Client(scheduler, timeout="30s")
+    except OSError as exc:
+        raise ConfigError(
+            f"compute.scheduler = {scheduler!r}: no Dask scheduler answers there ({exc}); "
+            "start it (dask scheduler) or use scheduler = 'threads'"
+        ) from None
+    with client:
+        yield lambda fn, *a: client.submit(fn, *a, pure=False)
+
+
+def ordered_map(
+    submit: Submit, fn: Callable[..., Any], args: Iterable[tuple[Any, ...]], window: int
+) -> Iterator[Any]:
+    """``fn(*a)`` for each ``a`` of ``args``, yielded in input order, ``window`` in flight.
+
+    ``args`` is consumed lazily (a reader can produce the batches as they are needed).
+    An exception of a task is raised when its turn comes; tasks still in flight are
+    cancelled where the executor can.
+    """
+    pending: deque[Future] = deque()
+    it = iter(args)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < max(1, window):
+                try:
+                    a = next(it)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending.append(submit(fn, *a))
+            if not pending:
+                return
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
