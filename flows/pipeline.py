@@ -1,7 +1,9 @@
 """The Prefect flow that runs an mfa pipeline: one task per step, tasks pass paths.
 
-The tasks are thin wrappers around :mod:`mfa.run`'s step functions; all logic lives
-there, so ``mfa run --no-prefect`` produces the same layers.
+The tasks are made from :data:`mfa.run.STEPS`, the list the plain runner (``mfa run
+--no-prefect``) loops over, so both run the same steps and produce the same layers; all
+logic lives in :mod:`mfa`. The engine inside the buildings and stocks steps spreads the
+batches over its own executor (local threads or Dask): one level of parallelism.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from mfa.errors import TransientFetchError
 
 
 @task(name="prepare")
-def prepare(pipeline_file: str, output_dir: str | None, incremental: bool = False) -> str:
+def prepare(pipeline_file: str, output_dir: str | None) -> str:
     """Validate the pipeline file, create the run's work folder."""
-    return str(steps.prepare(pipeline_file, output_dir, runner="prefect", incremental=incremental))
+    return str(steps.prepare(pipeline_file, output_dir, runner="prefect"))
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -32,49 +34,27 @@ def retry_if_transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="buildings", retries=2, retry_delay_seconds=60, retry_condition_fn=retry_if_transient)
-def buildings(work_dir: str) -> str:
-    """Read sources → canonical buildings (staged GeoParquet)."""
-    return str(steps.build_buildings(Path(work_dir)))
+def _as_task(step: steps.Step):
+    def run(work_dir: str) -> str | None:
+        out = step.run(Path(work_dir))
+        return None if out is None else str(out)
+
+    run.__doc__ = step.run.__doc__
+    retries = {"retries": 2, "retry_delay_seconds": 60} if step.transient else {}
+    return task(name=step.name, retry_condition_fn=retry_if_transient, **retries)(run)
 
 
-@task(name="stocks")
-def stocks(work_dir: str) -> str:
-    """Districts and material tonnes per building, over Dask partitions."""
-    return str(steps.estimate_stocks(Path(work_dir)))
+#: One Prefect task per step of :data:`mfa.run.STEPS`, by step name.
+TASKS = {s.name: _as_task(s) for s in steps.STEPS}
 
 
-@task(name="districts")
-def districts(work_dir: str) -> str | None:
-    """Exact sums per district."""
-    out = steps.aggregate(Path(work_dir))
-    return None if out is None else str(out)
-
-
-@task(name="flows")
-def flows(work_dir: str) -> str | None:
-    """Demolition and construction flows per district, year, material and scenario."""
-    out = steps.forecast_flows(Path(work_dir))
-    return None if out is None else str(out)
-
-
-@task(name="qgis")
-def qgis(work_dir: str) -> str:
-    """The layers for QGIS: a styled GeoPackage, .qml styles and a QGIS project."""
-    return str(steps.qgis_outputs(Path(work_dir)))
-
-
-@task(name="publish")
-def publish(work_dir: str) -> str:
-    """Check every layer, write run.json, switch `latest` atomically; report as an artifact."""
-    run_dir = steps.publish(Path(work_dir))
+def _report_artifact(run_dir: Path) -> None:
     name = run_dir.parent.name.replace("_", "-").lower()
     create_markdown_artifact(
         markdown=(run_dir / steps.REPORT).read_text(),
         key=f"mfa-{name}",
         description=f"mfa run report: {run_dir}",
     )
-    return str(run_dir)
 
 
 @task(name="unchanged")
@@ -89,7 +69,7 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
     """Run the pipeline file ``pipeline_file``; return the published run folder.
 
     ``force=False`` (scheduled runs) returns the latest run without recomputing when
-    nothing it depends on changed, and otherwise recomputes only the changed districts.
+    nothing it depends on changed (inputs, config, code).
     """
     if not force:
         previous = unchanged(pipeline_file, output_dir)
@@ -97,20 +77,16 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
             get_run_logger().info("unchanged since %s: nothing to do", previous)
             return previous
     with steps.run_lock(pipeline_file, output_dir):
-        work = prepare(pipeline_file, output_dir, not force)
-        step = "buildings"
+        work = prepare(pipeline_file, output_dir)
+        name = "prepare"
         try:
-            for name, task_fn in (
-                ("build_buildings", buildings),
-                ("estimate_stocks", stocks),
-                ("aggregate", districts),
-                ("forecast_flows", flows),
-                ("qgis_outputs", qgis),
-            ):
-                step = name
-                task_fn(work)
-            step = "publish"
-            return publish(work)
+            result = None
+            for step in steps.STEPS:
+                name = step.name
+                result = TASKS[step.name](work)
+            run_dir = Path(str(result))  # publish returns the run folder
+            _report_artifact(run_dir)
+            return str(run_dir)
         except BaseException as exc:
-            steps.record_failure(Path(work), step, exc)
+            steps.record_failure(Path(work), name, exc)
             raise

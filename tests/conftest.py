@@ -60,25 +60,28 @@ table = "{ROOT}/config/intensities/rasmi_2024.csv"
 region = "OECD_EU15"
 [compute]
 scheduler = "{SCHEDULER}"
-partitions = {PARTITIONS}
+batch_rows = {BATCH_ROWS}
 """
 
 
 @pytest.fixture
 def bbr_pipeline(tmp_path: Path):
-    """Factory: a BBR pipeline file for a register file, scheduler and partition count."""
+    """Factory: a BBR pipeline file for a register file, scheduler, batch size, workers."""
 
     def make(
         register: Path = SAMPLE / "bbr_bygning_2020.parquet",
         scheduler: str = "threads",
-        partitions: int = 3,
+        batch_rows: int = 100_000,
         name: str = "p.toml",
+        workers: int | None = None,
     ) -> Path:
         body = (
             BBR_PIPELINE.replace("{REGISTER}", str(register))
             .replace("{SCHEDULER}", scheduler)
-            .replace("{PARTITIONS}", str(partitions))
+            .replace("{BATCH_ROWS}", str(batch_rows))
         )
+        if workers is not None:
+            body += f"workers = {workers}\n"
         return write_pipeline(tmp_path, body, name)
 
     return make

@@ -51,8 +51,8 @@ def test_typo_in_aliased_table_key(tmp_path: Path) -> None:
 
 
 def test_wrong_type(tmp_path: Path) -> None:
-    body = GOOD + "[compute]\npartitions = 'many'\n"
-    with pytest.raises(ConfigError, match=r"compute\.partitions.*integer"):
+    body = GOOD + "[compute]\nbatch_rows = 'many'\n"
+    with pytest.raises(ConfigError, match=r"compute\.batch_rows.*integer"):
         load_pipeline(write_pipeline(tmp_path, body))
 
 

@@ -12,8 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import geopandas as gpd
-import pandas as pd
 import pytest
 
 from mfa.failpoints import POINTS
@@ -147,30 +145,3 @@ def test_sigkill_at_each_failpoint_leaves_latest_intact(
     assert (folder / "latest").resolve() == third.resolve()
     assert not (folder / ".work").exists()
     assert not list(folder.glob(".latest-*"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("point", ["write:buildings.parquet", "publish:linked"])
-def test_sigkill_in_an_incremental_run_leaves_latest_intact(
-    sample_copy: Path, tmp_path: Path, point: str
-) -> None:
-    """The same in an ``--if-changed`` run that merges one changed district's buildings
-    into the previous layer."""
-    pipeline = sample_copy / "pipelines" / "dk-sample.toml"
-    register = sample_copy / "geodata" / "sample" / "bbr_bygning_2020.parquet"
-    out = tmp_path / "out"
-    first = run_pipeline(pipeline, out)
-    folder = out / "dk-sample"
-    before = _digest(folder / "latest")
-    built = pd.read_parquet(first / "buildings.parquet", columns=["building_id", "district_id"])
-    ids = built[built["district_id"] == built["district_id"].iloc[0]]["building_id"].head(5)
-    reg = gpd.read_parquet(register)
-    rows = reg["id_lokalId"].isin(ids)
-    reg.loc[rows, "byg038SamletBygningsareal"] = reg.loc[rows, "byg038SamletBygningsareal"] + 10
-    reg.to_parquet(register)
-    _killed_at(point, out, pipeline, "--if-changed")
-    _after_the_kill(point, folder, first, before)
-    third = run_pipeline(pipeline, out, force=False)
-    m = json.loads((third / "run.json").read_text())["incremental"]
-    assert m["mode"] == "incremental" and m["recomputed_count"] == 1
-    assert (folder / "latest").resolve() == third.resolve()

@@ -61,8 +61,14 @@ def test_tasks_pass_paths(prefect_harness, tmp_path: Path) -> None:
 
     work = f.prepare.fn(str(ROOT / "pipelines" / "osm-sample.toml"), str(tmp_path))
     assert isinstance(work, str) and Path(work).is_dir()
-    staged = f.buildings.fn(work)
-    assert staged.endswith(".parquet") and Path(staged).exists()
+    staged = f.TASKS["buildings"].fn(work)
+    assert isinstance(staged, str) and Path(staged).is_dir()
+    layer = f.TASKS["stocks"].fn(work)
+    assert layer.endswith("buildings.parquet") and Path(layer).exists()
+    # one task per step of the plain runner, in its order
+    from mfa.run import STEPS
+
+    assert list(f.TASKS) == [s.name for s in STEPS]
 
 
 def test_scheduled_flow_skips_unchanged_runs(prefect_harness, tmp_path: Path) -> None:

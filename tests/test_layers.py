@@ -14,9 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
-from mfa.hilbert import hilbert_order
 from mfa.io.files import sha256_file
-from mfa.io.geoparquet import write_layer, write_merged_layer
+from mfa.io.geoparquet import write_layer
 
 #: Enough rows that the ids' dictionary outgrows Parquet's 1 MB dictionary page and the
 #: writer falls back to plain encoding part-way (where depends on the input's chunks).
@@ -69,27 +68,3 @@ def test_layer_bytes_do_not_depend_on_how_the_frame_was_concatenated(tmp_path: P
     ]
     assert meta[0] == meta[1]
     assert gpd.read_parquet(one).equals(gdf)
-
-
-def test_merged_layer_has_the_bytes_of_the_same_layer_written_whole(tmp_path: Path) -> None:
-    """An incremental run's merge (kept rows copied as Arrow, new rows added, Hilbert
-    order from the stored boxes) writes the very file a full write of the result does."""
-    gdf = _frame(seed=1)
-    previous = write_layer(
-        hilbert_order(_pieces(gdf, [9_000]), tie_break="building_id"), tmp_path / "prev.parquet"
-    )
-    rng = np.random.default_rng(2)
-    replaced = rng.choice(N, size=500, replace=False)
-    new = gdf.iloc[np.sort(replaced)].copy()
-    new["gfa_m2"] = new["gfa_m2"] * 1.25
-    keep = gdf["building_id"].drop(gdf.index[replaced])
-    merged_path = tmp_path / "merged.parquet"
-    merged, removed, added = write_merged_layer(
-        previous, pa.array(keep.to_numpy(dtype=object)), "building_id", new, merged_path
-    )
-    assert len(removed) == 500 and len(added) == 500 and len(merged) == N
-    whole = pd.concat([gdf.drop(gdf.index[replaced]), new], ignore_index=True)
-    expected = write_layer(
-        hilbert_order(whole, tie_break="building_id"), tmp_path / "whole.parquet"
-    )
-    assert sha256_file(merged_path) == sha256_file(expected)

@@ -1,61 +1,112 @@
-"""The Dask paths: a real distributed LocalCluster of two worker processes."""
+"""The one engine on every executor: threads, a real Dask LocalCluster, an existing
+scheduler; and the results do not depend on the batch size or the worker count."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
-from mfa.hilbert import hilbert_order
-from mfa.parallel import dask_compute
+from mfa.executor import executor, ordered_map
+from mfa.hilbert import hilbert_distance, sorted_by
+from mfa.io.files import sha256_file
 from mfa.run import run_pipeline
 
+SORT = {
+    "buildings": ["building_id"],
+    "districts": ["district_id"],
+    "grid": ["cell_id"],
+    "quality": ["district_id"],
+}
 
-@pytest.mark.slow
-def test_local_cluster_gives_identical_layers(bbr_pipeline, tmp_path: Path) -> None:
-    threads = run_pipeline(bbr_pipeline(partitions=1, name="threads.toml"), tmp_path / "t")
-    cluster = run_pipeline(
-        bbr_pipeline(scheduler="local-cluster", partitions=4, name="cluster.toml"), tmp_path / "c"
+
+def _layer(run: Path, name: str) -> pd.DataFrame:
+    df = gpd.read_parquet(run / f"{name}.parquet").sort_values(SORT[name])
+    return pd.DataFrame(df.drop(columns="geometry").reset_index(drop=True)).assign(
+        wkb=shapely.to_wkb(df.geometry.values)
     )
-    for layer in ("buildings.parquet", "districts.parquet"):
-        pd.testing.assert_frame_equal(
-            gpd.read_parquet(threads / layer), gpd.read_parquet(cluster / layer)
-        )
+
+
+def assert_same_layers(a: Path, b: Path, rtol: float = 1e-9) -> None:
+    """Ids, counts and text exact; floats to ``rtol``; the same run totals."""
+    for name in SORT:
+        if not (a / f"{name}.parquet").exists():
+            assert not (b / f"{name}.parquet").exists()
+            continue
+        pd.testing.assert_frame_equal(_layer(a, name), _layer(b, name), rtol=rtol, atol=0)
+    ma, mb = (json.loads((r / "run.json").read_text()) for r in (a, b))
+    assert ma["row_counts"] == mb["row_counts"]
+    assert ma["provenance"] == mb["provenance"]
+    for k, v in ma["totals_t"].items():
+        assert mb["totals_t"][k] == pytest.approx(v, rel=rtol), k
+    for f in ("dropped.csv", "repairs.csv"):
+        x, y = (pd.read_csv(r / f, dtype=str).sort_values(["record_id"]) for r in (a, b))
+        pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True))
 
 
 @pytest.mark.slow
-def test_existing_scheduler_address() -> None:
-    """An address in the pipeline file connects to an existing Dask scheduler."""
-    import dask.bag as db
+def test_batches_workers_and_a_local_cluster_give_the_same_layers(
+    bbr_pipeline, tmp_path: Path
+) -> None:
+    """dk-sample's register (3,164 records) as one batch on one thread, as 4 batches on 2
+    threads, and as 4 batches on a real 2-process LocalCluster."""
+    one = run_pipeline(bbr_pipeline(workers=1, name="one.toml"), tmp_path / "one")
+    many = run_pipeline(bbr_pipeline(batch_rows=1_000, workers=2, name="m.toml"), tmp_path / "m")
+    cluster = run_pipeline(
+        bbr_pipeline(scheduler="local-cluster", batch_rows=1_000, workers=2, name="c.toml"),
+        tmp_path / "c",
+    )
+    assert json.loads((many / "run.json").read_text())["compute"]["batches"] == 4
+    assert_same_layers(one, many)
+    # the same batches on another executor: the very same files
+    for layer in sorted(f.name for f in many.glob("*.parquet")):
+        assert sha256_file(many / layer) == sha256_file(cluster / layer), layer
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_an_existing_scheduler_address_runs_the_batches_in_order() -> None:
     from distributed import LocalCluster
 
     with (
         LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
         ) as c,
-        dask_compute(c.scheduler_address) as compute,
+        executor(c.scheduler_address) as submit,
     ):
-        assert compute(db.from_sequence(range(10), npartitions=2).sum()) == 45
+        got = list(ordered_map(submit, _square, ((i,) for i in range(20)), window=3))
+    assert got == [i * i for i in range(20)]
 
 
-def test_hilbert_order_is_spatially_coherent_and_deterministic() -> None:
-    import numpy as np
-    import shapely
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    from mfa.errors import ConfigError
 
+    with (
+        pytest.raises(ConfigError, match="no Dask scheduler answers"),
+        executor("tcp://127.0.0.1:9"),
+    ):
+        pass
+
+
+def test_batch_order_is_spatially_coherent_and_deterministic() -> None:
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 1000, (400, 2))
-    gdf = gpd.GeoDataFrame(
-        {"building_id": [f"b{i:03d}" for i in range(400)]},
-        geometry=shapely.points(xy),
-        crs="EPSG:25832",
-    )
-    a = hilbert_order(gdf, "building_id")
-    b = hilbert_order(gdf.sample(frac=1, random_state=3), "building_id")
-    assert list(a.building_id) == list(b.building_id)
-    # consecutive rows are close: mean step far below that of a random order
-    steps = np.hypot(*np.diff(np.c_[a.geometry.x, a.geometry.y], axis=0).T)
+    bounds = np.c_[xy, xy]
+    ids = np.array([f"b{i:03d}" for i in range(400)], dtype=object)
+    extent = np.array([0.0, 0.0, 1000.0, 1000.0])
+    a = ids[sorted_by(hilbert_distance(bounds, extent), ids)]
+    shuffled = rng.permutation(400)
+    b = ids[shuffled][sorted_by(hilbert_distance(bounds[shuffled], extent), ids[shuffled])]
+    assert list(a) == list(b)
+    order = sorted_by(hilbert_distance(bounds, extent), ids)
+    steps = np.hypot(*np.diff(xy[order], axis=0).T)
     rand = np.hypot(*np.diff(xy, axis=0).T)
     assert steps.mean() < rand.mean() / 5
 

@@ -227,58 +227,6 @@ def synth(
     out.print(f"{buildings:,} buildings written in {seconds:.1f} s; run: mfa run {pipeline}")
 
 
-@app.command()
-def stream(
-    pipeline: Annotated[Path, typer.Argument(help="pipeline file with a footprint register")],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="folder (default <output.dir>/<name>/stream)"),
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="threads | local-cluster | tcp://host:port (default: [compute])"),
-    ] = None,
-    workers: Annotated[int | None, typer.Option(help="threads or worker processes")] = None,
-) -> None:
-    """Stock of every building with memory flat in N (the streaming engine, for millions).
-
-    Reads the register GeoParquet (footprint polygons and BBR columns) row group by row
-    group and writes buildings.parquet and districts.parquet; a progress bar shows the
-    records done.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    from mfa.engine import estimate_pipeline
-
-    try:
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            "records",
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        ) as bar:
-            task = bar.add_task("stream", total=None)
-            folder, summary = estimate_pipeline(
-                pipeline,
-                output,
-                scheduler,
-                workers,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
-    except MfaError as exc:
-        _fail(exc)
-    out.print(
-        f"{summary['buildings']:,} buildings of {summary['records_read']:,} records in "
-        f"{summary['seconds']:.1f} s ({summary['buildings_per_s']:,} records/s, "
-        f"{summary['workers']} workers, {summary['scheduler']}); total "
-        f"{summary['totals_t']['mass_t']:,.0f} t; wrote {folder}/buildings.parquet, "
-        "districts.parquet"
-    )
-
-
 def _parse_pair(text: str, what: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in text.split(","))

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mfa.buildings.archetypes import ArchetypeRules
-from mfa.buildings.parts import cohort_counts, cohort_statistics
+from mfa.buildings.cohorts import cohort_counts, cohort_statistics
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
 from mfa.core.kernel import Model, check_batch, clean_batch, finish_batch

@@ -17,10 +17,10 @@ __all__ = ["POINTS", "failpoint"]
 
 #: Every point a run passes, in order (each is named where it is placed).
 POINTS = (
-    "buildings:computed",  # sources read, buildings cleaned and refined, nothing staged
-    "write:buildings_canonical.parquet",  # staged layer written to .tmp, not yet renamed
-    "stocks:computed",  # tonnes and percentiles computed on Dask, layer not written
-    "write:buildings.parquet",  # the buildings layer in .tmp, not yet renamed
+    "buildings:staged",  # a batch checked, about to be staged (on a worker thread)
+    "buildings:computed",  # every batch checked and staged, run-wide rules applied
+    "stocks:computed",  # every batch finished, the buildings layer complete in its .tmp
+    "write:buildings.parquet",  # the buildings layer in .tmp, fsynced, not yet renamed
     "write:districts.parquet",
     "write:flows.parquet",
     "qgis:written",  # layers.gpkg, project and styles written in the work folder

@@ -3,12 +3,11 @@ rows arrive (ties broken by a unique key)."""
 
 from __future__ import annotations
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 from geopandas.tools.hilbert_curve import _continuous_to_discrete_coords, _encode
 
-__all__ = ["hilbert_distance", "hilbert_order", "sorted_by"]
+__all__ = ["hilbert_distance", "sorted_by"]
 
 #: Bits per axis of the Hilbert curve (geopandas' default and maximum).
 HILBERT_LEVEL = 16
@@ -43,15 +42,3 @@ def sorted_by(distance: np.ndarray, keys: np.ndarray) -> np.ndarray:
         sub = pd.DataFrame({"h": distance[rows], "k": keys[rows]})
         order[tie] = rows[sub.sort_values(["h", "k"], kind="stable").index.to_numpy()]
     return order
-
-
-def hilbert_order(gdf: gpd.GeoDataFrame, tie_break: str) -> gpd.GeoDataFrame:
-    """Rows sorted along a Hilbert curve (spatially coherent chunks), ties by ``tie_break``."""
-    if gdf.empty:
-        return gdf.reset_index(drop=True)
-    bounds = gdf.geometry.bounds.to_numpy()
-    if not np.isfinite(bounds).all():
-        raise ValueError("Hilbert order needs every geometry present and not empty")
-    distance = hilbert_distance(bounds, gdf.total_bounds)
-    order = sorted_by(distance, gdf[tie_break].to_numpy())
-    return gdf.iloc[order].reset_index(drop=True)

@@ -20,6 +20,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -1021,13 +1022,28 @@ def discard(work_dir: Path) -> None:
             work.parent.rmdir()  # .work/, when no other run is in progress
 
 
-#: The steps after :func:`prepare`, in order; each takes the work folder.
-STEPS: tuple[Callable[[Path], Path | None], ...] = (
-    build_buildings,
-    estimate_stocks,
-    aggregate,
-    forecast_flows,
-    qgis_outputs,
+@dataclass(frozen=True)
+class Step:
+    """A step of a run after :func:`prepare`: a function of the work folder.
+
+    ``name`` is its task name in Prefect; ``transient`` says it may fail on a transient
+    download error (and only then is it retried, by the Prefect task).
+    """
+
+    name: str
+    run: Callable[[Path], Path | None]
+    transient: bool = False
+
+
+#: The steps after :func:`prepare`, in order: the plain runner and the Prefect flow
+#: (``flows/pipeline.py``) are both made from this list.
+STEPS: tuple[Step, ...] = (
+    Step("buildings", build_buildings, transient=True),
+    Step("stocks", estimate_stocks),
+    Step("districts", aggregate),
+    Step("flows", forecast_flows),
+    Step("qgis", qgis_outputs),
+    Step("publish", publish),
 )
 
 
@@ -1049,9 +1065,9 @@ def run_pipeline(
         work = prepare(pipeline_file, output_dir, runner="plain")
         step_name = "prepare"
         try:
-            for step in (*STEPS, publish):
-                step_name = step.__name__
-                result = step(work)
+            for step in STEPS:
+                step_name = step.name
+                result = step.run(work)
             return Path(result)  # publish returns the run folder
         except BaseException as exc:
             record_failure(work, step_name, exc)

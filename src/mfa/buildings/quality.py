@@ -336,10 +336,10 @@ def impute_from_cohort_peers(
     footprint × floors follow. Returns the counts of values refined this way.
 
     ``statistics`` (structure and floors per cohort, from
-    :func:`mfa.buildings.parts.cohort_statistics`) gives run-wide statistics when
+    :func:`mfa.buildings.cohorts.cohort_statistics`) gives run-wide statistics when
     ``buildings`` is only part of the run; by default they come from ``buildings``.
     """
-    from mfa.buildings.parts import cohort_counts, cohort_keys, cohort_statistics, cohort_targets
+    from mfa.buildings.cohorts import cohort_counts, cohort_keys, cohort_statistics, cohort_targets
 
     if statistics is None:
         whole = pd.Series("all", index=buildings.index, dtype="string")

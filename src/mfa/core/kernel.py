@@ -9,7 +9,7 @@ A run passes over its building records twice (see :mod:`mfa.engine`):
    record only; the two that look across records (a repeated register id, a repeated
    footprint) are applied across the whole input with :mod:`mfa.core.keys`, and the
    cohort statistics that fill imputed structures and floor counts are summed over every
-   batch (:func:`mfa.buildings.parts.cohort_counts` are additive).
+   batch (:func:`mfa.buildings.cohorts.cohort_counts` are additive).
 2. :func:`finish_batch` on each checked batch, with those run-wide results: drop the
    repeated footprints, impute from cohort peers, one representative point per building
    (GEOS PointOnSurface) for its district and its grid cell, tonnes per material (floor
@@ -158,7 +158,7 @@ def finish_batch(
     repeated
         Rows whose footprint an earlier row of the input has (left out).
     statistics
-        Run-wide cohort statistics (:func:`mfa.buildings.parts.cohort_statistics`).
+        Run-wide cohort statistics (:func:`mfa.buildings.cohorts.cohort_statistics`).
 
     Returns
     -------

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import shutil
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -45,7 +44,6 @@ __all__ = [
     "FLOWS_TABLE",
     "GPKG",
     "PROJECT",
-    "GeoPackageUpdate",
     "GraduatedStyle",
     "LayerGeometry",
     "ProjectLayer",
@@ -55,7 +53,6 @@ __all__ = [
     "flows_expression",
     "format_value",
     "project_xml",
-    "promotes_to_multi",
     "qml",
     "range_labels",
     "run_styles",
@@ -794,52 +791,15 @@ def _wkb_type(g: LayerGeometry, family: Geometry) -> str:
     return name if np.isin(ids[ids >= 0], (single,)).all() else _WKB_TYPES[family]
 
 
-@dataclass(frozen=True)
-class GeoPackageUpdate:
-    """How to make a run's GeoPackage from an earlier run's instead of writing every building.
-
-    ``previous`` is the GeoPackage of an earlier run of the same pipeline and code;
-    ``removed`` the ``building_id`` of its buildings that are not in the new layer as
-    they were; ``added`` the new layer's buildings that are not in ``previous`` as they
-    are (whole rows); ``bounds`` and ``count`` the extent (x0, y0, x1, y1) and number of
-    rows of the new buildings layer; ``promote_to_multi`` as a full write of the new layer
-    sets it (single and multi parts of one family are all stored as multi, see
-    :func:`promotes_to_multi`). Only valid when the previous and the new layer hold the
-    same geometry types: the declared type of the layer stays the previous one's.
-    """
-
-    previous: Path
-    removed: pd.Series
-    added: gpd.GeoDataFrame
-    bounds: tuple[float, float, float, float]
-    count: int
-    promote_to_multi: bool = False
-
-
-def promotes_to_multi(geometry_types: Sequence[str]) -> bool:
-    """Whether writing a layer with these GeoParquet geometry types (``"Polygon"``,
-    ``"MultiPolygon Z"``, …) to a GeoPackage stores the single parts as multi: pyogrio
-    does so when a layer mixes exactly the single and multi type of one family."""
-    kinds = {t.removesuffix(" Z") for t in geometry_types}
-    return len(kinds) == 2 and any({k, f"Multi{k}"} == kinds for k in kinds)
-
-
 def write_geopackage(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
-    update: GeoPackageUpdate | None = None,
 ) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
     A ``flows`` layer becomes the attribute table ``flows_table`` and a ``flows`` view
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry).
-
-    With ``update``, the buildings come from an earlier GeoPackage: the new file starts
-    as a copy of it, ``update.removed`` are deleted and ``update.added`` appended (so
-    ``layers["buildings"]`` is not written and may hold only some columns); the smaller
-    layers are written anew. The features and attributes are then those of a full write
-    (feature ids differ), at a cost that follows the change.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
@@ -847,49 +807,6 @@ def write_geopackage(
     path.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     first = True
-    if update is not None and "buildings" in layers:
-        shutil.copyfile(update.previous, path)
-        first = False
-        with sqlite3.connect(path) as con:
-            con.execute("CREATE TEMP TABLE removed (building_id TEXT PRIMARY KEY)")
-            con.executemany(
-                "INSERT OR IGNORE INTO removed VALUES (?)",
-                ((i,) for i in update.removed.astype(str)),
-            )
-            con.execute(
-                "DELETE FROM buildings WHERE building_id IN (SELECT building_id FROM removed)"
-            )
-            con.execute("DELETE FROM layer_styles")
-            if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'flows' AND type = 'view'"):
-                con.execute('DROP VIEW IF EXISTS "flows"')  # made again over the new tables
-                con.execute("DELETE FROM gpkg_geometry_columns WHERE table_name = 'flows'")
-                con.execute("DELETE FROM gpkg_contents WHERE table_name = 'flows'")
-        con.close()
-        new = update.added.drop(columns=["bbox"], errors="ignore")
-        if len(new):
-            pyogrio.write_dataframe(
-                new,
-                path,
-                layer="buildings",
-                driver="GPKG",
-                use_arrow=True,
-                append=True,
-                promote_to_multi=update.promote_to_multi,
-            )
-        with sqlite3.connect(path) as con:  # the extent of a full write (deletes keep it)
-            con.execute(
-                "UPDATE gpkg_contents SET min_x = ?, min_y = ?, max_x = ?, max_y = ? "
-                "WHERE table_name = 'buildings'",
-                tuple(float(v) for v in update.bounds),
-            )
-            (n,) = con.execute("SELECT count(*) FROM buildings").fetchone()
-        con.close()
-        if n != update.count:
-            raise ValidationError(
-                f"{path}: {n} buildings after updating {update.previous}, the layer has "
-                f"{update.count}"
-            )
-        rows["buildings"] = update.count
 
     def write(df: pd.DataFrame, name: str) -> None:
         nonlocal first
@@ -1067,15 +984,13 @@ def write_qgis_outputs(
     crs: str,
     title: str,
     years: tuple[int, int] | None = None,
-    update: GeoPackageUpdate | None = None,
     geometries: Mapping[str, LayerGeometry] | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
     ``layers`` maps layer names (``buildings``, ``districts``, ``grid``, ``quality``,
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
-    flows. ``update`` makes the GeoPackage from an earlier run's instead of writing
-    every building (see :func:`write_geopackage`); ``geometries`` describes layers
+    flows. ``geometries`` describes layers
     passed without parsed geometries (see :func:`run_styles`). Returns the files
     written and the rows and style of each layer.
     """
@@ -1083,7 +998,7 @@ def write_qgis_outputs(
     geo = _geometries(layers, geometries)
     styles = run_styles(layers, base_year=years[0] if years else None, geometries=geo)
     texts = {name: qml(style) for name, style in styles.items()}
-    rows = write_geopackage(folder / GPKG, layers, update)
+    rows = write_geopackage(folder / GPKG, layers)
     write_layer_styles(
         folder / GPKG,
         texts,

@@ -1,111 +1,29 @@
-"""Parts of a run for incremental recompute: district split, part digests, cohort statistics.
+"""Cohort statistics: the run-wide values that fill imputed structures and floor counts (pure).
 
-Pure. A *part* is the set of normalised building records whose bounding-box centre lies
-in one district (``_unassigned`` outside every district or without geometry). Everything
-mfa computes per building (geometry repairs, plausibility repairs, raster heights, tonnes,
-building percentiles) depends only on the record itself and on things that are the same
-for the whole run (model tables, settings, the district polygons, the run year, the code)
-— with two exceptions, both handled here:
-
-- duplicate footprints are detected among records with the same geometry, which share a
-  bounding box and so a part;
-- imputation from cohort peers (:func:`mfa.buildings.quality.impute_from_cohort_peers`)
-  uses run-wide statistics: the most frequent observed structure and the median observed
-  floor count per function and construction decade. Their *counts* add up over parts
-  (:func:`cohort_counts`), so the run-wide statistics (:func:`cohort_statistics`) can be
-  formed from the stored counts of unchanged parts and the new counts of changed ones,
-  and their digest (:func:`cohort_digest`) says whether a part's imputed values may
-  have moved.
-
-So a part whose records (:func:`part_digests`), run-wide inputs and cohort statistics are
-unchanged has the same result rows as in the previous run, and can reuse them.
+Where a building's structure or floor count fell back to a per-function default, it
+becomes the most frequent observed structure (the median observed floor count) of the
+buildings with the same function and construction decade in the run
+(:func:`mfa.buildings.quality.impute_from_cohort_peers`). The *counts* behind these
+statistics add up over any split of the buildings (:func:`cohort_counts`), so the engine
+sums them batch by batch and forms the run-wide statistics once
+(:func:`cohort_statistics`).
 """
 
 from __future__ import annotations
 
-import hashlib
-
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
-
-from mfa.buildings.districts import PointLocator
 
 __all__ = [
     "COHORT_COLUMNS",
-    "NO_DISTRICT",
     "cohort_counts",
-    "cohort_digest",
     "cohort_keys",
     "cohort_statistics",
     "cohort_targets",
-    "part_digests",
-    "split_parts",
 ]
 
-#: The part of records outside every district, or without a geometry.
-NO_DISTRICT = "_unassigned"
-
-#: Columns of the cohort count table.
+#: Columns of the cohort count table (``part`` names the group the counts are of).
 COHORT_COLUMNS = ("part", "attribute", "cohort", "structure", "floors", "count")
-
-
-def split_parts(geometry: gpd.GeoSeries, districts: gpd.GeoDataFrame | None) -> pd.Series:
-    """The part (district id) of each record: the district holding its bounding-box centre.
-
-    The bounding box works for invalid and null geometries (before any repair), and equal
-    geometries fall in the same part. Without districts every record is in one part.
-
-    Returns
-    -------
-    pandas.Series
-        String dtype, aligned with ``geometry``; ``_unassigned`` where no district holds
-        the centre or the geometry is null or empty.
-    """
-    if districts is None:
-        return pd.Series(NO_DISTRICT, index=geometry.index, dtype="string")
-    b = shapely.bounds(geometry.values)  # NaN for null and empty geometries
-    x, y = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    known = ~np.isnan(x)
-    where = np.full(len(x), -1, dtype=np.int64)
-    where[known] = PointLocator(districts.geometry.values).locate(x[known], y[known])
-    ids = districts["district_id"].astype("string").to_numpy(dtype=object)
-    part = np.where(where >= 0, ids[np.maximum(where, 0)], NO_DISTRICT)
-    return pd.Series(part, index=geometry.index, dtype="string")
-
-
-def part_digests(records: gpd.GeoDataFrame, part: pd.Series) -> pd.Series:
-    """sha256 per part over its records in order: every column's value and the geometry WKB.
-
-    Per row, two independent 64-bit hashes of the attribute values (pandas' hash with two
-    keys); per part, sha256 over those, the WKB lengths and the WKB bytes, so a change of
-    any value, of the geometry, of the order or of the set of records in a part changes
-    its digest.
-    """
-    attrs = pd.DataFrame(records.drop(columns=records.geometry.name))
-    cols = attrs.assign(_cols="|".join(map(str, attrs.columns)))
-    rows = np.stack(
-        [
-            pd.util.hash_pandas_object(cols, index=False, hash_key=key).to_numpy()
-            for key in ("mfa-part-digest1", "mfa-part-digest2")  # 16 bytes each
-        ],
-        axis=1,
-    )
-    wkb = shapely.to_wkb(records.geometry.values)  # None for a missing geometry
-    wkb[pd.isna(wkb)] = b""
-    lengths = np.fromiter((len(w) for w in wkb), dtype=np.int64, count=len(wkb))
-    codes, names = pd.factorize(part.astype("string").to_numpy(dtype=object), sort=True)
-    order = np.argsort(codes, kind="stable")
-    starts = np.searchsorted(codes[order], np.arange(len(names) + 1))
-    out: dict[str, str] = {}
-    for i, name in enumerate(names):  # one per part
-        rows_i = order[starts[i] : starts[i + 1]]
-        h = hashlib.sha256(rows[rows_i].tobytes())
-        h.update(lengths[rows_i].tobytes())
-        h.update(b"".join(wkb[rows_i]))
-        out[str(name)] = h.hexdigest()
-    return pd.Series(out, dtype="string").sort_index()
 
 
 def cohort_keys(buildings: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -218,12 +136,3 @@ def cohort_targets(
     s = (buildings["structure_source"] == "imputed") & key.isin(structure.index) & known
     f = (buildings["floors_source"] == "imputed") & key.isin(floors.index) & known
     return s.fillna(False).astype(bool), f.fillna(False).astype(bool)
-
-
-def cohort_digest(structure: pd.Series, floors: pd.Series) -> str:
-    """sha256 of the run-wide cohort statistics (changes when any imputed value may move)."""
-    h = hashlib.sha256()
-    for name, s in (("structure", structure), ("floors", floors)):
-        h.update(name.encode())
-        h.update(s.sort_index().astype("string").to_json().encode())
-    return h.hexdigest()
