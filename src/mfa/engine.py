@@ -140,7 +140,8 @@ def _pass1(
     rows.to_parquet(path, compression="lz4", index=False)
     return {
         "rows": len(rows),
-        "keys": keys,
+        # conflated sources were deduplicated per source: rows sharing a footprint stay
+        "keys": keys if register or clean else np.zeros((0, 2), dtype=np.uint64),
         "ids": rows["building_id"].astype(str).to_numpy(object),
         "dropped": pd.concat([empty_dropped(), *dropped], ignore_index=True).astype("string"),
         "repairs_geometry": repairs_geometry,
@@ -209,7 +210,10 @@ def check_buildings(
 
     with executor(scheduler, workers) as submit:
         results = list(ordered_map(submit, _pass1, tasks(), window=2 * n))
-    repeats = later_repeats([r["keys"] for r in results])
+    repeats = [
+        rep if len(r["keys"]) == r["rows"] else np.zeros(r["rows"], dtype=bool)
+        for r, rep in zip(results, later_repeats([r["keys"] for r in results]), strict=True)
+    ]
     dropped = [source.dropped if source.dropped is not None else empty_dropped()]
     repairs = [source.repairs] if source.repairs is not None else []
     counts = []

@@ -109,7 +109,7 @@ def clean_geometries(
         Canonical buildings in a projected CRS (footprints or register points).
     valid_bounds
         (xmin, ymin, xmax, ymax) of the CRS's area of use in CRS units; geometries whose
-        representative point lies outside are rejected. None skips the check.
+        bounding-box centre lies outside are rejected. None skips the check.
     min_footprint_m2
         Footprints smaller than this (m²) are degenerate slivers and rejected.
     dedupe
@@ -160,8 +160,7 @@ def clean_geometries(
             dtype="string",
         )
         repairs.append(rep)
-    out = buildings.copy()
-    out = out.set_geometry(gpd.GeoSeries(fixed, index=out.index, crs=buildings.crs))
+    out = buildings.set_geometry(gpd.GeoSeries(fixed, index=buildings.index, crs=buildings.crs))
     geom = out.geometry.values
     log.drop(
         pd.Series(shapely.is_missing(geom) | shapely.is_empty(geom), index=out.index),
@@ -175,8 +174,8 @@ def clean_geometries(
         + f" m² < {min_footprint_m2} m²",
     )
     if valid_bounds is not None:
-        pts = shapely.point_on_surface(geom)
-        x, y = shapely.get_x(pts), shapely.get_y(pts)
+        box = shapely.bounds(geom)  # the box's centre: a building is far smaller than
+        x, y = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2  # the margin
         xmin, ymin, xmax, ymax = valid_bounds
         outside = ~((x >= xmin) & (x <= xmax) & (y >= ymin) & (y <= ymax))
         log.drop(
@@ -188,7 +187,7 @@ def clean_geometries(
         dup = key[log.keep].duplicated().reindex(out.index, fill_value=False)
         log.drop(dup, DUPLICATE_GEOMETRY)
 
-    out = out.loc[log.keep].copy()
+    out = out.loc[log.keep]
     changed = invalid[log.keep]
     if changed.any():
         new_area = pd.Series(shapely.area(out.geometry.values), index=out.index)
@@ -213,7 +212,7 @@ def check_ranges(
     - register floor area outside [min_gfa_ratio, max_gfa_ratio] × footprint × floors →
       footprint × floors (imputed).
     """
-    b = buildings.copy()
+    b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     ids = b["building_id"]
     out = [_empty_repairs()]
 
@@ -289,7 +288,7 @@ def refine_with_heights(
       floors = height / storey height (rounded, ≥ 1), with the height's source.
     - ``gfa_m2``: where it was footprint × floors, recomputed with the new floors.
     """
-    b = buildings.copy()
+    b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     repairs = [_empty_repairs()]
     if raster_height_m is not None:
         r = raster_height_m.reindex(b.index).astype("Float64")
@@ -345,7 +344,7 @@ def impute_from_cohort_peers(
         whole = pd.Series("all", index=buildings.index, dtype="string")
         statistics = cohort_statistics(cohort_counts(buildings, whole), min_peers)
     structure, floors = statistics
-    b = buildings.copy()
+    b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     key, _ = cohort_keys(b)
     s_todo, f_todo = cohort_targets(b, statistics)
 

@@ -83,12 +83,12 @@ def normalise_bbr(
     Returns
     -------
     buildings
-        Canonical buildings (:data:`mfa.schema.BUILDING_COLUMNS`), sorted by ``building_id``.
+        Canonical buildings (:data:`mfa.schema.BUILDING_COLUMNS`) in input order.
         ``gfa_m2`` is ``byg038`` where positive, else footprint (``byg041``) × floors.
     dropped
         One row per left-out record: ``record_id``, ``stage`` and ``reason``.
     """
-    df = records.copy()
+    df = records.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     ids = df[BBR.ID].astype("string")
     status = _code_str(df[BBR.STATUS])
     use = _code_str(df[BBR.USE])
@@ -197,5 +197,5 @@ def normalise_bbr(
     )
     out = out.astype(BUILDING_COLUMNS)
     buildings = gpd.GeoDataFrame(out, geometry=df.geometry.values, crs=records.crs)
-    buildings = buildings.sort_values("building_id", kind="stable").reset_index(drop=True)
+    buildings = buildings.reset_index(drop=True)
     return buildings, log.table()
