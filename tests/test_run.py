@@ -267,3 +267,36 @@ def test_report_and_failure_report(bbr_pipeline, tmp_path: Path) -> None:
     failure = (tmp_path / "t-bbr" / "last-failure.md").read_text()
     assert "Step **buildings** failed" in failure and str(bad) in failure
     assert "byg038SamletBygningsareal = 'lots'" in failure
+
+
+def test_dk_sample_golden_totals(dk_run: Path) -> None:
+    """The sample's published totals (README): they change only with a deliberate rule
+    or model change, explained where it is made."""
+    m = json.loads((dk_run / "run.json").read_text())
+    assert m["row_counts"] == {
+        "records_read": 3164,
+        "buildings": 2144,
+        "districts": 52,
+        "dropped": 1020,
+    }
+    golden_t = {
+        "mass_t": 478_684.71,
+        "concrete_t": 202_508.13,
+        "brick_t": 249_847.72,
+        "wood_t": 12_017.38,
+        "steel_t": 12_830.85,
+        "glass_t": 750.13,
+        "aluminium_t": 188.64,
+        "copper_t": 73.78,
+        "plastics_t": 468.09,
+    }
+    for k, v in golden_t.items():
+        assert m["totals_t"][k] == pytest.approx(v, abs=0.01), k
+    assert m["total_gfa_m2"] == pytest.approx(387_813.0, abs=0.5)
+    band = m["uncertainty"]["totals_t"]
+    assert (band["mass_t_p05"], band["mass_t_p50"], band["mass_t_p95"]) == pytest.approx(
+        (397_310.152, 568_799.506, 777_452.608), abs=0.01
+    )
+    baseline = m["flows"]["summary"]["baseline"]
+    assert baseline["outflow_t_next_10_years"]["mass"] == pytest.approx(11_994.5, abs=0.05)
+    assert baseline["demolition_rate_per_year"] == pytest.approx(0.002326, abs=1e-6)

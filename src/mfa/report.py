@@ -13,38 +13,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _incremental(inc: dict[str, Any] | None) -> list[str]:
-    """One line on what was recomputed: all districts, or which ones (and why)."""
-    if not inc:
-        return []
-    if inc.get("mode") == "incremental":
-        shown = inc["recomputed"][:20]
-        more = f" and {len(inc['recomputed']) - 20} more" if len(inc["recomputed"]) > 20 else ""
-        names = f": {', '.join(shown)}{more}" if shown else ""
-        lines = [
-            f"Incremental: recomputed {inc['recomputed_count']} of {inc['districts']} "
-            f"districts{names}; reused {inc['reused_count']} from run {inc['previous_run']} "
-            "(records, settings and cohort statistics unchanged)."
-        ]
-        agg = inc.get("aggregates_computed") or {}
-        done = []
-        if agg.get("districts") is not None:
-            done.append(f"{agg['districts']} of {agg['of_districts']} district rows")
-        if agg.get("grid_cells") is not None:
-            done.append(f"{agg['grid_cells']} of {agg['of_grid_cells']} grid cells")
-        for scenario, n in (agg.get("flow_districts_by_scenario") or {}).items():
-            done.append(f"flows of {n} districts ({scenario})")
-        if done:
-            lines.append(
-                "Monte Carlo percentiles recomputed for " + ", ".join(done) + "; the others "
-                "reused (same buildings, same draws)."
-            )
-        return lines
-    n = inc.get("districts")
-    what = f"all {n} districts" if n is not None else "every building"
-    return [f"Full recompute of {what}: {inc.get('reason', '')}."]
-
-
 def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -> str:
     """Markdown report of a published run; ``previous`` is the run it replaces as latest."""
     band = (m.get("uncertainty") or {}).get("totals_t", {})
@@ -68,7 +36,6 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         f"Status **{m['status']}**, {m['started_at']} → {m['finished_at']} ({m['runner']}).",
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, {rc['dropped']:,} "
         f"records left out of {rc['records_read']:,} read; {m['total_gfa_m2']:,.0f} m² floor area.",
-        *_incremental(m.get("incremental")),
         "## Material stock (t)",
         _table(
             ["material", "t", "p05", "p95", "change since previous run"],
