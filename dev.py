@@ -36,7 +36,9 @@ def setup() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs under any python3
         sys.exit(f"mfa needs Python >= 3.11, this is {sys.version.split()[0]}")
     digest = hashlib.sha256(
-        (ROOT / "requirements.lock").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+        b"setup 2: bytecode"
+        + (ROOT / "requirements.lock").read_bytes()
+        + (ROOT / "pyproject.toml").read_bytes()
     ).hexdigest()
     if PY.exists() and STAMP.exists() and STAMP.read_text() == digest:
         return
@@ -51,6 +53,9 @@ def setup() -> None:
         "pip",
         "install",
         "--quiet",
+        # precompiled modules: this environment may set PYTHONDONTWRITEBYTECODE, and then
+        # every command would compile the geo stack from source again (~10 s)
+        "--compile-bytecode",
         "--python",
         PY,
         "-r",

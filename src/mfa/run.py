@@ -40,7 +40,7 @@ from mfa.config import Pipeline, config_digest, load_pipeline
 from mfa.core.kernel import Model
 from mfa.crs import as_crs
 from mfa.dynamics import check_stock_balance
-from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_years
+from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
 from mfa.engine import Source, check_buildings, finish_buildings, read_sums, rules_model
 from mfa.errors import InputDataError, MfaError, PublishError, ValidationError
 from mfa.executor import worker_count
@@ -558,12 +558,10 @@ def forecast_flows(work_dir: Path) -> Path | None:
     dyn = p.dynamics
     materials = _materials(p)
     lifetimes = load_lifetimes(dyn.lifetimes)
-    attrs = pd.read_parquet(
-        work / BUILDINGS,
-        columns=["building_id", "district_id", "archetype_id", "construction_year", "gfa_m2"],
-    )
-    attrs["district_id"] = attrs["district_id"].astype("string").fillna(UNASSIGNED)
-    years, n_imputed = impute_years(attrs)
+    # floor area and buildings per district, archetype and construction year (0: unknown)
+    attrs = read_sums(work / "stage").cohorts.reset_index()
+    attrs["construction_year"] = attrs["construction_year"].astype("Int64").replace(0, pd.NA)
+    years, n_imputed = impute_cohort_years(attrs)
     too_new = years > dyn.base_year
     attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
     archetypes, draws = _intensity_draws(p, materials)
@@ -628,7 +626,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
             "horizon": dyn.horizon,
             "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
             "construction_years_imputed": n_imputed,
-            "construction_years_after_base_year": int(too_new.sum()),
+            "construction_years_after_base_year": int(attrs["building_count"][too_new].sum()),
             "summary": summary,
             "rows": len(flows),
             "seconds": round(time.perf_counter() - t0, 3),

@@ -17,7 +17,7 @@ import pandas as pd
 from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
 
-__all__ = ["ScenarioLevers", "district_flows", "impute_years"]
+__all__ = ["ScenarioLevers", "district_flows", "impute_cohort_years", "impute_years"]
 
 #: Districts whose Monte Carlo tonnes are held in memory at once (block × years ×
 #: materials × draws × 8 bytes: 64 × 16 × 10 × 1,000 × 8 B ≈ 82 MB).
@@ -36,13 +36,56 @@ class ScenarioLevers:
     stock_growth_per_year: float | None = None
 
 
+def _weighted_median(years: np.ndarray, counts: np.ndarray) -> float:
+    """The median of ``years`` each repeated ``counts`` times (the mean of the two middle
+    values for an even total, as :meth:`pandas.Series.median`); NaN when empty."""
+    n = int(counts.sum())
+    if n == 0:
+        return float("nan")
+    order = np.argsort(years, kind="stable")
+    y, upto = years[order], np.cumsum(counts[order])
+    lo = y[np.searchsorted(upto, (n - 1) // 2, side="right")]
+    hi = y[np.searchsorted(upto, n // 2, side="right")]
+    return (float(lo) + float(hi)) / 2
+
+
+def impute_cohort_years(cohorts: pd.DataFrame) -> tuple[pd.Series, int]:
+    """Construction years of cohort rows with gaps filled: the median year of the
+    buildings of the same archetype, else of all buildings (medians over buildings, each
+    row standing for ``building_count`` of them); returns the years and how many
+    buildings got one.
+
+    ``cohorts`` has ``archetype_id``, ``construction_year`` (NA where unknown) and
+    ``building_count`` (additive sums, :class:`mfa.core.sums.Sums`).
+    """
+    year = cohorts["construction_year"].astype("Float64")
+    count = cohorts["building_count"].to_numpy(dtype=np.int64)
+    known = year.notna().to_numpy()
+    y = year.to_numpy(dtype=float, na_value=np.nan)
+    overall = _weighted_median(y[known], count[known])
+    arch = cohorts["archetype_id"].astype(str).to_numpy(object)
+    fill = np.full(len(cohorts), overall)
+    for a in np.unique(arch[~known]):
+        mine = arch == a
+        m = _weighted_median(y[known & mine], count[known & mine])
+        fill[mine] = overall if np.isnan(m) else m
+    filled = np.where(known, y, fill)
+    return pd.Series(np.round(filled), index=cohorts.index).astype("int64"), int(
+        count[~known].sum()
+    )
+
+
 def impute_years(buildings: pd.DataFrame) -> tuple[pd.Series, int]:
     """Construction years with gaps filled by the median year of the same archetype
     (else of all buildings); returns the years and how many were filled."""
-    year = buildings["construction_year"].astype("Float64")
-    by_arch = year.groupby(buildings["archetype_id"]).transform("median")
-    filled = year.fillna(by_arch).fillna(year.median())
-    return filled.round().astype("int64"), int(year.isna().sum())
+    rows = pd.DataFrame(
+        {
+            "archetype_id": buildings["archetype_id"],
+            "construction_year": buildings["construction_year"],
+            "building_count": 1,
+        }
+    )
+    return impute_cohort_years(rows)
 
 
 def district_flows(
