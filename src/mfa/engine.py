@@ -35,18 +35,19 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.cohorts import cohort_counts, cohort_statistics
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
-from mfa.core.kernel import Model, check_batch, clean_batch, finish_batch
+from mfa.core.kernel import Model, Shapes, check_batch, clean_batch, finish_batch
 from mfa.core.keys import hash128, later_repeats
 from mfa.core.sums import Sums
 from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
-from mfa.io.geoparquet import ROW_GROUP_SIZE, layer_table
+from mfa.io.geoparquet import ROW_GROUP_SIZE, geometry_type_names, wkb_layer_table
 from mfa.schema import empty_dropped
 
 __all__ = ["Source", "check_buildings", "finish_buildings", "read_sums"]
@@ -137,7 +138,7 @@ def _pass1(
         raster_h, raster = _raster_heights(rows, heights, footprint_heights)
     rows, repairs, keys = check_batch(rows, raster_h, model)
     failpoint("buildings:staged")
-    rows.to_parquet(path, compression="lz4", index=False)
+    _stage(rows, Shapes.of(rows.geometry.values), path)
     return {
         "rows": len(rows),
         # conflated sources were deduplicated per source: rows sharing a footprint stay
@@ -149,6 +150,39 @@ def _pass1(
         "raster": raster,
         "seconds": time.perf_counter() - t0,
     }
+
+
+#: Columns the first pass stages beside the attributes (see :class:`Shapes`).
+_SHAPE_COLUMNS = ("_x", "_y", "_x0", "_y0", "_x1", "_y1", "_wkb", "_type", "_z")
+
+
+def _stage(rows: gpd.GeoDataFrame, shapes: Shapes, path: str) -> None:
+    """Write a checked batch as an Arrow IPC file: attributes and :class:`Shapes`."""
+    table = pa.Table.from_pandas(pd.DataFrame(rows.drop(columns="geometry")), preserve_index=False)
+    b = shapes.bounds
+    extra = [shapes.x, shapes.y, b[:, 0], b[:, 1], b[:, 2], b[:, 3]]
+    for name, values in zip(_SHAPE_COLUMNS[:6], extra, strict=True):
+        table = table.append_column(name, pa.array(values, pa.float64()))
+    table = table.append_column("_wkb", pa.array(shapes.wkb, pa.binary()))
+    table = table.append_column("_type", pa.array(shapes.type_id, pa.int8()))
+    table = table.append_column("_z", pa.array(shapes.has_z, pa.bool_()))
+    feather.write_feather(table, path, compression="lz4")
+
+
+def _unstage(path: str) -> tuple[pd.DataFrame, Shapes, pa.Array]:
+    """A staged batch: its attributes, its :class:`Shapes` and its WKB as Arrow."""
+    table = feather.read_table(path, memory_map=True)
+    cols = {n: table[n].to_numpy() for n in _SHAPE_COLUMNS if n != "_wkb"}
+    wkb = table["_wkb"].combine_chunks()
+    shapes = Shapes(
+        x=cols["_x"],
+        y=cols["_y"],
+        bounds=np.column_stack([cols["_x0"], cols["_y0"], cols["_x1"], cols["_y1"]]),
+        wkb=np.empty(0, dtype=object),  # kept as Arrow: the layer takes it as it is
+        type_id=cols["_type"].astype(np.int64),
+        has_z=cols["_z"],
+    )
+    return table.drop_columns(list(_SHAPE_COLUMNS)).to_pandas(), shapes, wkb
 
 
 def _raster_heights(rows: gpd.GeoDataFrame, h: HeightSource, read) -> tuple[pd.Series, dict]:
@@ -205,7 +239,7 @@ def check_buildings(
                 source.clean,
                 model,
                 heights,
-                str(folder / f"{k:06d}.parquet"),
+                str(folder / f"{k:06d}.arrow"),
             )
 
     with executor(scheduler, workers) as submit:
@@ -229,7 +263,7 @@ def check_buildings(
             gone = set(r["ids"][rep].tolist())
             later = later[~later["record_id"].isin(gone)]
         repairs.append(later)
-        rows = pd.read_parquet(folder / f"{k:06d}.parquet", columns=_COHORT_COLUMNS)
+        rows = feather.read_table(folder / f"{k:06d}.arrow", columns=_COHORT_COLUMNS).to_pandas()
         rows = rows.loc[~rep]
         counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
         raster = _merged_raster(raster, r["raster"])
@@ -272,13 +306,18 @@ def _statistics(stage: Path) -> tuple[pd.Series, pd.Series]:
     return structure, floors
 
 
-def _pass2(path: str, model: Model, statistics: tuple[pd.Series, pd.Series]) -> tuple:
+def _pass2(path: str, model: Model, statistics: tuple[pd.Series, pd.Series], crs: object) -> tuple:
     """Pass 2 of one batch (runs on a worker): finish it and make its layer table."""
     t0 = time.perf_counter()
-    rows = gpd.read_parquet(path)
-    repeated = np.load(path.removesuffix(".parquet") + ".repeat.npy")
-    buildings, dropped, sums = finish_batch(rows, repeated, statistics, model)
-    table = layer_table(buildings) if len(buildings) else None
+    rows, shapes, wkb = _unstage(path)
+    repeated = np.load(path.removesuffix(".arrow") + ".repeat.npy")
+    buildings, taken, dropped, sums = finish_batch(rows, shapes, repeated, statistics, model)
+    table = None
+    if len(buildings):
+        types = geometry_type_names(shapes.type_id[taken], shapes.has_z[taken])
+        table = wkb_layer_table(
+            buildings, wkb.take(pa.array(taken)), shapes.bounds[taken], types, crs
+        )
     return table, dropped, sums, time.perf_counter() - t0
 
 
@@ -296,14 +335,14 @@ def _geo_union(tables_geo: list[dict]) -> dict:
 
 
 def finish_buildings(
-    model: Model, stage: Path, out: Path, scheduler: str, workers: int | None
+    model: Model, stage: Path, out: Path, crs: object, scheduler: str, workers: int | None
 ) -> dict[str, Any]:
     """Pass 2 over the staged batches: write ``out`` (the buildings layer) in batch order,
     stage the run's sums (``stage/sums/``) and the left-out records
     (``stage/dropped.parquet``). Returns counts and timings."""
     t0 = time.perf_counter()
     statistics = _statistics(stage)
-    paths = sorted(str(p) for p in (stage / CHECKED).glob("*[0-9].parquet"))
+    paths = sorted(str(p) for p in (stage / CHECKED).glob("*.arrow"))
     n = worker_count(workers)
     tmp = out.with_name(out.name + ".tmp")
     writer: pq.ParquetWriter | None = None
@@ -315,7 +354,7 @@ def finish_buildings(
     written, worker_s, write_s = 0, 0.0, 0.0
     try:
         with executor(scheduler, workers) as submit:
-            args = ((p, model, statistics) for p in paths)
+            args = ((p, model, statistics, crs) for p in paths)
             for table, gone, sums, seconds in ordered_map(submit, _pass2, args, window=2 * n):
                 worker_s += seconds
                 tw = time.perf_counter()

@@ -416,7 +416,12 @@ def estimate_stocks(work_dir: Path) -> Path:
     p = _pipeline(work)
     model = _load_model(work)
     done = finish_buildings(
-        model, work / "stage", work / BUILDINGS, p.compute.scheduler, p.compute.workers
+        model,
+        work / "stage",
+        work / BUILDINGS,
+        as_crs(p.crs),
+        p.compute.scheduler,
+        p.compute.workers,
     )
     sums = read_sums(work / "stage")
     if p.sources.districts is not None and done["buildings"]:

@@ -12,9 +12,10 @@ A run passes over its building records twice (see :mod:`mfa.engine`):
    batch (:func:`mfa.buildings.cohorts.cohort_counts` are additive).
 2. :func:`finish_batch` on each checked batch, with those run-wide results: drop the
    repeated footprints, impute from cohort peers, one representative point per building
-   (GEOS PointOnSurface) for its district and its grid cell, tonnes per material (floor
-   area × intensity) with percentiles, and the batch's additive sums
-   (:class:`mfa.core.sums.Sums`) from which every aggregate layer is made.
+   (GEOS PointOnSurface, computed in pass 1 with the other :class:`Shapes`) for its
+   district and its grid cell, tonnes per material (floor area × intensity) with
+   percentiles, and the batch's additive sums (:class:`mfa.core.sums.Sums`) from which
+   every aggregate layer is made. Pass 2 never parses a geometry.
 
 The same functions run for one batch holding a whole municipality and for hundreds of
 batches of a national register; the results are the same (tested).
@@ -45,13 +46,13 @@ from mfa.buildings.quality import (
 from mfa.core.keys import hash128
 from mfa.core.sums import Sums, batch_sums
 from mfa.errors import InputDataError
-from mfa.hilbert import hilbert_distance, sorted_by
+from mfa.hilbert import hilbert_distance
 from mfa.schema import empty_dropped
 from mfa.stocks.aggregate import UNASSIGNED
 from mfa.stocks.grid import grid_index
 from mfa.stocks.mass import material_mass
 
-__all__ = ["Model", "Normaliser", "check_batch", "clean_batch", "finish_batch"]
+__all__ = ["Model", "Normaliser", "Shapes", "check_batch", "clean_batch", "finish_batch"]
 
 #: Source records (a batch) → canonical buildings and the records left out.
 Normaliser = Callable[[gpd.GeoDataFrame], tuple[gpd.GeoDataFrame, pd.DataFrame]]
@@ -143,18 +144,48 @@ def _locator(geoms: np.ndarray) -> PointLocator:
     return _LOCATORS[key]
 
 
+@dataclass(frozen=True)
+class Shapes:
+    """What the second pass needs of a batch's geometries, computed once in the first:
+    the representative point (GEOS PointOnSurface; the point itself for points) of each
+    row, its bounds (x0, y0, x1, y1), ISO WKB, type id and Z flag."""
+
+    x: np.ndarray
+    y: np.ndarray
+    bounds: np.ndarray
+    wkb: np.ndarray
+    type_id: np.ndarray
+    has_z: np.ndarray
+
+    @classmethod
+    def of(cls, geometry: np.ndarray) -> Shapes:
+        geometry = np.asarray(geometry)
+        points = shapely.point_on_surface(geometry)
+        return cls(
+            x=shapely.get_x(points),
+            y=shapely.get_y(points),
+            bounds=shapely.bounds(geometry),
+            wkb=shapely.to_wkb(geometry, flavor="iso"),
+            type_id=shapely.get_type_id(geometry),
+            has_z=shapely.has_z(geometry),
+        )
+
+
 def finish_batch(
-    rows: gpd.GeoDataFrame,
+    rows: pd.DataFrame,
+    shapes: Shapes,
     repeated: np.ndarray,
     statistics: tuple[pd.Series, pd.Series],
     model: Model,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, Sums]:
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, Sums]:
     """Districts, grid cells, tonnes and percentiles of a checked batch, and its sums.
 
     Parameters
     ----------
     rows
-        Output of :func:`check_batch`.
+        Output of :func:`check_batch` without its geometry (attributes only).
+    shapes
+        The rows' :class:`Shapes`.
     repeated
         Rows whose footprint an earlier row of the input has (left out).
     statistics
@@ -163,9 +194,11 @@ def finish_batch(
     Returns
     -------
     buildings
-        The buildings layer's rows, ordered along a Hilbert curve over the CRS's area of
-        use (ties by ``building_id``): canonical columns with ``district_id``,
-        ``mass_t`` and ``<material>_t`` (t), their percentile columns, and the geometry.
+        The buildings layer's attributes: canonical columns with ``district_id``,
+        ``mass_t`` and ``<material>_t`` (t) and their percentile columns, in the layer's
+        order: along a Hilbert curve over the CRS's area of use, ties in input order.
+    rows_taken
+        For each output row, its position in ``rows`` (to take the geometries with).
     dropped
         The repeated footprints, with their reason.
     sums
@@ -173,11 +206,13 @@ def finish_batch(
     """
     log = DropLog(rows["building_id"], "geometry")
     log.drop(pd.Series(repeated, index=rows.index), DUPLICATE_GEOMETRY)
-    rows = rows.loc[log.keep.to_numpy()].reset_index(drop=True)
+    kept = np.flatnonzero(log.keep.to_numpy())
+    if len(kept):
+        distance = hilbert_distance(shapes.bounds[kept], np.asarray(model.valid_bounds))
+        kept = kept[np.argsort(distance, kind="stable")]
+    rows = rows.iloc[kept].reset_index(drop=True)
     rows, peer_counts = impute_from_cohort_peers(rows, statistics=statistics)
-    geometry = rows.geometry.values
-    points = shapely.point_on_surface(geometry)
-    x, y = shapely.get_x(points), shapely.get_y(points)
+    x, y = shapes.x[kept], shapes.y[kept]
     if model.district_ids is not None and model.district_geoms is not None:
         where = _locator(model.district_geoms).locate(x, y) if len(rows) else np.zeros(0, int)
         ids = np.where(where >= 0, model.district_ids[np.maximum(where, 0)], None)
@@ -197,22 +232,6 @@ def finish_batch(
         per_m2 * rows["gfa_m2"].to_numpy(dtype=float)[:, None],
         columns=model.unit_quantiles.columns,
     )
-    attrs = rows.drop(columns=rows.geometry.name)
-    table = pd.concat(
-        [attrs, mass[["mass_t", *mass.columns.drop("mass_t")]].reset_index(drop=True), pct],
-        axis=1,
-    )
-    sums = batch_sums(
-        table,
-        cells,
-        model.archetypes,
-        model.materials,
-        peer_counts,
-        UNASSIGNED,
-    )
-    out = gpd.GeoDataFrame(table, geometry=geometry, crs=rows.crs)
-    if len(out):
-        distance = hilbert_distance(shapely.bounds(geometry), np.asarray(model.valid_bounds))
-        order = sorted_by(distance, out["building_id"].to_numpy())
-        out = out.iloc[order].reset_index(drop=True)
-    return out, log.table(), sums
+    table = pd.concat([rows, mass[["mass_t", *mass.columns.drop("mass_t")]], pct], axis=1)
+    sums = batch_sums(table, cells, model.archetypes, model.materials, peer_counts, UNASSIGNED)
+    return table, kept, log.table(), sums

@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,10 +22,12 @@ from mfa.failpoints import failpoint
 
 __all__ = [
     "check_geoparquet",
+    "geometry_type_names",
     "iter_geoparquet",
     "layer_table",
     "read_geoparquet",
     "read_layer",
+    "wkb_layer_table",
     "write_layer",
 ]
 
@@ -45,6 +48,73 @@ def layer_table(gdf: gpd.GeoDataFrame) -> pa.Table:
     """
     table = _geopandas_to_arrow(gdf, index=False, schema_version="1.1.0", write_covering_bbox=True)
     return table.combine_chunks()
+
+
+#: GeoParquet geometry type names by :func:`shapely.get_type_id`.
+_TYPE_NAMES = {
+    0: "Point",
+    1: "LineString",
+    3: "Polygon",
+    4: "MultiPoint",
+    5: "MultiLineString",
+    6: "MultiPolygon",
+    7: "GeometryCollection",
+}
+
+
+def geometry_type_names(type_ids: np.ndarray, has_z: np.ndarray) -> list[str]:
+    """GeoParquet ``geometry_types`` of geometries with these type ids (-1: none) and Z
+    flags, sorted (as geopandas writes them)."""
+    pairs = {(int(t), bool(z)) for t, z in zip(type_ids, has_z, strict=True) if t >= 0}
+    return sorted(_TYPE_NAMES[t] + (" Z" if z else "") for t, z in pairs)
+
+
+def wkb_layer_table(
+    attrs: pd.DataFrame,
+    wkb: pa.Array,
+    bounds: np.ndarray,
+    geometry_types: list[str],
+    crs: object,
+) -> pa.Table:
+    """The GeoParquet 1.1 table of a layer whose geometries are already WKB (ISO flavour):
+    what :func:`layer_table` makes of the same rows as a GeoDataFrame, without parsing
+    or re-serialising a geometry. ``bounds`` is (n, 4) x0, y0, x1, y1 per row (NaN for a
+    missing geometry); ``crs`` a pyproj CRS."""
+    table = pa.Table.from_pandas(attrs, preserve_index=False)
+    box = pa.StructArray.from_arrays(
+        [pa.array(bounds[:, i], pa.float64()) for i in range(4)],
+        names=["xmin", "ymin", "xmax", "ymax"],
+    )
+    table = table.append_column("geometry", wkb.cast(pa.binary())).append_column("bbox", box)
+    known = np.isfinite(bounds).all(axis=1)
+    extent = (
+        [*bounds[known, :2].min(axis=0).tolist(), *bounds[known, 2:].max(axis=0).tolist()]
+        if known.any()
+        else None
+    )
+    column: dict[str, object] = {
+        "encoding": "WKB",
+        "crs": crs.to_json_dict(),  # type: ignore[attr-defined]
+        "geometry_types": geometry_types,
+    }
+    if extent is not None:
+        column["bbox"] = extent
+    column["covering"] = {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
+    geo = {
+        "primary_column": "geometry",
+        "columns": {"geometry": column},
+        "version": "1.1.0",
+        "creator": {"library": "mfa", "version": _mfa_version()},
+    }
+    meta = dict(table.schema.metadata or {})
+    meta[b"geo"] = json.dumps(geo).encode()
+    return table.replace_schema_metadata(meta).combine_chunks()
+
+
+def _mfa_version() -> str:
+    import mfa
+
+    return mfa.__version__
 
 
 def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
