@@ -116,10 +116,35 @@ def synthetic_city(
     return reg.iloc[order].reset_index(drop=True), districts
 
 
+#: The scenarios of ``pipelines/dk-sample.toml``, so a synthetic city runs the same job.
+SCENARIOS = """
+[[dynamics.scenarios]]
+name = "baseline"
+
+[[dynamics.scenarios]]
+name = "longer-life"
+lifetime_factor = 1.25
+
+[[dynamics.scenarios]]
+name = "new-housing"
+construction_m2_per_year = 5000
+construction_archetype = "RM-C"
+
+[[dynamics.scenarios]]
+name = "growth"
+stock_growth_per_year = 0.005
+"""
+
+
 def write_synthetic_city(
     n: int, seed: int, output: Path, like_file: Path, config_dir: Path
 ) -> Path:
-    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``."""
+    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``.
+
+    The pipeline is the full job of ``pipelines/dk-sample.toml`` (Monte Carlo percentiles,
+    a 100 m grid with rasters, flows under the same scenarios) with config paths made
+    absolute, so ``mfa run`` of it computes what users run on a real register.
+    """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     like = pd.read_parquet(like_file)
@@ -147,7 +172,25 @@ dir = "{cfg / "archetypes"}"
 [intensities]
 table = "{cfg / "intensities" / "rasmi_2024.csv"}"
 region = "OECD_EU15"
+statistic = "p50"
 
+[compute]
+scheduler = "threads"
+partitions = 4
+
+[uncertainty]
+draws = 1000
+seed = 42
+percentiles = [5, 50, 95]
+
+[grid]
+cell_size_m = 100
+
+[dynamics]
+lifetimes = "{cfg / "lifetimes.toml"}"
+base_year = 2020
+horizon = 2035
+{SCENARIOS}
 [output]
 dir = "outputs"
 """
