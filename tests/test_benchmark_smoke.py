@@ -1,9 +1,10 @@
-"""The scale benchmark (benchmarks/): engines against a hand-computed city, the harness.
+"""The scale benchmark (benchmarks/): peers against a hand-computed city, the harness.
 
 The synthetic city of ``mfa synth`` has only rectangles, all inside a district, so the
-rules that it never exercises (holes, a centroid outside its footprint, no district,
-byg038 and byg054 missing or <= 0, excluded and unknown use codes, unmapped wall codes)
-are checked here on a small hand-made city whose results are known.
+stock-only rules of the peers that it never exercises (holes, a representative point away
+from the centroid, no district, byg038 and byg054 missing or <= 0, excluded and unknown
+use codes, unmapped wall codes) are checked here on a small hand-made city whose results
+are known. The harness itself (``mfa run`` beside the peers) runs once at a small size.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ BENCH = ROOT / "benchmarks"
 if str(BENCH) not in sys.path:  # the benchmark's modules are scripts, not a package
     sys.path.insert(0, str(BENCH))
 
+import bench_agree  # noqa: E402
 import lookup  # noqa: E402
-import scale  # noqa: E402
+from bench_child import one  # noqa: E402
 
 X0, Y0 = 600_000.0, 6_150_000.0
-HAS_MFA_ENGINE = importlib.util.find_spec("mfa.engine") is not None
 PEERS = ["geopandas", "duckdb", "sedonadb"]
 
 
@@ -63,8 +64,8 @@ U_SHAPE = Polygon(
         (80, 70),
     ]
 )
-#: An L across the border: its centroid is inside it, in D2, but a point on surface would
-#: be in D1 (the centroid comes first).
+#: An L across the border: its centroid is inside it, in D2, but its point on surface (the
+#: representative point, as in mfa run) is in D1: the centroid is not used.
 L_SHAPE = Polygon([(90, 0), (130, 0), (130, 20), (96, 20), (96, 60), (90, 60)])
 
 #: building id, status, use, wall, byg038, byg054, footprint, district, archetype, gfa_m2
@@ -76,7 +77,7 @@ CASES = [
     ("wall-unknown", "6", "120", "99", 0.0, 0.0, box(60, 60, 70, 70), "D1", "RS-M", 100.0),
     ("donut", "6", "120", "5", 0.0, 1.0, DONUT, "D1", "RS-T", 704.0),
     ("u-shape", "6", "210", "8", 0.0, 2.0, U_SHAPE, "D1", "NR-S", 2 * U_SHAPE.area),
-    ("l-shape", "6", "210", "2", 0.0, 0.0, L_SHAPE, "D2", "NR-M", L_SHAPE.area),
+    ("l-shape", "6", "210", "2", 0.0, 0.0, L_SHAPE, "D1", "NR-M", L_SHAPE.area),
     ("outside", "6", "510", "12", 80.0, 1.0, box(300, 300, 310, 310), None, "RS-S", 80.0),
     ("carport", "6", "920", "1", 30.0, 1.0, box(20, 60, 25, 66), None, None, None),
     ("unknown-use", "6", "000", "1", 30.0, 1.0, box(20, 70, 25, 76), None, None, None),
@@ -133,9 +134,13 @@ def lookups(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_engine(engine: str, city: Path, lookups: Path, out: Path) -> Path:
-    if engine == "mfa" and not HAS_MFA_ENGINE:
-        pytest.skip("mfa.engine is not in this checkout yet (issue 6)")
-    scale.load_engine(engine)(city, lookups, out, CONFIG, "OECD_EU15")
+    """A peer in this process, through the harness's child entry point."""
+    if engine == "sedonadb" and importlib.util.find_spec("sedonadb") is None:
+        pytest.skip("sedonadb is not installed")
+    result = out.with_name(out.name + ".result.json")
+    args = ["--engine", engine, "--city", str(city), "--lookups", str(lookups)]
+    one([*args, "--output", str(out), "--result", str(result)])
+    assert json.loads(result.read_text())["compute_s"] > 0
     return out
 
 
@@ -150,8 +155,8 @@ def test_lookups_use_the_register_code_strings(lookups: Path) -> None:
     assert len(pd.read_parquet(lookups / "intensity.parquet")) == 12
 
 
-@pytest.mark.parametrize("engine", ["mfa", *PEERS])
-def test_engine_on_the_hand_made_city(engine: str, city: Path, lookups: Path, tmp_path) -> None:
+@pytest.mark.parametrize("engine", PEERS)
+def test_peer_on_the_hand_made_city(engine: str, city: Path, lookups: Path, tmp_path) -> None:
     out = run_engine(engine, city, lookups, tmp_path / engine)
     intensity = pd.read_parquet(lookups / "intensity.parquet").set_index("archetype_id")
     materials = lookup.materials_of(lookups)
@@ -195,15 +200,15 @@ def test_the_agreement_check_catches_wrong_outputs(city: Path, lookups: Path, tm
     materials = lookup.materials_of(lookups)
     ids = list(DISTRICTS)
     ref_dir = run_engine("geopandas", city, lookups, tmp_path / "ref")
-    ref = scale.summarise(ref_dir, materials, ids, 25832)
-    assert ref.problems == [] and scale.compare(ref, ref) == []
+    ref = bench_agree.summarise(ref_dir, materials, ids, 25832)
+    assert ref.problems == [] and bench_agree.compare(ref, ref) == []
     assert ref.n_buildings == len(KEPT)
 
     def fresh(name: str) -> Path:
         return run_engine("duckdb", city, lookups, tmp_path / name)
 
     def check(out: Path) -> list[str]:
-        return scale.compare(ref, scale.summarise(out, materials, ids, 25832))
+        return bench_agree.compare(ref, bench_agree.summarise(out, materials, ids, 25832))
 
     assert check(fresh("same")) == []
 
@@ -248,32 +253,67 @@ def test_the_agreement_check_catches_wrong_outputs(city: Path, lookups: Path, tm
     assert any("no CRS" in p for p in check(out))
 
 
+def test_versus_mfa_counts_ids_and_relative_totals(tmp_path) -> None:
+    import pyarrow as pa
+
+    mfa = bench_agree.MfaLayers(
+        pa.array(["a", "b", "c", "d"]), {"gfa_m2": 100.0, "mass_t": 50.0}, []
+    )
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    table = pa.table(
+        {"building_id": ["a", "b", "e"], "gfa_m2": [40.0, 50.0, 20.0], "mass_t": [20.0, 20.0, 15.0]}
+    )
+    pq.write_table(table, peer / "buildings.parquet")
+    v = bench_agree.versus_mfa(mfa, peer)
+    assert (v["n_peer"], v["n_mfa"], v["only_peer"], v["only_mfa"]) == (3, 4, 1, 2)
+    assert v["gfa_m2_rel_diff"] == pytest.approx(0.10)
+    assert v["mass_t_rel_diff"] == pytest.approx(0.10)
+    assert len(v["failures"]) == 1 and "3 buildings against mfa's 4" in v["failures"][0]
+
+
 @pytest.mark.slow
-def test_harness_smoke_all_engines_agree(tmp_path) -> None:
-    """The one command at 50,000 buildings, one repeat: every engine runs and agrees."""
-    if HAS_MFA_ENGINE:
-        engines, reference = ["mfa", *PEERS], "mfa"
-    else:  # until mfa.engine lands, the peers are checked against each other
-        engines, reference = PEERS, "geopandas"
-    cmd = [sys.executable, str(BENCH / "scale.py"), "--sizes", "50000", "--repeats", "1"]
-    cmd += ["--engines", *engines, "--reference", reference, "--workdir", str(tmp_path)]
-    cmd += ["--timeout", "600"]
+def test_harness_smoke_mfa_run_beside_the_peers(tmp_path) -> None:
+    """The one command at 20,000 buildings, one repeat: mfa run, geopandas and duckdb."""
+    engines = ["mfa", "geopandas", "duckdb"]
+    cmd = [sys.executable, str(BENCH / "scale.py"), "--sizes", "20000", "--repeats", "1"]
+    cmd += ["--engines", *engines, "--workdir", str(tmp_path), "--timeout", "600"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "N = 50,000 buildings (seed 1), 1 repeat(s); reference: " + reference in done.stdout
-    assert "buildings/s median" in done.stdout
-    table = done.stdout.split("N = 50,000", 1)[1]
-    for e in engines:
-        line = next(ln for ln in table.splitlines() if ln.startswith(e + " "))
-        assert line.endswith("reference" if e == reference else "agrees"), line
+    out = done.stdout
+    assert "N = 20,000 buildings (seed 1), 1 repeat(s)" in out
+    table = out.split("N = 20,000", 1)[1]
+    lines = {ln.split(" ", 1)[0]: ln for ln in table.splitlines()}
+    assert lines["geopandas"].endswith("reference") and lines["duckdb"].endswith("agrees")
+    assert "mfa steps (s, run.json timings_s): buildings " in out
+    assert "against mfa's buildings.parquet" in out
+    assert "mfa ÷ geopandas script: throughput " in out
+
     (results,) = tmp_path.glob("runs/*/results.json")
-    summary = json.loads(results.read_text())["summary"]
-    assert {r["engine"] for r in summary} == set(engines)
-    for row in summary:
-        assert row["repeats_ok"] == 1 and row["agrees"] is True, row
-        assert row["reference"] == reference
-        assert row["buildings_per_s_median"] > 0 and row["peak_rss_mb_max"] > 50
-    assert (tmp_path / "cities" / "n50000-s1" / "register.parquet").is_file()
+    payload = json.loads(results.read_text())
+    rows = {r["engine"]: r for r in payload["summary"]}
+    assert set(rows) == set(engines)
+    for row in rows.values():
+        assert row["repeats_ok"] == 1, row
+        assert row["wall_s_median"] > 0 and row["buildings_per_s_median"] > 0
+        assert row["peak_rss_mb_max"] > 50
+    mfa = rows["mfa"]
+    assert {"buildings", "stocks", "districts", "flows", "qgis", "publish"} <= set(
+        mfa["timings_s_median"]
+    )
+    assert mfa["row_counts"]["records_read"] == 20_000
+    assert mfa["mfa_over_engine_speed"] == 1.0
+    assert rows["geopandas"]["mfa_over_engine_speed"] > 0
+    assert rows["duckdb"]["agrees"] is True and rows["duckdb"]["reference"] == "geopandas"
+    for peer in ("geopandas", "duckdb"):
+        v = rows[peer]["versus_mfa"]
+        # on the synthetic city the peers keep exactly mfa's buildings; totals differ a little
+        assert v["n_peer"] == v["n_mfa"] == mfa["row_counts"]["buildings"]
+        assert v["only_peer"] == v["only_mfa"] == 0
+        assert abs(v["mass_t_rel_diff"]) < 0.05 and abs(v["gfa_m2_rel_diff"]) < 0.05
+        assert v["failures"] == []
+    assert (tmp_path / "cities" / "n20000-s1" / "pipeline.toml").is_file()
+    assert (tmp_path / "runs").is_dir() and list(tmp_path.glob("runs/*/results.csv"))
 
 
 def test_duckdb_peer_puts_a_missing_crs_back(city: Path, tmp_path) -> None:
@@ -287,7 +327,7 @@ def test_duckdb_peer_puts_a_missing_crs_back(city: Path, tmp_path) -> None:
     pq.write_table(
         table.replace_schema_metadata({**table.schema.metadata, b"geo": json.dumps(geo)}), path
     )
-    assert scale._crs_problem(path, 25832) is not None
+    assert bench_agree.crs_problem(path, 25832) is not None
     _ensure_crs(path, _input_crs(city / "register.parquet"))
-    assert scale._crs_problem(path, 25832) is None
+    assert bench_agree.crs_problem(path, 25832) is None
     assert pq.read_table(path).num_rows == len(DISTRICTS)

@@ -54,7 +54,7 @@ def _ensure_crs(path: Path, crs: dict | str) -> None:
 
 
 def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
-    """Compute the SPEC job in DuckDB; write the two GeoParquet outputs."""
+    """Compute the SPEC's stock-only job in DuckDB; write the two GeoParquet outputs."""
     lookups, output = Path(lookups), Path(output)
     output.mkdir(parents=True, exist_ok=True)
     materials = [
@@ -80,8 +80,7 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
                      ELSE d.default_floors END AS floors,
                 CASE WHEN r.byg038SamletBygningsareal > 0 THEN r.byg038SamletBygningsareal
                      ELSE ST_Area(r.geometry) * floors END AS gfa_m2,
-                r.geometry,
-                ST_Centroid(r.geometry) AS centroid
+                r.geometry
             FROM read_parquet({_sql_str(register)}) r
             JOIN read_parquet({_sql_str(lookups / "use_function.parquet")}) u
                 ON r.byg021BygningensAnvendelse = u.code
@@ -98,8 +97,7 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
                 s.gfa_m2,
                 {mass},
                 s.geometry,
-                CASE WHEN ST_Contains(s.geometry, s.centroid) THEN s.centroid
-                     ELSE ST_PointOnSurface(s.geometry) END AS point
+                ST_PointOnSurface(s.geometry) AS point
             FROM standing s
             JOIN read_parquet({_sql_str(lookups / "intensity.parquet")}) i
                 ON i.archetype_id = s.function || '-' || s.structure

@@ -1,6 +1,8 @@
-"""The script an analyst writes first: geopandas, merges, ``sjoin``, ``groupby``.
+"""The stock-only script an analyst writes: plain vectorised geopandas.
 
-Everything in memory in one process, one GEOS call per step over all buildings.
+Read, filter, merge the lookup tables, footprint area × floors, representative point,
+``sjoin`` to the districts, × intensity, ``groupby`` district, write two GeoParquet files.
+Everything in memory in one process, one vectorised GEOS call per step over all buildings.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ REGISTER_COLUMNS = [
 
 
 def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
-    """Compute the SPEC job with geopandas; write the two GeoParquet outputs."""
+    """Compute the SPEC's stock-only job with geopandas; write the two GeoParquet outputs."""
     lookups, output = Path(lookups), Path(output)
     reg = gpd.read_parquet(register, columns=REGISTER_COLUMNS)
     dist = gpd.read_parquet(districts, columns=["district_id", "geometry"])
@@ -36,11 +38,10 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
     b = reg[reg["status"] == "6"]
     b = b.merge(use, left_on="byg021BygningensAnvendelse", right_on="code", how="inner")
     b = b.drop(columns="code").merge(defaults, on="function", how="left")
-    # 2.-4. footprint area, floors, gross floor area
-    b["footprint_area_m2"] = b.area
+    # 2.-4. footprint area × floors, unless the register has the floor area
     floors = b["byg054AntalEtager"].where(b["byg054AntalEtager"] > 0, b["default_floors"])
     gfa = b["byg038SamletBygningsareal"]
-    b["gfa_m2"] = gfa.where(gfa > 0, b["footprint_area_m2"] * floors)
+    b["gfa_m2"] = gfa.where(gfa > 0, b.area * floors)
     # 5. structure and archetype
     b = b.merge(wall, left_on="byg032YdervaeggensMateriale", right_on="code", how="left")
     b["structure"] = b["structure"].fillna(b["default_structure"])
@@ -51,12 +52,10 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
     for m in materials:
         b[f"{m}_t"] = b["gfa_m2"] * b[m] / 1000
     b["mass_t"] = b[mass_cols].sum(axis=1)
-    # 7. district of the representative point
-    centroids = b.centroid
-    points = centroids.where(centroids.within(b.geometry), b.representative_point())
-    pts = gpd.GeoDataFrame({"building_id": b["id_lokalId"]}, geometry=points, crs=b.crs)
+    # 7. district of the representative point (GEOS PointOnSurface)
+    pts = gpd.GeoDataFrame(geometry=b.representative_point(), crs=b.crs)
     joined = gpd.sjoin(pts, dist, how="left", predicate="within")
-    b["district_id"] = joined["district_id"]
+    b["district_id"] = joined.loc[~joined.index.duplicated(), "district_id"]
 
     buildings = b.rename(columns={"id_lokalId": "building_id"})[
         ["building_id", "district_id", "archetype_id", "gfa_m2", *mass_cols, "mass_t", "geometry"]
@@ -64,6 +63,7 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     buildings.to_parquet(output / "buildings.parquet")
 
+    # 8. district sums (every district, zeros where no building)
     sums = buildings.groupby("district_id").agg(
         n_buildings=("building_id", "size"),
         gfa_m2=("gfa_m2", "sum"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import sedonadb
 
@@ -21,7 +20,7 @@ def _ident(name: str) -> str:
 
 
 def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
-    """Compute the SPEC job in SedonaDB; write the two GeoParquet outputs."""
+    """Compute the SPEC's stock-only job in SedonaDB; write the two GeoParquet outputs."""
     lookups, output = Path(lookups), Path(output)
     output.mkdir(parents=True, exist_ok=True)
     materials = [
@@ -38,9 +37,6 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
     sd.read_parquet(str(districts)).to_view("districts")
     for name in ("use_function", "wall_structure", "function_defaults", "intensity"):
         sd.read_parquet(str(lookups / f"{name}.parquet")).to_view(name)
-    # pa.table reads the Arrow stream: to_pandas() would need the geoarrow package
-    srid_sql = "SELECT ST_SRID(geometry) AS srid FROM districts LIMIT 1"
-    srid = int(pa.table(sd.sql(srid_sql))["srid"][0].as_py())
 
     buildings = sd.sql(
         f"""
@@ -53,8 +49,7 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
                      ELSE ST_Area(r.geometry) * CASE WHEN r."byg054AntalEtager" > 0
                           THEN r."byg054AntalEtager" ELSE d.default_floors END
                 END AS gfa_m2,
-                r.geometry,
-                ST_Centroid(r.geometry) AS centroid
+                r.geometry
             FROM register r
             JOIN use_function u ON r."byg021BygningensAnvendelse" = u.code
             JOIN function_defaults d ON d.function = u.function
@@ -68,14 +63,7 @@ def run(register: Path, districts: Path, lookups: Path, output: Path) -> None:
                 s.gfa_m2,
                 {mass},
                 s.geometry,
-                -- a CASE over geometries loses the geometry type in SedonaDB 0.5
-                -- ("st_contains(geometry, binary): No kernel"): choose on WKB, re-tag
-                -- with the SRID as a literal (a per-row ST_SRID(...) hides the CRS from
-                -- the planner and the join below falls back to a nested loop)
-                ST_SetSRID(ST_GeomFromWKB(
-                    CASE WHEN ST_Contains(s.geometry, s.centroid) THEN ST_AsBinary(s.centroid)
-                         ELSE ST_AsBinary(ST_PointOnSurface(s.geometry)) END
-                ), {srid}) AS point
+                ST_PointOnSurface(s.geometry) AS point
             FROM standing s
             JOIN intensity i ON i.archetype_id = s.function || '-' || s.structure
         )

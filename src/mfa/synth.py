@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-__all__ = ["register_distributions", "synthetic_city"]
+__all__ = ["pipeline_text", "register_distributions", "synthetic_city", "write_synthetic_city"]
 
 #: Lattice cell (m), cells per block side, street width (m).
 CELL_M, BLOCK_CELLS, STREET_M = 30.0, 8, 20.0
@@ -116,20 +116,35 @@ def synthetic_city(
     return reg.iloc[order].reset_index(drop=True), districts
 
 
-def write_synthetic_city(
-    n: int, seed: int, output: Path, like_file: Path, config_dir: Path
-) -> Path:
-    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``."""
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    like = pd.read_parquet(like_file)
-    reg, districts = synthetic_city(n, seed, like)
-    # row groups of 100k: units of parallel work and of bbox filtering for every reader
-    reg.to_parquet(output / "register.parquet", write_covering_bbox=True, row_group_size=100_000)
-    districts.to_parquet(output / "districts.parquet", write_covering_bbox=True)
+#: The scenarios of ``pipelines/dk-sample.toml``, so a synthetic city runs the same job.
+SCENARIOS = """
+[[dynamics.scenarios]]
+name = "baseline"
+
+[[dynamics.scenarios]]
+name = "longer-life"
+lifetime_factor = 1.25
+
+[[dynamics.scenarios]]
+name = "new-housing"
+construction_m2_per_year = 5000
+construction_archetype = "RM-C"
+
+[[dynamics.scenarios]]
+name = "growth"
+stock_growth_per_year = 0.005
+"""
+
+
+def pipeline_text(n: int, seed: int, config_dir: Path) -> str:
+    """The ``pipeline.toml`` of the synthetic city of ``n`` buildings and ``seed``.
+
+    The full job of ``pipelines/dk-sample.toml`` (Monte Carlo percentiles, a 100 m grid with
+    rasters, flows under the same scenarios) with config paths made absolute, so ``mfa run``
+    of it computes what users run on a real register.
+    """
     cfg = Path(config_dir).resolve()
-    (output / "pipeline.toml").write_text(
-        f"""# Synthetic city: {n:,} buildings, seed {seed} (mfa synth). Not real data.
+    return f"""# Synthetic city: {n:,} buildings, seed {seed} (mfa synth). Not real data.
 name = "synth-{n}-{seed}"
 crs = "EPSG:25832"
 
@@ -147,9 +162,43 @@ dir = "{cfg / "archetypes"}"
 [intensities]
 table = "{cfg / "intensities" / "rasmi_2024.csv"}"
 region = "OECD_EU15"
+statistic = "p50"
 
+[compute]
+scheduler = "threads"
+partitions = 4
+
+[uncertainty]
+draws = 1000
+seed = 42
+percentiles = [5, 50, 95]
+
+[grid]
+cell_size_m = 100
+
+[dynamics]
+lifetimes = "{cfg / "lifetimes.toml"}"
+base_year = 2020
+horizon = 2035
+{SCENARIOS}
 [output]
 dir = "outputs"
 """
-    )
+
+
+def write_synthetic_city(
+    n: int, seed: int, output: Path, like_file: Path, config_dir: Path
+) -> Path:
+    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``.
+
+    The pipeline is :func:`pipeline_text`.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    like = pd.read_parquet(like_file)
+    reg, districts = synthetic_city(n, seed, like)
+    # row groups of 100k: units of parallel work and of bbox filtering for every reader
+    reg.to_parquet(output / "register.parquet", write_covering_bbox=True, row_group_size=100_000)
+    districts.to_parquet(output / "districts.parquet", write_covering_bbox=True)
+    (output / "pipeline.toml").write_text(pipeline_text(n, seed, config_dir))
     return output / "pipeline.toml"
