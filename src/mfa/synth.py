@@ -166,7 +166,7 @@ statistic = "p50"
 
 [compute]
 scheduler = "threads"
-partitions = 4
+batch_rows = 100000
 
 [uncertainty]
 draws = 1000
