@@ -136,3 +136,29 @@ def test_gc_paused_nests_and_restores_the_collector() -> None:
     finally:
         gc.enable()
     assert step.__name__ == "step"  # run records name the failing step by it
+
+
+@pytest.mark.slow
+def test_repeated_ids_and_footprints_are_found_across_batches(bbr_pipeline, tmp_path: Path) -> None:
+    """Copies at the end of the register repeat records of the first batches: the copies
+    are left out with the same reasons whether the register is one batch or four."""
+    from tests.conftest import SAMPLE
+
+    reg = gpd.read_parquet(SAMPLE / "bbr_bygning_2020.parquet")
+    standing = reg[(reg["status"] == "6") & reg["byg021BygningensAnvendelse"].isin(["120", "130"])]
+    same_place = standing.iloc[[3, 40]].assign(id_lokalId=["copy-a", "copy-b"])
+    same_id = standing.iloc[[7]].assign(geometry=standing.iloc[[7]].geometry.translate(5, 5))
+    path = tmp_path / "register.parquet"
+    pd.concat([reg, same_place, same_id], ignore_index=True).to_parquet(path)
+    one = run_pipeline(bbr_pipeline(register=path, name="one.toml"), tmp_path / "one")
+    many = run_pipeline(
+        bbr_pipeline(register=path, batch_rows=1_000, name="many.toml"), tmp_path / "many"
+    )
+    assert_same_layers(one, many)
+    dropped = pd.read_csv(many / "dropped.csv", dtype=str).set_index("record_id")
+    assert dropped.loc[["copy-a", "copy-b"], "reason"].str.startswith("duplicate geometry").all()
+    repeated = dropped.loc[[standing.iloc[7]["id_lokalId"]], "reason"]
+    assert repeated.str.startswith("duplicate id_lokalId").any()
+    built = pd.read_parquet(many / "buildings.parquet", columns=["building_id"])["building_id"]
+    assert not built.isin(["copy-a", "copy-b"]).any()
+    assert (built == standing.iloc[7]["id_lokalId"]).sum() == 1

@@ -37,13 +37,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
+import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.cohorts import cohort_counts, cohort_statistics
+from mfa.buildings.quality import geometry_keys
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
 from mfa.core.kernel import Model, Shapes, check_batch, clean_batch, finish_batch
-from mfa.core.keys import hash128, later_repeats
+from mfa.core.keys import hash128, later_repeats, repeated_in_groups
 from mfa.core.sums import Sums
 from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
@@ -136,13 +138,14 @@ def _pass1(
         from mfa.io.rasters import footprint_heights
 
         raster_h, raster = _raster_heights(rows, heights, footprint_heights)
-    rows, repairs, keys = check_batch(rows, raster_h, model)
+    rows, repairs = check_batch(rows, raster_h, model)
+    shapes = Shapes.of(rows.geometry.values)
     failpoint("buildings:staged")
-    _stage(rows, Shapes.of(rows.geometry.values), path)
+    _stage(rows, shapes, path)
     return {
         "rows": len(rows),
         # conflated sources were deduplicated per source: rows sharing a footprint stay
-        "keys": keys if register or clean else np.zeros((0, 2), dtype=np.uint64),
+        "keys": shapes.box_keys() if register or clean else np.zeros((0, 2), dtype=np.uint64),
         "ids": rows["building_id"].astype(str).to_numpy(object),
         "dropped": pd.concat([empty_dropped(), *dropped], ignore_index=True).astype("string"),
         "repairs_geometry": repairs_geometry,
@@ -181,8 +184,35 @@ def _unstage(path: str) -> tuple[pd.DataFrame, Shapes, pa.Array]:
         wkb=np.empty(0, dtype=object),  # kept as Arrow: the layer takes it as it is
         type_id=cols["_type"].astype(np.int64),
         has_z=cols["_z"],
+        n_coords=np.zeros(0, dtype=np.int64),  # pass 1 used them for the box keys
     )
     return table.drop_columns(list(_SHAPE_COLUMNS)).to_pandas(), shapes, wkb
+
+
+def _repeated_footprints(results: list[dict[str, Any]], folder: Path) -> list[np.ndarray]:
+    """Per batch, the rows whose footprint an earlier row of the input has.
+
+    Rows whose box key (:func:`mfa.core.keys.box_keys`) no other row shares cannot repeat
+    a footprint; for the few that share one, the exact key
+    (:func:`mfa.buildings.quality.geometry_keys`) is made from the staged WKB and the
+    first row in input order of each shape is kept.
+    """
+    shared = repeated_in_groups([r["keys"] for r in results])
+    exact = []
+    for k, mask in enumerate(shared):
+        rows = np.flatnonzero(mask)
+        if len(rows) == 0:
+            exact.append(np.zeros((0, 2), dtype=np.uint64))
+            continue
+        wkb = feather.read_table(folder / f"{k:06d}.arrow", columns=["_wkb"])["_wkb"]
+        geoms = shapely.from_wkb(wkb.take(pa.array(rows)).to_numpy(zero_copy_only=False))
+        exact.append(hash128(geometry_keys(geoms)))
+    repeats = []
+    for r, mask, rep in zip(results, shared, later_repeats(exact), strict=True):
+        out = np.zeros(r["rows"], dtype=bool)
+        out[np.flatnonzero(mask)] = rep
+        repeats.append(out)
+    return repeats
 
 
 def _raster_heights(rows: gpd.GeoDataFrame, h: HeightSource, read) -> tuple[pd.Series, dict]:
@@ -244,10 +274,7 @@ def check_buildings(
 
     with executor(scheduler, workers) as submit:
         results = list(ordered_map(submit, _pass1, tasks(), window=2 * n))
-    repeats = [
-        rep if len(r["keys"]) == r["rows"] else np.zeros(r["rows"], dtype=bool)
-        for r, rep in zip(results, later_repeats([r["keys"] for r in results]), strict=True)
-    ]
+    repeats = _repeated_footprints(results, folder)
     dropped = [source.dropped if source.dropped is not None else empty_dropped()]
     repairs = [source.repairs] if source.repairs is not None else []
     counts = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from mfa.buildings.quality import Limits
@@ -64,9 +65,15 @@ class ArchetypeRules:
 
 
 def map_codes(codes: pd.Series, mapping: pd.Series) -> pd.Series:
-    """Map codes (as strings, stripped) through ``mapping``; unknown or missing codes give <NA>."""
-    key = codes.astype("string").str.strip()
-    return key.map(mapping).astype("string")
+    """Map codes (as strings, stripped) through ``mapping``; unknown or missing codes give <NA>.
+
+    Works on the distinct codes (a register has a few hundred among millions of rows).
+    """
+    index, uniques = pd.factorize(codes, use_na_sentinel=True)
+    key = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    mapped = key.map(mapping).astype("string").to_numpy(dtype=object, na_value=None)
+    out = np.append(mapped, None)[index]  # -1 (missing) takes the appended None
+    return pd.Series(pd.array(out, dtype="string"), index=codes.index)
 
 
 def impute_by_function(

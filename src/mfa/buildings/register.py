@@ -7,6 +7,7 @@ table of dropped records (with reasons) out. Reading files is :mod:`mfa.io.regis
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 
 from mfa.buildings._dropped import DropLog
@@ -40,9 +41,14 @@ BBR_NUMERIC = (BBR.YEAR, BBR.GFA, BBR.FOOTPRINT, BBR.FLOORS)
 
 
 def _code_str(s: pd.Series) -> pd.Series:
-    """Codes as clean strings: '6', '120' (also from floats like 120.0)."""
-    s = s.astype("string").str.strip()
-    return s.str.replace(r"\.0$", "", regex=True)
+    """Codes as clean strings: '6', '120' (also from floats like 120.0).
+
+    Works on the distinct values (few codes among many records)."""
+    index, uniques = pd.factorize(s, use_na_sentinel=True)
+    clean = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    clean = clean.str.replace(r"\.0$", "", regex=True).to_numpy(dtype=object, na_value=None)
+    out = np.append(clean, None)[index]
+    return pd.Series(pd.array(out, dtype="string"), index=s.index)
 
 
 def standing_with_id(records: pd.DataFrame, existing_status: list[str]) -> pd.Series:

@@ -39,11 +39,10 @@ from mfa.buildings.quality import (
     DUPLICATE_GEOMETRY,
     check_ranges,
     clean_geometries,
-    geometry_keys,
     impute_from_cohort_peers,
     refine_with_heights,
 )
-from mfa.core.keys import hash128
+from mfa.core.keys import box_keys
 from mfa.core.sums import Sums, batch_sums
 from mfa.errors import InputDataError
 from mfa.hilbert import hilbert_distance
@@ -117,18 +116,16 @@ def clean_batch(
 
 def check_batch(
     rows: gpd.GeoDataFrame, raster_height_m: pd.Series | None, model: Model
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, np.ndarray]:
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Plausibility limits, raster heights and floors from heights.
 
     ``raster_height_m`` (aligned with ``rows``; None without a height raster) is read by
-    the caller. Returns the rows, their repairs and each row's footprint key
-    (:func:`mfa.core.keys.hash128` of :func:`mfa.buildings.quality.geometry_keys`).
+    the caller. Returns the rows and their repairs.
     """
     limits = model.rules.limits
     rows, repairs_range = check_ranges(rows, limits, model.run_year, model.rules.floors_by_function)
     rows, repairs_height = refine_with_heights(rows, raster_height_m, model.storey_height_m, limits)
-    keys = hash128(geometry_keys(rows.geometry.values))
-    return rows, pd.concat([repairs_range, repairs_height], ignore_index=True), keys
+    return rows, pd.concat([repairs_range, repairs_height], ignore_index=True)
 
 
 _LOCATORS: dict[str, PointLocator] = {}
@@ -156,6 +153,7 @@ class Shapes:
     wkb: np.ndarray
     type_id: np.ndarray
     has_z: np.ndarray
+    n_coords: np.ndarray
 
     @classmethod
     def of(cls, geometry: np.ndarray) -> Shapes:
@@ -168,7 +166,12 @@ class Shapes:
             wkb=shapely.to_wkb(geometry, flavor="iso"),
             type_id=shapely.get_type_id(geometry),
             has_z=shapely.has_z(geometry),
+            n_coords=shapely.get_num_coordinates(geometry),
         )
+
+    def box_keys(self) -> np.ndarray:
+        """:func:`mfa.core.keys.box_keys` of the rows."""
+        return box_keys(self.bounds, self.type_id, self.n_coords)
 
 
 def finish_batch(

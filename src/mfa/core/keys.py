@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["hash128", "later_repeats"]
+__all__ = ["box_keys", "hash128", "later_repeats", "repeated_in_groups"]
 
 _KEYS = ("mfa-key-hash-0001", "mfa-key-hash-0002")
 
@@ -50,3 +50,40 @@ def later_repeats(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     repeat = np.ones(len(packed), dtype=bool)
     repeat[first] = False
     return np.split(repeat, np.cumsum(sizes)[:-1])
+
+
+def box_keys(bounds: np.ndarray, type_id: np.ndarray, n_coords: np.ndarray) -> np.ndarray:
+    """128-bit hashes of (bounds, geometry type, number of coordinates) per geometry.
+
+    Two geometries that are the same shape have the same box key (normalising a shape
+    reorders its vertices, never changes them), so only geometries whose box key repeats
+    need the exact, costlier comparison.
+    """
+    frame = pd.DataFrame(
+        {
+            "x0": bounds[:, 0],
+            "y0": bounds[:, 1],
+            "x1": bounds[:, 2],
+            "y1": bounds[:, 3],
+            "type": np.asarray(type_id, dtype=np.int64),
+            "n": np.asarray(n_coords, dtype=np.int64),
+        }
+    )
+    if len(frame) == 0:
+        return np.zeros((0, 2), dtype=np.uint64)
+    return np.stack(
+        [pd.util.hash_pandas_object(frame, index=False, hash_key=k[:16]).to_numpy() for k in _KEYS],
+        axis=1,
+    )
+
+
+def repeated_in_groups(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Per batch, which rows share their key with another row anywhere in the input."""
+    sizes = [len(b) for b in keys]
+    if sum(sizes) == 0:
+        return [np.zeros(n, dtype=bool) for n in sizes]
+    packed = np.ascontiguousarray(np.concatenate([b for b in keys if len(b)]))
+    packed = packed.view(np.dtype((np.void, 16))).ravel()
+    _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    shared = counts[inverse.ravel()] > 1
+    return np.split(shared, np.cumsum(sizes)[:-1])
