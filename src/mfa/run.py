@@ -35,9 +35,10 @@ import mfa
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.conflate import conflate
 from mfa.buildings.quality import area_of_use_bounds, clean_geometries
-from mfa.buildings.report import provenance_shares, quality_layer
+from mfa.buildings.report import provenance_counts, quality_layer, shares_from_counts
 from mfa.config import Pipeline, config_digest, load_pipeline
 from mfa.core.kernel import Model
+from mfa.core.keys import hash128, later_repeats
 from mfa.crs import as_crs
 from mfa.dynamics import check_stock_balance
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
@@ -62,8 +63,7 @@ from mfa.io.tables import (
 )
 from mfa.parallel import without_cyclic_gc
 from mfa.report import failure_markdown, report_markdown
-from mfa.schema import check_buildings as check_building_schema
-from mfa.schema import check_mass_balance, material_columns
+from mfa.schema import check_building_rows, material_columns
 from mfa.stocks.aggregate import UNASSIGNED, district_layer
 from mfa.stocks.grid import grid_array, grid_layer
 from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
@@ -678,29 +678,77 @@ def _versions() -> dict[str, str]:
     return out
 
 
+@dataclass
+class _LayerCheck:
+    """What checking the buildings layer row group by row group found."""
+
+    rows: int
+    totals: dict[str, float]
+    provenance: dict[str, dict[str, int]]
+    quality: pd.DataFrame  # provenance counts, one row (mfa.buildings.report)
+
+
+def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _LayerCheck:
+    """Check the buildings layer as written, one row group at a time (memory bounded by
+    the row group): schema and values of every row, tonnes and their sum, percentiles,
+    a geometry per row (covering bbox), ids unique across the layer; sum what the
+    manifest reports."""
+    where = str(path)
+    tonnes = ["mass_t", *material_columns(materials)]
+    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
+    source = pq.ParquetFile(path)
+    names = [c for c in source.schema_arrow.names if c != "geometry"]
+    totals = dict.fromkeys(["gfa_m2", *tonnes], 0.0)
+    keys, counts, prov, n = [], [], [], 0
+    for i in range(source.num_row_groups):
+        table = source.read_row_group(i, columns=names)
+        box = table["bbox"].combine_chunks()
+        if not np.isfinite(box.field("xmin").to_numpy(zero_copy_only=False)).all():
+            raise ValidationError(f"{where}: some buildings have no geometry; drop them")
+        df = table.drop_columns(["bbox"]).to_pandas()
+        check_building_rows(df, where)
+        if df[tonnes].isna().any().any():
+            raise ValidationError(f"{where}: material tonnes have missing values")
+        mass = df[material_columns(materials)].sum(axis=1).to_numpy()
+        if not (abs(mass - df["mass_t"].to_numpy()) <= 1e-9 * abs(mass).clip(min=1)).all():
+            raise ValidationError(f"{where}: mass_t is not the sum of the materials")
+        _check_percentiles(df, ["mass", *materials], q, where)
+        for c in totals:
+            totals[c] += float(df[c].to_numpy(dtype=float).sum())
+        keys.append(hash128(df["building_id"].astype(str).to_numpy(object)))
+        counts.append(provenance_counts(df))
+        cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
+        prov.append(pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]))
+        n += len(df)
+    for i, rep in enumerate(later_repeats(keys)):
+        if rep.any():
+            table = source.read_row_group(i, columns=["building_id"])
+            first = table["building_id"][int(np.argmax(rep))].as_py()
+            raise ValidationError(f"{where}: building_id {first!r} occurs more than once")
+    quality = pd.concat(counts).sum().to_frame().T if counts else provenance_counts(df)
+    by_value = pd.concat(prov).groupby(level=[0, 1]).sum() if prov else pd.Series(dtype=int)
+    provenance: dict[str, dict[str, int]] = {}
+    for (col, value), count in by_value.sort_index().items():
+        provenance.setdefault(str(col), {})[str(value)] = int(count)
+    return _LayerCheck(n, totals, provenance, quality)
+
+
 def _checks(
     work: Path, p: Pipeline, materials: list[str], reports_districts: dict[str, Any]
-) -> tuple[dict[str, Any], gpd.GeoDataFrame]:
-    """Check every layer of the work folder; returns the checks and the buildings read."""
-    buildings = read_layer(work / BUILDINGS)
+) -> tuple[dict[str, Any], _LayerCheck]:
+    """Check every layer of the work folder; returns the checks and the buildings' sums."""
     layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
-    base = buildings.drop(columns=["mass_t", *material_columns(materials)])
-    check_building_schema(base, str(work / BUILDINGS), as_crs(p.crs))
+    found = _check_buildings_layer(work / BUILDINGS, p, materials)
     cols = ["mass_t", *material_columns(materials)]
-    if buildings[cols].isna().any().any():
-        raise ValidationError(f"{work / BUILDINGS}: material tonnes have missing values")
-    mass = buildings[material_columns(materials)].sum(axis=1).to_numpy()
-    if not ((abs(mass - buildings["mass_t"].to_numpy())) <= 1e-9 * abs(mass).clip(min=1)).all():
-        raise ValidationError(f"{work / BUILDINGS}: mass_t is not the sum of the materials")
     checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
     q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
-    _check_percentiles(buildings, ["mass", *materials], q, str(work / BUILDINGS))
+    totals = found.totals
     if (work / DISTRICTS).exists():
         districts = read_layer(work / DISTRICTS)
         layers[DISTRICTS] = check_geoparquet(work / DISTRICTS, p.crs)
         _check_percentiles(districts, ["mass", *materials], q, str(work / DISTRICTS))
-        totals = check_mass_balance(buildings, districts, ["gfa_m2", *cols], rtol=1e-9)
-        if int(districts["building_count"].sum()) != len(buildings):
+        _balance(totals, districts, ["gfa_m2", *cols], "districts")
+        if int(districts["building_count"].sum()) != found.rows:
             raise ValidationError("districts: building_count does not add up to the buildings")
         checks["mass_balance"] = {
             "status": "passed",
@@ -708,14 +756,12 @@ def _checks(
             "draw_by_draw_max_rel_error": reports_districts.get("draw_conservation_max_rel_error"),
         }
         layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
-    else:
-        totals = {c: float(buildings[c].sum()) for c in ["gfa_m2", *cols]}
     if (work / GRID).exists():
         grid = read_layer(work / GRID)
         layers[GRID] = check_geoparquet(work / GRID, p.crs)
         _check_percentiles(grid, ["mass", *materials], q, str(work / GRID))
-        check_mass_balance(buildings, grid, ["gfa_m2", *cols], rtol=1e-9)
-        if int(grid["building_count"].sum()) != len(buildings):
+        _balance(totals, grid, ["gfa_m2", *cols], "grid cells")
+        if int(grid["building_count"].sum()) != found.rows:
             raise ValidationError("grid: building_count does not add up to the buildings")
         checks["grid_mass_balance"] = {
             "status": "passed",
@@ -744,7 +790,18 @@ def _checks(
     missing = [f for f in (PROJECT, *(f"{n}.qml" for n in expected)) if not (work / f).is_file()]
     if missing:
         raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
-    return checks, buildings
+    return checks, found
+
+
+def _balance(totals: dict[str, float], groups: pd.DataFrame, columns: list[str], what: str) -> None:
+    """Every group sum equals the buildings' sum (rtol 1e-9)."""
+    for col in columns:
+        b, g = totals[col], float(groups[col].to_numpy(dtype=float).sum())
+        if not np.isclose(b, g, rtol=1e-9, atol=0.0):
+            raise ValidationError(
+                f"mass balance: {col} sums to {b!r} over buildings but {g!r} over {what}; "
+                "a building is counted twice or not at all: check the district assignment"
+            )
 
 
 def _check_flows(flows: pd.DataFrame, p: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
@@ -787,18 +844,10 @@ def _check_percentiles(df: pd.DataFrame, names: list[str], q: list[str], where: 
             raise ValidationError(f"{where}: {name} percentiles are not increasing")
 
 
-def _provenance(buildings: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Buildings per value of each provenance column (``*_source``, ``match_method``)."""
-    return {
-        col: {str(k): int(v) for k, v in buildings[col].value_counts().sort_index().items()}
-        for col in buildings.columns
-        if col.endswith("_source") or col == "match_method"
-    }
-
-
-def _quality_summary(buildings: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Run-level shares observed / imputed / missing per attribute."""
-    shares = provenance_shares(buildings).iloc[0]
+def _quality_summary(counts: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Run-level shares observed / imputed / missing per attribute (from the one row of
+    provenance counts)."""
+    shares = shares_from_counts(counts).iloc[0]
     out: dict[str, dict[str, float]] = {}
     for col, value in shares.drop("building_count").items():
         if str(col).startswith("match_"):
@@ -821,13 +870,13 @@ def publish(work_dir: Path) -> Path:
     p = load_pipeline(ctx["pipeline_file"])
     materials = _materials(p)
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
-    checks, buildings = _checks(work, p, materials, reports.get("districts", {}))
+    checks, found = _checks(work, p, materials, reports.get("districts", {}))
     dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
     b0 = reports.get("buildings", {})
-    accounted = len(buildings) + len(dropped)
+    accounted = found.rows + len(dropped)
     if b0.get("matches") is None and b0.get("records_read") not in (None, accounted):
         raise ValidationError(
-            f"{b0['records_read']} records read but {len(buildings)} buildings and "
+            f"{b0['records_read']} records read but {found.rows} buildings and "
             f"{len(dropped)} left out: every record must be in one of them"
         )
     dropped.to_csv(work / DROPPED, index=False)
@@ -864,10 +913,10 @@ def publish(work_dir: Path) -> Path:
             "districts": int(checks["layers"].get(DISTRICTS, {}).get("rows", 0)),
             "dropped": len(dropped),
         },
-        "provenance": _provenance(buildings),
+        "provenance": found.provenance,
         "quality": {
             attr: {k.removeprefix(f"{attr}_"): round(float(v), 4) for k, v in row.items()}
-            for attr, row in _quality_summary(buildings).items()
+            for attr, row in _quality_summary(found.quality).items()
         },
         "totals_t": {k: v for k, v in checks["totals"].items() if k != "gfa_m2"},
         "total_gfa_m2": checks["totals"]["gfa_m2"],

@@ -20,6 +20,7 @@ __all__ = [
     "FUNCTIONS",
     "SOURCE_VALUES",
     "STRUCTURES",
+    "check_building_rows",
     "check_buildings",
     "check_mass_balance",
     "empty_dropped",
@@ -86,44 +87,50 @@ def check_buildings(gdf: gpd.GeoDataFrame, where: str, crs: object | None = None
     ValidationError
         Naming the layer (``where``), the column and the first offending building.
     """
-    missing = [c for c in BUILDING_COLUMNS if c not in gdf.columns]
-    if missing:
-        _fail(where, f"missing columns {missing}", "normalise the source with mfa.buildings")
-    for col, dtype in BUILDING_COLUMNS.items():
-        if str(gdf[col].dtype) != dtype:
-            _fail(where, f"column {col} has dtype {gdf[col].dtype}, expected {dtype}", "cast it")
+    check_building_rows(pd.DataFrame(gdf.drop(columns=gdf.geometry.name)), where)
     if crs is not None and (gdf.crs is None or not gdf.crs.equals(crs)):
         _fail(where, f"CRS is {gdf.crs}, expected {crs}", "reproject with to_crs()")
     ids = gdf["building_id"]
-    if ids.isna().any():
-        _fail(where, "building_id has missing values", "every building needs an id")
     dup = ids[ids.duplicated()]
     if len(dup):
         _fail(where, f"building_id {dup.iloc[0]!r} occurs more than once", "deduplicate")
-    gfa = gdf["gfa_m2"].to_numpy(dtype=float)
+    if gdf.geometry.isna().any() or gdf.geometry.is_empty.any():
+        _fail(where, "some buildings have no geometry", "drop them with a reason")
+
+
+def check_building_rows(df: pd.DataFrame, where: str) -> None:
+    """The row-wise part of :func:`check_buildings` (no geometry, no cross-row rule), for
+    one batch of a layer checked batch by batch."""
+    missing = [c for c in BUILDING_COLUMNS if c not in df.columns]
+    if missing:
+        _fail(where, f"missing columns {missing}", "normalise the source with mfa.buildings")
+    for col, dtype in BUILDING_COLUMNS.items():
+        if str(df[col].dtype) != dtype:
+            _fail(where, f"column {col} has dtype {df[col].dtype}, expected {dtype}", "cast it")
+    if df["building_id"].isna().any():
+        _fail(where, "building_id has missing values", "every building needs an id")
+    gfa = df["gfa_m2"].to_numpy(dtype=float)
     bad = ~np.isfinite(gfa) | (gfa <= 0)
     if bad.any():
-        first = gdf["building_id"].iloc[int(np.argmax(bad))]
+        first = df["building_id"].iloc[int(np.argmax(bad))]
         _fail(where, f"gfa_m2 is not a positive number for building {first}", "drop or impute it")
     for col in ("function", "structure"):
         allowed = FUNCTIONS if col == "function" else STRUCTURES
-        out = ~gdf[col].isin(allowed)
+        out = ~df[col].isin(allowed)
         if out.any():
-            first = gdf.loc[out, "building_id"].iloc[0]
+            first = df.loc[out, "building_id"].iloc[0]
             _fail(where, f"{col} of building {first} is not one of {allowed}", "fix the rules")
     for col in [c for c in BUILDING_COLUMNS if c.endswith("_source")]:
-        out = ~gdf[col].isin(SOURCE_VALUES)
+        out = ~df[col].isin(SOURCE_VALUES)
         if out.any():
-            first = gdf.loc[out, "building_id"].iloc[0]
+            first = df.loc[out, "building_id"].iloc[0]
             _fail(where, f"{col} of building {first} is not one of {SOURCE_VALUES}", "fix it")
     from mfa.buildings.conflate import MATCH_METHODS
 
-    out = ~gdf["match_method"].isin(MATCH_METHODS)
+    out = ~df["match_method"].isin(MATCH_METHODS)
     if out.any():
-        first = gdf.loc[out, "building_id"].iloc[0]
+        first = df.loc[out, "building_id"].iloc[0]
         _fail(where, f"match_method of building {first} is not one of {MATCH_METHODS}", "fix it")
-    if gdf.geometry.isna().any() or gdf.geometry.is_empty.any():
-        _fail(where, "some buildings have no geometry", "drop them with a reason")
 
 
 def check_mass_balance(
