@@ -13,7 +13,7 @@ import pytest
 import shapely
 
 from mfa.executor import executor, ordered_map
-from mfa.hilbert import hilbert_distance, sorted_by
+from mfa.hilbert import hilbert_distance
 from mfa.io.files import sha256_file
 from mfa.run import run_pipeline
 
@@ -95,20 +95,20 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
         pass
 
 
-def test_batch_order_is_spatially_coherent_and_deterministic() -> None:
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(0, 1000, (400, 2))
-    bounds = np.c_[xy, xy]
-    ids = np.array([f"b{i:03d}" for i in range(400)], dtype=object)
-    extent = np.array([0.0, 0.0, 1000.0, 1000.0])
-    a = ids[sorted_by(hilbert_distance(bounds, extent), ids)]
-    shuffled = rng.permutation(400)
-    b = ids[shuffled][sorted_by(hilbert_distance(bounds[shuffled], extent), ids[shuffled])]
-    assert list(a) == list(b)
-    order = sorted_by(hilbert_distance(bounds, extent), ids)
-    steps = np.hypot(*np.diff(xy[order], axis=0).T)
-    rand = np.hypot(*np.diff(xy, axis=0).T)
-    assert steps.mean() < rand.mean() / 5
+def test_the_layer_order_of_a_batch_is_spatially_coherent(bbr_pipeline, tmp_path: Path) -> None:
+    """Within a batch, buildings follow a Hilbert curve: consecutive rows lie close."""
+    run = run_pipeline(bbr_pipeline(name="o.toml"), tmp_path)
+    b = gpd.read_parquet(run / "buildings.parquet")
+    xy = np.c_[b.geometry.x, b.geometry.y]
+    steps = np.hypot(*np.diff(xy, axis=0).T)
+    shuffled = np.random.default_rng(1).permutation(len(xy))
+    rand = np.hypot(*np.diff(xy[shuffled], axis=0).T)
+    assert np.median(steps) < np.median(rand) / 10
+    # one batch: the whole layer in order along the curve over the CRS's area of use
+    from mfa.buildings.quality import area_of_use_bounds
+
+    d = hilbert_distance(np.c_[xy, xy], np.array(area_of_use_bounds("EPSG:25832")))
+    assert (np.diff(d.astype(np.int64)) >= 0).all()
 
 
 def test_gc_paused_nests_and_restores_the_collector() -> None:

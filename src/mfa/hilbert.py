@@ -4,10 +4,9 @@ rows arrive (ties broken by a unique key)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from geopandas.tools.hilbert_curve import _continuous_to_discrete_coords, _encode
 
-__all__ = ["hilbert_distance", "sorted_by"]
+__all__ = ["hilbert_distance"]
 
 #: Bits per axis of the Hilbert curve (geopandas' default and maximum).
 HILBERT_LEVEL = 16
@@ -25,20 +24,3 @@ def hilbert_distance(bounds: np.ndarray, total_bounds: np.ndarray) -> np.ndarray
         np.asarray(bounds, dtype=float), HILBERT_LEVEL, total_bounds
     )
     return np.asarray(_encode(HILBERT_LEVEL, x, y))
-
-
-def sorted_by(distance: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The row order that sorts by ``distance``, equal distances by ``keys`` (unique).
-
-    As ``DataFrame.sort_values(["h", "k"], kind="stable")``, but the keys (strings, slow
-    to compare) are only compared among rows that share a distance.
-    """
-    order = np.argsort(distance, kind="stable")
-    d = distance[order]
-    tie = np.r_[False, d[1:] == d[:-1]]
-    tie |= np.r_[tie[1:], False]
-    if tie.any():
-        rows = order[tie]
-        sub = pd.DataFrame({"h": distance[rows], "k": keys[rows]})
-        order[tie] = rows[sub.sort_values(["h", "k"], kind="stable").index.to_numpy()]
-    return order
