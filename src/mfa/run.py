@@ -30,6 +30,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import shapely
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
@@ -50,9 +51,9 @@ from mfa.incremental import run_key, unchanged_run
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record, fsync_dir
 from mfa.io.footprints import buildings_from_footprint_file
-from mfa.io.geoparquet import check_geoparquet, read_layer, write_layer
+from mfa.io.geoparquet import check_geoparquet, read_layer, wkb_type_ids, write_layer
 from mfa.io.osm import buildings_from_osm
-from mfa.io.qgis import GPKG, PROJECT, check_geopackage, write_qgis_outputs
+from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, check_geopackage, write_qgis_outputs
 from mfa.io.rasters import check_raster_total, write_cog
 from mfa.io.register import buildings_from_register, iter_register, iter_register_ids
 from mfa.io.tables import (
@@ -657,14 +658,46 @@ def qgis_outputs(work_dir: Path) -> Path:
     work = Path(work_dir)
     p = _pipeline(work)
     layers: dict[str, pd.DataFrame] = {
-        name: read_layer(work / f) for name, f in QGIS_LAYERS.items() if (work / f).exists()
+        name: read_layer(work / f)
+        for name, f in QGIS_LAYERS.items()
+        if (work / f).exists() and name != "buildings"
     }
+    # the buildings go into the GeoPackage row group by row group; the style needs their
+    # tonnes, the project their geometry types (from the WKB headers) and extent
+    source = pq.ParquetFile(work / BUILDINGS)
+    mass = source.read(columns=["mass_t"])["mass_t"].to_numpy()
+    types = np.concatenate(
+        [
+            wkb_type_ids(source.read_row_group(i, columns=["geometry"])["geometry"])
+            for i in range(source.num_row_groups)
+        ]
+    )
+    box = json.loads(source.schema_arrow.metadata[b"geo"])["columns"]["geometry"].get("bbox")
+    shape = LayerGeometry(types, tuple(box) if box else None)
+    batches = (_row_group_frame(source, i, p.crs) for i in range(source.num_row_groups))
+    layers = {"buildings": pd.DataFrame({"mass_t": mass}), **layers}
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
-    written = write_qgis_outputs(work, layers, p.crs, p.name, years)
+    written = write_qgis_outputs(
+        work,
+        layers,
+        p.crs,
+        p.name,
+        years,
+        geometries={"buildings": shape},
+        batches={"buildings": batches},
+    )
     failpoint("qgis:written")
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
     return work / PROJECT
+
+
+def _row_group_frame(source: pq.ParquetFile, i: int, crs: str) -> gpd.GeoDataFrame:
+    """Row group ``i`` of a layer as a GeoDataFrame (without its covering bbox)."""
+    table = source.read_row_group(i).drop_columns(["bbox"])
+    geometry = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
+    frame = table.drop_columns(["geometry"]).to_pandas()
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=as_crs(crs))
 
 
 def _versions() -> dict[str, str]:

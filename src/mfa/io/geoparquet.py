@@ -28,6 +28,7 @@ __all__ = [
     "read_geoparquet",
     "read_layer",
     "wkb_layer_table",
+    "wkb_type_ids",
     "write_layer",
 ]
 
@@ -136,6 +137,41 @@ def _write_synced(table: pa.Table, path: Path) -> None:
         os.fsync(f.fileno())
     failpoint(f"write:{path.name}")
     os.replace(tmp, path)
+
+
+def _wkb_headers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Per value of a WKB column: valid (not null), and for the valid ones the base type
+    code (1 Point … 7 GeometryCollection) from the header (byte order, then the type code,
+    ISO or EWKB) without parsing the geometry."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    arr = arr.cast(pa.large_binary())
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    if not valid.any():
+        return valid, np.zeros(0, np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr)]
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    start = offsets[valid].astype(np.int64)
+    b = [data[start + i].astype(np.uint32) for i in range(5)]
+    little = b[0] == 1
+    code = np.where(
+        little,
+        b[1] | (b[2] << 8) | (b[3] << 16) | (b[4] << 24),
+        (b[1] << 24) | (b[2] << 16) | (b[3] << 8) | b[4],
+    )
+    return valid, ((code & 0x0FFFFFFF) % 1000).astype(np.int64)
+
+
+#: WKB type code → shapely's type id (LinearRing, 2, has no WKB code of its own).
+_SHAPELY_TYPE_IDS = np.array([-1, 0, 1, 3, 4, 5, 6, 7], dtype=np.int8)
+
+
+def wkb_type_ids(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """:func:`shapely.get_type_id` of each value of a WKB column (-1 for null), read from
+    the headers without parsing the geometries (int8)."""
+    valid, base = _wkb_headers(column)
+    out = np.full(len(valid), -1, dtype=np.int8)
+    out[valid] = _SHAPELY_TYPE_IDS[np.clip(base, 0, 7)]
+    return out
 
 
 def read_layer(path: Path, **kwargs) -> gpd.GeoDataFrame:

@@ -26,7 +26,7 @@ import itertools
 import math
 import sqlite3
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -794,12 +794,16 @@ def _wkb_type(g: LayerGeometry, family: Geometry) -> str:
 def write_geopackage(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
+    streamed: Mapping[str, tuple[Iterable[gpd.GeoDataFrame], LayerGeometry]] | None = None,
 ) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
     A ``flows`` layer becomes the attribute table ``flows_table`` and a ``flows`` view
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
-    districts; else ``flows`` is a table without geometry).
+    districts; else ``flows`` is a table without geometry). ``streamed`` layers (the
+    buildings of a large run) are written batch by batch, each given as its batches and
+    its :class:`LayerGeometry` (which fixes the layer's declared geometry type before the
+    first batch is written); these take the place of the same name in ``layers``.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
@@ -824,6 +828,11 @@ def write_geopackage(
     for name, gdf in layers.items():
         if name == "flows" or name in rows:
             continue
+        if streamed and name in streamed:
+            batches, shape = streamed[name]
+            rows[name] = _write_batches(path, name, batches, shape, first)
+            first = False
+            continue
         write(gdf.drop(columns=["bbox"], errors="ignore"), name)
         rows[name] = len(gdf)
     if "flows" in layers:
@@ -835,6 +844,46 @@ def write_geopackage(
             write(flows, "flows")
         rows["flows"] = len(flows)
     return rows
+
+
+def _declared(shape: LayerGeometry) -> tuple[str, bool]:
+    """The geometry type a GeoPackage layer of these geometries declares, and whether
+    single parts are stored as multi (as pyogrio does writing all rows at once: one
+    family with single and multi parts becomes multi; several families, ``Unknown``)."""
+    families = [f for f in _families(shape) if f != "none"]
+    if len(families) != 1:
+        return ("Unknown" if families else "None"), False
+    declared = _wkb_type(shape, families[0])
+    single = {"point": 0, "line": 1, "polygon": 3}[families[0]]
+    ids = shape.type_ids[shape.type_ids >= 0]
+    return declared, bool((ids == single).any() and declared.startswith("Multi"))
+
+
+def _write_batches(
+    path: Path, name: str, batches: Iterable[gpd.GeoDataFrame], shape: LayerGeometry, new: bool
+) -> int:
+    """Write a layer batch by batch (memory: one batch); returns its rows."""
+    geometry_type, promote = _declared(shape)
+    n = 0
+    for i, gdf in enumerate(batches):
+        pyogrio.write_dataframe(
+            gdf.drop(columns=["bbox"], errors="ignore"),
+            path,
+            layer=name,
+            driver="GPKG",
+            use_arrow=True,
+            append=i > 0,
+            geometry_type=geometry_type,
+            promote_to_multi=promote,
+            dataset_options={"VERSION": "1.3"} if new and i == 0 else None,
+            layer_options=(
+                {"DESCRIPTION": DESCRIPTIONS.get(name, name), "OVERWRITE": "YES"}
+                if i == 0
+                else None
+            ),
+        )
+        n += len(gdf)
+    return n
 
 
 def _flows_view(path: Path, columns: Sequence[str]) -> None:
@@ -985,12 +1034,14 @@ def write_qgis_outputs(
     title: str,
     years: tuple[int, int] | None = None,
     geometries: Mapping[str, LayerGeometry] | None = None,
+    batches: Mapping[str, Iterable[gpd.GeoDataFrame]] | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
     ``layers`` maps layer names (``buildings``, ``districts``, ``grid``, ``quality``,
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
-    flows. ``geometries`` describes layers
+    flows. ``batches`` gives layers to write into the GeoPackage batch by batch (their
+    entry in ``layers`` then needs only the styled column); ``geometries`` describes layers
     passed without parsed geometries (see :func:`run_styles`). Returns the files
     written and the rows and style of each layer.
     """
@@ -998,7 +1049,8 @@ def write_qgis_outputs(
     geo = _geometries(layers, geometries)
     styles = run_styles(layers, base_year=years[0] if years else None, geometries=geo)
     texts = {name: qml(style) for name, style in styles.items()}
-    rows = write_geopackage(folder / GPKG, layers)
+    streamed = {name: (b, geo[name]) for name, b in (batches or {}).items()}
+    rows = write_geopackage(folder / GPKG, layers, streamed)
     write_layer_styles(
         folder / GPKG,
         texts,
