@@ -30,7 +30,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import shapely
 
 import mfa
 from mfa.buildings.archetypes import ArchetypeRules
@@ -674,7 +673,9 @@ def qgis_outputs(work_dir: Path) -> Path:
     )
     box = json.loads(source.schema_arrow.metadata[b"geo"])["columns"]["geometry"].get("bbox")
     shape = LayerGeometry(types, tuple(box) if box else None)
-    batches = (_row_group_frame(source, i, p.crs) for i in range(source.num_row_groups))
+    batches = (
+        source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
+    )
     layers = {"buildings": pd.DataFrame({"mass_t": mass}), **layers}
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
     written = write_qgis_outputs(
@@ -690,14 +691,6 @@ def qgis_outputs(work_dir: Path) -> Path:
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
     log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
     return work / PROJECT
-
-
-def _row_group_frame(source: pq.ParquetFile, i: int, crs: str) -> gpd.GeoDataFrame:
-    """Row group ``i`` of a layer as a GeoDataFrame (without its covering bbox)."""
-    table = source.read_row_group(i).drop_columns(["bbox"])
-    geometry = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
-    frame = table.drop_columns(["geometry"]).to_pandas()
-    return gpd.GeoDataFrame(frame, geometry=geometry, crs=as_crs(crs))
 
 
 def _versions() -> dict[str, str]:

@@ -26,7 +26,7 @@ import itertools
 import math
 import sqlite3
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 import shapely
 from pyproj import CRS
@@ -794,16 +795,18 @@ def _wkb_type(g: LayerGeometry, family: Geometry) -> str:
 def write_geopackage(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
-    streamed: Mapping[str, tuple[Iterable[gpd.GeoDataFrame], LayerGeometry]] | None = None,
+    streamed: Mapping[str, tuple[Iterable[pa.Table], LayerGeometry]] | None = None,
+    crs: str | None = None,
 ) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
     A ``flows`` layer becomes the attribute table ``flows_table`` and a ``flows`` view
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry). ``streamed`` layers (the
-    buildings of a large run) are written batch by batch, each given as its batches and
-    its :class:`LayerGeometry` (which fixes the layer's declared geometry type before the
-    first batch is written); these take the place of the same name in ``layers``.
+    buildings) are written batch by batch, each given as its Arrow batches (WKB
+    ``geometry``, no ``bbox``) and its :class:`LayerGeometry` (which fixes the declared
+    geometry type up front), in ``crs``; they take the place of the same name in
+    ``layers``.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
@@ -830,7 +833,7 @@ def write_geopackage(
             continue
         if streamed and name in streamed:
             batches, shape = streamed[name]
-            rows[name] = _write_batches(path, name, batches, shape, first)
+            rows[name] = _write_batches(path, name, batches, shape, crs or "", first)
             first = False
             continue
         write(gdf.drop(columns=["bbox"], errors="ignore"), name)
@@ -860,30 +863,59 @@ def _declared(shape: LayerGeometry) -> tuple[str, bool]:
 
 
 def _write_batches(
-    path: Path, name: str, batches: Iterable[gpd.GeoDataFrame], shape: LayerGeometry, new: bool
+    path: Path,
+    name: str,
+    batches: Iterable[pa.Table],
+    shape: LayerGeometry,
+    crs: str,
+    new: bool,
 ) -> int:
-    """Write a layer batch by batch (memory: one batch); returns its rows."""
+    """Write a layer from Arrow batches (WKB ``geometry``) in one GDAL session, so the
+    spatial index is built once at the end; memory holds one batch. Single parts are
+    made multi where the layer declares a multi type (as :func:`write_geopackage`'s
+    one-shot writes do). Returns the rows written."""
     geometry_type, promote = _declared(shape)
-    n = 0
-    for i, gdf in enumerate(batches):
-        pyogrio.write_dataframe(
-            gdf.drop(columns=["bbox"], errors="ignore"),
-            path,
-            layer=name,
-            driver="GPKG",
-            use_arrow=True,
-            append=i > 0,
-            geometry_type=geometry_type,
-            promote_to_multi=promote,
-            dataset_options={"VERSION": "1.3"} if new and i == 0 else None,
-            layer_options=(
-                {"DESCRIPTION": DESCRIPTIONS.get(name, name), "OVERWRITE": "YES"}
-                if i == 0
-                else None
-            ),
-        )
-        n += len(gdf)
-    return n
+    it = iter(batches)
+    head = next(it, None)
+    if head is None:
+        return 0
+    schema = head.schema
+    rows = 0
+
+    def stream() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for table in itertools.chain([head], it):
+            if promote:
+                geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
+                wkb = pa.array(shapely.to_wkb(_as_multi(geoms), flavor="iso"), pa.binary())
+                table = table.set_column(table.column_names.index("geometry"), "geometry", wkb)
+            rows += table.num_rows
+            yield from table.cast(schema).to_batches()
+
+    pyogrio.write_arrow(
+        pa.RecordBatchReader.from_batches(schema, stream()),
+        path,
+        layer=name,
+        driver="GPKG",
+        geometry_name="geometry",
+        geometry_type=geometry_type,
+        crs=crs,
+        dataset_options={"VERSION": "1.3"} if new else None,
+        layer_options={"DESCRIPTION": DESCRIPTIONS.get(name, name), "OVERWRITE": "YES"},
+    )
+    return rows
+
+
+def _as_multi(geoms: np.ndarray) -> np.ndarray:
+    """Points, lines and polygons as their multi types (the others unchanged)."""
+    out = geoms.copy()
+    ids = shapely.get_type_id(geoms)
+    makers = ((0, shapely.multipoints), (1, shapely.multilinestrings), (3, shapely.multipolygons))
+    for single, make in makers:
+        rows = np.flatnonzero(ids == single)
+        if len(rows):
+            out[rows] = make(geoms[rows], indices=np.arange(len(rows)))
+    return out
 
 
 def _flows_view(path: Path, columns: Sequence[str]) -> None:
@@ -1034,7 +1066,7 @@ def write_qgis_outputs(
     title: str,
     years: tuple[int, int] | None = None,
     geometries: Mapping[str, LayerGeometry] | None = None,
-    batches: Mapping[str, Iterable[gpd.GeoDataFrame]] | None = None,
+    batches: Mapping[str, Iterable[pa.Table]] | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
@@ -1050,7 +1082,7 @@ def write_qgis_outputs(
     styles = run_styles(layers, base_year=years[0] if years else None, geometries=geo)
     texts = {name: qml(style) for name, style in styles.items()}
     streamed = {name: (b, geo[name]) for name, b in (batches or {}).items()}
-    rows = write_geopackage(folder / GPKG, layers, streamed)
+    rows = write_geopackage(folder / GPKG, layers, streamed, crs)
     write_layer_styles(
         folder / GPKG,
         texts,
