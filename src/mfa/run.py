@@ -932,6 +932,10 @@ def publish(work_dir: Path) -> Path:
             "workers": reports.get("stocks", {}).get("workers"),
             "batch_rows": p.compute.batch_rows,
             "batches": reports.get("stocks", {}).get("batches"),
+            "engine": {
+                "buildings": reports.get("buildings", {}).get("engine"),
+                "stocks": reports.get("stocks", {}).get("engine"),
+            },
         },
         "row_counts": {
             "records_read": b.get("records_read"),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from mfa.buildings.quality import Limits
 
@@ -72,8 +73,16 @@ def map_codes(codes: pd.Series, mapping: pd.Series) -> pd.Series:
     index, uniques = pd.factorize(codes, use_na_sentinel=True)
     key = pd.Series(uniques, dtype=object).astype("string").str.strip()
     mapped = key.map(mapping).astype("string").to_numpy(dtype=object, na_value=None)
-    out = np.append(mapped, None)[index]  # -1 (missing) takes the appended None
-    return pd.Series(pd.array(out, dtype="string"), index=codes.index)
+    return take_strings(index, mapped, codes.index)
+
+
+def take_strings(index: np.ndarray, values: np.ndarray, at: pd.Index) -> pd.Series:
+    """A string Series of ``values[index]`` (<NA> where ``index`` is -1 or the value is
+    None), made by Arrow from the few distinct values."""
+    codes = pa.array(np.asarray(index, dtype=np.int32), mask=np.asarray(index) < 0)
+    dictionary = pa.array(list(values), pa.large_string())
+    decoded = pa.DictionaryArray.from_arrays(codes, dictionary).cast(pa.large_string())
+    return pd.Series(pd.arrays.ArrowStringArray(decoded), index=at)
 
 
 def impute_by_function(

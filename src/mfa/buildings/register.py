@@ -7,11 +7,16 @@ table of dropped records (with reasons) out. Reading files is :mod:`mfa.io.regis
 from __future__ import annotations
 
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 
 from mfa.buildings._dropped import DropLog
-from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
+from mfa.buildings.archetypes import (
+    ArchetypeRules,
+    archetype_id,
+    impute_by_function,
+    map_codes,
+    take_strings,
+)
 from mfa.buildings.floor_area import gross_floor_area
 from mfa.schema import BUILDING_COLUMNS
 
@@ -47,8 +52,7 @@ def _code_str(s: pd.Series) -> pd.Series:
     index, uniques = pd.factorize(s, use_na_sentinel=True)
     clean = pd.Series(uniques, dtype=object).astype("string").str.strip()
     clean = clean.str.replace(r"\.0$", "", regex=True).to_numpy(dtype=object, na_value=None)
-    out = np.append(clean, None)[index]
-    return pd.Series(pd.array(out, dtype="string"), index=s.index)
+    return take_strings(index, clean, s.index)
 
 
 def standing_with_id(records: pd.DataFrame, existing_status: list[str]) -> pd.Series:

@@ -35,6 +35,16 @@ def hash128(values: np.ndarray) -> np.ndarray:
     )
 
 
+def _sorted(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order that sorts (n, 2) keys (stable: equal keys keep input order) and, in that
+    order, whether each key equals the one before it."""
+    order = np.lexsort((keys[:, 1], keys[:, 0]))  # stable
+    k = keys[order]
+    same = np.zeros(len(k), dtype=bool)
+    same[1:] = (k[1:, 0] == k[:-1, 0]) & (k[1:, 1] == k[:-1, 1])
+    return order, same
+
+
 def later_repeats(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per batch, which keys occurred before (earlier in the batch or in an earlier batch).
 
@@ -44,12 +54,20 @@ def later_repeats(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     sizes = [len(b) for b in batches]
     if sum(sizes) == 0:
         return [np.zeros(n, dtype=bool) for n in sizes]
-    keys = np.ascontiguousarray(np.concatenate([b for b in batches if len(b)]))
-    packed = keys.view(np.dtype((np.void, 16))).ravel()
-    _, first = np.unique(packed, return_index=True)
-    repeat = np.ones(len(packed), dtype=bool)
-    repeat[first] = False
+    keys = np.concatenate([b for b in batches if len(b)])
+    repeat = np.zeros(len(keys), dtype=bool)
+    cand = _sharing_first_half(keys)  # few: only these can repeat
+    if len(cand):
+        order, same = _sorted(keys[cand])
+        sub = np.zeros(len(cand), dtype=bool)
+        sub[order] = same  # all but the first (in input order) of equal keys
+        repeat[cand] = sub
     return np.split(repeat, np.cumsum(sizes)[:-1])
+
+
+def _sharing_first_half(keys: np.ndarray) -> np.ndarray:
+    """Positions of the keys whose first 64 bits another key has (a hash table pass)."""
+    return np.flatnonzero(pd.Series(keys[:, 0]).duplicated(keep=False).to_numpy())
 
 
 def box_keys(bounds: np.ndarray, type_id: np.ndarray, n_coords: np.ndarray) -> np.ndarray:
@@ -82,8 +100,14 @@ def repeated_in_groups(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
     sizes = [len(b) for b in keys]
     if sum(sizes) == 0:
         return [np.zeros(n, dtype=bool) for n in sizes]
-    packed = np.ascontiguousarray(np.concatenate([b for b in keys if len(b)]))
-    packed = packed.view(np.dtype((np.void, 16))).ravel()
-    _, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
-    shared = counts[inverse.ravel()] > 1
+    all_keys = np.concatenate([b for b in keys if len(b)])
+    shared = np.zeros(len(all_keys), dtype=bool)
+    cand = _sharing_first_half(all_keys)
+    if len(cand):
+        order, same = _sorted(all_keys[cand])
+        in_run = same.copy()
+        in_run[:-1] |= same[1:]  # the first of a run of equal keys too
+        sub = np.zeros(len(cand), dtype=bool)
+        sub[order] = in_run
+        shared[cand] = sub
     return np.split(shared, np.cumsum(sizes)[:-1])
