@@ -41,7 +41,7 @@ import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.cohorts import cohort_counts, cohort_statistics
-from mfa.buildings.quality import geometry_keys
+from mfa.buildings.quality import REPAIR_COLUMNS, geometry_keys
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
 from mfa.core.kernel import Model, Shapes, check_batch, clean_batch, finish_batch
@@ -50,7 +50,7 @@ from mfa.core.sums import Sums
 from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import ROW_GROUP_SIZE, geometry_type_names, wkb_layer_table
-from mfa.schema import empty_dropped
+from mfa.schema import DROPPED_COLUMNS, empty_dropped
 
 __all__ = ["Source", "check_buildings", "finish_buildings", "read_sums"]
 
@@ -142,14 +142,15 @@ def _pass1(
     shapes = Shapes.of(rows.geometry.values)
     failpoint("buildings:staged")
     _stage(rows, shapes, path)
+    stem = path.removesuffix(".arrow")
+    write_strings(pd.concat([empty_dropped(), *dropped]), f"{stem}.dropped.parquet")
+    if repairs_geometry is not None:
+        write_strings(repairs_geometry, f"{stem}.repairs0.parquet")
+    write_strings(repairs, f"{stem}.repairs1.parquet")
     return {
         "rows": len(rows),
         # conflated sources were deduplicated per source: rows sharing a footprint stay
         "keys": shapes.box_keys() if register or clean else np.zeros((0, 2), dtype=np.uint64),
-        "ids": rows["building_id"].astype(str).to_numpy(object),
-        "dropped": pd.concat([empty_dropped(), *dropped], ignore_index=True).astype("string"),
-        "repairs_geometry": repairs_geometry,
-        "repairs": repairs,
         "raster": raster,
         "seconds": time.perf_counter() - t0,
     }
@@ -187,6 +188,36 @@ def _unstage(path: str) -> tuple[pd.DataFrame, Shapes, pa.Array]:
         n_coords=np.zeros(0, dtype=np.int64),  # pass 1 used them for the box keys
     )
     return table.drop_columns(list(_SHAPE_COLUMNS)).to_pandas(), shapes, wkb
+
+
+class StringTableWriter:
+    """Appends tables of text columns (left-out records, repairs) to one Parquet file, in
+    the order they come: memory holds one table at a time."""
+
+    def __init__(self, path: Path | str, columns: tuple[str, ...]) -> None:
+        self.schema = pa.schema([(c, pa.large_string()) for c in columns])
+        self.writer = pq.ParquetWriter(path, self.schema)
+
+    def add(self, table: pd.DataFrame) -> None:
+        if len(table):
+            frame = table[list(self.schema.names)].astype("string")
+            self.writer.write_table(
+                pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+            )
+
+    def add_file(self, path: Path | str) -> None:
+        for batch in pq.ParquetFile(path).iter_batches():
+            self.writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def write_strings(table: pd.DataFrame, path: Path | str) -> None:
+    """A table of text columns as Parquet (large strings, as :class:`StringTableWriter`)."""
+    frame = table.astype("string")
+    schema = pa.schema([(c, pa.large_string()) for c in frame.columns])
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
 
 
 def _repeated_footprints(results: list[dict[str, Any]], folder: Path) -> list[np.ndarray]:
@@ -275,33 +306,35 @@ def check_buildings(
     with executor(scheduler, workers) as submit:
         results = list(ordered_map(submit, _pass1, tasks(), window=2 * n))
     repeats = _repeated_footprints(results, folder)
-    dropped = [source.dropped if source.dropped is not None else empty_dropped()]
-    repairs = [source.repairs] if source.repairs is not None else []
+    dropped = StringTableWriter(stage / "dropped_checked.parquet", DROPPED_COLUMNS)
+    repairs = StringTableWriter(stage / "repairs.parquet", REPAIR_COLUMNS)
+    if source.dropped is not None:
+        dropped.add(source.dropped)
+    if source.repairs is not None:
+        repairs.add(source.repairs)
     counts = []
     raster = None
     for k, (r, rep) in enumerate(zip(results, repeats, strict=True)):
-        np.save(folder / f"{k:06d}.repeat.npy", rep)
-        dropped.append(r["dropped"])
-        if r["repairs_geometry"] is not None:
-            repairs.append(r["repairs_geometry"])
+        stem = folder / f"{k:06d}"
+        np.save(f"{stem}.repeat.npy", rep)
+        dropped.add_file(f"{stem}.dropped.parquet")
+        if Path(f"{stem}.repairs0.parquet").exists():
+            repairs.add_file(f"{stem}.repairs0.parquet")
         # repairs after the footprint check: not for footprints left out as repeated
-        later = r["repairs"]
+        later = pd.read_parquet(f"{stem}.repairs1.parquet")
         if rep.any():
-            gone = set(r["ids"][rep].tolist())
+            ids = feather.read_table(f"{stem}.arrow", columns=["building_id"])["building_id"]
+            gone = set(ids.to_numpy(zero_copy_only=False)[rep].tolist())
             later = later[~later["record_id"].isin(gone)]
-        repairs.append(later)
-        rows = feather.read_table(folder / f"{k:06d}.arrow", columns=_COHORT_COLUMNS).to_pandas()
+        repairs.add(later)
+        rows = feather.read_table(f"{stem}.arrow", columns=_COHORT_COLUMNS).to_pandas()
         rows = rows.loc[~rep]
         counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
         raster = _merged_raster(raster, r["raster"])
+    dropped.close()
+    repairs.close()
     cohorts = pd.concat(counts, ignore_index=True)
     structure, floors = cohort_statistics(cohorts)
-    pd.concat(dropped, ignore_index=True).astype("string").to_parquet(
-        stage / "dropped_checked.parquet", index=False
-    )
-    pd.concat(repairs, ignore_index=True).astype("string").to_parquet(
-        stage / "repairs.parquet", index=False
-    )
     (stage / "cohorts.json").write_text(
         json.dumps(
             {
@@ -377,7 +410,8 @@ def finish_buildings(
     geos: list[dict] = []
     parts: list[Sums] = []
     merged: Sums | None = None
-    dropped = [pd.read_parquet(stage / "dropped_checked.parquet")]
+    dropped = StringTableWriter(stage / "dropped.parquet", DROPPED_COLUMNS)
+    dropped.add_file(stage / "dropped_checked.parquet")
     written, worker_s, write_s = 0, 0.0, 0.0
     try:
         with executor(scheduler, workers) as submit:
@@ -385,7 +419,7 @@ def finish_buildings(
             for table, gone, sums, seconds in ordered_map(submit, _pass2, args, window=2 * n):
                 worker_s += seconds
                 tw = time.perf_counter()
-                dropped.append(gone)
+                dropped.add(gone)
                 parts.append(sums)
                 if len(parts) >= 32:  # keep the sums small: fold them now and then
                     merged = Sums.merged([merged, *parts] if merged is not None else parts)
@@ -412,9 +446,7 @@ def finish_buildings(
     sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
     if sums is not None:
         _write_sums(sums, stage / SUMS)
-    pd.concat(dropped, ignore_index=True).astype("string").to_parquet(
-        stage / "dropped.parquet", index=False
-    )
+    dropped.close()
     return {
         "buildings": written,
         "batches": len(paths),

@@ -705,6 +705,38 @@ def _versions() -> dict[str, str]:
 
 
 @dataclass
+class _Records:
+    """A table of left-out records or repairs as published: rows, counts per key, head."""
+
+    rows: int
+    counts: pd.DataFrame  # the key columns and ``count``
+    head: pd.DataFrame  # the first MANIFEST_RECORDS rows
+
+
+def _record_table(staged: Path, csv: Path, key: list[str]) -> _Records:
+    """Write the staged table as CSV batch by batch; count its rows per ``key``."""
+    source = pq.ParquetFile(staged)
+    names = source.schema_arrow.names
+    counts, head, n = [], [], 0
+    with open(csv, "w", encoding="utf-8", newline="") as out:
+        pd.DataFrame(columns=names).to_csv(out, index=False)
+        for batch in source.iter_batches(batch_size=100_000):
+            df = batch.to_pandas()
+            df.to_csv(out, index=False, header=False)
+            counts.append(df.groupby(key, dropna=False).size())
+            if n < MANIFEST_RECORDS:
+                head.append(df.head(MANIFEST_RECORDS - n))
+            n += len(df)
+    total = (
+        pd.concat(counts).groupby(level=list(range(len(key))), dropna=False).sum()
+        if counts
+        else pd.Series(dtype="int64", index=pd.MultiIndex.from_arrays([[]] * len(key), names=key))
+    )
+    first = pd.concat(head, ignore_index=True) if head else pd.DataFrame(columns=names)
+    return _Records(n, total.rename("count").reset_index(), first)
+
+
+@dataclass
 class _LayerCheck:
     """What checking the buildings layer row group by row group found."""
 
@@ -897,17 +929,17 @@ def publish(work_dir: Path) -> Path:
     materials = _materials(p)
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
     checks, found = _checks(work, p, materials, reports.get("districts", {}))
-    dropped = pd.read_parquet(work / "stage" / "dropped.parquet")
+    dropped = _record_table(work / "stage" / "dropped.parquet", work / DROPPED, ["stage", "reason"])
+    repairs = _record_table(
+        work / "stage" / "repairs.parquet", work / REPAIRS, ["attribute", "reason"]
+    )
     b0 = reports.get("buildings", {})
-    accounted = found.rows + len(dropped)
+    accounted = found.rows + dropped.rows
     if b0.get("matches") is None and b0.get("records_read") not in (None, accounted):
         raise ValidationError(
             f"{b0['records_read']} records read but {found.rows} buildings and "
-            f"{len(dropped)} left out: every record must be in one of them"
+            f"{dropped.rows} left out: every record must be in one of them"
         )
-    dropped.to_csv(work / DROPPED, index=False)
-    repairs = pd.read_parquet(work / "stage" / "repairs.parquet")
-    repairs.to_csv(work / REPAIRS, index=False)
     b = reports.get("buildings", {})
     pipeline_record = [file_record(p.source_file)] if p.source_file else []
     files = [*pipeline_record, *b.get("config_files", [])]
@@ -941,7 +973,7 @@ def publish(work_dir: Path) -> Path:
             "records_read": b.get("records_read"),
             "buildings": int(checks["layers"][BUILDINGS]["rows"]),
             "districts": int(checks["layers"].get(DISTRICTS, {}).get("rows", 0)),
-            "dropped": len(dropped),
+            "dropped": dropped.rows,
         },
         "provenance": found.provenance,
         "quality": {
@@ -952,21 +984,17 @@ def publish(work_dir: Path) -> Path:
         "total_gfa_m2": checks["totals"]["gfa_m2"],
         "checks": {k: v for k, v in checks.items() if k != "totals"},
         "dropped": {
-            "counts_by_reason": dropped.groupby(["stage", "reason"])
-            .size()
-            .reset_index(name="count")
-            .sort_values("count", ascending=False)
-            .to_dict(orient="records"),
+            "counts_by_reason": dropped.counts.sort_values("count", ascending=False).to_dict(
+                orient="records"
+            ),
             # the first ones; dropped.csv beside it lists them all
-            "records": dropped.head(MANIFEST_RECORDS).to_dict(orient="records"),
-            "records_listed": min(len(dropped), MANIFEST_RECORDS),
+            "records": dropped.head.to_dict(orient="records"),
+            "records_listed": len(dropped.head),
         },
         "repairs": {
-            "counts": repairs.groupby(["attribute", "reason"])
-            .size()
-            .reset_index(name="count")
-            .sort_values(["count", "attribute"], ascending=[False, True])
-            .to_dict(orient="records"),
+            "counts": repairs.counts.sort_values(
+                ["count", "attribute"], ascending=[False, True]
+            ).to_dict(orient="records"),
             "file": REPAIRS,
         },
         "matches": b.get("matches"),
