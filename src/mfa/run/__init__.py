@@ -1,0 +1,121 @@
+"""Run a pipeline: the steps, each path in → path out, and the plain (no-Prefect) runner.
+
+A run works in ``<output root>/<pipeline>/.work/<run_id>/``. Only when every step has
+succeeded and every check has passed does :func:`publish` move it to
+``<output root>/<pipeline>/<run_id>/`` and switch the ``latest`` link to it, atomically.
+A failed or interrupted run never touches ``latest`` or earlier runs.
+
+:data:`STEPS` is the one list of steps: :func:`run_pipeline` loops over it and the Prefect
+flow in ``flows/pipeline.py`` makes one task of each. The package: ``context`` (the work
+folder and the run's tables), ``sources`` (building sources as engine batches),
+``buildings`` (the engine's two passes), ``layers`` (aggregates, flows, QGIS files),
+``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mfa.incremental import run_key, unchanged_run
+from mfa.run.buildings import build_buildings, estimate_stocks
+from mfa.run.context import (
+    BUILDINGS,
+    DISTRICTS,
+    DROPPED,
+    FAILURE,
+    FLOWS,
+    GRID,
+    MANIFEST,
+    QUALITY,
+    REPAIRS,
+    REPORT,
+    log,
+    prepare,
+)
+from mfa.run.housekeeping import RunLockedError, discard, prune_runs, record_failure, run_lock
+from mfa.run.layers import aggregate, forecast_flows, qgis_outputs
+from mfa.run.publish import publish
+
+__all__ = [
+    "BUILDINGS",
+    "DISTRICTS",
+    "DROPPED",
+    "FAILURE",
+    "FLOWS",
+    "GRID",
+    "MANIFEST",
+    "QUALITY",
+    "REPAIRS",
+    "REPORT",
+    "STEPS",
+    "RunLockedError",
+    "Step",
+    "aggregate",
+    "build_buildings",
+    "discard",
+    "estimate_stocks",
+    "forecast_flows",
+    "prepare",
+    "prune_runs",
+    "publish",
+    "qgis_outputs",
+    "record_failure",
+    "run_key",
+    "run_lock",
+    "run_pipeline",
+    "unchanged_run",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of a run after :func:`prepare`: a function of the work folder.
+
+    ``name`` is its task name in Prefect; ``transient`` says it may fail on a transient
+    download error (and only then is it retried, by the Prefect task).
+    """
+
+    name: str
+    run: Callable[[Path], Path | None]
+    transient: bool = False
+
+
+#: The steps after :func:`prepare`, in order: the plain runner and the Prefect flow
+#: (``flows/pipeline.py``) are both made from this list.
+STEPS: tuple[Step, ...] = (
+    Step("buildings", build_buildings, transient=True),
+    Step("stocks", estimate_stocks),
+    Step("districts", aggregate),
+    Step("flows", forecast_flows),
+    Step("qgis", qgis_outputs),
+    Step("publish", publish),
+)
+
+
+def run_pipeline(
+    pipeline_file: str | Path, output_dir: str | Path | None = None, force: bool = True
+) -> Path:
+    """Run every step without Prefect; return the published run folder.
+
+    With ``force=False`` a run whose inputs, config and code are unchanged since the
+    latest published run does nothing and returns that run; otherwise it recomputes only
+    the districts whose records changed (see :mod:`mfa.reuse`).
+    """
+    if not force:
+        previous = unchanged_run(pipeline_file, output_dir)
+        if previous is not None:
+            log.info("unchanged since run %s: nothing to do", previous.name)
+            return previous
+    with run_lock(pipeline_file, output_dir):
+        work = prepare(pipeline_file, output_dir, runner="plain")
+        step_name = "prepare"
+        try:
+            for step in STEPS:
+                step_name = step.name
+                result = step.run(work)
+            return Path(result)  # publish returns the run folder
+        except BaseException as exc:
+            record_failure(work, step_name, exc)
+            raise

@@ -1,0 +1,172 @@
+"""The two engine steps: ``buildings`` (pass 1: read, normalise, clean, check; the
+run-wide rules) and ``stocks`` (pass 2: impute, locate, tonnes; the buildings layer and
+the run's sums). See :mod:`mfa.engine`."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mfa.config import load_pipeline
+from mfa.crs import as_crs
+from mfa.engine import check_buildings, finish_buildings, read_sums
+from mfa.errors import InputDataError
+from mfa.executor import worker_count
+from mfa.failpoints import failpoint
+from mfa.incremental import run_key
+from mfa.io.districts import read_districts
+from mfa.io.files import file_record
+from mfa.io.geoparquet import write_layer
+from mfa.io.tables import (
+    load_archetype_rules,
+)
+from mfa.parallel import without_cyclic_gc
+from mfa.run.context import (
+    BUILDINGS,
+    MODEL,
+    _ctx,
+    _intensity_draws,
+    _load_model,
+    _pipeline,
+    _report,
+    log,
+)
+from mfa.run.sources import _engine_source, _model, _no_buildings
+from mfa.stocks.aggregate import UNASSIGNED
+from mfa.stocks.uncertainty import (
+    group_percentiles,
+)
+
+
+@without_cyclic_gc
+def build_buildings(work_dir: Path) -> Path:
+    """Pass 1 of the engine: read the sources in batches; normalise, clean, check, add
+    heights; leave out repeated ids and footprints; sum the cohort statistics; stage."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    ctx = _ctx(work)
+    p = load_pipeline(ctx["pipeline_file"])
+    rules = load_archetype_rules(p.archetypes.dir)
+    inputs: list[dict[str, Any]] = []
+    started = datetime.fromisoformat(ctx["started_at"])
+    day, run_year = started.date().isoformat(), started.year
+    h = p.sources.heights
+    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
+    model = _model(p, rules, run_year, storey)
+    stage = work / "stage"
+    if model.district_geoms is not None:
+        districts = read_districts(p.sources.districts, p.crs)
+        write_layer(districts, stage / "districts_input.parquet")
+    with open(stage / MODEL, "wb") as f:
+        pickle.dump(model, f)
+    source, matches = _engine_source(p, rules, inputs, day)
+    checked = check_buildings(source, model, h, stage, p.compute.scheduler, p.compute.workers)
+    failpoint("buildings:computed")
+    if checked["buildings"] == 0:
+        raise _no_buildings(
+            p, checked["records_read"], [pd.read_parquet(stage / "dropped_checked.parquet")]
+        )
+    if h is not None:
+        for role in ("ndsm", "dsm", "dtm"):
+            if getattr(h, role) is not None:
+                inputs.append({"role": role, **file_record(getattr(h, role))})
+    if p.sources.districts is not None:
+        inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
+    if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
+        ctx["run_key"] = run_key(p, day)
+        (work / "context.json").write_text(json.dumps(ctx, indent=2))
+    repairs = pq.read_metadata(stage / "repairs.parquet").num_rows
+    _report(
+        work,
+        "buildings",
+        {
+            "inputs": inputs,
+            "config_files": [
+                file_record(Path(f))
+                for f in [*rules.files, p.intensities.table, *p.intensities.overrides]
+            ],
+            "records_read": checked["records_read"],
+            "buildings_computed": checked["buildings"],
+            "repairs": repairs,
+            "matches": matches,
+            "heights": checked["raster"],
+            "storey_height_m": storey,
+            "engine": {k: checked[k] for k in ("batches", "repeated_footprints", "worker_seconds")},
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    log.info("%d buildings checked in %d batches", checked["buildings"], checked["batches"])
+    return stage
+
+
+@without_cyclic_gc
+def estimate_stocks(work_dir: Path) -> Path:
+    """Pass 2 of the engine: impute, locate, tonnes and percentiles → buildings layer;
+    the run's additive sums for the aggregate layers."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    model = _load_model(work)
+    done = finish_buildings(
+        model,
+        work / "stage",
+        work / BUILDINGS,
+        as_crs(p.crs),
+        p.compute.scheduler,
+        p.compute.workers,
+    )
+    sums = read_sums(work / "stage")
+    if p.sources.districts is not None and done["buildings"]:
+        inside = sums.districts.drop(index=UNASSIGNED, errors="ignore")["building_count"].sum()
+        if inside == 0:
+            raise InputDataError(
+                f"{p.sources.districts.path}: none of the {done['buildings']} buildings lies in "
+                "a district; check that the districts cover the buildings' area and that both "
+                "files have the right CRS"
+            )
+    materials = list(model.materials)
+    archetypes, draws = _intensity_draws(p, materials)
+    whole = sums.district_archetypes.groupby(level="archetype_id").sum()
+    floor = whole.reindex(archetypes, fill_value=0.0).to_numpy(dtype=float)[None, :]
+    band, _ = group_percentiles(floor, draws, materials, tuple(p.uncertainty.percentiles))
+    _report(
+        work,
+        "stocks",
+        {
+            "intensities": {
+                "table": str(p.intensities.table),
+                "sha256": file_record(p.intensities.table)["sha256"],
+                "overrides": [file_record(o) for o in p.intensities.overrides],
+                "region": p.intensities.region,
+                "statistic": p.intensities.statistic,
+                "materials": materials,
+                "kg_per_m2": model.kg_m2.loc[
+                    sorted(set(sums.district_archetypes.index.get_level_values("archetype_id")))
+                ]
+                .round(4)
+                .to_dict(orient="index"),
+            },
+            "uncertainty": {
+                "method": "Monte Carlo, one draw per archetype and material shared by its "
+                "buildings; piecewise-linear quantile function through p00…p100",
+                "draws": p.uncertainty.draws,
+                "seed": p.uncertainty.seed,
+                "percentiles": list(p.uncertainty.percentiles),
+                "totals_t": band.iloc[0].round(3).to_dict(),
+            },
+            "imputed_from_cohort_peers": done["imputed_from_cohort_peers"],
+            "scheduler": p.compute.scheduler,
+            "workers": worker_count(p.compute.workers),
+            "batches": done["batches"],
+            "engine": {k: done[k] for k in ("worker_seconds", "write_seconds")},
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    return work / BUILDINGS

@@ -1,0 +1,245 @@
+"""The checks :func:`mfa.run.publish.publish` runs on the written layers before a run
+is published: each layer read back (the buildings row group by row group), sums
+balanced, percentiles ordered, flows balanced, the GeoPackage complete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mfa.buildings.report import provenance_counts, shares_from_counts
+from mfa.config import Pipeline
+from mfa.core.keys import hash128, later_repeats
+from mfa.dynamics import check_stock_balance
+from mfa.errors import ValidationError
+from mfa.io.geoparquet import check_geoparquet, read_layer
+from mfa.io.qgis import GPKG, PROJECT, check_geopackage
+from mfa.io.rasters import check_raster_total
+from mfa.run.context import (
+    _NOT_FLOW_ROWS,
+    BUILDINGS,
+    DISTRICTS,
+    FLOWS,
+    GRID,
+    MANIFEST_RECORDS,
+    QGIS_LAYERS,
+    QUALITY,
+)
+from mfa.schema import check_building_rows, material_columns
+
+
+@dataclass
+class _Records:
+    """A table of left-out records or repairs as published: rows, counts per key, head."""
+
+    rows: int
+    counts: pd.DataFrame  # the key columns and ``count``
+    head: pd.DataFrame  # the first MANIFEST_RECORDS rows
+
+
+def _record_table(staged: Path, csv: Path, key: list[str]) -> _Records:
+    """Write the staged table as CSV batch by batch; count its rows per ``key``."""
+    source = pq.ParquetFile(staged)
+    names = source.schema_arrow.names
+    counts, head, n = [], [], 0
+    with open(csv, "w", encoding="utf-8", newline="") as out:
+        pd.DataFrame(columns=names).to_csv(out, index=False)
+        for batch in source.iter_batches(batch_size=100_000):
+            df = batch.to_pandas()
+            df.to_csv(out, index=False, header=False)
+            counts.append(df.groupby(key, dropna=False).size())
+            if n < MANIFEST_RECORDS:
+                head.append(df.head(MANIFEST_RECORDS - n))
+            n += len(df)
+    total = (
+        pd.concat(counts).groupby(level=list(range(len(key))), dropna=False).sum()
+        if counts
+        else pd.Series(dtype="int64", index=pd.MultiIndex.from_arrays([[]] * len(key), names=key))
+    )
+    first = pd.concat(head, ignore_index=True) if head else pd.DataFrame(columns=names)
+    return _Records(n, total.rename("count").reset_index(), first)
+
+
+@dataclass
+class _LayerCheck:
+    """What checking the buildings layer row group by row group found."""
+
+    rows: int
+    totals: dict[str, float]
+    provenance: dict[str, dict[str, int]]
+    quality: pd.DataFrame  # provenance counts, one row (mfa.buildings.report)
+
+
+def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _LayerCheck:
+    """Check the buildings layer as written, one row group at a time (memory bounded by
+    the row group): schema and values of every row, tonnes and their sum, percentiles,
+    a geometry per row (covering bbox), ids unique across the layer; sum what the
+    manifest reports."""
+    where = str(path)
+    tonnes = ["mass_t", *material_columns(materials)]
+    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
+    source = pq.ParquetFile(path)
+    names = [c for c in source.schema_arrow.names if c != "geometry"]
+    totals = dict.fromkeys(["gfa_m2", *tonnes], 0.0)
+    keys, counts, prov, n = [], [], [], 0
+    for i in range(source.num_row_groups):
+        table = source.read_row_group(i, columns=names)
+        box = table["bbox"].combine_chunks()
+        if not np.isfinite(box.field("xmin").to_numpy(zero_copy_only=False)).all():
+            raise ValidationError(f"{where}: some buildings have no geometry; drop them")
+        df = table.drop_columns(["bbox"]).to_pandas()
+        check_building_rows(df, where)
+        if df[tonnes].isna().any().any():
+            raise ValidationError(f"{where}: material tonnes have missing values")
+        mass = df[material_columns(materials)].sum(axis=1).to_numpy()
+        if not (abs(mass - df["mass_t"].to_numpy()) <= 1e-9 * abs(mass).clip(min=1)).all():
+            raise ValidationError(f"{where}: mass_t is not the sum of the materials")
+        _check_percentiles(df, ["mass", *materials], q, where)
+        for c in totals:
+            totals[c] += float(df[c].to_numpy(dtype=float).sum())
+        keys.append(hash128(df["building_id"].astype(str).to_numpy(object)))
+        counts.append(provenance_counts(df))
+        cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
+        prov.append(pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]))
+        n += len(df)
+    for i, rep in enumerate(later_repeats(keys)):
+        if rep.any():
+            table = source.read_row_group(i, columns=["building_id"])
+            first = table["building_id"][int(np.argmax(rep))].as_py()
+            raise ValidationError(f"{where}: building_id {first!r} occurs more than once")
+    quality = pd.concat(counts).sum().to_frame().T if counts else provenance_counts(df)
+    by_value = pd.concat(prov).groupby(level=[0, 1]).sum() if prov else pd.Series(dtype=int)
+    provenance: dict[str, dict[str, int]] = {}
+    for (col, value), count in by_value.sort_index().items():
+        provenance.setdefault(str(col), {})[str(value)] = int(count)
+    return _LayerCheck(n, totals, provenance, quality)
+
+
+def _checks(
+    work: Path, p: Pipeline, materials: list[str], reports_districts: dict[str, Any]
+) -> tuple[dict[str, Any], _LayerCheck]:
+    """Check every layer of the work folder; returns the checks and the buildings' sums."""
+    layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
+    found = _check_buildings_layer(work / BUILDINGS, p, materials)
+    cols = ["mass_t", *material_columns(materials)]
+    checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
+    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
+    totals = found.totals
+    if (work / DISTRICTS).exists():
+        districts = read_layer(work / DISTRICTS)
+        layers[DISTRICTS] = check_geoparquet(work / DISTRICTS, p.crs)
+        _check_percentiles(districts, ["mass", *materials], q, str(work / DISTRICTS))
+        _balance(totals, districts, ["gfa_m2", *cols], "districts")
+        if int(districts["building_count"].sum()) != found.rows:
+            raise ValidationError("districts: building_count does not add up to the buildings")
+        checks["mass_balance"] = {
+            "status": "passed",
+            "rtol": 1e-9,
+            "draw_by_draw_max_rel_error": reports_districts.get("draw_conservation_max_rel_error"),
+        }
+        layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
+    if (work / GRID).exists():
+        grid = read_layer(work / GRID)
+        layers[GRID] = check_geoparquet(work / GRID, p.crs)
+        _check_percentiles(grid, ["mass", *materials], q, str(work / GRID))
+        _balance(totals, grid, ["gfa_m2", *cols], "grid cells")
+        if int(grid["building_count"].sum()) != found.rows:
+            raise ValidationError("grid: building_count does not add up to the buildings")
+        checks["grid_mass_balance"] = {
+            "status": "passed",
+            "rtol": 1e-9,
+            "draw_by_draw_max_rel_error": reports_districts.get(
+                "grid_draw_conservation_max_rel_error"
+            ),
+        }
+        rasters = {}
+        for name in reports_districts.get("rasters", []):
+            col = name.removeprefix("stock_").removesuffix(".tif") + "_t"
+            rasters[name] = check_raster_total(
+                work / name, p.crs, totals[col], rtol=1e-5
+            )  # float32 cells
+        if rasters:
+            checks["rasters"] = rasters
+    if (work / FLOWS).exists():
+        layers[FLOWS] = check_geoparquet(work / FLOWS, p.crs)
+        names = [c for c in pq.read_schema(work / FLOWS).names if c not in _NOT_FLOW_ROWS]
+        flows = pd.read_parquet(work / FLOWS, columns=names)
+        checks["flows_stock_balance"] = _check_flows(flows, p, totals)
+    checks["totals"] = totals
+    checks["percentiles_ordered"] = "passed"
+    expected = {name: int(layers[f]["rows"]) for name, f in QGIS_LAYERS.items() if f in layers}
+    checks["geopackage"] = check_geopackage(work / GPKG, expected)
+    missing = [f for f in (PROJECT, *(f"{n}.qml" for n in expected)) if not (work / f).is_file()]
+    if missing:
+        raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
+    return checks, found
+
+
+def _balance(totals: dict[str, float], groups: pd.DataFrame, columns: list[str], what: str) -> None:
+    """Every group sum equals the buildings' sum (rtol 1e-9)."""
+    for col in columns:
+        b, g = totals[col], float(groups[col].to_numpy(dtype=float).sum())
+        if not np.isclose(b, g, rtol=1e-9, atol=0.0):
+            raise ValidationError(
+                f"mass balance: {col} sums to {b!r} over buildings but {g!r} over {what}; "
+                "a building is counted twice or not at all: check the district assignment"
+            )
+
+
+def _check_flows(flows: pd.DataFrame, p: Pipeline, totals: dict[str, float]) -> dict[str, Any]:
+    """Every district × material × scenario series balances; the base year is today's stock."""
+    assert p.dynamics is not None
+    worst = 0.0
+    for col in ("m2", "t"):
+        wide = {
+            k: flows.pivot_table(
+                index=["scenario", "district_id", "material"], columns="year", values=f"{k}_{col}"
+            ).to_numpy()
+            for k in ("stock", "inflow", "outflow")
+        }
+        s = wide["stock"]
+        worst = max(
+            worst,
+            check_stock_balance(s, wide["inflow"], wide["outflow"], initial_stock=s[:, 0]),
+        )
+    base = flows[(flows["year"] == p.dynamics.base_year) & (flows["material"] == "mass")]
+    for name, rows in base.groupby("scenario"):
+        if not np.isclose(rows["stock_t"].sum(), totals["mass_t"], rtol=1e-9):
+            raise ValidationError(
+                f"flows: scenario {name} starts from {rows['stock_t'].sum()} t, "
+                f"the buildings hold {totals['mass_t']} t"
+            )
+    return {"status": "passed", "max_rel_error": worst}
+
+
+def _check_percentiles(df: pd.DataFrame, names: list[str], q: list[str], where: str) -> None:
+    """Percentile columns exist, are finite, non-negative and increasing (p05 ≤ p50 ≤ p95)."""
+    for name in names:
+        cols = [f"{name}_t_{x}" for x in q]
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise ValidationError(f"{where}: missing percentile columns {missing}")
+        v = df[cols].to_numpy(dtype=float)
+        if not np.isfinite(v).all() or (v < 0).any():
+            raise ValidationError(f"{where}: {name} percentiles are negative or not finite")
+        if (np.diff(v, axis=1) < -1e-9 * np.abs(v[:, 1:]).clip(min=1)).any():
+            raise ValidationError(f"{where}: {name} percentiles are not increasing")
+
+
+def _quality_summary(counts: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Run-level shares observed / imputed / missing per attribute (from the one row of
+    provenance counts)."""
+    shares = shares_from_counts(counts).iloc[0]
+    out: dict[str, dict[str, float]] = {}
+    for col, value in shares.drop("building_count").items():
+        if str(col).startswith("match_"):
+            out.setdefault("match", {})[f"match_{str(col).removeprefix('match_')}"] = float(value)
+            continue
+        attr, kind = str(col).rsplit("_", 1)
+        out.setdefault(attr, {})[f"{attr}_{kind}"] = float(value)
+    return out

@@ -1,0 +1,166 @@
+"""The run context: the work folder's files and names, the pipeline and model tables
+of a run, and :func:`prepare`, which validates the pipeline file and makes the work
+folder. Every step takes the work folder and finds what it needs here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mfa.config import Pipeline, load_pipeline
+from mfa.core.kernel import Model
+from mfa.incremental import run_key
+from mfa.io.tables import (
+    load_intensity_table,
+    load_materials,
+)
+from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
+from mfa.stocks.uncertainty import (
+    intensity_draws,
+)
+
+log = logging.getLogger("mfa")
+
+
+BUILDINGS = "buildings.parquet"
+
+
+DISTRICTS = "districts.parquet"
+
+
+MANIFEST = "run.json"
+
+
+DROPPED = "dropped.csv"
+
+
+REPAIRS = "repairs.csv"
+
+
+QUALITY = "quality.parquet"
+
+
+GRID = "grid.parquet"
+
+
+FLOWS = "flows.parquet"
+
+
+REPORT = "report.md"
+
+
+FAILURE = "last-failure.md"
+
+
+#: Left-out records listed in run.json (all of them are in dropped.csv).
+MANIFEST_RECORDS = 1_000
+
+
+#: The run's model (rules, intensities, districts), made once by the buildings step.
+MODEL = "model.pickle"
+
+
+#: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
+QGIS_LAYERS = {
+    "buildings": BUILDINGS,
+    "districts": DISTRICTS,
+    "grid": GRID,
+    "quality": QUALITY,
+    "flows": FLOWS,
+}
+
+
+#: Columns of the flows layer that are not district_flows() output.
+_NOT_FLOW_ROWS = ("date", "geometry", "bbox")
+
+
+def _ctx(work_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(work_dir) / "context.json").read_text())
+
+
+def _pipeline(work_dir: Path) -> Pipeline:
+    return load_pipeline(_ctx(work_dir)["pipeline_file"])
+
+
+def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
+    path = Path(work_dir) / "reports" / f"{step}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def _materials(p: Pipeline) -> list[str]:
+    vocab = p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml"
+    known = load_materials(vocab)
+    chosen = p.intensities.materials or known
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        from mfa.errors import ConfigError
+
+        raise ConfigError(
+            f"{p.source_file}: key 'intensities.materials': {unknown} not in {vocab}; "
+            f"use some of {known}"
+        )
+    return list(chosen)
+
+
+def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.ndarray]:
+    """The seeded Monte Carlo intensity draws of the pipeline (archetypes, draws)."""
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
+    archetypes, pct = intensity_percentiles(
+        table, p.intensities.region, materials, where=str(p.intensities.table)
+    )
+    return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
+
+
+def _central_intensities(p: Pipeline, materials: list[str], archetypes) -> pd.DataFrame:
+    """Archetype × material intensities (kg/m²) at the pipeline's statistic."""
+    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
+    return intensity_matrix(
+        table,
+        p.intensities.region,
+        p.intensities.statistic,
+        materials,
+        archetypes,
+        where=str(p.intensities.table),
+    )
+
+
+def prepare(
+    pipeline_file: str | Path,
+    output_dir: str | Path | None = None,
+    runner: str = "plain",
+) -> Path:
+    """Validate the pipeline file and create the run's work folder; return its path."""
+    p = load_pipeline(pipeline_file)
+    root = p.output_root(Path(output_dir) if output_dir is not None else None)
+    started = datetime.now(UTC)
+    # milliseconds in the id: runs sort by start time even when several start in a second
+    stamp = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
+    run_id = stamp + "-" + uuid.uuid4().hex[:6]
+    work = root / p.name / ".work" / run_id
+    (work / "stage").mkdir(parents=True)
+    context = {
+        "pipeline": p.name,
+        "pipeline_file": str(p.source_file),
+        "output_root": str(root),
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "runner": runner,
+        "run_key": run_key(p, started.date().isoformat()),
+    }
+    (work / "context.json").write_text(json.dumps(context, indent=2))
+    log.info("run %s of %s in %s", run_id, p.name, work)
+    return work
+
+
+def _load_model(work: Path) -> Model:
+    with open(work / "stage" / MODEL, "rb") as f:
+        return pickle.load(f)

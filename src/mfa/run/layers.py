@@ -1,0 +1,259 @@
+"""The steps that make the aggregate layers from the run's sums (districts, quality,
+grid, rasters, flows) and the QGIS files (GeoPackage, styles, project)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mfa.buildings.report import quality_layer
+from mfa.config import Pipeline
+from mfa.crs import as_crs
+from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
+from mfa.engine import read_sums
+from mfa.failpoints import failpoint
+from mfa.io.geoparquet import read_layer, wkb_type_ids, write_layer
+from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
+from mfa.io.rasters import write_cog
+from mfa.io.tables import (
+    load_lifetimes,
+)
+from mfa.parallel import without_cyclic_gc
+from mfa.run.context import (
+    BUILDINGS,
+    DISTRICTS,
+    FLOWS,
+    GRID,
+    QGIS_LAYERS,
+    QUALITY,
+    _central_intensities,
+    _intensity_draws,
+    _materials,
+    _pipeline,
+    _report,
+    log,
+)
+from mfa.schema import material_columns
+from mfa.stocks.aggregate import district_layer
+from mfa.stocks.grid import grid_array, grid_layer
+from mfa.stocks.uncertainty import (
+    floor_matrix,
+    group_percentiles,
+)
+
+
+def _with(frame: gpd.GeoDataFrame, extra: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
+    out = pd.concat([frame.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
+    return gpd.GeoDataFrame(out, geometry="geometry", crs=crs)
+
+
+def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipeline) -> list[str]:
+    """One cloud-optimised GeoTIFF per material (and the total), t/ha, on the grid."""
+    assert p.grid is not None
+    size = p.grid.cell_size_m
+    names = []
+    for col in sums:
+        density = (cells[col] / cells["area_ha"]).to_numpy()
+        arr, col0, top = grid_array(cells["ix"].to_numpy(), cells["iy"].to_numpy(), density)
+        name = col.removesuffix("_t")
+        write_cog(
+            work / f"stock_{name}.tif",
+            arr,
+            west=col0 * size,
+            north=(top + 1) * size,
+            cell_size=size,
+            crs=as_crs(p.crs),
+            description=f"{name} stock",
+            unit="t/ha",
+        )
+        names.append(f"stock_{name}.tif")
+    return names
+
+
+@without_cyclic_gc
+def aggregate(work_dir: Path) -> Path | None:
+    """The district, quality and grid layers and the stock rasters, from the run's sums.
+
+    Returns the districts layer (None without a district source).
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    report: dict[str, Any] = {}
+    materials = _materials(p)
+    sums_cols = ["mass_t", *material_columns(materials)]
+    sums = read_sums(work / "stage")
+    archetypes, draws = _intensity_draws(p, materials)
+    q = tuple(p.uncertainty.percentiles)
+    out: Path | None = None
+    if p.sources.districts is not None:
+        districts = read_layer(work / "stage" / "districts_input.parquet")
+        result = district_layer(sums.districts, districts, sums_cols, name_column="district_name")
+        ids = pd.Index(result["district_id"].astype(object), name="district_id")
+        floor = floor_matrix(sums.district_archetypes, ids, archetypes)
+        pct, error = group_percentiles(floor, draws, materials, q)
+        out = write_layer(_with(result, pct, as_crs(p.crs)), work / DISTRICTS)
+        write_layer(quality_layer(sums.districts, districts), work / QUALITY)
+        report["districts"] = len(result)
+        report["draw_conservation_max_rel_error"] = error
+    else:
+        report["districts_skipped"] = "no [sources.districts] in the pipeline file"
+    if p.grid is not None:
+        cells = grid_layer(sums.cells, p.grid.cell_size_m, as_crs(p.crs))
+        index = pd.MultiIndex.from_arrays([cells["iy"], cells["ix"]], names=["iy", "ix"])
+        floor = floor_matrix(sums.cell_archetypes, index, archetypes)
+        pct, error = group_percentiles(floor, draws, materials, q)
+        cells = _with(cells, pct, as_crs(p.crs))
+        write_layer(cells, work / GRID)
+        report["grid_cells"] = len(cells)
+        report["grid_draw_conservation_max_rel_error"] = error
+        if p.grid.rasters:
+            report["rasters"] = _write_rasters(work, cells, sums_cols, p)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    _report(work, "districts", report)
+    return out
+
+
+@without_cyclic_gc
+def forecast_flows(work_dir: Path) -> Path | None:
+    """Demolition and construction flows per district, year, material and scenario."""
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    if p.dynamics is None:
+        _report(work, "flows", {"skipped": "no [dynamics] in the pipeline file"})
+        return None
+    dyn = p.dynamics
+    materials = _materials(p)
+    lifetimes = load_lifetimes(dyn.lifetimes)
+    # floor area and buildings per district, archetype and construction year (0: unknown)
+    attrs = read_sums(work / "stage").cohorts.reset_index()
+    attrs["construction_year"] = attrs["construction_year"].astype("Int64").replace(0, pd.NA)
+    years, n_imputed = impute_cohort_years(attrs)
+    too_new = years > dyn.base_year
+    attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
+    archetypes, draws = _intensity_draws(p, materials)
+    matrix = _central_intensities(p, materials, archetypes)
+    q = tuple(p.uncertainty.percentiles)
+    cohorts = np.sort(attrs["construction_year"].unique())
+    total_gfa = float(attrs["gfa_m2"].sum())
+    frames = []
+    for sc in dyn.scenarios:
+        levers = ScenarioLevers(**sc.model_dump())
+        frames.append(
+            district_flows(
+                attrs,
+                lifetimes,
+                dyn.base_year,
+                dyn.horizon,
+                levers,
+                matrix,
+                draws,
+                archetypes,
+                q,
+                cohorts=cohorts,
+                total_gfa_m2=total_gfa,
+            )
+        )
+    flows = pd.concat(frames, ignore_index=True)
+    flows = flows.astype({"scenario": object, "district_id": object, "material": object})
+    flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
+    geoms = None
+    if p.sources.districts is not None:
+        districts = read_layer(work / "stage" / "districts_input.parquet")
+        geoms = districts.set_index("district_id").geometry
+    geometry = (
+        gpd.GeoSeries(flows["district_id"].map(geoms), crs=as_crs(p.crs))
+        if geoms is not None
+        else gpd.GeoSeries([None] * len(flows), crs=as_crs(p.crs))
+    )
+    flows = gpd.GeoDataFrame(flows, geometry=geometry.values, crs=as_crs(p.crs))
+    out = write_layer(flows, work / FLOWS)
+    base = flows[(flows["year"] == dyn.base_year) & (flows["material"] == "mass")]
+    summary = {}
+    for sc in dyn.scenarios:
+        rows = flows[(flows["scenario"] == sc.name) & (flows["year"] > dyn.base_year)]
+        first10 = rows[rows["year"] <= dyn.base_year + 10]
+        area_out = first10[first10["material"] == "mass"]["outflow_m2"].sum()
+        stock_now = base[base["scenario"] == sc.name]["stock_m2"].sum()
+        summary[sc.name] = {
+            "outflow_t_next_10_years": first10.groupby("material")["outflow_t"]
+            .sum()
+            .round(1)
+            .to_dict(),
+            "demolition_rate_per_year": round(float(area_out / 10 / stock_now), 6)
+            if stock_now
+            else None,
+        }
+    _report(
+        work,
+        "flows",
+        {
+            "scenarios": [s.model_dump() for s in dyn.scenarios],
+            "base_year": dyn.base_year,
+            "horizon": dyn.horizon,
+            "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
+            "construction_years_imputed": n_imputed,
+            "construction_years_after_base_year": int(attrs["building_count"][too_new].sum()),
+            "summary": summary,
+            "rows": len(flows),
+            "seconds": round(time.perf_counter() - t0, 3),
+        },
+    )
+    return out
+
+
+@without_cyclic_gc
+def qgis_outputs(work_dir: Path) -> Path:
+    """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
+
+    The GeoPackage holds every GeoParquet layer of the run with its default style; the
+    ``.qml`` beside each ``.parquet`` is the same style; the project opens them styled,
+    in groups, in the pipeline CRS (see :mod:`mfa.io.qgis`). Written into the work
+    folder, so :func:`publish` checks them before the run is published.
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    p = _pipeline(work)
+    layers: dict[str, pd.DataFrame] = {
+        name: read_layer(work / f)
+        for name, f in QGIS_LAYERS.items()
+        if (work / f).exists() and name != "buildings"
+    }
+    # the buildings go into the GeoPackage row group by row group; the style needs their
+    # tonnes, the project their geometry types (from the WKB headers) and extent
+    source = pq.ParquetFile(work / BUILDINGS)
+    mass = source.read(columns=["mass_t"])["mass_t"].to_numpy()
+    types = np.concatenate(
+        [
+            wkb_type_ids(source.read_row_group(i, columns=["geometry"])["geometry"])
+            for i in range(source.num_row_groups)
+        ]
+    )
+    box = json.loads(source.schema_arrow.metadata[b"geo"])["columns"]["geometry"].get("bbox")
+    shape = LayerGeometry(types, tuple(box) if box else None)
+    batches = (
+        source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
+    )
+    layers = {"buildings": pd.DataFrame({"mass_t": mass}), **layers}
+    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
+    written = write_qgis_outputs(
+        work,
+        layers,
+        p.crs,
+        p.name,
+        years,
+        geometries={"buildings": shape},
+        batches={"buildings": batches},
+    )
+    failpoint("qgis:written")
+    _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
+    log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
+    return work / PROJECT

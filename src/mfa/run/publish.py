@@ -1,0 +1,174 @@
+"""Publish a checked run: ``run.json``, ``report.md``, then the atomic switch of
+``latest``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import mfa
+from mfa.config import config_digest, load_pipeline
+from mfa.errors import PublishError, ValidationError
+from mfa.failpoints import failpoint
+from mfa.io.files import file_record, fsync_dir
+from mfa.parallel import without_cyclic_gc
+from mfa.report import report_markdown
+from mfa.run.checks import _checks, _quality_summary, _record_table
+from mfa.run.context import (
+    BUILDINGS,
+    DISTRICTS,
+    DROPPED,
+    MANIFEST,
+    REPAIRS,
+    REPORT,
+    _ctx,
+    _materials,
+    log,
+)
+from mfa.run.housekeeping import prune_runs
+
+
+def _versions() -> dict[str, str]:
+    names = ["geopandas", "shapely", "pyarrow", "pandas", "numpy", "dask", "pyproj", "osmnx"]
+    out = {"python": platform.python_version(), "mfa": mfa.__version__}
+    for n in names:
+        try:
+            out[n] = version(n)
+        except Exception:  # noqa: BLE001 - a missing optional package is reported as absent
+            out[n] = "absent"
+    return out
+
+
+@without_cyclic_gc
+def publish(work_dir: Path) -> Path:
+    """Check every layer, write ``run.json``, move the run in place, switch ``latest``.
+
+    Returns the published run folder. On any failed check nothing is published.
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    ctx = _ctx(work)
+    p = load_pipeline(ctx["pipeline_file"])
+    materials = _materials(p)
+    reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
+    checks, found = _checks(work, p, materials, reports.get("districts", {}))
+    dropped = _record_table(work / "stage" / "dropped.parquet", work / DROPPED, ["stage", "reason"])
+    repairs = _record_table(
+        work / "stage" / "repairs.parquet", work / REPAIRS, ["attribute", "reason"]
+    )
+    b0 = reports.get("buildings", {})
+    accounted = found.rows + dropped.rows
+    if b0.get("matches") is None and b0.get("records_read") not in (None, accounted):
+        raise ValidationError(
+            f"{b0['records_read']} records read but {found.rows} buildings and "
+            f"{dropped.rows} left out: every record must be in one of them"
+        )
+    b = reports.get("buildings", {})
+    pipeline_record = [file_record(p.source_file)] if p.source_file else []
+    files = [*pipeline_record, *b.get("config_files", [])]
+    manifest = {
+        "pipeline": p.name,
+        "pipeline_file": ctx["pipeline_file"],
+        "run_id": ctx["run_id"],
+        "status": "succeeded",
+        "runner": ctx["runner"],
+        "started_at": ctx["started_at"],
+        "finished_at": datetime.now(UTC).isoformat(),
+        "crs": p.crs,
+        "run_key": ctx.get("run_key"),
+        "config_digest": config_digest(p, [Path(f["path"]) for f in b.get("config_files", [])]),
+        "versions": _versions(),
+        "inputs": b.get("inputs", []),
+        "config_files": files,
+        "intensities": reports.get("stocks", {}).get("intensities"),
+        "uncertainty": reports.get("stocks", {}).get("uncertainty"),
+        "compute": {
+            "scheduler": reports.get("stocks", {}).get("scheduler"),
+            "workers": reports.get("stocks", {}).get("workers"),
+            "batch_rows": p.compute.batch_rows,
+            "batches": reports.get("stocks", {}).get("batches"),
+            "engine": {
+                "buildings": reports.get("buildings", {}).get("engine"),
+                "stocks": reports.get("stocks", {}).get("engine"),
+            },
+        },
+        "row_counts": {
+            "records_read": b.get("records_read"),
+            "buildings": int(checks["layers"][BUILDINGS]["rows"]),
+            "districts": int(checks["layers"].get(DISTRICTS, {}).get("rows", 0)),
+            "dropped": dropped.rows,
+        },
+        "provenance": found.provenance,
+        "quality": {
+            attr: {k.removeprefix(f"{attr}_"): round(float(v), 4) for k, v in row.items()}
+            for attr, row in _quality_summary(found.quality).items()
+        },
+        "totals_t": {k: v for k, v in checks["totals"].items() if k != "gfa_m2"},
+        "total_gfa_m2": checks["totals"]["gfa_m2"],
+        "checks": {k: v for k, v in checks.items() if k != "totals"},
+        "dropped": {
+            "counts_by_reason": dropped.counts.sort_values("count", ascending=False).to_dict(
+                orient="records"
+            ),
+            # the first ones; dropped.csv beside it lists them all
+            "records": dropped.head.to_dict(orient="records"),
+            "records_listed": len(dropped.head),
+        },
+        "repairs": {
+            "counts": repairs.counts.sort_values(
+                ["count", "attribute"], ascending=[False, True]
+            ).to_dict(orient="records"),
+            "file": REPAIRS,
+        },
+        "matches": b.get("matches"),
+        "imputed_from_cohort_peers": reports.get("stocks", {}).get("imputed_from_cohort_peers"),
+        "flows": reports.get("flows"),
+        "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
+        "heights": b.get("heights"),
+        "storey_height_m": b.get("storey_height_m"),
+        "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
+    }
+    manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    previous_manifest = work.parent.parent / "latest" / MANIFEST
+    previous = json.loads(previous_manifest.read_text()) if previous_manifest.is_file() else None
+    (work / REPORT).write_text(report_markdown(manifest, previous))
+    shutil.rmtree(work / "stage")
+    shutil.rmtree(work / "reports")
+    (work / "context.json").unlink()
+    for f in work.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    fsync_dir(work)
+    failpoint("publish:checked")
+
+    pipeline_dir = work.parent.parent
+    final = pipeline_dir / ctx["run_id"]
+    try:
+        os.rename(work, final)
+        with contextlib.suppress(OSError):
+            work.parent.rmdir()  # .work/, when no other run is in progress
+        fsync_dir(pipeline_dir)
+        failpoint("publish:renamed")
+        link_tmp = pipeline_dir / f".latest-{ctx['run_id']}"
+        os.symlink(ctx["run_id"], link_tmp, target_is_directory=True)
+        failpoint("publish:linked")
+        os.replace(link_tmp, pipeline_dir / "latest")
+        fsync_dir(pipeline_dir)
+        failpoint("publish:switched")
+    except OSError as exc:
+        raise PublishError(
+            f"{final}: could not publish the run ({exc}); the previous 'latest' is unchanged"
+        ) from exc
+    pruned = prune_runs(pipeline_dir, p.output.keep_runs)
+    if pruned:
+        log.info("pruned %d old run(s) beyond keep_runs=%d", len(pruned), p.output.keep_runs)
+    log.info("published %s", final)
+    return final

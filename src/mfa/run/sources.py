@@ -1,0 +1,168 @@
+"""The building sources of a run as engine batches (:class:`mfa.engine.Source`), and
+the run's :class:`mfa.core.kernel.Model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+
+from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.conflate import conflate
+from mfa.buildings.quality import area_of_use_bounds, clean_geometries
+from mfa.config import Pipeline
+from mfa.core.kernel import Model
+from mfa.engine import Source, rules_model
+from mfa.errors import InputDataError
+from mfa.io.districts import read_districts
+from mfa.io.files import file_record
+from mfa.io.footprints import buildings_from_footprint_file
+from mfa.io.osm import buildings_from_osm
+from mfa.io.register import buildings_from_register, iter_register, iter_register_ids
+from mfa.run.context import _central_intensities, _intensity_draws, _materials
+from mfa.stocks.uncertainty import (
+    unit_quantiles,
+)
+
+
+def _read_footprints(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+    fp = p.sources.footprints
+    assert fp is not None
+    if fp.file is not None:
+        inputs.append({"role": "footprints", **file_record(fp.file)})
+        return buildings_from_footprint_file(fp, p.crs, rules)
+    if fp.osm_file is not None:
+        inputs.append({"role": "footprints", **file_record(fp.osm_file)})
+        buildings, dropped, _ = buildings_from_osm(fp, p.crs, rules)
+        return buildings, dropped
+    buildings, dropped, snapshot = buildings_from_osm(fp, p.crs, rules, p.cache_root(), day)
+    inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
+    return buildings, dropped
+
+
+def _sources(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], list[pd.DataFrame], dict[str, Any] | None, int]:
+    """Read, normalise and clean every building source; conflate when there are two.
+
+    Returns the buildings, the dropped and repair tables, the match report (or None)
+    and the number of records read. ``day`` (the run's UTC day) names the snapshot of an
+    online source.
+    """
+    bounds = area_of_use_bounds(p.crs)
+    min_area = rules.limits.min_footprint_m2
+    dropped: list[pd.DataFrame] = []
+    repairs: list[pd.DataFrame] = []
+    parts: dict[str, gpd.GeoDataFrame] = {}
+    n_records = 0
+    if p.sources.register_ is not None:
+        src = p.sources.register_
+        inputs.append({"role": "register", **file_record(src.path)})
+        reg, d = buildings_from_register(src, p.crs, rules)
+        n_records += len(reg) + len(d)
+        reg, d2, r = clean_geometries(reg, bounds, min_area)
+        parts["register"] = reg
+        dropped += [d, d2]
+        repairs.append(r)
+    if p.sources.footprints is not None:
+        fps, d = _read_footprints(p, rules, inputs, day)
+        n_records += len(fps) + len(d)
+        fps, d2, r = clean_geometries(fps, bounds, min_area)
+        parts["footprints"] = fps
+        dropped += [d, d2]
+        repairs.append(r)
+    if len(parts) == 2:
+        fps = parts["footprints"]
+        link = fps["register_link"] if "register_link" in fps.columns else None
+        buildings, report = conflate(
+            parts["register"], fps.drop(columns=["register_link"], errors="ignore"), link
+        )
+        return buildings, dropped, repairs, report, n_records
+    (buildings,) = parts.values()
+    return (
+        buildings.drop(columns=["register_link"], errors="ignore"),
+        dropped,
+        repairs,
+        None,
+        n_records,
+    )
+
+
+def _no_buildings(p: Pipeline, n_records: int, dropped: list[pd.DataFrame]) -> InputDataError:
+    """The error for a run left with no building: what was read and why it was left out."""
+    src = p.sources
+    where = (
+        src.register_.path
+        if src.register_ is not None
+        else (
+            src.footprints.file
+            or src.footprints.osm_file
+            or src.footprints.place
+            or src.footprints.polygon_wkt
+        )
+        if src.footprints is not None
+        else "?"
+    )
+    if n_records == 0:
+        return InputDataError(f"{where}: no building records; check the file (and its layer)")
+    table = pd.concat(dropped, ignore_index=True)
+    reasons = ", ".join(
+        f"{reason}: {count}" for reason, count in table["reason"].value_counts().head(3).items()
+    )
+    key = "sources.register.existing_status" if src.register_ is not None else "the source"
+    return InputDataError(
+        f"{where}: none of the {n_records} records is a building mfa can use ({reasons}); "
+        f"check the file and {key}"
+    )
+
+
+def _engine_source(
+    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+) -> tuple[Source, dict[str, Any] | None]:
+    """The run's building records as engine batches, and the conflation report."""
+    batch = p.compute.batch_rows
+    if p.sources.register_ is not None and p.sources.footprints is None:
+        src = p.sources.register_
+        inputs.append({"role": "register", **file_record(src.path)})
+        return (
+            Source(
+                batches=iter_register(src, p.crs, batch),
+                register=True,
+                existing_status=tuple(src.existing_status),
+                ids=iter_register_ids(src, p.crs, batch),
+            ),
+            None,
+        )
+    if p.sources.register_ is None:
+        fps, dropped = _read_footprints(p, rules, inputs, day)
+        fps = fps.drop(columns=["register_link"], errors="ignore").reset_index(drop=True)
+        cuts = range(0, max(1, len(fps)), batch)
+        return Source(
+            batches=(fps.iloc[i : i + batch] for i in cuts), register=False, dropped=dropped
+        ), None
+    # register and footprints: cleaned and conflated across the whole area, one batch
+    buildings, dropped, repairs, matches, n_records = _sources(p, rules, inputs, day)
+    return (
+        Source(
+            batches=iter([buildings.reset_index(drop=True)]),
+            register=False,
+            dropped=pd.concat(dropped, ignore_index=True),
+            repairs=pd.concat(repairs, ignore_index=True),
+            clean=False,
+            records_read=n_records,
+        ),
+        matches,
+    )
+
+
+def _model(p: Pipeline, rules: ArchetypeRules, run_year: int, storey: float) -> Model:
+    """The run's model: rules, intensities, draws' quantiles, districts, grid."""
+    materials = _materials(p)
+    archetypes, draws = _intensity_draws(p, materials)
+    kg_m2 = _central_intensities(p, materials, archetypes)
+    unit_q = unit_quantiles(draws, archetypes, materials, tuple(p.uncertainty.percentiles))
+    districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
+    return rules_model(rules, p, run_year, storey, materials, kg_m2, unit_q, archetypes, districts)
