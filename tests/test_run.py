@@ -300,3 +300,26 @@ def test_dk_sample_golden_totals(dk_run: Path) -> None:
     baseline = m["flows"]["summary"]["baseline"]
     assert baseline["outflow_t_next_10_years"]["mass"] == pytest.approx(11_994.5, abs=0.05)
     assert baseline["demolition_rate_per_year"] == pytest.approx(0.002326, abs=1e-6)
+
+
+def test_the_manifest_and_the_run_key_cover_every_declared_file(dk_run: Path, sample_copy) -> None:
+    """One declaration of a pipeline's files (Pipeline.input_files) makes the manifest's
+    inputs and config files and the run key: a change to any of them is seen."""
+    from mfa.config import load_pipeline
+    from mfa.incremental import run_key
+
+    p = load_pipeline(ROOT / "pipelines" / "dk-sample.toml")
+    m = json.loads((dk_run / "run.json").read_text())
+    recorded = {Path(f["path"]).resolve() for f in [*m["inputs"], *m["config_files"]]}
+    assert recorded == {f.path.resolve() for f in p.input_files()}
+    roles = {f.role for f in p.input_files()}
+    assert {"register", "districts", "pipeline", "intensities", "materials", "lifetimes"} <= roles
+    copy = load_pipeline(sample_copy / "pipelines" / "dk-sample.toml")
+    before = run_key(copy, "2026-12-02")
+    for f in copy.input_files():
+        if f.role in ("lifetimes", "materials", "districts"):
+            original = f.path.read_bytes()
+            f.path.write_bytes(original + b"\n")
+            assert run_key(copy, "2026-12-02") != before, f.role
+            f.path.write_bytes(original)
+    assert run_key(copy, "2026-12-02") == before

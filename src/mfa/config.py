@@ -191,6 +191,12 @@ class Intensities(_Strict):
         "or extend the main table, in order; e.g. a municipality's demolition audits",
     )
 
+    @property
+    def vocabulary_file(self) -> Path:
+        """The material vocabulary: ``vocabulary``, else ``materials.toml`` beside the
+        table's folder."""
+        return self.vocabulary or self.table.parent.parent / "materials.toml"
+
 
 class Uncertainty(_Strict):
     """Monte Carlo draws of the intensities (see mfa.stocks.uncertainty)."""
@@ -388,6 +394,48 @@ class Pipeline(_Strict):
             return self.cache.dir
         base = self.source_file.parent.parent if self.source_file else Path.cwd()
         return base / "geodata" / "cache"
+
+    def input_files(self) -> list[InputFile]:
+        """Every local file a run of this pipeline reads, with its role: the one list the
+        run key (``--if-changed``), the manifest's ``inputs`` and ``config_files`` and the
+        config digest are made from. Files that do not exist are left out (the readers
+        name them)."""
+        src = self.sources
+        data: list[tuple[str, Path | None]] = [
+            ("register", src.register_.path if src.register_ else None),
+            ("footprints", src.footprints.osm_file if src.footprints else None),
+            ("footprints", src.footprints.file if src.footprints else None),
+            ("districts", src.districts.path if src.districts else None),
+        ]
+        if src.heights is not None:
+            data += [("ndsm", src.heights.ndsm), ("dsm", src.heights.dsm), ("dtm", src.heights.dtm)]
+        config: list[tuple[str, Path | None]] = [
+            ("pipeline", self.source_file),
+            *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
+            ("intensities", self.intensities.table),
+            *(("intensity_override", f) for f in self.intensities.overrides),
+            ("materials", self.intensities.vocabulary_file),
+            ("lifetimes", self.dynamics.lifetimes if self.dynamics else None),
+        ]
+        return [
+            InputFile(role, path, kind)
+            for kind, files in (("data", data), ("config", config))
+            for role, path in files
+            if path is not None and path.is_file()
+        ]
+
+
+class InputFile(BaseModel):
+    """A local file a run reads (see :meth:`Pipeline.input_files`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    path: Path
+    kind: Literal["data", "config"]
+
+    def __init__(self, role: str, path: Path, kind: str) -> None:
+        super().__init__(role=role, path=path, kind=kind)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

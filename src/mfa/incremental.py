@@ -18,22 +18,8 @@ MANIFEST = "run.json"
 
 
 def _input_files(p: Pipeline) -> list[Path]:
-    """Every local file a run of ``p`` reads: sources, model tables, the pipeline file."""
-    src = p.sources
-    files: list[Path | None] = [
-        p.source_file,
-        src.register_.path if src.register_ else None,
-        src.footprints.osm_file if src.footprints else None,
-        src.footprints.file if src.footprints else None,
-        src.districts.path if src.districts else None,
-        *([src.heights.ndsm, src.heights.dsm, src.heights.dtm] if src.heights else []),
-        p.intensities.table,
-        *p.intensities.overrides,
-        p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml",
-        p.dynamics.lifetimes if p.dynamics else None,
-        *sorted(p.archetypes.dir.glob("*")),
-    ]
-    return [f for f in files if f is not None and f.is_file()]
+    """Every local file a run of ``p`` reads (:meth:`mfa.config.Pipeline.input_files`)."""
+    return [f.path for f in p.input_files()]
 
 
 def code_digest() -> str:

@@ -73,12 +73,9 @@ def build_buildings(work_dir: Path) -> Path:
         raise _no_buildings(
             p, checked["records_read"], [pd.read_parquet(stage / "dropped_checked.parquet")]
         )
-    if h is not None:
-        for role in ("ndsm", "dsm", "dtm"):
-            if getattr(h, role) is not None:
-                inputs.append({"role": role, **file_record(getattr(h, role))})
-    if p.sources.districts is not None:
-        inputs.append({"role": "districts", **file_record(p.sources.districts.path)})
+    # the online snapshot (if any) first, then every local file the pipeline declares
+    declared = p.input_files()
+    inputs += [{"role": f.role, **file_record(f.path)} for f in declared if f.kind == "data"]
     if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
         ctx["run_key"] = run_key(p, day)
         (work / "context.json").write_text(json.dumps(ctx, indent=2))
@@ -89,8 +86,7 @@ def build_buildings(work_dir: Path) -> Path:
         {
             "inputs": inputs,
             "config_files": [
-                file_record(Path(f))
-                for f in [*rules.files, p.intensities.table, *p.intensities.overrides]
+                {"role": f.role, **file_record(f.path)} for f in declared if f.kind == "config"
             ],
             "records_read": checked["records_read"],
             "buildings_computed": checked["buildings"],

@@ -97,7 +97,7 @@ def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
 
 
 def _materials(p: Pipeline) -> list[str]:
-    vocab = p.intensities.vocabulary or p.intensities.table.parent.parent / "materials.toml"
+    vocab = p.intensities.vocabulary_file
     known = load_materials(vocab)
     chosen = p.intensities.materials or known
     unknown = [m for m in chosen if m not in known]

@@ -17,7 +17,7 @@ import mfa
 from mfa.config import config_digest, load_pipeline
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
-from mfa.io.files import file_record, fsync_dir
+from mfa.io.files import fsync_dir
 from mfa.parallel import without_cyclic_gc
 from mfa.report import report_markdown
 from mfa.run.checks import _checks, _quality_summary, _record_table
@@ -71,8 +71,7 @@ def publish(work_dir: Path) -> Path:
             f"{dropped.rows} left out: every record must be in one of them"
         )
     b = reports.get("buildings", {})
-    pipeline_record = [file_record(p.source_file)] if p.source_file else []
-    files = [*pipeline_record, *b.get("config_files", [])]
+    files = b.get("config_files", [])  # the pipeline's declaration (Pipeline.input_files)
     manifest = {
         "pipeline": p.name,
         "pipeline_file": ctx["pipeline_file"],

@@ -16,7 +16,6 @@ from mfa.core.kernel import Model
 from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
 from mfa.io.districts import read_districts
-from mfa.io.files import file_record
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
 from mfa.io.register import buildings_from_register, iter_register, iter_register_ids
@@ -32,10 +31,8 @@ def _read_footprints(
     fp = p.sources.footprints
     assert fp is not None
     if fp.file is not None:
-        inputs.append({"role": "footprints", **file_record(fp.file)})
         return buildings_from_footprint_file(fp, p.crs, rules)
     if fp.osm_file is not None:
-        inputs.append({"role": "footprints", **file_record(fp.osm_file)})
         buildings, dropped, _ = buildings_from_osm(fp, p.crs, rules)
         return buildings, dropped
     buildings, dropped, snapshot = buildings_from_osm(fp, p.crs, rules, p.cache_root(), day)
@@ -60,7 +57,6 @@ def _sources(
     n_records = 0
     if p.sources.register_ is not None:
         src = p.sources.register_
-        inputs.append({"role": "register", **file_record(src.path)})
         reg, d = buildings_from_register(src, p.crs, rules)
         n_records += len(reg) + len(d)
         reg, d2, r = clean_geometries(reg, bounds, min_area)
@@ -126,7 +122,6 @@ def _engine_source(
     batch = p.compute.batch_rows
     if p.sources.register_ is not None and p.sources.footprints is None:
         src = p.sources.register_
-        inputs.append({"role": "register", **file_record(src.path)})
         return (
             Source(
                 batches=iter_register(src, p.crs, batch),
