@@ -88,6 +88,14 @@ def bbr_pipeline(tmp_path: Path):
 
 
 @pytest.fixture(scope="session")
+def dk_sample_run(tmp_path_factory) -> Path:
+    """One published run of pipelines/dk-sample.toml for every test that only reads it."""
+    from mfa.run import run_pipeline
+
+    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path_factory.mktemp("dk"))
+
+
+@pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """Prefect's test harness (a temporary local API), started once per session."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -14,8 +14,6 @@ import pytest
 from mfa.dynamics import inflow_driven, lifetime
 from mfa.dynamics.flows import ScenarioLevers, district_flows
 from mfa.dynamics.forecast import forecast_stock
-from mfa.run import run_pipeline
-from tests.conftest import ROOT
 
 
 def test_conditional_forecast_equals_backcast_and_forward_run() -> None:
@@ -65,8 +63,8 @@ def test_centuries_old_cohorts_stay_finite_and_overdue_ones_leave() -> None:
 
 
 @pytest.fixture(scope="module")
-def dk_run(tmp_path_factory) -> Path:
-    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path_factory.mktemp("f"))
+def dk_run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
 
 
 def test_flows_layer(dk_run: Path) -> None:

@@ -17,17 +17,15 @@ from hypothesis import strategies as st
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError
 from mfa.io.districts import read_districts
-from mfa.run import run_pipeline
 from mfa.stocks.aggregate import aggregate_districts
 from mfa.stocks.grid import aggregate_grid, grid_array, grid_index
-from tests.conftest import ROOT
 
 MATERIALS = ["concrete", "brick", "wood", "steel", "glass", "aluminium", "copper", "plastics"]
 
 
 @pytest.fixture(scope="module")
-def dk_run(tmp_path_factory) -> Path:
-    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path_factory.mktemp("g"))
+def dk_run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
 
 
 def test_grid_and_rasters_sum_to_the_district_totals(dk_run: Path) -> None:

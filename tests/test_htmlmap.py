@@ -10,16 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfa.run import run_pipeline
-from tests.conftest import ROOT
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def map_file(tmp_path_factory) -> Path:
+def map_file(tmp_path_factory, dk_sample_run: Path) -> Path:
     tmp = tmp_path_factory.mktemp("map")
-    run = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp)
+    run = dk_sample_run
     out = tmp / "query.html"
     subprocess.run(
         [

@@ -41,7 +41,6 @@ from mfa.io.qgis import (
     write_qgis_outputs,
 )
 from mfa.run import STEPS, prepare, publish, run_pipeline
-from tests.conftest import ROOT
 
 QGIS_PYTHON = "/usr/bin/python3"
 CHECK = Path(__file__).with_name("qgis_check.py")
@@ -270,8 +269,8 @@ def test_publish_rejects_a_geopackage_that_does_not_match(bbr_pipeline, tmp_path
 
 
 @pytest.fixture(scope="module")
-def dk_run(tmp_path_factory) -> Path:
-    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path_factory.mktemp("qgis"))
+def dk_run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
 
 
 def test_run_folder_has_the_qgis_files(dk_run: Path) -> None:

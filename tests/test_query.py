@@ -15,15 +15,13 @@ import shapely
 
 from mfa.errors import ConfigError, InputDataError
 from mfa.query import area_around, availability
-from mfa.run import run_pipeline
-from tests.conftest import ROOT
 
 KALUNDBORG = (643786.0, 6150882.0)  # among the sample's Kalundborg buildings (EPSG:25832)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path_factory.mktemp("q"))
+def run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
 
 
 def test_radius_query_equals_direct_computation(run: Path) -> None:

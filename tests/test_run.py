@@ -21,9 +21,8 @@ MATERIALS = ["concrete", "brick", "wood", "steel", "glass", "aluminium", "copper
 
 
 @pytest.fixture(scope="module")
-def dk_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("out")
-    return run_pipeline(ROOT / "pipelines" / "dk-sample.toml", out)
+def dk_run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
 
 
 def test_dk_sample_layers(dk_run: Path) -> None:

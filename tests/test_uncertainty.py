@@ -20,7 +20,7 @@ from mfa.stocks.uncertainty import (
     percentile_columns,
     unit_quantiles,
 )
-from tests.conftest import CONFIG, ROOT
+from tests.conftest import CONFIG
 
 Q = (5.0, 50.0, 95.0)
 
@@ -118,8 +118,8 @@ def test_draws_are_conserved_across_groups(rasmi, n, groups, seed) -> None:
     np.testing.assert_allclose(total, per_building, rtol=1e-9)
 
 
-def test_dk_sample_percentiles(tmp_path: Path) -> None:
-    run = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path)
+def test_dk_sample_percentiles(dk_sample_run: Path) -> None:
+    run = dk_sample_run
     b = gpd.read_parquet(run / "buildings.parquet")
     d = gpd.read_parquet(run / "districts.parquet")
     for df in (b, d):
