@@ -30,6 +30,13 @@ def test_repeats_are_pandas_duplicated_for_any_batches(values: list[str], cuts: 
     assert shared.tolist() == s.duplicated(keep=False).tolist()
 
 
+def test_the_two_halves_of_a_key_are_independent_hashes() -> None:
+    keys = hash128(np.array([f"id-{i}" for i in range(1000)], dtype=object))
+    assert (keys[:, 0] != keys[:, 1]).all()
+    b = box_keys(np.zeros((3, 4)), np.array([0, 3, 6]), np.array([1, 5, 9]))
+    assert (b[:, 0] != b[:, 1]).all()
+
+
 def test_box_keys_tell_apart_what_differs_and_match_what_is_equal() -> None:
     b = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 2], [0, 0, 1, 1]], dtype=float)
     keys = box_keys(b, np.array([3, 3, 3, 3]), np.array([5, 5, 5, 6]))

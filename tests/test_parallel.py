@@ -44,9 +44,9 @@ def assert_same_layers(a: Path, b: Path, rtol: float = 1e-9) -> None:
     assert ma["provenance"] == mb["provenance"]
     for k, v in ma["totals_t"].items():
         assert mb["totals_t"][k] == pytest.approx(v, rel=rtol), k
-    for f in ("dropped.csv", "repairs.csv"):
-        x, y = (pd.read_csv(r / f, dtype=str).sort_values(["record_id"]) for r in (a, b))
-        pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True))
+    for f in ("dropped.csv", "repairs.csv"):  # sorted as published: the same files
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    assert ma["dropped"] == mb["dropped"] and ma["repairs"] == mb["repairs"]
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ batch size (tested).
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -104,9 +105,19 @@ def _repeated_ids(source: Source) -> np.ndarray | None:
     return out
 
 
+def _of_batch(per_record: np.ndarray | None, positions: np.ndarray) -> np.ndarray | None:
+    """The values of a per-record array for a batch's records (False past its end)."""
+    if per_record is None:
+        return None
+    out = np.zeros(len(positions), dtype=bool)
+    inside = positions < len(per_record)
+    out[inside] = per_record[positions[inside]]
+    return out
+
+
 def _pass1(
     frame: gpd.GeoDataFrame,
-    repeated_id: np.ndarray | None,
+    repeated_id: np.ndarray | None,  # per record of the batch (registers)
     register: bool,
     existing_status: tuple[str, ...],
     clean: bool,
@@ -117,13 +128,7 @@ def _pass1(
     """Pass 1 of one batch (runs on a worker): normalise, clean, check, stage."""
     t0 = time.perf_counter()
     if register:
-        duplicate = None
-        if repeated_id is not None:
-            pos = frame.index.to_numpy()
-            inside = pos < len(repeated_id)
-            dup = np.zeros(len(frame), dtype=bool)
-            dup[inside] = repeated_id[pos[inside]]
-            duplicate = pd.Series(dup, index=frame.index)
+        duplicate = None if repeated_id is None else pd.Series(repeated_id, index=frame.index)
 
         def normalise(rows: gpd.GeoDataFrame):
             return normalise_bbr(rows, model.rules, list(existing_status), duplicate=duplicate)
@@ -282,7 +287,8 @@ def check_buildings(
     """
     t0 = time.perf_counter()
     folder = stage / CHECKED
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a retried step starts from nothing
+    folder.mkdir(parents=True)
     repeated_id = _repeated_ids(source)
     n = worker_count(workers)
     results: list[dict[str, Any]] = []
@@ -294,7 +300,7 @@ def check_buildings(
             n_records += len(frame)
             yield (
                 frame,
-                repeated_id,
+                _of_batch(repeated_id, frame.index.to_numpy()),
                 source.register,
                 source.existing_status,
                 source.clean,
@@ -312,27 +318,29 @@ def check_buildings(
         dropped.add(source.dropped)
     if source.repairs is not None:
         repairs.add(source.repairs)
-    counts = []
-    raster = None
-    for k, (r, rep) in enumerate(zip(results, repeats, strict=True)):
-        stem = folder / f"{k:06d}"
-        np.save(f"{stem}.repeat.npy", rep)
-        dropped.add_file(f"{stem}.dropped.parquet")
-        if Path(f"{stem}.repairs0.parquet").exists():
-            repairs.add_file(f"{stem}.repairs0.parquet")
-        # repairs after the footprint check: not for footprints left out as repeated
-        later = pd.read_parquet(f"{stem}.repairs1.parquet")
-        if rep.any():
-            ids = feather.read_table(f"{stem}.arrow", columns=["building_id"])["building_id"]
-            gone = set(ids.to_numpy(zero_copy_only=False)[rep].tolist())
-            later = later[~later["record_id"].isin(gone)]
-        repairs.add(later)
-        rows = feather.read_table(f"{stem}.arrow", columns=_COHORT_COLUMNS).to_pandas()
-        rows = rows.loc[~rep]
-        counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
-        raster = _merged_raster(raster, r["raster"])
-    dropped.close()
-    repairs.close()
+    try:
+        counts = []
+        raster = None
+        for k, (r, rep) in enumerate(zip(results, repeats, strict=True)):
+            stem = folder / f"{k:06d}"
+            np.save(f"{stem}.repeat.npy", rep)
+            dropped.add_file(f"{stem}.dropped.parquet")
+            if Path(f"{stem}.repairs0.parquet").exists():
+                repairs.add_file(f"{stem}.repairs0.parquet")
+            # repairs after the footprint check: not for footprints left out as repeated
+            later = pd.read_parquet(f"{stem}.repairs1.parquet")
+            if rep.any():
+                ids = feather.read_table(f"{stem}.arrow", columns=["building_id"])["building_id"]
+                gone = set(ids.to_numpy(zero_copy_only=False)[rep].tolist())
+                later = later[~later["record_id"].isin(gone)]
+            repairs.add(later)
+            rows = feather.read_table(f"{stem}.arrow", columns=_COHORT_COLUMNS).to_pandas()
+            rows = rows.loc[~rep]
+            counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
+            raster = _merged_raster(raster, r["raster"])
+    finally:
+        dropped.close()
+        repairs.close()
     cohorts = pd.concat(counts, ignore_index=True)
     structure, floors = cohort_statistics(cohorts)
     (stage / "cohorts.json").write_text(
@@ -440,13 +448,13 @@ def finish_buildings(
             writer = None
             _fsync_rename(tmp, out)
     finally:
+        dropped.close()
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)
     sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
     if sums is not None:
         _write_sums(sums, stage / SUMS)
-    dropped.close()
     return {
         "buildings": written,
         "batches": len(paths),

@@ -18,7 +18,8 @@ import pandas as pd
 
 __all__ = ["box_keys", "hash128", "later_repeats", "repeated_in_groups"]
 
-_KEYS = ("mfa-key-hash-0001", "mfa-key-hash-0002")
+#: Two different 16-character SipHash keys: two independent 64-bit hashes per value.
+_KEYS = ("mfa-key-hash-k01", "mfa-key-hash-k02")
 
 
 def hash128(values: np.ndarray) -> np.ndarray:
@@ -31,7 +32,7 @@ def hash128(values: np.ndarray) -> np.ndarray:
     if len(values) == 0:
         return np.zeros((0, 2), dtype=np.uint64)
     return np.stack(
-        [pd.util.hash_array(values, hash_key=k[:16], categorize=False) for k in _KEYS], axis=1
+        [pd.util.hash_array(values, hash_key=k, categorize=False) for k in _KEYS], axis=1
     )
 
 
@@ -77,22 +78,15 @@ def box_keys(bounds: np.ndarray, type_id: np.ndarray, n_coords: np.ndarray) -> n
     reorders its vertices, never changes them), so only geometries whose box key repeats
     need the exact, costlier comparison.
     """
-    frame = pd.DataFrame(
-        {
-            "x0": bounds[:, 0],
-            "y0": bounds[:, 1],
-            "x1": bounds[:, 2],
-            "y1": bounds[:, 3],
-            "type": np.asarray(type_id, dtype=np.int64),
-            "n": np.asarray(n_coords, dtype=np.int64),
-        }
+    rows = np.column_stack(
+        [
+            np.asarray(bounds, dtype=np.float64),
+            np.asarray(type_id, dtype=np.float64),
+            np.asarray(n_coords, dtype=np.float64),
+        ]
     )
-    if len(frame) == 0:
-        return np.zeros((0, 2), dtype=np.uint64)
-    return np.stack(
-        [pd.util.hash_pandas_object(frame, index=False, hash_key=k[:16]).to_numpy() for k in _KEYS],
-        axis=1,
-    )
+    # each row's 48 bytes as one value, hashed like any other key
+    return hash128(np.ascontiguousarray(rows).view(np.dtype((np.void, 48))).ravel().astype(object))
 
 
 def repeated_in_groups(keys: Sequence[np.ndarray]) -> list[np.ndarray]:

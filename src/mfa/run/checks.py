@@ -43,13 +43,16 @@ class _Records:
 
 
 def _record_table(staged: Path, csv: Path, key: list[str]) -> _Records:
-    """Write the staged table as CSV batch by batch; count its rows per ``key``."""
-    source = pq.ParquetFile(staged)
-    names = source.schema_arrow.names
+    """Write the staged table as CSV, sorted by every column in order (so the file does
+    not depend on the batches the records came in), batch by batch; count its rows per
+    ``key``. The sort holds the table as Arrow strings (the records, not the buildings)."""
+    table = pq.read_table(staged)
+    names = table.column_names
+    table = table.sort_by([(c, "ascending") for c in names])
     counts, head, n = [], [], 0
     with open(csv, "w", encoding="utf-8", newline="") as out:
         pd.DataFrame(columns=names).to_csv(out, index=False)
-        for batch in source.iter_batches(batch_size=100_000):
+        for batch in table.to_batches(max_chunksize=100_000):
             df = batch.to_pandas()
             df.to_csv(out, index=False, header=False)
             counts.append(df.groupby(key, dropna=False).size())
