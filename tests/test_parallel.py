@@ -90,7 +90,7 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
 
     with (
         pytest.raises(ConfigError, match="no Dask scheduler answers"),
-        executor("tcp://127.0.0.1:9"),
+        executor("tcp://127.0.0.1:9", connect_timeout_s=2),
     ):
         pass
 

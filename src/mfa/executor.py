@@ -34,8 +34,11 @@ def worker_count(workers: int | None) -> int:
 
 
 @contextmanager
-def executor(scheduler: str, workers: int | None = None) -> Iterator[Submit]:
-    """``submit(fn, *args) -> future`` on the scheduler named in the pipeline file."""
+def executor(
+    scheduler: str, workers: int | None = None, connect_timeout_s: float = 30.0
+) -> Iterator[Submit]:
+    """``submit(fn, *args) -> future`` on the scheduler named in the pipeline file
+    (an existing scheduler must answer within ``connect_timeout_s``)."""
     n = worker_count(workers)
     if scheduler in ("threads", "synchronous"):
         with ThreadPoolExecutor(max_workers=1 if scheduler == "synchronous" else n) as ex:
@@ -53,7 +56,7 @@ def executor(scheduler: str, workers: int | None = None) -> Iterator[Submit]:
             yield lambda fn, *a: client.submit(fn, *a, pure=False)
         return
     try:
-        client = Client(scheduler, timeout="30s")
+        client = Client(scheduler, timeout=f"{connect_timeout_s}s")
     except OSError as exc:
         raise ConfigError(
             f"compute.scheduler = {scheduler!r}: no Dask scheduler answers there ({exc}); "
