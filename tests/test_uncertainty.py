@@ -174,3 +174,29 @@ def test_group_draws_of_a_subset_of_groups_are_bit_identical(n, n_groups, subset
     sel = position[group] >= 0
     part = group_draws(gfa[sel], arch[sel], position[group][sel], len(keep), draws)
     assert np.array_equal(part, whole[:, keep, :])
+
+
+def test_percentiles_in_place_are_numpys() -> None:
+    from mfa.stocks.uncertainty import percentiles_in_place
+
+    rng = np.random.default_rng(7)
+    for shape in [(3, 1000), (2, 4, 999), (5, 10), (1, 1)]:
+        a = rng.lognormal(size=shape)
+        expected = np.percentile(a, (5, 50, 95), axis=-1)
+        np.testing.assert_allclose(
+            percentiles_in_place(a.copy(), (5, 50, 95)), expected, rtol=1e-14
+        )
+
+
+def test_group_percentiles_are_those_of_the_summed_draws() -> None:
+    from mfa.stocks.uncertainty import group_percentiles
+
+    rng = np.random.default_rng(3)
+    floor = rng.uniform(0, 400, (57, 6)) * (rng.uniform(size=(57, 6)) < 0.5)
+    draws = rng.uniform(5, 900, (1000, 6, 4))
+    mats = ["a", "b", "c", "d"]
+    got, error = group_percentiles(floor, draws, mats, (5, 50, 95), chunk=10)
+    tonnes = np.einsum("ga,dam->dgm", floor, draws) / 1000.0
+    expected = percentile_columns(tonnes, mats, (5, 50, 95))
+    assert list(got.columns) == list(expected.columns) and error < 1e-12
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
+from mfa.stocks.uncertainty import percentiles_in_place
 
 __all__ = ["ScenarioLevers", "district_flows", "impute_cohort_years", "impute_years"]
 
@@ -212,11 +213,12 @@ def district_flows(
         t_central[..., :-1] = np.matmul(cube, central) / 1000.0
         t_central[..., -1] = sum_last(t_central[..., :-1])
         q = np.zeros((len(percentiles), n_d, n_years, len(names)))
-        for lo in range(0, n_d, _DISTRICT_BLOCK):  # bounds block × years × materials × draws
+        for lo in range(0, n_d if cube.any() else 0, _DISTRICT_BLOCK):  # (none: all 0 t)
+            # bounds block × years × materials × draws
             block = np.matmul(cube[lo : lo + _DISTRICT_BLOCK], per_draw) / 1000.0
             block = block.reshape(len(block), n_years, n_m, n_k)
             both = np.concatenate([block, sum_last(block.swapaxes(2, 3))[:, :, None]], axis=2)
-            q[:, lo : lo + _DISTRICT_BLOCK] = np.percentile(both, percentiles, axis=-1)
+            q[:, lo : lo + _DISTRICT_BLOCK] = percentiles_in_place(both, percentiles)
         area = sum_last(cube)  # d × t
         idx = pd.MultiIndex.from_product(
             [districts, years, names], names=["district_id", "year", "material"]

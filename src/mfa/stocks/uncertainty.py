@@ -28,6 +28,7 @@ __all__ = [
     "group_percentiles",
     "intensity_draws",
     "percentile_columns",
+    "percentiles_in_place",
     "unit_quantiles",
 ]
 
@@ -64,6 +65,27 @@ def intensity_draws(percentiles: np.ndarray, n_draws: int, seed: int) -> np.ndar
     m_idx = np.arange(n_m)[None, None, :]
     lo, hi = p[a_idx, m_idx, seg], p[a_idx, m_idx, seg + 1]
     return lo + frac * (hi - lo)
+
+
+def percentiles_in_place(values: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+    """Percentiles ``q`` (in %) over the last axis: ``np.percentile(values, q, axis=-1)``
+    (linear method, numpy's index and interpolation formulas; equal to within a few units
+    in the last place), but ``values`` is partitioned in place along its contiguous last
+    axis instead of copied with that axis moved first (1.5–2× faster on groups × draws).
+    Returns len(q) × values.shape[:-1]. ``values`` must hold no NaN."""
+    n = values.shape[-1]
+    quantiles = np.asarray(q, dtype=float) / 100
+    virtual = n * quantiles + (1 + quantiles * (1 - 1 - 1)) - 1  # numpy's, alpha = beta = 1
+    previous = np.floor(virtual).astype(np.intp)
+    following = np.minimum(previous + 1, n - 1)
+    gamma = virtual - previous
+    values.partition(np.unique(np.concatenate([previous, following])), axis=-1)
+    out = np.empty((len(q), *values.shape[:-1]))
+    for i in range(len(q)):
+        a, b, t = values[..., previous[i]], values[..., following[i]], gamma[i]
+        diff = b - a
+        out[i] = b - diff * (1 - t) if t >= 0.5 else a + diff * t  # numpy's _lerp
+    return out
 
 
 def draw_quantiles(draws: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
@@ -172,31 +194,39 @@ def group_percentiles(
     draws: np.ndarray,
     materials: list[str],
     q: tuple[float, ...],
-    chunk: int = 2_000,
+    chunk: int = 1_000,
 ) -> tuple[pd.DataFrame, float]:
     """Percentile columns per group from Monte Carlo draws of summed floor area.
 
     ``floor`` is groups × archetypes (m², :func:`floor_matrix`), ``draws`` draws ×
     archetypes × materials (kg/m²). A group's tonnes in a draw are Σ_archetype floor area
-    × intensity draw (one draw per archetype shared by all its buildings). Groups are
-    done ``chunk`` at a time (memory: draws × chunk × materials). Also checks, draw by
-    draw, that the groups add up to the total and returns the largest relative
-    difference (it raises above 1e-9).
+    × intensity draw (one draw per archetype shared by all its buildings); the total is
+    summed over materials draw by draw. Groups are done ``chunk`` at a time (memory:
+    chunk × (materials + 1) × draws). Also checks, draw by draw, that the groups add up
+    to the total and returns the largest relative difference (it raises above 1e-9).
+    The columns equal :func:`percentile_columns` of the same tonnes.
     """
     from mfa.errors import ValidationError
 
-    total = np.tensordot(draws, floor.sum(axis=0), axes=([1], [0])) / 1000.0  # d × m
+    n_d, n_a, n_m = draws.shape
+    per_draw = np.ascontiguousarray(draws.transpose(1, 2, 0)).reshape(n_a, n_m * n_d) / 1000.0
+    total = (floor.sum(axis=0) @ per_draw).reshape(n_m, n_d)  # t per material and draw
     summed = np.zeros_like(total)
-    parts = [percentile_columns(np.zeros((len(draws), 0, len(materials))), materials, q)]
+    names = [*materials, "mass"]
+    columns = [f"{name}_t_p{round(qq):02d}" for name in names for qq in q]
+    blocks = [np.zeros((0, len(columns)))]
     for start in range(0, len(floor), chunk):
         block = floor[start : start + chunk]
-        tonnes = np.tensordot(draws, block.T, axes=([1], [0])).transpose(0, 2, 1) / 1000.0
-        summed += tonnes.sum(axis=1)
-        parts.append(percentile_columns(tonnes, materials, q))
+        both = np.empty((len(block), n_m + 1, n_d))
+        both[:, :n_m] = (block @ per_draw).reshape(len(block), n_m, n_d)
+        summed += both[:, :n_m].sum(axis=0)
+        both[:, n_m] = both[:, :n_m].sum(axis=1)
+        pct = percentiles_in_place(both, q)  # q × groups × names
+        blocks.append(pct.transpose(1, 2, 0).reshape(len(block), -1))
     scale = np.maximum(np.abs(total), 1e-12)
     error = float(np.max(np.abs(summed - total) / scale)) if total.size else 0.0
     if error > 1e-9:
         raise ValidationError(
             f"Monte Carlo draws are not conserved across groups (max rel. error {error:.2e})"
         )
-    return pd.concat(parts, ignore_index=True), error
+    return pd.DataFrame(np.concatenate(blocks), columns=columns), error
