@@ -129,37 +129,27 @@ def _checks(
     """Check every layer of the work folder; returns the checks and the buildings' sums."""
     layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
     found = _check_buildings_layer(work / BUILDINGS, p, materials)
-    cols = ["mass_t", *material_columns(materials)]
     checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
-    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
     totals = found.totals
     if (work / DISTRICTS).exists():
-        districts = read_layer(work / DISTRICTS)
-        layers[DISTRICTS] = check_geoparquet(work / DISTRICTS, p.crs)
-        _check_percentiles(districts, ["mass", *materials], q, str(work / DISTRICTS))
-        _balance(totals, districts, ["gfa_m2", *cols], "districts")
-        if int(districts["building_count"].sum()) != found.rows:
-            raise ValidationError("districts: building_count does not add up to the buildings")
-        checks["mass_balance"] = {
-            "status": "passed",
-            "rtol": 1e-9,
-            "draw_by_draw_max_rel_error": reports_districts.get("draw_conservation_max_rel_error"),
-        }
+        layers[DISTRICTS], checks["mass_balance"] = _check_groups(
+            work / DISTRICTS,
+            "districts",
+            found,
+            p,
+            materials,
+            reports_districts.get("draw_conservation_max_rel_error"),
+        )
         layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
     if (work / GRID).exists():
-        grid = read_layer(work / GRID)
-        layers[GRID] = check_geoparquet(work / GRID, p.crs)
-        _check_percentiles(grid, ["mass", *materials], q, str(work / GRID))
-        _balance(totals, grid, ["gfa_m2", *cols], "grid cells")
-        if int(grid["building_count"].sum()) != found.rows:
-            raise ValidationError("grid: building_count does not add up to the buildings")
-        checks["grid_mass_balance"] = {
-            "status": "passed",
-            "rtol": 1e-9,
-            "draw_by_draw_max_rel_error": reports_districts.get(
-                "grid_draw_conservation_max_rel_error"
-            ),
-        }
+        layers[GRID], checks["grid_mass_balance"] = _check_groups(
+            work / GRID,
+            "grid cells",
+            found,
+            p,
+            materials,
+            reports_districts.get("grid_draw_conservation_max_rel_error"),
+        )
         rasters = {}
         for name in reports_districts.get("rasters", []):
             col = name.removeprefix("stock_").removesuffix(".tif") + "_t"
@@ -181,6 +171,26 @@ def _checks(
     if missing:
         raise ValidationError(f"{work}: {missing} missing; the qgis_outputs step writes them")
     return checks, found
+
+
+def _check_groups(
+    path: Path,
+    what: str,
+    found: _LayerCheck,
+    p: Pipeline,
+    materials: list[str],
+    conservation: float | None,
+) -> tuple[dict[str, object], dict[str, Any]]:
+    """Check a layer of group sums (districts, grid cells) against the buildings: its
+    GeoParquet metadata, ordered percentiles, every sum and the building count."""
+    groups = read_layer(path)
+    meta = check_geoparquet(path, p.crs)
+    q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
+    _check_percentiles(groups, ["mass", *materials], q, str(path))
+    _balance(found.totals, groups, ["gfa_m2", "mass_t", *material_columns(materials)], what)
+    if int(groups["building_count"].sum()) != found.rows:
+        raise ValidationError(f"{what}: building_count does not add up to the buildings")
+    return meta, {"status": "passed", "rtol": 1e-9, "draw_by_draw_max_rel_error": conservation}
 
 
 def _balance(totals: dict[str, float], groups: pd.DataFrame, columns: list[str], what: str) -> None:
