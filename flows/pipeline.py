@@ -11,10 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 
 from mfa import run as steps
 from mfa.errors import TransientFetchError
+from mfa.executor import PROGRESS
 
 
 @task(name="prepare")
@@ -36,12 +41,37 @@ def retry_if_transient(task, task_run, state) -> bool:
 
 def _as_task(step: steps.Step):
     def run(work_dir: str) -> str | None:
-        out = step.run(Path(work_dir))
+        token = PROGRESS.set(_ProgressArtifact(Path(work_dir).name))
+        try:
+            out = step.run(Path(work_dir))
+        finally:
+            PROGRESS.reset(token)
         return None if out is None else str(out)
 
     run.__doc__ = step.run.__doc__
     retries = {"retries": 2, "retry_delay_seconds": 60} if step.transient else {}
     return task(name=step.name, retry_condition_fn=retry_if_transient, **retries)(run)
+
+
+class _ProgressArtifact:
+    """The engine's progress in a step as a Prefect progress artifact (created on the
+    first report; updated every 5 % and at the end: a few API calls per step)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.artifact = None
+        self.last = -100.0
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        pct = 100.0 * done / max(total, 1)
+        if self.artifact is None:
+            self.artifact = create_progress_artifact(
+                pct, key=f"mfa-progress-{what}", description=f"mfa run {self.run_id}: {what}"
+            )
+            self.last = pct
+        elif pct - self.last >= 5 or done >= total:
+            update_progress_artifact(self.artifact, pct)
+            self.last = pct
 
 
 #: One Prefect task per step of :data:`mfa.run.STEPS`, by step name.

@@ -89,18 +89,22 @@ def test_flow_publishes_a_report_artifact(prefect_harness, tmp_path: Path) -> No
     run_dir = Path(mfa_pipeline(str(ROOT / "pipelines" / "osm-sample.toml"), str(tmp_path)))
     assert (run_dir / "report.md").exists()
 
-    async def latest_artifact():
+    async def artifacts_of(key: str):
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["mfa-osm-sample"]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
             )
 
     import asyncio
 
-    artifacts = asyncio.run(latest_artifact())
+    artifacts = asyncio.run(artifacts_of("mfa-osm-sample"))
     assert artifacts and "# mfa run" in artifacts[-1].data
+    # the engine's steps show their progress, up to 100 %
+    for step in ("buildings", "stocks"):
+        progress = asyncio.run(artifacts_of(f"mfa-progress-{step}"))
+        assert any(float(a.data) == 100.0 for a in progress), step
 
 
 def test_only_transient_failures_are_retried() -> None:

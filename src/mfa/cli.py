@@ -7,8 +7,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -106,6 +108,30 @@ def _summary(run_dir: Path, seconds: float, unchanged: bool = False) -> None:
         out.print(f"published {run_dir}  (latest → {latest}) in {seconds:.1f} s")
 
 
+@contextmanager
+def _progress_bar() -> Iterator[None]:
+    """A progress bar per engine step on stderr while a plain run computes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from mfa.executor import PROGRESS
+
+    bars: dict[str, Any] = {}
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), console=err
+    ) as bar:
+
+        def show(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                bars[what] = bar.add_task(what, total=total)
+            bar.update(bars[what], completed=done, total=total)
+
+        token = PROGRESS.set(show)
+        try:
+            yield
+        finally:
+            PROGRESS.reset(token)
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline file, e.g. pipelines/dk-sample.toml")],
@@ -146,7 +172,8 @@ def run(
         if no_prefect:
             from mfa.run import run_pipeline
 
-            run_dir = run_pipeline(pipeline, output_dir, force=force)
+            with _progress_bar():
+                run_dir = run_pipeline(pipeline, output_dir, force=force)
         else:
             prefect_defaults()
             from flows.pipeline import mfa_pipeline

@@ -48,15 +48,23 @@ from mfa.config import HeightSource, Pipeline
 from mfa.core.kernel import Model, Shapes, check_batch, clean_batch, finish_batch
 from mfa.core.keys import hash128, later_repeats, repeated_in_groups
 from mfa.core.sums import Sums
-from mfa.executor import executor, ordered_map, worker_count
+from mfa.executor import executor, ordered_map, report_progress, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import ROW_GROUP_SIZE, geometry_type_names, wkb_layer_table
 from mfa.schema import DROPPED_COLUMNS, empty_dropped
+from mfa.staging import (
+    SUMS,
+    StringTableWriter,
+    read_sums,
+    stage_batch,
+    unstage_batch,
+    write_strings,
+    write_sums,
+)
 
-__all__ = ["Source", "check_buildings", "finish_buildings", "read_sums"]
+__all__ = ["Source", "check_buildings", "finish_buildings", "read_sums", "rules_model"]
 
 CHECKED = "checked"
-SUMS = "sums"
 #: Columns the cohort statistics are counted from.
 _COHORT_COLUMNS = [
     "function",
@@ -87,6 +95,7 @@ class Source:
     repairs: pd.DataFrame | None = None  # repairs made before batching (conflation)
     clean: bool = True  # False: the records were cleaned before (conflation)
     records_read: int | None = None  # when the batches are not the records read
+    total_records: int | None = None  # known before reading (a GeoParquet's row count)
 
 
 def _repeated_ids(source: Source) -> np.ndarray | None:
@@ -146,7 +155,7 @@ def _pass1(
     rows, repairs = check_batch(rows, raster_h, model)
     shapes = Shapes.of(rows.geometry.values)
     failpoint("buildings:staged")
-    _stage(rows, shapes, path)
+    stage_batch(rows, shapes, path)
     stem = path.removesuffix(".arrow")
     write_strings(pd.concat([empty_dropped(), *dropped]), f"{stem}.dropped.parquet")
     if repairs_geometry is not None:
@@ -159,70 +168,6 @@ def _pass1(
         "raster": raster,
         "seconds": time.perf_counter() - t0,
     }
-
-
-#: Columns the first pass stages beside the attributes (see :class:`Shapes`).
-_SHAPE_COLUMNS = ("_x", "_y", "_x0", "_y0", "_x1", "_y1", "_wkb", "_type", "_z")
-
-
-def _stage(rows: gpd.GeoDataFrame, shapes: Shapes, path: str) -> None:
-    """Write a checked batch as an Arrow IPC file: attributes and :class:`Shapes`."""
-    table = pa.Table.from_pandas(pd.DataFrame(rows.drop(columns="geometry")), preserve_index=False)
-    b = shapes.bounds
-    extra = [shapes.x, shapes.y, b[:, 0], b[:, 1], b[:, 2], b[:, 3]]
-    for name, values in zip(_SHAPE_COLUMNS[:6], extra, strict=True):
-        table = table.append_column(name, pa.array(values, pa.float64()))
-    table = table.append_column("_wkb", pa.array(shapes.wkb, pa.binary()))
-    table = table.append_column("_type", pa.array(shapes.type_id, pa.int8()))
-    table = table.append_column("_z", pa.array(shapes.has_z, pa.bool_()))
-    feather.write_feather(table, path, compression="lz4")
-
-
-def _unstage(path: str) -> tuple[pd.DataFrame, Shapes, pa.Array]:
-    """A staged batch: its attributes, its :class:`Shapes` and its WKB as Arrow."""
-    table = feather.read_table(path, memory_map=True)
-    cols = {n: table[n].to_numpy() for n in _SHAPE_COLUMNS if n != "_wkb"}
-    wkb = table["_wkb"].combine_chunks()
-    shapes = Shapes(
-        x=cols["_x"],
-        y=cols["_y"],
-        bounds=np.column_stack([cols["_x0"], cols["_y0"], cols["_x1"], cols["_y1"]]),
-        wkb=np.empty(0, dtype=object),  # kept as Arrow: the layer takes it as it is
-        type_id=cols["_type"].astype(np.int64),
-        has_z=cols["_z"],
-        n_coords=np.zeros(0, dtype=np.int64),  # pass 1 used them for the box keys
-    )
-    return table.drop_columns(list(_SHAPE_COLUMNS)).to_pandas(), shapes, wkb
-
-
-class StringTableWriter:
-    """Appends tables of text columns (left-out records, repairs) to one Parquet file, in
-    the order they come: memory holds one table at a time."""
-
-    def __init__(self, path: Path | str, columns: tuple[str, ...]) -> None:
-        self.schema = pa.schema([(c, pa.large_string()) for c in columns])
-        self.writer = pq.ParquetWriter(path, self.schema)
-
-    def add(self, table: pd.DataFrame) -> None:
-        if len(table):
-            frame = table[list(self.schema.names)].astype("string")
-            self.writer.write_table(
-                pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-            )
-
-    def add_file(self, path: Path | str) -> None:
-        for batch in pq.ParquetFile(path).iter_batches():
-            self.writer.write_table(pa.Table.from_batches([batch]).cast(self.schema))
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def write_strings(table: pd.DataFrame, path: Path | str) -> None:
-    """A table of text columns as Parquet (large strings, as :class:`StringTableWriter`)."""
-    frame = table.astype("string")
-    schema = pa.schema([(c, pa.large_string()) for c in frame.columns])
-    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
 
 
 def _repeated_footprints(results: list[dict[str, Any]], folder: Path) -> list[np.ndarray]:
@@ -309,8 +254,11 @@ def check_buildings(
                 str(folder / f"{k:06d}.arrow"),
             )
 
+    results = []
     with executor(scheduler, workers) as submit:
-        results = list(ordered_map(submit, _pass1, tasks(), window=2 * n))
+        for r in ordered_map(submit, _pass1, tasks(), window=2 * n):
+            results.append(r)
+            report_progress("buildings", n_records, source.total_records or n_records)
     repeats = _repeated_footprints(results, folder)
     dropped = StringTableWriter(stage / "dropped_checked.parquet", DROPPED_COLUMNS)
     repairs = StringTableWriter(stage / "repairs.parquet", REPAIR_COLUMNS)
@@ -377,7 +325,7 @@ def _statistics(stage: Path) -> tuple[pd.Series, pd.Series]:
 def _pass2(path: str, model: Model, statistics: tuple[pd.Series, pd.Series], crs: object) -> tuple:
     """Pass 2 of one batch (runs on a worker): finish it and make its layer table."""
     t0 = time.perf_counter()
-    rows, shapes, wkb = _unstage(path)
+    rows, shapes, wkb = unstage_batch(path)
     repeated = np.load(path.removesuffix(".arrow") + ".repeat.npy")
     buildings, taken, dropped, sums = finish_batch(rows, shapes, repeated, statistics, model)
     table = None
@@ -424,7 +372,9 @@ def finish_buildings(
     try:
         with executor(scheduler, workers) as submit:
             args = ((p, model, statistics, crs) for p in paths)
-            for table, gone, sums, seconds in ordered_map(submit, _pass2, args, window=2 * n):
+            finished = ordered_map(submit, _pass2, args, window=2 * n)
+            for done, (table, gone, sums, seconds) in enumerate(finished, start=1):
+                report_progress("stocks", done, len(paths))
                 worker_s += seconds
                 tw = time.perf_counter()
                 dropped.add(gone)
@@ -454,7 +404,7 @@ def finish_buildings(
         tmp.unlink(missing_ok=True)
     sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
     if sums is not None:
-        _write_sums(sums, stage / SUMS)
+        write_sums(sums, stage / SUMS)
     return {
         "buildings": written,
         "batches": len(paths),
@@ -472,44 +422,6 @@ def _fsync_rename(tmp: Path, path: Path) -> None:
         os.fsync(f.fileno())
     failpoint(f"write:{path.name}")
     os.replace(tmp, path)
-
-
-_SUM_FRAMES = ("districts", "district_archetypes", "cells", "cell_archetypes", "cohorts")
-
-
-def _write_sums(sums: Sums, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in _SUM_FRAMES:
-        value = getattr(sums, name)
-        frame = value.to_frame("gfa_m2") if isinstance(value, pd.Series) else value
-        frame.reset_index().to_parquet(folder / f"{name}.parquet", index=False)
-    sums.provenance.rename("count").reset_index().to_parquet(
-        folder / "provenance.parquet", index=False
-    )
-    (folder / "peers.json").write_text(json.dumps(sums.imputed_from_peers))
-
-
-def read_sums(stage: Path) -> Sums:
-    """The run's sums staged by :func:`finish_buildings`."""
-    folder = stage / SUMS
-    frames = {}
-    keys = {
-        "districts": ["district_id"],
-        "district_archetypes": ["district_id", "archetype_id"],
-        "cells": ["iy", "ix"],
-        "cell_archetypes": ["iy", "ix", "archetype_id"],
-        "cohorts": ["district_id", "archetype_id", "construction_year"],
-    }
-    for name in _SUM_FRAMES:
-        frame = pd.read_parquet(folder / f"{name}.parquet").set_index(keys[name])
-        is_series = name in ("district_archetypes", "cell_archetypes")
-        frames[name] = frame["gfa_m2"] if is_series else frame
-    prov = pd.read_parquet(folder / "provenance.parquet").set_index(["column", "value"])["count"]
-    return Sums(
-        **frames,
-        provenance=prov,
-        imputed_from_peers=json.loads((folder / "peers.json").read_text()),
-    )
 
 
 def rules_model(

@@ -19,11 +19,27 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from mfa.errors import ConfigError
 
-__all__ = ["executor", "ordered_map", "worker_count"]
+__all__ = ["PROGRESS", "executor", "ordered_map", "report_progress", "worker_count"]
+
+#: Where the engine reports its progress: ``fn(what, done, total)`` (batches), set by the
+#: caller for the duration of a step (the Prefect task: a progress artifact; the CLI: a
+#: bar). None: nobody listens.
+PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar(
+    "mfa_progress", default=None
+)
+
+
+def report_progress(what: str, done: int, total: int) -> None:
+    """Tell the listener set in :data:`PROGRESS` (if any) how far ``what`` is."""
+    listener = PROGRESS.get()
+    if listener is not None:
+        listener(what, done, total)
+
 
 Submit = Callable[..., Future]
 

@@ -28,6 +28,7 @@ __all__ = [
     "iter_register",
     "iter_register_ids",
     "read_register",
+    "register_size",
 ]
 
 #: ``byg406Koordinatsystem`` codes → CRS (5 = ETRS89 / UTM zone 32N).
@@ -153,6 +154,18 @@ def iter_register(
     step = batch_rows or max(1, len(df))
     for start in range(0, max(1, len(df)), step):
         yield _records(df.iloc[start : start + step], path, kind, source, crs)
+
+
+def register_size(source: RegisterSource) -> int | None:
+    """The number of records of a GeoParquet register from its metadata (None for other
+    formats, or when the file cannot be read: the reader then says why)."""
+    path = Path(source.path)
+    if _suffix(path) not in (".parquet", ".geoparquet") or not path.is_file():
+        return None
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (OSError, ValueError):
+        return None
 
 
 def iter_register_ids(

@@ -18,7 +18,7 @@ from mfa.errors import InputDataError
 from mfa.io.districts import read_districts
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
-from mfa.io.register import buildings_from_register, iter_register, iter_register_ids
+from mfa.io.register import buildings_from_register, iter_register, iter_register_ids, register_size
 from mfa.run.context import _central_intensities, _intensity_draws, _materials
 from mfa.stocks.uncertainty import (
     unit_quantiles,
@@ -128,6 +128,7 @@ def _engine_source(
                 register=True,
                 existing_status=tuple(src.existing_status),
                 ids=iter_register_ids(src, p.crs, batch),
+                total_records=register_size(src),
             ),
             None,
         )
