@@ -16,6 +16,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.context import TaskRunContext
 
 from mfa import run as steps
 from mfa.errors import TransientFetchError
@@ -63,6 +64,8 @@ class _ProgressArtifact:
         self.last = -100.0
 
     def __call__(self, what: str, done: int, total: int) -> None:
+        if TaskRunContext.get() is None:  # the task's function called directly: no UI
+            return
         pct = 100.0 * done / max(total, 1)
         if self.artifact is None:
             self.artifact = create_progress_artifact(
