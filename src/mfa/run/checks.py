@@ -131,25 +131,19 @@ def _checks(
     found = _check_buildings_layer(work / BUILDINGS, p, materials)
     checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
     totals = found.totals
+    # layers of group sums: file, what they sum, name of the check, conservation report
+    groups = (
+        (DISTRICTS, "districts", "mass_balance", "draw_conservation_max_rel_error"),
+        (GRID, "grid cells", "grid_mass_balance", "grid_draw_conservation_max_rel_error"),
+    )
+    for layer, what, check, conservation in groups:
+        if (work / layer).exists():
+            layers[layer], checks[check] = _check_groups(
+                work / layer, what, found, p, materials, reports_districts.get(conservation)
+            )
     if (work / DISTRICTS).exists():
-        layers[DISTRICTS], checks["mass_balance"] = _check_groups(
-            work / DISTRICTS,
-            "districts",
-            found,
-            p,
-            materials,
-            reports_districts.get("draw_conservation_max_rel_error"),
-        )
         layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
     if (work / GRID).exists():
-        layers[GRID], checks["grid_mass_balance"] = _check_groups(
-            work / GRID,
-            "grid cells",
-            found,
-            p,
-            materials,
-            reports_districts.get("grid_draw_conservation_max_rel_error"),
-        )
         rasters = {}
         for name in reports_districts.get("rasters", []):
             col = name.removeprefix("stock_").removesuffix(".tif") + "_t"

@@ -1,0 +1,433 @@
+"""Layer styles as QML (graduated colours, quantile breaks, labels with units), pure:
+values in, XML strings out."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from mfa.io.qgis.layergeometry import LayerGeometry, _geometries, _geometry_of
+from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, RAMPS, SCENARIO_VARIABLE, Geometry
+
+
+def _round_sig(
+    x: float, digits: int = 2, how: Literal["nearest", "down", "up"] = "nearest"
+) -> float:
+    """``x`` rounded to ``digits`` significant digits (down/up: towards −∞/+∞)."""
+    if x == 0 or not math.isfinite(x):
+        return 0.0
+    exponent = math.floor(math.log10(abs(x))) - (digits - 1)
+    scaled = x / 10.0**exponent
+    rounded = {"nearest": round, "down": math.floor, "up": math.ceil}[how](scaled)
+    # format/parse removes the binary noise of the multiplication (0.30000000000000004)
+    return float(f"{rounded * 10.0**exponent:.{max(0, -exponent)}f}")
+
+
+def class_breaks(values: Sequence[float] | np.ndarray, n: int = 5) -> tuple[float, ...]:
+    """Class edges for a graduated style: quantiles rounded to 2 significant digits.
+
+    The lowest edge is 0 for non-negative data (else the minimum rounded down), the
+    highest the maximum rounded up, so every value falls in a class. Returns the edges
+    (one more than the classes); fewer than ``n`` classes when values repeat; one class
+    (0, 1) when there is no finite value.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return (0.0, 1.0)
+    lo = 0.0 if v.min() >= 0 else _round_sig(float(v.min()), how="down")
+    hi = _round_sig(float(v.max()), how="up")
+    if hi <= lo:
+        hi = lo + 1.0 if lo >= 0 else _round_sig(lo / 2, how="up")
+    inner = [_round_sig(float(q)) for q in np.quantile(v, np.linspace(0, 1, n + 1)[1:-1])]
+    return tuple(sorted({lo, hi, *(q for q in inner if lo < q < hi)}))
+
+
+def color_ramp(name: str, n: int, start: float = 0.0, stop: float = 1.0) -> tuple[str, ...]:
+    """``n`` colours (``#rrggbb``) evenly spaced along the ColorBrewer scheme ``name``.
+
+    ``start``/``stop`` (0…1) cut the scheme's ends, e.g. its near-white first colour.
+    """
+    anchors = np.array(
+        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in RAMPS[name].split()], dtype=float
+    )
+    pos = np.linspace(start, stop, n) * (len(anchors) - 1) if n > 1 else np.array([stop])
+    lower = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
+    frac = (pos - lower)[:, None]
+    rgb = anchors[lower] * (1 - frac) + anchors[lower + 1] * frac
+    return tuple("#{:02x}{:02x}{:02x}".format(*np.rint(c).astype(int)) for c in rgb)
+
+
+def format_value(x: float) -> str:
+    """A class edge for a legend: thousands separators, two significant digits below 10."""
+    if x == 0:
+        return "0"
+    decimals = max(0, 1 - math.floor(math.log10(abs(x))))
+    text = f"{x:,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def range_labels(breaks: Sequence[float], unit: str, scale: float = 1.0) -> tuple[str, ...]:
+    """Legend labels ``"lo – hi unit"`` for consecutive edges (values × ``scale``)."""
+    return tuple(
+        f"{format_value(lo * scale)} – {format_value(hi * scale)} {unit}".rstrip()
+        for lo, hi in itertools.pairwise(breaks)
+    )
+
+
+@dataclass(frozen=True)
+class GraduatedStyle:
+    """A graduated-colour style: class ``i`` is ``breaks[i]``…``breaks[i + 1]``.
+
+    ``expression`` is a field name or a QGIS expression; ``unit`` goes into the labels
+    QGIS makes when the classes are recomputed. ``geometry`` "none" writes no renderer
+    (a table). ``temporal_field`` binds the layer's temporal properties to a date field.
+    """
+
+    expression: str
+    breaks: tuple[float, ...]
+    colors: tuple[str, ...]
+    labels: tuple[str, ...]
+    geometry: Geometry
+    unit: str = ""
+    title: str = ""
+    outline: str | None = "#232323"
+    outline_width_mm: float = 0.2
+    marker_size_mm: float = 2.0
+    method: str = "Quantile"
+    temporal_field: str | None = None
+    opacity: float = 1.0
+
+    def __post_init__(self) -> None:
+        n = len(self.breaks) - 1
+        if self.geometry != "none" and (n < 1 or len(self.colors) != n or len(self.labels) != n):
+            raise ValueError(
+                f"{self.expression}: {len(self.breaks)} edges need {n} colours and labels, "
+                f"got {len(self.colors)} and {len(self.labels)}"
+            )
+
+    @property
+    def classes(self) -> int:
+        """The number of classes (0 for a table without a renderer)."""
+        return 0 if self.geometry == "none" else len(self.breaks) - 1
+
+
+def _rgba(color: str, alpha: int = 255) -> str:
+    return ",".join(str(int(color[i : i + 2], 16)) for i in (1, 3, 5)) + f",{alpha}"
+
+
+def _ddp(parent: ET.Element) -> None:
+    """The empty data-defined-properties collection QGIS writes under symbols."""
+    ddp = ET.SubElement(parent, "data_defined_properties")
+    m = ET.SubElement(ddp, "Option", {"type": "Map"})
+    ET.SubElement(m, "Option", {"type": "QString", "name": "name", "value": ""})
+    ET.SubElement(m, "Option", {"name": "properties"})
+    ET.SubElement(m, "Option", {"type": "QString", "name": "type", "value": "collection"})
+
+
+def _props(parent: ET.Element, props: Mapping[str, str]) -> None:
+    """Properties both as an Option map (QGIS ≥ 3.26 reads it) and as legacy ``prop``."""
+    m = ET.SubElement(parent, "Option", {"type": "Map"})
+    for k, v in props.items():
+        ET.SubElement(m, "Option", {"type": "QString", "name": k, "value": v})
+    for k, v in props.items():
+        ET.SubElement(parent, "prop", {"k": k, "v": v})
+
+
+def _symbol(name: str, color: str, style: GraduatedStyle) -> ET.Element:
+    kind = {"point": "marker", "line": "line", "polygon": "fill"}[style.geometry]
+    sym = ET.Element(
+        "symbol",
+        {"type": kind, "name": name, "alpha": "1", "clip_to_extent": "1", "force_rhr": "0"},
+    )
+    _ddp(sym)
+    outline = _rgba(style.outline) if style.outline else "35,35,35,255"
+    edge = {  # the outline of markers and fills
+        "joinstyle": "bevel",
+        "offset": "0,0",
+        "offset_unit": "MM",
+        "outline_color": outline,
+        "outline_style": "solid" if style.outline else "no",
+        "outline_width": f"{style.outline_width_mm:g}",
+        "outline_width_unit": "MM",
+    }
+    if kind == "marker":
+        cls = "SimpleMarker"
+        props = {
+            "angle": "0",
+            "color": _rgba(color),
+            "horizontal_anchor_point": "1",
+            **edge,
+            "name": "circle",
+            "scale_method": "diameter",
+            "size": f"{style.marker_size_mm:g}",
+            "size_unit": "MM",
+            "vertical_anchor_point": "1",
+        }
+    elif kind == "fill":
+        cls = "SimpleFill"
+        props = {
+            "color": _rgba(color),
+            **edge,
+            "style": "solid",
+        }
+    else:
+        cls = "SimpleLine"
+        props = {
+            "line_color": _rgba(color),
+            "line_style": "solid",
+            "line_width": "0.6",
+            "line_width_unit": "MM",
+            "capstyle": "square",
+            "joinstyle": "bevel",
+        }
+    layer = ET.SubElement(sym, "layer", {"class": cls, "pass": "0", "enabled": "1", "locked": "0"})
+    _props(layer, props)
+    _ddp(layer)
+    return sym
+
+
+def _renderer(style: GraduatedStyle) -> ET.Element:
+    r = ET.Element(
+        "renderer-v2",
+        {
+            "type": "graduatedSymbol",
+            "attr": style.expression,
+            "graduatedMethod": "GraduatedColor",
+            "symbollevels": "0",
+            "enableorderby": "0",
+            "forceraster": "0",
+            "referencescale": "-1",
+        },
+    )
+    ranges = ET.SubElement(r, "ranges")
+    symbols = ET.SubElement(r, "symbols")
+    edges = style.breaks
+    for i, (lo, hi, color, label) in enumerate(
+        zip(edges[:-1], edges[1:], style.colors, style.labels, strict=True)
+    ):
+        ET.SubElement(
+            ranges,
+            "range",
+            {
+                "lower": f"{lo:.15g}",
+                "upper": f"{hi:.15g}",
+                "symbol": str(i),
+                "label": label,
+                "render": "true",
+            },
+        )
+        symbols.append(_symbol(str(i), color, style))
+    source = _symbol("0", style.colors[0], style)
+    holder = ET.SubElement(r, "source-symbol")
+    holder.append(source)
+    # the ramp QGIS uses when the classes are recomputed ("Classify")
+    ramp = ET.SubElement(r, "colorramp", {"type": "gradient", "name": "[source]"})
+    inner = style.colors[1:-1]
+    stops = ":".join(
+        f"{(i + 1) / (len(style.colors) - 1):.4g};{_rgba(c)}" for i, c in enumerate(inner)
+    )
+    _props(
+        ramp,
+        {
+            "color1": _rgba(style.colors[0]),
+            "color2": _rgba(style.colors[-1]),
+            "discrete": "0",
+            "rampType": "gradient",
+            **({"stops": stops} if stops else {}),
+        },
+    )
+    method = ET.SubElement(r, "classificationMethod", {"id": style.method})
+    ET.SubElement(method, "symmetricMode", {"enabled": "0", "symmetrypoint": "0", "astride": "0"})
+    ET.SubElement(
+        method,
+        "labelFormat",
+        {
+            "format": f"%1 – %2 {style.unit}".rstrip(),
+            "labelprecision": "2",
+            "trimtrailingzeroes": "1",
+        },
+    )
+    ET.SubElement(method, "parameters")
+    ET.SubElement(method, "extraInformation")
+    ET.SubElement(r, "rotation")
+    ET.SubElement(r, "sizescale")
+    return r
+
+
+def _temporal(style: GraduatedStyle) -> ET.Element:
+    on = style.temporal_field is not None
+    t = ET.Element(
+        "temporal",
+        {
+            "enabled": "1" if on else "0",
+            # 1 = QgsVectorLayerTemporalProperties::ModeFeatureDateTimeInstantFromField
+            "mode": "1" if on else "0",
+            "startField": style.temporal_field or "",
+            "endField": "",
+            "durationField": "",
+            "durationUnit": "min",
+            "fixedDuration": "0",
+            "accumulate": "0",
+            "limitMode": "0",  # include the frame's beginning, exclude its end
+            "startExpression": "",
+            "endExpression": "",
+        },
+    )
+    fixed = ET.SubElement(t, "fixedRange")
+    ET.SubElement(fixed, "start").text = ""
+    ET.SubElement(fixed, "end").text = ""
+    return t
+
+
+def _style_elements(style: GraduatedStyle) -> list[ET.Element]:
+    """The children of a QML root (or a project's ``maplayer``) for ``style``."""
+    out = [_temporal(style)]
+    if style.geometry != "none":
+        out.append(_renderer(style))
+    for tag, text in (
+        ("blendMode", "0"),
+        ("featureBlendMode", "0"),
+        ("layerOpacity", f"{style.opacity:g}"),
+    ):
+        el = ET.Element(tag)
+        el.text = text
+        out.append(el)
+    out.append(ET.Element("legend", {"type": "default-vector", "showLabelLegend": "0"}))
+    return out
+
+
+def _xml(root: ET.Element) -> str:
+    ET.indent(root, space="  ")
+    body = ET.tostring(root, encoding="unicode")
+    return "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n" + body + "\n"
+
+
+def qml(style: GraduatedStyle) -> str:
+    """The QML document (a QGIS layer style file) of ``style``."""
+    root = ET.Element(
+        "qgis",
+        {
+            "version": QGIS_VERSION,
+            "styleCategories": "Symbology|Rendering|Temporal|Legend",
+            "hasScaleBasedVisibilityFlag": "0",
+            "minScale": "100000000",
+            "maxScale": "0",
+        },
+    )
+    root.extend(_style_elements(style))
+    return _xml(root)
+
+
+def flows_expression(scenario: str, material: str = "mass", value: str = "outflow_t") -> str:
+    """The flows layer's class expression: ``value`` of one scenario and material, else NULL.
+
+    Each district has a row per scenario and material in every year; drawing them all
+    would stack them. The project variables ``mfa_flows_scenario`` and
+    ``mfa_flows_material`` choose the rows (the defaults apply without the project).
+    """
+
+    def q(s: str) -> str:
+        return "'" + s.replace("'", "''") + "'"
+
+    return (
+        f'if("scenario" = coalesce(@{SCENARIO_VARIABLE}, {q(scenario)}) '
+        f'AND "material" = coalesce(@{MATERIAL_VARIABLE}, {q(material)}), "{value}", NULL)'
+    )
+
+
+def run_styles(
+    layers: Mapping[str, pd.DataFrame],
+    base_year: int | None = None,
+    geometries: Mapping[str, LayerGeometry] | None = None,
+) -> dict[str, GraduatedStyle]:
+    """The default style of each of a run's layers, from the values in them.
+
+    ``geometries`` gives the :class:`LayerGeometry` of layers passed without (or with
+    unparsed) geometries; the others' come from their geometry column.
+
+    - buildings: ``mass_t`` (t per building), 5 quantile classes, yellow-green-blue (so
+      the points stand out on the areas below them);
+    - districts and grid: ``mass_t_per_ha`` (t/ha), 5 quantile classes each,
+      yellow-orange-brown, districts at 60 % opacity under the outlined grid cells;
+    - quality: ``gfa_observed`` (share of buildings whose floor area is observed, shown in
+      %), fixed classes 0-50-75-90-100 %, red to green;
+    - flows: yearly demolition outflow (t) of the total mass in the first scenario, 5
+      quantile classes over the years after ``base_year``, red-purple, temporal on ``date``.
+    """
+    styles: dict[str, GraduatedStyle] = {}
+    geo = _geometries(layers, geometries)
+    if "buildings" in layers:
+        b = layers["buildings"]
+        geom = _geometry_of(geo["buildings"])
+        br = class_breaks(b["mass_t"].to_numpy(dtype=float))
+        styles["buildings"] = GraduatedStyle(
+            expression="mass_t",
+            breaks=br,
+            colors=color_ramp("YlGnBu", len(br) - 1, 0.25, 1.0),
+            labels=range_labels(br, "t"),
+            geometry=geom,
+            unit="t",
+            title="material in the building (t)",
+            outline="#4d4d4d",
+            outline_width_mm=0.1 if geom == "point" else 0.05,
+            marker_size_mm=1.8,
+        )
+    for name in ("grid", "districts"):
+        if name in layers:
+            df = layers[name]
+            br = class_breaks(df["mass_t_per_ha"].to_numpy(dtype=float))
+            styles[name] = GraduatedStyle(
+                expression="mass_t_per_ha",
+                breaks=br,
+                colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
+                labels=range_labels(br, "t/ha"),
+                geometry=_geometry_of(geo[name]),
+                unit="t/ha",
+                title="material per hectare (t/ha)",
+                outline="#6e6e6e" if name == "districts" else "#4d4d4d",
+                outline_width_mm=0.26 if name == "districts" else 0.1,
+                # districts lie under the grid in the same ramp: faded, they stay apart
+                opacity=0.6 if name == "districts" else 1.0,
+            )
+    if "quality" in layers:
+        br = (0.0, 0.5, 0.75, 0.9, 1.0)
+        styles["quality"] = GraduatedStyle(
+            expression="gfa_observed",
+            breaks=br,
+            colors=color_ramp("RdYlGn", 4, 0.0, 1.0),
+            labels=range_labels(br, "%", scale=100),
+            geometry=_geometry_of(geo["quality"]),
+            unit="",
+            title="share of buildings whose floor area is observed",
+            outline="#6e6e6e",
+            outline_width_mm=0.26,
+            method="Pretty",
+        )
+    if "flows" in layers:
+        f = layers["flows"]
+        scenario = str(f["scenario"].iloc[0]) if len(f) else "baseline"
+        sel = (f["scenario"] == scenario) & (f["material"] == "mass")
+        if base_year is not None:
+            sel &= f["year"] > base_year
+        br = class_breaks(f.loc[sel, "outflow_t"].to_numpy(dtype=float))
+        styles["flows"] = GraduatedStyle(
+            expression=flows_expression(scenario),
+            breaks=br,
+            colors=color_ramp("RdPu", len(br) - 1, 0.15, 1.0),
+            labels=range_labels(br, "t"),
+            geometry=_geometry_of(geo["flows"]),
+            unit="t",
+            title="demolition outflow in the year (t)",
+            outline="#6e6e6e",
+            outline_width_mm=0.26,
+            temporal_field="date",
+        )
+    return styles
