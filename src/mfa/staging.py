@@ -104,9 +104,6 @@ def write_sums(sums: Sums, folder: Path) -> None:
         value = getattr(sums, name)
         frame = value.to_frame("gfa_m2") if isinstance(value, pd.Series) else value
         frame.reset_index().to_parquet(folder / f"{name}.parquet", index=False)
-    sums.provenance.rename("count").reset_index().to_parquet(
-        folder / "provenance.parquet", index=False
-    )
     (folder / "peers.json").write_text(json.dumps(sums.imputed_from_peers))
 
 
@@ -125,9 +122,7 @@ def read_sums(stage: Path) -> Sums:
         frame = pd.read_parquet(folder / f"{name}.parquet").set_index(keys[name])
         is_series = name in ("district_archetypes", "cell_archetypes")
         frames[name] = frame["gfa_m2"] if is_series else frame
-    prov = pd.read_parquet(folder / "provenance.parquet").set_index(["column", "value"])["count"]
     return Sums(
         **frames,
-        provenance=prov,
         imputed_from_peers=json.loads((folder / "peers.json").read_text()),
     )

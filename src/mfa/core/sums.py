@@ -40,8 +40,6 @@ class Sums:
         Floor area (m²) and building count per (``district_id``, ``archetype_id``,
         ``construction_year``; 0 where the year is missing): the dynamic stock model's
         input.
-    provenance
-        Buildings per (column, value) of every ``*_source`` column and ``match_method``.
     imputed_from_peers
         Structures and floor counts filled from cohort peers.
     """
@@ -51,7 +49,6 @@ class Sums:
     cells: pd.DataFrame
     cell_archetypes: pd.Series
     cohorts: pd.DataFrame
-    provenance: pd.Series
     imputed_from_peers: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
@@ -73,7 +70,6 @@ class Sums:
             cells=add([p.cells for p in parts], 2),
             cell_archetypes=add([p.cell_archetypes for p in parts], 3),
             cohorts=add([p.cohorts for p in parts], 3),
-            provenance=add([p.provenance for p in parts], 2),
             imputed_from_peers=peers,
         )
 
@@ -134,12 +130,6 @@ def batch_sums(
             dtype=float,
             index=pd.MultiIndex.from_arrays([[], [], []], names=["iy", "ix", "archetype_id"]),
         )
-    sources = [c for c in buildings.columns if c.endswith("_source")] + ["match_method"]
-    prov = pd.concat(
-        [buildings[c].astype("string").fillna("<NA>").value_counts().sort_index() for c in sources],
-        keys=sources,
-        names=["column", "value"],
-    ).astype(np.int64)
     return Sums(
         districts=districts,
         district_archetypes=_group(gfa_s, [district, archetype], ["district_id", "archetype_id"]),
@@ -150,6 +140,5 @@ def batch_sums(
             [district, archetype, year],
             ["district_id", "archetype_id", "construction_year"],
         ),
-        provenance=prov,
         imputed_from_peers=dict(imputed_from_peers),
     )
