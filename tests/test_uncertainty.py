@@ -188,6 +188,27 @@ def test_percentiles_in_place_are_numpys() -> None:
         )
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    n=st.integers(1, 60),
+    data=st.data(),
+)
+def test_select_in_place_puts_the_sorted_values_at_the_indices(rows, n, data) -> None:
+    from mfa.stocks.uncertainty import select_in_place
+
+    # ties included: values from a small set
+    values = np.array(
+        data.draw(st.lists(st.integers(0, 5), min_size=rows * n, max_size=rows * n)), float
+    ).reshape(rows, n)
+    ks = sorted(set(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=6))))
+    got = values.copy()
+    select_in_place(got, ks)
+    expected = np.sort(values, axis=-1)
+    assert np.array_equal(got[:, ks], expected[:, ks])
+    assert np.array_equal(np.sort(got, axis=-1), expected)  # a permutation of each row
+
+
 def test_group_percentiles_are_those_of_the_summed_draws() -> None:
     from mfa.stocks.uncertainty import group_percentiles
 

@@ -16,13 +16,9 @@ import pandas as pd
 
 from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
-from mfa.stocks.uncertainty import percentiles_in_place
+from mfa.stocks.uncertainty import group_quantiles
 
 __all__ = ["ScenarioLevers", "district_flows", "impute_cohort_years", "impute_years"]
-
-#: Districts whose Monte Carlo tonnes are held in memory at once (block × years ×
-#: materials × draws × 8 bytes: 64 × 16 × 10 × 1,000 × 8 B ≈ 82 MB).
-_DISTRICT_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -200,11 +196,6 @@ def district_flows(
     central = intensity_kg_m2.reindex(draw_archetypes).fillna(0.0).to_numpy(dtype=float)
     years = np.arange(base_year, horizon + 1)
     names = [*materials, "mass"]
-    n_k, n_m = draws.shape[0], len(materials)
-    # archetype × (material, draw) and archetype × material: one matrix product per district
-    # (a stack of equal-shaped products, so a district's tonnes get the same bits whichever
-    # districts are computed with it: incremental runs reuse the others)
-    per_draw = np.ascontiguousarray(draws.transpose(1, 2, 0)).reshape(n_a, n_m * n_k)
     frames = []
     for kind, m2 in (("stock", stock), ("inflow", inflow), ("outflow", outflow)):
         cube = np.zeros((n_d, n_years, n_a))
@@ -212,13 +203,9 @@ def district_flows(
         t_central = np.zeros((n_d, n_years, len(names)))
         t_central[..., :-1] = np.matmul(cube, central) / 1000.0
         t_central[..., -1] = sum_last(t_central[..., :-1])
-        q = np.zeros((len(percentiles), n_d, n_years, len(names)))
-        for lo in range(0, n_d if cube.any() else 0, _DISTRICT_BLOCK):  # (none: all 0 t)
-            # bounds block × years × materials × draws
-            block = np.matmul(cube[lo : lo + _DISTRICT_BLOCK], per_draw) / 1000.0
-            block = block.reshape(len(block), n_years, n_m, n_k)
-            both = np.concatenate([block, sum_last(block.swapaxes(2, 3))[:, :, None]], axis=2)
-            q[:, lo : lo + _DISTRICT_BLOCK] = percentiles_in_place(both, percentiles)
+        q = np.zeros((len(percentiles), n_d * n_years, len(names)))
+        if cube.any():  # (none: all 0 t, e.g. no construction in this scenario)
+            q, _ = group_quantiles(cube.reshape(n_d * n_years, n_a), draws, percentiles)
         area = sum_last(cube)  # d × t
         idx = pd.MultiIndex.from_product(
             [districts, years, names], names=["district_id", "year", "material"]
