@@ -322,3 +322,26 @@ def test_the_manifest_and_the_run_key_cover_every_declared_file(dk_run: Path, sa
             assert run_key(copy, "2026-12-02") != before, f.role
             f.path.write_bytes(original)
     assert run_key(copy, "2026-12-02") == before
+
+
+def test_a_pipeline_file_edited_during_a_run_does_not_change_the_run(
+    bbr_pipeline, tmp_path: Path
+) -> None:
+    """Every step uses the pipeline and the model tables as prepare() read them: editing
+    the file between steps (another statistic, other draws) changes nothing published."""
+    from mfa.run import STEPS, prepare
+
+    plain = run_pipeline(bbr_pipeline(name="plain.toml"), tmp_path / "plain")
+    edited = bbr_pipeline(name="edited.toml")
+    work = prepare(edited, tmp_path / "edited")
+    text = edited.read_text()
+    for step in STEPS:
+        edited.write_text(
+            text.replace('region = "OECD_EU15"', 'region = "OECD_EU15"\nstatistic = "p95"')
+            + "\n[uncertainty]\ndraws = 10\nseed = 7\n"
+        )
+        result = step.run(work)
+    a = json.loads((plain / "run.json").read_text())
+    b = json.loads((Path(result) / "run.json").read_text())
+    assert b["totals_t"] == a["totals_t"]
+    assert b["uncertainty"] == a["uncertainty"]

@@ -100,8 +100,8 @@ def run_pipeline(
     """Run every step without Prefect; return the published run folder.
 
     With ``force=False`` a run whose inputs, config and code are unchanged since the
-    latest published run does nothing and returns that run; otherwise it recomputes only
-    the districts whose records changed (see :mod:`mfa.reuse`).
+    latest published run does nothing and returns that run; otherwise it recomputes
+    everything.
     """
     if not force:
         previous = unchanged_run(pipeline_file, output_dir)

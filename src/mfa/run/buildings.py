@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mfa.config import load_pipeline
 from mfa.crs import as_crs
 from mfa.engine import check_buildings, finish_buildings, read_sums
 from mfa.errors import InputDataError
@@ -32,10 +31,10 @@ from mfa.run.context import (
     BUILDINGS,
     MODEL,
     _ctx,
-    _intensity_draws,
     _load_model,
     _pipeline,
     _report,
+    _run_tables,
     log,
 )
 from mfa.run.sources import _engine_source, _model, _no_buildings
@@ -52,14 +51,14 @@ def build_buildings(work_dir: Path) -> Path:
     t0 = time.perf_counter()
     work = Path(work_dir)
     ctx = _ctx(work)
-    p = load_pipeline(ctx["pipeline_file"])
+    p = _pipeline(work)
     rules = load_archetype_rules(p.archetypes.dir)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
     h = p.sources.heights
     storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
-    model = _model(p, rules, run_year, storey)
+    model = _model(p, _run_tables(work), rules, run_year, storey)
     stage = work / "stage"
     if model.district_geoms is not None:
         districts = read_districts(p.sources.districts, p.crs)
@@ -128,7 +127,8 @@ def estimate_stocks(work_dir: Path) -> Path:
                 "files have the right CRS"
             )
     materials = list(model.materials)
-    archetypes, draws = _intensity_draws(p, materials)
+    tables = _run_tables(work)
+    archetypes, draws = tables.archetypes, tables.draws
     whole = sums.district_archetypes.groupby(level="archetype_id").sum()
     floor = whole.reindex(archetypes, fill_value=0.0).to_numpy(dtype=float)[None, :]
     band, _ = group_percentiles(floor, draws, materials, tuple(p.uncertainty.percentiles))

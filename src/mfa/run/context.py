@@ -4,10 +4,12 @@ folder. Every step takes the work folder and finds what it needs here."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,17 +88,22 @@ def _ctx(work_dir: Path) -> dict[str, Any]:
     return json.loads((Path(work_dir) / "context.json").read_text())
 
 
-def _pipeline(work_dir: Path) -> Pipeline:
-    return load_pipeline(_ctx(work_dir)["pipeline_file"])
+#: The run's settings as validated once by :func:`prepare` (pipeline and model tables).
+SETTINGS = "settings.pickle"
 
 
-def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
-    path = Path(work_dir) / "reports" / f"{step}.json"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str))
+@dataclass(frozen=True)
+class Tables:
+    """The model tables of a run, read and drawn once by :func:`prepare`."""
+
+    materials: list[str]
+    archetypes: list[str]
+    draws: np.ndarray  # draws × archetypes × materials (kg/m²), seeded
+    central: pd.DataFrame  # archetype × material (kg/m²) at the pipeline's statistic
 
 
-def _materials(p: Pipeline) -> list[str]:
+def _tables(p: Pipeline) -> Tables:
+    """Read the material vocabulary and the intensity table; draw the intensities."""
     vocab = p.intensities.vocabulary_file
     known = load_materials(vocab)
     chosen = p.intensities.materials or known
@@ -108,29 +115,38 @@ def _materials(p: Pipeline) -> list[str]:
             f"{p.source_file}: key 'intensities.materials': {unknown} not in {vocab}; "
             f"use some of {known}"
         )
-    return list(chosen)
-
-
-def _intensity_draws(p: Pipeline, materials: list[str]) -> tuple[list[str], np.ndarray]:
-    """The seeded Monte Carlo intensity draws of the pipeline (archetypes, draws)."""
+    materials = list(chosen)
+    where = str(p.intensities.table)
     table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
-    archetypes, pct = intensity_percentiles(
-        table, p.intensities.region, materials, where=str(p.intensities.table)
+    archetypes, pct = intensity_percentiles(table, p.intensities.region, materials, where=where)
+    draws = intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
+    central = intensity_matrix(
+        table, p.intensities.region, p.intensities.statistic, materials, archetypes, where=where
     )
-    return archetypes, intensity_draws(pct, p.uncertainty.draws, p.uncertainty.seed)
+    return Tables(materials, list(archetypes), draws, central)
 
 
-def _central_intensities(p: Pipeline, materials: list[str], archetypes) -> pd.DataFrame:
-    """Archetype × material intensities (kg/m²) at the pipeline's statistic."""
-    table = load_intensity_table(p.intensities.table, materials, p.intensities.overrides)
-    return intensity_matrix(
-        table,
-        p.intensities.region,
-        p.intensities.statistic,
-        materials,
-        archetypes,
-        where=str(p.intensities.table),
-    )
+@functools.lru_cache(maxsize=4)
+def _settings(work_dir: str) -> tuple[Pipeline, Tables]:
+    with open(Path(work_dir) / "stage" / SETTINGS, "rb") as f:
+        return pickle.load(f)
+
+
+def _pipeline(work_dir: Path) -> Pipeline:
+    """The run's pipeline as :func:`prepare` validated it (a file edited during the run
+    does not change the later steps)."""
+    return _settings(str(work_dir))[0]
+
+
+def _run_tables(work_dir: Path) -> Tables:
+    """The run's materials, intensities and draws as :func:`prepare` read them."""
+    return _settings(str(work_dir))[1]
+
+
+def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
+    path = Path(work_dir) / "reports" / f"{step}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
 
 
 def prepare(
@@ -140,6 +156,7 @@ def prepare(
 ) -> Path:
     """Validate the pipeline file and create the run's work folder; return its path."""
     p = load_pipeline(pipeline_file)
+    tables = _tables(p)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
     started = datetime.now(UTC)
     # milliseconds in the id: runs sort by start time even when several start in a second
@@ -157,6 +174,8 @@ def prepare(
         "run_key": run_key(p, started.date().isoformat()),
     }
     (work / "context.json").write_text(json.dumps(context, indent=2))
+    with open(work / "stage" / SETTINGS, "wb") as f:
+        pickle.dump((p, tables), f)
     log.info("run %s of %s in %s", run_id, p.name, work)
     return work
 

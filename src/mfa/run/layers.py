@@ -33,11 +33,9 @@ from mfa.run.context import (
     GRID,
     QGIS_LAYERS,
     QUALITY,
-    _central_intensities,
-    _intensity_draws,
-    _materials,
     _pipeline,
     _report,
+    _run_tables,
     log,
 )
 from mfa.schema import material_columns
@@ -87,10 +85,10 @@ def aggregate(work_dir: Path) -> Path | None:
     work = Path(work_dir)
     p = _pipeline(work)
     report: dict[str, Any] = {}
-    materials = _materials(p)
+    tables = _run_tables(work)
+    materials, archetypes, draws = tables.materials, tables.archetypes, tables.draws
     sums_cols = ["mass_t", *material_columns(materials)]
     sums = read_sums(work / "stage")
-    archetypes, draws = _intensity_draws(p, materials)
     q = tuple(p.uncertainty.percentiles)
     out: Path | None = None
     if p.sources.districts is not None:
@@ -131,7 +129,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
         _report(work, "flows", {"skipped": "no [dynamics] in the pipeline file"})
         return None
     dyn = p.dynamics
-    materials = _materials(p)
+    tables = _run_tables(work)
     lifetimes = load_lifetimes(dyn.lifetimes)
     # floor area and buildings per district, archetype and construction year (0: unknown)
     attrs = read_sums(work / "stage").cohorts.reset_index()
@@ -139,8 +137,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
     years, n_imputed = impute_cohort_years(attrs)
     too_new = years > dyn.base_year
     attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
-    archetypes, draws = _intensity_draws(p, materials)
-    matrix = _central_intensities(p, materials, archetypes)
+    archetypes, draws, matrix = tables.archetypes, tables.draws, tables.central
     q = tuple(p.uncertainty.percentiles)
     cohorts = np.sort(attrs["construction_year"].unique())
     total_gfa = float(attrs["gfa_m2"].sum())

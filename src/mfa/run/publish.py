@@ -14,7 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mfa
-from mfa.config import config_digest, load_pipeline
+from mfa.config import config_digest
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
 from mfa.io.files import fsync_dir
@@ -29,7 +29,8 @@ from mfa.run.context import (
     REPAIRS,
     REPORT,
     _ctx,
-    _materials,
+    _pipeline,
+    _run_tables,
     log,
 )
 from mfa.run.housekeeping import prune_runs
@@ -55,8 +56,8 @@ def publish(work_dir: Path) -> Path:
     t0 = time.perf_counter()
     work = Path(work_dir)
     ctx = _ctx(work)
-    p = load_pipeline(ctx["pipeline_file"])
-    materials = _materials(p)
+    p = _pipeline(work)
+    materials = _run_tables(work).materials
     reports = {f.stem: json.loads(f.read_text()) for f in sorted((work / "reports").glob("*.json"))}
     checks, found = _checks(work, p, materials, reports.get("districts", {}))
     dropped = _record_table(work / "stage" / "dropped.parquet", work / DROPPED, ["stage", "reason"])

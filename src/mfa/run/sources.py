@@ -19,7 +19,7 @@ from mfa.io.districts import read_districts
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
 from mfa.io.register import buildings_from_register, iter_register, iter_register_ids, register_size
-from mfa.run.context import _central_intensities, _intensity_draws, _materials
+from mfa.run.context import Tables
 from mfa.stocks.uncertainty import (
     unit_quantiles,
 )
@@ -154,11 +154,12 @@ def _engine_source(
     )
 
 
-def _model(p: Pipeline, rules: ArchetypeRules, run_year: int, storey: float) -> Model:
+def _model(
+    p: Pipeline, tables: Tables, rules: ArchetypeRules, run_year: int, storey: float
+) -> Model:
     """The run's model: rules, intensities, draws' quantiles, districts, grid."""
-    materials = _materials(p)
-    archetypes, draws = _intensity_draws(p, materials)
-    kg_m2 = _central_intensities(p, materials, archetypes)
+    materials, archetypes, draws = tables.materials, tables.archetypes, tables.draws
+    kg_m2 = tables.central
     unit_q = unit_quantiles(draws, archetypes, materials, tuple(p.uncertainty.percentiles))
     districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
     return rules_model(rules, p, run_year, storey, materials, kg_m2, unit_q, archetypes, districts)
