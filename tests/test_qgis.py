@@ -276,7 +276,7 @@ def dk_run(dk_sample_run: Path) -> Path:
 def test_run_folder_has_the_qgis_files(dk_run: Path) -> None:
     m = json.loads((dk_run / "run.json").read_text())
     assert m["checks"]["geopackage"]["status"] == "passed"
-    in_tree_order = ("buildings", "grid", "districts", "quality", "flows")
+    in_tree_order = ("buildings", "grid", "districts", "flows", "quality")
     assert m["qgis"]["styles"] == [f"{n}.qml" for n in in_tree_order]
     assert "qgis" in m["timings_s"] and "## Open in QGIS" in (dk_run / "report.md").read_text()
     for name in LAYERS:

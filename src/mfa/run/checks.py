@@ -20,15 +20,12 @@ from mfa.errors import ValidationError
 from mfa.io.geoparquet import check_geoparquet, read_layer
 from mfa.io.qgis import GPKG, PROJECT, check_geopackage
 from mfa.io.rasters import check_raster_total
+from mfa.outputs import LAYERS
 from mfa.run.context import (
     _NOT_FLOW_ROWS,
-    BUILDINGS,
-    DISTRICTS,
-    FLOWS,
     GRID,
     MANIFEST_RECORDS,
     QGIS_LAYERS,
-    QUALITY,
 )
 from mfa.schema import check_building_rows, material_columns
 
@@ -127,22 +124,32 @@ def _checks(
     work: Path, p: Pipeline, materials: list[str], reports_districts: dict[str, Any]
 ) -> tuple[dict[str, Any], _LayerCheck]:
     """Check every layer of the work folder; returns the checks and the buildings' sums."""
-    layers = {BUILDINGS: check_geoparquet(work / BUILDINGS, p.crs)}
-    found = _check_buildings_layer(work / BUILDINGS, p, materials)
-    checks: dict[str, Any] = {"layers": layers, "schema": "passed", "materials_sum": "passed"}
-    totals = found.totals
-    # layers of group sums: file, what they sum, name of the check, conservation report
-    groups = (
-        (DISTRICTS, "districts", "mass_balance", "draw_conservation_max_rel_error"),
-        (GRID, "grid cells", "grid_mass_balance", "grid_draw_conservation_max_rel_error"),
-    )
-    for layer, what, check, conservation in groups:
-        if (work / layer).exists():
-            layers[layer], checks[check] = _check_groups(
-                work / layer, what, found, p, materials, reports_districts.get(conservation)
+    layers: dict[str, Any] = {}
+    checks: dict[str, Any] = {"schema": "passed", "materials_sum": "passed"}
+    found = None
+    for entry in LAYERS:  # buildings first: the other checks compare with its sums
+        path = work / entry.file
+        if not path.exists():
+            if entry.check == "buildings":
+                raise ValidationError(f"{path} missing; the stocks step writes it")
+            continue
+        layers[entry.file] = check_geoparquet(path, p.crs)
+        if entry.check == "buildings":
+            found = _check_buildings_layer(path, p, materials)
+            continue
+        assert found is not None, "the buildings layer comes first in mfa.outputs.LAYERS"
+        if entry.check == "groups":
+            checks[entry.check_name] = _check_groups(
+                path, entry.what, found, p, materials, reports_districts.get(entry.conservation)
             )
-    if (work / DISTRICTS).exists():
-        layers[QUALITY] = check_geoparquet(work / QUALITY, p.crs)
+        elif entry.check == "flows":
+            names = [c for c in pq.read_schema(path).names if c not in _NOT_FLOW_ROWS]
+            checks[entry.check_name] = _check_flows(
+                pd.read_parquet(path, columns=names), p, found.totals
+            )
+    assert found is not None
+    totals = found.totals
+    checks = {"layers": layers, **checks}
     if (work / GRID).exists():
         rasters = {}
         for name in reports_districts.get("rasters", []):
@@ -152,11 +159,6 @@ def _checks(
             )  # float32 cells
         if rasters:
             checks["rasters"] = rasters
-    if (work / FLOWS).exists():
-        layers[FLOWS] = check_geoparquet(work / FLOWS, p.crs)
-        names = [c for c in pq.read_schema(work / FLOWS).names if c not in _NOT_FLOW_ROWS]
-        flows = pd.read_parquet(work / FLOWS, columns=names)
-        checks["flows_stock_balance"] = _check_flows(flows, p, totals)
     checks["totals"] = totals
     checks["percentiles_ordered"] = "passed"
     expected = {name: int(layers[f]["rows"]) for name, f in QGIS_LAYERS.items() if f in layers}
@@ -174,17 +176,16 @@ def _check_groups(
     p: Pipeline,
     materials: list[str],
     conservation: float | None,
-) -> tuple[dict[str, object], dict[str, Any]]:
+) -> dict[str, Any]:
     """Check a layer of group sums (districts, grid cells) against the buildings: its
-    GeoParquet metadata, ordered percentiles, every sum and the building count."""
+    ordered percentiles, every sum and the building count."""
     groups = read_layer(path)
-    meta = check_geoparquet(path, p.crs)
     q = [f"p{int(x):02d}" for x in p.uncertainty.percentiles]
     _check_percentiles(groups, ["mass", *materials], q, str(path))
     _balance(found.totals, groups, ["gfa_m2", "mass_t", *material_columns(materials)], what)
     if int(groups["building_count"].sum()) != found.rows:
         raise ValidationError(f"{what}: building_count does not add up to the buildings")
-    return meta, {"status": "passed", "rtol": 1e-9, "draw_by_draw_max_rel_error": conservation}
+    return {"status": "passed", "rtol": 1e-9, "draw_by_draw_max_rel_error": conservation}
 
 
 def _balance(totals: dict[str, float], groups: pd.DataFrame, columns: list[str], what: str) -> None:

@@ -24,6 +24,7 @@ from mfa.io.tables import (
     load_intensity_table,
     load_materials,
 )
+from mfa.outputs import LAYERS, layer
 from mfa.stocks.intensity import intensity_matrix, intensity_percentiles
 from mfa.stocks.uncertainty import (
     intensity_draws,
@@ -32,10 +33,10 @@ from mfa.stocks.uncertainty import (
 log = logging.getLogger("mfa")
 
 
-BUILDINGS = "buildings.parquet"
+BUILDINGS = layer("buildings").file
 
 
-DISTRICTS = "districts.parquet"
+DISTRICTS = layer("districts").file
 
 
 MANIFEST = "run.json"
@@ -47,13 +48,13 @@ DROPPED = "dropped.csv"
 REPAIRS = "repairs.csv"
 
 
-QUALITY = "quality.parquet"
+QUALITY = layer("quality").file
 
 
-GRID = "grid.parquet"
+GRID = layer("grid").file
 
 
-FLOWS = "flows.parquet"
+FLOWS = layer("flows").file
 
 
 REPORT = "report.md"
@@ -71,13 +72,7 @@ MODEL = "model.pickle"
 
 
 #: The GeoParquet layers that also go into the GeoPackage and the QGIS project, by name.
-QGIS_LAYERS = {
-    "buildings": BUILDINGS,
-    "districts": DISTRICTS,
-    "grid": GRID,
-    "quality": QUALITY,
-    "flows": FLOWS,
-}
+QGIS_LAYERS = {entry.name: entry.file for entry in LAYERS}
 
 
 #: Columns of the flows layer that are not district_flows() output.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from mfa.outputs import LAYERS
+
 GPKG = "layers.gpkg"
 
 
@@ -43,13 +45,6 @@ RAMPS: dict[str, str] = {
 
 #: What each layer holds, for the GeoPackage's layer descriptions.
 DESCRIPTIONS = {
-    "buildings": "One row per building: floor area (gfa_m2, m²), material tonnes "
-    "(mass_t, <material>_t, t) with p05/p50/p95, archetype, provenance (*_source)",
-    "districts": "Sums per district: tonnes (t) with percentiles, mass_t_per_ha (t/ha)",
-    "grid": "Sums per grid cell that holds buildings: tonnes (t), mass_t_per_ha (t/ha)",
-    "quality": "Per district: share of buildings (0-1) whose attributes are observed, "
-    "imputed or missing",
-    "flows": "Per scenario, district, year and material: stock, inflow (construction) "
-    "and outflow (demolition) in m² and t; date = end of the year",
+    **{entry.name: entry.description for entry in LAYERS},
     FLOWS_TABLE: "The attributes of the flows layer (the flows view adds district polygons)",
 }

@@ -12,6 +12,7 @@ from pyproj import CRS
 from mfa.io.qgis.layergeometry import LayerGeometry, _families, _wkb_type
 from mfa.io.qgis.names import GPKG, QGIS_VERSION
 from mfa.io.qgis.styles import GraduatedStyle, _style_elements, _xml
+from mfa.outputs import LAYERS, project_groups
 
 
 @dataclass(frozen=True)
@@ -253,12 +254,8 @@ def _project_layers(
 
 
 #: The project's tree: group, then the layers in drawing order (first on top).
-GROUPS = (
-    ("Stocks", ("buildings", "grid", "districts")),
-    ("Flows", ("flows",)),
-    ("Data quality", ("quality",)),
-)
+GROUPS = project_groups()
 
 
 #: Layers shown when the project opens (the others are a tick away).
-VISIBLE = {"buildings", "grid", "districts"}
+VISIBLE = {entry.name for entry in LAYERS if entry.visible}

@@ -15,6 +15,7 @@ import pandas as pd
 
 from mfa.io.qgis.layergeometry import LayerGeometry, _geometries, _geometry_of
 from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, RAMPS, SCENARIO_VARIABLE, Geometry
+from mfa.outputs import LAYERS
 
 
 def _round_sig(
@@ -343,91 +344,116 @@ def flows_expression(scenario: str, material: str = "mass", value: str = "outflo
     )
 
 
+def _mass_style(
+    df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
+) -> GraduatedStyle:
+    """``mass_t`` (t per feature), 5 quantile classes, yellow-green-blue (so the points
+    stand out on the areas below them)."""
+    br = class_breaks(df["mass_t"].to_numpy(dtype=float))
+    return GraduatedStyle(
+        expression="mass_t",
+        breaks=br,
+        colors=color_ramp("YlGnBu", len(br) - 1, 0.25, 1.0),
+        labels=range_labels(br, "t"),
+        geometry=geom,
+        unit="t",
+        title="material in the building (t)",
+        outline="#4d4d4d",
+        outline_width_mm=0.1 if geom == "point" else 0.05,
+        marker_size_mm=1.8,
+    )
+
+
+def _density_style(
+    df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
+) -> GraduatedStyle:
+    """``mass_t_per_ha`` (t/ha), 5 quantile classes, yellow-orange-brown; districts at
+    60 % opacity under the outlined grid cells."""
+    br = class_breaks(df["mass_t_per_ha"].to_numpy(dtype=float))
+    return GraduatedStyle(
+        expression="mass_t_per_ha",
+        breaks=br,
+        colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
+        labels=range_labels(br, "t/ha"),
+        geometry=geom,
+        unit="t/ha",
+        title="material per hectare (t/ha)",
+        outline="#6e6e6e" if name == "districts" else "#4d4d4d",
+        outline_width_mm=0.26 if name == "districts" else 0.1,
+        # districts lie under the grid in the same ramp: faded, they stay apart
+        opacity=0.6 if name == "districts" else 1.0,
+    )
+
+
+def _observed_style(
+    df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
+) -> GraduatedStyle:
+    """``gfa_observed`` (share of buildings whose floor area is observed, shown in %),
+    fixed classes 0-50-75-90-100 %, red to green."""
+    br = (0.0, 0.5, 0.75, 0.9, 1.0)
+    return GraduatedStyle(
+        expression="gfa_observed",
+        breaks=br,
+        colors=color_ramp("RdYlGn", 4, 0.0, 1.0),
+        labels=range_labels(br, "%", scale=100),
+        geometry=geom,
+        unit="",
+        title="share of buildings whose floor area is observed",
+        outline="#6e6e6e",
+        outline_width_mm=0.26,
+        method="Pretty",
+    )
+
+
+def _outflow_style(
+    f: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
+) -> GraduatedStyle:
+    """Yearly demolition outflow (t) of the total mass in the first scenario, 5 quantile
+    classes over the years after ``base_year``, red-purple, temporal on ``date``."""
+    scenario = str(f["scenario"].iloc[0]) if len(f) else "baseline"
+    sel = (f["scenario"] == scenario) & (f["material"] == "mass")
+    if base_year is not None:
+        sel &= f["year"] > base_year
+    br = class_breaks(f.loc[sel, "outflow_t"].to_numpy(dtype=float))
+    return GraduatedStyle(
+        expression=flows_expression(scenario),
+        breaks=br,
+        colors=color_ramp("RdPu", len(br) - 1, 0.15, 1.0),
+        labels=range_labels(br, "t"),
+        geometry=geom,
+        unit="t",
+        title="demolition outflow in the year (t)",
+        outline="#6e6e6e",
+        outline_width_mm=0.26,
+        temporal_field="date",
+    )
+
+
+#: The style rules that :data:`mfa.outputs.LAYERS` entries name.
+STYLE_RULES = {
+    "mass": _mass_style,
+    "density": _density_style,
+    "observed": _observed_style,
+    "outflow": _outflow_style,
+}
+
+
 def run_styles(
     layers: Mapping[str, pd.DataFrame],
     base_year: int | None = None,
     geometries: Mapping[str, LayerGeometry] | None = None,
 ) -> dict[str, GraduatedStyle]:
-    """The default style of each of a run's layers, from the values in them.
+    """The default style of each of a run's layers, from the values in them, by the
+    style rule its entry in :data:`mfa.outputs.LAYERS` names (see the rules above).
 
     ``geometries`` gives the :class:`LayerGeometry` of layers passed without (or with
     unparsed) geometries; the others' come from their geometry column.
-
-    - buildings: ``mass_t`` (t per building), 5 quantile classes, yellow-green-blue (so
-      the points stand out on the areas below them);
-    - districts and grid: ``mass_t_per_ha`` (t/ha), 5 quantile classes each,
-      yellow-orange-brown, districts at 60 % opacity under the outlined grid cells;
-    - quality: ``gfa_observed`` (share of buildings whose floor area is observed, shown in
-      %), fixed classes 0-50-75-90-100 %, red to green;
-    - flows: yearly demolition outflow (t) of the total mass in the first scenario, 5
-      quantile classes over the years after ``base_year``, red-purple, temporal on ``date``.
     """
-    styles: dict[str, GraduatedStyle] = {}
     geo = _geometries(layers, geometries)
-    if "buildings" in layers:
-        b = layers["buildings"]
-        geom = _geometry_of(geo["buildings"])
-        br = class_breaks(b["mass_t"].to_numpy(dtype=float))
-        styles["buildings"] = GraduatedStyle(
-            expression="mass_t",
-            breaks=br,
-            colors=color_ramp("YlGnBu", len(br) - 1, 0.25, 1.0),
-            labels=range_labels(br, "t"),
-            geometry=geom,
-            unit="t",
-            title="material in the building (t)",
-            outline="#4d4d4d",
-            outline_width_mm=0.1 if geom == "point" else 0.05,
-            marker_size_mm=1.8,
+    return {
+        entry.name: STYLE_RULES[entry.style](
+            layers[entry.name], entry.name, _geometry_of(geo[entry.name]), base_year
         )
-    for name in ("grid", "districts"):
-        if name in layers:
-            df = layers[name]
-            br = class_breaks(df["mass_t_per_ha"].to_numpy(dtype=float))
-            styles[name] = GraduatedStyle(
-                expression="mass_t_per_ha",
-                breaks=br,
-                colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
-                labels=range_labels(br, "t/ha"),
-                geometry=_geometry_of(geo[name]),
-                unit="t/ha",
-                title="material per hectare (t/ha)",
-                outline="#6e6e6e" if name == "districts" else "#4d4d4d",
-                outline_width_mm=0.26 if name == "districts" else 0.1,
-                # districts lie under the grid in the same ramp: faded, they stay apart
-                opacity=0.6 if name == "districts" else 1.0,
-            )
-    if "quality" in layers:
-        br = (0.0, 0.5, 0.75, 0.9, 1.0)
-        styles["quality"] = GraduatedStyle(
-            expression="gfa_observed",
-            breaks=br,
-            colors=color_ramp("RdYlGn", 4, 0.0, 1.0),
-            labels=range_labels(br, "%", scale=100),
-            geometry=_geometry_of(geo["quality"]),
-            unit="",
-            title="share of buildings whose floor area is observed",
-            outline="#6e6e6e",
-            outline_width_mm=0.26,
-            method="Pretty",
-        )
-    if "flows" in layers:
-        f = layers["flows"]
-        scenario = str(f["scenario"].iloc[0]) if len(f) else "baseline"
-        sel = (f["scenario"] == scenario) & (f["material"] == "mass")
-        if base_year is not None:
-            sel &= f["year"] > base_year
-        br = class_breaks(f.loc[sel, "outflow_t"].to_numpy(dtype=float))
-        styles["flows"] = GraduatedStyle(
-            expression=flows_expression(scenario),
-            breaks=br,
-            colors=color_ramp("RdPu", len(br) - 1, 0.15, 1.0),
-            labels=range_labels(br, "t"),
-            geometry=_geometry_of(geo["flows"]),
-            unit="t",
-            title="demolition outflow in the year (t)",
-            outline="#6e6e6e",
-            outline_width_mm=0.26,
-            temporal_field="date",
-        )
-    return styles
+        for entry in LAYERS
+        if entry.name in layers
+    }
