@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import scipy.stats
 
 __all__ = [
     "LIFETIME_KINDS",
@@ -70,6 +69,8 @@ class Lifetime:
         """
         if any(np.ndim(v) for v in self.params.values()):
             raise ValueError("log_survival_at needs scalar lifetime parameters")
+        import scipy.stats  # (here: importing it costs ~1 s, and most commands never need it)
+
         a = np.asarray(age, dtype=float)
         p = self.params
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -94,6 +95,8 @@ class Lifetime:
 
     def survival(self, n_years: int) -> np.ndarray:
         """Survival matrix ``sf[..., t, c]`` for ``n_years`` years (0 for ``t < c``)."""
+        import scipy.stats  # (see log_survival_at)
+
         t = np.arange(n_years)
         age = (t[:, None] - t[None, :]).astype(float)  # t × c
         for k, v in self.params.items():
