@@ -20,6 +20,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
@@ -149,6 +150,31 @@ def truncated_parquet(tmp: Path) -> dict[str, str]:
     data = (tmp / "register.parquet").read_bytes()
     (tmp / "cut.parquet").write_bytes(data[: len(data) // 2])
     return {"register": str(tmp / "cut.parquet")}
+
+
+def damaged_row_group(tmp: Path) -> dict[str, str]:
+    """Row group 1 (records 101–200) of three damaged in place: its compressed pages
+    overwritten, the file's structure intact (as a bad disk sector or a cut copy does)."""
+    pq.write_table(pq.read_table(tmp / "register.parquet"), tmp / "rg.parquet", row_group_size=100)
+    data = bytearray((tmp / "rg.parquet").read_bytes())
+    group = pq.read_metadata(tmp / "rg.parquet").row_group(1)
+    for j in range(group.num_columns):
+        col = group.column(j)
+        start = col.data_page_offset + 24  # past the page header
+        end = col.data_page_offset + col.total_compressed_size
+        data[start:end] = b"\xff" * max(0, end - start)
+    (tmp / "rg.parquet").write_bytes(bytes(data))
+    return {"register": str(tmp / "rg.parquet")}
+
+
+def geometry_not_wkb(tmp: Path) -> dict[str, str]:
+    table = pq.read_table(tmp / "register.parquet")
+    wkb = table["geometry"].to_pylist()
+    wkb[236] = b"\x01\x03not a geometry"
+    i = table.column_names.index("geometry")
+    table = table.set_column(i, "geometry", pa.array(wkb, pa.binary()))
+    pq.write_table(table, tmp / "notwkb.parquet")
+    return {"register": str(tmp / "notwkb.parquet")}
 
 
 def text_as_parquet(tmp: Path) -> dict[str, str]:
@@ -418,6 +444,18 @@ class Case:
 CASES = [
     Case("truncated Parquet", truncated_parquet, InputDataError, ("cannot be read",)),
     Case("text file named .parquet", text_as_parquet, InputDataError, ("cannot be read",)),
+    Case(
+        "Parquet with a damaged row group",
+        damaged_row_group,
+        InputDataError,
+        ("row group 1 \\(records 101–200\\)", "damaged", "export it again"),
+    ),
+    Case(
+        "GeoParquet geometry that is not WKB",
+        geometry_not_wkb,
+        InputDataError,
+        ("record 237", "not a WKB geometry"),
+    ),
     Case("empty (0-byte) file", empty_file, InputDataError, ("empty file",)),
     Case(
         "GeoParquet with broken geo metadata",

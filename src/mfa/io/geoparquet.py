@@ -268,27 +268,75 @@ def iter_geoparquet(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame
         crs = None if stored is None else _crs(json.dumps(stored, sort_keys=True))
         covering = meta.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
     columns = [c for c in source.schema_arrow.names if raw is None or c != covering]
-    batches = source.iter_batches(batch_size=batch_rows, columns=columns)
     first = True
-    try:
-        for batch in batches:
-            first = False
-            yield _frame(pa.Table.from_batches([batch]), name, crs)
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, InputDataError):
-            raise
-        raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
+    for done, batch in parquet_batches(path, source, batch_rows, columns):
+        first = False
+        yield _frame(pa.Table.from_batches([batch]), name, crs, path, done)
     if first:
-        yield _frame(source.schema_arrow.empty_table().select(columns), name, crs)
+        yield _frame(source.schema_arrow.empty_table().select(columns), name, crs, path, 0)
 
 
-def _frame(table: pa.Table, name: str | None, crs) -> pd.DataFrame:
-    """A GeoDataFrame of an Arrow table with a WKB column ``name`` (a DataFrame if None)."""
+def parquet_batches(
+    path: Path, source: pq.ParquetFile, batch_rows: int, columns: list[str]
+) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """``columns`` of an input Parquet file in batches of at most ``batch_rows`` rows,
+    each with the number of records before it. A damaged part is an InputDataError that
+    names the row group and its records."""
+    batches = source.iter_batches(batch_size=batch_rows, columns=columns)
+    done = 0
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            where, exc = _damaged(source, done, columns, exc)
+            raise InputDataError(
+                f"{path}: {where} cannot be read ({' '.join(str(exc).split())}): the file is "
+                "damaged or truncated; download or export it again (mfa published nothing)"
+            ) from exc
+        if batch is None:
+            return
+        yield done, batch
+        done += batch.num_rows
+
+
+def _damaged(
+    source: pq.ParquetFile, done: int, columns: list[str], exc: BaseException
+) -> tuple[str, BaseException]:
+    """The first row group from record ``done`` on that cannot be read (a batch may span
+    several), with its records (1-based), and its error."""
+    start = 0
+    for i in range(source.metadata.num_row_groups):
+        n = source.metadata.row_group(i).num_rows
+        if start + n > done:
+            try:
+                source.read_row_group(i, columns=columns)
+            except (OSError, ValueError) as found:
+                return f"row group {i} (records {start + 1:,}–{start + n:,})", found
+        start += n
+    return f"a part after record {done:,}", exc
+
+
+def _frame(
+    table: pa.Table, name: str | None, crs, path: Path | None = None, offset: int = 0
+) -> pd.DataFrame:
+    """A GeoDataFrame of an Arrow table with a WKB column ``name`` (a DataFrame if None).
+    A value that is not WKB is an InputDataError naming ``path`` and its record
+    (``offset`` + position, 1-based)."""
     if name is None:
         return table.to_pandas()
     position = table.column_names.index(name)
     frame = table.drop_columns([name]).to_pandas()
-    values = shapely.from_wkb(table[name].to_numpy(zero_copy_only=False))
+    wkb = table[name].to_numpy(zero_copy_only=False)
+    try:
+        values = shapely.from_wkb(wkb)
+    except (shapely.errors.ShapelyError, TypeError, ValueError) as exc:
+        parsed = shapely.from_wkb(wkb, on_invalid="ignore")
+        bad = np.flatnonzero(pd.isna(parsed) & ~pd.isna(wkb))
+        at = f"record {offset + int(bad[0]) + 1:,}" if len(bad) else "a record"
+        raise InputDataError(
+            f"{path}: {at}: column {name!r} is not a WKB geometry ({exc}); fix or drop that "
+            "record, or export the file again"
+        ) from exc
     frame.insert(min(position, frame.shape[1]), name, GeometryArray(values, crs))
     return gpd.GeoDataFrame(frame, geometry=name, crs=crs)
 

@@ -20,7 +20,7 @@ from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file
-from mfa.io.geoparquet import iter_geoparquet
+from mfa.io.geoparquet import iter_geoparquet, parquet_batches
 
 __all__ = [
     "BBR_CRS_CODES",
@@ -185,16 +185,13 @@ def iter_register_ids(
         names = f.schema_arrow.names
         if BBR.ID not in names or BBR.STATUS not in names:
             return  # iter_register names the missing columns
-        offset = 0
-        for batch in f.iter_batches(
-            batch_size=batch_rows or 1_000_000, columns=[BBR.ID, BBR.STATUS]
-        ):
-            frame = batch.to_pandas()
-            frame.index = pd.RangeIndex(offset, offset + len(frame))
-            offset += len(frame)
-            yield frame
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
+    columns = [BBR.ID, BBR.STATUS]
+    for offset, batch in parquet_batches(path, f, batch_rows or 1_000_000, columns):
+        frame = batch.to_pandas()
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        yield frame
 
 
 def _records(
