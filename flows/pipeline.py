@@ -20,7 +20,7 @@ from prefect.context import TaskRunContext
 
 from mfa import run as steps
 from mfa.errors import TransientFetchError
-from mfa.executor import PROGRESS
+from mfa.executor import PROGRESS, run_scope
 
 
 @task(name="prepare")
@@ -114,9 +114,10 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
         name = "prepare"
         try:
             result = None
-            for step in steps.STEPS:
-                name = step.name
-                result = TASKS[step.name](work)
+            with run_scope():  # one executor (Dask cluster) for every step of the run
+                for step in steps.STEPS:
+                    name = step.name
+                    result = TASKS[step.name](work)
             run_dir = Path(str(result))  # publish returns the run folder
             _report_artifact(run_dir)
             return str(run_dir)

@@ -18,13 +18,20 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from mfa.errors import ConfigError
 
-__all__ = ["PROGRESS", "executor", "ordered_map", "report_progress", "worker_count"]
+__all__ = [
+    "PROGRESS",
+    "executor",
+    "ordered_map",
+    "report_progress",
+    "run_scope",
+    "worker_count",
+]
 
 #: Where the engine reports its progress: ``fn(what, done, total)`` (batches), set by the
 #: caller for the duration of a step (the Prefect task: a progress artifact; the CLI: a
@@ -49,13 +56,48 @@ def worker_count(workers: int | None) -> int:
     return workers or os.cpu_count() or 1
 
 
+#: The executors kept open for a whole run (see :func:`run_scope`), by (scheduler,
+#: workers); None outside a run scope.
+_SCOPE: ContextVar[dict[tuple[str, int], Submit] | None] = ContextVar("mfa_scope", default=None)
+_SCOPE_STACK: ContextVar[ExitStack | None] = ContextVar("mfa_scope_stack", default=None)
+
+
+@contextmanager
+def run_scope() -> Iterator[None]:
+    """Keep every executor a step opens until the end of the run: both engine passes
+    (and any later step) use one Dask cluster or client instead of starting one per
+    step (a ``LocalCluster`` costs seconds to start and its workers import mfa anew).
+    Outside a scope, :func:`executor` opens and closes its own."""
+    with ExitStack() as stack:
+        scope, held = _SCOPE.set({}), _SCOPE_STACK.set(stack)
+        try:
+            yield
+        finally:
+            _SCOPE.reset(scope)
+            _SCOPE_STACK.reset(held)
+
+
 @contextmanager
 def executor(
     scheduler: str, workers: int | None = None, connect_timeout_s: float = 30.0
 ) -> Iterator[Submit]:
     """``submit(fn, *args) -> future`` on the scheduler named in the pipeline file
-    (an existing scheduler must answer within ``connect_timeout_s``)."""
+    (an existing scheduler must answer within ``connect_timeout_s``); inside a
+    :func:`run_scope`, the run's open one."""
     n = worker_count(workers)
+    scope, stack = _SCOPE.get(), _SCOPE_STACK.get()
+    if scope is None or stack is None:
+        with _open(scheduler, n, connect_timeout_s) as submit:
+            yield submit
+        return
+    key = (scheduler, n)
+    if key not in scope:
+        scope[key] = stack.enter_context(_open(scheduler, n, connect_timeout_s))
+    yield scope[key]
+
+
+@contextmanager
+def _open(scheduler: str, n: int, connect_timeout_s: float) -> Iterator[Submit]:
     if scheduler in ("threads", "synchronous"):
         with ThreadPoolExecutor(max_workers=1 if scheduler == "synchronous" else n) as ex:
             yield ex.submit

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfa.executor import run_scope
 from mfa.incremental import run_key, unchanged_run
 from mfa.run.buildings import build_buildings, estimate_stocks
 from mfa.run.context import (
@@ -112,9 +113,10 @@ def run_pipeline(
         work = prepare(pipeline_file, output_dir, runner="plain")
         step_name = "prepare"
         try:
-            for step in STEPS:
-                step_name = step.name
-                result = step.run(work)
+            with run_scope():  # one executor (Dask cluster) for every step of the run
+                for step in STEPS:
+                    step_name = step.name
+                    result = step.run(work)
             return Path(result)  # publish returns the run folder
         except BaseException as exc:
             record_failure(work, step_name, exc)
