@@ -1,0 +1,218 @@
+"""Pull: fetch remote sources into the dated snapshot store, only when they changed.
+
+A source table that gives ``url`` and ``protocol`` (:mod:`mfa.config.remote`) is a
+*pulled* source. :func:`pull_pipeline` fetches each one into the snapshot store of
+:mod:`mfa.io.cache` (``<cache>/<role>/<YYYY-MM-DD>/<name>`` with a sha256 sidecar, never
+edited) and :func:`resolve_pulled`, called by :func:`mfa.config.load_pipeline`, points the
+source's ``path`` (``file`` for footprints) at the newest snapshot, so the readers, the
+declared input files (:meth:`mfa.config.Pipeline.input_files`), the run key of
+``--if-changed`` and the manifest treat it as the local file it now is.
+
+``name`` is a hash of what identifies the source (url, protocol, collection, filters,
+page size; never a key) plus the file suffix. Protocols: ``http`` (one file, conditional
+GET: :mod:`mfa.pull.files`) and ``oapif`` (pages along ``rel=next``, resumable:
+:mod:`mfa.pull.oapif`). ``wfs``, ``datafordeler-graphql`` and ``datafordeler-files`` are
+validated in pipeline files but refused at pull time (not built yet).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mfa.config.remote import RemoteFields, api_key, remote_query
+from mfa.errors import MfaError, PullError, SnapshotCheckError
+from mfa.io.cache import Snapshot, find_snapshot, newest_snapshot_path, query_name, store_snapshot
+
+__all__ = [
+    "PulledSource",
+    "pull_pipeline",
+    "pull_source",
+    "pulled_sources",
+    "resolve_pulled",
+]
+
+log = logging.getLogger("mfa")
+
+#: Protocols that can be pulled today.
+IMPLEMENTED = ("http", "oapif")
+
+
+@dataclass(frozen=True)
+class PulledSource:
+    """A pulled source of a pipeline: its role (cache kind), key and snapshot name."""
+
+    role: str  # register | footprints | districts (the snapshot kind)
+    key: str  # the pipeline table, e.g. sources.footprints
+    path_key: str  # the key the snapshot fills: path or file
+    source: RemoteFields
+
+    @property
+    def name(self) -> str:
+        return snapshot_name(self.source)
+
+
+def snapshot_name(source: RemoteFields) -> str:
+    """The snapshot file name of a remote source: query hash + the file's suffix."""
+    if source.protocol == "http":
+        tail = Path(str(source.url).split("?")[0]).name
+        parts = tail.split(".")
+        suffix = "." + ".".join(parts[-2:] if parts[-1] in ("gz", "zip") else parts[-1:])
+        suffix = suffix if len(parts) > 1 else ".bin"
+    else:
+        suffix = ".geojson"
+    return query_name(remote_query(source), suffix)
+
+
+def pulled_sources(p: Any) -> list[PulledSource]:
+    """The pulled sources of pipeline ``p`` (a :class:`mfa.config.Pipeline`), in order."""
+    src = p.sources
+    out = []
+    for role, table, path_key in (
+        ("register", src.register_, "path"),
+        ("footprints", src.footprints, "file"),
+        ("districts", src.districts, "path"),
+    ):
+        if table is not None and table.url is not None:
+            out.append(PulledSource(role, f"sources.{role}", path_key, table))
+    return out
+
+
+def resolve_pulled(p: Any) -> Any:
+    """``p`` with each pulled source's path set to its newest snapshot (kept None when
+    there is none yet: the pull step makes it). No network, no checksum read."""
+    updates: dict[str, Any] = {}
+    for ps in pulled_sources(p):
+        path = newest_snapshot_path(p.cache_root(), ps.role, ps.name)
+        if path is not None:
+            attr = "register_" if ps.role == "register" else ps.role
+            updates[attr] = ps.source.model_copy(update={ps.path_key: path})
+    if not updates:
+        return p
+    return p.model_copy(update={"sources": p.sources.model_copy(update=updates)})
+
+
+def pull_source(
+    ps: PulledSource, cache_root: Path, day: str | None = None, sleep: Any = None
+) -> dict[str, Any]:
+    """Pull one source: reuse the newest snapshot when unchanged, else publish a new one.
+
+    Returns a record for the run manifest: role, protocol, url, ``changed``, requests made,
+    the snapshot (path, day, sha256, bytes) and any warning. ``day`` (``YYYY-MM-DD``,
+    default today in UTC) names a new snapshot's folder.
+    """
+    from mfa.pull.client import Client, redact
+
+    src = ps.source
+    what = ps.key
+    if src.protocol not in IMPLEMENTED:
+        raise PullError(
+            f"{what}: protocol {src.protocol} is not implemented yet (only "
+            f"{', '.join(IMPLEMENTED)}); download the file and give {ps.path_key} instead"
+        )
+    key = api_key(src)
+    if src.api_key_env is not None and key is None:
+        raise PullError(
+            f"{what}: the environment variable {src.api_key_env} (api_key_env) is not set; "
+            "set it to the service's API key"
+        )
+    day = day or datetime.now(UTC).date().isoformat()
+    try:
+        previous = find_snapshot(cache_root, ps.role, ps.name, "latest")
+    except MfaError as exc:
+        log.warning("%s: %s; pulling anew", what, exc)
+        previous = None
+    prev_q = (previous.query or {}) if previous is not None else {}
+    client = Client(
+        what,
+        retries=src.retries,
+        timeout_s=src.timeout_s,
+        secrets=(key,) if key else (),
+        headers={"X-Api-Key": key} if key else None,
+        **({"sleep": sleep} if sleep is not None else {}),
+    )
+    try:
+        if src.protocol == "http":
+            from mfa.pull.files import pull_file
+
+            snap, info = pull_file(client, src, cache_root, ps.role, ps.name, day, previous)
+        else:
+            snap, info = _pull_oapif(client, src, cache_root, ps.role, ps.name, day, previous)
+    finally:
+        client.close()
+    changed = previous is None or snap.sha256 != previous.sha256
+    warning = None
+    if changed and info.get("rows") is not None:
+        from mfa.pull.snapshot import row_drop
+
+        warning = row_drop(info["rows"], prev_q.get("rows"), src.max_drop)
+        if warning:
+            log.warning("%s: %s", what, warning)
+    log.info(
+        "%s: %s (%d requests)", what, "new snapshot" if changed else "unchanged", client.requests
+    )
+    return {
+        "role": ps.role,
+        "protocol": src.protocol,
+        "url": redact(str(src.url), client.secrets),
+        "changed": changed,
+        "requests": client.requests,
+        "rows": info.get("rows", prev_q.get("rows")),
+        "warning": warning,
+        "snapshot": snap.record(reused=not changed),
+    }
+
+
+def _pull_oapif(
+    client: Any,
+    src: RemoteFields,
+    root: Path,
+    kind: str,
+    name: str,
+    day: str,
+    previous: Snapshot | None,
+) -> tuple[Snapshot, dict[str, Any]]:
+    from mfa.pull.oapif import assemble_pages, fetch_all, first_request
+    from mfa.pull.state import locked_state, remove_state
+
+    assert src.url is not None and src.collection is not None
+    first = first_request(src.url, src.collection, src.page_size, dict(src.filters))
+    prev_q = (previous.query or {}) if previous is not None else {}
+    with locked_state(root, kind, name, first) as state:
+        if state.pages:
+            log.info("%s: resuming after page %d", client.what, state.pages)
+        etag = prev_q.get("etag") if previous is not None else None
+        if not fetch_all(client, state, etag):
+            assert previous is not None
+            remove_state(root, kind, name)  # nothing to resume: leave no folder behind
+            return previous, {}
+        query: dict[str, Any] = {
+            "source": remote_query(src),
+            "etag": state.info.get("etag"),
+            "rows": None,  # filled in by write(), before store_snapshot writes the sidecar
+            "pages": state.pages,
+            "number_matched": state.info.get("number_matched"),
+        }
+
+        def write(tmp: Path) -> None:
+            query["rows"] = assemble_pages(state, tmp, what=client.what, source=src)
+
+        try:
+            snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
+        except SnapshotCheckError:
+            state.clear()  # the next pull starts afresh rather than re-checking these pages
+            raise
+        remove_state(root, kind, name)
+    return snap, {"rows": query["rows"]}
+
+
+def pull_pipeline(p: Any, day: str | None = None, sleep: Any = None) -> list[dict[str, Any]]:
+    """Pull every pulled source of pipeline ``p``; return their manifest records.
+
+    ``day`` (``YYYY-MM-DD``, default today in UTC) names new snapshots' folder; ``sleep``
+    replaces ``time.sleep`` between retries (tests).
+    """
+    return [pull_source(ps, p.cache_root(), day, sleep) for ps in pulled_sources(p)]

@@ -1,0 +1,38 @@
+"""The pull step: fetch the pipeline's remote sources before the buildings step reads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from mfa.config import load_pipeline
+from mfa.incremental import run_key
+from mfa.pull import pull_pipeline, pulled_sources
+from mfa.run.context import _ctx, _report, log
+
+__all__ = ["pull_sources"]
+
+
+def pull_sources(work_dir: Path) -> None:
+    """Pull every remote source of the run's pipeline (:func:`mfa.pull.pull_pipeline`).
+
+    Writes ``reports/pull.json`` (one record per source, for ``run.json``'s ``pulled``)
+    and, when a source was pulled, recomputes the run key in ``context.json``: it was made
+    in :func:`~mfa.run.context.prepare`, before this step knew the newest snapshots. A
+    pipeline without remote sources passes through (no network).
+    """
+    t0 = time.perf_counter()
+    work = Path(work_dir)
+    ctx = _ctx(work)
+    p = load_pipeline(ctx["pipeline_file"])
+    records = pull_pipeline(p) if pulled_sources(p) else []
+    if records:
+        ctx["run_key"] = run_key(load_pipeline(ctx["pipeline_file"]), ctx["started_at"][:10])
+        tmp = work / "context.json.part"
+        tmp.write_text(json.dumps(ctx, indent=2))
+        os.replace(tmp, work / "context.json")
+        changed = sum(r["changed"] for r in records)
+        log.info("pulled %d sources, %d changed", len(records), changed)
+    _report(work, "pull", {"sources": records, "seconds": round(time.perf_counter() - t0, 3)})
