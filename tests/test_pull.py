@@ -152,11 +152,12 @@ def test_http_pull_then_unchanged_pull_makes_one_conditional_request(
 def test_http_changed_file_is_a_new_snapshot_and_the_old_one_stays(
     tmp_path: Path, service: str
 ) -> None:
+    """Even twice in one day: each change is a snapshot of its own (folder per fetch time)."""
     p = load_pipeline(_pipeline(tmp_path, service))
-    (first,) = pull_pipeline(p, day="2026-12-01")
+    (first,) = pull_pipeline(p)
     Services.files["bbr_bygning_2020.parquet"] = (SAMPLE / "delft_bgt_pand.gpkg").read_bytes()
-    (second,) = pull_pipeline(p, day="2026-12-02")
-    assert second["changed"] and second["snapshot"]["day"] == "2026-12-02"
+    (second,) = pull_pipeline(p)
+    assert second["changed"] and second["snapshot"]["day"] > first["snapshot"]["day"]
     assert Path(first["snapshot"]["path"]).read_bytes() == REGISTER.read_bytes()
     assert load_pipeline(p.source_file).sources.register_.path == Path(second["snapshot"]["path"])
 
@@ -378,3 +379,32 @@ def test_redact_hides_keys_in_query_and_anywhere(key: str) -> None:
     url = f"https://services.datafordeler.dk/BBR/v2?apikey={key}&where=x&path/{key}"
     assert key not in redact(url, (key,))
     assert "***" in redact(f"https://x/y?token={key}")
+
+
+# --- the pull step in a run -------------------------------------------------------------
+
+
+def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
+    tmp_path: Path, service: str
+) -> None:
+    from mfa.incremental import unchanged_run
+    from mfa.run import STEPS, run_pipeline
+
+    assert [s.name for s in STEPS][:2] == ["pull", "buildings"]
+    pipeline = _pipeline(tmp_path, service, OAPIF_PIPELINE, page=50)
+    run = run_pipeline(pipeline, tmp_path / "out")
+    manifest = json.loads((run / "run.json").read_text())
+    (pulled,) = manifest["pulled"]
+    snap = pulled["snapshot"]["path"]
+    assert pulled["changed"] and pulled["rows"] == 160 and pulled["requests"] == 4
+    assert {"role": "footprints", "path": snap} in [
+        {"role": i["role"], "path": i["path"]} for i in manifest["inputs"]
+    ]
+    assert manifest["row_counts"]["records_read"] == 160
+    # nightly with --if-changed: one conditional request, no snapshot, no run
+    Services.log.clear()
+    assert unchanged_run(pipeline, tmp_path / "out") == run.resolve()
+    assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
+    # the service changed overnight: the run is needed again
+    Services.features = Services.features[:150]
+    assert unchanged_run(pipeline, tmp_path / "out") is None

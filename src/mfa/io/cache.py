@@ -6,7 +6,8 @@ Layout (``geodata/cache/`` by default, git-ignored)::
     <root>/<kind>/<YYYY-MM-DD>/<name>.json     its sidecar: sha256, bytes, fetched_at, query
 
 ``kind`` names the source (``osm`` for Overpass footprints; a register or raster fetched
-by URL would use ``register`` or ``raster``), the folder is the UTC day of the fetch.
+by URL would use ``register`` or ``raster``), the folder is the UTC day of the fetch
+(for pulled sources, :mod:`mfa.pull`, the UTC day and time: ``YYYY-MM-DDTHHMMSSfffZ``).
 A snapshot is written to a hidden ``.<name>.<random>.part`` file beside its final name,
 fsynced, checked, and only then renamed into place (sidecar first, data last), so a
 download that fails or is cut off midway never appears under the final name and an older
@@ -47,8 +48,9 @@ __all__ = [
     "store_snapshot",
 ]
 
-#: A snapshot day: ``YYYY-MM-DD``.
-DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: A snapshot day: ``YYYY-MM-DD``; pulled sources (:mod:`mfa.pull`), which may change
+#: more than once a day, add the UTC time to the millisecond: ``YYYY-MM-DDTHHMMSSfffZ``.
+DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{9}Z)?$")
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,8 @@ def pull_source(
     """Pull one source: reuse the newest snapshot when unchanged, else publish a new one.
 
     Returns a record for the run manifest: role, protocol, url, ``changed``, requests made,
-    the snapshot (path, day, sha256, bytes) and any warning. ``day`` (``YYYY-MM-DD``,
-    default today in UTC) names a new snapshot's folder.
+    the snapshot (path, day, sha256, bytes) and any warning. A new snapshot's folder is
+    ``<day>T<HHMMSSfff>Z`` (``day`` default: today in UTC; the time is now's).
     """
     from mfa.pull.client import Client, redact
 
@@ -119,7 +119,9 @@ def pull_source(
             f"{what}: the environment variable {src.api_key_env} (api_key_env) is not set; "
             "set it to the service's API key"
         )
-    day = day or datetime.now(UTC).date().isoformat()
+    now = datetime.now(UTC)
+    # a folder per fetch time: a source may change twice in a day, and each change is kept
+    day = f"{day or now.date().isoformat()}T{now:%H%M%S}{now.microsecond // 1000:03d}Z"
     try:
         previous = find_snapshot(cache_root, ps.role, ps.name, "latest")
     except MfaError as exc:
