@@ -5,7 +5,9 @@
 - ``/ogc/collections/pand/items``: OGC API – Features pages of the Delft BGT footprints
   (``delft_bgt_pand.gpkg``, EPSG:28992) as GeoJSON: ``limit``, an opaque ``cursor`` in the
   ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs`` asks
-  for EPSG:28992, an ``ETag`` per page.
+  for EPSG:28992, an ``ETag`` per page;
+- ``/wfs``: WFS 2.0 GetFeature (``typeNames=pand``) as GeoJSON, paged by ``startIndex`` /
+  ``count`` in ``sortBy`` order, with a ``crs`` member for ``srsName=EPSG:28992``, no ETag.
 
 ``script`` makes the next matching requests misbehave, in order: ``503`` (with
 ``Retry-After: 1``), ``429``, ``drop`` (headers and half the body, then the connection is
@@ -102,6 +104,8 @@ class Services(BaseHTTPRequestHandler):
             self._file(parts.path.removeprefix("/files/"))
         elif parts.path == "/ogc/collections/pand/items":
             self._items(parse_qs(parts.query))
+        elif parts.path == "/wfs":
+            self._wfs({k.lower(): v[0] for k, v in parse_qs(parts.query).items()})
         else:
             self._send(404, b"not found", {"Content-Type": "text/plain"})
 
@@ -159,6 +163,31 @@ class Services(BaseHTTPRequestHandler):
         if q.get("crs", [None])[0] == EPSG_28992:
             headers["Content-Crs"] = f"<{EPSG_28992}>"
         self._send(200, body, headers)
+
+    def _wfs(self, q: dict[str, str]) -> None:
+        """WFS 2.0 GetFeature as GeoJSON, sorted by ``sortBy``; no ETag (as GeoServer)."""
+        cls = type(self)
+        if q.get("request") != "GetFeature" or q.get("typenames") != "pand":
+            self._send(400, b"bad request", {"Content-Type": "text/plain"})
+            return
+        key, _, order = q.get("sortby", "").partition(" ")
+        if not key:
+            self._send(400, b"paging needs sortBy", {"Content-Type": "text/plain"})
+            return
+        ordered = sorted(
+            cls.features, key=lambda f: f["properties"][key], reverse=order.upper() == "DESC"
+        )
+        start, count = int(q["startindex"]), int(q["count"])
+        page = ordered[start : start + count]
+        doc: dict[str, Any] = {
+            "type": "FeatureCollection",
+            "numberMatched": len(ordered),
+            "numberReturned": len(page),
+            "features": page,
+        }
+        if q.get("srsname") == "EPSG:28992":
+            doc["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::28992"}}
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
 
 def start() -> tuple[ThreadingHTTPServer, str]:

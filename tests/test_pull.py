@@ -276,6 +276,51 @@ def test_oapif_bad_answers_are_typed_one_line_errors_that_keep_the_last_snapshot
     assert len(_snapshots(tmp_path / "cache")) == 2  # the good one: data + sidecar
 
 
+WFS_PIPELINE = (
+    """
+name = "t-pull-wfs"
+crs = "EPSG:28992"
+[sources.footprints]
+url = "{BASE}/wfs"
+protocol = "wfs"
+collection = "pand"
+sort_by = "identificatiebagpnd ASC"
+page_size = {PAGE}
+id_column = "identificatiebagpnd"
+id_field = "identificatiebagpnd"
+filters = { srsName = "EPSG:28992" }
+[cache]
+dir = "{CACHE}"
+"""
+    + MODEL
+)
+
+
+def test_wfs_pull_pages_by_start_index_in_sort_order(
+    tmp_path: Path, service: str, features: list[dict]
+) -> None:
+    p = load_pipeline(_pipeline(tmp_path, service, WFS_PIPELINE, page=40))
+    (rec,) = pull_pipeline(p)
+    assert rec["rows"] == 160 and rec["requests"] == 4  # numberMatched reached: no 5th
+    got = gpd.read_file(rec["snapshot"]["path"])
+    assert got.crs.to_epsg() == 28992
+    ids = sorted(f["properties"]["identificatiebagpnd"] for f in features)
+    assert got["identificatiebagpnd"].tolist() == ids
+    starts = [int(path.split("startIndex=")[1].split("&")[0]) for path, _ in Services.log]
+    assert starts == [0, 40, 80, 120]
+    # no ETag: pulled in full again, but identical data is not stored twice
+    before = _files(tmp_path / "cache")
+    (again,) = pull_pipeline(p)
+    assert not again["changed"] and again["requests"] == 4
+    assert _files(tmp_path / "cache") == before
+
+
+def test_wfs_without_sort_key_is_a_config_error(tmp_path: Path) -> None:
+    text = WFS_PIPELINE.replace('sort_by = "identificatiebagpnd ASC"\n', "")
+    with pytest.raises(ConfigError, match="sort_by"):
+        load_pipeline(_pipeline(tmp_path, "http://127.0.0.1:9", text))
+
+
 def _mfa_pull(pipeline: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
     env.pop("MFA_FAILPOINT", None)

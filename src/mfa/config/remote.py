@@ -45,6 +45,10 @@ class RemoteFields(BaseModel):
         "queryable), or graphql `where` equality filters (e.g. kommunekode = '0326')",
     )
     page_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    sort_by: str | None = Field(
+        default=None,
+        description="wfs: the sort key that makes startIndex paging stable (e.g. 'gml_id ASC')",
+    )
     id_field: str | None = Field(
         default=None,
         description="property that must be unique per feature (default: the feature `id`)",
@@ -79,7 +83,7 @@ def check_remote(
     """
     remote_keys = [
         k
-        for k in ("protocol", "collection", "api_key_env", "id_field")
+        for k in ("protocol", "collection", "api_key_env", "id_field", "sort_by")
         if getattr(source, k) is not None
     ] + [k for k in ("filters", "required_fields") if getattr(source, k)]
     if source.url is None:
@@ -102,6 +106,11 @@ def check_remote(
         raise ValueError(
             f"protocol {source.protocol} needs collection (the {what[source.protocol]})"
         )
+    if source.protocol == "wfs" and not source.sort_by:
+        raise ValueError(
+            "protocol wfs pages with startIndex/count, which is only stable with a sort "
+            "key: add sort_by (e.g. 'gml_id ASC')"
+        )
     if source.protocol == "http" and (source.collection or source.filters):
         raise ValueError("protocol http fetches one file: collection and filters do not apply")
     if source.api_key_env is not None and not _ENV_NAME.match(source.api_key_env):
@@ -122,6 +131,7 @@ def remote_query(source: RemoteFields) -> dict[str, Any]:
         "collection": source.collection,
         "filters": dict(sorted(source.filters.items())),
         "page_size": source.page_size,
+        "sort_by": source.sort_by,
         "api_key_env": source.api_key_env,
     }
 

@@ -38,7 +38,7 @@ __all__ = [
 log = logging.getLogger("mfa")
 
 #: Protocols that can be pulled today.
-IMPLEMENTED = ("http", "oapif")
+IMPLEMENTED = ("http", "oapif", "wfs")
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def pull_source(
 
             snap, info = pull_file(client, src, cache_root, ps.role, ps.name, day, previous)
         else:
-            snap, info = _pull_oapif(client, src, cache_root, ps.role, ps.name, day, previous)
+            snap, info = _pull_pages(client, src, cache_root, ps.role, ps.name, day, previous)
     finally:
         client.close()
     changed = previous is None or snap.sha256 != previous.sha256
@@ -168,7 +168,7 @@ def pull_source(
     }
 
 
-def _pull_oapif(
+def _pull_pages(
     client: Any,
     src: RemoteFields,
     root: Path,
@@ -177,17 +177,20 @@ def _pull_oapif(
     day: str,
     previous: Snapshot | None,
 ) -> tuple[Snapshot, dict[str, Any]]:
-    from mfa.pull.oapif import assemble_pages, fetch_all, first_request
+    from mfa.pull.paging import assemble_pages, fetch_all
     from mfa.pull.state import locked_state, remove_state
 
-    assert src.url is not None and src.collection is not None
-    first = first_request(src.url, src.collection, src.page_size, dict(src.filters))
+    if src.protocol == "wfs":
+        from mfa.pull.wfs import WFS as paging
+    else:
+        from mfa.pull.oapif import OAPIF as paging
+    first = paging.first(src)
     prev_q = (previous.query or {}) if previous is not None else {}
     with locked_state(root, kind, name, first) as state:
         if state.pages:
             log.info("%s: resuming after page %d", client.what, state.pages)
         etag = prev_q.get("etag") if previous is not None else None
-        if not fetch_all(client, state, etag):
+        if not fetch_all(client, state, etag, paging):
             assert previous is not None
             remove_state(root, kind, name)  # nothing to resume: leave no folder behind
             return previous, {}
@@ -200,7 +203,7 @@ def _pull_oapif(
         }
 
         def write(tmp: Path) -> None:
-            query["rows"] = assemble_pages(state, tmp, what=client.what, source=src)
+            query["rows"] = assemble_pages(state, tmp, what=client.what, source=src, paging=paging)
 
         try:
             snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)

@@ -12,104 +12,44 @@ Reference Systems by Reference, OGC 18-058; PDOK's BAG service follows both):
   ``numberMatched`` (optional) is the total, ``numberReturned`` the page's count;
 - the ``Content-Crs`` response header (Part 2) names the CRS of the coordinates.
 
-Why our own paging client and not GDAL's OAPIF driver through pyogrio: the driver follows
-``rel=next`` inside one read call, so a pull killed at page k starts again from page 1 and
-there is no place to save a cursor; a stand-in server in the same process also deadlocks a
-GDAL read (docs/ENVIRONMENT). Paging here is a loop of plain requests whose cursor is the
-``next`` link, saved after each page (:mod:`mfa.pull.state`).
-
-Freshness: the first page's ``ETag`` is kept in the snapshot's sidecar; the next pull asks
-for the first page with ``If-None-Match`` and a 304 means unchanged. A service without
-ETags is pulled in full, and a result with the same sha256 as the previous snapshot is not
-stored again.
+Why our own paging client (:mod:`mfa.pull.paging`) and not GDAL's OAPIF driver through
+pyogrio: the driver follows ``rel=next`` inside one read call, so a pull killed at page k
+starts again from page 1 and there is no place to save a cursor; a stand-in server in the
+same process also deadlocks a GDAL read (docs/ENVIRONMENT). Paging here is a loop of plain
+requests whose cursor is the ``next`` link, saved after each page (:mod:`mfa.pull.state`).
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+import requests
+
 from mfa.config.remote import RemoteFields
-from mfa.errors import SnapshotCheckError
-from mfa.failpoints import failpoint
-from mfa.pull.client import Client
-from mfa.pull.snapshot import assemble, parse_page
-from mfa.pull.state import PageState
+from mfa.pull.paging import Paging
 
-__all__ = ["GEOJSON", "assemble_pages", "fetch_all", "first_request"]
-
-log = logging.getLogger("mfa")
-
-GEOJSON = "application/geo+json, application/json;q=0.9"
+__all__ = ["OAPIF"]
 
 
-def first_request(url: str, collection: str, page_size: int, filters: dict[str, Any]) -> dict:
-    """The first page's request: the items address and its query parameters."""
-    base = url.rstrip("/")
-    items = base if base.endswith("/items") else f"{base}/collections/{collection}/items"
-    return {"url": items, "params": {"limit": page_size, **{k: str(v) for k, v in filters.items()}}}
+def _first(source: RemoteFields) -> dict[str, Any]:
+    """The items address and its query parameters (``limit`` and the filters)."""
+    base = str(source.url).rstrip("/")
+    items = base if base.endswith("/items") else f"{base}/collections/{source.collection}/items"
+    params = {"limit": source.page_size, **{k: str(v) for k, v in source.filters.items()}}
+    return {"url": items, "params": params}
 
 
-def _next_link(doc: dict[str, Any], page_url: str) -> str | None:
+def _next(doc: dict[str, Any], r: requests.Response, request: dict[str, Any]) -> dict | None:
     for link in doc.get("links") or []:
         if isinstance(link, dict) and link.get("rel") == "next" and link.get("href"):
-            return urljoin(page_url, str(link["href"]))
+            return {"url": urljoin(r.url, str(link["href"]))}
     return None
 
 
-def fetch_all(client: Client, state: PageState, previous_etag: str | None) -> bool:
-    """Fetch the remaining pages of ``state``; False when the first page is unchanged.
-
-    Each page is saved with the cursor after it; ``failpoint('pull:page:<k>')`` follows
-    each save so tests can kill the pull exactly after page k.
-    """
-    while state.next is not None:
-        request = state.next
-        headers = {"Accept": GEOJSON}
-        conditional = state.pages == 0 and previous_etag is not None
-        if conditional:
-            headers["If-None-Match"] = previous_etag
-        r = client.request(
-            "GET",
-            request["url"],
-            params=request.get("params"),
-            headers=headers,
-            ok=(200, 304) if conditional else (200,),
-        )
-        if r.status_code == 304:
-            return False
-        doc = parse_page(r.content, r.headers.get("Content-Type", ""), client.what, r.url)
-        info: dict[str, Any] = {"crs": r.headers.get("Content-Crs")}
-        if state.pages == 0:
-            matched = doc.get("numberMatched")
-            info.update(
-                number_matched=matched if isinstance(matched, int) else None,
-                etag=r.headers.get("ETag"),
-                crs_first=r.headers.get("Content-Crs"),
-            )
-        elif info["crs"] != state.info.get("crs_first"):
-            raise SnapshotCheckError(
-                f"{client.what}: page {state.pages + 1} is in CRS {info['crs']} but page 1 in "
-                f"{state.info.get('crs_first')}; pull again"
-            )
-        nxt = _next_link(doc, r.url)
-        k = state.save_page(r.content, None if nxt is None else {"url": nxt}, **info)
-        log.info("%s: page %d saved (%d features)", client.what, k, len(doc["features"]))
-        failpoint(f"pull:page:{k}")
-    return True
+def _crs(doc: dict[str, Any], r: requests.Response) -> str | None:
+    return r.headers.get("Content-Crs")
 
 
-def assemble_pages(state: PageState, out: Path, *, what: str, source: RemoteFields) -> int:
-    """Check the saved pages and write the snapshot file (see :func:`assemble`)."""
-    return assemble(
-        state.bodies(),
-        out,
-        what=what,
-        crs=state.info.get("crs_first"),
-        requested_crs=(str(source.filters["crs"]) if "crs" in source.filters else None),
-        id_field=source.id_field,
-        required_fields=list(source.required_fields),
-        number_matched=state.info.get("number_matched"),
-    )
+#: OGC API – Features paging.
+OAPIF = Paging(first=_first, next=_next, crs=_crs, crs_param="crs")

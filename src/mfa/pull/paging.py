@@ -1,0 +1,105 @@
+"""Paged feature pulls, whatever the protocol: fetch page after page into the resume state
+(:mod:`mfa.pull.state`), then check and assemble the pages (:mod:`mfa.pull.snapshot`).
+
+A protocol is a :class:`Paging`: its first request, how the next request follows from a
+page (OGC API: the ``rel=next`` link; WFS: ``startIndex`` + the features returned), and
+where a page says its CRS. The loop saves every page with the cursor after it and passes
+``failpoint('pull:page:<k>')`` after each save, so tests can kill a pull exactly there.
+
+Freshness: the first page's ``ETag`` is kept in the snapshot's sidecar; the next pull asks
+for the first page with ``If-None-Match`` and a 304 means unchanged. A service without
+ETags is pulled in full, and a result with the same sha256 as the previous snapshot is not
+stored again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mfa.config.remote import RemoteFields
+from mfa.errors import SnapshotCheckError
+from mfa.failpoints import failpoint
+from mfa.pull.client import Client
+from mfa.pull.snapshot import assemble, parse_page
+from mfa.pull.state import PageState
+
+__all__ = ["GEOJSON", "Paging", "assemble_pages", "fetch_all"]
+
+log = logging.getLogger("mfa")
+
+GEOJSON = "application/geo+json, application/json;q=0.9"
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a protocol pages: ``first(source)`` is the first request (``{"url", "params"}``),
+    ``next(doc, response, request)`` the one after a page (None: that was the last),
+    ``crs(doc, response)`` the CRS a page declares, ``crs_param`` the filter that asks for
+    a CRS."""
+
+    first: Callable[[RemoteFields], dict[str, Any]]
+    next: Callable[[dict[str, Any], requests.Response, dict[str, Any]], dict[str, Any] | None]
+    crs: Callable[[dict[str, Any], requests.Response], str | None]
+    crs_param: str
+
+
+def fetch_all(client: Client, state: PageState, previous_etag: str | None, paging: Paging) -> bool:
+    """Fetch the remaining pages of ``state``; False when the first page is unchanged."""
+    while state.next is not None:
+        request = state.next
+        headers = {"Accept": GEOJSON}
+        conditional = state.pages == 0 and previous_etag is not None
+        if conditional:
+            headers["If-None-Match"] = previous_etag
+        r = client.request(
+            "GET",
+            request["url"],
+            params=request.get("params"),
+            headers=headers,
+            ok=(200, 304) if conditional else (200,),
+        )
+        if r.status_code == 304:
+            return False
+        doc = parse_page(r.content, r.headers.get("Content-Type", ""), client.what, r.url)
+        crs = paging.crs(doc, r)
+        info: dict[str, Any] = {}
+        if state.pages == 0:
+            matched = doc.get("numberMatched")
+            info.update(
+                number_matched=matched if isinstance(matched, int) else None,
+                etag=r.headers.get("ETag"),
+                crs_first=crs,
+            )
+        elif crs != state.info.get("crs_first"):
+            raise SnapshotCheckError(
+                f"{client.what}: page {state.pages + 1} is in CRS {crs} but page 1 in "
+                f"{state.info.get('crs_first')}; pull again"
+            )
+        nxt = paging.next(doc, r, request)
+        k = state.save_page(r.content, nxt, **info)
+        log.info("%s: page %d saved (%d features)", client.what, k, len(doc["features"]))
+        failpoint(f"pull:page:{k}")
+    return True
+
+
+def assemble_pages(
+    state: PageState, out: Path, *, what: str, source: RemoteFields, paging: Paging
+) -> int:
+    """Check the saved pages and write the snapshot file (see :func:`assemble`)."""
+    requested = source.filters.get(paging.crs_param)
+    return assemble(
+        state.bodies(),
+        out,
+        what=what,
+        crs=state.info.get("crs_first"),
+        requested_crs=None if requested is None else str(requested),
+        id_field=source.id_field,
+        required_fields=list(source.required_fields),
+        number_matched=state.info.get("number_matched"),
+    )
