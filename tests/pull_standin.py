@@ -6,6 +6,7 @@
   (``delft_bgt_pand.gpkg``, EPSG:28992) as GeoJSON: ``limit``, an opaque ``cursor`` in the
   ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs`` asks
   for EPSG:28992, an ``ETag`` per page;
+- ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records``;
 - ``/wfs``: WFS 2.0 GetFeature (``typeNames=pand``) as GeoJSON, paged by ``startIndex`` /
   ``count`` in ``sortBy`` order, with a ``crs`` member for ``srsName=EPSG:28992``, no ETag.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,8 @@ class Services(BaseHTTPRequestHandler):
     script: ClassVar[list[str]] = []
     log: ClassVar[list[tuple[str, dict[str, str]]]] = []
     key: ClassVar[str | None] = None
+    #: register records (Datafordeler field names, values as text or None) for GraphQL
+    records: ClassVar[list[dict[str, str | None]]] = []
     #: a total that differs from the features served (a server that lost pages)
     claimed_total: ClassVar[int | None] = None
 
@@ -64,9 +68,9 @@ class Services(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _misbehave(self) -> bool:
+    def _misbehave(self, key_header: bool = True) -> bool:
         cls = type(self)
-        if cls.key is not None and self.headers.get("X-Api-Key") != cls.key:
+        if key_header and cls.key is not None and self.headers.get("X-Api-Key") != cls.key:
             self._send(401, b'{"error": "invalid key"}', {"Content-Type": "application/json"})
             return True
         if not cls.script:
@@ -108,6 +112,55 @@ class Services(BaseHTTPRequestHandler):
             self._wfs({k.lower(): v[0] for k, v in parse_qs(parts.query).items()})
         else:
             self._send(404, b"not found", {"Content-Type": "text/plain"})
+
+    def do_POST(self) -> None:
+        """Datafordeler GraphQL (``/graphql/BBR/v2``): ``BBR_Bygning`` nodes from a register
+        CSV, ``where: { kommunekode: { eq } }``, cursor paging with ``pageInfo``; the key
+        in the ``apiKey`` query parameter; problems as ``errors`` (status 200)."""
+        cls = type(self)
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        cls.log.append((self.path, dict(self.headers)))
+        parts = urlsplit(self.path)
+        q = parse_qs(parts.query)
+        if cls.key is not None and q.get("apiKey", [None])[0] != cls.key:
+            self._send(401, b'{"error": "invalid apiKey"}', {"Content-Type": "application/json"})
+            return
+        if self._misbehave(key_header=False):
+            return
+        if parts.path != "/graphql/BBR/v2":
+            self._send(404, b"not found", {"Content-Type": "text/plain"})
+            return
+        req = json.loads(body)
+        query, variables = req["query"], req.get("variables") or {}
+        entity = re.search(r"\{\s*(\w+)\(", query)
+        if entity is None or entity.group(1) != "BBR_Bygning":
+            doc: dict[str, Any] = {"errors": [{"message": "The field does not exist"}]}
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+            return
+        fields = re.search(r"nodes\s*\{([^}]*)\}", query).group(1).split()  # type: ignore[union-attr]
+        where = dict(re.findall(r'(\w+): \{ eq: "([^"]*)" \}', query))
+        rows = [r for r in cls.records if all(r.get(k) == v for k, v in where.items())]
+        unknown = [f for f in fields if rows and f not in rows[0]]
+        if unknown:
+            doc = {"errors": [{"message": f"The field `{unknown[0]}` does not exist"}]}
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+            return
+        after = variables.get("after")
+        start = int(base64.urlsafe_b64decode(after).decode()) if after else 0
+        first = int(variables["first"])
+        page = [{f: r[f] for f in fields} for r in rows[start : start + first]]
+        more = start + first < len(rows)
+        cursor = base64.urlsafe_b64encode(str(start + first).encode()).decode()
+        doc = {
+            "data": {
+                "BBR_Bygning": {
+                    "pageInfo": {"hasNextPage": more, "endCursor": cursor if more else None},
+                    "nodes": page,
+                }
+            }
+        }
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
     def _file(self, name: str) -> None:
         body = type(self).files.get(name)

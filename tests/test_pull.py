@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pytest
 import shapely
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from tests.conftest import MODEL, ROOT, SAMPLE, write_pipeline
 from tests.pull_standin import EPSG_28992, Services, delft_features, start
 
 REGISTER = SAMPLE / "bbr_bygning_2020.parquet"
+KALUNDBORG = ROOT / "tests" / "data" / "bbr_kalundborg_60.csv"
 
 HTTP_PIPELINE = (
     """
@@ -70,6 +72,8 @@ def service(features: list[dict]) -> Iterator[str]:
     Services.features = list(features)
     Services.files = {"bbr_bygning_2020.parquet": REGISTER.read_bytes()}
     Services.script, Services.log, Services.key, Services.claimed_total = [], [], None, None
+    records = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)
+    Services.records = [{k: (v or None) for k, v in r.items()} for r in records.to_dict("records")]
     server, base = start()
     yield base
     server.shutdown()
@@ -319,6 +323,66 @@ def test_wfs_without_sort_key_is_a_config_error(tmp_path: Path) -> None:
     text = WFS_PIPELINE.replace('sort_by = "identificatiebagpnd ASC"\n', "")
     with pytest.raises(ConfigError, match="sort_by"):
         load_pipeline(_pipeline(tmp_path, "http://127.0.0.1:9", text))
+
+
+GRAPHQL_PIPELINE = (
+    """
+name = "t-pull-bbr"
+crs = "EPSG:25832"
+[sources.register]
+url = "{BASE}/graphql/BBR/v2"
+protocol = "datafordeler-graphql"
+collection = "BBR_Bygning"
+filters = { kommunekode = "0326" }
+page_size = {PAGE}
+api_key_env = "T_DAF_KEY"
+[cache]
+dir = "{CACHE}"
+"""
+    + MODEL
+)
+
+
+def test_datafordeler_graphql_pulls_the_register_by_cursor_with_the_key_in_no_file(
+    tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mfa.pull.graphql import BBR_FIELDS
+    from mfa.run import run_pipeline
+
+    key = "daf-K3y-0123456789"
+    Services.key = key
+    monkeypatch.setenv("T_DAF_KEY", key)
+    pipeline = _pipeline(tmp_path, service, GRAPHQL_PIPELINE, page=25)
+    (rec,) = pull_pipeline(load_pipeline(pipeline))
+    assert rec["rows"] == 60 and rec["requests"] == 3  # 25 + 25 + 10
+    assert len(Services.log) == 3 and all("apiKey=" in path for path, _ in Services.log)
+    got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
+    ref = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)[list(BBR_FIELDS)]
+    pd.testing.assert_frame_equal(got, ref)
+    # the run reads the pulled CSV as its register
+    run = run_pipeline(pipeline, tmp_path / "out")
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["row_counts"]["records_read"] == 60
+    assert manifest["pulled"][0]["protocol"] == "datafordeler-graphql"
+    for data in _files(tmp_path).values():
+        assert key.encode() not in data
+
+
+def test_datafordeler_graphql_errors_and_renamed_fields_are_one_line(
+    tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_DAF_KEY", "any")
+    text = GRAPHQL_PIPELINE.replace('"BBR_Bygning"', '"BBR_Bygnin"')
+    with pytest.raises(PullError, match=r"refused the query .The field does not exist") as info:
+        pull_pipeline(load_pipeline(_pipeline(tmp_path, service, text)))
+    assert "\n" not in str(info.value) and "sources.register" in str(info.value)
+    text = GRAPHQL_PIPELINE.replace(
+        "page_size = {PAGE}",
+        'page_size = {PAGE}\nrequired_fields = ["id_lokalId", "byg026Opfoerelsesår"]',
+    )
+    with pytest.raises(PullError, match=r"byg026Opfoerelsesår. does not exist"):
+        pull_pipeline(load_pipeline(_pipeline(tmp_path, service, text)))
+    assert _snapshots(tmp_path / "cache") == []
 
 
 def _mfa_pull(pipeline: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:

@@ -38,7 +38,7 @@ __all__ = [
 log = logging.getLogger("mfa")
 
 #: Protocols that can be pulled today.
-IMPLEMENTED = ("http", "oapif", "wfs")
+IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def snapshot_name(source: RemoteFields) -> str:
         suffix = "." + ".".join(parts[-2:] if parts[-1] in ("gz", "zip") else parts[-1:])
         suffix = suffix if len(parts) > 1 else ".bin"
     else:
-        suffix = ".geojson"
+        suffix = ".csv" if source.protocol == "datafordeler-graphql" else ".geojson"
     return query_name(remote_query(source), suffix)
 
 
@@ -121,6 +121,7 @@ def pull_source(
         )
     now = datetime.now(UTC)
     # a folder per fetch time: a source may change twice in a day, and each change is kept
+    datafordeler = str(src.protocol).startswith("datafordeler-")
     day = f"{day or now.date().isoformat()}T{now:%H%M%S}{now.microsecond // 1000:03d}Z"
     try:
         previous = find_snapshot(cache_root, ps.role, ps.name, "latest")
@@ -133,7 +134,9 @@ def pull_source(
         retries=src.retries,
         timeout_s=src.timeout_s,
         secrets=(key,) if key else (),
-        headers={"X-Api-Key": key} if key else None,
+        # Datafordeler takes the key as the query parameter apiKey; others as a header
+        headers={"X-Api-Key": key} if key and not datafordeler else None,
+        key_param=("apiKey", key) if key and datafordeler else None,
         **({"sleep": sleep} if sleep is not None else {}),
     )
     try:
@@ -182,6 +185,8 @@ def _pull_pages(
 
     if src.protocol == "wfs":
         from mfa.pull.wfs import WFS as paging
+    elif src.protocol == "datafordeler-graphql":
+        from mfa.pull.graphql import GRAPHQL as paging
     else:
         from mfa.pull.oapif import OAPIF as paging
     first = paging.first(src)

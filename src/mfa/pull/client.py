@@ -25,7 +25,7 @@ from urllib3.exceptions import NewConnectionError
 
 from mfa.errors import PullError
 
-__all__ = ["RETRY_STATUS", "Client", "redact"]
+__all__ = ["RETRY_STATUS", "Client", "redact", "without"]
 
 log = logging.getLogger("mfa")
 
@@ -52,6 +52,13 @@ def redact(url: str, secrets: tuple[str, ...] = ()) -> str:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+def without(url: str, name: str) -> str:
+    """``url`` without the query parameter ``name`` (a key a server echoed in a link)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    return urlunsplit(parts._replace(query=urlencode(query, safe=",:/")))
 
 
 def _retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -100,14 +107,20 @@ class Client:
         timeout_s: float = 60.0,
         secrets: tuple[str, ...] = (),
         headers: Mapping[str, str] | None = None,
+        key_param: tuple[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.what = what
+        #: the query parameter that carries the key (name, value), added to every request
+        #: by the session and never part of a request that is saved (see :func:`without`)
+        self.key_param = key_param
         self.retries = retries
         self.timeout_s = timeout_s
         self.secrets = secrets
         self.session = requests.Session()
         self.session.headers.update({"User-Agent": "mfa-pull", **(headers or {})})
+        if key_param is not None:
+            self.session.params = {key_param[0]: key_param[1]}
         self.sleep = sleep
         self.requests = 0
 

@@ -25,7 +25,7 @@ import requests
 from mfa.config.remote import RemoteFields
 from mfa.errors import SnapshotCheckError
 from mfa.failpoints import failpoint
-from mfa.pull.client import Client
+from mfa.pull.client import Client, redact, without
 from mfa.pull.snapshot import assemble, parse_page
 from mfa.pull.state import PageState
 
@@ -47,6 +47,12 @@ class Paging:
     next: Callable[[dict[str, Any], requests.Response, dict[str, Any]], dict[str, Any] | None]
     crs: Callable[[dict[str, Any], requests.Response], str | None]
     crs_param: str
+    #: ``parse(body, content_type, what, url)``: a page as a dict with a ``features`` list
+    parse: Callable[[bytes, str, str, str], dict[str, Any]] = parse_page
+    #: ``write(bodies, out, what=…, source=…, crs=…, number_matched=…, requested_crs=…)``:
+    #: check the pages and write the snapshot; returns its row count
+    write: Callable[..., int] | None = None
+    suffix: str = ".geojson"
 
 
 def fetch_all(client: Client, state: PageState, previous_etag: str | None, paging: Paging) -> bool:
@@ -58,15 +64,17 @@ def fetch_all(client: Client, state: PageState, previous_etag: str | None, pagin
         if conditional:
             headers["If-None-Match"] = previous_etag
         r = client.request(
-            "GET",
+            "POST" if "json" in request else "GET",
             request["url"],
             params=request.get("params"),
+            json=request.get("json"),
             headers=headers,
             ok=(200, 304) if conditional else (200,),
         )
         if r.status_code == 304:
             return False
-        doc = parse_page(r.content, r.headers.get("Content-Type", ""), client.what, r.url)
+        shown = redact(r.url, client.secrets)
+        doc = paging.parse(r.content, r.headers.get("Content-Type", ""), client.what, shown)
         crs = paging.crs(doc, r)
         info: dict[str, Any] = {}
         if state.pages == 0:
@@ -82,6 +90,8 @@ def fetch_all(client: Client, state: PageState, previous_etag: str | None, pagin
                 f"{state.info.get('crs_first')}; pull again"
             )
         nxt = paging.next(doc, r, request)
+        if nxt is not None and client.key_param is not None:  # never save a key
+            nxt = dict(nxt, url=without(nxt["url"], client.key_param[0]))
         k = state.save_page(r.content, nxt, **info)
         log.info("%s: page %d saved (%d features)", client.what, k, len(doc["features"]))
         failpoint(f"pull:page:{k}")
@@ -93,6 +103,14 @@ def assemble_pages(
 ) -> int:
     """Check the saved pages and write the snapshot file (see :func:`assemble`)."""
     requested = source.filters.get(paging.crs_param)
+    if paging.write is not None:
+        return paging.write(
+            state.bodies(),
+            out,
+            what=what,
+            source=source,
+            number_matched=state.info.get("number_matched"),
+        )
     return assemble(
         state.bodies(),
         out,
