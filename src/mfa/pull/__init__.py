@@ -10,8 +10,8 @@ declared input files (:meth:`mfa.config.Pipeline.input_files`), the run key of
 
 ``name`` is a hash of what identifies the source (url, protocol, collection, filters,
 page size; never a key) plus the file suffix. Protocols: ``http`` (one file, conditional
-GET: :mod:`mfa.pull.files`) and ``oapif`` (pages along ``rel=next``, resumable:
-:mod:`mfa.pull.oapif`). ``wfs``, ``datafordeler-graphql`` and ``datafordeler-files`` are
+GET: :mod:`mfa.pull.files`); ``oapif``, ``wfs`` and ``datafordeler-graphql`` (pages with
+a cursor saved after each, resumable: :mod:`mfa.pull.paging`). ``datafordeler-files`` is
 validated in pipeline files but refused at pull time (not built yet).
 """
 
