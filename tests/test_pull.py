@@ -517,3 +517,41 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
     # the service changed overnight: the run is needed again
     Services.features = Services.features[:150]
     assert unchanged_run(pipeline, tmp_path / "out") is None
+
+
+def test_rows_halving_overnight_is_a_warning_in_the_record(tmp_path: Path, service: str) -> None:
+    p = load_pipeline(_pipeline(tmp_path, service, OAPIF_PIPELINE, page=50))
+    (first,) = pull_pipeline(p)
+    assert first["warning"] is None
+    Services.features = Services.features[:80]
+    (second,) = pull_pipeline(p)
+    assert second["changed"] and second["rows"] == 80
+    assert "50% fewer than the previous snapshot's 160" in second["warning"]
+
+
+def test_a_server_that_never_answers_times_out_boundedly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        text = HTTP_PIPELINE.replace(
+            'protocol = "http"', 'protocol = "http"\nretries = 1\ntimeout_s = 0.3'
+        )
+        sleeps = _Sleeps()
+        with pytest.raises(PullError, match=r"no answer within 0.3 s after 2 attempts") as info:
+            pull_pipeline(load_pipeline(_pipeline(tmp_path, base, text)), sleep=sleeps)
+    assert sleeps == [1.0] and "\n" not in str(info.value)
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    from datetime import UTC, datetime
+
+    from mfa.pull.client import _retry_after
+
+    now = datetime(2026, 12, 2, 2, 0, 0, tzinfo=UTC)
+    assert _retry_after("120", now) == 120.0
+    assert _retry_after("Wed, 02 Dec 2026 02:00:30 GMT", now) == 30.0
+    assert _retry_after("Wed, 02 Dec 2026 01:00:00 GMT", now) == 0.0
+    assert _retry_after("soon", now) is None and _retry_after(None, now) is None
