@@ -555,3 +555,23 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert _retry_after("Wed, 02 Dec 2026 02:00:30 GMT", now) == 30.0
     assert _retry_after("Wed, 02 Dec 2026 01:00:00 GMT", now) == 0.0
     assert _retry_after("soon", now) is None and _retry_after(None, now) is None
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_scheduled_flow_pulls_then_runs_and_skips_when_the_service_is_unchanged(
+    prefect_harness, tmp_path: Path, service: str
+) -> None:
+    """The nightly path through Prefect: the flow's pull task fetches the pages, the run
+    publishes; the next scheduled run makes one conditional request and reuses the run."""
+    from flows.pipeline import TASKS, mfa_pipeline
+
+    assert "pull" in TASKS
+    pipeline = str(_pipeline(tmp_path, service, OAPIF_PIPELINE, page=50))
+    first = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
+    manifest = json.loads((first / "run.json").read_text())
+    assert manifest["runner"] == "prefect" and manifest["pulled"][0]["rows"] == 160
+    Services.log.clear()
+    second = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
+    assert second.resolve() == first.resolve()
+    assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
