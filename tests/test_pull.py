@@ -1,4 +1,5 @@
-"""Pulling remote sources (mfa.pull) from loopback stand-ins serving the sample data."""
+"""Pulling remote sources (mfa.pull): http and OGC API – Features from loopback stand-ins
+serving the sample data; resume after a kill; keys; the pull step in a run."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
-import pandas as pd
 import pytest
 import shapely
 from hypothesis import given, settings
@@ -24,88 +23,27 @@ from mfa.pull import pull_pipeline, pulled_sources
 from mfa.pull.client import redact
 from mfa.pull.snapshot import assemble
 from tests.conftest import MODEL, ROOT, SAMPLE, write_pipeline
-from tests.pull_standin import EPSG_28992, Services, delft_features, start
-
-REGISTER = SAMPLE / "bbr_bygning_2020.parquet"
-KALUNDBORG = ROOT / "tests" / "data" / "bbr_kalundborg_60.csv"
-
-HTTP_PIPELINE = (
-    """
-name = "t-pull-http"
-crs = "EPSG:25832"
-[sources.register]
-url = "{BASE}/files/bbr_bygning_2020.parquet"
-protocol = "http"
-[cache]
-dir = "{CACHE}"
-"""
-    + MODEL
+from tests.pull_helpers import (
+    HTTP_PIPELINE,
+    OAPIF_PIPELINE,
+    REGISTER,
+    Sleeps,
+    features,
+    files_under,
+    pipeline_file,
+    service,
+    snapshots_in,
 )
+from tests.pull_standin import EPSG_28992, Services
 
-OAPIF_PIPELINE = (
-    """
-name = "t-pull-oapif"
-crs = "EPSG:28992"
-[sources.footprints]
-url = "{BASE}/ogc"
-protocol = "oapif"
-collection = "pand"
-page_size = {PAGE}
-id_column = "identificatiebagpnd"
-required_fields = ["identificatiebagpnd", "bgt_status"]
-filters = { crs = "{CRS}" }
-[cache]
-dir = "{CACHE}"
-"""
-    + MODEL
-)
-
-
-@pytest.fixture(scope="module")
-def features() -> list[dict]:
-    return delft_features()
-
-
-@pytest.fixture
-def service(features: list[dict]) -> Iterator[str]:
-    """A fresh stand-in (no script, no key, the sample data) on a free loopback port."""
-    Services.features = list(features)
-    Services.files = {"bbr_bygning_2020.parquet": REGISTER.read_bytes()}
-    Services.script, Services.log, Services.key, Services.claimed_total = [], [], None, None
-    records = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)
-    Services.records = [{k: (v or None) for k, v in r.items()} for r in records.to_dict("records")]
-    server, base = start()
-    yield base
-    server.shutdown()
-    server.server_close()
-
-
-def _pipeline(tmp: Path, base: str, text: str = HTTP_PIPELINE, page: int = 50) -> Path:
-    for k, v in {"BASE": base, "CACHE": tmp / "cache", "PAGE": page, "CRS": EPSG_28992}.items():
-        text = text.replace("{" + k + "}", str(v))
-    return write_pipeline(tmp, text)
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {
-        str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()
-    }
-
-
-def _snapshots(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.rglob("*") if p.is_file() and p.parent.name[:2] == "20")
-
-
-class _Sleeps(list):
-    def __call__(self, s: float) -> None:
-        self.append(s)
+__all__ = ["features", "service"]  # fixtures, imported for pytest
 
 
 # --- configuration -------------------------------------------------------------------
 
 
 def test_remote_source_validates_without_network(tmp_path: Path) -> None:
-    p = load_pipeline(_pipeline(tmp_path, "http://127.0.0.1:9"))  # nothing listens there
+    p = load_pipeline(pipeline_file(tmp_path, "http://127.0.0.1:9"))  # nothing listens there
     (ps,) = pulled_sources(p)
     assert (ps.role, ps.source.protocol, p.sources.register_.path) == ("register", "http", None)
     assert p.input_files()[0].role == "pipeline"  # no data file declared before a pull
@@ -137,7 +75,7 @@ def test_bad_remote_keys_are_one_config_error(tmp_path: Path, table: str, messag
 def test_http_pull_then_unchanged_pull_makes_one_conditional_request(
     tmp_path: Path, service: str
 ) -> None:
-    p = load_pipeline(_pipeline(tmp_path, service))
+    p = load_pipeline(pipeline_file(tmp_path, service))
     (first,) = pull_pipeline(p, day="2026-12-01")
     snap = Path(first["snapshot"]["path"])
     assert first["changed"] and snap.read_bytes() == REGISTER.read_bytes()
@@ -145,19 +83,19 @@ def test_http_pull_then_unchanged_pull_makes_one_conditional_request(
     p = load_pipeline(p.source_file)
     assert p.sources.register_.path == snap
     assert ("register", snap) in [(f.role, f.path) for f in p.input_files()]
-    before = _files(tmp_path / "cache")
+    before = files_under(tmp_path / "cache")
     Services.log.clear()
     (second,) = pull_pipeline(p, day="2026-12-02")
     assert not second["changed"] and second["snapshot"]["path"] == str(snap)
     assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
-    assert _files(tmp_path / "cache") == before  # nothing written
+    assert files_under(tmp_path / "cache") == before  # nothing written
 
 
 def test_http_changed_file_is_a_new_snapshot_and_the_old_one_stays(
     tmp_path: Path, service: str
 ) -> None:
     """Even twice in one day: each change is a snapshot of its own (folder per fetch time)."""
-    p = load_pipeline(_pipeline(tmp_path, service))
+    p = load_pipeline(pipeline_file(tmp_path, service))
     (first,) = pull_pipeline(p)
     Services.files["bbr_bygning_2020.parquet"] = (SAMPLE / "delft_bgt_pand.gpkg").read_bytes()
     (second,) = pull_pipeline(p)
@@ -170,8 +108,8 @@ def test_http_503_with_retry_after_and_a_dropped_body_are_survived(
     tmp_path: Path, service: str
 ) -> None:
     Services.script[:] = ["503", "drop"]
-    sleeps = _Sleeps()
-    (rec,) = pull_pipeline(load_pipeline(_pipeline(tmp_path, service)), sleep=sleeps)
+    sleeps = Sleeps()
+    (rec,) = pull_pipeline(load_pipeline(pipeline_file(tmp_path, service)), sleep=sleeps)
     assert Path(rec["snapshot"]["path"]).read_bytes() == REGISTER.read_bytes()
     assert rec["requests"] == 3 and sleeps[0] == 1.0  # Retry-After: 1, then backoff
     assert not list((tmp_path / "cache").rglob("*.part"))
@@ -179,14 +117,14 @@ def test_http_503_with_retry_after_and_a_dropped_body_are_survived(
 
 def test_http_503_storm_is_one_line_and_publishes_nothing(tmp_path: Path, service: str) -> None:
     Services.script[:] = ["503"] * 10
-    sleeps = _Sleeps()
-    p = load_pipeline(_pipeline(tmp_path, service))
+    sleeps = Sleeps()
+    p = load_pipeline(pipeline_file(tmp_path, service))
     with pytest.raises(PullError) as info:
         pull_pipeline(p, sleep=sleeps)
     msg = str(info.value)
     assert "\n" not in msg and "sources.register" in msg and "HTTP 503" in msg
     assert "/files/bbr_bygning_2020.parquet" in msg and "try again later" in msg
-    assert len(sleeps) == p.sources.register_.retries and _snapshots(tmp_path / "cache") == []
+    assert len(sleeps) == p.sources.register_.retries and snapshots_in(tmp_path / "cache") == []
 
 
 def test_refused_connection_fails_at_once(tmp_path: Path) -> None:
@@ -195,9 +133,11 @@ def test_refused_connection_fails_at_once(tmp_path: Path) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sleeps = _Sleeps()
+    sleeps = Sleeps()
     with pytest.raises(PullError, match="connection refused") as info:
-        pull_pipeline(load_pipeline(_pipeline(tmp_path, f"http://127.0.0.1:{port}")), sleep=sleeps)
+        pull_pipeline(
+            load_pipeline(pipeline_file(tmp_path, f"http://127.0.0.1:{port}")), sleep=sleeps
+        )
     assert sleeps == [] and "\n" not in str(info.value)
 
 
@@ -207,7 +147,7 @@ def test_refused_connection_fails_at_once(tmp_path: Path) -> None:
 def test_oapif_pull_gives_the_service_features_in_its_crs(
     tmp_path: Path, service: str, features: list[dict]
 ) -> None:
-    p = load_pipeline(_pipeline(tmp_path, service, OAPIF_PIPELINE, page=50))
+    p = load_pipeline(pipeline_file(tmp_path, service, OAPIF_PIPELINE, page=50))
     (rec,) = pull_pipeline(p)
     assert rec["rows"] == 160 and rec["requests"] == 4  # 50 + 50 + 50 + 10
     got = gpd.read_file(rec["snapshot"]["path"])
@@ -217,11 +157,11 @@ def test_oapif_pull_gives_the_service_features_in_its_crs(
     # GEOS: the pulled footprints are the published ones (coordinates kept to < 1 mm)
     assert shapely.equals_exact(got.geometry.values, ref.geometry.values, tolerance=1e-3).all()
     # unchanged: one conditional request for the first page, nothing written
-    before = _files(tmp_path / "cache")
+    before = files_under(tmp_path / "cache")
     Services.log.clear()
     (again,) = pull_pipeline(load_pipeline(p.source_file))
     assert not again["changed"] and len(Services.log) == 1
-    assert "If-None-Match" in Services.log[0][1] and _files(tmp_path / "cache") == before
+    assert "If-None-Match" in Services.log[0][1] and files_under(tmp_path / "cache") == before
 
 
 @pytest.mark.parametrize(
@@ -232,11 +172,11 @@ def test_oapif_page_503_or_dropped_page_is_retried(
 ) -> None:
     reference = tmp_path / "ref"
     reference.mkdir()
-    (ref,) = pull_pipeline(load_pipeline(_pipeline(reference, service, OAPIF_PIPELINE)))
+    (ref,) = pull_pipeline(load_pipeline(pipeline_file(reference, service, OAPIF_PIPELINE)))
     Services.script[:] = script
-    sleeps = _Sleeps()
+    sleeps = Sleeps()
     (rec,) = pull_pipeline(
-        load_pipeline(_pipeline(tmp_path, service, OAPIF_PIPELINE)), sleep=sleeps
+        load_pipeline(pipeline_file(tmp_path, service, OAPIF_PIPELINE)), sleep=sleeps
     )
     assert sleeps == sleeps_at_least
     assert Path(rec["snapshot"]["path"]).read_bytes() == Path(ref["snapshot"]["path"]).read_bytes()
@@ -255,7 +195,7 @@ def test_oapif_page_503_or_dropped_page_is_retried(
 def test_oapif_bad_answers_are_typed_one_line_errors_that_keep_the_last_snapshot(
     tmp_path: Path, service: str, features: list[dict], change: str, error: type, message: str
 ) -> None:
-    p = load_pipeline(_pipeline(tmp_path, service, OAPIF_PIPELINE))
+    p = load_pipeline(pipeline_file(tmp_path, service, OAPIF_PIPELINE))
     (good,) = pull_pipeline(p)
     Services.features = [dict(f, properties=dict(f["properties"], v=2)) for f in features]
     if change == "html":
@@ -269,7 +209,7 @@ def test_oapif_bad_answers_are_typed_one_line_errors_that_keep_the_last_snapshot
         Services.features[7] = dict(Services.features[7], id=Services.features[3]["id"])
     if change == "crs":
         text = OAPIF_PIPELINE.replace('"{CRS}"', '"EPSG:28992"')  # the server wants the URI
-        p = load_pipeline(_pipeline(tmp_path, service, text))
+        p = load_pipeline(pipeline_file(tmp_path, service, text))
     with pytest.raises(error, match=message) as info:
         pull_pipeline(p)
     assert "\n" not in str(info.value) and "sources.footprints" in str(info.value)
@@ -277,112 +217,7 @@ def test_oapif_bad_answers_are_typed_one_line_errors_that_keep_the_last_snapshot
         Path(good["snapshot"]["path"]),
         None,
     )
-    assert len(_snapshots(tmp_path / "cache")) == 2  # the good one: data + sidecar
-
-
-WFS_PIPELINE = (
-    """
-name = "t-pull-wfs"
-crs = "EPSG:28992"
-[sources.footprints]
-url = "{BASE}/wfs"
-protocol = "wfs"
-collection = "pand"
-sort_by = "identificatiebagpnd ASC"
-page_size = {PAGE}
-id_column = "identificatiebagpnd"
-id_field = "identificatiebagpnd"
-filters = { srsName = "EPSG:28992" }
-[cache]
-dir = "{CACHE}"
-"""
-    + MODEL
-)
-
-
-def test_wfs_pull_pages_by_start_index_in_sort_order(
-    tmp_path: Path, service: str, features: list[dict]
-) -> None:
-    p = load_pipeline(_pipeline(tmp_path, service, WFS_PIPELINE, page=40))
-    (rec,) = pull_pipeline(p)
-    assert rec["rows"] == 160 and rec["requests"] == 4  # numberMatched reached: no 5th
-    got = gpd.read_file(rec["snapshot"]["path"])
-    assert got.crs.to_epsg() == 28992
-    ids = sorted(f["properties"]["identificatiebagpnd"] for f in features)
-    assert got["identificatiebagpnd"].tolist() == ids
-    starts = [int(path.split("startIndex=")[1].split("&")[0]) for path, _ in Services.log]
-    assert starts == [0, 40, 80, 120]
-    # no ETag: pulled in full again, but identical data is not stored twice
-    before = _files(tmp_path / "cache")
-    (again,) = pull_pipeline(p)
-    assert not again["changed"] and again["requests"] == 4
-    assert _files(tmp_path / "cache") == before
-
-
-def test_wfs_without_sort_key_is_a_config_error(tmp_path: Path) -> None:
-    text = WFS_PIPELINE.replace('sort_by = "identificatiebagpnd ASC"\n', "")
-    with pytest.raises(ConfigError, match="sort_by"):
-        load_pipeline(_pipeline(tmp_path, "http://127.0.0.1:9", text))
-
-
-GRAPHQL_PIPELINE = (
-    """
-name = "t-pull-bbr"
-crs = "EPSG:25832"
-[sources.register]
-url = "{BASE}/graphql/BBR/v2"
-protocol = "datafordeler-graphql"
-collection = "BBR_Bygning"
-filters = { kommunekode = "0326" }
-page_size = {PAGE}
-api_key_env = "T_DAF_KEY"
-[cache]
-dir = "{CACHE}"
-"""
-    + MODEL
-)
-
-
-def test_datafordeler_graphql_pulls_the_register_by_cursor_with_the_key_in_no_file(
-    tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mfa.pull.graphql import BBR_FIELDS
-    from mfa.run import run_pipeline
-
-    key = "daf-K3y-0123456789"
-    Services.key = key
-    monkeypatch.setenv("T_DAF_KEY", key)
-    pipeline = _pipeline(tmp_path, service, GRAPHQL_PIPELINE, page=25)
-    (rec,) = pull_pipeline(load_pipeline(pipeline))
-    assert rec["rows"] == 60 and rec["requests"] == 3  # 25 + 25 + 10
-    assert len(Services.log) == 3 and all("apiKey=" in path for path, _ in Services.log)
-    got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
-    ref = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)[list(BBR_FIELDS)]
-    pd.testing.assert_frame_equal(got, ref)
-    # the run reads the pulled CSV as its register
-    run = run_pipeline(pipeline, tmp_path / "out")
-    manifest = json.loads((run / "run.json").read_text())
-    assert manifest["row_counts"]["records_read"] == 60
-    assert manifest["pulled"][0]["protocol"] == "datafordeler-graphql"
-    for data in _files(tmp_path).values():
-        assert key.encode() not in data
-
-
-def test_datafordeler_graphql_errors_and_renamed_fields_are_one_line(
-    tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("T_DAF_KEY", "any")
-    text = GRAPHQL_PIPELINE.replace('"BBR_Bygning"', '"BBR_Bygnin"')
-    with pytest.raises(PullError, match=r"refused the query .The field does not exist") as info:
-        pull_pipeline(load_pipeline(_pipeline(tmp_path, service, text)))
-    assert "\n" not in str(info.value) and "sources.register" in str(info.value)
-    text = GRAPHQL_PIPELINE.replace(
-        "page_size = {PAGE}",
-        'page_size = {PAGE}\nrequired_fields = ["id_lokalId", "byg026Opfoerelsesår"]',
-    )
-    with pytest.raises(PullError, match=r"byg026Opfoerelsesår. does not exist"):
-        pull_pipeline(load_pipeline(_pipeline(tmp_path, service, text)))
-    assert _snapshots(tmp_path / "cache") == []
+    assert len(snapshots_in(tmp_path / "cache")) == 2  # the good one: data + sidecar
 
 
 def _mfa_pull(pipeline: Path, failpoint: str | None = None) -> subprocess.CompletedProcess:
@@ -413,18 +248,18 @@ def test_pull_killed_after_page_k_resumes_at_k_plus_1_and_ends_byte_identical(
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     whole.mkdir()
     killed.mkdir()
-    (ref,) = pull_pipeline(load_pipeline(_pipeline(whole, service, OAPIF_PIPELINE, page=20)))
-    pipeline = _pipeline(killed, service, OAPIF_PIPELINE, page=20)
+    (ref,) = pull_pipeline(load_pipeline(pipeline_file(whole, service, OAPIF_PIPELINE, page=20)))
+    pipeline = pipeline_file(killed, service, OAPIF_PIPELINE, page=20)
     Services.log.clear()
     proc = _mfa_pull(pipeline, "pull:page:3")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert len(Services.log) == 3 and _snapshots(killed / "cache") == []
+    assert len(Services.log) == 3 and snapshots_in(killed / "cache") == []
     Services.log.clear()
     proc = _mfa_pull(pipeline)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(Services.log) == 5  # pages 4..8 of 8, none again
     assert "cursor=" in Services.log[0][0]  # continued from page 3's next link
-    (snap,) = (s for s in _snapshots(killed / "cache") if s.suffix == ".geojson")
+    (snap,) = (s for s in snapshots_in(killed / "cache") if s.suffix == ".geojson")
     assert snap.read_bytes() == Path(ref["snapshot"]["path"]).read_bytes()
     assert not list((killed / "cache").rglob("page-*"))  # the resume state is gone
 
@@ -437,7 +272,7 @@ def test_api_key_comes_from_the_environment_and_is_never_written(
     text = HTTP_PIPELINE.replace(
         'protocol = "http"', 'protocol = "http"\napi_key_env = "T_MFA_KEY"'
     )
-    p = load_pipeline(_pipeline(tmp_path, service, text))
+    p = load_pipeline(pipeline_file(tmp_path, service, text))
     with pytest.raises(PullError, match="T_MFA_KEY"):
         pull_pipeline(p)  # not set: said so, no request
     monkeypatch.setenv("T_MFA_KEY", "bad-key-0xZZ")
@@ -447,7 +282,7 @@ def test_api_key_comes_from_the_environment_and_is_never_written(
     monkeypatch.setenv("T_MFA_KEY", key)
     (rec,) = pull_pipeline(p)
     assert rec["changed"] and key not in json.dumps(rec)
-    for data in _files(tmp_path).values():
+    for data in files_under(tmp_path).values():
         assert key.encode() not in data
 
 
@@ -500,7 +335,7 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
     from mfa.run import STEPS, run_pipeline
 
     assert [s.name for s in STEPS][:2] == ["pull", "buildings"]
-    pipeline = _pipeline(tmp_path, service, OAPIF_PIPELINE, page=50)
+    pipeline = pipeline_file(tmp_path, service, OAPIF_PIPELINE, page=50)
     run = run_pipeline(pipeline, tmp_path / "out")
     manifest = json.loads((run / "run.json").read_text())
     (pulled,) = manifest["pulled"]
@@ -520,7 +355,7 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
 
 
 def test_rows_halving_overnight_is_a_warning_in_the_record(tmp_path: Path, service: str) -> None:
-    p = load_pipeline(_pipeline(tmp_path, service, OAPIF_PIPELINE, page=50))
+    p = load_pipeline(pipeline_file(tmp_path, service, OAPIF_PIPELINE, page=50))
     (first,) = pull_pipeline(p)
     assert first["warning"] is None
     Services.features = Services.features[:80]
@@ -539,9 +374,9 @@ def test_a_server_that_never_answers_times_out_boundedly(tmp_path: Path) -> None
         text = HTTP_PIPELINE.replace(
             'protocol = "http"', 'protocol = "http"\nretries = 1\ntimeout_s = 0.3'
         )
-        sleeps = _Sleeps()
+        sleeps = Sleeps()
         with pytest.raises(PullError, match=r"no answer within 0.3 s after 2 attempts") as info:
-            pull_pipeline(load_pipeline(_pipeline(tmp_path, base, text)), sleep=sleeps)
+            pull_pipeline(load_pipeline(pipeline_file(tmp_path, base, text)), sleep=sleeps)
     assert sleeps == [1.0] and "\n" not in str(info.value)
 
 
@@ -555,23 +390,3 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert _retry_after("Wed, 02 Dec 2026 02:00:30 GMT", now) == 30.0
     assert _retry_after("Wed, 02 Dec 2026 01:00:00 GMT", now) == 0.0
     assert _retry_after("soon", now) is None and _retry_after(None, now) is None
-
-
-@pytest.mark.prefect
-@pytest.mark.slow
-def test_scheduled_flow_pulls_then_runs_and_skips_when_the_service_is_unchanged(
-    prefect_harness, tmp_path: Path, service: str
-) -> None:
-    """The nightly path through Prefect: the flow's pull task fetches the pages, the run
-    publishes; the next scheduled run makes one conditional request and reuses the run."""
-    from flows.pipeline import TASKS, mfa_pipeline
-
-    assert "pull" in TASKS
-    pipeline = str(_pipeline(tmp_path, service, OAPIF_PIPELINE, page=50))
-    first = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
-    manifest = json.loads((first / "run.json").read_text())
-    assert manifest["runner"] == "prefect" and manifest["pulled"][0]["rows"] == 160
-    Services.log.clear()
-    second = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
-    assert second.resolve() == first.resolve()
-    assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
