@@ -156,12 +156,17 @@ def test_oapif_pull_gives_the_service_features_in_its_crs(
     assert got["identificatiebagpnd"].tolist() == ref["identificatiebagpnd"].tolist()
     # GEOS: the pulled footprints are the published ones (coordinates kept to < 1 mm)
     assert shapely.equals_exact(got.geometry.values, ref.geometry.values, tolerance=1e-3).all()
-    # unchanged: one conditional request for the first page, nothing written
+    # unchanged: every page fetched again (no validator for a collection), nothing written
     before = files_under(tmp_path / "cache")
     Services.log.clear()
     (again,) = pull_pipeline(load_pipeline(p.source_file))
-    assert not again["changed"] and len(Services.log) == 1
-    assert "If-None-Match" in Services.log[0][1] and files_under(tmp_path / "cache") == before
+    assert not again["changed"] and len(Services.log) == 4
+    assert files_under(tmp_path / "cache") == before
+    # a change on the last page only (page 1 and its ETag unchanged) is a new snapshot
+    last = Services.features[-1]
+    Services.features[-1] = dict(last, properties=dict(last["properties"], bgt_status="gesloopt"))
+    (changed,) = pull_pipeline(load_pipeline(p.source_file))
+    assert changed["changed"] and changed["snapshot"]["sha256"] != again["snapshot"]["sha256"]
 
 
 @pytest.mark.parametrize(
@@ -345,10 +350,11 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
         {"role": i["role"], "path": i["path"]} for i in manifest["inputs"]
     ]
     assert manifest["row_counts"]["records_read"] == 160
-    # nightly with --if-changed: one conditional request, no snapshot, no run
+    # nightly with --if-changed: the pages again, no snapshot, no run
     Services.log.clear()
+    before = files_under(tmp_path / "cache")
     assert unchanged_run(pipeline, tmp_path / "out") == run.resolve()
-    assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
+    assert len(Services.log) == 4 and files_under(tmp_path / "cache") == before
     # the service changed overnight: the run is needed again
     Services.features = Services.features[:150]
     assert unchanged_run(pipeline, tmp_path / "out") is None

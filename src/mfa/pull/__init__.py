@@ -190,18 +190,12 @@ def _pull_pages(
     else:
         from mfa.pull.oapif import OAPIF as paging
     first = paging.first(src)
-    prev_q = (previous.query or {}) if previous is not None else {}
     with locked_state(root, kind, name, first) as state:
         if state.pages:
             log.info("%s: resuming after page %d", client.what, state.pages)
-        etag = prev_q.get("etag") if previous is not None else None
-        if not fetch_all(client, state, etag, paging):
-            assert previous is not None
-            remove_state(root, kind, name)  # nothing to resume: leave no folder behind
-            return previous, {}
+        fetch_all(client, state, paging)
         query: dict[str, Any] = {
             "source": remote_query(src),
-            "etag": state.info.get("etag"),
             "rows": None,  # filled in by write(), before store_snapshot writes the sidecar
             "pages": state.pages,
             "number_matched": state.info.get("number_matched"),
