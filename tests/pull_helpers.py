@@ -77,6 +77,12 @@ def files_under(root: Path) -> dict[str, bytes]:
     }
 
 
+def snapshot_bytes(cache: Path) -> dict[str, bytes]:
+    """The published snapshots (data and sidecars) under ``cache``, by path: what a pull
+    that found nothing new must leave as it was (mfa's own pull state aside)."""
+    return {str(p.relative_to(cache)): p.read_bytes() for p in snapshots_in(cache)}
+
+
 def snapshots_in(cache: Path) -> list[Path]:
     return sorted(p for p in cache.rglob("*") if p.is_file() and p.parent.name[:2] == "20")
 

@@ -32,6 +32,7 @@ from tests.pull_helpers import (
     files_under,
     pipeline_file,
     service,
+    snapshot_bytes,
     snapshots_in,
 )
 from tests.pull_standin import EPSG_28992, Services
@@ -83,12 +84,12 @@ def test_http_pull_then_unchanged_pull_makes_one_conditional_request(
     p = load_pipeline(p.source_file)
     assert p.sources.register_.path == snap
     assert ("register", snap) in [(f.role, f.path) for f in p.input_files()]
-    before = files_under(tmp_path / "cache")
+    before = snapshot_bytes(tmp_path / "cache")
     Services.log.clear()
     (second,) = pull_pipeline(p, day="2026-12-02")
     assert not second["changed"] and second["snapshot"]["path"] == str(snap)
     assert len(Services.log) == 1 and "If-None-Match" in Services.log[0][1]
-    assert files_under(tmp_path / "cache") == before  # nothing written
+    assert snapshot_bytes(tmp_path / "cache") == before  # nothing written
 
 
 def test_http_changed_file_is_a_new_snapshot_and_the_old_one_stays(
@@ -157,11 +158,11 @@ def test_oapif_pull_gives_the_service_features_in_its_crs(
     # GEOS: the pulled footprints are the published ones (coordinates kept to < 1 mm)
     assert shapely.equals_exact(got.geometry.values, ref.geometry.values, tolerance=1e-3).all()
     # unchanged: every page fetched again (no validator for a collection), nothing written
-    before = files_under(tmp_path / "cache")
+    before = snapshot_bytes(tmp_path / "cache")
     Services.log.clear()
     (again,) = pull_pipeline(load_pipeline(p.source_file))
     assert not again["changed"] and len(Services.log) == 4
-    assert files_under(tmp_path / "cache") == before
+    assert snapshot_bytes(tmp_path / "cache") == before
     # a change on the last page only (page 1 and its ETag unchanged) is a new snapshot
     last = Services.features[-1]
     Services.features[-1] = dict(last, properties=dict(last["properties"], bgt_status="gesloopt"))
@@ -334,27 +335,29 @@ def test_redact_hides_keys_in_query_and_anywhere(key: str) -> None:
 
 
 def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
-    tmp_path: Path, service: str
+    tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mfa.incremental import unchanged_run
     from mfa.run import STEPS, run_pipeline
 
     assert [s.name for s in STEPS][:2] == ["pull", "buildings"]
     pipeline = pipeline_file(tmp_path, service, OAPIF_PIPELINE, page=50)
-    run = run_pipeline(pipeline, tmp_path / "out")
+    run = run_pipeline(pipeline, tmp_path / "out", force=False)
+    assert len(Services.log) == 4  # asked once: by the --if-changed check, not again by the step
     manifest = json.loads((run / "run.json").read_text())
     (pulled,) = manifest["pulled"]
     snap = pulled["snapshot"]["path"]
-    assert pulled["changed"] and pulled["rows"] == 160 and pulled["requests"] == 4
+    assert pulled["changed"] and pulled["rows"] == 160 and pulled["reused_check"]
     assert {"role": "footprints", "path": snap} in [
         {"role": i["role"], "path": i["path"]} for i in manifest["inputs"]
     ]
     assert manifest["row_counts"]["records_read"] == 160
-    # nightly with --if-changed: the pages again, no snapshot, no run
+    # nightly with --if-changed (the last check long past): the pages again, nothing written
+    monkeypatch.setattr("mfa.pull.RECHECK_S", 0.0)
     Services.log.clear()
-    before = files_under(tmp_path / "cache")
+    before = snapshot_bytes(tmp_path / "cache")
     assert unchanged_run(pipeline, tmp_path / "out") == run.resolve()
-    assert len(Services.log) == 4 and files_under(tmp_path / "cache") == before
+    assert len(Services.log) == 4 and snapshot_bytes(tmp_path / "cache") == before
     # the service changed overnight: the run is needed again
     Services.features = Services.features[:150]
     assert unchanged_run(pipeline, tmp_path / "out") is None

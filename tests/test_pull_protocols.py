@@ -21,6 +21,7 @@ from tests.pull_helpers import (
     files_under,
     pipeline_file,
     service,
+    snapshot_bytes,
     snapshots_in,
 )
 from tests.pull_standin import Services
@@ -60,10 +61,10 @@ def test_wfs_pull_pages_by_start_index_in_sort_order(
     starts = [int(path.split("startIndex=")[1].split("&")[0]) for path, _ in Services.log]
     assert starts == [0, 40, 80, 120]
     # no ETag: pulled in full again, but identical data is not stored twice
-    before = files_under(tmp_path / "cache")
+    before = snapshot_bytes(tmp_path / "cache")
     (again,) = pull_pipeline(p)
     assert not again["changed"] and again["requests"] == 4
-    assert files_under(tmp_path / "cache") == before
+    assert snapshot_bytes(tmp_path / "cache") == before
 
 
 def test_wfs_without_sort_key_is_a_config_error(tmp_path: Path) -> None:
@@ -135,7 +136,7 @@ def test_datafordeler_graphql_errors_and_renamed_fields_are_one_line(
 @pytest.mark.prefect
 @pytest.mark.slow
 def test_scheduled_flow_pulls_then_runs_and_skips_when_the_service_is_unchanged(
-    prefect_harness, tmp_path: Path, service: str
+    prefect_harness, tmp_path: Path, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The nightly path through Prefect: the flow's pull task fetches the pages, the run
     publishes; the next scheduled run finds the same data and reuses the run."""
@@ -146,6 +147,9 @@ def test_scheduled_flow_pulls_then_runs_and_skips_when_the_service_is_unchanged(
     first = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
     manifest = json.loads((first / "run.json").read_text())
     assert manifest["runner"] == "prefect" and manifest["pulled"][0]["rows"] == 160
+    assert len(Services.log) == 4  # the unchanged task asked; the pull task reused its answer
+    assert manifest["pulled"][0]["reused_check"] and manifest["pulled"][0]["changed"]
+    monkeypatch.setattr("mfa.pull.RECHECK_S", 0.0)  # the next night
     Services.log.clear()
     second = Path(mfa_pipeline(pipeline, str(tmp_path / "out"), force=False))
     assert second.resolve() == first.resolve()

@@ -77,10 +77,10 @@ def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = Non
     only when the service's data changed): their content is only known after that.
     """
     p = load_pipeline(pipeline_file)
-    from mfa.pull import pull_pipeline, pulled_sources
+    from mfa import pull
 
-    if pulled_sources(p):
-        pull_pipeline(p)
+    if pull.pulled_sources(p):
+        pull.pull_pipeline(p, reuse_within_s=pull.RECHECK_S)
         p = load_pipeline(pipeline_file)
     latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
     manifest = latest / MANIFEST

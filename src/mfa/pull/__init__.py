@@ -28,6 +28,7 @@ from mfa.errors import MfaError, PullError, SnapshotCheckError
 from mfa.io.cache import Snapshot, find_snapshot, newest_snapshot_path, query_name, store_snapshot
 
 __all__ = [
+    "RECHECK_S",
     "PulledSource",
     "pull_pipeline",
     "pull_source",
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("mfa")
+
+#: A run asks each service once: a pull that ended less than this many seconds ago (the
+#: ``--if-changed`` check before a run) is reused by the run's pull step. ``mfa pull``
+#: always asks.
+RECHECK_S = 600.0
 
 #: Protocols that can be pulled today.
 IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql")
@@ -96,13 +102,19 @@ def resolve_pulled(p: Any) -> Any:
 
 
 def pull_source(
-    ps: PulledSource, cache_root: Path, day: str | None = None, sleep: Any = None
+    ps: PulledSource,
+    cache_root: Path,
+    day: str | None = None,
+    sleep: Any = None,
+    reuse_within_s: float = 0.0,
 ) -> dict[str, Any]:
     """Pull one source: reuse the newest snapshot when unchanged, else publish a new one.
 
     Returns a record for the run manifest: role, protocol, url, ``changed``, requests made,
     the snapshot (path, day, sha256, bytes) and any warning. A new snapshot's folder is
-    ``<day>T<HHMMSSfff>Z`` (``day`` default: today in UTC; the time is now's).
+    ``<day>T<HHMMSSfff>Z`` (``day`` default: today in UTC; the time is now's). With
+    ``reuse_within_s``, a pull of the same source that ended that recently is not repeated:
+    its record is returned (``requests`` 0, ``reused_check`` true).
     """
     from mfa.pull.client import Client, redact
 
@@ -120,6 +132,12 @@ def pull_source(
             "set it to the service's API key"
         )
     now = datetime.now(UTC)
+    from mfa.pull.state import last_check, save_check
+
+    recent = last_check(cache_root, ps.role, ps.name, reuse_within_s, now)
+    if recent is not None:
+        log.info("%s: pulled %s s ago, not asked again", what, reuse_within_s)
+        return {**recent, "requests": 0, "reused_check": True}
     # a folder per fetch time: a source may change twice in a day, and each change is kept
     datafordeler = str(src.protocol).startswith("datafordeler-")
     day = f"{day or now.date().isoformat()}T{now:%H%M%S}{now.microsecond // 1000:03d}Z"
@@ -159,7 +177,7 @@ def pull_source(
     log.info(
         "%s: %s (%d requests)", what, "new snapshot" if changed else "unchanged", client.requests
     )
-    return {
+    record = {
         "role": ps.role,
         "protocol": src.protocol,
         "url": redact(str(src.url), client.secrets),
@@ -169,6 +187,8 @@ def pull_source(
         "warning": warning,
         "snapshot": snap.record(reused=not changed),
     }
+    save_check(cache_root, ps.role, ps.name, record, datetime.now(UTC))
+    return record
 
 
 def _pull_pages(
@@ -213,10 +233,14 @@ def _pull_pages(
     return snap, {"rows": query["rows"]}
 
 
-def pull_pipeline(p: Any, day: str | None = None, sleep: Any = None) -> list[dict[str, Any]]:
+def pull_pipeline(
+    p: Any, day: str | None = None, sleep: Any = None, reuse_within_s: float = 0.0
+) -> list[dict[str, Any]]:
     """Pull every pulled source of pipeline ``p``; return their manifest records.
 
     ``day`` (``YYYY-MM-DD``, default today in UTC) names new snapshots' folder; ``sleep``
-    replaces ``time.sleep`` between retries (tests).
+    replaces ``time.sleep`` between retries (tests); ``reuse_within_s``: see
+    :func:`pull_source` (a run passes :data:`RECHECK_S`).
     """
-    return [pull_source(ps, p.cache_root(), day, sleep) for ps in pulled_sources(p)]
+    root = p.cache_root()
+    return [pull_source(ps, root, day, sleep, reuse_within_s) for ps in pulled_sources(p)]

@@ -32,7 +32,7 @@ from typing import Any
 from mfa.errors import PullError
 from mfa.io.files import fsync_dir
 
-__all__ = ["MAX_AGE_H", "PageState", "locked_state", "remove_state"]
+__all__ = ["MAX_AGE_H", "PageState", "last_check", "locked_state", "remove_state", "save_check"]
 
 #: Resume state older than this (hours) is discarded and the pull starts again.
 MAX_AGE_H = 24
@@ -140,6 +140,40 @@ def _load(folder: Path, now: datetime) -> PageState | None:
     if not all(state.page_path(k).is_file() for k in range(1, state.pages + 1)):
         return None
     return state
+
+
+def _check_path(root: Path, kind: str, name: str) -> Path:
+    return Path(root) / kind / ".pull" / f"{name}.checked.json"
+
+
+def save_check(root: Path, kind: str, name: str, record: dict[str, Any], when: datetime) -> None:
+    """Remember the last pull of ``name`` (its manifest record and time), for
+    :func:`last_check`. The file is mfa's own state, replaced atomically."""
+    path = _check_path(root, kind, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"checked_at": when.isoformat(), "record": record}
+    _write_atomic(path, json.dumps(data, sort_keys=True, default=str).encode())
+
+
+def last_check(
+    root: Path, kind: str, name: str, within_s: float, now: datetime
+) -> dict[str, Any] | None:
+    """The record of the last pull of ``name`` if it ended less than ``within_s`` seconds
+    before ``now`` and its snapshot is still the newest; else None."""
+    if within_s <= 0:
+        return None
+    try:
+        data = json.loads(_check_path(root, kind, name).read_text())
+        when = datetime.fromisoformat(data["checked_at"])
+        record = dict(data["record"])
+        newest = Path(record["snapshot"]["path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not timedelta(0) <= now - when <= timedelta(seconds=within_s):
+        return None
+    from mfa.io.cache import newest_snapshot_path
+
+    return record if newest_snapshot_path(root, kind, name) == newest else None
 
 
 def remove_state(root: Path, kind: str, name: str) -> None:

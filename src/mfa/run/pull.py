@@ -9,7 +9,6 @@ from pathlib import Path
 
 from mfa.config import load_pipeline
 from mfa.incremental import run_key
-from mfa.pull import pull_pipeline, pulled_sources
 from mfa.run.context import _ctx, _report, log
 
 __all__ = ["pull_sources"]
@@ -21,13 +20,18 @@ def pull_sources(work_dir: Path) -> None:
     Writes ``reports/pull.json`` (one record per source, for ``run.json``'s ``pulled``)
     and, when a source was pulled, recomputes the run key in ``context.json``: it was made
     in :func:`~mfa.run.context.prepare`, before this step knew the newest snapshots. A
-    pipeline without remote sources passes through (no network).
+    pipeline without remote sources passes through (no network), and a source pulled in the
+    last :data:`~mfa.pull.RECHECK_S` seconds (by the ``--if-changed`` check that started
+    this run) is not asked again.
     """
+    from mfa import pull  # RECHECK_S read at call time
+
     t0 = time.perf_counter()
     work = Path(work_dir)
     ctx = _ctx(work)
     p = load_pipeline(ctx["pipeline_file"])
-    records = pull_pipeline(p) if pulled_sources(p) else []
+    remote = pull.pulled_sources(p)
+    records = pull.pull_pipeline(p, reuse_within_s=pull.RECHECK_S) if remote else []
     if records:
         ctx["run_key"] = run_key(load_pipeline(ctx["pipeline_file"]), ctx["started_at"][:10])
         tmp = work / "context.json.part"
