@@ -136,7 +136,7 @@ def pull_source(
 
     recent = last_check(cache_root, ps.role, ps.name, reuse_within_s, now)
     if recent is not None:
-        log.info("%s: pulled %s s ago, not asked again", what, reuse_within_s)
+        log.info("%s: pulled less than %g s ago, not asked again", what, reuse_within_s)
         return {**recent, "requests": 0, "reused_check": True}
     # a folder per fetch time: a source may change twice in a day, and each change is kept
     datafordeler = str(src.protocol).startswith("datafordeler-")

@@ -120,6 +120,8 @@ def locked_state(
         yield state
     finally:
         handle.close()
+        if not any(folder.glob("page-*")):  # nothing to resume: leave no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _load(folder: Path, now: datetime) -> PageState | None:
