@@ -50,6 +50,26 @@ def test_remote_source_validates_without_network(tmp_path: Path) -> None:
     assert p.input_files()[0].role == "pipeline"  # no data file declared before a pull
 
 
+def test_mfa_validate_checks_a_remote_source_without_network(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}"}
+    good = pipeline_file(tmp_path, "http://127.0.0.1:9")  # nothing listens there
+    bad = write_pipeline(
+        tmp_path,
+        'name = "t"\ncrs = "EPSG:25832"\n[sources.register]\nurl = "http://x/ogc"\n'
+        'protocol = "oapif"\n' + MODEL,
+        "bad.toml",
+    )
+    for path, code, text in ((good, 0, "ok"), (bad, 2, "needs collection")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "mfa.cli", "validate", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == code and text in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
