@@ -372,6 +372,8 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
         {"role": i["role"], "path": i["path"]} for i in manifest["inputs"]
     ]
     assert manifest["row_counts"]["records_read"] == 160
+    report = (run / "report.md").read_text()
+    assert "## Pulled sources" in report and f"{pulled['snapshot']['day']} (new)" in report
     # nightly with --if-changed (the last check long past): the pages again, nothing written
     monkeypatch.setattr("mfa.pull.RECHECK_S", 0.0)
     Services.log.clear()
