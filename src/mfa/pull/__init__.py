@@ -213,21 +213,22 @@ def _pull_pages(
     with locked_state(root, kind, name, first) as state:
         if state.pages:
             log.info("%s: resuming after page %d", client.what, state.pages)
-        fetch_all(client, state, paging)
         query: dict[str, Any] = {
             "source": remote_query(src),
             "rows": None,  # filled in by write(), before store_snapshot writes the sidecar
-            "pages": state.pages,
-            "number_matched": state.info.get("number_matched"),
+            "pages": None,
+            "number_matched": None,
         }
 
         def write(tmp: Path) -> None:
             query["rows"] = assemble_pages(state, tmp, what=client.what, source=src, paging=paging)
 
         try:
+            fetch_all(client, state, paging)  # a PullError keeps the pages: resumed next time
+            query.update(pages=state.pages, number_matched=state.info.get("number_matched"))
             snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
         except SnapshotCheckError:
-            state.clear()  # the next pull starts afresh rather than re-checking these pages
+            state.clear()  # bad data: the next pull starts afresh rather than resuming it
             raise
         remove_state(root, kind, name)
     return snap, {"rows": query["rows"]}
