@@ -70,6 +70,12 @@ def test_mfa_validate_checks_a_remote_source_without_network(tmp_path: Path) -> 
         assert proc.returncode == code and text in proc.stdout + proc.stderr
 
 
+def test_layer_with_a_paged_footprint_pull_is_a_config_error(tmp_path: Path) -> None:
+    text = OAPIF_PIPELINE.replace('collection = "pand"', 'collection = "pand"\nlayer = "pand"')
+    with pytest.raises(ConfigError, match="a paged pull is one layer"):
+        load_pipeline(pipeline_file(tmp_path, "http://127.0.0.1:9", text))
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [

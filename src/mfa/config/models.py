@@ -76,6 +76,8 @@ class FootprintSource(RemoteFields, _Strict):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         check_remote(self, "file", self.file, required=False)
+        if self.url is not None and self.protocol != "http" and self.layer is not None:
+            raise ValueError("layer goes with a file (or protocol http); a paged pull is one layer")
         has_file = self.file is not None or self.url is not None
         if has_file and self.id_column is None:
             raise ValueError("a footprint file needs id_column (a unique building id)")
