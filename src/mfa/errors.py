@@ -33,3 +33,12 @@ class PublishError(MfaError, OSError):
 
 class TransientFetchError(MfaError, ConnectionError):
     """A download failed in a way that may pass (busy server, timeout, cut-off response)."""
+
+
+class PullError(MfaError, ConnectionError):
+    """A pull failed for good (after its bounded retries, or at once when retrying cannot
+    help); nothing was published and the previous snapshot stays the newest."""
+
+
+class SnapshotCheckError(InputDataError):
+    """A pulled snapshot failed its checks (fields, ids, CRS, row count); not published."""

@@ -6,6 +6,10 @@ A run passes these points in order (see :data:`POINTS`). When the environment va
 strikes. ``tests/test_faults.py`` runs ``mfa run`` with each point and checks that the
 previous ``latest`` is byte-identical, that no half-written file sits at a published path,
 and that the next run succeeds. Unset (always, outside tests) a point costs one dict lookup.
+
+A paged pull (:mod:`mfa.pull.oapif`) also passes ``pull:page:<k>`` after saving page k and
+its cursor (not in :data:`POINTS`: only pipelines with a remote source reach it);
+``tests/test_pull.py`` kills ``mfa pull`` there and checks that the next pull resumes.
 """
 
 from __future__ import annotations

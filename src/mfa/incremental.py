@@ -71,8 +71,17 @@ def run_key(p: Pipeline, day: str | None = None) -> str | None:
 
 
 def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
-    """The latest published run if nothing it depends on changed since (see :func:`run_key`)."""
+    """The latest published run if nothing it depends on changed since (see :func:`run_key`).
+
+    Remote sources are pulled first (:mod:`mfa.pull`: conditional requests; a new snapshot
+    only when the service's data changed): their content is only known after that.
+    """
     p = load_pipeline(pipeline_file)
+    from mfa import pull
+
+    if pull.pulled_sources(p):
+        pull.pull_pipeline(p, reuse_within_s=pull.RECHECK_S)
+        p = load_pipeline(pipeline_file)
     latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
     manifest = latest / MANIFEST
     if not manifest.is_file():

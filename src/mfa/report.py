@@ -96,6 +96,23 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
             + ", ".join(f"`{s}`" for s in qgis["styles"])
             + " style the GeoParquet layers of the same name (QGIS 3.34 or newer).",
         ]
+    if m.get("pulled"):  # sources fetched from the services that publish them (mfa.pull)
+        parts += [
+            "## Pulled sources",
+            _table(
+                ["source", "protocol", "snapshot", "rows", "note"],
+                [
+                    [
+                        p["role"],
+                        p["protocol"],
+                        f"{p['snapshot']['day']} ({'new' if p['changed'] else 'unchanged'})",
+                        "" if p.get("rows") is None else f"{p['rows']:,}",
+                        p.get("warning") or "",
+                    ]
+                    for p in m["pulled"]
+                ],
+            ),
+        ]
     checks = [k for k in m["checks"] if k not in ("layers", "totals")]
     parts += [
         "## Checks passed",

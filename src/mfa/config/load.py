@@ -171,7 +171,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     except pydantic.ValidationError as exc:
         raise _explain(file, exc) from None
     _check_files(pipeline, file)
-    return pipeline
+    from mfa.pull import resolve_pulled  # a pulled source reads its newest snapshot
+
+    return resolve_pulled(pipeline)
 
 
 def config_digest(pipeline: Pipeline, extra_files: list[Path] | None = None) -> str:

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mfa.config.remote import RemoteFields, check_remote
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 
@@ -15,10 +17,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class RegisterSource(_Strict):
-    """A building register in the BBR (Datafordeler) schema: CSV, GeoParquet or GeoPackage."""
+class RegisterSource(RemoteFields, _Strict):
+    """A building register in the BBR (Datafordeler) schema: CSV, GeoParquet or GeoPackage.
 
-    path: Path
+    ``url`` and ``protocol`` instead of ``path``: pulled (see :mod:`mfa.config.remote`).
+    """
+
+    path: Path | None = None
     layer: str | None = None
     existing_status: list[str] = Field(
         default_factory=lambda: ["6"],
@@ -29,8 +34,13 @@ class RegisterSource(_Strict):
         description="CRS of `byg404Koordinat` for CSV files (WKT points carry none).",
     )
 
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> RegisterSource:
+        check_remote(self, "path", self.path)
+        return self
 
-class FootprintSource(_Strict):
+
+class FootprintSource(RemoteFields, _Strict):
     """Building footprints: an OSM extract, an online OSM query, or a footprint file."""
 
     osm_file: Path | None = Field(default=None, description=".osm, .osm.bz2 or .osm.pbf")
@@ -58,17 +68,21 @@ class FootprintSource(_Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FootprintSource:
-        keys = ("osm_file", "place", "polygon_wkt", "file")
+        keys = ("osm_file", "place", "polygon_wkt", "file", "url")
         given = [k for k in keys if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of osm_file, place, polygon_wkt or file"
+                "give exactly one of osm_file, place, polygon_wkt, file or url"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if self.file is not None and self.id_column is None:
+        check_remote(self, "file", self.file, required=False)
+        if self.url is not None and self.protocol != "http" and self.layer is not None:
+            raise ValueError("layer goes with a file (or protocol http); a paged pull is one layer")
+        has_file = self.file is not None or self.url is not None
+        if has_file and self.id_column is None:
             raise ValueError("a footprint file needs id_column (a unique building id)")
-        if self.file is None and (self.layer or self.id_column or self.register_link_column):
-            raise ValueError("layer, id_column and register_link_column go with file")
+        if not has_file and (self.layer or self.id_column or self.register_link_column):
+            raise ValueError("layer, id_column and register_link_column go with file or url")
         if self.snapshot is not None:
             if self.place is None and self.polygon_wkt is None:
                 raise ValueError("snapshot goes with an online query (place or polygon_wkt)")
@@ -116,16 +130,21 @@ class HeightSource(_Strict):
         return self
 
 
-class DistrictSource(_Strict):
-    """District polygons from any OGR-readable file."""
+class DistrictSource(RemoteFields, _Strict):
+    """District polygons from any OGR-readable file (or pulled: ``url`` and ``protocol``)."""
 
-    path: Path
+    path: Path | None = None
     layer: str | None = None
     id_column: str
     name_column: str | None = None
     population_column: str | None = Field(
         default=None, description="inhabitants per district, for t per capita"
     )
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> DistrictSource:
+        check_remote(self, "path", self.path)
+        return self
 
 
 class Sources(_Strict):

@@ -6,7 +6,8 @@ Layout (``geodata/cache/`` by default, git-ignored)::
     <root>/<kind>/<YYYY-MM-DD>/<name>.json     its sidecar: sha256, bytes, fetched_at, query
 
 ``kind`` names the source (``osm`` for Overpass footprints; a register or raster fetched
-by URL would use ``register`` or ``raster``), the folder is the UTC day of the fetch.
+by URL would use ``register`` or ``raster``), the folder is the UTC day of the fetch
+(for pulled sources, :mod:`mfa.pull`, the UTC day and time: ``YYYY-MM-DDTHHMMSSfffZ``).
 A snapshot is written to a hidden ``.<name>.<random>.part`` file beside its final name,
 fsynced, checked, and only then renamed into place (sidecar first, data last), so a
 download that fails or is cut off midway never appears under the final name and an older
@@ -40,14 +41,16 @@ __all__ = [
     "Snapshot",
     "download_url",
     "find_snapshot",
+    "newest_snapshot_path",
     "osm_snapshot_name",
     "pinned_snapshot",
     "query_name",
     "store_snapshot",
 ]
 
-#: A snapshot day: ``YYYY-MM-DD``.
-DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: A snapshot day: ``YYYY-MM-DD``; pulled sources (:mod:`mfa.pull`), which may change
+#: more than once a day, add the UTC time to the millisecond: ``YYYY-MM-DDTHHMMSSfffZ``.
+DAY_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{9}Z)?$")
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,12 @@ def find_snapshot(root: Path, kind: str, name: str, day: str) -> Snapshot | None
     return _load(path)
 
 
+def newest_snapshot_path(root: Path, kind: str, name: str) -> Path | None:
+    """The path of the newest snapshot ``name`` (no checksum read: cheap), or None."""
+    days = _days(Path(root), kind, name)
+    return Path(root) / kind / days[-1] / name if days else None
+
+
 def pinned_snapshot(root: Path, kind: str, name: str, day: str, key: str) -> Snapshot:
     """The pinned snapshot, or :class:`~mfa.errors.InputNotFoundError` naming what exists."""
     snap = find_snapshot(root, kind, name, day)
@@ -169,8 +178,12 @@ def store_snapshot(
     query: Any,
     write: Callable[[Path], None],
     fetched_at: datetime | None = None,
+    unchanged_from: Snapshot | None = None,
 ) -> Snapshot:
     """Write a new snapshot atomically; ``write(tmp)`` writes the data to ``tmp``.
+
+    With ``unchanged_from`` (the previous snapshot), data with the same sha256 is not
+    stored again: the part file is removed and ``unchanged_from`` returned.
 
     The data goes to a hidden ``.part`` file that is fsynced and hashed; the sidecar is
     written and renamed first, the data renamed last, then the folder is fsynced. If
@@ -191,11 +204,15 @@ def store_snapshot(
         if final.exists():  # a concurrent fetch of the same day won: keep the first
             tmp.unlink()
             return _load(final)
+        sha = sha256_file(tmp)
+        if unchanged_from is not None and unchanged_from.sha256 == sha:
+            tmp.unlink()
+            return unchanged_from
         meta = {
             "kind": kind,
             "day": day,
             "name": name,
-            "sha256": sha256_file(tmp),
+            "sha256": sha,
             "bytes": tmp.stat().st_size,
             "fetched_at": (fetched_at or datetime.now(UTC)).isoformat(),
             "query": query,

@@ -9,7 +9,8 @@ A failed or interrupted run never touches ``latest`` or earlier runs.
 flow in ``flows/pipeline.py`` makes one task of each. The package: ``context`` (the work
 folder and the run's tables), ``sources`` (building sources as engine batches),
 ``buildings`` (the engine's two passes), ``layers`` (aggregates, flows, QGIS files),
-``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention).
+``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention), ``pull``
+(remote sources fetched into the snapshot store, :mod:`mfa.pull`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from mfa.run.context import (
 from mfa.run.housekeeping import RunLockedError, discard, prune_runs, record_failure, run_lock
 from mfa.run.layers import aggregate, forecast_flows, qgis_outputs
 from mfa.run.publish import publish
+from mfa.run.pull import pull_sources
 
 __all__ = [
     "BUILDINGS",
@@ -61,6 +63,7 @@ __all__ = [
     "prepare",
     "prune_runs",
     "publish",
+    "pull_sources",
     "qgis_outputs",
     "record_failure",
     "run_key",
@@ -86,6 +89,8 @@ class Step:
 #: The steps after :func:`prepare`, in order: the plain runner and the Prefect flow
 #: (``flows/pipeline.py``) are both made from this list.
 STEPS: tuple[Step, ...] = (
+    # not transient: mfa.pull retries transient failures itself (one layer, not stacked)
+    Step("pull", pull_sources),
     Step("buildings", build_buildings, transient=True),
     Step("stocks", estimate_stocks),
     Step("districts", aggregate),

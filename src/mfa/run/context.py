@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import pickle
 import uuid
 from dataclasses import dataclass
@@ -121,6 +122,15 @@ def _tables(p: Pipeline) -> Tables:
     return Tables(materials, list(archetypes), draws, central)
 
 
+def _keep_settings(work: Path, p: Pipeline, tables: Tables) -> None:
+    """Keep the run's pipeline and tables in its work folder (atomically), for the steps."""
+    tmp = work / "stage" / f"{SETTINGS}.part"
+    with open(tmp, "wb") as f:
+        pickle.dump((p, tables), f)
+    os.replace(tmp, work / "stage" / SETTINGS)
+    _settings.cache_clear()
+
+
 @functools.lru_cache(maxsize=4)
 def _settings(work_dir: str) -> tuple[Pipeline, Tables]:
     with open(Path(work_dir) / "stage" / SETTINGS, "rb") as f:
@@ -169,8 +179,7 @@ def prepare(
         "run_key": run_key(p, started.date().isoformat()),
     }
     (work / "context.json").write_text(json.dumps(context, indent=2))
-    with open(work / "stage" / SETTINGS, "wb") as f:
-        pickle.dump((p, tables), f)
+    _keep_settings(work, p, tables)
     log.info("run %s of %s in %s", run_id, p.name, work)
     return work
 

@@ -86,6 +86,7 @@ def publish(work_dir: Path) -> Path:
         "config_digest": config_digest(p, [Path(f["path"]) for f in b.get("config_files", [])]),
         "versions": _versions(),
         "inputs": b.get("inputs", []),
+        "pulled": reports.get("pull", {}).get("sources", []),
         "config_files": files,
         "intensities": reports.get("stocks", {}).get("intensities"),
         "uncertainty": reports.get("stocks", {}).get("uncertainty"),

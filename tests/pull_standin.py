@@ -1,0 +1,250 @@
+"""Loopback stand-ins for the services a pull talks to, serving the repository's sample data.
+
+- ``/files/<name>``: a plain file from ``geodata/sample`` with ``ETag`` / ``Last-Modified``
+  and ``304 Not Modified`` on a matching ``If-None-Match`` / ``If-Modified-Since``;
+- ``/ogc/collections/pand/items``: OGC API – Features pages of the Delft BGT footprints
+  (``delft_bgt_pand.gpkg``, EPSG:28992) as GeoJSON: ``limit``, an opaque ``cursor`` in the
+  ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs`` asks
+  for EPSG:28992, an ``ETag`` per page;
+- ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records``;
+- ``/wfs``: WFS 2.0 GetFeature (``typeNames=pand``) as GeoJSON, paged by ``startIndex`` /
+  ``count`` in ``sortBy`` order, with a ``crs`` member for ``srsName=EPSG:28992``, no ETag.
+
+``script`` makes the next matching requests misbehave, in order: ``503`` (with
+``Retry-After: 1``), ``429``, ``drop`` (headers and half the body, then the connection is
+closed), ``html`` (an HTML error page with status 200), ``401``. ``key`` makes every
+request need ``X-Api-Key``. Requests are logged (path and headers).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "geodata" / "sample"
+EPSG_28992 = "http://www.opengis.net/def/crs/EPSG/0/28992"
+
+
+def delft_features() -> list[dict[str, Any]]:
+    """The Delft BGT footprints as GeoJSON features (id = BAG pand id), in file order."""
+    import geopandas as gpd
+
+    g = gpd.read_file(SAMPLE / "delft_bgt_pand.gpkg", layer="pand")
+    g = g[["identificatiebagpnd", "bgt_status", "geometry"]]
+    features = json.loads(g.to_json(drop_id=True))["features"]
+    for f, pid in zip(features, g["identificatiebagpnd"], strict=True):
+        f["id"] = pid
+    return features
+
+
+class Services(BaseHTTPRequestHandler):
+    features: ClassVar[list[dict[str, Any]]] = []
+    files: ClassVar[dict[str, bytes]] = {}
+    script: ClassVar[list[str]] = []
+    log: ClassVar[list[tuple[str, dict[str, str]]]] = []
+    key: ClassVar[str | None] = None
+    #: register records (Datafordeler field names, values as text or None) for GraphQL
+    records: ClassVar[list[dict[str, str | None]]] = []
+    #: a total that differs from the features served (a server that lost pages)
+    claimed_total: ClassVar[int | None] = None
+
+    def log_message(self, *args: object) -> None:  # keep pytest output clean
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _misbehave(self, key_header: bool = True) -> bool:
+        cls = type(self)
+        if key_header and cls.key is not None and self.headers.get("X-Api-Key") != cls.key:
+            self._send(401, b'{"error": "invalid key"}', {"Content-Type": "application/json"})
+            return True
+        if not cls.script:
+            return False
+        mode = cls.script.pop(0)
+        if mode == "ok":
+            return False
+        if mode in ("503", "429"):
+            self._send(int(mode), b"busy", {"Retry-After": "1", "Content-Type": "text/plain"})
+        elif mode == "401":
+            self._send(401, b"expired", {"Content-Type": "text/plain"})
+        elif mode == "html":
+            self._send(
+                200, b"<html><body>Service unavailable</body></html>", {"Content-Type": "text/html"}
+            )
+        elif mode == "drop":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            raise ValueError(f"unknown stand-in mode {mode!r}")
+        return True
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        cls.log.append((self.path, dict(self.headers)))
+        if self._misbehave():
+            return
+        parts = urlsplit(self.path)
+        if parts.path.startswith("/files/"):
+            self._file(parts.path.removeprefix("/files/"))
+        elif parts.path == "/ogc/collections/pand/items":
+            self._items(parse_qs(parts.query))
+        elif parts.path == "/wfs":
+            self._wfs({k.lower(): v[0] for k, v in parse_qs(parts.query).items()})
+        else:
+            self._send(404, b"not found", {"Content-Type": "text/plain"})
+
+    def do_POST(self) -> None:
+        """Datafordeler GraphQL (``/graphql/BBR/v2``): ``BBR_Bygning`` nodes from a register
+        CSV, ``where: { kommunekode: { eq } }``, cursor paging with ``pageInfo``; the key
+        in the ``apiKey`` query parameter; problems as ``errors`` (status 200)."""
+        cls = type(self)
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        cls.log.append((self.path, dict(self.headers)))
+        parts = urlsplit(self.path)
+        q = parse_qs(parts.query)
+        if cls.key is not None and q.get("apiKey", [None])[0] != cls.key:
+            self._send(401, b'{"error": "invalid apiKey"}', {"Content-Type": "application/json"})
+            return
+        if self._misbehave(key_header=False):
+            return
+        if parts.path != "/graphql/BBR/v2":
+            self._send(404, b"not found", {"Content-Type": "text/plain"})
+            return
+        req = json.loads(body)
+        query, variables = req["query"], req.get("variables") or {}
+        entity = re.search(r"\{\s*(\w+)\(", query)
+        if entity is None or entity.group(1) != "BBR_Bygning":
+            doc: dict[str, Any] = {"errors": [{"message": "The field does not exist"}]}
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+            return
+        fields = re.search(r"nodes\s*\{([^}]*)\}", query).group(1).split()  # type: ignore[union-attr]
+        where = dict(re.findall(r'(\w+): \{ eq: "([^"]*)" \}', query))
+        rows = [r for r in cls.records if all(r.get(k) == v for k, v in where.items())]
+        unknown = [f for f in fields if rows and f not in rows[0]]
+        if unknown:
+            doc = {"errors": [{"message": f"The field `{unknown[0]}` does not exist"}]}
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+            return
+        after = variables.get("after")
+        start = int(base64.urlsafe_b64decode(after).decode()) if after else 0
+        first = int(variables["first"])
+        page = [{f: r[f] for f in fields} for r in rows[start : start + first]]
+        more = start + first < len(rows)
+        cursor = base64.urlsafe_b64encode(str(start + first).encode()).decode()
+        doc = {
+            "data": {
+                "BBR_Bygning": {
+                    "pageInfo": {"hasNextPage": more, "endCursor": cursor if more else None},
+                    "nodes": page,
+                }
+            }
+        }
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    def _file(self, name: str) -> None:
+        body = type(self).files.get(name)
+        if body is None:
+            self._send(404, b"not found", {"Content-Type": "text/plain"})
+            return
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self._send(304, b"", {"ETag": etag})
+            return
+        self._send(
+            200,
+            body,
+            {
+                "ETag": etag,
+                "Last-Modified": formatdate(1_700_000_000, usegmt=True),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+
+    def _items(self, q: dict[str, list[str]]) -> None:
+        cls = type(self)
+        limit = int(q.get("limit", ["10"])[0])
+        cursor = q.get("cursor", [None])[0]
+        offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
+        page = cls.features[offset : offset + limit]
+        host = f"http://{self.headers['Host']}"
+        keep = {k: v[0] for k, v in q.items() if k not in ("cursor",)}
+        links = [{"rel": "self", "type": "application/geo+json", "href": host + self.path}]
+        if offset + limit < len(cls.features):
+            nxt = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
+            query = "&".join(f"{k}={v}" for k, v in keep.items()) + f"&cursor={nxt}"
+            links.append(
+                {
+                    "rel": "next",
+                    "type": "application/geo+json",
+                    "href": f"{host}/ogc/collections/pand/items?{query}",
+                }
+            )
+        doc = {
+            "type": "FeatureCollection",
+            "numberMatched": cls.claimed_total or len(cls.features),
+            "numberReturned": len(page),
+            "features": page,
+            "links": links,
+        }
+        body = json.dumps(doc).encode()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self._send(304, b"", {"ETag": etag})
+            return
+        headers = {"Content-Type": "application/geo+json", "ETag": etag}
+        if q.get("crs", [None])[0] == EPSG_28992:
+            headers["Content-Crs"] = f"<{EPSG_28992}>"
+        self._send(200, body, headers)
+
+    def _wfs(self, q: dict[str, str]) -> None:
+        """WFS 2.0 GetFeature as GeoJSON, sorted by ``sortBy``; no ETag (as GeoServer)."""
+        cls = type(self)
+        if q.get("request") != "GetFeature" or q.get("typenames") != "pand":
+            self._send(400, b"bad request", {"Content-Type": "text/plain"})
+            return
+        key, _, order = q.get("sortby", "").partition(" ")
+        if not key:
+            self._send(400, b"paging needs sortBy", {"Content-Type": "text/plain"})
+            return
+        ordered = sorted(
+            cls.features, key=lambda f: f["properties"][key], reverse=order.upper() == "DESC"
+        )
+        start, count = int(q["startindex"]), int(q["count"])
+        page = ordered[start : start + count]
+        doc: dict[str, Any] = {
+            "type": "FeatureCollection",
+            "numberMatched": len(ordered),
+            "numberReturned": len(page),
+            "features": page,
+        }
+        if q.get("srsname") == "EPSG:28992":
+            doc["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::28992"}}
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+
+def start() -> tuple[ThreadingHTTPServer, str]:
+    """Start the stand-in on a free loopback port; return the server and its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Services)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
