@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.archetypes import ArchetypeRules, OsmNeighbours
 from mfa.buildings.quality import Limits
 from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
@@ -138,6 +138,7 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
             f"{files['defaults']}: [heights] storey_height_m and a [limits] table with "
             f"{', '.join(Limits.__dataclass_fields__)} are needed ({exc})"
         ) from exc
+    neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -151,8 +152,37 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         osm_unknown_function=unknown,
         storey_height_m=storey,
         limits=limits,
+        osm_neighbours=neighbours,
         files=tuple(str(p) for p in files.values()),
     )
+
+
+def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:
+    """The ``[osm]`` rules for generic tags; keys left out keep their defaults."""
+    keys = ("generic_tags", "neighbour_radius_m", "neighbour_min_count", "max_house_footprint_m2")
+    unknown = set(osm) - {"unknown_function", *keys}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [osm]: {', '.join(sorted(unknown))}")
+    base = OsmNeighbours()
+    try:
+        rules = OsmNeighbours(
+            generic_tags=tuple(str(t) for t in osm.get("generic_tags", base.generic_tags)),
+            radius_m=float(osm.get("neighbour_radius_m", base.radius_m)),
+            min_count=int(osm.get("neighbour_min_count", base.min_count)),
+            max_house_footprint_m2=float(
+                osm.get("max_house_footprint_m2", base.max_house_footprint_m2)
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: [osm] values must be numbers and a list of tags ({exc})"
+        ) from exc
+    if rules.radius_m <= 0 or rules.min_count < 1 or rules.max_house_footprint_m2 <= 0:
+        raise ConfigError(
+            f"{path}: [osm] neighbour_radius_m and max_house_footprint_m2 must be > 0 and "
+            "neighbour_min_count >= 1"
+        )
+    return rules
 
 
 def _read_intensities(path: Path, materials: list[str]) -> pd.DataFrame:
