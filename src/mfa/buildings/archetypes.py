@@ -37,12 +37,15 @@ class OsmNeighbours:
         Fewest tagged neighbours for a neighbour value to be used.
     max_house_footprint_m2
         ``building=residential`` up to this footprint (m²) is a single-family house.
+    max_house_floors
+        A generically tagged building with more floors is not a single-family house.
     """
 
     generic_tags: tuple[str, ...] = ("yes",)
     radius_m: float = 100.0
     min_count: int = 3
     max_house_footprint_m2: float = 250.0
+    max_house_floors: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ The rules (``docs/design.md``, "OSM building semantics"; numbers in
   within ``neighbour_radius_m`` (at least ``neighbour_min_count`` of them);
 - a building with a generic tag and no floor count takes the median floors of the
   buildings with tagged floors within the same radius (at least the same count);
+- a building with a generic tag still without a function but with more than
+  ``max_house_floors`` floors (tagged or from neighbours) is multi-family (RM), not a house;
 - otherwise the per-function defaults stay. Every value set here is marked ``imputed``.
 """
 
@@ -94,6 +96,13 @@ def impute_generic(buildings: gpd.GeoDataFrame, rules: ArchetypeRules) -> gpd.Ge
         stats = donor_floors.groupby(level=0).agg(["median", "size"])
         stats = stats[stats["size"] >= o.min_count]
         floors.iloc[stats.index.to_numpy()] = stats["median"].to_numpy()
+    # still no function from tags or neighbours, but more floors than a house has
+    tall = generic & fn_imputed & ~fn_set & (floors > o.max_house_floors).fillna(False).to_numpy()
+    fn[tall] = "RM"
+    b["function"] = fn
+    b.loc[tall & (b["structure_source"] == "imputed").to_numpy(), "structure"] = (
+        rules.structure_by_function["RM"]
+    )
     b["floors"] = floors
     b["gfa_m2"] = gross_floor_area(
         b["footprint_area_m2"].astype(float), floors.astype(float)

@@ -14,7 +14,8 @@ and *Relation:multipolygon*; ``docs/design.md`` ("OSM building semantics") state
    left out with that reason. An object tagged both ``building`` and ``building:part`` is
    a part when it lies inside another (building-only) outline, otherwise a building.
 4. Two outlines that overlap over more than half of the smaller one are one building: the
-   relation (else the larger, else the lower id) is kept.
+   relation (else the larger, else the lower id) is kept and the other one becomes a part
+   of it (a tower tagged ``building`` inside a church outline, an old-style outer way).
 5. The floor area of an outline with parts is the sum over its parts of part area (within
    the outline) × part floors, where part floors = ``building:levels`` − ``building:min_level``
    (else (``height`` − ``min_height``) / storey height, else the outline's floors −
@@ -128,7 +129,9 @@ def resolve_outlines(
         inside[both[np.unique(hit[0])]] = True
     part = is_part.to_numpy() & (~is_bldg.to_numpy() | inside) & polygonal.to_numpy()
 
-    # outlines overlapping over more than half of the smaller one: one building
+    # outlines overlapping over more than half of the smaller one: one building, the
+    # other merged into it as a part (its floors refine, its area is clipped to the outline)
+    merged_into = np.full(len(raw), -1)
     cand = np.flatnonzero(polygonal.to_numpy() & ~part)
     if len(cand) > 1:
         i, j = shapely.STRtree(geom[cand]).query(geom[cand], predicate="intersects")
@@ -147,18 +150,17 @@ def resolve_outlines(
         winner = np.where(i_wins, i, j)
         loser = np.where(i_wins, j, i)
         first = pd.Series(winner, index=loser).groupby(level=0).first()
-        mask = pd.Series(False, index=raw.index)
-        mask.iloc[first.index.to_numpy()] = True
-        reason = pd.Series("", index=raw.index, dtype="string")
-        reason.iloc[first.index.to_numpy()] = (
-            "overlaps "
-            + ids.iloc[first.to_numpy()].to_numpy()
-            + " over more than half of its area: counted once, as that building"
-        )
-        log.drop(mask, reason)
+        merged_into[first.index.to_numpy()] = first.to_numpy()
+        for _ in range(len(first)):  # follow chains a → b → c to the kept outline
+            nxt = merged_into[merged_into[first.index.to_numpy()]]
+            hop = nxt >= 0
+            if not hop.any():
+                break
+            merged_into[first.index.to_numpy()[hop]] = nxt[hop]
+    merged = merged_into >= 0
 
     # parts: into the smallest outline that contains their representative point
-    outl = np.flatnonzero((log.keep & ~pd.Series(part, index=raw.index)).to_numpy() & polygonal)
+    outl = np.flatnonzero(log.keep.to_numpy() & ~part & ~merged & polygonal.to_numpy())
     parts_at = np.flatnonzero(part & log.keep.to_numpy())
     owner = np.full(len(parts_at), -1)
     if len(parts_at) and len(outl):
@@ -175,17 +177,22 @@ def resolve_outlines(
         "inside its building's outline)",
     )
     has = owner >= 0
-    assigned = pd.Series(False, index=raw.index)
-    assigned.iloc[parts_at[has]] = True
     owner_id = pd.Series("", index=raw.index, dtype="string")
     owner_id.iloc[parts_at[has]] = ids.iloc[owner[has]].to_numpy()
+    assigned = pd.Series(False, index=raw.index)
+    assigned.iloc[parts_at[has]] = True
     log.drop(assigned, "building:part of " + owner_id + ": refines its floor area")
-
+    into = np.flatnonzero(merged)
+    owner_id.iloc[into] = ids.iloc[merged_into[into]].to_numpy()
+    log.drop(
+        pd.Series(merged, index=raw.index),
+        "overlaps " + owner_id + " over more than half of its area: merged into it as a part",
+    )
+    parts_at = np.concatenate([parts_at[has], into])
+    owner = np.concatenate([owner[has], merged_into[into]])
     parts = gpd.GeoDataFrame(
-        raw.iloc[parts_at[has]]
-        .drop(columns="geometry")
-        .assign(outline_id=ids.iloc[owner[has]].to_numpy()),
-        geometry=geom[parts_at[has]],
+        raw.iloc[parts_at].drop(columns="geometry").assign(outline_id=ids.iloc[owner].to_numpy()),
+        geometry=geom[parts_at],
         crs=crs,
     )
     outline_rows = log.keep & ~pd.Series(part, index=raw.index)

@@ -159,7 +159,13 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
 
 def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:
     """The ``[osm]`` rules for generic tags; keys left out keep their defaults."""
-    keys = ("generic_tags", "neighbour_radius_m", "neighbour_min_count", "max_house_footprint_m2")
+    keys = (
+        "generic_tags",
+        "neighbour_radius_m",
+        "neighbour_min_count",
+        "max_house_footprint_m2",
+        "max_house_floors",
+    )
     unknown = set(osm) - {"unknown_function", *keys}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) in [osm]: {', '.join(sorted(unknown))}")
@@ -172,14 +178,17 @@ def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:
             max_house_footprint_m2=float(
                 osm.get("max_house_footprint_m2", base.max_house_footprint_m2)
             ),
+            max_house_floors=float(osm.get("max_house_floors", base.max_house_floors)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"{path}: [osm] values must be numbers and a list of tags ({exc})"
         ) from exc
-    if rules.radius_m <= 0 or rules.min_count < 1 or rules.max_house_footprint_m2 <= 0:
+    positive = (rules.radius_m, rules.max_house_footprint_m2, rules.max_house_floors)
+    if min(positive) <= 0 or rules.min_count < 1:
         raise ConfigError(
-            f"{path}: [osm] neighbour_radius_m and max_house_footprint_m2 must be > 0 and "
+            f"{path}: [osm] neighbour_radius_m, max_house_footprint_m2 and max_house_floors "
+            "must be > 0 and "
             "neighbour_min_count >= 1"
         )
     return rules
