@@ -202,13 +202,16 @@ def resolve_outlines(
 def refine_with_parts(
     buildings: gpd.GeoDataFrame, parts: gpd.GeoDataFrame, rules: ArchetypeRules
 ) -> gpd.GeoDataFrame:
-    """Floor area, floors, height and structure of outlines from their ``building:part``s.
+    """Floor area, floors and structure of outlines from their ``building:part``s.
 
     ``buildings`` are canonical buildings (geometry in the CRS of ``parts``); ``parts`` as
     :func:`resolve_outlines` returns them. ``gfa_m2`` (m²) follows rule 5 of the module
     docstring; ``floors`` becomes the mean floors (``gfa_m2`` / footprint area).
     ``floors_source`` is ``osm`` where every part's floors came from its tags and the rest
-    of the outline (if any) has observed floors; otherwise the outline's source stays.
+    of the outline (if any) has observed floors; otherwise the outline's source stays
+    (``imputed``: later rules, cohort peers or a raster height, may replace the floors).
+    ``height_m`` stays the outline's own: the tallest part (a spire, a dome) is not the
+    height of the whole outline.
     An imputed structure is replaced by the material of the part with the largest floor
     area that has a known ``building:material``.
     """
@@ -251,11 +254,6 @@ def refine_with_parts(
     tagged = has & (guessed == 0) & rest_known
     out.loc[tagged, "floors_source"] = "osm"
     out.loc[has, "gfa_source"] = out.loc[has, "floors_source"]
-
-    top = pd.Series(height.to_numpy(float), index=pos).groupby(level=0).max()
-    fill_h = out["height_m"].isna() & out.index.isin(top.dropna().index)
-    out.loc[fill_h, "height_m"] = top.reindex(out.index[fill_h]).to_numpy()
-    out.loc[fill_h, "height_source"] = "osm"
 
     structure = map_codes(tag(parts, "building:material").str.lower(), rules.osm_material_structure)
     ranked = pd.DataFrame(
