@@ -136,3 +136,19 @@ def test_bad_osm_rules_are_one_line_errors(tmp_path) -> None:
     f.write_text(text.replace("neighbour_min_count = 3", "neighbour_min_cont = 3"))
     with pytest.raises(ConfigError, match=r"unknown key\(s\) in \[osm\]: neighbour_min_cont"):
         load_archetype_rules(folder)
+
+
+def test_nordic_profile_makes_default_houses_timber(tmp_path, rules) -> None:
+    nordic = load_archetype_rules(CONFIG / "archetypes", "nordic")
+    assert nordic.structure_by_function["RS"] == "T"
+    assert nordic.structure_by_function["RM"] == rules.structure_by_function["RM"]
+    raw = _town([("house", None, 0, 0, 10), ("apartments", None, 100, 0, 20)])
+    b, _ = normalise_osm(raw, CRS, nordic)
+    assert list(b.archetype_id) == ["RS-T", "RM-" + rules.structure_by_function["RM"]]
+    with pytest.raises(ConfigError, match=r"profile 'nordc' not found; profiles in .*: nordic"):
+        load_archetype_rules(CONFIG / "archetypes", "nordc")
+    folder = tmp_path / "archetypes"
+    shutil.copytree(CONFIG / "archetypes", folder)
+    (folder / "profile_x.toml").write_text("[limits]\nmax_floors = 3\n")
+    with pytest.raises(ConfigError, match=r"profile_x\.toml: unknown table\(s\) limits"):
+        load_archetype_rules(folder, "x")

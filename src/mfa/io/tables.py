@@ -86,8 +86,32 @@ def _mapping(
     return mapped, excluded
 
 
-def load_archetype_rules(folder: Path) -> ArchetypeRules:
-    """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md)."""
+def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple[dict, Path]:
+    """``defaults.toml`` with the tables of ``profile_<profile>.toml`` laid over it."""
+    path = folder / f"profile_{profile}.toml"
+    if not path.is_file():
+        known = sorted(f.stem.removeprefix("profile_") for f in folder.glob("profile_*.toml"))
+        raise ConfigError(
+            f"{path}: archetypes.profile {profile!r} not found; profiles in {folder}: "
+            f"{', '.join(known) or 'none'}"
+        )
+    overlay = _toml(path)
+    allowed = {"structure_by_function", "floors_by_function", "osm", "heights"}
+    unknown = set(overlay) - allowed - {"profile"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a profile may set "
+            f"{', '.join(sorted(allowed))}"
+        )
+    merged = dict(defaults)
+    for table in allowed & set(overlay):
+        merged[table] = {**defaults.get(table, {}), **overlay[table]}
+    return merged, path
+
+
+def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeRules:
+    """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md),
+    with the regional ``profile`` (``profile_<name>.toml``) laid over ``defaults.toml``."""
     folder = Path(folder)
     files = {
         "use": folder / "bbr_use_codes.csv",
@@ -113,6 +137,8 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
             raise ConfigError(f"{files['hazard']}: column {col!r} must be filled on every line")
     bbr_hazard = pd.Series(hazard["hazard"].to_numpy(), index=hazard["code"].str.strip())
     d = _toml(files["defaults"])
+    if profile is not None:
+        d, files["profile"] = _with_profile(d, folder, profile)
     try:
         structure_by_function = {f: str(d["structure_by_function"][f]) for f in FUNCTIONS}
         floors_by_function = {f: float(d["floors_by_function"][f]) for f in FUNCTIONS}
