@@ -152,3 +152,13 @@ def test_nordic_profile_makes_default_houses_timber(tmp_path, rules) -> None:
     (folder / "profile_x.toml").write_text("[limits]\nmax_floors = 3\n")
     with pytest.raises(ConfigError, match=r"profile_x\.toml: unknown table\(s\) limits"):
         load_archetype_rules(folder, "x")
+
+
+def test_use_tags_make_a_generic_building_non_residential(rules) -> None:
+    raw = _town([("yes", None, 0, 0, 20), ("yes", None, 1000, 0, 20), ("yes", None, 2000, 0, 20)])
+    raw["amenity"] = ["school", None, None]
+    raw["shop"] = [None, None, "no"]
+    b, _ = normalise_osm(raw, CRS, rules)
+    assert list(b.function) == ["NR", rules.osm_unknown_function, rules.osm_unknown_function]
+    assert b.function_source.iloc[0] == "imputed"
+    assert b.floors.iloc[0] == rules.floors_by_function["NR"]

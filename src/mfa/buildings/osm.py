@@ -20,8 +20,11 @@ from mfa.buildings.osm_outlines import PART_TAGS, refine_with_parts, resolve_out
 
 __all__ = ["OSM_TAGS", "normalise_osm"]
 
+#: Tags that name a building's use (``amenity=school``, ``shop=mall``, ``office=*``,
+#: ``tourism=hotel``): a generically tagged building carrying one is non-residential.
+USE_TAGS = ("amenity", "shop", "office", "tourism")
 #: The OSM tags mfa reads.
-OSM_TAGS = (*FOOTPRINT_TAGS, *PART_TAGS)
+OSM_TAGS = (*FOOTPRINT_TAGS, *PART_TAGS, *USE_TAGS)
 
 
 def normalise_osm(
@@ -39,6 +42,11 @@ def normalise_osm(
     buildings, dropped_fp = normalise_footprints(
         outlines, crs, rules, stage="osm", tag_source="osm"
     )
-    buildings = impute_generic(buildings, rules)
+    use_tag = pd.Series(False, index=outlines.index)
+    for key in USE_TAGS:
+        if key in outlines.columns:
+            use_tag |= outlines[key].notna() & outlines[key].astype("string").ne("no")
+    use_tag = outlines["building_id"][use_tag.fillna(False).astype(bool)]
+    buildings = impute_generic(buildings, rules, buildings["building_id"].isin(use_tag))
     buildings = refine_with_parts(buildings, parts, rules)
     return buildings, pd.concat([dropped, dropped_fp], ignore_index=True)

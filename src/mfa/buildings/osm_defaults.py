@@ -6,9 +6,12 @@ The rules (``docs/design.md``, "OSM building semantics"; numbers in
 
 - ``building=residential`` is a single-family house (RS) up to
   ``max_house_footprint_m2`` of footprint, a multi-family building (RM) above;
-- a building with a generic tag (``generic_tags``, e.g. ``building=yes``) and no function
-  from its tags takes the most frequent function of the buildings with a tagged function
-  within ``neighbour_radius_m`` (at least ``neighbour_min_count`` of them);
+- a building with a generic tag (``generic_tags``, e.g. ``building=yes``) and a use tag
+  (``amenity``, ``shop``, ``office``, ``tourism``: a school, a mall, a hotel) is
+  non-residential (NR);
+- a building with a generic tag and no function from its tags takes the most frequent
+  function of the buildings with a tagged function within ``neighbour_radius_m`` (at
+  least ``neighbour_min_count`` of them);
 - a building with a generic tag and no floor count takes the median floors of the
   buildings with tagged floors within the same radius (at least the same count);
 - a building with a generic tag still without a function but with more than
@@ -43,12 +46,16 @@ def _neighbour_pairs(
     return t[other], d[other]
 
 
-def impute_generic(buildings: gpd.GeoDataFrame, rules: ArchetypeRules) -> gpd.GeoDataFrame:
+def impute_generic(
+    buildings: gpd.GeoDataFrame, rules: ArchetypeRules, use_tag: pd.Series | None = None
+) -> gpd.GeoDataFrame:
     """Resolve function and floors of generically tagged buildings (see the module docstring).
 
     ``buildings``: canonical buildings from OSM (``osm_building`` holds the tag), geometry
-    in a projected CRS (m). Returns them with ``function``, ``structure``, ``archetype_id``,
-    ``floors`` and ``gfa_m2`` (m² = footprint area × floors) updated where a rule applied.
+    in a projected CRS (m). ``use_tag``: aligned booleans, True where the element carries a
+    use tag (``amenity``, ``shop``, ``office``, ``tourism``). Returns them with
+    ``function``, ``structure``, ``archetype_id``, ``floors`` and ``gfa_m2`` (m² =
+    footprint area × floors) updated where a rule applied.
     """
     if buildings.empty:
         return buildings
@@ -66,7 +73,11 @@ def impute_generic(buildings: gpd.GeoDataFrame, rules: ArchetypeRules) -> gpd.Ge
     fn[residential] = np.where(house[residential], "RS", "RM")
     fn_set = residential.copy()
 
-    takers = np.flatnonzero(generic & fn_imputed & ~residential)
+    by_use = np.zeros(len(b), bool) if use_tag is None else use_tag.to_numpy(bool)
+    by_use = by_use & generic & fn_imputed
+    fn[by_use] = "NR"
+    fn_set |= by_use
+    takers = np.flatnonzero(generic & fn_imputed & ~residential & ~by_use)
     donors = np.flatnonzero(~fn_imputed)
     t, d = _neighbour_pairs(points, donors, takers, o.radius_m)
     if len(t):
