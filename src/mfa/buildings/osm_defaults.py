@@ -21,6 +21,8 @@ The rules (``docs/design.md``, "OSM building semantics"; numbers in
 
 from __future__ import annotations
 
+import logging
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -30,6 +32,8 @@ from mfa.buildings.archetypes import ArchetypeRules, archetype_id
 from mfa.buildings.floor_area import gross_floor_area
 
 __all__ = ["impute_generic"]
+
+log = logging.getLogger("mfa")
 
 
 def _neighbour_pairs(
@@ -91,6 +95,8 @@ def impute_generic(
         at = mode["t"].to_numpy()
         fn.iloc[at] = mode["f"].to_numpy()
         fn_set[at] = True
+    else:
+        at = np.empty(0, int)
     b["function"] = fn
     b.loc[fn_set, "function_source"] = "imputed"
     redo_structure = fn_set & (b["structure_source"] == "imputed").to_numpy()
@@ -107,12 +113,26 @@ def impute_generic(
         stats = donor_floors.groupby(level=0).agg(["median", "size"])
         stats = stats[stats["size"] >= o.min_count]
         floors.iloc[stats.index.to_numpy()] = stats["median"].to_numpy()
+        n_floors = len(stats)
+    else:
+        n_floors = 0
     # still no function from tags or neighbours, but more floors than a house has
     tall = generic & fn_imputed & ~fn_set & (floors > o.max_house_floors).fillna(False).to_numpy()
     fn[tall] = "RM"
     b["function"] = fn
     b.loc[tall & (b["structure_source"] == "imputed").to_numpy(), "structure"] = (
         rules.structure_by_function["RM"]
+    )
+    log.info(
+        "OSM generic tags: %d building=residential by footprint, %d non-residential by a use "
+        "tag, %d functions and %d floor counts from tagged neighbours, %d multi-family by "
+        "floors; %d generic buildings keep the default function",
+        residential.sum(),
+        by_use.sum(),
+        len(at),
+        n_floors,
+        tall.sum(),
+        (generic & fn_imputed & ~fn_set & ~tall).sum(),
     )
     b["floors"] = floors
     b["gfa_m2"] = gross_floor_area(
