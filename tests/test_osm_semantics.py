@@ -354,3 +354,33 @@ def test_ground_parts_tiling_an_outline_sum_their_floor_areas(
     expected = sum(width * 10 * lv for lv in levels) + width * 10 * (top - min_level)
     assert b.gfa_m2.iloc[0] == pytest.approx(expected)
     assert b.floors_source.iloc[0] == "osm"
+
+
+def test_without_membership_the_overlap_rule_counts_a_relation_once(rules) -> None:
+    """Online queries (osmnx) give no relation membership: the relation and its tagged outer
+    way overlap over all of the way, so the way becomes a part; its floors are the same and
+    its area outside the relation (the hole) is clipped away."""
+    outer = _box(0, 0, 20, 10)
+    hole = _box(5, 2, 10, 8)
+    raw = _raw(
+        [
+            {
+                "element": "way",
+                "osm_id": 1,
+                "building": "house",
+                "building:levels": "2",
+                "geometry": outer,
+            },
+            {
+                "element": "relation",
+                "osm_id": 7,
+                "building": "house",
+                "building:levels": "2",
+                "geometry": shapely.Polygon(outer.exterior, [hole.exterior]),
+            },
+        ]
+    )
+    b, dropped = normalise_osm(raw, CRS, rules)
+    assert list(b.building_id) == ["osm:relation/7"]
+    assert dropped.reason.iloc[0].startswith("overlaps osm:relation/7")
+    assert b.gfa_m2.iloc[0] == pytest.approx((200 - 30) * 2)

@@ -33,7 +33,7 @@ __all__ = ["buildings_from_osm", "fetch_osm", "osm_snapshot", "read_osm_file", "
 
 log = logging.getLogger("mfa")
 
-_TAGS = {"building": True}
+_TAGS = {"building": True, "building:part": True}
 
 
 def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
