@@ -17,6 +17,7 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.footprints import FOOTPRINT_TAGS, normalise_footprints
 from mfa.buildings.osm_defaults import impute_generic
 from mfa.buildings.osm_outlines import PART_TAGS, refine_with_parts, resolve_outlines
+from mfa.errors import ValidationError
 
 __all__ = ["OSM_TAGS", "normalise_osm"]
 
@@ -34,7 +35,7 @@ def normalise_osm(
 
     Every raw element is either a building or a row of the dropped table (with its reason;
     parts merged into their outline included), so ``len(buildings) + len(dropped) ==
-    len(raw)``.
+    len(raw)``: checked on every call (a :class:`~mfa.errors.ValidationError` otherwise).
     """
     ids = "osm:" + raw["element"].astype("string") + "/" + raw["osm_id"].astype("string")
     raw = raw.assign(building_id=ids.astype("string"))
@@ -49,4 +50,12 @@ def normalise_osm(
     use_tag = outlines["building_id"][use_tag.fillna(False).astype(bool)]
     buildings = impute_generic(buildings, rules, buildings["building_id"].isin(use_tag))
     buildings = refine_with_parts(buildings, parts, rules)
-    return buildings, pd.concat([dropped, dropped_fp], ignore_index=True)
+    dropped = pd.concat([dropped, dropped_fp], ignore_index=True)
+    accounted = pd.concat([buildings["building_id"], dropped["record_id"]], ignore_index=True)
+    if len(accounted) != len(raw) or accounted.duplicated().any():
+        raise ValidationError(
+            f"OSM elements: {len(raw)} read but {len(buildings)} buildings and {len(dropped)} "
+            "left out, or one of them twice: every element must be in exactly one; report "
+            "this as a bug of mfa with the extract"
+        )
+    return buildings, dropped
