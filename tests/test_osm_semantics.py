@@ -384,3 +384,22 @@ def test_without_membership_the_overlap_rule_counts_a_relation_once(rules) -> No
     assert list(b.building_id) == ["osm:relation/7"]
     assert dropped.reason.iloc[0].startswith("overlaps osm:relation/7")
     assert b.gfa_m2.iloc[0] == pytest.approx((200 - 30) * 2)
+
+
+def test_a_self_intersecting_outline_still_takes_its_parts(rules) -> None:
+    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])  # invalid: crosses itself
+    raw = _raw(
+        [
+            {"element": "way", "osm_id": 1, "building": "yes", "geometry": bowtie},
+            {
+                "element": "way",
+                "osm_id": 2,
+                "building:part": "yes",
+                "building:levels": "3",
+                "geometry": shapely.Polygon([(0, 0), (5, 5), (0, 10)]),
+            },
+        ]
+    )
+    b, dropped = normalise_osm(raw, CRS, rules)
+    assert list(b.building_id) == ["osm:way/1"] and len(dropped) == 1
+    assert np.isfinite(b.gfa_m2).all() and b.gfa_m2.iloc[0] >= 25 * 3

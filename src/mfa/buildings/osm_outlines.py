@@ -222,7 +222,7 @@ def refine_with_parts(
     if not len(parts):
         return buildings
     n = len(b)
-    outline = b.geometry.to_numpy()[pos]
+    outline = shapely.make_valid(b.geometry.to_numpy()[pos])  # repaired later, if at all
     part_area = shapely.area(shapely.intersection(parts.geometry.to_numpy(), outline))
     levels = number(parts, "building:levels")
     min_level = number(parts, "building:min_level").fillna(0)
