@@ -403,3 +403,32 @@ def test_a_self_intersecting_outline_still_takes_its_parts(rules) -> None:
     b, dropped = normalise_osm(raw, CRS, rules)
     assert list(b.building_id) == ["osm:way/1"] and len(dropped) == 1
     assert np.isfinite(b.gfa_m2).all() and b.gfa_m2.iloc[0] >= 25 * 3
+
+
+def test_a_building_way_is_not_dropped_as_the_outer_way_of_a_part(rules) -> None:
+    outline = _box(0, 0, 20, 10)
+    raw = _raw(
+        [
+            {
+                "element": "way",
+                "osm_id": 1,
+                "building": "yes",
+                "building:levels": "1",
+                "outer_of": 7,
+                "geometry": outline,
+            },
+            {
+                "element": "relation",
+                "osm_id": 7,
+                "building:part": "yes",
+                "building:levels": "4",
+                "building:min_level": "1",
+                "outer_of": None,
+                "geometry": outline,
+            },
+        ]
+    )
+    b, dropped = normalise_osm(raw, CRS, rules)
+    assert list(b.building_id) == ["osm:way/1"]
+    assert dropped.reason.iloc[0] == "building:part of osm:way/1: refines its floor area"
+    assert b.gfa_m2.iloc[0] == pytest.approx(200 * 1 + 200 * 3)

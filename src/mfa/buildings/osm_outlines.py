@@ -6,7 +6,8 @@ and *Relation:multipolygon*; ``docs/design.md`` ("OSM building semantics") state
 
 1. Elements without a footprint are left out with the reader's reason (``cut at extract
    edge``, ``way is not closed`` …).
-2. A way that is an outer member of a building multipolygon relation is the same outline:
+2. A way that is an outer member of a building multipolygon relation (and a building if
+   the relation is one, a part if the relation is one) is the same outline:
    its tags fill the relation's missing tags, and the way is left out (counted once, as
    the relation).
 3. ``building:part`` elements are never buildings. A part is assigned to the smallest
@@ -106,7 +107,11 @@ def resolve_outlines(
     if "outer_of" in raw.columns:
         rel_id = "osm:relation/" + raw["outer_of"].astype("Int64").astype("string")
         kept_rel = ids[log.keep & (element == "relation")]
-        outer = (rel_id.isin(kept_rel) & log.keep & (element == "way")).fillna(False)
+        # the same kind of outline only: a building way is not the outer way of a part
+        kind = _yes(raw, "building").set_axis(ids)
+        same_kind = rel_id.map(kind.groupby(level=0).first()) == kind.to_numpy()
+        outer = rel_id.isin(kept_rel) & log.keep & (element == "way") & same_kind
+        outer = outer.fillna(False).astype(bool)
         raw = _fill_relation_tags(raw, rel_id, outer)
         log.drop(
             outer, "outer way of " + rel_id + ": the same outline, counted once as the relation"
