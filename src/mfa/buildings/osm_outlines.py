@@ -33,6 +33,8 @@ import shapely
 
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, map_codes
+from mfa.buildings.footprints import _first_number
+from mfa.buildings.footprints import _tag as tag
 from mfa.buildings.heights import floors_from_height
 
 __all__ = ["PART_TAGS", "refine_with_parts", "resolve_outlines"]
@@ -42,17 +44,9 @@ PART_TAGS = ("building:part", "building:min_level", "min_height")
 _POLYGONAL = ("Polygon", "MultiPolygon")
 
 
-def tag(raw: pd.DataFrame, name: str) -> pd.Series:
-    """A tag column as stripped strings (<NA> where absent)."""
-    if name in raw.columns:
-        return raw[name].astype("string").str.strip()
-    return pd.Series(pd.NA, index=raw.index, dtype="string")
-
-
 def number(raw: pd.DataFrame, name: str) -> pd.Series:
-    """The first decimal number of a tag ('2', '2.5', '2;3', '12 m' → float), else <NA>."""
-    s = tag(raw, name).str.extract(r"(-?\d+(?:\.\d+)?)", expand=False)
-    return pd.to_numeric(s, errors="coerce").astype("Float64")
+    """The first number of a tag, as the footprint normaliser reads it (<NA> if none)."""
+    return _first_number(tag(raw, name)).astype("Float64")
 
 
 def _yes(raw: pd.DataFrame, name: str) -> pd.Series:
