@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+import shapely.affinity
 
 from mfa.buildings.osm import normalise_osm
 from mfa.errors import InputDataError, InputNotFoundError
@@ -16,21 +17,24 @@ XML = SAMPLE / "osm_planet_10.068_48.135_10.071_48.137.osm"
 PBF = SAMPLE / "osm_aguascalientes.osm.pbf"
 
 
-def test_xml_extract_through_osmnx(rules) -> None:
+def test_xml_extract(rules) -> None:
     raw = read_osm_file(XML)
-    assert {"element", "osm_id", "building", "geometry"} <= set(raw.columns)
+    assert {"element", "osm_id", "building", "geometry", "problem", "outer_of"} <= set(raw.columns)
     assert raw.crs.to_epsg() == 4326
     buildings, dropped = normalise_osm(raw, "EPSG:25832", rules)
     check_buildings(buildings, "osm", "EPSG:25832")
-    assert len(buildings) + len(dropped) == len(raw) == 32
-    # 11 ways carry building:levels in this extract (see geodata/ATTRIBUTION.md)
-    tagged = raw["building:levels"].notna().sum()
-    assert (buildings.floors_source == "osm").sum() == tagged
+    # 33 ways and 1 relation tagged building (geodata/ATTRIBUTION.md); osmnx returns 32
+    assert len(buildings) + len(dropped) == len(raw) == 34
+    # 11 ways carry building:levels, 3 of them among the elements cut at the extract edge
+    tagged = raw.loc[raw.problem.isna(), "building:levels"].notna().sum()
+    assert (buildings.floors_source == "osm").sum() == tagged == 8
     assert (buildings.gfa_source == buildings.floors_source).all()
-    # footprints of a small town: up to a few thousand m²; way 514007867 is a real sliver
-    # of 0.007 m² in OSM (three almost collinear nodes), kept until geometry checks land
-    assert buildings.footprint_area_m2.between(0, 5_000).all()
-    assert (buildings.footprint_area_m2 > 5).sum() == len(buildings) - 1
+    assert (dropped.reason == "cut at extract edge").sum() == 3
+    # way 514007867 is a real sliver of 0.007 m² inside way 275436099: merged into it
+    assert dict(zip(dropped.record_id, dropped.reason, strict=True))["osm:way/514007867"] == (
+        "overlaps osm:way/275436099 over more than half of its area: merged into it as a part"
+    )
+    assert buildings.footprint_area_m2.between(5, 5_000).all()
 
 
 def test_pbf_extract_through_pyosmium(rules) -> None:
@@ -43,23 +47,22 @@ def test_pbf_extract_through_pyosmium(rules) -> None:
     assert (church.function == "NR").all() and len(church) >= 1
 
 
-def test_same_normaliser_for_xml_and_pbf(tmp_path, rules) -> None:
-    """The PBF reader and osmnx's XML reader give the same buildings for the same data."""
+def test_same_buildings_from_xml_and_pbf(tmp_path, rules) -> None:
+    """The same data as XML and as PBF give the same buildings and the same drops."""
     osmium = pytest.importorskip("osmium")
     pbf = tmp_path / "planet.osm.pbf"
-    with osmium.SimpleWriter(str(pbf)) as writer:
+    reader = osmium.io.Reader(str(XML))
+    header = reader.header()
+    reader.close()
+    with osmium.SimpleWriter(str(pbf), header=header) as writer:
         for obj in osmium.FileProcessor(str(XML)):
             writer.add(obj)
-    a, _ = normalise_osm(read_osm_file(XML), "EPSG:25832", rules)
+    a, dropped_a = normalise_osm(read_osm_file(XML), "EPSG:25832", rules)
     b, dropped_b = normalise_osm(read_osm_file(pbf), "EPSG:25832", rules)
-    common = sorted(set(a.building_id) & set(b.building_id))
-    assert len(common) >= 30
-    a, b = a.set_index("building_id").loc[common], b.set_index("building_id").loc[common]
+    pd.testing.assert_series_equal(a.building_id, b.building_id)
     np.testing.assert_allclose(a.gfa_m2, b.gfa_m2, rtol=1e-9)
     pd.testing.assert_series_equal(a.archetype_id, b.archetype_id)
-    # osmnx skips two building ways whose nodes are incomplete in this extract without a
-    # word; the PBF path reports them as dropped instead
-    assert set(dropped_b.reason) == {"no geometry"}
+    pd.testing.assert_frame_equal(dropped_a, dropped_b)
 
 
 def _raw(**tags) -> gpd.GeoDataFrame:
@@ -67,7 +70,8 @@ def _raw(**tags) -> gpd.GeoDataFrame:
     n = len(next(iter(tags.values())))
     return gpd.GeoDataFrame(
         {"element": ["way"] * n, "osm_id": list(range(1, n + 1)), **tags},
-        geometry=[square] * n,
+        # side by side: footprints that overlap would be one building
+        geometry=[shapely.affinity.translate(square, 0.001 * i) for i in range(n)],
         crs="EPSG:4326",
     )
 
@@ -92,6 +96,7 @@ def test_levels_material_year_and_exclusions(rules) -> None:
     assert b.loc["osm:way/2", "archetype_id"] == "RM-C"
     assert b.loc["osm:way/4", "structure"] == "T"  # building:material is case-insensitive
     assert b.loc["osm:way/5", "function_source"] == "imputed"  # unknown tag value
+    # building=yes without tagged neighbours: the default function
     assert b.loc["osm:way/2", "construction_year"] == 1975
     area = b.loc["osm:way/1", "footprint_area_m2"]
     assert 100 < area < 200  # 0.0002° x 0.0001° at 48°N ≈ 14.9 m x 11.1 m

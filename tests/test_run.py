@@ -183,15 +183,18 @@ def test_same_inputs_same_layers(dk_run: Path, tmp_path: Path) -> None:
 def test_osm_sample(tmp_path: Path) -> None:
     run = run_pipeline(ROOT / "pipelines" / "osm-sample.toml", tmp_path)
     b = gpd.read_parquet(run / "buildings.parquet")
-    # 32 features from osmnx; way 514007867 is a 0.007 m² sliver, rejected as degenerate
-    assert len(b) == 31 and b.crs.to_epsg() == 25832
+    # 34 elements tagged building: 3 cut at the extract edge, and way 514007867 (a 0.007 m²
+    # sliver inside way 275436099) merged into that building
+    assert len(b) == 30 and b.crs.to_epsg() == 25832
     assert b.building_id.str.startswith("osm:").all()
     assert (b.mass_t > 0).all()
     assert not (run / "districts.parquet").exists()
     m = json.loads((run / "run.json").read_text())
     assert m["row_counts"]["districts"] == 0
-    (reject,) = m["dropped"]["records"]
-    assert reject["record_id"] == "osm:way/514007867" and "degenerate" in reject["reason"]
+    assert m["row_counts"]["records_read"] == 34 == len(b) + m["row_counts"]["dropped"]
+    reasons = {r["record_id"]: r["reason"] for r in m["dropped"]["records"]}
+    assert reasons["osm:relation/318560"] == "cut at extract edge"
+    assert reasons["osm:way/514007867"].startswith("overlaps osm:way/275436099")
 
 
 def test_failed_run_leaves_latest_untouched(bbr_pipeline, tmp_path: Path) -> None:

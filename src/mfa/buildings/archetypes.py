@@ -16,10 +16,36 @@ from mfa.buildings.quality import Limits
 
 __all__ = [
     "ArchetypeRules",
+    "OsmNeighbours",
     "archetype_id",
     "impute_by_function",
     "map_codes",
 ]
+
+
+@dataclass(frozen=True)
+class OsmNeighbours:
+    """Rules for OSM buildings with generic tags (``[osm]`` of ``defaults.toml``).
+
+    Attributes
+    ----------
+    generic_tags
+        ``building=*`` values whose function and floors come from tagged neighbours.
+    radius_m
+        Search radius (m) around a building's representative point.
+    min_count
+        Fewest tagged neighbours for a neighbour value to be used.
+    max_house_footprint_m2
+        ``building=residential`` up to this footprint (m²) is a single-family house.
+    max_house_floors
+        A generically tagged building with more floors is not a single-family house.
+    """
+
+    generic_tags: tuple[str, ...] = ("yes",)
+    radius_m: float = 100.0
+    min_count: int = 3
+    max_house_footprint_m2: float = 250.0
+    max_house_floors: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,8 @@ class ArchetypeRules:
         Storey height (m) to derive floors from a building height.
     limits
         Plausibility limits for repairs and rejects.
+    osm_neighbours
+        Rules for generic OSM tags (:mod:`mfa.buildings.osm_defaults`).
     """
 
     bbr_use_function: pd.Series
@@ -62,6 +90,7 @@ class ArchetypeRules:
     bbr_hazard: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     storey_height_m: float = 3.0
     limits: Limits = field(default_factory=Limits)
+    osm_neighbours: OsmNeighbours = field(default_factory=OsmNeighbours)
     files: tuple[str, ...] = field(default=())
 
 

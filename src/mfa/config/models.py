@@ -167,6 +167,10 @@ class Archetypes(_Strict):
     """Folder with the archetype rule tables (see config/archetypes/README.md)."""
 
     dir: Path
+    profile: str | None = Field(
+        default=None,
+        description="regional profile: profile_<name>.toml in dir overrides defaults.toml",
+    )
 
 
 class Intensities(_Strict):

@@ -27,12 +27,13 @@ from mfa.io.cache import (
     pinned_snapshot,
     store_snapshot,
 )
+from mfa.io.osm_extract import read_osm_elements
 
 __all__ = ["buildings_from_osm", "fetch_osm", "osm_snapshot", "read_osm_file", "read_snapshot"]
 
 log = logging.getLogger("mfa")
 
-_TAGS = {"building": True}
+_TAGS = {"building": True, "building:part": True}
 
 
 def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -41,92 +42,16 @@ def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(raw[cols], geometry="geometry", crs=gdf.crs or "EPSG:4326")
 
 
-def _read_xml(path: Path) -> gpd.GeoDataFrame:
-    import osmnx as ox
-    from osmnx._errors import InsufficientResponseError
-
-    try:
-        gdf = ox.features_from_xml(path, tags=_TAGS)
-    except InsufficientResponseError:
-        return _empty_raw()
-    return _from_osmnx(gdf)
-
-
-def _empty_raw() -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame(
-        {"element": pd.Series(dtype="string"), "osm_id": pd.Series(dtype="int64")},
-        geometry=gpd.GeoSeries([], crs="EPSG:4326"),
-        crs="EPSG:4326",
-    )
-
-
-def _read_pbf(path: Path) -> gpd.GeoDataFrame:
-    """Buildings from a PBF extract with pyosmium: areas from closed ways and multipolygons.
-
-    Building ways that do not close into an area are kept without geometry, so the
-    normaliser reports them instead of losing them.
-    """
-    import osmium
-
-    wkb = osmium.geom.WKBFactory()
-    elements: list[str] = []
-    ids: list[int] = []
-    tags: list[dict[str, str]] = []
-    geoms: list[bytes | None] = []
-    ways: dict[int, dict[str, str]] = {}
-    area_ways: set[int] = set()
-    processor = (
-        osmium.FileProcessor(str(path))
-        .with_areas()
-        .with_locations()
-        .with_filter(osmium.filter.KeyFilter("building"))
-    )
-    for obj in processor:
-        if obj.is_area():
-            kind = "way" if obj.from_way() else "relation"
-            try:
-                g = wkb.create_multipolygon(obj)
-            except RuntimeError:
-                g = None
-            if kind == "way":
-                area_ways.add(obj.orig_id())
-            elements.append(kind)
-            ids.append(obj.orig_id())
-            tags.append({k: v for k, v in obj.tags if k in OSM_TAGS})
-            geoms.append(g)
-        elif obj.is_way():
-            ways[obj.id] = {k: v for k, v in obj.tags if k in OSM_TAGS}
-        elif obj.is_node():
-            elements.append("node")
-            ids.append(obj.id)
-            tags.append({k: v for k, v in obj.tags if k in OSM_TAGS})
-            geoms.append(wkb.create_point(obj))
-    for wid, t in ways.items():
-        if wid not in area_ways:  # not closed: no footprint
-            elements.append("way")
-            ids.append(wid)
-            tags.append(t)
-            geoms.append(None)
-    if not ids:
-        return _empty_raw()
-    geometry = shapely.from_wkb(pd.Series(geoms, dtype=object).to_numpy())
-    df = pd.DataFrame(tags)
-    df.insert(0, "element", elements)
-    df.insert(1, "osm_id", ids)
-    return gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
-
-
 def read_osm_file(path: Path) -> gpd.GeoDataFrame:
-    """Raw building features from a local extract: ``.osm``/``.osm.bz2`` (osmnx) or ``.osm.pbf``."""
+    """Every building and building-part element of a local extract (``.osm``, ``.osm.bz2``,
+    ``.osm.pbf``), read with pyosmium (:func:`mfa.io.osm_extract.read_osm_elements`)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: OSM extract not found; fix sources.footprints.osm_file")
     name = path.name.lower()
     try:
-        if name.endswith(".pbf"):
-            return _read_pbf(path)
-        if name.endswith((".osm", ".osm.bz2", ".xml")):
-            return _read_xml(path)
+        if name.endswith((".pbf", ".osm", ".osm.bz2", ".xml")):
+            return read_osm_elements(path, OSM_TAGS)
     except (
         RuntimeError,
         ValueError,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mfa.buildings.archetypes import ArchetypeRules
+from mfa.buildings.archetypes import ArchetypeRules, OsmNeighbours
 from mfa.buildings.quality import Limits
 from mfa.errors import ConfigError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
@@ -86,8 +86,32 @@ def _mapping(
     return mapped, excluded
 
 
-def load_archetype_rules(folder: Path) -> ArchetypeRules:
-    """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md)."""
+def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple[dict, Path]:
+    """``defaults.toml`` with the tables of ``profile_<profile>.toml`` laid over it."""
+    path = folder / f"profile_{profile}.toml"
+    if not path.is_file():
+        known = sorted(f.stem.removeprefix("profile_") for f in folder.glob("profile_*.toml"))
+        raise ConfigError(
+            f"{path}: archetypes.profile {profile!r} not found; profiles in {folder}: "
+            f"{', '.join(known) or 'none'}"
+        )
+    overlay = _toml(path)
+    allowed = {"structure_by_function", "floors_by_function", "osm", "heights"}
+    unknown = set(overlay) - allowed - {"profile"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a profile may set "
+            f"{', '.join(sorted(allowed))}"
+        )
+    merged = dict(defaults)
+    for table in allowed & set(overlay):
+        merged[table] = {**defaults.get(table, {}), **overlay[table]}
+    return merged, path
+
+
+def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeRules:
+    """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md),
+    with the regional ``profile`` (``profile_<name>.toml``) laid over ``defaults.toml``."""
     folder = Path(folder)
     files = {
         "use": folder / "bbr_use_codes.csv",
@@ -113,6 +137,8 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
             raise ConfigError(f"{files['hazard']}: column {col!r} must be filled on every line")
     bbr_hazard = pd.Series(hazard["hazard"].to_numpy(), index=hazard["code"].str.strip())
     d = _toml(files["defaults"])
+    if profile is not None:
+        d, files["profile"] = _with_profile(d, folder, profile)
     try:
         structure_by_function = {f: str(d["structure_by_function"][f]) for f in FUNCTIONS}
         floors_by_function = {f: float(d["floors_by_function"][f]) for f in FUNCTIONS}
@@ -138,6 +164,7 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
             f"{files['defaults']}: [heights] storey_height_m and a [limits] table with "
             f"{', '.join(Limits.__dataclass_fields__)} are needed ({exc})"
         ) from exc
+    neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -151,8 +178,46 @@ def load_archetype_rules(folder: Path) -> ArchetypeRules:
         osm_unknown_function=unknown,
         storey_height_m=storey,
         limits=limits,
+        osm_neighbours=neighbours,
         files=tuple(str(p) for p in files.values()),
     )
+
+
+def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:
+    """The ``[osm]`` rules for generic tags; keys left out keep their defaults."""
+    keys = (
+        "generic_tags",
+        "neighbour_radius_m",
+        "neighbour_min_count",
+        "max_house_footprint_m2",
+        "max_house_floors",
+    )
+    unknown = set(osm) - {"unknown_function", *keys}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [osm]: {', '.join(sorted(unknown))}")
+    base = OsmNeighbours()
+    try:
+        rules = OsmNeighbours(
+            generic_tags=tuple(str(t) for t in osm.get("generic_tags", base.generic_tags)),
+            radius_m=float(osm.get("neighbour_radius_m", base.radius_m)),
+            min_count=int(osm.get("neighbour_min_count", base.min_count)),
+            max_house_footprint_m2=float(
+                osm.get("max_house_footprint_m2", base.max_house_footprint_m2)
+            ),
+            max_house_floors=float(osm.get("max_house_floors", base.max_house_floors)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: [osm] values must be numbers and a list of tags ({exc})"
+        ) from exc
+    positive = (rules.radius_m, rules.max_house_footprint_m2, rules.max_house_floors)
+    if min(positive) <= 0 or rules.min_count < 1:
+        raise ConfigError(
+            f"{path}: [osm] neighbour_radius_m, max_house_footprint_m2 and max_house_floors "
+            "must be > 0 and "
+            "neighbour_min_count >= 1"
+        )
+    return rules
 
 
 def _read_intensities(path: Path, materials: list[str]) -> pd.DataFrame:

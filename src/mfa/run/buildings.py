@@ -52,7 +52,7 @@ def build_buildings(work_dir: Path) -> Path:
     work = Path(work_dir)
     ctx = _ctx(work)
     p = _pipeline(work)
-    rules = load_archetype_rules(p.archetypes.dir)
+    rules = load_archetype_rules(p.archetypes.dir, p.archetypes.profile)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
