@@ -381,6 +381,61 @@ def query(
         out.print(f"map written to {map_file}")
 
 
+@app.command()
+def match(
+    run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
+    demand: Annotated[
+        Path, typer.Option("--demand", help="sites: CSV (x,y in the run CRS) or a vector file")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="new folder to write")],
+    supply: Annotated[
+        list[Path] | None, typer.Option("--supply", help="extra supply file (repeatable)")
+    ] = None,
+    years: Annotated[
+        str | None, typer.Option("--years", help="run supply in FIRST-LAST (default: demand's)")
+    ] = None,
+    max_km: Annotated[
+        float | None, typer.Option("--max-km", help="haul limit, km (default config/match.toml)")
+    ] = None,
+    network: Annotated[
+        Path | None, typer.Option("--network", help="OSM XML extract for road km")
+    ] = None,
+    unit: Annotated[str, typer.Option("--unit", help="building | grid | district")] = "grid",
+    cell_size: Annotated[float, typer.Option("--cell-size", help="grid cell, m")] = 250.0,
+    scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
+    solver: Annotated[str, typer.Option("--solver", help="ortools | networkx")] = "ortools",
+) -> None:
+    """Allocate what comes free to the --demand sites by road distance and net CO2."""
+    from mfa.match import match_run
+
+    try:
+        span = None
+        if years:
+            try:
+                first, _, last = years.partition("-")
+                span = (int(first), int(last or first))
+            except ValueError:
+                raise typer.BadParameter("--years looks like 2026-2035") from None
+        result = match_run(
+            run,
+            demand,
+            tuple(supply or ()),
+            span,
+            max_km,
+            network,
+            unit,
+            cell_size,
+            scenario,
+            solver,
+            out=output,
+            cache_dir=Path("geodata/cache"),
+        )
+    except MfaError as exc:
+        _fail(exc)
+    out.print(result.summary, highlight=False)
+    out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
