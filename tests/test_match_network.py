@@ -137,7 +137,7 @@ def _greedy(sup, dem, km, max_km):
     left = np.rint(sup["t"].to_numpy() * 1000).astype(np.int64)
     total = 0
     for j, d in dem.iterrows():
-        need = int(round(d["t"] * 1000))
+        need = round(d["t"] * 1000)
         limit = min(d["max_km"], max_km) if np.isfinite(d["max_km"]) else max_km
         for i in np.argsort(km[:, j], kind="stable"):
             s = sup.iloc[i]

@@ -27,6 +27,27 @@ __all__ = [
     "write_match_outputs",
 ]
 
+#: ``highway=*`` values a lorry may drive on (osmnx's "drive" network without its service
+#: sub-filters; tracks and paths excluded).
+DRIVE = frozenset(
+    {
+        "motorway",
+        "motorway_link",
+        "trunk",
+        "trunk_link",
+        "primary",
+        "primary_link",
+        "secondary",
+        "secondary_link",
+        "tertiary",
+        "tertiary_link",
+        "unclassified",
+        "residential",
+        "living_street",
+        "service",
+        "road",
+    }
+)
 _NUMERIC = ("t", "year_from", "year_to", "min_grade", "max_km", "grade")
 
 
@@ -130,8 +151,11 @@ def _xy_from(g: gpd.GeoDataFrame, name: str) -> pd.DataFrame:
 def load_road_network(extract: Path, crs: str, cache_dir: Path | None = None) -> RoadNetwork:
     """The drive network of an OSM XML extract (``.osm``, ``.osm.bz2``) in the run's CRS.
 
-    Built with osmnx (``graph_from_xml``, simplified, projected); cached as GraphML under
-    ``cache_dir`` keyed by the extract's sha256 and the CRS.
+    Only edges with a ``highway`` in :data:`DRIVE` count (``graph_from_xml`` keeps every
+    way, buildings too); nodes without such an edge are left out, so points snap to roads.
+
+    Built with osmnx (``graph_from_xml``, simplified, projected); the drive network's arrays
+    are cached under ``cache_dir`` (``network-<sha256 of the extract>-<CRS>.npz``).
     """
     import osmnx as ox
 
@@ -139,29 +163,40 @@ def load_road_network(extract: Path, crs: str, cache_dir: Path | None = None) ->
         raise InputNotFoundError(f"{extract}: network extract not found; check --network")
     digest = hashlib.sha256(extract.read_bytes()).hexdigest()[:16]
     tag = crs.replace(":", "")
-    cached = cache_dir / f"network-{digest}-{tag}.graphml" if cache_dir else None
+    cached = cache_dir / f"network-{digest}-{tag}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
-        g = ox.load_graphml(cached)
-    else:
-        try:
-            g = ox.graph_from_xml(extract, simplify=True, retain_all=True)
-        except Exception as exc:
-            raise InputDataError(f"{extract}: not a readable OSM XML extract ({exc})") from exc
-        g = ox.project_graph(g, to_crs=crs)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
-            ox.save_graphml(g, tmp)
-            os.replace(tmp, cached)
-    nodes = list(g.nodes)
-    pos = {n: i for i, n in enumerate(nodes)}
-    x = np.array([g.nodes[n]["x"] for n in nodes], dtype=float)
-    y = np.array([g.nodes[n]["y"] for n in nodes], dtype=float)
-    edges = [(pos[u], pos[v], float(d["length"])) for u, v, d in g.edges(data=True)]
-    if not edges:
+        with np.load(cached) as z:
+            return RoadNetwork(z["x"], z["y"], z["u"], z["v"], z["w"])
+    try:
+        g = ox.graph_from_xml(extract, simplify=True, retain_all=True)
+    except Exception as exc:  # osmnx raises many kinds on bad XML
+        raise InputDataError(f"{extract}: not a readable OSM XML extract ({exc})") from exc
+    g = ox.project_graph(g, to_crs=crs)
+    drive = [
+        (u, v, float(d["length"])) for u, v, d in g.edges(data=True) if _drivable(d.get("highway"))
+    ]
+    if not drive:
         raise InputDataError(f"{extract}: the extract holds no roads; use one with highways")
-    u, v, w = (np.array(a) for a in zip(*edges, strict=True))
-    return RoadNetwork(x, y, u.astype(np.int64), v.astype(np.int64), w)
+    nodes = sorted({n for u, v, _ in drive for n in (u, v)})
+    pos = {n: i for i, n in enumerate(nodes)}
+    arrays = {
+        "x": np.array([g.nodes[n]["x"] for n in nodes], dtype=float),
+        "y": np.array([g.nodes[n]["y"] for n in nodes], dtype=float),
+        "u": np.array([pos[e[0]] for e in drive], dtype=np.int64),
+        "v": np.array([pos[e[1]] for e in drive], dtype=np.int64),
+        "w": np.array([e[2] for e in drive], dtype=float),
+    }
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.stem}.{uuid.uuid4().hex[:6]}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cached)
+    return RoadNetwork(arrays["x"], arrays["y"], arrays["u"], arrays["v"], arrays["w"])
+
+
+def _drivable(highway: object) -> bool:
+    values = highway if isinstance(highway, list) else [highway]
+    return any(str(v) in DRIVE for v in values)
 
 
 def write_match_outputs(

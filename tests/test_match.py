@@ -1,0 +1,195 @@
+"""Reuse matching end to end: supply from a real run equals `mfa query`'s outflows, road
+km equal networkx shortest paths on a real OSM extract, bad input gives one-line errors,
+outputs are written atomically and never inside a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import networkx as nx
+import numpy as np
+import osmnx as ox
+import pandas as pd
+import pytest
+import shapely
+
+from mfa.errors import InputDataError, PublishError
+from mfa.io.match import DRIVE, load_road_network
+from mfa.match import match_run
+from mfa.match.distances import pairs_within, road_km
+from mfa.query import availability
+
+DEMAND = Path("tests/data/match_demand_kalundborg.csv")
+OAKLAND = Path("tests/data/osm_west_oakland.osm.bz2")
+
+
+@pytest.fixture(scope="module")
+def run(dk_sample_run: Path) -> Path:
+    return dk_sample_run
+
+
+@pytest.mark.parametrize("unit", ["building", "grid"])
+def test_run_supply_sums_to_the_query_outflow(run: Path, tmp_path: Path, unit: str) -> None:
+    r = match_run(run, DEMAND, years=(2026, 2030), unit=unit)
+    fate = r.allocation.supply_fate
+    b = gpd.read_parquet(run / "buildings.parquet")
+    area = shapely.box(*b.total_bounds).buffer(1)
+    q = availability(run, area, years=(2026, 2030)).summary.set_index("material")
+    got = fate.groupby("material")["t"].sum()
+    for m in ("concrete", "brick", "wood"):
+        assert got[m] == pytest.approx(q.loc[m, "t"], rel=1e-9)
+    assert set(fate["year_from"]) == set(range(2026, 2031))
+    assert (fate["t_p05"] <= fate["t_p50"] + 1e-12).all() and (
+        fate["t_p50"] <= fate["t_p95"] + 1e-12
+    ).all()
+
+
+def test_hazardous_buildings_are_never_matched(run: Path) -> None:
+    r = match_run(run, DEMAND, years=(2026, 2035), unit="building")
+    fate = r.allocation.supply_fate
+    haz = fate[fate["fate"] == "hazardous"]
+    assert len(haz) > 0 and (haz["reused_t"] == 0).all()
+    b = gpd.read_parquet(run / "buildings.parquet")
+    flagged = set(b.loc[b["hazard"].notna(), "building_id"])
+    used = {s.split("@")[0] for s in r.allocation.matches["supply_id"]}
+    assert not (used & flagged)
+
+
+def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "kalundborg"
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mfa.cli",
+            "match",
+            str(run),
+            "--demand",
+            str(DEMAND),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "come from reuse" in res.stdout and "Sensitivity to the haul limit" in res.stdout
+    lines = gpd.read_parquet(out / "matches.parquet")
+    assert len(lines) > 0 and (lines.geom_type == "LineString").all()
+    assert lines.crs.to_epsg() == 25832
+    assert (lines["km"] <= 25 + 1e-9).all() and set(lines["distance_kind"]) == {"straight_detour"}
+    np.testing.assert_allclose(
+        lines["net_kgco2e"], lines["transport_kgco2e"] - lines["avoided_kgco2e"]
+    )
+    record = json.loads((out / "match.json").read_text())
+    assert record["balance_residual_kg"] == 0 and record["solver"] == "ortools"
+    assert record["seconds"] < 30
+    cov = pd.read_csv(out / "demand_coverage.csv")
+    np.testing.assert_allclose(cov["matched_t"] + cov["virgin_t"], cov["t"], atol=1e-6)
+    # sensitivity: a larger haul limit never reuses less
+    sens = pd.DataFrame(record["sensitivity"]).sort_values("max_km")
+    assert sens["reused_t"].is_monotonic_increasing
+    # a second matching into the same folder replaces it; a folder mfa did not write is kept
+    match_run(run, DEMAND, out=out)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    with pytest.raises(PublishError, match="not written by mfa match"):
+        match_run(run, DEMAND, out=other)
+    assert (other / "mine.txt").read_text() == "keep"
+    with pytest.raises(PublishError, match="inside the run folder"):
+        match_run(run, DEMAND, out=run / "matching")
+    assert not (run / "matching").exists()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("a,644500,6151200,gold,5,2026,2030", "row 1 (line 2): material 'gold' is unknown"),
+        ("a,644500,6151200,brick,-5,2026,2030", "row 1 (line 2): t is -5 (negative)"),
+        ("a,644500,6151200,brick,5,2030,2026", "year_to 2026 is before year_from 2030; swap them"),
+        ("a,11.08,55.68,brick,5,2026,2030", "outside the run's extent"),
+        ("a,644500,6151200,brick,five,2026,2030", "t 'five' is not a number"),
+    ],
+)
+def test_bad_demand_rows_give_one_line_errors(
+    run: Path, tmp_path: Path, row: str, message: str
+) -> None:
+    f = tmp_path / "demand.csv"
+    f.write_text("demand_id,x,y,material,t,year_from,year_to\n" + row + "\n")
+    with pytest.raises(InputDataError) as exc:
+        match_run(run, f)
+    text = str(exc.value)
+    assert str(f) in text and "\n" not in text
+    assert message in text
+
+
+def _drive_graph(path: Path, crs: str) -> nx.MultiDiGraph:
+    g = ox.project_graph(ox.graph_from_xml(path, simplify=True, retain_all=True), to_crs=crs)
+    keep = [
+        (u, v, k)
+        for u, v, k, d in g.edges(keys=True, data=True)
+        if any(str(h) in DRIVE for h in np.atleast_1d(d.get("highway")))
+    ]
+    return g.edge_subgraph(keep).copy()
+
+
+def test_road_km_equals_networkx_shortest_paths_on_a_real_extract(tmp_path: Path) -> None:
+    crs = "EPSG:32610"  # UTM 10N: Oakland
+    net = load_road_network(OAKLAND, crs, tmp_path)
+    again = load_road_network(OAKLAND, crs, tmp_path)  # from the cache
+    assert len(list(tmp_path.glob("network-*.npz"))) == 1
+    np.testing.assert_array_equal(net.xy, again.xy)
+    g = _drive_graph(OAKLAND, crs)
+    nodes = list(g.nodes)
+    nx_xy = np.array([[g.nodes[n]["x"], g.nodes[n]["y"]] for n in nodes])
+    assert len(nodes) == net.n
+    rng = np.random.default_rng(7)
+    # points near random road nodes (within 60 m): sites and buildings beside the roads
+    sp = nx_xy[rng.integers(0, len(nodes), 15)] + rng.uniform(-60, 60, (15, 2))
+    dp = nx_xy[rng.integers(0, len(nodes), 5)] + rng.uniform(-60, 60, (5, 2))
+    si, di, straight = pairs_within(sp[:, 0], sp[:, 1], dp[:, 0], dp[:, 1], 10_000.0)
+    assert len(si) == 75
+    km, on_net = road_km(net, sp[:, 0], sp[:, 1], dp[:, 0], dp[:, 1], si, di, 10_000.0, 500.0)
+    assert on_net.all()
+    routed = 0
+    for s, d, k in zip(si, di, km, strict=True):
+        sn = int(np.argmin(np.hypot(*(nx_xy - sp[s]).T)))
+        dn = int(np.argmin(np.hypot(*(nx_xy - dp[d]).T)))
+        snap = np.hypot(*(nx_xy[sn] - sp[s])) + np.hypot(*(nx_xy[dn] - dp[d]))
+        try:
+            road = nx.shortest_path_length(g, nodes[sn], nodes[dn], weight="length")
+        except nx.NetworkXNoPath:
+            assert np.isnan(k)
+            continue
+        assert k == pytest.approx((road + snap) / 1000, rel=1e-9, abs=1e-9)
+        routed += 1
+    assert routed >= 20
+    # road km is never shorter than the straight line; a tight cutoff leaves pairs out
+    ok = np.isfinite(km)
+    assert (km[ok] * 1000 >= straight[ok] - 1e-6).all()
+    short, _ = road_km(net, sp[:, 0], sp[:, 1], dp[:, 0], dp[:, 1], si, di, 300.0, 500.0)
+    assert np.isnan(short).sum() > np.isnan(km).sum()
+
+
+def test_a_site_off_the_network_is_an_error(tmp_path: Path) -> None:
+    net = load_road_network(OAKLAND, "EPSG:32610", None)
+    x0, y0 = net.xy.mean(axis=0)
+    with pytest.raises(InputDataError, match="from the nearest road of the network extract"):
+        road_km(
+            net,
+            np.array([x0]),
+            np.array([y0]),
+            np.array([x0 + 5000]),
+            np.array([y0]),
+            np.array([0]),
+            np.array([0]),
+            10_000.0,
+            500.0,
+            "sites.csv",
+        )
