@@ -205,3 +205,22 @@ def test_build_network_balances_supply_and_demand() -> None:
     flows, obj, _ = solve(net, "ortools")
     assert obj == 5 * -3 + 4 * -1  # both pairs full: the cheapest plan
     assert flows[: net.n_pairs].tolist() == [5, 4]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=0, max_size=60),
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=0, max_size=10),
+    st.floats(0.5, 20),
+)
+def test_pairs_within_equals_a_dense_distance_matrix(sup, dem, radius) -> None:
+    from mfa.match.distances import pairs_within
+
+    s = np.array(sup, dtype=float).reshape(-1, 2)
+    d = np.array(dem, dtype=float).reshape(-1, 2)
+    si, di, dist = pairs_within(s[:, 0], s[:, 1], d[:, 0], d[:, 1], radius)
+    dense = np.hypot(s[:, None, 0] - d[None, :, 0], s[:, None, 1] - d[None, :, 1])
+    ii, jj = np.nonzero(dense <= radius)  # row-major: sorted by supply, then demand
+    np.testing.assert_array_equal(si, ii)
+    np.testing.assert_array_equal(di, jj)
+    np.testing.assert_allclose(dist, dense[ii, jj])

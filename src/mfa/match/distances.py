@@ -25,24 +25,33 @@ def pairs_within(
     if len(sx) == 0 or len(dx) == 0:
         e = np.zeros(0, dtype=np.int64)
         return e, e, np.zeros(0)
-    a = cKDTree(np.column_stack([sx, sy]))
-    b = cKDTree(np.column_stack([dx, dy]))
-    m = a.sparse_distance_matrix(b, radius_m, output_type="coo_matrix")
-    order = np.lexsort((m.col, m.row))
-    si, di, dist = m.row[order].astype(np.int64), m.col[order].astype(np.int64), m.data[order]
-    # sparse_distance_matrix drops exact zeros (same point): add them back
-    same = a.query_ball_point(np.column_stack([dx, dy]), r=0.0)
-    extra = [(s, d) for d, ss in enumerate(same) for s in ss]
-    if extra:
-        es, ed = np.array(extra, dtype=np.int64).T
-        known = set(zip(si.tolist(), di.tolist(), strict=True))
-        keep = np.array([(s, d) not in known for s, d in extra])
-        si = np.concatenate([si, es[keep]])
-        di = np.concatenate([di, ed[keep]])
-        dist = np.concatenate([dist, np.zeros(int(keep.sum()))])
-        order = np.lexsort((di, si))
-        si, di, dist = si[order], di[order], dist[order]
-    return si, di, dist
+    # supply rows share points (one row per material and year): search each point once
+    pts, row_pt = np.unique(np.column_stack([sx, sy]), axis=0, return_inverse=True)
+    row_pt = row_pt.ravel()
+    m = cKDTree(pts).sparse_distance_matrix(
+        cKDTree(np.column_stack([dx, dy])), radius_m, output_type="coo_matrix"
+    )
+    p_idx, d_idx, dist = m.row.astype(np.int64), m.col.astype(np.int64), m.data
+    # sparse_distance_matrix leaves out pairs at distance 0 (a site on a supply point)
+    zero = cKDTree(pts).query_ball_point(np.column_stack([dx, dy]), r=0.0)
+    zd = np.repeat(np.arange(len(dx)), [len(z) for z in zero])
+    zp = np.concatenate([np.asarray(z, dtype=np.int64) for z in zero]) if len(zd) else zd
+    p_idx = np.concatenate([p_idx, zp])
+    d_idx = np.concatenate([d_idx, zd])
+    dist = np.concatenate([dist, np.zeros(len(zd))])
+    key = np.unique(p_idx * len(dx) + d_idx, return_index=True)[1]
+    p_idx, d_idx, dist = p_idx[key], d_idx[key], dist[key]
+    # expand points to the rows at them
+    order = np.argsort(row_pt, kind="stable")
+    counts = np.bincount(row_pt, minlength=len(pts))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    n_rows = counts[p_idx]
+    pair = np.repeat(np.arange(len(p_idx)), n_rows)
+    offset = np.arange(len(pair)) - np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+    si = order[starts[p_idx][pair] + offset]
+    di, dist = d_idx[pair], dist[pair]
+    o = np.lexsort((di, si))
+    return si[o].astype(np.int64), di[o], dist[o]
 
 
 class RoadNetwork:

@@ -36,16 +36,19 @@ def compatible_pairs(
     """Mask of the candidate pairs a match may use: same material, overlapping year
     windows, supply grade ≥ the site's ``min_grade``, not hazardous, and
     ``km`` ≤ min(site's ``max_km``, ``max_km``)."""
-    s, d = supply.iloc[si], demand.iloc[di]
-    limit = np.fmin(d["max_km"].to_numpy(dtype=float), max_km)
+
+    def col(df: pd.DataFrame, name: str, at: np.ndarray) -> np.ndarray:
+        return df[name].to_numpy()[at]
+
+    limit = np.fmin(col(demand, "max_km", di).astype(float), max_km)
     return (
-        (s["material"].to_numpy() == d["material"].to_numpy())
+        (col(supply, "material", si) == col(demand, "material", di))
         & (
-            np.maximum(s["year_from"].to_numpy(), d["year_from"].to_numpy())
-            <= np.minimum(s["year_to"].to_numpy(), d["year_to"].to_numpy())
+            np.maximum(col(supply, "year_from", si), col(demand, "year_from", di))
+            <= np.minimum(col(supply, "year_to", si), col(demand, "year_to", di))
         )
-        & (s["grade"].to_numpy() >= d["min_grade"].to_numpy())
-        & ~s["hazardous"].to_numpy(dtype=bool)
+        & (col(supply, "grade", si) >= col(demand, "min_grade", di))
+        & ~col(supply, "hazardous", si).astype(bool)
         & np.isfinite(km)
         & (km <= limit)
     )
