@@ -193,3 +193,47 @@ def test_a_site_off_the_network_is_an_error(tmp_path: Path) -> None:
             500.0,
             "sites.csv",
         )
+
+
+def test_supply_files_and_a_geojson_demand_in_lonlat(run: Path, tmp_path: Path) -> None:
+    # a demolition plan beside the dune path (one row hazardous), and the demand as GeoJSON
+    # in WGS 84: the site is reprojected to the run's CRS.
+    plan = tmp_path / "plan.csv"
+    plan.write_text(
+        "supply_id,x,y,material,t,year_from,year_to,grade,hazardous\n"
+        "plan-1,640050,6150500,concrete,50,2030,2031,3,false\n"
+        "plan-2,640020,6150480,concrete,500,2030,2031,3,true\n"
+    )
+    site = gpd.GeoDataFrame(
+        {
+            "demand_id": ["dune-path"],
+            "material": ["concrete"],
+            "t": [80.0],
+            "year_from": [2030],
+            "year_to": [2035],
+            "min_grade": [3],
+        },
+        geometry=gpd.points_from_xy([640000.0], [6150500.0]),
+        crs="EPSG:25832",
+    ).to_crs("EPSG:4326")
+    dem = tmp_path / "sites.geojson"
+    site.to_file(dem, driver="GeoJSON")
+    r = match_run(run, dem, supply_files=(plan,))
+    m = r.allocation.matches
+    # min_grade 3: only the plan's grade-3 concrete qualifies, the hazardous row never
+    assert set(m["supply_id"]) == {"plan-1"}
+    assert m["t"].sum() == pytest.approx(50.0)
+    assert m["km"].iloc[0] == pytest.approx(0.05 * 1.2, rel=1e-6)
+    cov = r.allocation.coverage.iloc[0]
+    assert cov["matched_t"] == pytest.approx(50.0) and cov["virgin_t"] == pytest.approx(30.0)
+    fate = r.allocation.supply_fate.set_index("supply_id")
+    assert fate.loc["plan-2", "fate"] == "hazardous" and fate.loc["plan-2", "end_of_life_t"] == 500
+
+
+def test_a_supply_file_without_grade_is_an_error(run: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.csv"
+    plan.write_text(
+        "supply_id,x,y,material,t,year_from,year_to\np,640050,6150500,brick,5,2030,2031\n"
+    )
+    with pytest.raises(InputDataError, match=r"plan.csv: no grade column; add grade"):
+        match_run(run, DEMAND, supply_files=(plan,))

@@ -210,9 +210,18 @@ def check_supply_table(df: pd.DataFrame, source: str, materials: list[str]) -> p
     if out["grade"].isna().any():
         i = int(out["grade"].isna().to_numpy().argmax())
         raise _row_error(source, i, "grade is empty; give 0 … 3")
-    out["hazardous"] = (
-        out["hazardous"].fillna(False).astype(bool) if "hazardous" in out.columns else False
-    )
+    if "hazardous" in out.columns:
+        text = out["hazardous"].astype("string").str.strip().str.lower().fillna("false")
+        known = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        bad = ~text.isin(list(known))
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise _row_error(
+                source, i, f"hazardous {out['hazardous'].iloc[i]!r} is not true/false; fix it"
+            )
+        out["hazardous"] = text.map(known).astype(bool).to_numpy()
+    else:
+        out["hazardous"] = False
     for q in ("t_p05", "t_p50", "t_p95"):
         out[q] = out["t"]
     out["source"] = source
