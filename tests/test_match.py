@@ -72,6 +72,8 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
             str(DEMAND),
             "-o",
             str(out),
+            "--map",
+            str(tmp_path / "map.html"),
         ],
         capture_output=True,
         text=True,
@@ -86,6 +88,9 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     np.testing.assert_allclose(
         lines["net_kgco2e"], lines["transport_kgco2e"] - lines["avoided_kgco2e"]
     )
+    page = (tmp_path / "map.html").read_text()
+    assert page.count('<line class="match"') == len(lines) and page.count('class="site"') == 5
+    assert "http" not in page.split("<svg")[1]  # nothing fetched from elsewhere
     record = json.loads((out / "match.json").read_text())
     assert record["balance_residual_kg"] == 0 and record["solver"] == "ortools"
     assert record["seconds"] < 30

@@ -404,6 +404,9 @@ def match(
     cell_size: Annotated[float, typer.Option("--cell-size", help="grid cell, m")] = 250.0,
     scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
     solver: Annotated[str, typer.Option("--solver", help="ortools | networkx")] = "ortools",
+    map_file: Annotated[
+        Path | None, typer.Option("--map", help="also write a self-contained HTML map")
+    ] = None,
 ) -> None:
     """Allocate what comes free to the --demand sites by road distance and net CO2."""
     from mfa.match import match_run
@@ -434,6 +437,22 @@ def match(
         _fail(exc)
     out.print(result.summary, highlight=False)
     out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
+    if map_file is not None:
+        from mfa.io.matchmap import write_match_map
+        from mfa.match.outputs import totals_by_material
+
+        a = result.allocation
+        run_info = result.manifest["run"]
+        write_match_map(
+            map_file,
+            matches=a.matches,
+            coverage=a.coverage,
+            totals=totals_by_material(a),
+            title=f"Reuse matching: {demand.name} against {run_info['pipeline']}",
+            attribution=f"mfa {run_info['pipeline']} run {run_info['run_id']}: data sources, "
+            "licences and attribution are listed in the run's run.json",
+        )
+        out.print(f"map written to {map_file}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
