@@ -242,3 +242,25 @@ def test_a_supply_file_without_grade_is_an_error(run: Path, tmp_path: Path) -> N
     )
     with pytest.raises(InputDataError, match=r"plan.csv: no grade column; add grade"):
         match_run(run, DEMAND, supply_files=(plan,))
+
+
+def test_demand_out_of_reach_is_met_from_virgin_material(run: Path, tmp_path: Path) -> None:
+    b = gpd.read_parquet(run / "buildings.parquet")
+    xmax, ymax = b.total_bounds[2], b.total_bounds[3]
+    f = tmp_path / "far.csv"
+    f.write_text(
+        "demand_id,x,y,material,t,year_from,year_to\n"
+        f"far,{xmax + 40_000},{ymax},brick,30,2026,2030\n"
+    )
+    r = match_run(run, f)
+    assert len(r.allocation.matches) == 0
+    cov = r.allocation.coverage.iloc[0]
+    assert cov["matched_t"] == 0 and cov["virgin_t"] == pytest.approx(30.0)
+    assert "Nothing is reused" in r.summary and r.allocation.objective_kgco2e == 0
+    from mfa.io.matchmap import match_map_html
+    from mfa.match.outputs import totals_by_material
+
+    page = match_map_html(
+        r.allocation.matches, r.allocation.coverage, totals_by_material(r.allocation), "far"
+    )
+    assert page.count('class="site"') == 1 and '<line class="match"' not in page

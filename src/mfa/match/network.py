@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mfa.errors import ConfigError
+
 __all__ = ["Network", "build_network", "compatible_pairs", "solve"]
 
 
@@ -155,5 +157,5 @@ def solve(net: Network, solver: str = "ortools") -> tuple[np.ndarray, int, str]:
     elif solver == "networkx":
         flows, obj = _networkx(net)
     else:
-        raise ValueError(f"solver {solver!r} is not ortools or networkx")
+        raise ConfigError(f"solver {solver!r} is unknown; use ortools or networkx")
     return flows, obj, solver
