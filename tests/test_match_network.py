@@ -224,3 +224,27 @@ def test_pairs_within_equals_a_dense_distance_matrix(sup, dem, radius) -> None:
     np.testing.assert_array_equal(si, ii)
     np.testing.assert_array_equal(di, jj)
     np.testing.assert_allclose(dist, dense[ii, jj])
+
+
+def test_robust_flags_the_matches_that_hold_at_p05() -> None:
+    sup = _supply(
+        [
+            ("A", 0, 0, "concrete", 2026, 2026, 10.0, 2),
+            ("B", 0, 0, "concrete", 2026, 2026, 6.0, 2),
+        ]
+    )
+    sup["t_p05"] = [9.0, 2.0]  # A sends 8 t (≤ 9: holds), B sends 5 t (> 2: does not)
+    dem = _demand(
+        [
+            ("C", 0, 0, "concrete", 8.0, 2026, 2030, 0, np.nan),
+            ("D", 0, 0, "concrete", 5.0, 2026, 2030, 0, np.nan),
+        ]
+    )
+    si, di, km = _all_pairs(sup, dem, [[1, 30], [2, 3]])
+    a = allocate(sup, dem, si, di, km, np.full(len(si), "road", dtype=object), PARAMS)
+    assert dict(zip(a.matches["supply_id"], a.matches["robust"], strict=True)) == {
+        "A": True,
+        "B": False,
+    }
+    again = allocate(sup, dem, si, di, km, np.full(len(si), "road", dtype=object), PARAMS)
+    pd.testing.assert_frame_equal(a.matches, again.matches)  # deterministic
