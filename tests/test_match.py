@@ -14,6 +14,7 @@ import networkx as nx
 import numpy as np
 import osmnx as ox
 import pandas as pd
+import pyogrio
 import pytest
 import shapely
 
@@ -88,6 +89,9 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     np.testing.assert_allclose(
         lines["net_kgco2e"], lines["transport_kgco2e"] - lines["avoided_kgco2e"]
     )
+    gpkg = {name: n for name, n in pyogrio.list_layers(out / "matching.gpkg")}
+    assert set(gpkg) == {"matches", "supply_fate", "demand_coverage"}
+    assert pyogrio.read_info(out / "matching.gpkg", layer="matches")["features"] == len(lines)
     page = (tmp_path / "map.html").read_text()
     assert page.count('<line class="match"') == len(lines) and page.count('class="site"') == 5
     assert "http" not in page.split("<svg")[1]  # nothing fetched from elsewhere

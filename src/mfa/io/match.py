@@ -14,6 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import shapely
 
 from mfa.errors import ConfigError, InputDataError, InputNotFoundError, PublishError
@@ -228,9 +229,20 @@ def write_match_outputs(
     work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
     work.mkdir()
     try:
+        first = True
         for name, layer in layers.items():
             if isinstance(layer, gpd.GeoDataFrame):
                 layer.to_parquet(work / f"{name}.parquet", write_covering_bbox=True)
+                # GeoPackage 1.3 too: the QGIS of Debian/Ubuntu cannot read GeoParquet
+                pyogrio.write_dataframe(
+                    layer,
+                    work / "matching.gpkg",
+                    layer=name,
+                    driver="GPKG",
+                    geometry_type="LineString" if name == "matches" else "Point",
+                    dataset_options={"VERSION": "1.3"} if first else None,
+                )
+                first = False
             else:
                 layer.to_parquet(work / f"{name}.parquet", index=False)
         for name, table in tables.items():

@@ -115,7 +115,7 @@ def match_run(
         net = load_road_network(Path(network), crs, Path(cache_dir) if cache_dir else None)
         si, di, straight = pairs_within(sx, sy, dx, dy, limit_km * 1000.0)
         km, on_net = road_km(
-            net, sx, sy, dx, dy, si, di, limit_km * 1000.0, params.max_snap_m, str(network)
+            net, sx, sy, dx, dy, si, di, limit_km * 1000.0, params.max_snap_m, str(dem_path)
         )
         off = ~on_net
         km[off] = straight[off] / 1000.0 * params.detour_factor
