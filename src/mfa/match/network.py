@@ -68,6 +68,7 @@ class Network:
     n_pairs: int  # the first n_pairs arcs are supply → demand
     n_supply: int
     n_demand: int
+    n_extra: int = 0  # the last n_extra arcs are the caller's (hubs)
 
 
 def build_network(
@@ -76,8 +77,12 @@ def build_network(
     pair_s: np.ndarray,
     pair_d: np.ndarray,
     pair_cost_g_per_t: np.ndarray,
+    extra_nodes: int = 0,
+    extra_arcs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Network:
-    """Nodes 0…S−1 supplies, S…S+D−1 demands, S+D virgin, S+D+1 end of life."""
+    """Nodes 0…S−1 supplies, S…S+D−1 demands, S+D virgin, S+D+1 end of life, then
+    ``extra_nodes`` transshipment nodes (supply 0: hubs) that ``extra_arcs`` (tails, heads,
+    capacity kg, cost g/t, in this numbering) connect; those arcs come last."""
     s_kg = np.asarray(supply_kg, dtype=np.int64)
     d_kg = np.asarray(demand_kg, dtype=np.int64)
     n_s, n_d = len(s_kg), len(d_kg)
@@ -90,7 +95,15 @@ def build_network(
     cost = np.concatenate(
         [np.asarray(pair_cost_g_per_t, np.int64), np.zeros(n_s + n_d + 1, np.int64)]
     )
-    node_supply = np.concatenate([s_kg, -d_kg, [d_kg.sum(), -s_kg.sum()]]).astype(np.int64)
+    node_supply = np.concatenate(
+        [s_kg, -d_kg, [d_kg.sum(), -s_kg.sum()], np.zeros(extra_nodes, np.int64)]
+    ).astype(np.int64)
+    n_extra = 0
+    if extra_arcs is not None:
+        et, eh, ec, ew = (np.asarray(a, np.int64) for a in extra_arcs)
+        tails, heads = np.concatenate([tails, et]), np.concatenate([heads, eh])
+        cap, cost = np.concatenate([cap, ec]), np.concatenate([cost, ew])
+        n_extra = len(et)
     return Network(
         tails.astype(np.int64),
         heads.astype(np.int64),
@@ -100,6 +113,7 @@ def build_network(
         len(ps),
         n_s,
         n_d,
+        n_extra,
     )
 
 
