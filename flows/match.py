@@ -23,6 +23,7 @@ def match_task(
     network: str | None = None,
     unit: str = "grid",
     cache_dir: str | None = None,
+    hubs: str | None = None,
 ) -> str:
     """Solve and write the matching; returns the output folder."""
     result = match_run(
@@ -34,6 +35,7 @@ def match_task(
         unit=unit,
         out=output,
         cache_dir=cache_dir,
+        hubs=hubs,
     )
     create_markdown_artifact(key="mfa-match-summary", markdown=result.summary)
     return str(result.out)
@@ -49,6 +51,7 @@ def mfa_match(
     network: str | None = None,
     unit: str = "grid",
     cache_dir: str | None = None,
+    hubs: str | None = None,
 ) -> str:
     """Match the run in ``run_dir`` (e.g. ``outputs/dk-sample/latest``) to ``demand``."""
-    return match_task(run_dir, demand, output, supply, max_km, network, unit, cache_dir)
+    return match_task(run_dir, demand, output, supply, max_km, network, unit, cache_dir, hubs)

@@ -268,3 +268,39 @@ def test_demand_out_of_reach_is_met_from_virgin_material(run: Path, tmp_path: Pa
         r.allocation.matches, r.allocation.coverage, totals_by_material(r.allocation), "far"
     )
     assert page.count('class="site"') == 1 and '<line class="match"' not in page
+
+
+HUBS = Path("tests/data/match_hubs_kalundborg.csv")
+
+
+def test_a_hub_bridges_the_years_between_demolition_and_construction(
+    run: Path, tmp_path: Path
+) -> None:
+    # supply only from 2026-2027, the site builds in 2030: without a hub nothing is reused
+    f = tmp_path / "later.csv"
+    f.write_text(
+        "demand_id,x,y,material,t,year_from,year_to\nlate-site,644500,6151200,brick,300,2030,2030\n"
+    )
+    direct = match_run(run, f, years=(2026, 2027))
+    assert direct.allocation.matches.empty
+    r = match_run(run, f, years=(2026, 2027), hubs=HUBS, out=tmp_path / "out")
+    m = r.allocation.matches
+    assert set(m["via_hub"]) == {"depot"}
+    into, out_of = m[m["demand_id"] == ""], m[m["supply_id"] == ""]
+    assert into["t"].sum() == pytest.approx(out_of["t"].sum())
+    assert out_of["t"].sum() == pytest.approx(100.0)  # the depot holds 100 t over the years
+    assert (out_of["year_out"] == 2030).all() and (into["year_in"] <= 2027).all()
+    cov = r.allocation.coverage.iloc[0]
+    assert cov["matched_t"] == pytest.approx(100.0) and cov["virgin_t"] == pytest.approx(200.0)
+    assert r.allocation.objective_kgco2e < 0
+    lines = gpd.read_parquet(tmp_path / "out" / "matches.parquet")
+    assert len(lines) == len(m) and "via_hub" in lines.columns
+
+
+def test_a_hub_without_capacity_is_an_error(run: Path, tmp_path: Path) -> None:
+    f = tmp_path / "hubs.csv"
+    f.write_text("hub_id,x,y,capacity_t\ndepot,645000,6151000,0\n")
+    with pytest.raises(
+        InputDataError, match=r"hubs.csv row 1 \(line 2\): hub 'depot' has no capacity"
+    ):
+        match_run(run, DEMAND, hubs=f)

@@ -400,6 +400,9 @@ def match(
     network: Annotated[
         Path | None, typer.Option("--network", help="OSM XML extract for road km")
     ] = None,
+    hubs: Annotated[
+        Path | None, typer.Option("--hubs", help="hubs file (storage/processing sites)")
+    ] = None,
     unit: Annotated[str, typer.Option("--unit", help="building | grid | district")] = "grid",
     cell_size: Annotated[float, typer.Option("--cell-size", help="grid cell, m")] = 250.0,
     scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
@@ -432,6 +435,7 @@ def match(
             solver,
             out=output,
             cache_dir=Path("geodata/cache"),
+            hubs=hubs,
         )
     except MfaError as exc:
         _fail(exc)

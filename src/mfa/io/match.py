@@ -49,7 +49,17 @@ DRIVE = frozenset(
         "road",
     }
 )
-_NUMERIC = ("t", "year_from", "year_to", "min_grade", "max_km", "grade")
+_NUMERIC = (
+    "t",
+    "year_from",
+    "year_to",
+    "min_grade",
+    "max_km",
+    "grade",
+    "capacity_t",
+    "handling_kgco2e_per_t",
+    "holding_kgco2e_per_t_year",
+)
 
 
 def load_match_params(path: Path, materials: list[str], **overrides: object) -> MatchParams:
@@ -83,7 +93,12 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
         raise ConfigError(f"{path}: {' '.join(first[1:3]).strip()}; fix the value") from None
 
 
-def read_sites(path: Path, crs: str, id_col: str) -> pd.DataFrame:
+def read_sites(
+    path: Path,
+    crs: str,
+    id_col: str,
+    required: tuple[str, ...] = ("material", "t", "year_from", "year_to"),
+) -> pd.DataFrame:
     """A demand or supply file as a table with ``x``, ``y`` in the run's CRS (m).
 
     CSV with ``x``/``y`` columns (run CRS) or a ``geometry`` column of WKT points; or any
@@ -121,7 +136,7 @@ def read_sites(path: Path, crs: str, id_col: str) -> pd.DataFrame:
         if g.crs is None:
             raise InputDataError(f"{name}: no CRS; set it (the run's is {crs})")
         df = _xy_from(g.to_crs(crs), name)
-    missing = [c for c in (id_col, "material", "t", "year_from", "year_to") if c not in df.columns]
+    missing = [c for c in (id_col, *required) if c not in df.columns]
     if missing:
         raise InputDataError(f"{name}: column(s) {missing} missing; add them")
     for col in _NUMERIC:
@@ -134,7 +149,8 @@ def read_sites(path: Path, crs: str, id_col: str) -> pd.DataFrame:
                     f"{name} row {i + 1} (line {i + 2}): {col} {df[col].iloc[i]!r} is not a number"
                 )
             df[col] = num
-    df["material"] = df["material"].astype("string").str.strip()
+    if "material" in df.columns:
+        df["material"] = df["material"].astype("string").str.strip()
     return df
 
 

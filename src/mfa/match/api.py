@@ -46,12 +46,15 @@ def match_run(
     config_dir: str | Path = "config",
     out: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    hubs: str | Path | None = None,
 ) -> MatchResult:
     """Match a run's expected outflows (and ``supply_files``) to the ``demand`` sites.
 
     ``years`` (first, last) bounds the run's supply (default: the demand's windows after the
     run's base year); ``max_km`` the haul limit (default ``config/match.toml``);
-    ``network`` an OSM XML extract for road km (else straight line × detour factor).
+    ``network`` an OSM XML extract for road km (else straight line × detour factor);
+    ``hubs`` a file of hubs (``hub_id, x, y, capacity_t, handling_kgco2e_per_t,
+    holding_kgco2e_per_t_year, materials``).
     Writes into ``out`` when given (never inside the run folder).
     """
     from mfa.io.match import load_match_params, load_road_network, read_sites, write_match_outputs
@@ -104,31 +107,61 @@ def match_run(
             "file, or two files); give the file's rows other ids"
         )
 
-    sx, sy = sup["x"].to_numpy(float), sup["y"].to_numpy(float)
-    dx, dy = dem["x"].to_numpy(float), dem["y"].to_numpy(float)
     limit_km = max(params.max_km, *params.sensitivity_km)  # the largest limit solved
-    if network is None:
-        si, di, straight = pairs_within(sx, sy, dx, dy, limit_km * 1000.0 / params.detour_factor)
-        km = straight / 1000.0 * params.detour_factor
-        kind = np.full(len(si), "straight_detour", dtype=object)
-    else:
+    net = None
+    if network is not None:
         net = load_road_network(Path(network), crs, Path(cache_dir) if cache_dir else None)
-        si, di, straight = pairs_within(sx, sy, dx, dy, limit_km * 1000.0)
+
+    def distances(a: pd.DataFrame, b: pd.DataFrame, b_name: str, fallback: bool):
+        ax, ay = a["x"].to_numpy(float), a["y"].to_numpy(float)
+        bx, by = b["x"].to_numpy(float), b["y"].to_numpy(float)
+        if net is None:
+            i, j, straight = pairs_within(ax, ay, bx, by, limit_km * 1000.0 / params.detour_factor)
+            return (
+                i,
+                j,
+                straight / 1000.0 * params.detour_factor,
+                np.full(len(i), "straight_detour", dtype=object),
+            )
+        i, j, straight = pairs_within(ax, ay, bx, by, limit_km * 1000.0)
         km, on_net = road_km(
-            net, sx, sy, dx, dy, si, di, limit_km * 1000.0, params.max_snap_m, str(dem_path)
+            net, ax, ay, bx, by, i, j, limit_km * 1000.0, params.max_snap_m, b_name
         )
         off = ~on_net
-        km[off] = straight[off] / 1000.0 * params.detour_factor
-        kind = np.where(on_net, "road", "straight_detour").astype(object)
+        km[off] = straight[off] / 1000.0 * params.detour_factor if fallback else np.nan
+        return i, j, km, np.where(on_net, "road", "straight_detour").astype(object)
 
-    alloc = allocate(sup, dem, si, di, km, kind, params, solver=solver)
+    si, di, km, kind = distances(sup, dem, str(dem_path), fallback=True)
+    hub_arg = None
+    if hubs is not None:
+        from mfa.match.hubs import check_hub_table
+
+        hub_df = check_hub_table(
+            read_sites(Path(hubs), crs, "hub_id", ("capacity_t",)), str(hubs), materials
+        )
+        s_h, h_s, km_sh, _ = distances(sup, hub_df, str(hubs), fallback=False)
+        h_d, d_h, km_hd, _ = distances(hub_df, dem, str(dem_path), fallback=False)
+        hub_arg = (
+            hub_df,
+            (s_h, h_s, km_sh),
+            (h_d, d_h, km_hd),
+            "road" if net is not None else "straight_detour",
+        )
+
+    alloc = allocate(sup, dem, si, di, km, kind, params, solver=solver, hubs=hub_arg)
     rows = []
     for k in params.sensitivity_km:
         a_k = (
-            alloc if k == params.max_km else allocate(sup, dem, si, di, km, kind, params, k, solver)
+            alloc
+            if k == params.max_km
+            else allocate(sup, dem, si, di, km, kind, params, k, solver, hub_arg)
         )
         rows.append(
-            {"max_km": k, "reused_t": a_k.matches["t"].sum(), "net_kgco2e": a_k.objective_kgco2e}
+            {
+                "max_km": k,
+                "reused_t": a_k.coverage["matched_t"].sum(),
+                "net_kgco2e": a_k.objective_kgco2e,
+            }
         )
     sens = pd.DataFrame(rows, columns=["max_km", "reused_t", "net_kgco2e"])
     seconds = time.perf_counter() - t0
@@ -136,7 +169,8 @@ def match_run(
     notes = [
         f"supply: expected outflow {first}-{last} ({scenario}) of {manifest['pipeline']} run "
         f"{manifest['run_id']} per {unit}, solved at {params.level}"
-        + (f", plus {len(supply_files)} supply file(s)" if supply_files else ""),
+        + (f", plus {len(supply_files)} supply file(s)" if supply_files else "")
+        + (f"; hubs from {Path(hubs).name}" if hubs else ""),
         "distances: "
         + (f"road km on {network}" if network else f"straight line × {params.detour_factor}")
         + f", haul limit {params.max_km:g} km",
@@ -149,7 +183,9 @@ def match_run(
         "run": {"dir": str(run), "pipeline": manifest["pipeline"], "run_id": manifest["run_id"]},
         "inputs": {
             str(p): sha256_file(Path(p))
-            for p in [dem_path, *map(Path, supply_files)] + ([Path(network)] if network else [])
+            for p in [dem_path, *map(Path, supply_files)]
+            + ([Path(network)] if network else [])
+            + ([Path(hubs)] if hubs else [])
         },
         "parameters": params.model_dump(),
         "unit": unit,

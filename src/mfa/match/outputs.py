@@ -25,7 +25,8 @@ def totals_by_material(a: Allocation) -> pd.DataFrame:
     """Per material: demand, reused and virgin t, tonne-km, transport/avoided/net kg CO2e."""
     cov = a.coverage.groupby("material")[["t", "matched_t", "virgin_t"]].sum()
     m = a.matches.assign(tkm=a.matches["t"] * a.matches["km"])
-    flows = m.groupby("material")[["tkm", "transport_kgco2e", "avoided_kgco2e", "net_kgco2e"]]
+    cols = ["tkm", "transport_kgco2e", "handling_kgco2e", "avoided_kgco2e", "net_kgco2e"]
+    flows = m.groupby("material")[cols]
     out = cov.join(flows.sum(), how="left").fillna(0.0)
     out = out.rename(columns={"t": "demand_t", "matched_t": "reused_t"})
     out["mean_km"] = np.where(
@@ -74,7 +75,8 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
         ]
         for r in sensitivity.itertuples(index=False):
             lines.append(f"| {r.max_km:g} | {r.reused_t:,.1f} | {r.net_kgco2e:,.0f} |")
-    robust = a.matches["t"][a.matches["robust"]].sum()
+    from_supply = a.matches["supply_id"] != ""  # hub → demand legs are counted at the supply
+    robust = a.matches["t"][a.matches["robust"] & from_supply].sum()
     lines += [
         "",
         f"{robust:,.1f} t of the reused tonnes still hold with the p05 supply (`robust`).",
