@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa.match.allocate import allocate
-from mfa.match.network import build_network, solve
+from mfa.match.allocate import allocate, pair_cost_g_per_t
+from mfa.match.network import build_network, compatible_pairs, solve
 from mfa.match.params import MatchParams
 
 PARAMS = MatchParams(
@@ -334,3 +334,63 @@ def test_a_hub_never_worsens_the_optimum(inst, hx, hy, cap) -> None:
     assert not (set(via["supply_id"]) & hazardous)
     c = a.coverage
     assert np.allclose(c["matched_t"] + c["virgin_t"], np.rint(c["t"] * 1000) / 1000, atol=1e-9)
+
+
+@settings(max_examples=30, deadline=None)
+@given(instances(), st.floats(0, 20_000), st.floats(0, 20_000), st.floats(0.5, 80))
+def test_ortools_equals_the_highs_linear_program(inst, hx, hy, cap) -> None:
+    """A third, independent solver: the same network as an LP (scipy HiGHS)."""
+    import scipy.sparse
+    from scipy.optimize import linprog
+
+    from mfa.match.hubs import hub_arcs
+
+    sup, dem, km = inst
+    si, di, k = _all_pairs(sup, dem, km)
+    hubs = _hubs([("H", hx, hy, round(cap, 3), 1.0, 0.5, "")])
+    sh, hd = _hub_pairs(sup, dem, hubs)
+    ok = compatible_pairs(sup, dem, si, di, k, PARAMS.max_km)
+    si, di, k = si[ok], di[ok], k[ok]
+    s_kg = np.rint(sup["t"].to_numpy() * 1000).astype(np.int64)
+    d_kg = np.rint(dem["t"].to_numpy() * 1000).astype(np.int64)
+    av = sup["material"].map(PARAMS.avoided_kgco2e_per_t).to_numpy(float)[si]
+    h = hub_arcs(
+        sup,
+        dem,
+        hubs,
+        s_kg,
+        d_kg,
+        sh,
+        hd,
+        PARAMS.kgco2e_per_tkm,
+        PARAMS.avoided_kgco2e_per_t,
+        PARAMS.max_km,
+        len(s_kg) + len(d_kg) + 2,
+    )
+    net = build_network(
+        s_kg,
+        d_kg,
+        si,
+        di,
+        pair_cost_g_per_t(k, PARAMS.kgco2e_per_tkm, av),
+        h.n_nodes,
+        (h.tails, h.heads, h.capacity_kg, h.cost_g_per_t),
+    )
+    _, obj, _ = solve(net, "ortools")
+    n, m = len(net.supply_kg), len(net.tails)
+    a_eq = scipy.sparse.coo_matrix(
+        (
+            np.r_[np.ones(m), -np.ones(m)],
+            (np.r_[net.tails, net.heads], np.r_[np.arange(m), np.arange(m)]),
+        ),
+        shape=(n, m),
+    )
+    lp = linprog(
+        net.cost_g_per_t.astype(float),
+        A_eq=a_eq.tocsr(),
+        b_eq=net.supply_kg.astype(float),
+        bounds=np.c_[np.zeros(m), net.capacity_kg.astype(float)],
+        method="highs",
+    )
+    assert lp.status == 0
+    assert obj == pytest.approx(lp.fun, rel=1e-6, abs=1e-3)
