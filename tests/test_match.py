@@ -5,8 +5,10 @@ outputs are written atomically and never inside a run."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import geopandas as gpd
@@ -89,9 +91,17 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     np.testing.assert_allclose(
         lines["net_kgco2e"], lines["transport_kgco2e"] - lines["avoided_kgco2e"]
     )
-    gpkg = {name: n for name, n in pyogrio.list_layers(out / "matching.gpkg")}
-    assert set(gpkg) == {"matches", "supply_fate", "demand_coverage"}
+    gpkg = {name: kind for name, kind in pyogrio.list_layers(out / "matching.gpkg")}
+    gpkg.pop("layer_styles")  # the attribute table of the default styles
+    assert gpkg == {"matches": "LineString", "supply_fate": "Point", "demand_coverage": "Point"}
     assert pyogrio.read_info(out / "matching.gpkg", layer="matches")["features"] == len(lines)
+    with sqlite3.connect(out / "matching.gpkg") as con:
+        styled = {r[0] for r in con.execute("SELECT f_table_name FROM layer_styles")}
+    con.close()
+    assert styled == set(gpkg)
+    for name in gpkg:
+        root = ET.fromstring((out / f"{name}.qml").read_text())
+        assert root.find("renderer-v2").get("type") == "graduatedSymbol"
     page = (tmp_path / "map.html").read_text()
     assert page.count('<line class="match"') == len(lines) and page.count('class="site"') == 5
     assert "http" not in page.split("<svg")[1]  # nothing fetched from elsewhere

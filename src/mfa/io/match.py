@@ -216,6 +216,45 @@ def _drivable(highway: object) -> bool:
     return any(str(v) in DRIVE for v in values)
 
 
+def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
+    """Default QGIS styles (QML) of the matching layers, classes from their values:
+    matches by tonnes (lines), supply fate by reused tonnes, demand coverage by the share
+    met from reuse (fixed classes)."""
+    from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
+
+    out = {}
+    specs = {
+        "matches": ("t", "line", "t", "tonnes moved (t)", "RdPu", None),
+        "supply_fate": ("reused_t", "point", "t", "reused (t)", "YlGnBu", None),
+        "demand_coverage": (
+            "share",
+            "point",
+            "%",
+            "share met from reuse",
+            "RdYlGn",
+            (0.0, 0.25, 0.5, 0.75, 1.0),
+        ),
+    }
+    for name, (col, geom, unit, title, ramp, fixed) in specs.items():
+        if name not in layers:
+            continue
+        br = fixed or class_breaks(layers[name][col].to_numpy(dtype=float))
+        out[name] = qml(
+            GraduatedStyle(
+                expression=col,
+                breaks=tuple(br),
+                colors=color_ramp(ramp, len(br) - 1, 0.2 if fixed is None else 0.0, 1.0),
+                labels=range_labels(br, unit, scale=100 if unit == "%" else 1.0),
+                geometry=geom,
+                unit="" if unit == "%" else unit,
+                title=title,
+                marker_size_mm=2.6 if name == "demand_coverage" else 1.6,
+                method="Pretty" if fixed else "Quantile",
+            )
+        )
+    return out
+
+
 def write_match_outputs(
     out: Path,
     run_dir: Path,
@@ -261,6 +300,13 @@ def write_match_outputs(
                 first = False
             else:
                 layer.to_parquet(work / f"{name}.parquet", index=False)
+        styles = match_styles({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)})
+        for name, text in styles.items():
+            (work / f"{name}.qml").write_text(text, encoding="utf-8")
+        if styles:
+            from mfa.io.qgis.geopackage import write_layer_styles
+
+            write_layer_styles(work / "matching.gpkg", styles, {k: True for k in styles})
         for name, table in tables.items():
             table.to_csv(work / f"{name}.csv", index=False)
         (work / "summary.md").write_text(summary_md, encoding="utf-8")
