@@ -5,6 +5,7 @@ outputs are written atomically and never inside a run."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -314,3 +315,44 @@ def test_a_hub_without_capacity_is_an_error(run: Path, tmp_path: Path) -> None:
         InputDataError, match=r"hubs.csv row 1 \(line 2\): hub 'depot' has no capacity"
     ):
         match_run(run, DEMAND, hubs=f)
+
+
+@pytest.mark.slow
+def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
+    qgis_python = "/usr/bin/python3"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["QT_QPA_PLATFORM"] = "offscreen"
+    if (
+        not Path(qgis_python).exists()
+        or subprocess.run(
+            [qgis_python, "-c", "import qgis.core"], capture_output=True, env=env, timeout=120
+        ).returncode
+    ):
+        pytest.skip("needs QGIS's Python bindings in /usr/bin/python3 (python3-qgis)")
+    r = match_run(run, DEMAND, out=tmp_path / "m")
+    names = ["matches", "supply_fate", "demand_coverage"]
+    done = subprocess.run(
+        [
+            qgis_python,
+            str(Path(__file__).with_name("qgis_match_check.py")),
+            str(tmp_path / "m" / "matching.gpkg"),
+            *names,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    counts = {
+        "matches": len(r.allocation.matches),
+        "supply_fate": len(r.allocation.supply_fate),
+        "demand_coverage": len(r.allocation.coverage),
+    }
+    for name in names:
+        assert seen[name] == {
+            "valid": True,
+            "features": counts[name],
+            "renderer": "graduatedSymbol",
+        }
