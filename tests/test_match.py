@@ -356,3 +356,52 @@ def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
             "features": counts[name],
             "renderer": "graduatedSymbol",
         }
+
+
+def _grid_osm(path: Path, x0: float, y0: float, x1: float, y1: float, step: float) -> Path:
+    """An OSM XML street grid (residential ways every ``step`` m) over a box in EPSG:25832."""
+    from pyproj import Transformer
+
+    to_ll = Transformer.from_crs("EPSG:25832", "EPSG:4326", always_xy=True)
+    xs, ys = np.arange(x0, x1 + 1, step), np.arange(y0, y1 + 1, step)
+    ids = np.arange(1, len(xs) * len(ys) + 1).reshape(len(ys), len(xs))
+    gx, gy = np.meshgrid(xs, ys)
+    lon, lat = to_ll.transform(gx.ravel(), gy.ravel())
+    parts = ['<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6" generator="test">']
+    parts += [
+        f'<node id="{i}" version="1" lat="{la:.8f}" lon="{lo:.8f}"/>'
+        for i, lo, la in zip(ids.ravel(), lon, lat, strict=True)
+    ]
+    lines = [ids[r, :] for r in range(len(ys))] + [ids[:, c] for c in range(len(xs))]
+    for w, nodes in enumerate(lines, start=1):
+        refs = "".join(f'<nd ref="{n}"/>' for n in nodes)
+        parts.append(f'<way id="{w}" version="1">{refs}<tag k="highway" v="residential"/></way>')
+    parts.append("</osm>")
+    path.write_text("\n".join(parts))
+    return path
+
+
+def test_road_km_end_to_end_on_a_street_grid(run: Path, tmp_path: Path) -> None:
+    osm = _grid_osm(tmp_path / "grid.osm", 643000, 6150000, 648000, 6152500, 250)
+    sites = tmp_path / "sites.csv"
+    sites.write_text(
+        "demand_id,x,y,material,t,year_from,year_to\n"
+        "harbour-park,644500,6151200,brick,120,2026,2030\n"
+        "school-yard,647100,6151500,concrete,60,2026,2035\n"
+    )
+    r = match_run(run, sites, network=osm, cache_dir=tmp_path / "cache")
+    m = r.allocation.matches
+    assert "road" in set(m["distance_kind"])
+    road = m[m["distance_kind"] == "road"]
+    straight = np.hypot(road["x1"] - road["x0"], road["y1"] - road["y0"]) / 1000
+    assert (road["km"] >= straight - 1e-9).all()  # a road is never shorter than the line
+    # on a square grid the road is at most √2 × the line plus the two snaps (≤ 500 m each)
+    assert (road["km"] <= straight * 2**0.5 + 1.0 + 1e-9).all()
+    assert (m["km"] <= 25 + 1e-9).all() and r.manifest["balance_residual_kg"] == 0
+    assert len(list((tmp_path / "cache").glob("network-*.npz"))) == 1
+    # a site beyond the extract's roads is an error naming the sites file
+    sites.write_text(
+        "demand_id,x,y,material,t,year_from,year_to\ndune-path,640000,6150500,brick,5,2030,2035\n"
+    )
+    with pytest.raises(InputDataError, match=r"sites.csv row 1: site \(640000, 6150500\) is"):
+        match_run(run, sites, network=osm, cache_dir=tmp_path / "cache")
