@@ -394,3 +394,20 @@ def test_ortools_equals_the_highs_linear_program(inst, hx, hy, cap) -> None:
     )
     assert lp.status == 0
     assert obj == pytest.approx(lp.fun, rel=1e-6, abs=1e-3)
+
+
+def test_the_benchmark_script_runs_and_both_solvers_agree() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "benchmarks" / "match.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--supply", "300", "--demand", "30", "--years", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "same optimum: True" in done.stdout
