@@ -66,7 +66,7 @@ def allocate(
     avoided = supply["material"].map(params.avoided_kgco2e_per_t).to_numpy(dtype=float)[si]
     cost = pair_cost_g_per_t(km, params.kgco2e_per_tkm, avoided)
     hub = None
-    if hubs is not None:
+    if hubs is not None and len(supply) and len(demand) and len(hubs[0]):
         hub_df, sh, hd, _ = hubs
         hub = hub_arcs(
             supply,

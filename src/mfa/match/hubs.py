@@ -110,18 +110,19 @@ def hub_arcs(
         int(max(supply["year_to"].max(), demand["year_to"].max())) + 1,
     )
     n_h, n_m, n_g, n_y = len(hubs), len(mats), len(grades), len(years)
-    m_pos = {m: i for i, m in enumerate(mats)}
-    g_pos = {g: i for i, g in enumerate(grades)}
 
     def node(h, m, g, y):
         return first_node + ((h * n_m + m) * n_g + g) * n_y + (y - years[0])
 
-    allowed = [set(t.split(";")) - {""} for t in hubs["materials"]]
+    # hub × material: may the hub take it (an empty list allows all)
+    lists = [set(t.split(";")) - {""} for t in hubs["materials"]]
+    allow = np.array([[not ls or m in ls for m in mats] for ls in lists], dtype=bool)
+    allow = allow.reshape(n_h, n_m)
+    mat_index = pd.Index(mats)
 
     def ok_mat(h: np.ndarray, mat: np.ndarray) -> np.ndarray:
-        return np.array(
-            [not allowed[a] or b in allowed[a] for a, b in zip(h, mat, strict=True)], bool
-        )
+        m = mat_index.get_indexer(mat)
+        return (m >= 0) & allow[h, np.maximum(m, 0)]
 
     # supply → hub, in the supply's first year
     s, h, km = sh
@@ -131,8 +132,8 @@ def hub_arcs(
     )
     s, h, km, s_mat = s[keep], h[keep], km[keep], s_mat[keep]
     y_in = supply["year_from"].to_numpy()[s].astype(int)
-    m_i = np.array([m_pos[m] for m in s_mat], dtype=np.int64)
-    g_i = np.array([g_pos[int(g)] for g in supply["grade"].to_numpy()[s]], dtype=np.int64)
+    m_i = mat_index.get_indexer(s_mat).astype(np.int64)
+    g_i = pd.Index(grades).get_indexer(supply["grade"].to_numpy().astype(int)[s]).astype(np.int64)
     handling = hubs["handling_kgco2e_per_t"].to_numpy(float)[h]
     a0 = (
         s,
@@ -169,7 +170,7 @@ def hub_arcs(
     h2, d, km2 = hd
     d_mat = demand["material"].to_numpy()[d]
     limit = np.fmin(demand["max_km"].to_numpy(float)[d], max_km)
-    keep = (km2 <= limit) & np.isfinite(km2) & np.isin(d_mat, mats) & ok_mat(h2, d_mat)
+    keep = (km2 <= limit) & np.isfinite(km2) & ok_mat(h2, d_mat)
     h2, d, km2, d_mat = h2[keep], d[keep], km2[keep], d_mat[keep]
     parts = []
     for gi, g in enumerate(grades):
@@ -182,8 +183,8 @@ def hub_arcs(
             if not sel.any():
                 continue
             hs, ds, ks, ms = h2[sel], d[sel], km2[sel], d_mat[sel]
-            av = np.array([avoided[m] for m in ms], dtype=float)
-            m_i = np.array([m_pos[m] for m in ms], dtype=np.int64)
+            av = pd.Series(ms).map(avoided).to_numpy(dtype=float)
+            m_i = mat_index.get_indexer(ms).astype(np.int64)
             parts.append(
                 (
                     node(hs, m_i, gi, y),
