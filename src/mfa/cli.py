@@ -421,6 +421,84 @@ def pull(
             err.print(f"[yellow]warning:[/] {r['role']}: {r['warning']}", highlight=False)
 
 
+@app.command()
+def match(
+    run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
+    demand: Annotated[
+        Path, typer.Option("--demand", help="sites: CSV (x,y in the run CRS) or a vector file")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="new folder to write")],
+    supply: Annotated[
+        list[Path] | None, typer.Option("--supply", help="extra supply file (repeatable)")
+    ] = None,
+    years: Annotated[
+        str | None, typer.Option("--years", help="run supply in FIRST-LAST (default: demand's)")
+    ] = None,
+    max_km: Annotated[
+        float | None, typer.Option("--max-km", help="haul limit, km (default config/match.toml)")
+    ] = None,
+    network: Annotated[
+        Path | None, typer.Option("--network", help="OSM XML extract for road km")
+    ] = None,
+    hubs: Annotated[
+        Path | None, typer.Option("--hubs", help="hubs file (storage/processing sites)")
+    ] = None,
+    unit: Annotated[str, typer.Option("--unit", help="building | grid | district")] = "grid",
+    cell_size: Annotated[float, typer.Option("--cell-size", help="grid cell, m")] = 250.0,
+    scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
+    solver: Annotated[str, typer.Option("--solver", help="ortools | networkx")] = "ortools",
+    map_file: Annotated[
+        Path | None, typer.Option("--map", help="also write a self-contained HTML map")
+    ] = None,
+) -> None:
+    """Allocate what comes free to the --demand sites by road distance and net CO2."""
+    from mfa.match import match_run
+
+    try:
+        span = None
+        if years:
+            try:
+                first, _, last = years.partition("-")
+                span = (int(first), int(last or first))
+            except ValueError:
+                raise typer.BadParameter("--years looks like 2026-2035") from None
+        result = match_run(
+            run,
+            demand,
+            tuple(supply or ()),
+            span,
+            max_km,
+            network,
+            unit,
+            cell_size,
+            scenario,
+            solver,
+            out=output,
+            cache_dir=Path("geodata/cache"),
+            hubs=hubs,
+        )
+    except MfaError as exc:
+        _fail(exc)
+    out.print(result.summary, highlight=False)
+    out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
+    if map_file is not None:
+        from mfa.io.matchmap import write_match_map
+        from mfa.match.outputs import totals_by_material
+
+        a = result.allocation
+        run_info = result.manifest["run"]
+        write_match_map(
+            map_file,
+            matches=a.matches,
+            coverage=a.coverage,
+            totals=totals_by_material(a),
+            title=f"Reuse matching: {demand.name} against {run_info['pipeline']}",
+            attribution=f"mfa {run_info['pipeline']} run {run_info['run_id']}: data sources, "
+            "licences and attribution are listed in the run's run.json",
+        )
+        out.print(f"map written to {map_file}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

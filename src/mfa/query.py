@@ -28,7 +28,14 @@ from mfa.io.tables import load_intensity_table
 from mfa.stocks.intensity import intensity_percentiles
 from mfa.stocks.uncertainty import group_draws, intensity_draws, percentile_columns
 
-__all__ = ["QueryResult", "area_around", "availability", "outflow_share"]
+__all__ = [
+    "QueryResult",
+    "area_around",
+    "availability",
+    "outflow_factor",
+    "outflow_share",
+    "run_draws",
+]
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,9 @@ def outflow_share(
     return remaining(first_year - 1) - remaining(last_year)
 
 
-def _draws(manifest: dict) -> tuple[list[str], np.ndarray, list[str]]:
+def run_draws(manifest: dict) -> tuple[list[str], np.ndarray, list[str]]:
+    """The run's archetypes, intensity draws (draws × archetypes × materials, kg/m²) and
+    materials, recomputed from the table, seed and settings in ``run.json``."""
     info, unc = manifest["intensities"], manifest["uncertainty"]
     table_path = Path(info["table"])
     if not table_path.is_file():
@@ -136,7 +145,7 @@ def availability(
         inside = np.ones(len(b), dtype=bool)
         where = f"in district(s) {', '.join(districts or [])}"
     b = b.loc[inside].reset_index(drop=True)
-    archetypes, draws, all_materials = _draws(manifest)
+    archetypes, draws, all_materials = run_draws(manifest)
     chosen = materials or all_materials
     unknown = [m for m in chosen if m not in all_materials]
     if unknown:
@@ -145,33 +154,8 @@ def availability(
     factor = np.ones(len(b))
     label = "standing stock"
     if years is not None:
-        first, last = years
-        if last < first:
-            raise InputDataError(f"years {first}-{last}: the first year comes after the last")
-        sc = _scenario(manifest, scenario)
-        flows = manifest["flows"]
-        base = flows["base_year"]
-        if first <= base:
-            raise InputDataError(f"years must be after the run's base year {base}")
-        lts = {
-            f: lifetime(v["kind"], **{k: x for k, x in v.items() if k != "kind"})
-            for f, v in flows["lifetimes"].items()
-        }
-        year = b["construction_year"].astype("Float64")
-        year = year.fillna(year.median() if year.notna().any() else base).to_numpy(dtype=float)
-        year = np.minimum(year, base)
-        for f, lt in lts.items():
-            rows = (b["function"] == f).to_numpy()
-            if rows.any():
-                factor[rows] = outflow_share(
-                    year[rows],
-                    lt.scaled(sc["lifetime_factor"]),
-                    base,
-                    first,
-                    last,
-                    sc["extra_demolition_rate"],
-                )
-        label = f"expected outflow {first}-{last} ({scenario})"
+        factor = outflow_factor(b, manifest, scenario, *years)
+        label = f"expected outflow {years[0]}-{years[1]} ({scenario})"
     weight = gfa * factor
     a_idx = pd.Index(archetypes).get_indexer(b["archetype_id"].astype(object))
     total = group_draws(weight, a_idx, np.zeros(len(b), dtype=np.int64), 1, draws)
@@ -206,6 +190,44 @@ def availability(
         f"{label}, {len(b):,} buildings {where} ({manifest['pipeline']}, run {manifest['run_id']})"
     )
     return QueryResult(summary, gpd.GeoDataFrame(out, geometry="geometry", crs=b.crs), desc)
+
+
+def outflow_factor(
+    b: pd.DataFrame, manifest: dict, scenario: str, first: int, last: int
+) -> np.ndarray:
+    """Per building of a run's ``buildings`` table, the expected share demolished in
+    ``first`` … ``last`` under ``scenario`` (lifetimes and base year from ``run.json``).
+
+    Buildings without a construction year take the median of the others (the base year if
+    none has one), as in ``flows.parquet``.
+    """
+    if last < first:
+        raise InputDataError(f"years {first}-{last}: the first year comes after the last")
+    sc = _scenario(manifest, scenario)
+    flows = manifest["flows"]
+    base = flows["base_year"]
+    if first <= base:
+        raise InputDataError(f"years must be after the run's base year {base}")
+    lts = {
+        f: lifetime(v["kind"], **{k: x for k, x in v.items() if k != "kind"})
+        for f, v in flows["lifetimes"].items()
+    }
+    year = b["construction_year"].astype("Float64")
+    year = year.fillna(year.median() if year.notna().any() else base).to_numpy(dtype=float)
+    year = np.minimum(year, base)
+    factor = np.ones(len(b))  # a function without lifetimes: as before, share 1
+    for f, lt in lts.items():
+        rows = (b["function"] == f).to_numpy()
+        if rows.any():
+            factor[rows] = outflow_share(
+                year[rows],
+                lt.scaled(sc["lifetime_factor"]),
+                base,
+                first,
+                last,
+                sc["extra_demolition_rate"],
+            )
+    return factor
 
 
 def _xy(b: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,324 @@
+"""Files of reuse matching: its config table, demand and supply files, the road network
+extract (cached), and the outputs written atomically into a folder the user names."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tomllib
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from mfa.errors import ConfigError, InputDataError, InputNotFoundError, PublishError
+from mfa.match.distances import RoadNetwork
+from mfa.match.params import MatchParams
+
+__all__ = [
+    "load_match_params",
+    "load_road_network",
+    "read_sites",
+    "write_match_outputs",
+]
+
+#: ``highway=*`` values a lorry may drive on (osmnx's "drive" network without its service
+#: sub-filters; tracks and paths excluded).
+DRIVE = frozenset(
+    {
+        "motorway",
+        "motorway_link",
+        "trunk",
+        "trunk_link",
+        "primary",
+        "primary_link",
+        "secondary",
+        "secondary_link",
+        "tertiary",
+        "tertiary_link",
+        "unclassified",
+        "residential",
+        "living_street",
+        "service",
+        "road",
+    }
+)
+_NUMERIC = (
+    "t",
+    "year_from",
+    "year_to",
+    "min_grade",
+    "max_km",
+    "grade",
+    "capacity_t",
+    "handling_kgco2e_per_t",
+    "holding_kgco2e_per_t_year",
+)
+
+
+def load_match_params(path: Path, materials: list[str], **overrides: object) -> MatchParams:
+    """``config/match.toml`` as :class:`MatchParams`; every material needs an avoided value."""
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    avoided = {m: float(v["value"]) for m, v in raw.get("avoided_kgco2e_per_t", {}).items()}
+    missing = [m for m in materials if m not in avoided]
+    if missing:
+        raise ConfigError(f"{path}: [avoided_kgco2e_per_t.{missing[0]}] is missing; add it")
+    d = raw.get("distance", {})
+    values = {
+        "kgco2e_per_tkm": raw.get("transport", {}).get("kgco2e_per_tkm"),
+        "detour_factor": d.get("detour_factor"),
+        "max_km": d.get("max_km_default"),
+        "sensitivity_km": tuple(d.get("sensitivity_km", ())),
+        "max_snap_m": d.get("max_snap_m"),
+        "run_grade": raw.get("supply", {}).get("run_grade"),
+        "level": raw.get("supply", {}).get("level", "p50"),
+        "avoided_kgco2e_per_t": avoided,
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return MatchParams(**values)
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise ConfigError(f"{path}: {' '.join(first[1:3]).strip()}; fix the value") from None
+
+
+def read_sites(
+    path: Path,
+    crs: str,
+    id_col: str,
+    required: tuple[str, ...] = ("material", "t", "year_from", "year_to"),
+) -> pd.DataFrame:
+    """A demand or supply file as a table with ``x``, ``y`` in the run's CRS (m).
+
+    CSV with ``x``/``y`` columns (run CRS) or a ``geometry`` column of WKT points; or any
+    vector file geopandas reads (GeoJSON, GeoPackage, GeoParquet) with its CRS set.
+    Polygons count by their representative point.
+    """
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: file not found; check the path")
+    name = str(path)
+    if path.suffix.lower() in (".csv", ".txt"):
+        try:
+            df = pd.read_csv(path, dtype={id_col: "string", "material": "string"})
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise InputDataError(f"{path}: not a readable CSV table ({exc}); fix it") from exc
+        if {"x", "y"} <= set(df.columns):
+            xy = [pd.to_numeric(df[c], errors="coerce") for c in ("x", "y")]
+            bad = xy[0].isna() | xy[1].isna()
+            if bad.any():
+                i = int(bad.to_numpy().argmax())
+                raise InputDataError(f"{name} row {i + 1} (line {i + 2}): x or y is not a number")
+            df["x"], df["y"] = xy
+        elif "geometry" in df.columns:
+            try:
+                geom = shapely.from_wkt(df["geometry"].astype(str).to_numpy())
+            except shapely.errors.GEOSException as exc:
+                raise InputDataError(f"{name}: geometry is not WKT ({exc}); fix that row") from exc
+            df = _xy_from(gpd.GeoDataFrame(df, geometry=geom, crs=crs), name)
+        else:
+            raise InputDataError(f"{name}: no x/y or geometry column; add x and y (run CRS, m)")
+    else:
+        try:
+            g = gpd.read_file(path) if path.suffix.lower() != ".parquet" else gpd.read_parquet(path)
+        except Exception as exc:
+            raise InputDataError(f"{path}: not a readable vector file ({exc})") from exc
+        if g.crs is None:
+            raise InputDataError(f"{name}: no CRS; set it (the run's is {crs})")
+        df = _xy_from(g.to_crs(crs), name)
+    missing = [c for c in (id_col, *required) if c not in df.columns]
+    if missing:
+        raise InputDataError(f"{name}: column(s) {missing} missing; add them")
+    for col in _NUMERIC:
+        if col in df.columns:
+            num = pd.to_numeric(df[col], errors="coerce")
+            bad = num.isna() & df[col].notna()
+            if bad.any():
+                i = int(bad.to_numpy().argmax())
+                raise InputDataError(
+                    f"{name} row {i + 1} (line {i + 2}): {col} {df[col].iloc[i]!r} is not a number"
+                )
+            df[col] = num
+    if "material" in df.columns:
+        df["material"] = df["material"].astype("string").str.strip()
+    return df
+
+
+def _xy_from(g: gpd.GeoDataFrame, name: str) -> pd.DataFrame:
+    empty = g.geometry.isna() | g.geometry.is_empty
+    if empty.any():
+        i = int(empty.to_numpy().argmax())
+        raise InputDataError(f"{name} row {i + 1}: empty geometry; give the site a point")
+    pts = shapely.point_on_surface(g.geometry.values)
+    df = pd.DataFrame(g.drop(columns=g.geometry.name))
+    df["x"], df["y"] = shapely.get_x(pts), shapely.get_y(pts)
+    return df
+
+
+def load_road_network(extract: Path, crs: str, cache_dir: Path | None = None) -> RoadNetwork:
+    """The drive network of an OSM XML extract (``.osm``, ``.osm.bz2``) in the run's CRS.
+
+    Only edges with a ``highway`` in :data:`DRIVE` count (``graph_from_xml`` keeps every
+    way, buildings too); nodes without such an edge are left out, so points snap to roads.
+
+    Built with osmnx (``graph_from_xml``, simplified, projected); the drive network's arrays
+    are cached under ``cache_dir`` (``network-<sha256 of the extract>-<CRS>.npz``).
+    """
+    import osmnx as ox
+
+    if not extract.is_file():
+        raise InputNotFoundError(f"{extract}: network extract not found; check --network")
+    digest = hashlib.sha256(extract.read_bytes()).hexdigest()[:16]
+    tag = crs.replace(":", "")
+    cached = cache_dir / f"network-{digest}-{tag}.npz" if cache_dir else None
+    if cached is not None and cached.is_file():
+        with np.load(cached) as z:
+            return RoadNetwork(z["x"], z["y"], z["u"], z["v"], z["w"])
+    try:
+        g = ox.graph_from_xml(extract, simplify=True, retain_all=True)
+    except Exception as exc:  # osmnx raises many kinds on bad XML
+        raise InputDataError(f"{extract}: not a readable OSM XML extract ({exc})") from exc
+    g = ox.project_graph(g, to_crs=crs)
+    drive = [
+        (u, v, float(d["length"])) for u, v, d in g.edges(data=True) if _drivable(d.get("highway"))
+    ]
+    if not drive:
+        raise InputDataError(f"{extract}: the extract holds no roads; use one with highways")
+    nodes = sorted({n for u, v, _ in drive for n in (u, v)})
+    pos = {n: i for i, n in enumerate(nodes)}
+    arrays = {
+        "x": np.array([g.nodes[n]["x"] for n in nodes], dtype=float),
+        "y": np.array([g.nodes[n]["y"] for n in nodes], dtype=float),
+        "u": np.array([pos[e[0]] for e in drive], dtype=np.int64),
+        "v": np.array([pos[e[1]] for e in drive], dtype=np.int64),
+        "w": np.array([e[2] for e in drive], dtype=float),
+    }
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.stem}.{uuid.uuid4().hex[:6]}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cached)
+    return RoadNetwork(arrays["x"], arrays["y"], arrays["u"], arrays["v"], arrays["w"])
+
+
+def _drivable(highway: object) -> bool:
+    values = highway if isinstance(highway, list) else [highway]
+    return any(str(v) in DRIVE for v in values)
+
+
+def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
+    """Default QGIS styles (QML) of the matching layers, classes from their values:
+    matches by tonnes (lines), supply fate by reused tonnes, demand coverage by the share
+    met from reuse (fixed classes)."""
+    from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
+
+    out = {}
+    specs = {
+        "matches": ("t", "line", "t", "tonnes moved (t)", "RdPu", None),
+        "supply_fate": ("reused_t", "point", "t", "reused (t)", "YlGnBu", None),
+        "demand_coverage": (
+            "share",
+            "point",
+            "%",
+            "share met from reuse",
+            "RdYlGn",
+            (0.0, 0.25, 0.5, 0.75, 1.0),
+        ),
+    }
+    for name, (col, geom, unit, title, ramp, fixed) in specs.items():
+        if name not in layers:
+            continue
+        br = fixed or class_breaks(layers[name][col].to_numpy(dtype=float))
+        out[name] = qml(
+            GraduatedStyle(
+                expression=col,
+                breaks=tuple(br),
+                colors=color_ramp(ramp, len(br) - 1, 0.2 if fixed is None else 0.0, 1.0),
+                labels=range_labels(br, unit, scale=100 if unit == "%" else 1.0),
+                geometry=geom,
+                unit="" if unit == "%" else unit,
+                title=title,
+                marker_size_mm=2.6 if name == "demand_coverage" else 1.6,
+                method="Pretty" if fixed else "Quantile",
+            )
+        )
+    return out
+
+
+def write_match_outputs(
+    out: Path,
+    run_dir: Path,
+    layers: dict[str, gpd.GeoDataFrame | pd.DataFrame],
+    tables: dict[str, pd.DataFrame],
+    manifest: dict,
+    summary_md: str,
+) -> Path:
+    """Write the outputs into ``out`` atomically: into a sibling work folder, then renamed.
+
+    ``out`` must not lie inside a run folder; an existing ``out`` is replaced only if mfa
+    match wrote it (it holds ``match.json``), anything else is left alone.
+    """
+    out = Path(out)
+    resolved = out.resolve()
+    run_real = run_dir.resolve()
+    if resolved == run_real or run_real in resolved.parents:
+        raise PublishError(f"{out}: inside the run folder {run_dir}; name a folder outside it")
+    if (resolved / "run.json").exists() or resolved.name == "latest":
+        raise PublishError(f"{out}: looks like a run folder; name a new folder for the matching")
+    ours = (out / "match.json").is_file()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not ours)):
+        raise PublishError(
+            f"{out}: exists and was not written by mfa match; name a new or empty folder"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.work-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    try:
+        first = True
+        for name, layer in layers.items():
+            if isinstance(layer, gpd.GeoDataFrame):
+                layer.to_parquet(work / f"{name}.parquet", write_covering_bbox=True)
+                # GeoPackage 1.3 too: the QGIS of Debian/Ubuntu cannot read GeoParquet
+                pyogrio.write_dataframe(
+                    layer,
+                    work / "matching.gpkg",
+                    layer=name,
+                    driver="GPKG",
+                    geometry_type="LineString" if name == "matches" else "Point",
+                    dataset_options={"VERSION": "1.3"} if first else None,
+                )
+                first = False
+            else:
+                layer.to_parquet(work / f"{name}.parquet", index=False)
+        styles = match_styles({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)})
+        for name, text in styles.items():
+            (work / f"{name}.qml").write_text(text, encoding="utf-8")
+        if styles:
+            from mfa.io.qgis.geopackage import write_layer_styles
+
+            write_layer_styles(work / "matching.gpkg", styles, {k: True for k in styles})
+        for name, table in tables.items():
+            table.to_csv(work / f"{name}.csv", index=False)
+        (work / "summary.md").write_text(summary_md, encoding="utf-8")
+        (work / "match.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+        os.replace(work, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,226 @@
+"""From supply, demand and candidate pairs to an allocation with its CO2 balance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mfa.match.hubs import HubArcs, hub_arcs
+from mfa.match.network import build_network, compatible_pairs, solve
+from mfa.match.params import MatchParams
+
+__all__ = ["Allocation", "allocate", "pair_cost_g_per_t"]
+
+
+def pair_cost_g_per_t(km: np.ndarray, kgco2e_per_tkm: float, avoided_kgco2e_per_t: np.ndarray):
+    """Net CO2 of moving one tonne ``km`` to replace virgin material, in g CO2e per t
+    (rounded to whole grams: the solvers need integers)."""
+    return np.rint((km * kgco2e_per_tkm - avoided_kgco2e_per_t) * 1000.0).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The optimum: the matches, the fate of each supply row, the coverage of each site."""
+
+    matches: pd.DataFrame
+    supply_fate: pd.DataFrame
+    coverage: pd.DataFrame
+    objective_kgco2e: float
+    solver: str
+    balance_residual_kg: int
+    n_arcs: int
+
+
+def allocate(
+    supply: pd.DataFrame,
+    demand: pd.DataFrame,
+    si: np.ndarray,
+    di: np.ndarray,
+    km: np.ndarray,
+    kind: np.ndarray,
+    params: MatchParams,
+    max_km: float | None = None,
+    solver: str = "ortools",
+    hubs: tuple[pd.DataFrame, tuple, tuple, str] | None = None,
+) -> Allocation:
+    """Solve the allocation at ``params.level`` of the supply (t, or p05/p50/p95).
+
+    ``si``, ``di``, ``km``, ``kind`` are candidate pairs (positions into ``supply`` and
+    ``demand``, road or detour km, ``road`` / ``straight_detour``); the ones that break a
+    rule (:func:`compatible_pairs`) are dropped. A match is ``robust`` when its supply
+    row's reused tonnes stay within the row's p05.
+
+    ``hubs`` = (hub table, (supply rows, hub rows, km), (hub rows, demand rows, km),
+    distance kind of those pairs) adds the hubs (:mod:`mfa.match.hubs`); a move through a
+    hub appears as two matches, supply → hub and hub → demand, with ``via_hub`` set.
+    """
+    limit = params.max_km if max_km is None else max_km
+    ok = compatible_pairs(supply, demand, si, di, km, limit)
+    si, di, km, kind = si[ok], di[ok], km[ok], kind[ok]
+    level = "t" if params.level == "t" else f"t_{params.level}"
+    s_t = supply[level].to_numpy(dtype=float)
+    s_kg = np.rint(s_t * 1000.0).astype(np.int64)
+    d_kg = np.rint(demand["t"].to_numpy(dtype=float) * 1000.0).astype(np.int64)
+    avoided = supply["material"].map(params.avoided_kgco2e_per_t).to_numpy(dtype=float)[si]
+    cost = pair_cost_g_per_t(km, params.kgco2e_per_tkm, avoided)
+    hub = None
+    if hubs is not None and len(supply) and len(demand) and len(hubs[0]):
+        hub_df, sh, hd, _ = hubs
+        hub = hub_arcs(
+            supply,
+            demand,
+            hub_df,
+            s_kg,
+            d_kg,
+            sh,
+            hd,
+            params.kgco2e_per_tkm,
+            params.avoided_kgco2e_per_t,
+            limit,
+            len(s_kg) + len(d_kg) + 2,
+        )
+        net = build_network(
+            s_kg,
+            d_kg,
+            si,
+            di,
+            cost,
+            hub.n_nodes,
+            (hub.tails, hub.heads, hub.capacity_kg, hub.cost_g_per_t),
+        )
+    else:
+        net = build_network(s_kg, d_kg, si, di, cost)
+    flows, obj, used = solve(net, solver)
+    hf = flows[len(flows) - net.n_extra :] if net.n_extra else np.zeros(0, np.int64)
+    inflow = np.bincount(net.heads, flows, len(net.supply_kg))
+    outflow = np.bincount(net.tails, flows, len(net.supply_kg))
+    residual = int(np.abs(outflow - inflow - net.supply_kg).max())
+    pf = flows[: net.n_pairs]
+    used_arc = pf > 0
+    t = pf[used_arc] / 1000.0
+    ms, md, mkm = si[used_arc], di[used_arc], km[used_arc]
+    reused_kg = np.bincount(si, pf, len(supply))
+    via_hub_kg = np.zeros(len(supply))
+    if hub is not None:
+        k0, k2 = hub.kind == 0, hub.kind == 2
+        via_hub_kg = np.bincount(hub.end[k0], hf[k0], len(supply))
+        reused_kg = reused_kg + via_hub_kg
+    s_rows, d_rows = supply.iloc[ms], demand.iloc[md]
+    transport = t * mkm * params.kgco2e_per_tkm
+    avoided_t = t * avoided[used_arc]
+    matches = pd.DataFrame(
+        {
+            "supply_id": s_rows["supply_id"].to_numpy(),
+            "demand_id": d_rows["demand_id"].to_numpy(),
+            "material": s_rows["material"].to_numpy(),
+            "year_out": np.maximum(s_rows["year_from"].to_numpy(), d_rows["year_from"].to_numpy()),
+            "t": t,
+            "km": mkm,
+            "distance_kind": kind[used_arc],
+            "transport_kgco2e": transport,
+            "avoided_kgco2e": avoided_t,
+            "net_kgco2e": transport - avoided_t,
+            "robust": reused_kg[ms] / 1000.0 <= supply["t_p05"].to_numpy(dtype=float)[ms] + 1e-9,
+            "x0": s_rows["x"].to_numpy(),
+            "y0": s_rows["y"].to_numpy(),
+            "x1": d_rows["x"].to_numpy(),
+            "y1": d_rows["y"].to_numpy(),
+        }
+    )
+    matches.insert(4, "year_in", matches["year_out"])
+    matches.insert(2, "via_hub", "")
+    matches.insert(matches.columns.get_loc("avoided_kgco2e"), "handling_kgco2e", 0.0)
+    if hub is not None:
+        matches = pd.concat(
+            [matches, _hub_matches(hub, hf, supply, demand, hubs[0], params, hubs[3], reused_kg)],
+            ignore_index=True,
+        )
+    matches = matches.sort_values(
+        ["material", "supply_id", "via_hub", "demand_id", "year_out"], ignore_index=True
+    )
+    eol = flows[net.n_pairs : net.n_pairs + net.n_supply] / 1000.0
+    hazardous = supply["hazardous"].to_numpy(dtype=bool)
+    reused_t = reused_kg / 1000.0
+    fate = np.where(
+        hazardous,
+        "hazardous",
+        np.where(reused_t <= 0, "end_of_life", np.where(eol > 0, "partly_reused", "reused")),
+    )
+    supply_fate = supply[
+        ["supply_id", "x", "y", "material", "year_from", "year_to", "t", "t_p05", "t_p50", "t_p95"]
+    ].assign(
+        solved_t=s_kg / 1000.0,
+        reused_t=reused_t,
+        via_hub_t=via_hub_kg / 1000.0,
+        end_of_life_t=eol,
+        fate=fate,
+    )
+    virgin = flows[net.n_pairs + net.n_supply : net.n_pairs + net.n_supply + net.n_demand] / 1000.0
+    matched_kg = np.bincount(di, pf, len(demand))
+    if hub is not None:
+        matched_kg = matched_kg + np.bincount(hub.end[k2], hf[k2], len(demand))
+    matched = matched_kg / 1000.0
+    med = matches.groupby(["demand_id", "material"])["km"].median()
+    keys = pd.MultiIndex.from_frame(demand[["demand_id", "material"]])
+    coverage = demand.assign(
+        matched_t=matched,
+        virgin_t=virgin,
+        share=np.where(demand["t"] > 0, matched / demand["t"].where(demand["t"] > 0, 1.0), 1.0),
+        median_km=med.reindex(keys).to_numpy(dtype=float),
+    )
+    return Allocation(matches, supply_fate, coverage, obj / 1e6, used, residual, len(net.tails))
+
+
+def _hub_matches(
+    hub: HubArcs,
+    hf: np.ndarray,
+    supply: pd.DataFrame,
+    demand: pd.DataFrame,
+    hubs: pd.DataFrame,
+    params: MatchParams,
+    kind: str,
+    reused_kg: np.ndarray,
+) -> pd.DataFrame:
+    """Used supply → hub and hub → demand arcs as match rows."""
+    rows = []
+    for k, side in ((0, supply), (2, demand)):
+        sel = (hub.kind == k) & (hf > 0)
+        t = hf[sel] / 1000.0
+        end, h, year, km = hub.end[sel], hub.hub[sel], hub.year[sel], hub.km[sel]
+        e = side.iloc[end]
+        hx, hy = hubs["x"].to_numpy(float)[h], hubs["y"].to_numpy(float)[h]
+        transport = t * km * params.kgco2e_per_tkm
+        handling = t * hubs["handling_kgco2e_per_t"].to_numpy(float)[h] if k == 0 else 0 * t
+        avoided = t * hub.avoided_kgco2e_per_t[sel]
+        ids = e["supply_id" if k == 0 else "demand_id"].to_numpy()
+        rows.append(
+            pd.DataFrame(
+                {
+                    "supply_id": ids if k == 0 else "",
+                    "demand_id": "" if k == 0 else ids,
+                    "via_hub": hubs["hub_id"].to_numpy()[h],
+                    "material": e["material"].to_numpy(),
+                    "year_out": e["year_from"].to_numpy() if k == 0 else year,
+                    "year_in": year,
+                    "t": t,
+                    "km": km,
+                    "distance_kind": kind,
+                    "transport_kgco2e": transport,
+                    "handling_kgco2e": handling,
+                    "avoided_kgco2e": avoided,
+                    "net_kgco2e": transport + handling - avoided,
+                    "robust": (
+                        reused_kg[end] / 1000.0 <= supply["t_p05"].to_numpy(float)[end] + 1e-9
+                        if k == 0
+                        else True
+                    ),
+                    "x0": e["x"].to_numpy(float) if k == 0 else hx,
+                    "y0": e["y"].to_numpy(float) if k == 0 else hy,
+                    "x1": hx if k == 0 else e["x"].to_numpy(float),
+                    "y1": hy if k == 0 else e["y"].to_numpy(float),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
