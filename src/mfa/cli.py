@@ -43,7 +43,10 @@ def prefect_defaults(home: Path | None = None) -> None:
 
 
 def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.text import Text
+
+    # the message may quote input text ('[/b]'): never read as Rich markup
+    err.print(Text("error:", style="bold red"), Text(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -262,6 +265,21 @@ def _parse_pair(text: str, what: str) -> tuple[float, float]:
     return a, b
 
 
+def _wkt_file(path: Path) -> Any:
+    """The polygon in a WKT text file (the run's CRS), or a one-line error."""
+    import shapely
+
+    from mfa.errors import InputDataError
+
+    try:
+        return shapely.from_wkt(path.read_text(encoding="utf-8-sig").strip())
+    except (shapely.errors.GEOSException, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise InputDataError(
+            f"{path}: not WKT ({reason}); write e.g. POLYGON ((x y, ...))"
+        ) from None
+
+
 @app.command()
 def query(
     run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
@@ -292,7 +310,6 @@ def query(
     ] = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
-    import geopandas as gpd
     import shapely
     from pyproj import CRS, Transformer
 
@@ -314,8 +331,12 @@ def query(
                 x, y = _parse_pair(around, "--around")  # type: ignore[arg-type]
             area = area_around(x, y, radius)
         elif within:
-            if Path(within).is_file():
-                shapes = gpd.read_file(within)
+            if Path(within).is_file() and Path(within).suffix.lower() in (".wkt", ".txt"):
+                area = _wkt_file(Path(within))
+            elif Path(within).is_file():
+                from mfa.io.safeopen import read_vector
+
+                shapes = read_vector(Path(within), None, "area file", "--within")
                 if shapes.crs is not None and crs:
                     shapes = shapes.to_crs(crs)
                 area = shapely.union_all(shapes.geometry.values)

@@ -14,7 +14,8 @@ import pydantic
 from pydantic import BaseModel
 
 from mfa.config.models import Pipeline
-from mfa.errors import ConfigError, InputNotFoundError
+from mfa.errors import ConfigError, InputDataError, InputNotFoundError
+from mfa.io.files import path_problem
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -130,10 +131,13 @@ def _check_files(p: Pipeline, file: Path) -> None:
         if path is None:
             continue
         ok = path.is_dir() if is_dir else path.is_file()
-        if not is_dir and path.is_dir():
+        problem = None if is_dir else path_problem(path)
+        if problem == "is a folder, not a file":
             raise InputNotFoundError(
                 f"{file}: key '{key}': {path} is a folder, not a file; give a file"
             )
+        if problem not in (None, "does not exist"):
+            raise InputDataError(f"{file}: key '{key}': {path} {problem}; give a regular file")
         if not ok:
             kind = "folder" if is_dir else "file"
             raise InputNotFoundError(
@@ -153,6 +157,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
         The pipeline file or a file it names does not exist.
     """
     file = Path(path)
+    problem = path_problem(file)
+    if problem not in (None, "does not exist"):
+        raise InputDataError(f"{file}: the pipeline file {problem}; pass a regular file")
     if not file.is_file():
         raise InputNotFoundError(
             f"{file}: pipeline file not found; pass the path of a file in pipelines/, "
@@ -160,7 +167,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         )
     file = file.resolve()
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}; fix the syntax at that line") from exc
     except UnicodeDecodeError as exc:

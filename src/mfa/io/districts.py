@@ -11,6 +11,7 @@ from mfa.config import DistrictSource
 from mfa.errors import InputDataError
 from mfa.io.files import check_input_file
 from mfa.io.geoparquet import read_geoparquet
+from mfa.io.safeopen import read_vector
 
 __all__ = ["read_districts"]
 
@@ -21,13 +22,10 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     Sorted by ``district_id``. Ids must be unique and non-empty, geometries polygons.
     """
     path = check_input_file(Path(source.path), "districts file", "sources.districts.path")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = read_geoparquet(path)  # GDAL's Parquet driver is often missing
-        else:
-            gdf = gpd.read_file(path, layer=source.layer)
-    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
-        raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        gdf = read_geoparquet(path)  # GDAL's Parquet driver is often missing
+    else:
+        gdf = read_vector(path, source.layer, "districts file", "sources.districts.path")
     where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise InputDataError(f"{where}: no geometry column; districts need polygons")

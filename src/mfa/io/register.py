@@ -21,6 +21,7 @@ from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file
 from mfa.io.geoparquet import iter_geoparquet
+from mfa.io.safeopen import check_text_file, read_vector
 
 __all__ = [
     "BBR_CRS_CODES",
@@ -132,12 +133,13 @@ def iter_register(
         return
     try:
         if kind in (".csv", ".csv.gz"):
+            check_text_file(path, "register file", "sources.register.path")
             df = pd.read_csv(
                 path, dtype="string", keep_default_na=False, na_values=[""], sep=_separator(path)
             )
             kind = "csv"
         elif kind == ".gpkg":
-            df = gpd.read_file(path, layer=source.layer)
+            df = read_vector(path, source.layer, "register file", "sources.register.path")
         else:
             raise InputDataError(
                 f"{path}: unknown register format {kind!r}; use .csv, .csv.gz, .parquet or .gpkg"
