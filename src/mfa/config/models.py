@@ -28,6 +28,12 @@ class RegisterSource(_Strict):
         default=None,
         description="CRS of `byg404Koordinat` for CSV files (WKT points carry none).",
     )
+    decimal_separator: Literal["auto", ",", "."] = Field(
+        default="auto",
+        description="decimal separator of numbers written as text (CSV): ',' for Danish "
+        "Excel exports (thousands '.'), '.' for English (thousands ','); 'auto' reads only "
+        "values whose meaning is certain and rejects e.g. '2.700' (mfa.numbers)",
+    )
 
 
 class FootprintSource(_Strict):

@@ -196,3 +196,25 @@ def check_text_file(path: Path, role: str, key: str) -> None:
             f"{path}: NUL byte at position {at}: {_what_it_is(head)}, not a {role} "
             f"(text); replace it with the CSV export or fix {key}"
         )
+
+
+def check_csv_header(path: Path, sep: str, role: str) -> None:
+    """Refuse a CSV file whose header names a column twice (pandas would read the first
+    and rename the second ``name.1``: the file's author meant one of them)."""
+    import csv
+    import io
+
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        first = f.readline(1 << 20)
+    names = next(csv.reader(io.StringIO(first.decode("utf-8-sig", "replace")), delimiter=sep), [])
+    names = [n.strip() for n in names]
+    seen: set[str] = set()
+    for i, name in enumerate(names, start=1):
+        if name in seen and name:
+            raise InputDataError(
+                f"{path} line 1: column {name!r} occurs twice (again as column {i}) in the "
+                f"{role}'s header; delete or rename one of them"
+            )
+        seen.add(name)
