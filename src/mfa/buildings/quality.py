@@ -44,6 +44,8 @@ class Limits:
     min_gfa_ratio: float = 1 / 3
     max_gfa_ratio: float = 3.0
     min_footprint_m2: float = 1.0
+    max_gfa_m2: float = 2_000_000.0
+    max_storey_area_m2: float = 520_000.0
 
 
 @lru_cache(maxsize=16)
@@ -210,7 +212,9 @@ def check_ranges(
     - floors > max_floors or ≤ 0 → the per-function default (imputed);
     - height outside [min_height_m, max_height_m] → missing;
     - register floor area outside [min_gfa_ratio, max_gfa_ratio] × footprint × floors →
-      footprint × floors (imputed).
+      footprint × floors (imputed);
+    - register floor area above ``max_gfa_m2``, or above ``max_storey_area_m2`` × floors
+      (also where no footprint area is known) → footprint × floors (imputed), or missing.
     """
     b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     ids = b["building_id"]
@@ -270,6 +274,32 @@ def check_ranges(
         )
         b.loc[bad, "gfa_m2"] = expected[bad]
         b.loc[bad, "gfa_source"] = "imputed"
+
+    storeys = b["floors"].where(b["floors"] > 0).fillna(1).astype(float)
+    gfa = b["gfa_m2"].astype(float)
+    bad = (
+        (
+            (b["gfa_source"] == "register")
+            & ((gfa > limits.max_gfa_m2) | (gfa / storeys > limits.max_storey_area_m2))
+        )
+        .fillna(False)
+        .to_numpy(bool)
+    )
+    if bad.any():
+        out.append(
+            _repairs(
+                ids,
+                bad,
+                "gfa_m2",
+                f"register floor area above {limits.max_gfa_m2:,.0f} m² or "
+                f"{limits.max_storey_area_m2:,.0f} m² per storey (larger than any building); "
+                "replaced by footprint × floors",
+            )
+        )
+        known = bad & expected.notna().to_numpy(bool)
+        b.loc[bad, "gfa_m2"] = expected[bad]
+        b.loc[bad, "gfa_source"] = "missing"
+        b.loc[known, "gfa_source"] = "imputed"
     return b, pd.concat(out, ignore_index=True).astype("string")
 
 
