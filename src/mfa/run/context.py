@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,9 @@ DISTRICTS = "districts.parquet"
 
 
 MANIFEST = "run.json"
+#: The name of a run folder, as :func:`prepare` makes it: start time in UTC to the
+#: millisecond, then six hex digits (housekeeping touches only folders so named).
+RUN_ID = re.compile(r"\d{8}T\d{9}Z-[0-9a-f]{6}")
 
 
 DROPPED = "dropped.csv"
