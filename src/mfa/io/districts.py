@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import shapely
 
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError
@@ -13,7 +15,24 @@ from mfa.io.files import check_input_file
 from mfa.io.geoparquet import read_geoparquet
 from mfa.io.safeopen import read_vector
 
-__all__ = ["read_districts"]
+__all__ = ["MAX_OVERLAP_SHARE", "district_overlaps", "read_districts"]
+
+#: Two districts may overlap by at most this share of the smaller one's area (digitising
+#: slivers); more means a building would count in one of them only, silently.
+MAX_OVERLAP_SHARE = 0.01
+
+
+def district_overlaps(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) of polygons whose overlap exceeds :data:`MAX_OVERLAP_SHARE` of the
+    smaller one, and the overlap area (CRS units², m² in a projected CRS)."""
+    tree = shapely.STRtree(geometry)
+    i, j = tree.query(geometry, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    area = shapely.area(shapely.intersection(geometry[i], geometry[j]))
+    smaller = np.minimum(shapely.area(geometry[i]), shapely.area(geometry[j]))
+    big = area > MAX_OVERLAP_SHARE * smaller
+    return i[big], j[big], area[big]
 
 
 def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
@@ -78,4 +97,13 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
         geometry=gdf.geometry.to_crs(crs).values,
         crs=crs,
     )
+    i, j, area = district_overlaps(shapely.make_valid(out.geometry.to_numpy()))
+    if len(i):
+        first = int(np.argmax(area))
+        raise InputDataError(
+            f"{where}: districts {ids.iloc[i[first]]!r} and {ids.iloc[j[first]]!r} overlap by "
+            f"{area[first]:,.0f} m² ({len(i)} overlapping pairs); a building would count in "
+            "one of them only: fix the polygons, or give districts of one level (not parishes "
+            "and municipalities together)"
+        )
     return out.sort_values("district_id", kind="stable").reset_index(drop=True)
