@@ -214,7 +214,8 @@ def check_ranges(
     - register floor area outside [min_gfa_ratio, max_gfa_ratio] × footprint × floors →
       footprint × floors (imputed);
     - register floor area above ``max_gfa_m2``, or above ``max_storey_area_m2`` × floors
-      (also where no footprint area is known) → footprint × floors (imputed), or missing.
+      → footprint × floors (imputed; without a footprint area the register reader drops
+      the record).
     """
     b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     ids = b["building_id"]
@@ -280,6 +281,7 @@ def check_ranges(
     bad = (
         (
             (b["gfa_source"] == "register")
+            & expected.notna()  # without a footprint area the reader drops such a record
             & ((gfa > limits.max_gfa_m2) | (gfa / storeys > limits.max_storey_area_m2))
         )
         .fillna(False)
@@ -296,10 +298,8 @@ def check_ranges(
                 "replaced by footprint × floors",
             )
         )
-        known = bad & expected.notna().to_numpy(bool)
         b.loc[bad, "gfa_m2"] = expected[bad]
-        b.loc[bad, "gfa_source"] = "missing"
-        b.loc[known, "gfa_source"] = "imputed"
+        b.loc[bad, "gfa_source"] = "imputed"
     return b, pd.concat(out, ignore_index=True).astype("string")
 
 
