@@ -253,7 +253,19 @@ def test_raster_sidecar_is_not_read(tmp_path: Path) -> None:
     [
         ("vrt.tif", VRT_PASSWD.encode(), "content is XML"),
         ("gpkg.tif", (SAMPLE / "dagi_sogne_2014_sample.gpkg").read_bytes()[:8192], "GPKG file"),
-        ("heights.vrt", b"<VRTDataset/>", "extension '.vrt'"),
+        ("heights.jp2", b"\x00\x00\x00\x0cjP  ", "extension '.jp2'"),
+        (
+            "net.vrt",
+            b"<VRTDataset><VRTRasterBand><SimpleSource><SourceFilename>/vsicurl/http://"
+            b"127.0.0.1:9/t.tif</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>",
+            "not a local file",
+        ),
+        (
+            "passwd.vrt",
+            b'<VRTDataset><VRTRasterBand><SimpleSource><SourceFilename relativeToVRT="0">'
+            b"/etc/passwd</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>",
+            "not a GeoTIFF file",
+        ),
     ],
 )
 def test_raster_content_must_match_its_extension(

@@ -89,8 +89,13 @@ def check_input_file(path: Path, what: str, key: str) -> Path:
 
 
 def read_together(path: Path) -> list[Path]:
-    """The files a reader of ``path`` reads: the file, and a Shapefile's sidecars."""
+    """The files a reader of ``path`` reads: the file, a Shapefile's sidecars, the tiles
+    a raster VRT names (:func:`mfa.io.safeopen.vrt_sources`)."""
     path = Path(path)
+    if path.suffix.lower() == ".vrt":
+        from mfa.io.safeopen import vrt_sources
+
+        return [path, *vrt_sources(path)]
     if path.suffix.lower() != ".shp":
         return [path]
     extra = [path.with_suffix(s) for s in SHAPEFILE_SIDECARS]
@@ -99,8 +104,8 @@ def read_together(path: Path) -> list[Path]:
 
 
 def file_record(path: Path) -> dict[str, object]:
-    """Path, size (bytes) and sha256 of an input file, for the run manifest; a Shapefile's
-    sidecars (read with it) are listed under ``sidecars``."""
+    """Path, size (bytes) and sha256 of an input file, for the run manifest; the files
+    read with it (a Shapefile's sidecars, a VRT's tiles) are listed under ``sidecars``."""
     path = Path(path)
     record: dict[str, object] = {
         "path": str(path),

@@ -35,6 +35,7 @@ __all__ = [
     "gdal_safe",
     "open_raster",
     "read_vector",
+    "vrt_sources",
 ]
 
 #: Extension → the only OGR driver that may open a vector input with it.
@@ -46,8 +47,9 @@ VECTOR_DRIVERS = {
     ".json": "GeoJSON",
 }
 
-#: Extension → the only GDAL raster driver that may open a raster input with it.
-RASTER_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff"}
+#: Extension → the only GDAL raster driver that may open a raster input with it. A VRT
+#: (tiles of a national elevation model) may only name local GeoTIFFs (:func:`vrt_sources`).
+RASTER_DRIVERS = {".tif": "GTiff", ".tiff": "GTiff", ".vrt": "VRT"}
 
 #: Driver → the byte strings a file of that format starts with (GeoJSON: see _looks_json).
 SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -107,13 +109,56 @@ def _expect(path: Path, role: str, key: str, table: dict[str, str]) -> str:
             f"(allowed: {allowed}); convert it ({_CONVERT[table is RASTER_DRIVERS]}) and fix {key}"
         )
     head = _head(path)
-    ok = _looks_json(head) if driver == "GeoJSON" else head.startswith(SIGNATURES[driver])
+    if driver == "VRT":
+        ok = head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"<VRTDataset")
+    elif driver == "GeoJSON":
+        ok = _looks_json(head)
+    else:
+        ok = head.startswith(SIGNATURES[driver])
     if not ok:
         raise InputDataError(
             f"{path}: named {suffix} but its content is {_what_it_is(head)}, not {driver}; "
             f"mfa opens a {role} only as what its name says: replace the file or fix {key}"
         )
+    if driver == "VRT":
+        vrt_sources(path)  # only local GeoTIFFs
     return driver
+
+
+_VRT_REFERENCES = ("SourceFilename", "SourceDataset")
+
+
+def vrt_sources(path: Path) -> list[Path]:
+    """The files a raster VRT reads; each must be a local GeoTIFF (no URL, no /vsi…
+    path, no other driver's 'DRIVER:' syntax, no nested VRT). Else InputDataError."""
+    import xml.etree.ElementTree as ET
+
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise InputDataError(f"{path}: not a valid VRT ({exc}); replace it") from None
+    out: list[Path] = []
+    for element in root.iter():
+        if element.tag not in _VRT_REFERENCES:
+            continue
+        text = (element.text or "").strip()
+        if text.startswith("/vsi") or "://" in text or ":" in text.split("/")[0]:
+            raise InputDataError(
+                f"{path}: the VRT reads {text!r}, not a local file; mfa reads only local "
+                "GeoTIFF tiles through a VRT: download them and point the VRT at them"
+            )
+        relative = element.get("relativeToVRT", "0") == "1" or not Path(text).is_absolute()
+        source = path.parent / text if relative else Path(text)
+        if source.suffix.lower() not in (".tif", ".tiff") or not source.is_file():
+            raise InputDataError(
+                f"{path}: the VRT reads {text!r}, which is not a GeoTIFF file beside it "
+                "(mfa reads only local .tif tiles through a VRT); fix the VRT"
+            )
+        if not _head(source, 4).startswith(SIGNATURES["GTiff"]):
+            raise InputDataError(f"{source}: named .tif (in {path.name}) but is not a GeoTIFF")
+        out.append(source)
+    return sorted(set(out))
 
 
 @contextlib.contextmanager

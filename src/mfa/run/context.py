@@ -38,9 +38,10 @@ DISTRICTS = "districts.parquet"
 
 
 MANIFEST = "run.json"
-#: The name of a run folder, as :func:`prepare` makes it: start time in UTC to the
-#: millisecond, then six hex digits (housekeeping touches only folders so named).
-RUN_ID = re.compile(r"\d{8}T\d{9}Z-[0-9a-f]{6}")
+#: The name of a run folder, as :func:`prepare` makes it: start time in UTC (to the
+#: millisecond; earlier versions to the second), then six hex digits (housekeeping
+#: touches only folders so named).
+RUN_ID = re.compile(r"\d{8}T\d{6}(\d{3})?Z-[0-9a-f]{6}")
 
 
 DROPPED = "dropped.csv"
