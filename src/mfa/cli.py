@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mfa.errors import MfaError
 
@@ -42,9 +43,7 @@ def prefect_defaults(home: Path | None = None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
 
 
-def _fail(exc: BaseException) -> None:
-    from rich.text import Text
-
+def _fail(exc: BaseException | str) -> None:
     # the message may quote input text ('[/b]'): never read as Rich markup
     err.print(Text("error:", style="bold red"), Text(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -135,6 +134,50 @@ def _progress_bar() -> Iterator[None]:
             PROGRESS.reset(token)
 
 
+def _os_error(exc: OSError) -> str:
+    """An OSError outside mfa's own checks as one line: what, where, and what is safe."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return (
+        f"{where}{what} ({type(exc).__name__}); nothing was published and the previous "
+        "'latest' is unchanged: free space, fix the output folder (--output-dir) or the "
+        "compute.scheduler, then run again"
+    )
+
+
+def _interrupted(pipeline: Path, output_dir: Path | None) -> None:
+    """Ctrl-C (or SIGTERM): one line saying what 'latest' is now, exit code 130."""
+    err.print(
+        Text(
+            f"interrupted: {pipeline} was not finished; 'latest' is a complete earlier run "
+            "(or this one, if it was already switched)"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=130)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager, `kill`) ends a run like Ctrl-C: clean-up and atexit
+    handlers run (Prefect stops its temporary server) instead of dying mid-way."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline file, e.g. pipelines/dk-sample.toml")],
@@ -159,9 +202,20 @@ def run(
         level=logging.INFO if verbose or no_prefect else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from mfa.config import load_pipeline
 
     t0 = time.perf_counter()
+    with _sigterm_as_interrupt():
+        run_dir = _run(pipeline, output_dir, no_prefect, force, t0)
+    if run_dir is not None:
+        _summary(run_dir, time.perf_counter() - t0)
+
+
+def _run(
+    pipeline: Path, output_dir: Path | None, no_prefect: bool, force: bool, t0: float
+) -> Path | None:
+    """The run behind ``mfa run``: the published folder, or None when nothing changed."""
+    from mfa.config import load_pipeline
+
     try:
         load_pipeline(pipeline)  # fail fast, before any engine starts
         if not force:
@@ -171,7 +225,7 @@ def run(
             if previous is not None:
                 out.print(f"unchanged since run {previous.name}: nothing recomputed")
                 _summary(previous, time.perf_counter() - t0, unchanged=True)
-                return
+                return None
         if no_prefect:
             from mfa.run import run_pipeline
 
@@ -190,7 +244,11 @@ def run(
             run_dir = Path(state.result(raise_on_failure=True))
     except MfaError as exc:
         _fail(exc)
-    _summary(run_dir, time.perf_counter() - t0)
+    except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
+        _fail(_os_error(exc))
+    except KeyboardInterrupt:
+        _interrupted(pipeline, output_dir)
+    return run_dir
 
 
 @app.command()
@@ -316,9 +374,9 @@ def query(
     from mfa.query import area_around, availability
 
     try:
-        manifest = (
-            json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-        )
+        from mfa.query import run_manifest
+
+        manifest = run_manifest(run)
         crs = manifest.get("crs")
         area = None
         if around or around_lonlat:

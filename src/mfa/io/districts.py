@@ -57,6 +57,11 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
             )
     if gdf.crs is None:
         raise InputDataError(f"{where}: the file has no CRS; write it with one (e.g. EPSG:25832)")
+    if len(gdf) == 0:
+        raise InputDataError(
+            f"{where}: no districts (0 features); export the polygons again, or remove "
+            "[sources.districts] to run without district sums"
+        )
     ids = gdf[source.id_column].astype("string").str.strip()
     if ids.isna().any() or (ids == "").any():
         pos = int((ids.isna() | (ids == "")).to_numpy().argmax())
