@@ -7,6 +7,7 @@ exit code, no traceback, and that the published ``latest`` is byte-identical."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -296,3 +297,61 @@ def test_ctrl_c_prints_one_line(reg, tmp_path: Path) -> None:
             assert _digest(reg.latest) == before
         else:  # the run finished first: a complete run, every file as run.json lists it
             assert published_problem(now, latest) is None
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.prefect
+def test_sigterm_stops_the_temporary_prefect_server(reg, tmp_path: Path) -> None:
+    """`mfa run` in Prefect mode starts Prefect's temporary API server as a child process;
+    SIGTERM (a service manager stopping a nightly run) must not leave it running."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mfa.cli",
+            "run",
+            str(reg.tmp / "good.toml"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    server: list[int] = []
+    deadline = time.monotonic() + 120
+    while not server and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        server = [
+            c for c in _children(proc.pid) if b"uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes()
+        ]
+    assert server, "the temporary Prefect server was not seen"
+    proc.send_signal(signal.SIGTERM)
+    _, errors = proc.communicate(timeout=120)
+    assert "Traceback" not in errors, errors
+    deadline = time.monotonic() + 30
+    while any(_alive(p) for p in server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(_alive(p) for p in server), "the Prefect server outlived mfa run"
