@@ -341,17 +341,24 @@ def test_sigterm_stops_the_temporary_prefect_server(reg, tmp_path: Path) -> None
         env=env,
     )
     server: list[int] = []
-    deadline = time.monotonic() + 120
-    while not server and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-        server = [
-            c for c in _children(proc.pid) if b"uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes()
-        ]
-    assert server, "the temporary Prefect server was not seen"
-    proc.send_signal(signal.SIGTERM)
-    _, errors = proc.communicate(timeout=120)
-    assert "Traceback" not in errors, errors
-    deadline = time.monotonic() + 30
-    while any(_alive(p) for p in server) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(_alive(p) for p in server), "the Prefect server outlived mfa run"
+    try:
+        deadline = time.monotonic() + 120
+        while not server and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            children = _children(proc.pid)
+            server = [c for c in children if b"uvicorn" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert server, "the temporary Prefect server was not seen"
+        proc.send_signal(signal.SIGTERM)
+        _, errors = proc.communicate(timeout=120)
+        assert "Traceback" not in errors, errors
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in server) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in server), "the Prefect server outlived mfa run"
+    finally:  # a failed check must not leave either process behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in server:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
