@@ -362,3 +362,23 @@ def test_sigterm_stops_the_temporary_prefect_server(reg, tmp_path: Path) -> None
         for p in server:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def test_no_command_writes_into_a_published_run(reg, tmp_path: Path) -> None:
+    """`mfa query -o/--map` and `mfa run -o` pointing into `latest` are refused; nothing
+    in the published run changes."""
+    before = _digest(reg.latest)
+    for option, name in (("--output", "answer.csv"), ("--map", "map.html")):
+        code, output = _query(
+            str(reg.latest), "--district", "7036", "--format", "csv", option, str(reg.latest / name)
+        )
+        assert code == 2 and "never writes into a published run" in output, output
+    result = CliRunner().invoke(
+        app, ["run", str(reg.tmp / "good.toml"), "--no-prefect", "-o", str(reg.latest / "o")]
+    )
+    assert result.exit_code == 2 and "never writes into a published run" in result.output
+    assert _digest(reg.latest) == before
+    code, output = _query(  # outside a run it still writes
+        str(reg.latest), "--district", "7036", "--format", "csv", "-o", str(tmp_path / "a.csv")
+    )
+    assert code == 0 and (tmp_path / "a.csv").is_file(), output

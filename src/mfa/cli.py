@@ -145,6 +145,26 @@ def _os_error(exc: OSError) -> str:
     )
 
 
+def _outside_published_runs(target: Path, option: str) -> None:
+    """Refuse to write ``target`` inside a published run folder (one holding the
+    ``run.json`` of the run it is named after): published runs are never changed."""
+    from mfa.errors import InputDataError
+
+    for folder in Path(os.path.abspath(target)).parents:
+        manifest = folder / "run.json"
+        if not manifest.is_file():
+            continue
+        try:
+            run_id = json.loads(manifest.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if run_id == folder.resolve().name:
+            raise InputDataError(
+                f"{target}: inside the published run {folder}; mfa never writes into a "
+                f"published run: choose another {option}"
+            )
+
+
 def _interrupted(pipeline: Path, output_dir: Path | None) -> None:
     """Ctrl-C (or SIGTERM): one line saying what 'latest' is now, exit code 130."""
     err.print(
@@ -204,6 +224,11 @@ def run(
     )
 
     t0 = time.perf_counter()
+    if output_dir is not None:
+        try:
+            _outside_published_runs(output_dir / "x", "--output-dir")
+        except MfaError as exc:
+            _fail(exc)
     with _sigterm_as_interrupt():
         run_dir = _run(pipeline, output_dir, no_prefect, force, t0)
     if run_dir is not None:
@@ -412,6 +437,9 @@ def query(
                 span = (int(first), int(last or first))
             except ValueError:
                 raise typer.BadParameter("--years looks like 2026-2035") from None
+        for target, option in ((output, "--output"), (map_file, "--map")):
+            if target is not None:
+                _outside_published_runs(target, option)
         result = availability(run, area, district, material, span, scenario)
     except MfaError as exc:
         _fail(exc)
