@@ -22,6 +22,7 @@ from mfa.errors import ConfigError, PullError, SnapshotCheckError
 from mfa.pull import pull_pipeline, pulled_sources
 from mfa.pull.client import redact
 from mfa.pull.snapshot import assemble
+from mfa.textsafe import md_escape
 from tests.conftest import MODEL, ROOT, SAMPLE, write_pipeline
 from tests.pull_helpers import (
     HTTP_PIPELINE,
@@ -379,7 +380,9 @@ def test_run_pulls_first_and_if_changed_skips_when_the_service_is_unchanged(
     ]
     assert manifest["row_counts"]["records_read"] == 160
     report = (run / "report.md").read_text()
-    assert "## Pulled sources" in report and f"{pulled['snapshot']['day']} (new)" in report
+    # (cells are Markdown-escaped: mfa.textsafe.md_escape)
+    assert "## Pulled sources" in report
+    assert md_escape(f"{pulled['snapshot']['day']} (new)") in report
     # nightly with --if-changed (the last check long past): the pages again, nothing written
     monkeypatch.setattr("mfa.pull.RECHECK_S", 0.0)
     Services.log.clear()

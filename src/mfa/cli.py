@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mfa.errors import MfaError
 
@@ -42,8 +43,9 @@ def prefect_defaults(home: Path | None = None) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
 
 
-def _fail(exc: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+def _fail(exc: BaseException | str) -> None:
+    # the message may quote input text ('[/b]'): never read as Rich markup
+    err.print(Text("error:", style="bold red"), Text(str(exc)), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -132,6 +134,70 @@ def _progress_bar() -> Iterator[None]:
             PROGRESS.reset(token)
 
 
+def _os_error(exc: OSError) -> str:
+    """An OSError outside mfa's own checks as one line: what, where, and what is safe."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return (
+        f"{where}{what} ({type(exc).__name__}); nothing was published and the previous "
+        "'latest' is unchanged: free space, fix the output folder (--output-dir) or the "
+        "compute.scheduler, then run again"
+    )
+
+
+def _outside_published_runs(target: Path, option: str) -> None:
+    """Refuse to write ``target`` inside a published run folder (one holding the
+    ``run.json`` of the run it is named after): published runs are never changed."""
+    from mfa.errors import InputDataError
+
+    for folder in Path(os.path.abspath(target)).parents:
+        manifest = folder / "run.json"
+        if not manifest.is_file():
+            continue
+        try:
+            run_id = json.loads(manifest.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if run_id == folder.resolve().name:
+            raise InputDataError(
+                f"{target}: inside the published run {folder}; mfa never writes into a "
+                f"published run: choose another {option}"
+            )
+
+
+def _interrupted(pipeline: Path, output_dir: Path | None) -> None:
+    """Ctrl-C (or SIGTERM): one line saying what 'latest' is now, exit code 130."""
+    err.print(
+        Text(
+            f"interrupted: {pipeline} was not finished; 'latest' is a complete earlier run "
+            "(or this one, if it was already switched)"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(code=130)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a service manager, `kill`) ends a run like Ctrl-C: clean-up and atexit
+    handlers run (Prefect stops its temporary server) instead of dying mid-way."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @app.command()
 def run(
     pipeline: Annotated[Path, typer.Argument(help="pipeline file, e.g. pipelines/dk-sample.toml")],
@@ -156,9 +222,25 @@ def run(
         level=logging.INFO if verbose or no_prefect else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from mfa.config import load_pipeline
 
     t0 = time.perf_counter()
+    if output_dir is not None:
+        try:
+            _outside_published_runs(output_dir / "x", "--output-dir")
+        except MfaError as exc:
+            _fail(exc)
+    with _sigterm_as_interrupt():
+        run_dir = _run(pipeline, output_dir, no_prefect, force, t0)
+    if run_dir is not None:
+        _summary(run_dir, time.perf_counter() - t0)
+
+
+def _run(
+    pipeline: Path, output_dir: Path | None, no_prefect: bool, force: bool, t0: float
+) -> Path | None:
+    """The run behind ``mfa run``: the published folder, or None when nothing changed."""
+    from mfa.config import load_pipeline
+
     try:
         load_pipeline(pipeline)  # fail fast, before any engine starts
         if not force:
@@ -168,7 +250,7 @@ def run(
             if previous is not None:
                 out.print(f"unchanged since run {previous.name}: nothing recomputed")
                 _summary(previous, time.perf_counter() - t0, unchanged=True)
-                return
+                return None
         if no_prefect:
             from mfa.run import run_pipeline
 
@@ -187,7 +269,11 @@ def run(
             run_dir = Path(state.result(raise_on_failure=True))
     except MfaError as exc:
         _fail(exc)
-    _summary(run_dir, time.perf_counter() - t0)
+    except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
+        _fail(_os_error(exc))
+    except KeyboardInterrupt:
+        _interrupted(pipeline, output_dir)
+    return run_dir
 
 
 @app.command()
@@ -262,6 +348,21 @@ def _parse_pair(text: str, what: str) -> tuple[float, float]:
     return a, b
 
 
+def _wkt_file(path: Path) -> Any:
+    """The polygon in a WKT text file (the run's CRS), or a one-line error."""
+    import shapely
+
+    from mfa.errors import InputDataError
+
+    try:
+        return shapely.from_wkt(path.read_text(encoding="utf-8-sig").strip())
+    except (shapely.errors.GEOSException, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise InputDataError(
+            f"{path}: not WKT ({reason}); write e.g. POLYGON ((x y, ...))"
+        ) from None
+
+
 @app.command()
 def query(
     run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
@@ -292,16 +393,15 @@ def query(
     ] = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
-    import geopandas as gpd
     import shapely
     from pyproj import CRS, Transformer
 
     from mfa.query import area_around, availability
 
     try:
-        manifest = (
-            json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-        )
+        from mfa.query import run_manifest
+
+        manifest = run_manifest(run)
         crs = manifest.get("crs")
         area = None
         if around or around_lonlat:
@@ -314,8 +414,12 @@ def query(
                 x, y = _parse_pair(around, "--around")  # type: ignore[arg-type]
             area = area_around(x, y, radius)
         elif within:
-            if Path(within).is_file():
-                shapes = gpd.read_file(within)
+            if Path(within).is_file() and Path(within).suffix.lower() in (".wkt", ".txt"):
+                area = _wkt_file(Path(within))
+            elif Path(within).is_file():
+                from mfa.io.safeopen import read_vector
+
+                shapes = read_vector(Path(within), None, "area file", "--within")
                 if shapes.crs is not None and crs:
                     shapes = shapes.to_crs(crs)
                 area = shapely.union_all(shapes.geometry.values)
@@ -333,6 +437,9 @@ def query(
                 span = (int(first), int(last or first))
             except ValueError:
                 raise typer.BadParameter("--years looks like 2026-2035") from None
+        for target, option in ((output, "--output"), (map_file, "--map")):
+            if target is not None:
+                _outside_published_runs(target, option)
         result = availability(run, area, district, material, span, scenario)
     except MfaError as exc:
         _fail(exc)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
 import mfa
 from mfa.config import Pipeline, load_pipeline
 from mfa.errors import MfaError
-from mfa.io.files import sha256_file
+from mfa.io.files import read_together, sha256_file
+
+log = logging.getLogger(__name__)
 
 __all__ = ["code_digest", "run_key", "unchanged_run"]
 
@@ -64,14 +67,31 @@ def run_key(p: Pipeline, day: str | None = None) -> str | None:
             return None
         h.update(b"osm-snapshot")
         h.update(sha.encode())
-    for f in _input_files(p):
+    for f in (g for i in _input_files(p) for g in read_together(i)):  # with sidecars
         h.update(str(f.name).encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
 
 
+def published_problem(run_dir: Path, manifest: dict) -> str | None:
+    """What is wrong with a published run's files against the sha256 its ``run.json``
+    lists (None: every file is as published)."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "its run.json lists no file hashes (an older mfa wrote it)"
+    for name, record in files.items():
+        f = run_dir / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != record.get("bytes") or sha256_file(f) != record.get("sha256"):
+            return f"{name} was changed after it was published (size or sha256 differ)"
+    return None
+
+
 def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
-    """The latest published run if nothing it depends on changed since (see :func:`run_key`).
+    """The latest published run if nothing it depends on changed since (see :func:`run_key`)
+    and its files are as published; a damaged ``latest`` means a full run (with a warning
+    that says why), never an error.
 
     Remote sources are pulled first (:mod:`mfa.pull`: conditional requests; a new snapshot
     only when the service's data changed): their content is only known after that.
@@ -84,11 +104,20 @@ def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = Non
         p = load_pipeline(pipeline_file)
     latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"
     manifest = latest / MANIFEST
-    if not manifest.is_file():
+    if not latest.exists():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        log.warning("%s is unreadable (%s): running in full", manifest, exc)
         return None
     key = run_key(p)
-    try:
-        previous = json.loads(manifest.read_text()).get("run_key")
-    except (OSError, json.JSONDecodeError):
+    if key is None or key != data.get("run_key"):
         return None
-    return latest.resolve() if key is not None and key == previous else None
+    problem = published_problem(latest, data)
+    if problem is not None:
+        log.warning("%s: %s; not trusted as unchanged: running in full", latest, problem)
+        return None
+    return latest.resolve()

@@ -35,6 +35,7 @@ __all__ = [
     "outflow_factor",
     "outflow_share",
     "run_draws",
+    "run_manifest",
 ]
 
 
@@ -49,8 +50,10 @@ class QueryResult:
 
 def area_around(x: float, y: float, radius_m: float) -> shapely.Geometry:
     """A circle of ``radius_m`` metres around (x, y) in the run's projected CRS."""
-    if radius_m <= 0:
-        raise InputDataError(f"radius must be > 0 m, got {radius_m}")
+    if not (np.isfinite(radius_m) and radius_m > 0):
+        raise InputDataError(f"--radius must be a number of metres > 0, got {radius_m}")
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise InputDataError(f"the point ({x}, {y}) is not two finite coordinates")
     return shapely.Point(x, y).buffer(radius_m, quad_segs=64)
 
 
@@ -113,6 +116,60 @@ def _scenario(manifest: dict, name: str) -> dict:
     )
 
 
+def run_manifest(run: Path) -> dict:
+    """The ``run.json`` of a published run folder, or a one-line error."""
+    manifest_path = run / "run.json"
+    if not manifest_path.is_file():
+        raise InputDataError(
+            f"{run}: not a run folder (no run.json); pass e.g. outputs/dk-sample/latest"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputDataError(
+            f"{manifest_path}: unreadable ({exc}); the run folder is damaged: re-run the "
+            "pipeline (mfa run ... --force)"
+        ) from None
+    return manifest
+
+
+def _check_area(run: Path, path: Path, area: shapely.Geometry, crs: str | None) -> None:
+    """An area that misses the run's buildings is a mistake (lon/lat given as metres?)."""
+    import pyarrow.parquet as pq
+
+    if area is None or shapely.is_empty(area) or not shapely.is_valid(area):
+        raise InputDataError("the area is empty or not a valid polygon; check --within")
+    try:
+        geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+        bbox = geo["columns"][geo["primary_column"]]["bbox"]
+    except (KeyError, TypeError, ValueError, OSError):
+        return  # no extent recorded: the query answers as it can
+    if not shapely.intersects(area, shapely.box(*bbox)):
+        x0, y0, x1, y1 = shapely.bounds(area)
+        raise InputDataError(
+            f"the area ({x0:,.0f}, {y0:,.0f} … {x1:,.0f}, {y1:,.0f}) lies outside the run's "
+            f"buildings ({bbox[0]:,.0f}, {bbox[1]:,.0f} … {bbox[2]:,.0f}, {bbox[3]:,.0f}, "
+            f"{crs}); coordinates are metres in that CRS: for lon/lat use --around-lonlat"
+        )
+
+
+def _check_districts(run: Path, districts: list[str]) -> None:
+    """Unknown district ids are an error naming some known ones (not an answer of 0 t)."""
+    layer = run / "districts.parquet"
+    if not layer.is_file():
+        return
+    known = pd.read_parquet(layer, columns=["district_id"])["district_id"].astype(str)
+    unknown = sorted(set(districts) - set(known))
+    if unknown:
+        sample = ", ".join(sorted(known)[:5])
+        raise InputDataError(
+            f"district(s) {', '.join(unknown)} not in this run ({len(known)} districts: "
+            f"{sample}, …); see districts.parquet or the QGIS project for the ids"
+        )
+
+
 def availability(
     run_dir: str | Path,
     area: shapely.Geometry | None = None,
@@ -127,15 +184,16 @@ def availability(
     outflow (demolition) of today's buildings in those years under ``scenario``.
     """
     run = Path(run_dir)
-    manifest_path = run / "run.json"
-    if not manifest_path.is_file():
-        raise InputDataError(
-            f"{run}: not a run folder (no run.json); pass e.g. outputs/dk-sample/latest"
-        )
-    manifest = json.loads(manifest_path.read_text())
+    manifest = run_manifest(run)
     if (area is None) == (not districts):
         raise InputDataError("give an area (--within / --around) or districts (--district)")
     path = run / "buildings.parquet"
+    if not path.is_file():
+        raise InputDataError(f"{run}: buildings.parquet is missing; the run folder is damaged")
+    if area is not None:
+        _check_area(run, path, area, manifest.get("crs"))
+    else:
+        _check_districts(run, districts or [])
     if area is not None:
         b = read_layer(path, bbox=tuple(shapely.bounds(area)))
         inside = shapely.contains_xy(area, *_xy(b))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from mfa.textsafe import md_code_block, md_escape
+
 __all__ = ["failure_markdown", "report_markdown"]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; every cell escaped (reasons and codes come from input files)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -32,8 +35,9 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         )
     rc = m["row_counts"]
     parts = [
-        f"# mfa run {m['run_id']}: {m['pipeline']}",
-        f"Status **{m['status']}**, {m['started_at']} → {m['finished_at']} ({m['runner']}).",
+        f"# mfa run {md_escape(m['run_id'])}: {md_escape(m['pipeline'])}",
+        f"Status **{md_escape(m['status'])}**, {m['started_at']} → {m['finished_at']} "
+        f"({md_escape(m['runner'])}).",
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, {rc['dropped']:,} "
         f"records left out of {rc['records_read']:,} read; {m['total_gfa_m2']:,.0f} m² floor area.",
         "## Material stock (t)",
@@ -91,9 +95,9 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
     if qgis:
         parts += [
             "## Open in QGIS",
-            f"`{qgis['project']}`: the layers of `{qgis['geopackage']}`, styled and grouped "
-            "(QGIS 3.22 or newer); "
-            + ", ".join(f"`{s}`" for s in qgis["styles"])
+            f"{md_escape(qgis['project'])}: the layers of {md_escape(qgis['geopackage'])}, "
+            "styled and grouped (QGIS 3.22 or newer); "
+            + ", ".join(md_escape(s) for s in qgis["styles"])
             + " style the GeoParquet layers of the same name (QGIS 3.34 or newer).",
         ]
     if m.get("pulled"):  # sources fetched from the services that publish them (mfa.pull)
@@ -116,7 +120,7 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
     checks = [k for k in m["checks"] if k not in ("layers", "totals")]
     parts += [
         "## Checks passed",
-        ", ".join(checks) + ".",
+        ", ".join(md_escape(c) for c in checks) + ".",
         "## Timings (s)",
         _table(["step", "seconds"], [[k, f"{v}"] for k, v in m["timings_s"].items()]),
     ]
@@ -126,7 +130,8 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
 def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:
     """Markdown report of a failed run: the step and the error (which names the input)."""
     return (
-        f"# mfa run {run_id}: {pipeline} FAILED\n\n"
-        f"Step **{step}** failed; nothing was published and `latest` is unchanged.\n\n"
-        f"```\n{type(error).__name__}: {error}\n```\n"
+        f"# mfa run {md_escape(run_id)}: {md_escape(pipeline)} FAILED\n\n"
+        f"Step **{md_escape(step)}** failed; nothing was published and `latest` is "
+        "unchanged.\n\n"
+        f"{md_code_block(f'{type(error).__name__}: {error}')}\n"
     )

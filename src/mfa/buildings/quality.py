@@ -44,6 +44,8 @@ class Limits:
     min_gfa_ratio: float = 1 / 3
     max_gfa_ratio: float = 3.0
     min_footprint_m2: float = 1.0
+    max_gfa_m2: float = 2_000_000.0
+    max_storey_area_m2: float = 520_000.0
 
 
 @lru_cache(maxsize=16)
@@ -210,7 +212,10 @@ def check_ranges(
     - floors > max_floors or ≤ 0 → the per-function default (imputed);
     - height outside [min_height_m, max_height_m] → missing;
     - register floor area outside [min_gfa_ratio, max_gfa_ratio] × footprint × floors →
-      footprint × floors (imputed).
+      footprint × floors (imputed);
+    - register floor area above ``max_gfa_m2``, or above ``max_storey_area_m2`` × floors
+      → footprint × floors (imputed; without a footprint area the register reader drops
+      the record).
     """
     b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
     ids = b["building_id"]
@@ -266,6 +271,31 @@ def check_ranges(
                 "gfa_m2",
                 f"register floor area is not {limits.min_gfa_ratio:g}…{limits.max_gfa_ratio:g} "
                 "× footprint × floors; replaced by footprint × floors",
+            )
+        )
+        b.loc[bad, "gfa_m2"] = expected[bad]
+        b.loc[bad, "gfa_source"] = "imputed"
+
+    storeys = b["floors"].where(b["floors"] > 0).fillna(1).astype(float)
+    gfa = b["gfa_m2"].astype(float)
+    bad = (
+        (
+            (b["gfa_source"] == "register")
+            & expected.notna()  # without a footprint area the reader drops such a record
+            & ((gfa > limits.max_gfa_m2) | (gfa / storeys > limits.max_storey_area_m2))
+        )
+        .fillna(False)
+        .to_numpy(bool)
+    )
+    if bad.any():
+        out.append(
+            _repairs(
+                ids,
+                bad,
+                "gfa_m2",
+                f"register floor area above {limits.max_gfa_m2:,.0f} m² or "
+                f"{limits.max_storey_area_m2:,.0f} m² per storey (larger than any building); "
+                "replaced by footprint × floors",
             )
         )
         b.loc[bad, "gfa_m2"] = expected[bad]

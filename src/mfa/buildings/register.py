@@ -140,6 +140,17 @@ def normalise_bbr(
         gfa_reg.isna() & footprint.isna(),
         "no floor area: byg038SamletBygningsareal and byg041BebyggetAreal are empty or 0",
     )
+    lim = rules.limits  # larger than any building: nothing to replace it with without byg041
+    storeys = pd.to_numeric(df[BBR.FLOORS], errors="coerce").astype("Float64")
+    storeys = storeys.where(storeys > 0).fillna(1)
+    huge = (gfa_reg > lim.max_gfa_m2) | (gfa_reg / storeys > lim.max_storey_area_m2)
+    no_check = footprint.isna() | (footprint > lim.max_storey_area_m2)
+    drop(
+        (huge & no_check).fillna(False),
+        f"byg038SamletBygningsareal above {lim.max_gfa_m2:,.0f} m² or "
+        f"{lim.max_storey_area_m2:,.0f} m² per storey (larger than any building) and no "
+        "plausible byg041BebyggetAreal to replace it",
+    )
 
     keep = log.keep
     df = df.loc[keep]

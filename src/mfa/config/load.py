@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import pydantic
 from pydantic import BaseModel
 
 from mfa.config.models import Pipeline
-from mfa.errors import ConfigError, InputNotFoundError
+from mfa.errors import ConfigError, InputDataError, InputNotFoundError
+from mfa.io.files import path_problem
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -91,15 +93,24 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     overrides = data.get("intensities", {}).get("overrides")
     if isinstance(overrides, list):
         data["intensities"]["overrides"] = [
-            str((base / o).resolve()) if isinstance(o, str) else o for o in overrides
+            str(_absolute(base / o)) if isinstance(o, str) else o for o in overrides
         ]
     for keys in path_keys:
         node: Any = data
         for k in keys[:-1]:
             node = node.get(k) if isinstance(node, dict) else None
         if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-            node[keys[-1]] = str((base / node[keys[-1]]).resolve())
+            node[keys[-1]] = str(_absolute(base / node[keys[-1]]))
     return data
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` resolved; a symlink loop or an over-long name is left for the file checks
+    to name (resolving it raises)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(path))
 
 
 def _check_files(p: Pipeline, file: Path) -> None:
@@ -129,12 +140,14 @@ def _check_files(p: Pipeline, file: Path) -> None:
     for key, path, is_dir in checks:
         if path is None:
             continue
-        ok = path.is_dir() if is_dir else path.is_file()
-        if not is_dir and path.is_dir():
+        problem = None if is_dir else path_problem(path)
+        if problem == "is a folder, not a file":
             raise InputNotFoundError(
                 f"{file}: key '{key}': {path} is a folder, not a file; give a file"
             )
-        if not ok:
+        if problem not in (None, "does not exist"):
+            raise InputDataError(f"{file}: key '{key}': {path} {problem}; give a regular file")
+        if not (path.is_dir() if is_dir else path.is_file()):
             kind = "folder" if is_dir else "file"
             raise InputNotFoundError(
                 f"{file}: key '{key}': {kind} {path} does not exist; fix the path "
@@ -153,6 +166,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
         The pipeline file or a file it names does not exist.
     """
     file = Path(path)
+    problem = path_problem(file)
+    if problem not in (None, "does not exist"):
+        raise InputDataError(f"{file}: the pipeline file {problem}; pass a regular file")
     if not file.is_file():
         raise InputNotFoundError(
             f"{file}: pipeline file not found; pass the path of a file in pipelines/, "
@@ -160,7 +176,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         )
     file = file.resolve()
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(file.read_text(encoding="utf-8-sig"))  # Notepad writes a BOM
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}; fix the syntax at that line") from exc
     except UnicodeDecodeError as exc:

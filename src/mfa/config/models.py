@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,6 +33,12 @@ class RegisterSource(RemoteFields, _Strict):
     crs: str | None = Field(
         default=None,
         description="CRS of `byg404Koordinat` for CSV files (WKT points carry none).",
+    )
+    decimal_separator: Literal["auto", ",", "."] = Field(
+        default="auto",
+        description="decimal separator of numbers written as text (CSV): ',' for Danish "
+        "Excel exports (thousands '.'), '.' for English (thousands ','); 'auto' reads only "
+        "values whose meaning is certain and rejects e.g. '2.700' (mfa.numbers)",
     )
 
     @model_validator(mode="after")
@@ -223,6 +230,11 @@ class Grid(_Strict):
 
     cell_size_m: Annotated[float, Field(gt=0, le=100_000)] = 100.0
     rasters: bool = Field(default=True, description="write stock_<material>.tif (t/ha)")
+    max_raster_cells: Annotated[int, Field(gt=0)] = Field(
+        default=50_000_000,
+        description="largest stock raster (cells over the buildings' extent; 8 bytes each "
+        "while written): a smaller cell size over a larger extent is an error, not 30 GiB",
+    )
 
 
 class Scenario(_Strict):
@@ -318,6 +330,10 @@ class Compute(_Strict):
         )
 
 
+#: The shortest interval between two scheduled runs of a pipeline (minutes).
+MIN_SCHEDULE_MINUTES = 15
+
+
 class Schedule(_Strict):
     cron: str
     timezone: str = "UTC"
@@ -329,10 +345,22 @@ class Schedule(_Strict):
 
         import cronsim
 
+        if len(v.split()) != 5:
+            raise ValueError(
+                f"{v!r} has {len(v.split())} fields; a schedule has 5 (minute hour day month "
+                "weekday), e.g. '0 2 * * *'"
+            )
         try:
-            cronsim.CronSim(v, datetime(2000, 1, 1))
-        except cronsim.CronSimError as exc:
+            times = cronsim.CronSim(v, datetime(2000, 1, 1))
+            fires = [next(times) for _ in range(2 * 24 * 60 // MIN_SCHEDULE_MINUTES + 2)]
+        except (cronsim.CronSimError, StopIteration) as exc:
             raise ValueError(f"not a valid cron expression ({exc}); e.g. '0 2 * * *'") from exc
+        gap = min(b - a for a, b in itertools.pairwise(fires))
+        if gap.total_seconds() < MIN_SCHEDULE_MINUTES * 60:
+            raise ValueError(
+                f"{v!r} starts a run every {gap.total_seconds() / 60:g} min; runs may start at "
+                f"most every {MIN_SCHEDULE_MINUTES} min (a run takes minutes), e.g. '0 2 * * *'"
+            )
         return v
 
     @field_validator("timezone")

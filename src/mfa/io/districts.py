@@ -5,14 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
+import shapely
 
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError
 from mfa.io.files import check_input_file
 from mfa.io.geoparquet import read_geoparquet
+from mfa.io.safeopen import read_vector
 
-__all__ = ["read_districts"]
+__all__ = ["MAX_OVERLAP_SHARE", "district_overlaps", "read_districts"]
+
+#: Two districts may overlap by at most this share of the smaller one's area (digitising
+#: slivers); more means a building would count in one of them only, silently.
+MAX_OVERLAP_SHARE = 0.01
+
+
+def district_overlaps(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i < j) of polygons whose overlap exceeds :data:`MAX_OVERLAP_SHARE` of the
+    smaller one, and the overlap area (CRS units², m² in a projected CRS)."""
+    tree = shapely.STRtree(geometry)
+    i, j = tree.query(geometry, predicate="intersects")
+    keep = i < j
+    i, j = i[keep], j[keep]
+    area = shapely.area(shapely.intersection(geometry[i], geometry[j]))
+    smaller = np.minimum(shapely.area(geometry[i]), shapely.area(geometry[j]))
+    big = area > MAX_OVERLAP_SHARE * smaller
+    return i[big], j[big], area[big]
 
 
 def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
@@ -21,13 +41,10 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
     Sorted by ``district_id``. Ids must be unique and non-empty, geometries polygons.
     """
     path = check_input_file(Path(source.path), "districts file", "sources.districts.path")
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = read_geoparquet(path)  # GDAL's Parquet driver is often missing
-        else:
-            gdf = gpd.read_file(path, layer=source.layer)
-    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
-        raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        gdf = read_geoparquet(path)  # GDAL's Parquet driver is often missing
+    else:
+        gdf = read_vector(path, source.layer, "districts file", "sources.districts.path")
     where = f"{path}" + (f" layer {source.layer}" if source.layer else "")
     if not isinstance(gdf, gpd.GeoDataFrame):
         raise InputDataError(f"{where}: no geometry column; districts need polygons")
@@ -40,6 +57,11 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
             )
     if gdf.crs is None:
         raise InputDataError(f"{where}: the file has no CRS; write it with one (e.g. EPSG:25832)")
+    if len(gdf) == 0:
+        raise InputDataError(
+            f"{where}: no districts (0 features); export the polygons again, or remove "
+            "[sources.districts] to run without district sums"
+        )
     ids = gdf[source.id_column].astype("string").str.strip()
     if ids.isna().any() or (ids == "").any():
         pos = int((ids.isna() | (ids == "")).to_numpy().argmax())
@@ -80,4 +102,13 @@ def read_districts(source: DistrictSource, crs: str) -> gpd.GeoDataFrame:
         geometry=gdf.geometry.to_crs(crs).values,
         crs=crs,
     )
+    i, j, area = district_overlaps(shapely.make_valid(out.geometry.to_numpy()))
+    if len(i):
+        first = int(np.argmax(area))
+        raise InputDataError(
+            f"{where}: districts {ids.iloc[i[first]]!r} and {ids.iloc[j[first]]!r} overlap by "
+            f"{area[first]:,.0f} m² ({len(i)} overlapping pairs); a building would count in "
+            "one of them only: fix the polygons, or give districts of one level (not parishes "
+            "and municipalities together)"
+        )
     return out.sort_values("district_id", kind="stable").reset_index(drop=True)

@@ -1,12 +1,24 @@
-"""File helpers: checksums and atomic writes."""
+"""File helpers: checksums, atomic writes and what an input path is before it is opened."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["check_input_file", "file_record", "fsync_dir", "sha256_file"]
+__all__ = [
+    "check_input_file",
+    "file_record",
+    "fsync_dir",
+    "path_problem",
+    "read_together",
+    "sha256_file",
+]
+
+#: Sidecar files GDAL reads together with a Shapefile (they change what is read).
+SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -18,18 +30,56 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` is not a regular file mfa can open, as a phrase; None when it is one.
+
+    FIFOs, devices and sockets are refused (reading one may block for ever or never end);
+    a symlink loop, a too-long name or a folder are named as such, not as "missing".
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "does not exist"
+    except NotADirectoryError:
+        return "does not exist (a part of the path is a file, not a folder)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop (a link that points back to itself)"
+        if exc.errno == errno.ENAMETOOLONG:
+            longest = max((len(part) for part in Path(path).parts), default=0)
+            return (
+                f"has a name too long for the file system ({longest} characters in one part, "
+                f"{len(str(path))} in all)"
+            )
+        return f"cannot be looked at ({exc.strerror or exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    if stat.S_ISFIFO(st.st_mode):
+        return "is a FIFO (named pipe), not a regular file"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "is a device, not a regular file"
+    if stat.S_ISSOCK(st.st_mode):
+        return "is a socket, not a regular file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    return None
+
+
 def check_input_file(path: Path, what: str, key: str) -> Path:
-    """An input file that exists, is a file and is not empty; else a typed error.
+    """An input file that exists, is a regular file and is not empty; else a typed error.
 
     ``what`` names the input ("register file"), ``key`` the pipeline key to fix.
     """
     from mfa.errors import InputDataError, InputNotFoundError
 
     path = Path(path)
-    if path.is_dir():
+    problem = path_problem(path)
+    if problem == "is a folder, not a file":
         raise InputNotFoundError(f"{path}: is a folder, not a {what}; give a file in {key}")
-    if not path.is_file():
+    if problem == "does not exist":
         raise InputNotFoundError(f"{path}: {what} not found; fix {key}")
+    if problem is not None:
+        raise InputDataError(f"{path}: {problem}; give a regular {what} in {key}")
     if path.stat().st_size == 0:
         raise InputDataError(
             f"{path}: empty file (0 bytes), not a {what}; a download or copy failed? "
@@ -38,10 +88,36 @@ def check_input_file(path: Path, what: str, key: str) -> Path:
     return path
 
 
-def file_record(path: Path) -> dict[str, object]:
-    """Path, size (bytes) and sha256 of an input file, for the run manifest."""
+def read_together(path: Path) -> list[Path]:
+    """The files a reader of ``path`` reads: the file, a Shapefile's sidecars, the tiles
+    a raster VRT names (:func:`mfa.io.safeopen.vrt_sources`)."""
     path = Path(path)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    if path.suffix.lower() == ".vrt":
+        from mfa.io.safeopen import vrt_sources
+
+        return [path, *vrt_sources(path)]
+    if path.suffix.lower() != ".shp":
+        return [path]
+    extra = [path.with_suffix(s) for s in SHAPEFILE_SIDECARS]
+    extra += [path.with_suffix(s.upper()) for s in SHAPEFILE_SIDECARS]
+    return [path, *sorted({p for p in extra if p.is_file()})]
+
+
+def file_record(path: Path) -> dict[str, object]:
+    """Path, size (bytes) and sha256 of an input file, for the run manifest; the files
+    read with it (a Shapefile's sidecars, a VRT's tiles) are listed under ``sidecars``."""
+    path = Path(path)
+    record: dict[str, object] = {
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+    sidecars = read_together(path)[1:]
+    if sidecars:
+        record["sidecars"] = [
+            {"path": str(s), "bytes": s.stat().st_size, "sha256": sha256_file(s)} for s in sidecars
+        ]
+    return record
 
 
 def fsync_dir(path: Path) -> None:

@@ -12,6 +12,7 @@ from mfa.buildings.footprints import FOOTPRINT_TAGS, normalise_footprints
 from mfa.config import FootprintSource
 from mfa.errors import InputDataError
 from mfa.io.files import check_input_file
+from mfa.io.safeopen import read_vector
 
 __all__ = ["buildings_from_footprint_file", "read_footprint_file"]
 
@@ -22,10 +23,7 @@ def read_footprint_file(
     """Footprints with ``building_id`` (from ``id_column``), any OSM-style tag columns and,
     with ``link_column``, ``register_link`` (the register id of each footprint)."""
     path = check_input_file(Path(path), "footprint file", "sources.footprints.file")
-    try:
-        gdf = gpd.read_file(path, layer=layer)
-    except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
-        raise InputDataError(f"{path}: cannot be read as a vector file ({exc})") from exc
+    gdf = read_vector(path, layer, "footprint file", "sources.footprints.file")
     where = f"{path}" + (f" layer {layer}" if layer else "")
     for key, col in (("id_column", id_column), ("register_link_column", link_column)):
         if col is not None and col not in gdf.columns:

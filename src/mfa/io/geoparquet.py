@@ -213,6 +213,16 @@ def _crs(text: str):
     return CRS.from_user_input(json.loads(text))
 
 
+def _one_geometry(path: Path, geo: dict) -> None:
+    """An input has one geometry column: with two, which one is meant is a guess."""
+    names = list(geo["columns"])
+    if len(names) > 1:
+        raise InputDataError(
+            f"{path}: {len(names)} geometry columns ({', '.join(map(repr, names))}); mfa "
+            f"reads one: drop the others (primary is {geo.get('primary_column')!r})"
+        )
+
+
 def read_geoparquet(path: Path):
     """An input (Geo)Parquet file: a GeoDataFrame when it has 'geo' metadata, else a
     DataFrame. Broken 'geo' metadata or an unreadable file is an InputDataError."""
@@ -227,7 +237,10 @@ def read_geoparquet(path: Path):
     try:
         geo = json.loads(raw)
         geo["columns"][geo["primary_column"]]
+        _one_geometry(path, geo)
     except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, InputDataError):
+            raise
         raise InputDataError(
             f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
             "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
@@ -256,7 +269,10 @@ def iter_geoparquet(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame
             geo = json.loads(raw)
             meta = geo["columns"][geo["primary_column"]]
             name = geo["primary_column"]
+            _one_geometry(path, geo)
         except (ValueError, KeyError, TypeError) as exc:
+            if isinstance(exc, InputDataError):
+                raise
             raise InputDataError(
                 f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
                 "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"

@@ -21,6 +21,7 @@ from rasterio.windows import Window, from_bounds
 
 from mfa.buildings.heights import zonal_percentile
 from mfa.errors import InputDataError, InputNotFoundError
+from mfa.io.safeopen import open_raster
 
 __all__ = ["RasterStats", "check_raster_total", "footprint_heights", "write_cog"]
 
@@ -40,10 +41,7 @@ class RasterStats:
 def _open(path: Path) -> rasterio.DatasetReader:
     if not Path(path).is_file():
         raise InputNotFoundError(f"{path}: raster not found; fix sources.heights")
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputDataError(f"{path}: cannot be read as a raster ({exc})") from exc
+    return open_raster(path, "sources.heights")
 
 
 def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader) -> None:
@@ -128,6 +126,13 @@ def footprint_heights(
                 f"{CRS.from_user_input(geometry.crs).to_string()}; heights are not resampled "
                 "on the fly: reproject it (gdalwarp -t_srs <pipeline CRS>)"
             )
+        t = main.transform
+        if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+            raise InputDataError(
+                f"{main.name}: the raster's grid is rotated, sheared or flipped (geotransform "
+                f"{t.a:g}, {t.b:g}, {t.d:g}, {t.e:g}); mfa reads north-up grids only: warp it "
+                "(gdalwarp -t_srs <pipeline CRS> in.tif out.tif)"
+            )
         geoms = geometry
         fb = geoms.total_bounds
         rb = main.bounds
@@ -196,6 +201,12 @@ def footprint_heights(
         main.close()
         if ground is not None:
             ground.close()
+    if len(positions) and np.isnan(result).all():
+        raise InputDataError(
+            f"{stats.files[0]}: no valid (non-nodata) cell under any of the {len(positions)} "
+            "footprints; the raster is all nodata there, or its nodata value is wrong: check "
+            "it (gdalinfo -stats) or remove sources.heights"
+        )
     height = pd.Series(result, index=geometry.index, dtype="Float64")
     return height.where(~np.isnan(result)), stats
 

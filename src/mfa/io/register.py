@@ -21,6 +21,8 @@ from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file
 from mfa.io.geoparquet import iter_geoparquet, parquet_batches
+from mfa.io.safeopen import check_csv_header, check_text_file, read_vector
+from mfa.numbers import Decimal, parse_numbers
 
 __all__ = [
     "BBR_CRS_CODES",
@@ -62,7 +64,11 @@ def _row_label(df: pd.DataFrame, pos: int, kind: str) -> str:
     return f"{where} (id_lokalId {rid})"
 
 
-def _check_numeric(df: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame:
+def _check_numeric(
+    df: pd.DataFrame, path: Path, kind: str, decimal: Decimal = "auto"
+) -> pd.DataFrame:
+    """The numeric BBR columns as Float64; text read by :func:`mfa.numbers.parse_numbers`
+    (a value that is not a number, or could be read two ways, is an error naming the row)."""
     out = df.copy()
     for col in BBR_NUMERIC:
         raw = out[col]
@@ -70,13 +76,20 @@ def _check_numeric(df: pd.DataFrame, path: Path, kind: str) -> pd.DataFrame:
             out[col] = raw.astype("Float64")
             continue
         text = raw.astype("string").str.strip()
-        num = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
-        bad = text.notna() & (text != "") & num.isna()
+        num, bad, ambiguous = parse_numbers(text, decimal)
+        if ambiguous.any():
+            pos = int(ambiguous.to_numpy().argmax())
+            raise InputDataError(
+                f"{path} {_row_label(out, pos, kind)}: {col} = {text.iloc[pos]!r} could be "
+                f"thousands or decimals ({int(ambiguous.sum())} such rows); set "
+                "sources.register.decimal_separator to ',' (Danish Excel) or '.'"
+            )
         if bad.any():
             pos = int(bad.to_numpy().argmax())
+            locale = "" if decimal == "auto" else f" with decimal separator {decimal!r}"
             raise InputDataError(
                 f"{path} {_row_label(out, pos, kind)}: {col} = {text.iloc[pos]!r} is not a "
-                f"number ({int(bad.sum())} such rows); fix the value or leave it empty"
+                f"number{locale} ({int(bad.sum())} such rows); fix the value or leave it empty"
             )
         out[col] = num.astype("Float64")
     return out
@@ -132,12 +145,13 @@ def iter_register(
         return
     try:
         if kind in (".csv", ".csv.gz"):
-            df = pd.read_csv(
-                path, dtype="string", keep_default_na=False, na_values=[""], sep=_separator(path)
-            )
+            check_text_file(path, "register file", "sources.register.path")
+            sep = _separator(path)
+            check_csv_header(path, sep, "register file")
+            df = pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""], sep=sep)
             kind = "csv"
         elif kind == ".gpkg":
-            df = gpd.read_file(path, layer=source.layer)
+            df = read_vector(path, source.layer, "register file", "sources.register.path")
         else:
             raise InputDataError(
                 f"{path}: unknown register format {kind!r}; use .csv, .csv.gz, .parquet or .gpkg"
@@ -210,7 +224,7 @@ def _records(
             "rename the columns"
         )
     crs_of_file = df.crs if isinstance(df, gpd.GeoDataFrame) else None
-    df = _check_numeric(pd.DataFrame(df), path, kind)
+    df = _check_numeric(pd.DataFrame(df), path, kind, source.decimal_separator)
 
     if crs_of_file is not None or ("geometry" in df.columns and kind != "csv"):
         gdf = gpd.GeoDataFrame(df, geometry="geometry", crs=crs_of_file)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from mfa.buildings.archetypes import ArchetypeRules, OsmNeighbours
 from mfa.buildings.quality import Limits
-from mfa.errors import ConfigError, InputNotFoundError
+from mfa.errors import ConfigError, InputDataError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
 from mfa.stocks.intensity import check_intensity_table
 
@@ -29,9 +29,21 @@ def _toml(path: Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
+def _sniff_config_csv(path: Path) -> None:
+    """A config CSV that is text with one header per column (safeopen's checks)."""
+    from mfa.io.safeopen import check_csv_header, check_text_file
+
+    try:
+        check_text_file(path, "config table", "the config")
+        check_csv_header(path, ",", "config table")
+    except InputDataError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _csv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
+    _sniff_config_csv(path)
     try:
         return pd.read_csv(path, dtype="string", keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -227,6 +239,7 @@ def _read_intensities(path: Path, materials: list[str]) -> pd.DataFrame:
     dtypes = dict.fromkeys(
         ["region", "function", "structure", "material", "unit", "source"], "string"
     )
+    _sniff_config_csv(path)
     try:
         table = pd.read_csv(path, dtype=dtypes)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:

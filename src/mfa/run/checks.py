@@ -28,6 +28,7 @@ from mfa.run.context import (
     QGIS_LAYERS,
 )
 from mfa.schema import check_building_rows, material_columns
+from mfa.textsafe import csv_neutralise
 
 
 @dataclass
@@ -51,7 +52,8 @@ def _record_table(staged: Path, csv: Path, key: list[str]) -> _Records:
         pd.DataFrame(columns=names).to_csv(out, index=False)
         for batch in table.to_batches(max_chunksize=100_000):
             df = batch.to_pandas()
-            df.to_csv(out, index=False, header=False)
+            safe = df.apply(lambda c: csv_neutralise(c) if c.dtype.kind in "OUT" else c)
+            safe.to_csv(out, index=False, header=False)  # formulas neutralised: textsafe
             counts.append(df.groupby(key, dropna=False).size())
             if n < MANIFEST_RECORDS:
                 head.append(df.head(MANIFEST_RECORDS - n))

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +42,10 @@ DISTRICTS = layer("districts").file
 
 
 MANIFEST = "run.json"
+#: The name of a run folder, as :func:`prepare` makes it: start time in UTC (to the
+#: millisecond; earlier versions to the second), then six hex digits (housekeeping
+#: touches only folders so named).
+RUN_ID = re.compile(r"\d{8}T\d{6}(\d{3})?Z-[0-9a-f]{6}")
 
 
 DROPPED = "dropped.csv"

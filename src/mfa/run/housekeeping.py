@@ -11,7 +11,7 @@ from pathlib import Path
 from mfa.config import load_pipeline
 from mfa.errors import MfaError
 from mfa.report import failure_markdown
-from mfa.run.context import FAILURE, _ctx, log
+from mfa.run.context import FAILURE, MANIFEST, RUN_ID, _ctx, log
 
 
 class RunLockedError(MfaError, RuntimeError):
@@ -56,22 +56,38 @@ def _clean_leftovers(folder: Path) -> None:
         with contextlib.suppress(OSError):
             work.rmdir()
     for link in folder.glob(".latest-*"):
-        link.unlink(missing_ok=True)
-    for tmp in folder.glob("*/*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if link.is_symlink() and RUN_ID.fullmatch(link.name.removeprefix(".latest-")):
+            link.unlink(missing_ok=True)
+    for run in _run_folders(folder):
+        for tmp in run.glob("*.tmp"):  # mfa's temporaries are '<its file name>.tmp'
+            if tmp.is_file() and tmp.name.endswith(_MFA_TMP_SUFFIXES):
+                tmp.unlink(missing_ok=True)
+
+
+#: The temporaries of mfa's atomic writes (layers, rasters, GeoPackage, JSON).
+_MFA_TMP_SUFFIXES = (".parquet.tmp", ".tif.tmp", ".gpkg.tmp", ".json.tmp")
+
+
+def _run_folders(folder: Path) -> list[Path]:
+    """The published run folders under ``folder``: named as mfa names runs (:data:`RUN_ID`),
+    real folders (not links) holding mfa's ``run.json``. Nothing else is ever deleted."""
+    return sorted(
+        (
+            d
+            for d in folder.iterdir()
+            if RUN_ID.fullmatch(d.name)
+            and d.is_dir()
+            and not d.is_symlink()
+            and (d / MANIFEST).is_file()
+        ),
+        key=lambda d: d.name,
+    )
 
 
 def prune_runs(folder: Path, keep: int) -> list[str]:
     """Delete all but the newest ``keep`` published runs (never the one ``latest`` names)."""
     latest = (folder / "latest").resolve() if (folder / "latest").exists() else None
-    runs = sorted(
-        (
-            d
-            for d in folder.iterdir()
-            if d.is_dir() and not d.name.startswith(".") and d.name != "latest"
-        ),
-        key=lambda d: d.name,
-    )
+    runs = _run_folders(folder)
     removed = []
     for old in runs[: max(0, len(runs) - keep)]:
         if latest is not None and old.resolve() == latest:

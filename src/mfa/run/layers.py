@@ -18,6 +18,7 @@ from mfa.config import Pipeline
 from mfa.crs import as_crs
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
 from mfa.engine import read_sums
+from mfa.errors import ConfigError
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import read_layer, wkb_type_ids, write_layer
 from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
@@ -56,6 +57,17 @@ def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipe
     """One cloud-optimised GeoTIFF per material (and the total), t/ha, on the grid."""
     assert p.grid is not None
     size = p.grid.cell_size_m
+    ix, iy = cells["ix"].to_numpy(), cells["iy"].to_numpy()
+    if len(ix):
+        width, height = int(ix.max() - ix.min()) + 1, int(iy.max() - iy.min()) + 1
+        if width * height > p.grid.max_raster_cells:
+            raise ConfigError(
+                f"{p.source_file}: grid.cell_size_m = {size:g} m over the buildings' extent "
+                f"({width * size / 1000:,.1f} km × {height * size / 1000:,.1f} km) needs "
+                f"{width * height:,} raster cells ({width * height * 8 / 2**30:,.1f} GiB), "
+                f"more than grid.max_raster_cells = {p.grid.max_raster_cells:,}; choose a "
+                "larger cell size, or set grid.rasters = false"
+            )
     names = []
     for col in sums:
         density = (cells[col] / cells["area_ha"]).to_numpy()

@@ -17,7 +17,7 @@ import mfa
 from mfa.config import config_digest
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
-from mfa.io.files import fsync_dir
+from mfa.io.files import fsync_dir, sha256_file
 from mfa.parallel import without_cyclic_gc
 from mfa.report import report_markdown
 from mfa.run.checks import _checks, _quality_summary, _record_table
@@ -45,6 +45,37 @@ def _versions() -> dict[str, str]:
         except Exception:  # noqa: BLE001 - a missing optional package is reported as absent
             out[n] = "absent"
     return out
+
+
+#: What a run folder holds that :func:`published_files` does not list: the manifest itself,
+#: the report written from it, and the work files removed before the run is published.
+_UNLISTED = {MANIFEST, REPORT, "context.json", "stage", "reports"}
+
+
+def published_files(run_dir: Path) -> dict[str, dict[str, object]]:
+    """Bytes and sha256 of every file a run publishes (relative path → record), for
+    ``run.json``; ``--if-changed`` checks ``latest`` against them
+    (:func:`mfa.incremental.published_problem`)."""
+    out: dict[str, dict[str, object]] = {}
+    for f in sorted(run_dir.rglob("*")):
+        rel = f.relative_to(run_dir)
+        if rel.parts[0] in _UNLISTED or not f.is_file():
+            continue
+        out[rel.as_posix()] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+    return out
+
+
+def _previous_manifest(path: Path) -> dict | None:
+    """The manifest of the run being replaced, for the report's changes; a damaged one
+    (hand-edited, truncated) is left out with a warning: it never blocks the next run."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s: unreadable (%s); the report shows no changes since it", path, exc)
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("totals_t"), dict) else None
 
 
 @without_cyclic_gc
@@ -136,10 +167,10 @@ def publish(work_dir: Path) -> Path:
         "storey_height_m": b.get("storey_height_m"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
+    manifest["files"] = published_files(work)
     manifest["timings_s"]["publish"] = round(time.perf_counter() - t0, 3)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    previous_manifest = work.parent.parent / "latest" / MANIFEST
-    previous = json.loads(previous_manifest.read_text()) if previous_manifest.is_file() else None
+    previous = _previous_manifest(work.parent.parent / "latest" / MANIFEST)
     (work / REPORT).write_text(report_markdown(manifest, previous))
     shutil.rmtree(work / "stage")
     shutil.rmtree(work / "reports")
