@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["failure_markdown", "report_markdown"]
+__all__ = ["WARN_SHARE", "failure_markdown", "guesses_markdown", "report_markdown"]
+
+#: A guessed share (of buildings or of tonnes) above which the report warns (0…1).
+WARN_SHARE = 0.05
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -55,6 +58,7 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
                 ],
             ),
         ]
+    parts += guesses_markdown(m)
     reasons = m["dropped"]["counts_by_reason"][:8]
     if reasons:
         parts += [
@@ -104,6 +108,36 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         _table(["step", "seconds"], [[k, f"{v}"] for k, v in m["timings_s"].items()]),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def guesses_markdown(m: dict[str, Any]) -> list[str]:
+    """What the run guessed rather than measured: construction years filled for the
+    flows, tonnes outside every district, districts without a building; a **warning**
+    where a share is above :data:`WARN_SHARE`."""
+    lines = []
+    flows = m.get("flows") or {}
+    if "construction_years_imputed" in flows:
+        share = flows.get("construction_years_imputed_share", 0.0)
+        rule = (flows.get("year_fill") or {}).get("rule", "median of the archetype")
+        warn = "**Warning:** " if share > WARN_SHARE else ""
+        lines.append(
+            f"- {warn}construction year imputed for {flows['construction_years_imputed']:,} "
+            f"buildings ({share:.1%}) behind the flows ({rule}); `mfa query --years` "
+            "uses the same years"
+        )
+    cov = m.get("coverage")
+    if cov:
+        share = cov["unassigned_mass_share"]
+        warn = "**Warning:** " if share > WARN_SHARE else ""
+        lines.append(
+            f"- {warn}{cov['unassigned_mass_t']:,.0f} t ({share:.1%} of the tonnes, "
+            f"{cov['unassigned_buildings']:,} buildings) lie outside every district "
+            f"(`_unassigned`); {cov['districts_without_buildings']:,} of "
+            f"{cov['districts']:,} districts hold no building"
+        )
+    if not lines:
+        return []
+    return ["## Guessed, not measured", "\n".join(lines)]
 
 
 def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:

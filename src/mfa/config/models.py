@@ -238,6 +238,11 @@ class Dynamics(_Strict):
     base_year: Annotated[int, Field(ge=1000, le=3000)]
     horizon: Annotated[int, Field(ge=1000, le=3100)]
     scenarios: list[Scenario] = Field(default_factory=lambda: [Scenario(name="baseline")])
+    fallback_construction_year: Annotated[int, Field(ge=1000, le=3000)] | None = Field(
+        default=None,
+        description="the year given to every building when none has a known year "
+        "(a stated guess; without it such a run stops with an error)",
+    )
 
     @model_validator(mode="after")
     def _years(self) -> Dynamics:
