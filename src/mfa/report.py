@@ -135,6 +135,12 @@ def guesses_markdown(m: dict[str, Any]) -> list[str]:
             f"(`_unassigned`); {cov['districts_without_buildings']:,} of "
             f"{cov['districts']:,} districts hold no building"
         )
+    ext = m.get("crs_extent")
+    if ext and ext.get("outside_area_of_use"):
+        lines.append(
+            f"- **Warning:** the buildings lie outside the area of use of {m.get('crs')} "
+            f"({ext['area_of_use']}); areas there are within {ext['max_area_error']:.2%}"
+        )
     if not lines:
         return []
     return ["## Guessed, not measured", "\n".join(lines)]

@@ -355,11 +355,10 @@ class Pipeline(_Strict):
             crs = CRS.from_user_input(v)
         except CRSError as exc:
             raise ValueError(f"unknown CRS {v!r}; use an EPSG code such as EPSG:25832") from exc
-        if not crs.is_projected:
-            raise ValueError(
-                f"{v} is not a projected CRS; areas need metres: use a projected CRS "
-                "such as EPSG:25832 (ETRS89 / UTM 32N) for Denmark"
-            )
+        from mfa.crs import check_area_crs
+
+        del crs
+        check_area_crs(v)  # geographic, or distorting areas (Web Mercator): refused
         return v
 
     def output_root(self, override: Path | None = None) -> Path:

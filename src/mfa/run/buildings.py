@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mfa.config import load_pipeline
-from mfa.crs import as_crs
+from mfa.crs import as_crs, check_data_extent
 from mfa.engine import check_buildings, finish_buildings, read_sums
 from mfa.errors import InputDataError
 from mfa.executor import worker_count
@@ -118,6 +118,20 @@ def estimate_stocks(work_dir: Path) -> Path:
         p.compute.scheduler,
         p.compute.workers,
     )
+    extent = None
+    if done["buildings"]:  # areas must be right where the buildings are (mfa.crs)
+        geo = json.loads(pq.read_metadata(work / BUILDINGS).metadata[b"geo"])
+        bbox = geo["columns"][geo["primary_column"]].get("bbox")
+        if bbox:
+            extent = check_data_extent(p.crs, tuple(bbox))
+            if extent["outside_area_of_use"]:
+                log.warning(
+                    "the buildings lie outside the area of use of %s (%s); areas are within "
+                    "%.2f%% there",
+                    p.crs,
+                    extent["area_of_use"],
+                    100 * extent["max_area_error"],
+                )
     sums = read_sums(work / "stage")
     if p.sources.districts is not None and done["buildings"]:
         inside = sums.districts.drop(index=UNASSIGNED, errors="ignore")["building_count"].sum()
@@ -158,6 +172,7 @@ def estimate_stocks(work_dir: Path) -> Path:
                 "totals_t": band.iloc[0].round(3).to_dict(),
             },
             "imputed_from_cohort_peers": done["imputed_from_cohort_peers"],
+            "crs_extent": extent,
             "scheduler": p.compute.scheduler,
             "workers": worker_count(p.compute.workers),
             "batches": done["batches"],

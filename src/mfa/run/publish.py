@@ -130,6 +130,7 @@ def publish(work_dir: Path) -> Path:
         "imputed_from_cohort_peers": reports.get("stocks", {}).get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
         "coverage": reports.get("districts", {}).get("coverage"),
+        "crs_extent": reports.get("stocks", {}).get("crs_extent"),
         "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
