@@ -58,7 +58,11 @@ def build_buildings(work_dir: Path) -> Path:
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
     h = p.sources.heights
-    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
+    storey: float | dict[str, float] = rules.storey_height_m
+    if h is not None and h.storey_height_m:  # the pipeline's one value, for every function
+        storey = h.storey_height_m
+    elif rules.storey_height_by_function:
+        storey = {**rules.storey_height_by_function, "*": rules.storey_height_m}
     model = _model(p, rules, run_year, storey)
     stage = work / "stage"
     if model.district_geoms is not None:
