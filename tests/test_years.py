@@ -81,7 +81,22 @@ def test_query_over_each_district_equals_the_flows_with_missing_years(gappy_run:
                 assert got[m] == pytest.approx(expected[(d, m)], rel=1e-9, abs=1e-9), (sc, d, m)
     assert mass["outflow_t"].sum() > 0
     report = (run / "report.md").read_text()
-    assert "construction year" in report and "imputed" in report
+    assert "construction year imputed for" in report and "## Guessed, not measured" in report
+    # the guessed shares by buildings and by tonnes, against pandas over the layer
+    layer = pd.read_parquet(run / "buildings.parquet")
+    for attr, g in manifest["guessed"].items():
+        for kind in ("imputed", "missing"):
+            mine = layer[f"{attr}_source"] == kind
+            assert g[f"{kind}_buildings"] == pytest.approx(mine.mean(), abs=1e-6)
+            share = layer.loc[mine, "mass_t"].sum() / layer["mass_t"].sum()
+            assert g[f"{kind}_mass"] == pytest.approx(share, abs=1e-6)
+    assert manifest["guessed"]["construction_year"]["missing_buildings"] > 0.3
+    assert "**Warning:** construction year imputed" in report
+    cov = manifest["coverage"]
+    d = pd.read_parquet(run / "districts.parquet")
+    outside = d.loc[d["district_id"] == "_unassigned", "mass_t"].sum()
+    assert cov["unassigned_mass_t"] == pytest.approx(outside, rel=1e-12)
+    assert cov["districts_without_buildings"] == int((d["building_count"] == 0).sum())
 
 
 def test_no_construction_year_at_all_is_a_clear_error_or_the_stated_fallback(

@@ -135,15 +135,37 @@ def guesses_markdown(m: dict[str, Any]) -> list[str]:
             f"(`_unassigned`); {cov['districts_without_buildings']:,} of "
             f"{cov['districts']:,} districts hold no building"
         )
+    guessed = m.get("guessed") or {}
+    for attr, g in guessed.items():
+        share = g["imputed_mass"] + g["missing_mass"]
+        if share > WARN_SHARE and attr != "height":  # a height is optional evidence
+            lines.append(f"- **Warning:** {attr} imputed or missing for {share:.0%} of the tonnes")
     ext = m.get("crs_extent")
     if ext and ext.get("outside_area_of_use"):
+        area = str(ext["area_of_use"]).split(":")[0]
         lines.append(
-            f"- **Warning:** the buildings lie outside the area of use of {m.get('crs')} "
-            f"({ext['area_of_use']}); areas there are within {ext['max_area_error']:.2%}"
+            f"- the buildings reach beyond the area of use of {m.get('crs')} ({area}); "
+            f"areas there are within {ext['max_area_error']:.2%} (limit 1 %)"
         )
-    if not lines:
-        return []
-    return ["## Guessed, not measured", "\n".join(lines)]
+    parts = ["## Guessed, not measured"]
+    if guessed:
+        parts.append(
+            _table(
+                ["attribute", "imputed (buildings)", "imputed (tonnes)", "missing (tonnes)"],
+                [
+                    [
+                        a,
+                        f"{g['imputed_buildings']:.1%}",
+                        f"{g['imputed_mass']:.1%}",
+                        f"{g['missing_mass']:.1%}",
+                    ]
+                    for a, g in guessed.items()
+                ],
+            )
+        )
+    if lines:
+        parts.append("\n".join(lines))
+    return parts if len(parts) > 1 else []
 
 
 def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:

@@ -129,7 +129,7 @@ def estimate_stocks(work_dir: Path) -> Path:
         if bbox:
             extent = check_data_extent(p.crs, tuple(bbox))
             if extent["outside_area_of_use"]:
-                log.warning(
+                log.info(
                     "the buildings lie outside the area of use of %s (%s); areas are within "
                     "%.2f%% there",
                     p.crs,
