@@ -111,9 +111,35 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
 
 
 def guesses_markdown(m: dict[str, Any]) -> list[str]:
-    """What the run guessed rather than measured: construction years filled for the
-    flows, tonnes outside every district, districts without a building; a **warning**
-    where a share is above :data:`WARN_SHARE`."""
+    """What the run guessed rather than measured: per attribute the share imputed (by
+    buildings and by tonnes) and the lines of :func:`guess_lines`."""
+    guessed = m.get("guessed") or {}
+    lines = guess_lines(m)
+    parts = ["## Guessed, not measured"]
+    if guessed:
+        parts.append(
+            _table(
+                ["attribute", "imputed (buildings)", "imputed (tonnes)", "missing (tonnes)"],
+                [
+                    [
+                        a,
+                        f"{g['imputed_buildings']:.1%}",
+                        f"{g['imputed_mass']:.1%}",
+                        f"{g['missing_mass']:.1%}",
+                    ]
+                    for a, g in guessed.items()
+                ],
+            )
+        )
+    if lines:
+        parts.append("\n".join(lines))
+    return parts if len(parts) > 1 else []
+
+
+def guess_lines(m: dict[str, Any]) -> list[str]:
+    """Markdown list items: construction years filled for the flows, tonnes outside every
+    district, districts without a building, data beyond the CRS's area of use; a
+    **warning** where a guessed share is above :data:`WARN_SHARE`."""
     lines = []
     flows = m.get("flows") or {}
     if "construction_years_imputed" in flows:
@@ -147,25 +173,7 @@ def guesses_markdown(m: dict[str, Any]) -> list[str]:
             f"- the buildings reach beyond the area of use of {m.get('crs')} ({area}); "
             f"areas there are within {ext['max_area_error']:.2%} (limit 1 %)"
         )
-    parts = ["## Guessed, not measured"]
-    if guessed:
-        parts.append(
-            _table(
-                ["attribute", "imputed (buildings)", "imputed (tonnes)", "missing (tonnes)"],
-                [
-                    [
-                        a,
-                        f"{g['imputed_buildings']:.1%}",
-                        f"{g['imputed_mass']:.1%}",
-                        f"{g['missing_mass']:.1%}",
-                    ]
-                    for a, g in guessed.items()
-                ],
-            )
-        )
-    if lines:
-        parts.append("\n".join(lines))
-    return parts if len(parts) > 1 else []
+    return lines
 
 
 def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:
