@@ -205,3 +205,33 @@ def test_area_of_use_bound_separates_national_grids_from_world_projections() -> 
                 worst = max(worst, err)
         assert worst > MAX_AREA_ERROR_AREA_OF_USE * 0.5, code
     assert len(refused) < 0.05 * len(_metre_crss(20))
+
+
+def test_a_run_in_a_crs_that_distorts_areas_at_the_data_stops_with_the_fix(
+    bbr_pipeline, tmp_path: Path
+) -> None:
+    """The Danish sample in Finland's UTM zone (EPSG:25835): areas 2 % off at the data,
+    so the run stops naming Denmark's zone, and publishes nothing."""
+    path = bbr_pipeline()
+    path.write_text(path.read_text().replace('crs = "EPSG:25832"', 'crs = "EPSG:25835"'))
+    load_pipeline(path)  # a fine CRS in itself: only the data tell
+    with pytest.raises(InputDataError, match=r'off.*set crs = "EPSG:25832"') as err:
+        from mfa.run import run_pipeline
+
+        run_pipeline(path, tmp_path / "out")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out" / "t-bbr" / "latest").exists()
+
+
+@pytest.mark.parametrize(
+    ("lon", "lat", "code"),
+    [(24.94, 60.17, 25835), (10.2, 56.15, 25832), (-74.0, 40.7, 32618), (151.2, -33.9, 32756)],
+)
+def test_the_suggested_crs_is_the_utm_zone_and_fits(lon, lat, code) -> None:
+    from mfa.crs import suggest_crs
+
+    got = suggest_crs(lon, lat, lon, lat)
+    assert got.startswith(f"EPSG:{code} (") and "UTM zone" in got
+    w, s, e, n = pyproj.CRS.from_epsg(code).area_of_use.bounds
+    assert w <= lon <= e and s <= lat <= n
+    assert abs(_geodesic_area_error(f"EPSG:{code}", lon, lat)) <= MAX_AREA_ERROR

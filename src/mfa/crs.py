@@ -128,25 +128,23 @@ def _grid(west: float, south: float, east: float, north: float, n: int = 7):
 
 
 def suggest_crs(west: float, south: float, east: float, north: float) -> str:
-    """A projected CRS fit for areas in a lon/lat box: the UTM zone of its centre on
-    ETRS89 in Europe (EPSG:258xx), else on WGS 84 (EPSG:326xx/327xx), as
-    ``"EPSG:25835 (ETRS89 / UTM zone 35N)"``."""
-    from pyproj.aoi import AreaOfInterest
-    from pyproj.database import query_utm_crs_info
-
+    """A projected CRS fit for areas in a lon/lat box: the UTM zone of its centre, on
+    ETRS89 in Europe (EPSG:25828…25838), else on WGS 84 (EPSG:326xx north, 327xx south),
+    as ``"EPSG:25835 (ETRS89 / UTM zone 35N)"``."""
     lon = (west + east) / 2 if east >= west else ((west + east + 360) / 2 + 180) % 360 - 180
     lat = (south + north) / 2
-    aoi = AreaOfInterest(lon, lat, lon, lat)
-    found = []
-    for datum in ("ETRS89", "WGS 84"):
-        found = query_utm_crs_info(datum_name=datum, area_of_interest=aoi)
-        found = [f for f in found if f.code.isdigit() and not f.deprecated]
-        if found:
-            break
-    if not found:
-        return "the UTM zone of the data (EPSG:326xx north, EPSG:327xx south)"
-    best = sorted(found, key=lambda f: int(f.code))[0]
-    return f"{best.auth_name}:{best.code} ({best.name})"
+    zone = min(int((lon + 180) // 6) + 1, 60)
+    europe = as_crs("EPSG:4258").area_of_use  # ETRS89
+    assert europe is not None
+    if (
+        28 <= zone <= 38
+        and europe.south <= lat <= europe.north
+        and europe.west <= lon <= europe.east
+    ):
+        code = 25800 + zone
+    else:
+        code = (32600 if lat >= 0 else 32700) + zone
+    return f"EPSG:{code} ({as_crs(f'EPSG:{code}').name})"
 
 
 def check_area_crs(crs: str) -> None:
@@ -219,7 +217,8 @@ def check_data_extent(crs: str, bounds: tuple[float, float, float, float]) -> di
             f"the buildings lie at {west:.2f}…{east:.2f}°E, {south:.2f}…{north:.2f}°N, where "
             f"{crs} ({c.name}) measures areas {worst:.1%} off"
             + (" (outside its area of use)" if outside else "")
-            + f'; set crs = "{fix.split(" ")[0]}" ({fix}) or the national CRS of the data'
+            + f'; set crs = "{fix.split(" ", 1)[0]}" {fix.split(" ", 1)[1]} or the national '
+            "CRS of the data"
         )
     return {
         "lonlat_bounds": [round(v, 5) for v in (west, south, east, north)],
