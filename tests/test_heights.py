@@ -134,12 +134,20 @@ def test_dsm_without_dtm_is_an_error(pand) -> None:
         footprint_heights(pand.geometry, dsm=DSM)
 
 
-def test_delft_pipeline_carries_heights(tmp_path: Path, reference) -> None:
+def test_delft_pipeline_carries_heights(tmp_path: Path, reference, rules) -> None:
     run = run_pipeline(ROOT / "pipelines" / "delft-heights.toml", tmp_path)
     b = gpd.read_parquet(run / "buildings.parquet")
     assert b.crs.to_epsg() == 28992 and len(b) == 160
-    assert (b.height_source == "raster").all() and (b.floors_source == "raster").all()
-    np.testing.assert_allclose(b.floors, np.maximum(1, np.floor(b.height_m / 3 + 0.5)))
+    assert (b.height_source == "raster").all()
+    # floors = height / the storey height of the function (config/archetypes), unless the
+    # function's floor limit says the height is a tower's (then floors stay imputed)
+    storey = b.function.map(rules.storey_height_by_function).to_numpy(dtype=float)
+    from_height = np.maximum(1, np.floor(b.height_m / storey + 0.5))
+    cap = b.function.map(rules.limits.max_floors_from_height).fillna(rules.limits.max_floors)
+    used = (from_height <= cap).to_numpy()
+    assert used.mean() > 0.9 and (b.floors_source[used] == "raster").all()
+    assert (b.floors_source[~used] == "imputed").all()
+    np.testing.assert_allclose(b.floors[used], from_height[used])
     np.testing.assert_allclose(b.gfa_m2, b.footprint_area_m2 * b.floors)
 
 

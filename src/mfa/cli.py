@@ -72,6 +72,7 @@ def _summary(run_dir: Path, seconds: float, unchanged: bool = False) -> None:
             continue
         quality.add_row(attr, *(f"{shares[k]:.0%}" for k in ("observed", "imputed", "missing")))
     out.print(quality)
+    _print_guesses(out, manifest)
     matches = manifest.get("matches")
     if matches:
         out.print(
@@ -604,6 +605,21 @@ def match(
             "licences and attribution are listed in the run's run.json",
         )
         out.print(f"map written to {map_file}")
+
+
+def _print_guesses(console: Console, manifest: dict) -> None:
+    """What the run guessed by tonnes, and its warnings (as in report.md)."""
+    from mfa.report import guess_lines
+
+    guessed = manifest.get("guessed") or {}
+    if guessed:
+        console.print(
+            "imputed share of the tonnes: "
+            + ", ".join(f"{a} {g['imputed_mass']:.0%}" for a, g in guessed.items()),
+            highlight=False,
+        )
+    for line in guess_lines(manifest):
+        console.print(line.removeprefix("- ").replace("**", "").replace("`", ""), highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

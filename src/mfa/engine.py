@@ -428,7 +428,7 @@ def rules_model(
     rules: ArchetypeRules,
     p: Pipeline,
     run_year: int,
-    storey_height_m: float,
+    storey_height_m: float | dict[str, float],
     materials: list[str],
     kg_m2: pd.DataFrame,
     unit_quantiles: pd.DataFrame,

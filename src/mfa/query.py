@@ -21,12 +21,13 @@ import pandas as pd
 import shapely
 
 from mfa.dynamics import Lifetime, lifetime
+from mfa.dynamics.flows import YearFill
 from mfa.errors import ConfigError, InputDataError
 from mfa.io.files import sha256_file
 from mfa.io.geoparquet import read_layer
 from mfa.io.tables import load_intensity_table
 from mfa.stocks.intensity import intensity_percentiles
-from mfa.stocks.uncertainty import group_draws, intensity_draws, percentile_columns
+from mfa.stocks.uncertainty import group_percentiles, intensity_draws
 
 __all__ = [
     "QueryResult",
@@ -216,9 +217,15 @@ def availability(
         label = f"expected outflow {years[0]}-{years[1]} ({scenario})"
     weight = gfa * factor
     a_idx = pd.Index(archetypes).get_indexer(b["archetype_id"].astype(object))
-    total = group_draws(weight, a_idx, np.zeros(len(b), dtype=np.int64), 1, draws)
+    if (a_idx < 0).any():
+        raise ConfigError(
+            f"{run}: archetype {b['archetype_id'][a_idx < 0].iloc[0]!r} has no intensities "
+            "in the run's table; re-run the pipeline"
+        )
+    floor = np.zeros((1, len(archetypes)))  # one group: the queried buildings
+    np.add.at(floor, (0, a_idx), weight)
     q = tuple(manifest["uncertainty"]["percentiles"])
-    pct = percentile_columns(total, all_materials, q).iloc[0]
+    pct = group_percentiles(floor, draws, all_materials, q)[0].iloc[0]
     rows = []
     for m in [*chosen, "mass"]:
         col = f"{m}_t"
@@ -256,8 +263,9 @@ def outflow_factor(
     """Per building of a run's ``buildings`` table, the expected share demolished in
     ``first`` … ``last`` under ``scenario`` (lifetimes and base year from ``run.json``).
 
-    Buildings without a construction year take the median of the others (the base year if
-    none has one), as in ``flows.parquet``.
+    Buildings without a construction year take the year the run's flows step gave them
+    (its fill, recorded in ``run.json`` as ``flows.year_fill``), so a query's outflows
+    equal ``flows.parquet``'s.
     """
     if last < first:
         raise InputDataError(f"years {first}-{last}: the first year comes after the last")
@@ -270,9 +278,14 @@ def outflow_factor(
         f: lifetime(v["kind"], **{k: x for k, x in v.items() if k != "kind"})
         for f, v in flows["lifetimes"].items()
     }
-    year = b["construction_year"].astype("Float64")
-    year = year.fillna(year.median() if year.notna().any() else base).to_numpy(dtype=float)
-    year = np.minimum(year, base)
+    if "year_fill" not in flows:
+        raise ConfigError(
+            f"{manifest.get('run_id', 'the run')}: run.json does not say how the flows filled "
+            "unknown construction years (a run made before mfa recorded it); re-run the pipeline"
+        )
+    # the same years as the flows step: its fill of unknown years, recorded in run.json
+    fill = YearFill.from_json(flows["year_fill"])
+    year = np.minimum(fill.fill(b["archetype_id"], b["construction_year"]), base)
     factor = np.ones(len(b))  # a function without lifetimes: as before, share 1
     for f, lt in lts.items():
         rows = (b["function"] == f).to_numpy()

@@ -6,7 +6,10 @@ from typing import Any
 
 from mfa.textsafe import md_code_block, md_escape
 
-__all__ = ["failure_markdown", "report_markdown"]
+__all__ = ["WARN_SHARE", "failure_markdown", "guesses_markdown", "report_markdown"]
+
+#: A guessed share (of buildings or of tonnes) above which the report warns (0…1).
+WARN_SHARE = 0.05
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -59,6 +62,7 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
                 ],
             ),
         ]
+    parts += guesses_markdown(m)
     reasons = m["dropped"]["counts_by_reason"][:8]
     if reasons:
         parts += [
@@ -125,6 +129,72 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         _table(["step", "seconds"], [[k, f"{v}"] for k, v in m["timings_s"].items()]),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def guesses_markdown(m: dict[str, Any]) -> list[str]:
+    """What the run guessed rather than measured: per attribute the share imputed (by
+    buildings and by tonnes) and the lines of :func:`guess_lines`."""
+    guessed = m.get("guessed") or {}
+    lines = guess_lines(m)
+    parts = ["## Guessed, not measured"]
+    if guessed:
+        parts.append(
+            _table(
+                ["attribute", "imputed (buildings)", "imputed (tonnes)", "missing (tonnes)"],
+                [
+                    [
+                        a,
+                        f"{g['imputed_buildings']:.1%}",
+                        f"{g['imputed_mass']:.1%}",
+                        f"{g['missing_mass']:.1%}",
+                    ]
+                    for a, g in guessed.items()
+                ],
+            )
+        )
+    if lines:
+        parts.append("\n".join(lines))
+    return parts if len(parts) > 1 else []
+
+
+def guess_lines(m: dict[str, Any]) -> list[str]:
+    """Markdown list items: construction years filled for the flows, tonnes outside every
+    district, districts without a building, data beyond the CRS's area of use; a
+    **warning** where a guessed share is above :data:`WARN_SHARE`."""
+    lines = []
+    flows = m.get("flows") or {}
+    if "construction_years_imputed" in flows:
+        share = flows.get("construction_years_imputed_share", 0.0)
+        rule = (flows.get("year_fill") or {}).get("rule", "median of the archetype")
+        warn = "**Warning:** " if share > WARN_SHARE else ""
+        lines.append(
+            f"- {warn}construction year imputed for {flows['construction_years_imputed']:,} "
+            f"buildings ({share:.1%}) behind the flows ({rule}); `mfa query --years` "
+            "uses the same years"
+        )
+    cov = m.get("coverage")
+    if cov:
+        share = cov["unassigned_mass_share"]
+        warn = "**Warning:** " if share > WARN_SHARE else ""
+        lines.append(
+            f"- {warn}{cov['unassigned_mass_t']:,.0f} t ({share:.1%} of the tonnes, "
+            f"{cov['unassigned_buildings']:,} buildings) lie outside every district "
+            f"(`_unassigned`); {cov['districts_without_buildings']:,} of "
+            f"{cov['districts']:,} districts hold no building"
+        )
+    guessed = m.get("guessed") or {}
+    for attr, g in guessed.items():
+        share = g["imputed_mass"] + g["missing_mass"]
+        if share > WARN_SHARE and attr != "height":  # a height is optional evidence
+            lines.append(f"- **Warning:** {attr} imputed or missing for {share:.0%} of the tonnes")
+    ext = m.get("crs_extent")
+    if ext and ext.get("outside_area_of_use"):
+        area = str(ext["area_of_use"]).split(":")[0]
+        lines.append(
+            f"- the buildings reach beyond the area of use of {m.get('crs')} ({area}); "
+            f"areas there are within {ext['max_area_error']:.2%} (limit 1 %)"
+        )
+    return lines
 
 
 def failure_markdown(pipeline: str, run_id: str, step: str, error: BaseException) -> str:

@@ -88,7 +88,9 @@ def check_buildings(gdf: gpd.GeoDataFrame, where: str, crs: object | None = None
         Naming the layer (``where``), the column and the first offending building.
     """
     check_building_rows(pd.DataFrame(gdf.drop(columns=gdf.geometry.name)), where)
-    if crs is not None and (gdf.crs is None or not gdf.crs.equals(crs)):
+    from mfa.crs import same_crs
+
+    if crs is not None and (gdf.crs is None or not same_crs(gdf.crs, crs)):
         _fail(where, f"CRS is {gdf.crs}, expected {crs}", "reproject with to_crs()")
     ids = gdf["building_id"]
     dup = ids[ids.duplicated()]

@@ -70,8 +70,9 @@ class ArchetypeRules:
         Fallbacks used where nothing was observed (marked ``imputed``).
     osm_unknown_function
         Function for ``building=yes`` and unlisted values (marked ``imputed``).
-    storey_height_m
-        Storey height (m) to derive floors from a building height.
+    storey_height_m, storey_height_by_function
+        Storey height (m) to derive floors from a building height: per function where
+        given, else the one value.
     limits
         Plausibility limits for repairs and rejects.
     osm_neighbours
@@ -89,6 +90,7 @@ class ArchetypeRules:
     osm_unknown_function: str
     bbr_hazard: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     storey_height_m: float = 3.0
+    storey_height_by_function: dict[str, float] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     osm_neighbours: OsmNeighbours = field(default_factory=OsmNeighbours)
     files: tuple[str, ...] = field(default=())

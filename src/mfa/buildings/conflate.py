@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from mfa.crs import same_crs
+
 __all__ = ["MATCH_METHODS", "conflate"]
 
 #: Values of ``match_method``.
@@ -59,7 +61,7 @@ def conflate(
         ``building_id``, with ``footprint_id`` and ``match_method``; the report counts
         matches and gives the match rates (0…1).
     """
-    if register.crs != footprints.crs:
+    if not same_crs(register.crs, footprints.crs):
         raise ValueError(f"CRS differ: register {register.crs}, footprints {footprints.crs}")
     reg = register.reset_index(drop=True).copy()
     fp = footprints.reset_index(drop=True).copy()

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from mfa.crs import same_crs
+
 __all__ = ["assign_districts", "representative_points"]
 
 
@@ -32,7 +34,7 @@ def assign_districts(
     if (
         geometry.crs is not None
         and districts.crs is not None
-        and not geometry.crs.equals(districts.crs)
+        and not same_crs(geometry.crs, districts.crs)
     ):
         raise ValueError(f"CRS differ: buildings {geometry.crs}, districts {districts.crs}")
     points = representative_points(geometry)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["floors_from_height", "plausible_height", "zonal_percentile"]
+__all__ = ["floors_from_height", "plausible_height", "storey_heights", "zonal_percentile"]
 
 
 def zonal_percentile(
@@ -58,16 +58,27 @@ def zonal_percentile(
     return result, counts
 
 
-def floors_from_height(height_m: pd.Series, storey_height_m: float) -> pd.Series:
+def floors_from_height(height_m: pd.Series, storey_height_m: float | pd.Series) -> pd.Series:
     """Number of floors = height (m) / storey height (m), rounded half up, at least 1.
 
-    <NA> where the height is missing.
+    ``storey_height_m`` is one value or one per building (aligned with ``height_m``,
+    e.g. by function: :func:`storey_heights`). <NA> where the height is missing.
     """
-    if storey_height_m <= 0:
-        raise ValueError(f"storey height must be > 0 m, got {storey_height_m}")
+    storey = pd.Series(storey_height_m, index=height_m.index, dtype="Float64")
+    if (storey.fillna(0) <= 0).any():
+        raise ValueError(f"storey height must be > 0 m, got {storey.min()}")
     h = height_m.astype("Float64")
-    floors = np.floor(h / storey_height_m + 0.5).clip(lower=1)
+    floors = np.floor(h / storey + 0.5).clip(lower=1)
     return floors.astype("Float64")
+
+
+def storey_heights(function: pd.Series, storey_height_m: float | dict[str, float]) -> pd.Series:
+    """Storey height (m) per building: by ``function`` (RS/RM/NR) from a dict, the
+    given value for functions not in it (and for every building given one value)."""
+    if not isinstance(storey_height_m, dict):
+        return pd.Series(float(storey_height_m), index=function.index, dtype=float)
+    default = storey_height_m.get("*", 3.0)
+    return function.astype(object).map(storey_height_m).astype(float).fillna(default)
 
 
 def plausible_height(height_m: pd.Series, min_m: float, max_m: float) -> pd.Series:

@@ -8,7 +8,7 @@ that cannot be kept at all is *dropped* with a reason. Nothing disappears silent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import geopandas as gpd
@@ -18,7 +18,7 @@ import shapely
 
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.floor_area import gross_floor_area
-from mfa.buildings.heights import floors_from_height, plausible_height
+from mfa.buildings.heights import floors_from_height, plausible_height, storey_heights
 
 __all__ = [
     "REPAIR_COLUMNS",
@@ -46,6 +46,9 @@ class Limits:
     min_footprint_m2: float = 1.0
     max_gfa_m2: float = 2_000_000.0
     max_storey_area_m2: float = 520_000.0
+    #: Most floors a building height may give per function (RS/RM/NR); above it the
+    #: height is of a tower, dome or spire, not of storeys, and the floors are not used.
+    max_floors_from_height: dict[str, float] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=16)
@@ -306,7 +309,7 @@ def check_ranges(
 def refine_with_heights(
     buildings: gpd.GeoDataFrame,
     raster_height_m: pd.Series | None,
-    storey_height_m: float,
+    storey_height_m: float | dict[str, float],
     limits: Limits,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Fill heights from a raster and floors from heights, in the order of preference.
@@ -315,7 +318,10 @@ def refine_with_heights(
       height is used (``height_source`` = ``raster``). Implausible raster heights (e.g.
       0 m where the nDSM sees no building) are recorded as repairs and not used.
     - ``floors``: where the floor count was imputed and a height exists,
-      floors = height / storey height (rounded, ≥ 1), with the height's source.
+      floors = height / storey height of the building's function (rounded, ≥ 1), with
+      the height's source; unless that gives more floors than
+      ``limits.max_floors_from_height`` allows for the function (or ``max_floors``):
+      then the floors stay imputed and a repair is recorded.
     - ``gfa_m2``: where it was footprint × floors, recomputed with the new floors.
     """
     b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
@@ -341,7 +347,28 @@ def refine_with_heights(
     imputed = (b["floors_source"] == "imputed").to_numpy(bool)
     upd = has_h & imputed
     if upd.any():
-        b.loc[upd, "floors"] = floors_from_height(b["height_m"], storey_height_m)[upd]
+        storey = storey_heights(b["function"], storey_height_m)
+        from_h = floors_from_height(b["height_m"], storey)
+        cap = (
+            b["function"]
+            .astype(object)
+            .map(limits.max_floors_from_height)
+            .astype(float)
+            .fillna(limits.max_floors)
+        )
+        too_many = upd & (from_h > cap).fillna(False).to_numpy(bool)
+        if too_many.any():
+            repairs.append(
+                _repairs(
+                    b["building_id"],
+                    too_many,
+                    "floors",
+                    "height / storey height gives more floors than the function's limit "
+                    "(a tower, dome or spire?): floors from height not used",
+                )
+            )
+        upd &= ~too_many
+        b.loc[upd, "floors"] = from_h[upd]
         b.loc[upd, "floors_source"] = b.loc[upd, "height_source"]
         derived = upd & (b["gfa_source"] != "register").to_numpy(bool)
         gfa = gross_floor_area(b["footprint_area_m2"].astype(float), b["floors"].astype(float))

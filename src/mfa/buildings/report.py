@@ -6,9 +6,12 @@ import geopandas as gpd
 import pandas as pd
 
 __all__ = [
+    "GUESS_ATTRIBUTES",
     "MATCH_METHODS",
     "OBSERVED",
     "QUALITY_ATTRIBUTES",
+    "guess_shares",
+    "guess_sums",
     "provenance_counts",
     "provenance_shares",
     "quality_by_district",
@@ -19,6 +22,11 @@ __all__ = [
 #: Attributes whose provenance the quality report shows.
 QUALITY_ATTRIBUTES = ("gfa", "floors", "construction_year", "structure", "height")
 OBSERVED = ("register", "osm", "raster")
+
+
+#: Attributes whose guessed (imputed or missing) share the run report gives, by count and
+#: by tonnes.
+GUESS_ATTRIBUTES = ("function", *QUALITY_ATTRIBUTES)
 
 
 #: Conflation match methods whose share is reported (``match_<method>``).
@@ -50,6 +58,36 @@ def provenance_counts(buildings: pd.DataFrame, by: pd.Series | None = None) -> p
     counts = pd.DataFrame(cols, index=buildings.index).groupby(key, sort=True).sum()
     counts.index.name = "district_id"
     return counts
+
+
+def guess_sums(buildings: pd.DataFrame) -> pd.Series:
+    """Buildings and tonnes (``mass_t``) whose attribute was imputed or is missing
+    (additive over batches): ``building_count``, ``mass_t`` and, for each attribute ``a``
+    in :data:`GUESS_ATTRIBUTES`, ``a_imputed_buildings``, ``a_imputed_mass_t``,
+    ``a_missing_buildings``, ``a_missing_mass_t``."""
+    mass = buildings["mass_t"].to_numpy(dtype=float)
+    out = {"building_count": float(len(buildings)), "mass_t": float(mass.sum())}
+    for a in GUESS_ATTRIBUTES:
+        src = buildings[f"{a}_source"].astype("string")
+        for kind in ("imputed", "missing"):
+            mine = (src == kind).fillna(False).to_numpy(bool)
+            out[f"{a}_{kind}_buildings"] = float(mine.sum())
+            out[f"{a}_{kind}_mass_t"] = float(mass[mine].sum())
+    return pd.Series(out)
+
+
+def guess_shares(sums: pd.Series) -> dict[str, dict[str, float]]:
+    """Per attribute, the shares (0…1) of buildings and of tonnes imputed and missing,
+    from :func:`guess_sums` (summed over the run)."""
+    n, t = sums["building_count"], sums["mass_t"]
+    return {
+        a: {
+            f"{kind}_{what}": round(float(sums[f"{a}_{kind}_{col}"] / d), 6) if d > 0 else 0.0
+            for kind in ("imputed", "missing")
+            for what, col, d in (("buildings", "buildings", n), ("mass", "mass_t", t))
+        }
+        for a in GUESS_ATTRIBUTES
+    }
 
 
 def shares_from_counts(counts: pd.DataFrame) -> pd.DataFrame:

@@ -273,6 +273,11 @@ class Dynamics(_Strict):
     base_year: Annotated[int, Field(ge=1000, le=3000)]
     horizon: Annotated[int, Field(ge=1000, le=3100)]
     scenarios: list[Scenario] = Field(default_factory=lambda: [Scenario(name="baseline")])
+    fallback_construction_year: Annotated[int, Field(ge=1000, le=3000)] | None = Field(
+        default=None,
+        description="the year given to every building when none has a known year "
+        "(a stated guess; without it such a run stops with an error)",
+    )
 
     @model_validator(mode="after")
     def _years(self) -> Dynamics:
@@ -401,11 +406,10 @@ class Pipeline(_Strict):
             crs = CRS.from_user_input(v)
         except CRSError as exc:
             raise ValueError(f"unknown CRS {v!r}; use an EPSG code such as EPSG:25832") from exc
-        if not crs.is_projected:
-            raise ValueError(
-                f"{v} is not a projected CRS; areas need metres: use a projected CRS "
-                "such as EPSG:25832 (ETRS89 / UTM 32N) for Denmark"
-            )
+        from mfa.crs import check_area_crs
+
+        del crs
+        check_area_crs(v)  # geographic, or distorting areas (Web Mercator): refused
         return v
 
     def output_root(self, override: Path | None = None) -> Path:

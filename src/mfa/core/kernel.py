@@ -68,7 +68,8 @@ class Model:
     run_year
         Latest plausible construction year.
     storey_height_m
-        Height of one storey (m), for floors from heights.
+        Height of one storey (m), for floors from heights: one value, or per function
+        (``"*"``: the others).
     valid_bounds
         The CRS's area of use in CRS units (x0, y0, x1, y1); also the extent of the
         Hilbert curve that orders each batch's rows.
@@ -88,7 +89,7 @@ class Model:
 
     rules: ArchetypeRules
     run_year: int
-    storey_height_m: float
+    storey_height_m: float | dict[str, float]
     valid_bounds: tuple[float, float, float, float]
     materials: tuple[str, ...]
     kg_m2: pd.DataFrame

@@ -10,6 +10,7 @@ summed over archetypes draw by draw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,14 @@ from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
 from mfa.stocks.uncertainty import group_quantiles
 
-__all__ = ["ScenarioLevers", "district_flows", "impute_cohort_years", "impute_years"]
+__all__ = [
+    "ScenarioLevers",
+    "YearFill",
+    "district_flows",
+    "impute_cohort_years",
+    "impute_years",
+    "year_fill",
+]
 
 
 @dataclass(frozen=True)
@@ -46,33 +54,89 @@ def _weighted_median(years: np.ndarray, counts: np.ndarray) -> float:
     return (float(lo) + float(hi)) / 2
 
 
-def impute_cohort_years(cohorts: pd.DataFrame) -> tuple[pd.Series, int]:
-    """Construction years of cohort rows with gaps filled: the median year of the
-    buildings of the same archetype, else of all buildings (medians over buildings, each
-    row standing for ``building_count`` of them); returns the years and how many
-    buildings got one.
+@dataclass(frozen=True)
+class YearFill:
+    """The construction year given to a building whose year is unknown: the median year
+    of the run's buildings of the same archetype, else of all its buildings, else the
+    pipeline's stated fallback (``[dynamics] fallback_construction_year``). Written to
+    ``run.json`` (``flows.year_fill``) so that ``mfa query --years`` fills the same years
+    as the flows step."""
+
+    by_archetype: dict[str, int]
+    overall: int
+    rule: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"by_archetype": dict(self.by_archetype), "overall": self.overall, "rule": self.rule}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> YearFill:
+        return cls(
+            {str(k): int(v) for k, v in d["by_archetype"].items()}, int(d["overall"]), d["rule"]
+        )
+
+    def fill(self, archetype_id: pd.Series, construction_year: pd.Series) -> np.ndarray:
+        """Years (float array) with every gap filled; ``construction_year`` NA where
+        unknown, aligned with ``archetype_id``."""
+        year = construction_year.astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        arch = archetype_id.astype(str)
+        fill = arch.map(self.by_archetype).astype(float).fillna(float(self.overall))
+        return np.where(np.isnan(year), fill.to_numpy(dtype=float), year)
+
+
+def year_fill(cohorts: pd.DataFrame, fallback: int | None = None) -> YearFill:
+    """The :class:`YearFill` of a run from its cohort sums: per archetype the median year
+    of its buildings with a known year (medians over buildings, each row standing for
+    ``building_count`` of them, rounded to a whole year), else that of all buildings.
 
     ``cohorts`` has ``archetype_id``, ``construction_year`` (NA where unknown) and
     ``building_count`` (additive sums, :class:`mfa.core.sums.Sums`).
+
+    Raises
+    ------
+    InputDataError
+        When no building has a known year and no ``fallback`` is given.
     """
+    from mfa.errors import InputDataError
+
     year = cohorts["construction_year"].astype("Float64")
     count = cohorts["building_count"].to_numpy(dtype=np.int64)
     known = year.notna().to_numpy()
     y = year.to_numpy(dtype=float, na_value=np.nan)
     overall = _weighted_median(y[known], count[known])
+    if np.isnan(overall):
+        if fallback is None:
+            raise InputDataError(
+                "[dynamics]: no building has a construction year, so the cohorts of the "
+                "stock model are unknown; use a source with years, or set [dynamics] "
+                "fallback_construction_year = YYYY (a stated guess), or remove [dynamics]"
+            )
+        return YearFill({}, int(fallback), "fallback_construction_year (no year observed)")
     arch = cohorts["archetype_id"].astype(str).to_numpy(object)
-    fill = np.full(len(cohorts), overall)
-    for a in np.unique(arch[~known]):
-        mine = arch == a
-        m = _weighted_median(y[known & mine], count[known & mine])
-        fill[mine] = overall if np.isnan(m) else m
-    filled = np.where(known, y, fill)
-    return pd.Series(np.round(filled), index=cohorts.index).astype("int64"), int(
-        count[~known].sum()
+    by_archetype = {}
+    for a in np.unique(arch[known]):
+        mine = known & (arch == a)
+        by_archetype[str(a)] = int(np.round(_weighted_median(y[mine], count[mine])))
+    return YearFill(by_archetype, int(np.round(overall)), "median of the archetype, else of all")
+
+
+def impute_cohort_years(
+    cohorts: pd.DataFrame, fallback: int | None = None
+) -> tuple[pd.Series, int, YearFill]:
+    """Construction years of cohort rows with gaps filled by :func:`year_fill`; returns
+    the years, how many buildings got one and the fill used."""
+    fill = year_fill(cohorts, fallback)
+    years = fill.fill(cohorts["archetype_id"], cohorts["construction_year"])
+    unknown = cohorts["construction_year"].isna().to_numpy()
+    count = cohorts["building_count"].to_numpy(dtype=np.int64)
+    return (
+        pd.Series(years, index=cohorts.index).astype("int64"),
+        int(count[unknown].sum()),
+        fill,
     )
 
 
-def impute_years(buildings: pd.DataFrame) -> tuple[pd.Series, int]:
+def impute_years(buildings: pd.DataFrame, fallback: int | None = None) -> tuple[pd.Series, int]:
     """Construction years with gaps filled by the median year of the same archetype
     (else of all buildings); returns the years and how many were filled."""
     rows = pd.DataFrame(
@@ -82,7 +146,8 @@ def impute_years(buildings: pd.DataFrame) -> tuple[pd.Series, int]:
             "building_count": 1,
         }
     )
-    return impute_cohort_years(rows)
+    years, n, _ = impute_cohort_years(rows, fallback)
+    return years, n
 
 
 def district_flows(

@@ -372,9 +372,9 @@ def check_geoparquet(path: Path, crs: str) -> dict[str, object]:
         raise ValidationError(f"{path}: GeoParquet version {geo.get('version')}, expected 1.1.0")
     if "covering" not in col:
         raise ValidationError(f"{path}: no covering bbox column; write it with write_layer()")
-    from mfa.crs import as_crs
+    from mfa.crs import same_crs
 
     stored = col.get("crs")
-    if stored is None or not _crs(json.dumps(stored, sort_keys=True)).equals(as_crs(crs)):
+    if stored is None or not same_crs(_crs(json.dumps(stored, sort_keys=True)), crs):
         raise ValidationError(f"{path}: CRS is not {crs}; reproject before writing")
     return {"rows": meta.num_rows, "row_groups": meta.num_row_groups}

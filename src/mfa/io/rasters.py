@@ -20,6 +20,7 @@ from rasterio.features import rasterize
 from rasterio.windows import Window, from_bounds
 
 from mfa.buildings.heights import zonal_percentile
+from mfa.crs import same_crs
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.safeopen import open_raster
 
@@ -45,7 +46,7 @@ def _open(path: Path) -> rasterio.DatasetReader:
 
 
 def _check_same_grid(a: rasterio.DatasetReader, b: rasterio.DatasetReader) -> None:
-    if a.crs != b.crs or a.transform != b.transform or a.shape != b.shape:
+    if not same_crs(a.crs, b.crs) or a.transform != b.transform or a.shape != b.shape:
         raise InputDataError(
             f"{b.name}: DSM and DTM must share CRS, transform and size "
             f"({a.name}: {a.crs}, {a.shape}; {b.name}: {b.crs}, {b.shape}); resample one "
@@ -118,9 +119,7 @@ def footprint_heights(
                 f"{main.name}: the raster has no CRS; assign one "
                 "(gdal_edit.py -a_srs EPSG:... FILE)"
             )
-        if geometry.crs is not None and not CRS.from_user_input(geometry.crs).equals(
-            CRS.from_user_input(main.crs)
-        ):
+        if geometry.crs is not None and not same_crs(geometry.crs, main.crs):
             raise InputDataError(
                 f"{main.name}: the raster is in {main.crs}, the pipeline in "
                 f"{CRS.from_user_input(geometry.crs).to_string()}; heights are not resampled "
@@ -258,7 +257,7 @@ def check_raster_total(path: Path, crs: str, expected_t: float, rtol: float) -> 
     from mfa.errors import ValidationError
 
     with rasterio.open(path) as src:
-        if src.crs is None or not CRS.from_user_input(src.crs).equals(CRS(crs)):
+        if src.crs is None or not same_crs(src.crs, crs):
             raise ValidationError(f"{path}: CRS is {src.crs}, expected {crs}")
         cell_ha = abs(src.transform.a * src.transform.e) / 10_000.0
         total = float(src.read(1, masked=False).astype("float64").sum() * cell_ha)

@@ -170,12 +170,25 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         raise ConfigError(f"{files['defaults']}: floors_by_function values must be > 0")
     try:
         storey = float(d["heights"]["storey_height_m"])
+        by_function = {
+            f: float(v) for f, v in d["heights"].get("storey_height_by_function", {}).items()
+        }
         limits = Limits(**d["limits"])
     except (KeyError, TypeError) as exc:
         raise ConfigError(
             f"{files['defaults']}: [heights] storey_height_m and a [limits] table with "
             f"{', '.join(Limits.__dataclass_fields__)} are needed ({exc})"
         ) from exc
+    for name, table in (
+        ("[heights] storey_height_by_function", by_function),
+        ("[limits] max_floors_from_height", limits.max_floors_from_height),
+    ):
+        bad = [f for f, v in table.items() if f not in FUNCTIONS or not float(v) > 0]
+        if bad:
+            raise ConfigError(
+                f"{files['defaults']}: {name}: {bad[0]!r} = {table[bad[0]]!r}; keys must be "
+                f"functions ({', '.join(FUNCTIONS)}) and values > 0"
+            )
     neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     return ArchetypeRules(
         bbr_use_function=use_f,
@@ -189,6 +202,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         floors_by_function=floors_by_function,
         osm_unknown_function=unknown,
         storey_height_m=storey,
+        storey_height_by_function=by_function,
         limits=limits,
         osm_neighbours=neighbours,
         files=tuple(str(p) for p in files.values()),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mfa.errors import InputDataError
-from mfa.stocks.uncertainty import group_draws
+from mfa.stocks.uncertainty import group_quantiles
 
 __all__ = ["SUPPLY_COLUMNS", "check_supply_table", "run_supply"]
 
@@ -125,8 +125,10 @@ def run_supply(
                 for q in ("p05", "p50", "p95")
             }
         else:
-            tonnes = group_draws(gfa * share, a_idx, codes, n_u, draws)  # draws × units × mats
-            qs = np.percentile(tonnes, [5.0, 50.0, 95.0], axis=0)
+            floor = np.zeros((n_u, draws.shape[1]))  # units × archetypes, m²
+            np.add.at(floor, (codes, a_idx), gfa * share)
+            qs, _ = group_quantiles(floor, draws, (5.0, 50.0, 95.0))  # q × units × (mats+1)
+            qs = qs[:, :, : len(materials)]
             pct = {"p05": qs[0], "p50": qs[1], "p95": qs[2]}
         n_m = len(materials)
         frames.append(

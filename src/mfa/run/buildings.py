@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mfa.crs import as_crs
+from mfa.crs import as_crs, check_data_extent
 from mfa.engine import check_buildings, finish_buildings, read_sums
 from mfa.errors import InputDataError
 from mfa.executor import worker_count
@@ -57,7 +57,11 @@ def build_buildings(work_dir: Path) -> Path:
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
     h = p.sources.heights
-    storey = h.storey_height_m if h is not None and h.storey_height_m else rules.storey_height_m
+    storey: float | dict[str, float] = rules.storey_height_m
+    if h is not None and h.storey_height_m:  # the pipeline's one value, for every function
+        storey = h.storey_height_m
+    elif rules.storey_height_by_function:
+        storey = {**rules.storey_height_by_function, "*": rules.storey_height_m}
     model = _model(p, _run_tables(work), rules, run_year, storey)
     stage = work / "stage"
     if model.district_geoms is not None:
@@ -117,6 +121,20 @@ def estimate_stocks(work_dir: Path) -> Path:
         p.compute.scheduler,
         p.compute.workers,
     )
+    extent = None
+    if done["buildings"]:  # areas must be right where the buildings are (mfa.crs)
+        geo = json.loads(pq.read_metadata(work / BUILDINGS).metadata[b"geo"])
+        bbox = geo["columns"][geo["primary_column"]].get("bbox")
+        if bbox:
+            extent = check_data_extent(p.crs, tuple(bbox))
+            if extent["outside_area_of_use"]:
+                log.info(
+                    "the buildings lie outside the area of use of %s (%s); areas are within "
+                    "%.2f%% there",
+                    p.crs,
+                    extent["area_of_use"],
+                    100 * extent["max_area_error"],
+                )
     sums = read_sums(work / "stage")
     if p.sources.districts is not None and done["buildings"]:
         inside = sums.districts.drop(index=UNASSIGNED, errors="ignore")["building_count"].sum()
@@ -158,6 +176,7 @@ def estimate_stocks(work_dir: Path) -> Path:
                 "totals_t": band.iloc[0].round(3).to_dict(),
             },
             "imputed_from_cohort_peers": done["imputed_from_cohort_peers"],
+            "crs_extent": extent,
             "scheduler": p.compute.scheduler,
             "workers": worker_count(p.compute.workers),
             "batches": done["batches"],

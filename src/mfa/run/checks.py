@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from mfa.buildings.report import provenance_counts, shares_from_counts
+from mfa.buildings.report import guess_sums, provenance_counts, shares_from_counts
 from mfa.config import Pipeline
 from mfa.core.keys import hash128, later_repeats
 from mfa.dynamics import check_stock_balance
@@ -75,6 +75,7 @@ class _LayerCheck:
     totals: dict[str, float]
     provenance: dict[str, dict[str, int]]
     quality: pd.DataFrame  # provenance counts, one row (mfa.buildings.report)
+    guessed: pd.Series | None = None  # buildings and tonnes imputed (guess_sums)
 
 
 def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _LayerCheck:
@@ -89,6 +90,7 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
     names = [c for c in source.schema_arrow.names if c != "geometry"]
     totals = dict.fromkeys(["gfa_m2", *tonnes], 0.0)
     keys, counts, prov, n = [], [], [], 0
+    guessed: pd.Series | None = None
     for i in range(source.num_row_groups):
         table = source.read_row_group(i, columns=names)
         box = table["bbox"].combine_chunks()
@@ -106,6 +108,8 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
             totals[c] += float(df[c].to_numpy(dtype=float).sum())
         keys.append(hash128(df["building_id"].astype(str).to_numpy(object)))
         counts.append(provenance_counts(df))
+        g = guess_sums(df)
+        guessed = g if guessed is None else guessed + g
         cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
         prov.append(pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]))
         n += len(df)
@@ -119,7 +123,7 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
     provenance: dict[str, dict[str, int]] = {}
     for (col, value), count in by_value.sort_index().items():
         provenance.setdefault(str(col), {})[str(value)] = int(count)
-    return _LayerCheck(n, totals, provenance, quality)
+    return _LayerCheck(n, totals, provenance, quality, guessed)
 
 
 def _checks(

@@ -40,7 +40,7 @@ from mfa.run.context import (
     log,
 )
 from mfa.schema import material_columns
-from mfa.stocks.aggregate import district_layer
+from mfa.stocks.aggregate import district_coverage, district_layer
 from mfa.stocks.grid import grid_array, grid_layer
 from mfa.stocks.uncertainty import (
     floor_matrix,
@@ -112,6 +112,7 @@ def aggregate(work_dir: Path) -> Path | None:
         out = write_layer(_with(result, pct, as_crs(p.crs)), work / DISTRICTS)
         write_layer(quality_layer(sums.districts, districts), work / QUALITY)
         report["districts"] = len(result)
+        report["coverage"] = district_coverage(result)
         report["draw_conservation_max_rel_error"] = error
     else:
         report["districts_skipped"] = "no [sources.districts] in the pipeline file"
@@ -146,7 +147,7 @@ def forecast_flows(work_dir: Path) -> Path | None:
     # floor area and buildings per district, archetype and construction year (0: unknown)
     attrs = read_sums(work / "stage").cohorts.reset_index()
     attrs["construction_year"] = attrs["construction_year"].astype("Int64").replace(0, pd.NA)
-    years, n_imputed = impute_cohort_years(attrs)
+    years, n_imputed, fill = impute_cohort_years(attrs, dyn.fallback_construction_year)
     too_new = years > dyn.base_year
     attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
     archetypes, draws, matrix = tables.archetypes, tables.draws, tables.central
@@ -210,6 +211,10 @@ def forecast_flows(work_dir: Path) -> Path | None:
             "horizon": dyn.horizon,
             "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
             "construction_years_imputed": n_imputed,
+            "construction_years_imputed_share": round(
+                n_imputed / max(int(attrs["building_count"].sum()), 1), 6
+            ),
+            "year_fill": fill.to_json(),
             "construction_years_after_base_year": int(attrs["building_count"][too_new].sum()),
             "summary": summary,
             "rows": len(flows),

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mfa
+from mfa.buildings.report import guess_shares
 from mfa.config import config_digest
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
@@ -162,6 +163,9 @@ def publish(work_dir: Path) -> Path:
         "matches": b.get("matches"),
         "imputed_from_cohort_peers": reports.get("stocks", {}).get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
+        "guessed": guess_shares(found.guessed) if found.guessed is not None else None,
+        "coverage": reports.get("districts", {}).get("coverage"),
+        "crs_extent": reports.get("stocks", {}).get("crs_extent"),
         "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),

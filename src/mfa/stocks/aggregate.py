@@ -5,7 +5,13 @@ from __future__ import annotations
 import geopandas as gpd
 import pandas as pd
 
-__all__ = ["UNASSIGNED", "aggregate_districts", "district_layer", "district_sums"]
+__all__ = [
+    "UNASSIGNED",
+    "aggregate_districts",
+    "district_coverage",
+    "district_layer",
+    "district_sums",
+]
 
 #: district_id of the row that collects buildings outside every district polygon.
 UNASSIGNED = "_unassigned"
@@ -101,3 +107,22 @@ def district_layer(
         out["mass_t_per_capita"] = (out["mass_t"] / pop).where(pop > 0).astype("Float64")
     out = out.sort_values("district_id", kind="stable").reset_index(drop=True)
     return gpd.GeoDataFrame(out, geometry="geometry", crs=districts.crs)
+
+
+def district_coverage(layer: pd.DataFrame) -> dict[str, float | int]:
+    """How well the districts cover the buildings, from a district layer
+    (:func:`district_layer`): buildings and tonnes outside every district
+    (``_unassigned``), their share of all tonnes (0…1), and districts with no building."""
+    ids = layer["district_id"].astype("string")
+    out = ids == UNASSIGNED
+    total = float(layer["mass_t"].to_numpy(dtype=float).sum())
+    mass_out = float(layer.loc[out.to_numpy(), "mass_t"].to_numpy(dtype=float).sum())
+    return {
+        "unassigned_buildings": int(layer.loc[out.to_numpy(), "building_count"].sum()),
+        "unassigned_mass_t": mass_out,
+        "unassigned_mass_share": mass_out / total if total > 0 else 0.0,
+        "districts": int((~out).sum()),
+        "districts_without_buildings": int(
+            ((layer["building_count"].to_numpy() == 0) & ~out.to_numpy()).sum()
+        ),
+    }

@@ -24,11 +24,9 @@ __all__ = [
     "LEVELS",
     "draw_quantiles",
     "floor_matrix",
-    "group_draws",
     "group_percentiles",
     "group_quantiles",
     "intensity_draws",
-    "percentile_columns",
     "percentiles_in_place",
     "select_in_place",
     "unit_quantiles",
@@ -133,70 +131,6 @@ def unit_quantiles(
     return pd.DataFrame(cols, index=pd.Index(archetypes, name="archetype_id"))
 
 
-def group_draws(
-    gfa_m2: np.ndarray,
-    archetype_index: np.ndarray,
-    group_index: np.ndarray,
-    n_groups: int,
-    draws: np.ndarray,
-) -> np.ndarray:
-    """Tonnes per group, draw and material: Σ_archetype (Σ floor area) × intensity draw.
-
-    Parameters
-    ----------
-    gfa_m2
-        Floor area per building (m²).
-    archetype_index, group_index
-        Position of each building's archetype in ``draws`` and of its group (district,
-        grid cell) in 0 … ``n_groups`` − 1.
-    draws
-        Intensity draws (draws × archetypes × materials, kg/m²).
-
-    Returns
-    -------
-    numpy.ndarray
-        Draws × groups × materials (t). Summing over groups gives, draw by draw, the sum
-        over all buildings.
-
-    Notes
-    -----
-    A group's values depend only on its own buildings, in their order, never on the
-    other groups or their number: the floor areas are added in building order and the
-    archetypes one after the other with element-wise operations (a BLAS or ``einsum``
-    contraction rounds differently for different array shapes). So the groups of a
-    subset of the buildings get the same bits as in the whole set, which lets an
-    incremental run reuse the groups it did not recompute.
-    """
-    n_arch = draws.shape[1]
-    floor = np.zeros((n_groups, n_arch))
-    np.add.at(floor, (group_index, archetype_index), np.asarray(gfa_m2, dtype=float))
-    out = np.zeros((draws.shape[0], n_groups, draws.shape[2]))
-    for a in np.flatnonzero(floor.any(axis=0)):  # archetypes in a fixed order
-        out += floor[None, :, a, None] * draws[:, None, a, :]
-    return out / 1000.0
-
-
-def percentile_columns(
-    tonnes: np.ndarray, materials: list[str], q: tuple[float, ...]
-) -> pd.DataFrame:
-    """Percentile columns from group draws (draws × groups × materials, t).
-
-    Columns ``<material>_t_pXX`` and ``mass_t_pXX`` (the total is summed draw by draw
-    before taking percentiles).
-    """
-    total = tonnes.sum(axis=2, keepdims=True)
-    both = np.concatenate([tonnes, total], axis=2)
-    qs = draw_quantiles(both, q)  # q × groups × (materials + 1)
-    names = [*materials, "mass"]
-    return pd.DataFrame(
-        {
-            f"{name}_t_p{round(qq):02d}": qs[i, :, j]
-            for j, name in enumerate(names)
-            for i, qq in enumerate(q)
-        }
-    )
-
-
 def floor_matrix(
     floor_m2: pd.Series, groups: pd.Index, archetypes: list[str] | tuple[str, ...]
 ) -> np.ndarray:
@@ -226,6 +160,9 @@ def group_quantiles(
     and the largest relative difference, draw by draw, between the groups' tonnes added
     up and the tonnes of all their floor area at once (a check that no draw is lost or
     counted twice; raises :class:`~mfa.errors.ValidationError` above 1e-9).
+
+    The one implementation of aggregate percentiles: the run's districts, grid cells and
+    flows, and ``mfa query`` (one group) all come from here.
     """
     from mfa.errors import ValidationError
 
