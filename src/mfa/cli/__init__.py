@@ -1,0 +1,89 @@
+"""The ``mfa`` command line: the Typer app, shared helpers and the entry point.
+
+The commands live beside this module, one module per group: :mod:`mfa.cli.runs` (run,
+validate, serve, synth), :mod:`mfa.cli.answers` (query, match), :mod:`mfa.cli.fetch`
+(pull); importing them registers them on :data:`app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+__all__ = ["app", "err", "main", "out", "prefect_defaults"]
+
+app = typer.Typer(
+    name="mfa",
+    help="Urban material stocks and flows from building registers and footprints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def prefect_defaults(home: Path | None = None) -> None:
+    """Environment defaults that make Prefect's ephemeral local API work on small machines.
+
+    A project-local ``PREFECT_HOME`` keeps run history out of the user's home; creating the
+    SQLite database takes ~25 s on 2 cores, more than Prefect's default start-up limit.
+    Values already set in the environment win.
+    """
+    os.environ.setdefault("PREFECT_HOME", str((home or Path.cwd()) / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
+
+
+def _fail(exc: BaseException | str) -> None:
+    # the message may quote input text ('[/b]'): never read as Rich markup
+    err.print(Text("error:", style="bold red"), Text(str(exc)), highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError outside mfa's own checks as one line: what, where, and what is safe."""
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+    return (
+        f"{where}{what} ({type(exc).__name__}); nothing was published and the previous "
+        "'latest' is unchanged: free space, fix the output folder (--output-dir) or the "
+        "compute.scheduler, then run again"
+    )
+
+
+def _outside_published_runs(target: Path, option: str) -> None:
+    """Refuse to write ``target`` inside a published run folder (one holding the
+    ``run.json`` of the run it is named after): published runs are never changed."""
+    from mfa.errors import InputDataError
+
+    for folder in Path(os.path.abspath(target)).parents:
+        manifest = folder / "run.json"
+        if not manifest.is_file():
+            continue
+        try:
+            run_id = json.loads(manifest.read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if run_id == folder.resolve().name:
+            raise InputDataError(
+                f"{target}: inside the published run {folder}; mfa never writes into a "
+                f"published run: choose another {option}"
+            )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+# the commands register themselves on ``app`` when imported (after the helpers they use
+# are defined), in the order ``mfa --help`` lists them
+for _module in ("runs", "answers", "fetch"):
+    importlib.import_module(f"mfa.cli.{_module}")

@@ -1,0 +1,7 @@
+"""``python -m mfa.cli``."""
+
+import sys
+
+from mfa.cli import app
+
+sys.exit(app())

@@ -1,0 +1,53 @@
+"""``mfa pull``: remote sources into the snapshot store."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mfa.cli import _fail, app, err, out
+from mfa.errors import MfaError
+
+
+@app.command()
+def pull(
+    pipeline: Annotated[Path, typer.Argument(help="pipeline file with url/protocol sources")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="output root (its run lock)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Pull the pipeline's remote sources into the snapshot store, only what changed."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from mfa.config import load_pipeline
+    from mfa.pull import pull_pipeline, pulled_sources
+    from mfa.run import run_lock
+
+    try:
+        p = load_pipeline(pipeline)
+        if not pulled_sources(p):
+            out.print(f"{pipeline}: no source gives url and protocol: nothing to pull")
+            return
+        with run_lock(pipeline, output_dir):  # not while a run of it reads the snapshots
+            records = pull_pipeline(p)
+    except MfaError as exc:
+        _fail(exc)
+    table = Table(title=f"{p.name}: pulled", title_justify="left")
+    for col in ("source", "protocol", "changed", "requests", "rows", "snapshot"):
+        table.add_column(col)
+    for r in records:
+        rows = "" if r["rows"] is None else f"{r['rows']:,}"
+        changed = "new" if r["changed"] else "unchanged"
+        snap = r["snapshot"]["path"]
+        table.add_row(r["role"], r["protocol"], changed, str(r["requests"]), rows, snap)
+    out.print(table)
+    for r in records:
+        if r["warning"]:
+            err.print(f"[yellow]warning:[/] {r['role']}: {r['warning']}", highlight=False)
