@@ -12,6 +12,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import shapely
 
 from mfa.buildings.report import quality_layer
 from mfa.config import Pipeline
@@ -28,7 +29,6 @@ from mfa.io.tables import (
 )
 from mfa.parallel import without_cyclic_gc
 from mfa.run.context import (
-    BUILDINGS,
     DISTRICTS,
     FLOWS,
     GRID,
@@ -224,6 +224,45 @@ def forecast_flows(work_dir: Path) -> Path | None:
     return out
 
 
+#: Layers written into the GeoPackage from their row groups, and the columns their style
+#: needs (their size grows with the city: buildings, and grid cells with its area).
+_STREAMED = {"buildings": ["mass_t"], "grid": ["mass_t_per_ha"]}
+
+
+def _streamed(path: Path, columns: list[str]) -> tuple[pd.DataFrame, LayerGeometry, Any]:
+    """A GeoParquet layer for the GeoPackage without parsing its geometries: the columns
+    its style needs, its :class:`LayerGeometry` (types from the WKB headers, extent from
+    the metadata) and its row groups as Arrow tables (read when written)."""
+    source = pq.ParquetFile(path)
+    styled = source.read(columns=columns).to_pandas()
+    types = np.concatenate(
+        [
+            wkb_type_ids(source.read_row_group(i, columns=["geometry"])["geometry"])
+            for i in range(source.num_row_groups)
+        ]
+        or [np.zeros(0, dtype=np.int64)]
+    )
+    box = json.loads(source.schema_arrow.metadata[b"geo"])["columns"]["geometry"].get("bbox")
+    batches = (
+        source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
+    )
+    return styled, LayerGeometry(types, tuple(box) if box else None), batches
+
+
+def _flows_geometry(flows: pd.DataFrame, districts: pd.DataFrame | None) -> LayerGeometry:
+    """The flows view's geometries: each row's district polygon (none without districts)."""
+    if districts is None or not len(flows):
+        return LayerGeometry(np.full(len(flows), -1, dtype=np.int64), None)
+    ids = pd.Series(
+        shapely.get_type_id(np.asarray(districts.geometry.values)),
+        index=districts["district_id"].astype(object),
+    )
+    types = flows["district_id"].astype(object).map(ids).fillna(-1).to_numpy(dtype=np.int64)
+    used = districts[districts["district_id"].isin(flows["district_id"])]
+    b = used.geometry.total_bounds if len(used) else None
+    return LayerGeometry(types, None if b is None else tuple(float(v) for v in b))
+
+
 @without_cyclic_gc
 def qgis_outputs(work_dir: Path) -> Path:
     """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
@@ -236,27 +275,21 @@ def qgis_outputs(work_dir: Path) -> Path:
     t0 = time.perf_counter()
     work = Path(work_dir)
     p = _pipeline(work)
-    layers: dict[str, pd.DataFrame] = {
-        name: read_layer(work / f)
-        for name, f in QGIS_LAYERS.items()
-        if (work / f).exists() and name != "buildings"
-    }
-    # the buildings go into the GeoPackage row group by row group; the style needs their
-    # tonnes, the project their geometry types (from the WKB headers) and extent
-    source = pq.ParquetFile(work / BUILDINGS)
-    mass = source.read(columns=["mass_t"])["mass_t"].to_numpy()
-    types = np.concatenate(
-        [
-            wkb_type_ids(source.read_row_group(i, columns=["geometry"])["geometry"])
-            for i in range(source.num_row_groups)
-        ]
-    )
-    box = json.loads(source.schema_arrow.metadata[b"geo"])["columns"]["geometry"].get("bbox")
-    shape = LayerGeometry(types, tuple(box) if box else None)
-    batches = (
-        source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
-    )
-    layers = {"buildings": pd.DataFrame({"mass_t": mass}), **layers}
+    layers: dict[str, pd.DataFrame] = {}
+    shapes: dict[str, LayerGeometry] = {}
+    batches: dict[str, Any] = {}
+    for name, f in QGIS_LAYERS.items():
+        if not (work / f).exists():
+            continue
+        if name in _STREAMED:  # large: into the GeoPackage row group by row group
+            layers[name], shapes[name], batches[name] = _streamed(work / f, _STREAMED[name])
+        elif name == "flows":  # the GeoPackage joins the district polygons in a view
+            names = [c for c in pq.read_schema(work / f).names if c not in ("geometry", "bbox")]
+            layers[name] = pd.read_parquet(work / f, columns=names)
+        else:
+            layers[name] = read_layer(work / f)
+    if "flows" in layers:
+        shapes["flows"] = _flows_geometry(layers["flows"], layers.get("districts"))
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
     written = write_qgis_outputs(
         work,
@@ -264,8 +297,8 @@ def qgis_outputs(work_dir: Path) -> Path:
         p.crs,
         p.name,
         years,
-        geometries={"buildings": shape},
-        batches={"buildings": batches},
+        geometries=shapes,
+        batches=batches,
     )
     failpoint("qgis:written")
     _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
