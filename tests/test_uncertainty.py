@@ -188,27 +188,6 @@ def test_percentiles_in_place_are_numpys() -> None:
         )
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    rows=st.integers(1, 4),
-    n=st.integers(1, 60),
-    data=st.data(),
-)
-def test_select_in_place_puts_the_sorted_values_at_the_indices(rows, n, data) -> None:
-    from mfa.stocks.uncertainty import select_in_place
-
-    # ties included: values from a small set
-    values = np.array(
-        data.draw(st.lists(st.integers(0, 5), min_size=rows * n, max_size=rows * n)), float
-    ).reshape(rows, n)
-    ks = sorted(set(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=6))))
-    got = values.copy()
-    select_in_place(got, ks)
-    expected = np.sort(values, axis=-1)
-    assert np.array_equal(got[:, ks], expected[:, ks])
-    assert np.array_equal(np.sort(got, axis=-1), expected)  # a permutation of each row
-
-
 def test_group_percentiles_are_those_of_the_summed_draws() -> None:
     from mfa.stocks.uncertainty import group_percentiles
 
@@ -220,3 +199,26 @@ def test_group_percentiles_are_those_of_the_summed_draws() -> None:
     expected = oracle(floor, draws, mats)
     assert list(got.columns) == list(expected.columns) and error < 1e-12
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-12)
+
+
+def test_group_quantiles_in_parts_on_an_executor_equal_one_pass() -> None:
+    """Handed to the run's executor in parts (here 2 threads, 3 parts), the percentiles
+    are those of one pass, bit for bit: each group's row is its own."""
+    from mfa.executor import executor, ordered_map
+    from mfa.stocks.uncertainty import PART_GROUPS, group_quantiles
+
+    rng = np.random.default_rng(11)
+    floor = rng.lognormal(4, 1, size=(2 * PART_GROUPS + 17, 5))
+    floor[rng.random(floor.shape) < 0.4] = 0.0
+    draws = rng.lognormal(5, 0.3, size=(200, 5, 3))
+    one, _ = group_quantiles(floor, draws, (5, 50, 95))
+    with executor("threads", 2) as submit:
+        calls = []
+
+        def map_parts(fn, args):
+            calls.append(1)
+            return ordered_map(submit, fn, args, window=4)
+
+        parts, error = group_quantiles(floor, draws, (5, 50, 95), map_parts=map_parts)
+    assert calls and np.array_equal(parts, one)
+    assert error < 1e-9

@@ -17,7 +17,7 @@ import pandas as pd
 
 from mfa.dynamics import Lifetime, check_stock_balance, sum_last
 from mfa.dynamics.forecast import forecast_stock
-from mfa.stocks.uncertainty import group_quantiles
+from mfa.stocks.uncertainty import PartsMap, group_quantiles
 
 __all__ = [
     "ScenarioLevers",
@@ -162,6 +162,7 @@ def district_flows(
     percentiles: tuple[float, ...],
     cohorts: np.ndarray | None = None,
     total_gfa_m2: float | None = None,
+    map_parts: PartsMap | None = None,
 ) -> pd.DataFrame:
     """Stock, inflow and outflow per district, year and material for one scenario.
 
@@ -187,6 +188,9 @@ def district_flows(
     draws, draw_archetypes
         Monte Carlo intensity draws (draws × archetypes × materials, kg/m²) and their
         archetype order.
+    map_parts
+        The run's executor for the percentiles (see
+        :func:`~mfa.stocks.uncertainty.group_quantiles`); None: in this thread.
 
     Returns
     -------
@@ -270,7 +274,9 @@ def district_flows(
         t_central[..., -1] = sum_last(t_central[..., :-1])
         q = np.zeros((len(percentiles), n_d * n_years, len(names)))
         if cube.any():  # (none: all 0 t, e.g. no construction in this scenario)
-            q, _ = group_quantiles(cube.reshape(n_d * n_years, n_a), draws, percentiles)
+            q, _ = group_quantiles(
+                cube.reshape(n_d * n_years, n_a), draws, percentiles, map_parts=map_parts
+            )
         area = sum_last(cube)  # d × t
         idx = pd.MultiIndex.from_product(
             [districts, years, names], names=["district_id", "year", "material"]

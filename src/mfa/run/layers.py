@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from mfa.crs import as_crs
 from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
 from mfa.engine import read_sums
 from mfa.errors import ConfigError
+from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import read_layer, wkb_type_ids, write_layer
 from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
@@ -43,9 +46,18 @@ from mfa.schema import material_columns
 from mfa.stocks.aggregate import district_coverage, district_layer
 from mfa.stocks.grid import grid_array, grid_layer
 from mfa.stocks.uncertainty import (
+    PartsMap,
     floor_matrix,
     group_percentiles,
 )
+
+
+@contextmanager
+def _parts_map(p: Pipeline) -> Iterator[PartsMap]:
+    """The run's executor as a ``map_parts`` for the Monte Carlo percentiles."""
+    with executor(p.compute.scheduler, p.compute.workers) as submit:
+        window = 2 * worker_count(p.compute.workers)
+        yield lambda fn, args: ordered_map(submit, fn, args, window)
 
 
 def _with(frame: gpd.GeoDataFrame, extra: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
@@ -108,7 +120,8 @@ def aggregate(work_dir: Path) -> Path | None:
         result = district_layer(sums.districts, districts, sums_cols, name_column="district_name")
         ids = pd.Index(result["district_id"].astype(object), name="district_id")
         floor = floor_matrix(sums.district_archetypes, ids, archetypes)
-        pct, error = group_percentiles(floor, draws, materials, q)
+        with _parts_map(p) as map_parts:
+            pct, error = group_percentiles(floor, draws, materials, q, map_parts=map_parts)
         out = write_layer(_with(result, pct, as_crs(p.crs)), work / DISTRICTS)
         write_layer(quality_layer(sums.districts, districts), work / QUALITY)
         report["districts"] = len(result)
@@ -120,7 +133,8 @@ def aggregate(work_dir: Path) -> Path | None:
         cells = grid_layer(sums.cells, p.grid.cell_size_m, as_crs(p.crs))
         index = pd.MultiIndex.from_arrays([cells["iy"], cells["ix"]], names=["iy", "ix"])
         floor = floor_matrix(sums.cell_archetypes, index, archetypes)
-        pct, error = group_percentiles(floor, draws, materials, q)
+        with _parts_map(p) as map_parts:
+            pct, error = group_percentiles(floor, draws, materials, q, map_parts=map_parts)
         cells = _with(cells, pct, as_crs(p.crs))
         write_layer(cells, work / GRID)
         report["grid_cells"] = len(cells)
@@ -155,23 +169,25 @@ def forecast_flows(work_dir: Path) -> Path | None:
     cohorts = np.sort(attrs["construction_year"].unique())
     total_gfa = float(attrs["gfa_m2"].sum())
     frames = []
-    for sc in dyn.scenarios:
-        levers = ScenarioLevers(**sc.model_dump())
-        frames.append(
-            district_flows(
-                attrs,
-                lifetimes,
-                dyn.base_year,
-                dyn.horizon,
-                levers,
-                matrix,
-                draws,
-                archetypes,
-                q,
-                cohorts=cohorts,
-                total_gfa_m2=total_gfa,
+    with _parts_map(p) as map_parts:
+        for sc in dyn.scenarios:
+            levers = ScenarioLevers(**sc.model_dump())
+            frames.append(
+                district_flows(
+                    attrs,
+                    lifetimes,
+                    dyn.base_year,
+                    dyn.horizon,
+                    levers,
+                    matrix,
+                    draws,
+                    archetypes,
+                    q,
+                    cohorts=cohorts,
+                    total_gfa_m2=total_gfa,
+                    map_parts=map_parts,
+                )
             )
-        )
     flows = pd.concat(frames, ignore_index=True)
     flows = flows.astype({"scenario": object, "district_id": object, "material": object})
     flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
