@@ -162,3 +162,48 @@ def test_repeated_ids_and_footprints_are_found_across_batches(bbr_pipeline, tmp_
     built = pd.read_parquet(many / "buildings.parquet", columns=["building_id"])["building_id"]
     assert not built.isin(["copy-a", "copy-b"]).any()
     assert (built == standing.iloc[7]["id_lokalId"]).sum() == 1
+
+
+#: Threads assigning districts at once, as a run's batches do: the locator is built by
+#: one of them and each tests points against its own prepared polygons. In a child
+#: process, because the failure it guards against is a crash (GEOS prepared geometries
+#: are not thread-safe, libgeos/geos#825: 2 threads preparing 3,000-vertex parishes at
+#: once killed a 1 M-building run with SIGSEGV).
+_LOCATE_IN_THREADS = """
+import threading, numpy as np, shapely
+from concurrent.futures import ThreadPoolExecutor
+from mfa.core.kernel import _LOCATORS, _locator
+rng = np.random.default_rng(0)
+box = shapely.box(0, 0, 6000, 6000)
+seeds = shapely.MultiPoint(rng.uniform(0, 6000, (36, 2)))
+cells = shapely.intersection(shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=box)), box)
+polys = shapely.segmentize(cells, shapely.length(cells) / 3000)  # parish-like outlines
+x, y = rng.uniform(-100, 6100, (2, 100_000))
+tree = shapely.STRtree(polys)  # the oracle: GEOS on plain geometries, one thread
+pt, poly = tree.query(shapely.points(x, y), predicate="intersects")
+first = np.full(len(x), len(polys))
+np.minimum.at(first, pt, poly)
+expected = np.where(first < len(polys), first, -1)
+for attempt in range(5):
+    _LOCATORS.clear()
+    shared = shapely.from_wkb(shapely.to_wkb(polys))
+    gate = threading.Barrier(4)
+    def run(k):
+        gate.wait()
+        return _locator(shared).locate(x, y)
+    with ThreadPoolExecutor(4) as pool:
+        for got in pool.map(run, range(4)):
+            assert (got == expected).all(), attempt
+print("ok", int((expected >= 0).sum()))
+"""
+
+
+def test_districts_are_located_by_many_threads_at_once_without_a_crash() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LOCATE_IN_THREADS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith("ok ") and int(done.stdout.split()[1]) > 90_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -61,12 +63,17 @@ class PointLocator:
     (``shapely.intersects_xy`` on prepared polygons) against the few polygons whose boxes
     meet the cell, lowest position first, so a point on a shared border goes to the first
     polygon as in :func:`assign_districts`.
+
+    One locator may serve many threads: each thread tests points against its own prepared
+    copies of the polygons. GEOS builds a prepared polygon's indexes lazily, at its first
+    use, and not thread-safely (libgeos/geos#825); two threads preparing the same parish
+    polygons (3,000 vertices) at once crashed a run.
     """
 
     def __init__(self, polygons: np.ndarray, cells_per_polygon: float = 4.0) -> None:
         polys = np.asarray(polygons, dtype=object)
-        self.polygons = polys
-        shapely.prepare(polys)
+        self._wkb = shapely.to_wkb(polys)
+        self._local = threading.local()
         n = len(polys)
         if n == 0:
             self.shape = (0, 0)
@@ -100,6 +107,15 @@ class PointLocator:
         self.cand_start = np.concatenate([[0], np.cumsum(counts)])
         self.cand = poly_t  # sorted by cell, then polygon position
 
+    def _prepared(self) -> np.ndarray:
+        """This thread's prepared copies of the polygons."""
+        polygons = getattr(self._local, "polygons", None)
+        if polygons is None:
+            polygons = shapely.from_wkb(self._wkb)
+            shapely.prepare(polygons)
+            self._local.polygons = polygons
+        return polygons
+
     def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Position of the polygon holding each point (x, y in the polygons' CRS), or -1."""
         x = np.asarray(x, dtype=float)
@@ -117,6 +133,7 @@ class PointLocator:
         inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
         cell = np.where(inside, ix * ny + iy, 0).astype(np.int64)
         own = np.where(inside, self.owner[cell], -1)
+        polygons = self._prepared()
         out[own >= 0] = own[own >= 0]
         todo = np.flatnonzero(inside & (own < 0))
         k = 0
@@ -127,7 +144,7 @@ class PointLocator:
             if not len(todo):
                 break
             poly = self.cand[self.cand_start[c] + k]
-            hit = shapely.intersects_xy(self.polygons[poly], x[todo], y[todo])
+            hit = shapely.intersects_xy(polygons[poly], x[todo], y[todo])
             out[todo[hit]] = poly[hit]
             todo = todo[~hit]
             k += 1

@@ -24,6 +24,7 @@ batches of a national register; the results are the same (tested).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -130,16 +131,19 @@ def check_batch(
 
 
 _LOCATORS: dict[str, PointLocator] = {}
+_LOCATORS_LOCK = threading.Lock()
 
 
 def _locator(geoms: np.ndarray) -> PointLocator:
     """One point locator per set of district polygons per process (keyed by content: on a
-    Dask cluster every task unpickles its own copy of the polygons)."""
+    Dask cluster every task unpickles its own copy of the polygons), built by the first
+    batch that needs it while the others wait."""
     key = hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
-    if key not in _LOCATORS:
-        _LOCATORS.clear()
-        _LOCATORS[key] = PointLocator(geoms)
-    return _LOCATORS[key]
+    with _LOCATORS_LOCK:
+        if key not in _LOCATORS:
+            _LOCATORS.clear()
+            _LOCATORS[key] = PointLocator(geoms)
+        return _LOCATORS[key]
 
 
 @dataclass(frozen=True)
