@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import shapely
 
 from mfa.dynamics import inflow_driven, lifetime
 from mfa.dynamics.flows import ScenarioLevers, district_flows
@@ -77,6 +78,16 @@ def test_flows_layer(dk_run: Path) -> None:
     key = ["scenario", "district_id", "year", "material"]
     assert not flows.duplicated(key).any()
     assert len(flows) == 4 * 52 * 16 * 9
+    # each row carries its district's polygon, stored once per row group (dictionary)
+    districts = gpd.read_parquet(dk_run / "districts.parquet").set_index("district_id")
+    polygon = districts.geometry.reindex(flows["district_id"]).values
+    assert shapely.equals_exact(flows.geometry.values, polygon, 0).all()
+    assert (
+        pq.read_metadata(dk_run / "flows.parquet")
+        .row_group(0)
+        .column(schema.get_field_index("geometry"))
+        .has_dictionary_page
+    )
     for kind in ("stock", "inflow", "outflow"):
         lo, mid, hi = (flows[f"{kind}_t_p{q:02d}"] for q in (5, 50, 95))
         assert ((lo <= mid + 1e-9) & (mid <= hi + 1e-9)).all()

@@ -68,3 +68,47 @@ def test_layer_bytes_do_not_depend_on_how_the_frame_was_concatenated(tmp_path: P
     ]
     assert meta[0] == meta[1]
     assert gpd.read_parquet(one).equals(gdf)
+
+
+def test_a_dictionary_encoded_geometry_is_stored_once_per_row_group(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The flows layer's rows share their district's polygon: written as a dictionary per
+    row group of the polygons it uses (not the whole dictionary in every row group, not a
+    copy per row), read by every reader as plain WKB."""
+    from mfa.io import geoparquet
+    from mfa.io.geoparquet import geometry_type_names, wkb_layer_table, write_table
+
+    monkeypatch.setattr(geoparquet, "ROW_GROUP_SIZE", 5_000)
+    n_polys, rows_each = 300, 160  # 48,000 rows in 10 row groups, ~31 polygons each
+    centres = np.arange(n_polys) * 1_000.0
+    polys = shapely.buffer(shapely.points(centres, 0.0), 400.0, quad_segs=30)  # 121 vertices
+    wkb = shapely.to_wkb(polys, flavor="iso")
+    index = np.repeat(np.arange(n_polys), rows_each).astype(np.int32)
+    index[::7] = -1  # some rows without a district
+    known = index >= 0
+    bounds = np.full((len(index), 4), np.nan)
+    bounds[known] = shapely.bounds(polys)[index[known]]
+    geometry = pa.DictionaryArray.from_arrays(
+        pa.array(np.maximum(index, 0), mask=~known), pa.array(list(wkb), pa.binary())
+    )
+    attrs = pd.DataFrame({"row": np.arange(len(index))})
+    kinds = geometry_type_names(np.array([3]), np.array([False]))
+    crs = gpd.GeoSeries([], crs="EPSG:25832").crs
+    table = wkb_layer_table(attrs, geometry, bounds, kinds, crs)
+    path = write_table(table, tmp_path / "flows.parquet")
+
+    stored = sum(len(w) for w in wkb)
+    assert path.stat().st_size < 1.2 * stored + 200_000  # a whole dictionary per group: 10×
+    meta = pq.read_metadata(path)
+    assert meta.num_row_groups == 10
+    for i in range(meta.num_row_groups):
+        assert meta.row_group(i).column(1).has_dictionary_page
+    assert pq.read_schema(path).field("geometry").type == pa.binary()
+    assert json.loads(meta.metadata[b"geo"])["columns"]["geometry"]["geometry_types"] == ["Polygon"]
+    back = gpd.read_parquet(path)
+    assert back.crs.to_epsg() == 25832 and back["row"].tolist() == list(range(len(index)))
+    assert back.geometry.isna().to_numpy().tolist() == (~known).tolist()
+    assert shapely.equals_exact(back.geometry.values[known], polys[index[known]], 0).all()
+    again = write_table(table, tmp_path / "again.parquet")
+    assert sha256_file(again) == sha256_file(path)

@@ -30,6 +30,7 @@ __all__ = [
     "wkb_layer_table",
     "wkb_type_ids",
     "write_layer",
+    "write_table",
 ]
 
 #: Rows per Parquet row group: small enough that bbox filters skip most of a large layer.
@@ -80,13 +81,21 @@ def wkb_layer_table(
     """The GeoParquet 1.1 table of a layer whose geometries are already WKB (ISO flavour):
     what :func:`layer_table` makes of the same rows as a GeoDataFrame, without parsing
     or re-serialising a geometry. ``bounds`` is (n, 4) x0, y0, x1, y1 per row (NaN for a
-    missing geometry); ``crs`` a pyproj CRS."""
+    missing geometry); ``crs`` a pyproj CRS.
+
+    ``wkb`` may be dictionary-encoded (indices into distinct geometries, e.g. the flows'
+    rows into their districts' polygons): it stays so in memory and in the file, where
+    :func:`write_layer`'s writer stores it as Parquet's dictionary encoding of a plain
+    binary column, which every GeoParquet reader reads as WKB.
+    """
     table = pa.Table.from_pandas(attrs, preserve_index=False)
     box = pa.StructArray.from_arrays(
         [pa.array(bounds[:, i], pa.float64()) for i in range(4)],
         names=["xmin", "ymin", "xmax", "ymax"],
     )
-    table = table.append_column("geometry", wkb.cast(pa.binary())).append_column("bbox", box)
+    if not pa.types.is_dictionary(wkb.type):
+        wkb = wkb.cast(pa.binary())
+    table = table.append_column("geometry", wkb).append_column("bbox", box)
     known = np.isfinite(bounds).all(axis=1)
     extent = (
         [*bounds[known, :2].min(axis=0).tolist(), *bounds[known, 2:].max(axis=0).tolist()]
@@ -118,6 +127,14 @@ def _mfa_version() -> str:
     return mfa.__version__
 
 
+def write_table(table: pa.Table, path: Path) -> Path:
+    """Write a layer's Arrow table (:func:`layer_table`, :func:`wkb_layer_table`) as
+    :func:`write_layer` does: via a temp file and rename, bytes a function of the rows."""
+    path = Path(path)
+    _write_synced(table, path)
+    return path
+
+
 def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
     """Write ``gdf`` as GeoParquet 1.1 (WKB, covering ``bbox``), via a temp file and rename.
 
@@ -132,11 +149,55 @@ def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
 def _write_synced(table: pa.Table, path: Path) -> None:
     """Write ``table`` with the layers' settings to a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+    if any(pa.types.is_dictionary(t) for t in table.schema.types):
+        _write_dictionary_encoded(table, tmp)
+    else:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     failpoint(f"write:{path.name}")
     os.replace(tmp, path)
+
+
+def _write_dictionary_encoded(table: pa.Table, path: Path) -> None:
+    """Write a table with dictionary-typed columns as plain Parquet columns (of the
+    dictionary's value type) in dictionary encoding, each row group with a dictionary of
+    just the values it uses.
+
+    Parquet keeps one dictionary per column chunk: with the table's whole dictionary in
+    every row group, a flows layer of 2,000 parishes would repeat every polygon in each of
+    its row groups; with rows in district order, each polygon is stored about once per
+    scenario. The Arrow schema is not stored (``store_schema=False``), so readers see the
+    plain type (pyarrow would hand back a dictionary, which geopandas does not read as
+    WKB); the table's key-value metadata (``geo``, ``pandas``) is written as such.
+    """
+    schema = table.schema.remove_metadata()  # without the Arrow schema, written below
+    with pq.ParquetWriter(path, schema, compression="snappy", store_schema=False) as writer:
+        for start in range(0, max(table.num_rows, 1), ROW_GROUP_SIZE):
+            part = table.slice(start, ROW_GROUP_SIZE)
+            columns = [
+                _used_dictionary(part.column(i).combine_chunks())
+                if pa.types.is_dictionary(t)
+                else part.column(i)
+                for i, t in enumerate(table.schema.types)
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+        writer.add_key_value_metadata(table.schema.metadata or {})
+
+
+def _used_dictionary(column: pa.DictionaryArray) -> pa.DictionaryArray:
+    """``column`` with a dictionary of the values it uses, in their first-use order."""
+    indices = column.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    valid = indices >= 0
+    used, first = np.unique(indices[valid], return_index=True)
+    order = np.argsort(first, kind="stable")  # first-use order: independent of the ids
+    rank = np.empty(len(used), dtype=np.int32)
+    rank[order] = np.arange(len(used), dtype=np.int32)
+    new = np.zeros(len(indices), dtype=np.int32)
+    new[valid] = rank[np.searchsorted(used, indices[valid])]
+    return pa.DictionaryArray.from_arrays(
+        pa.array(new, mask=~valid), column.dictionary.take(pa.array(used[order]))
+    )
 
 
 def _wkb_headers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
