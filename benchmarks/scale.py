@@ -50,13 +50,16 @@ LIKE = ROOT / "geodata" / "sample" / "bbr_bygning_2020.parquet"
 def ensure_city(n: int, seed: int, workdir: Path, config: Path) -> Path:
     """The synthetic city of ``n`` buildings and ``seed``, written once and then reused.
 
-    A cached city keeps its register and districts; its ``pipeline.toml`` is rewritten if
-    ``mfa synth`` would write another one today (the job changed).
+    A cached city keeps its register and districts unless ``mfa synth`` makes other ones
+    today (``CITY_VERSION``); its ``pipeline.toml`` is rewritten if ``mfa synth`` would
+    write another one today (the job changed).
     """
-    from mfa.synth import pipeline_text, write_synthetic_city
+    from mfa.synth import CITY_VERSION, pipeline_text, write_synthetic_city
 
     city = workdir / "cities" / f"n{n}-s{seed}"
-    if (city / ".complete").is_file():
+    stamp = f"{n} {seed} {CITY_VERSION}\n"
+    complete = city / ".complete"
+    if complete.is_file() and complete.read_text() == stamp:
         text = pipeline_text(n, seed, config)
         if (city / "pipeline.toml").read_text() != text:
             (city / "pipeline.toml").write_text(text)
@@ -66,7 +69,7 @@ def ensure_city(n: int, seed: int, workdir: Path, config: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     t = time.perf_counter()
     write_synthetic_city(n, seed, tmp, LIKE, config)
-    (tmp / ".complete").write_text(f"{n} {seed}\n")
+    (tmp / ".complete").write_text(stamp)
     shutil.rmtree(city, ignore_errors=True)
     tmp.rename(city)
     print(f"synthetic city of {n:,} buildings written in {time.perf_counter() - t:.1f} s: {city}")

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from mfa.run import run_pipeline
 from mfa.synth import synthetic_city, write_synthetic_city
@@ -39,6 +41,20 @@ def test_plausible_footprints_and_attributes(like) -> None:
     # use codes follow the sample: detached houses are the most common standing building
     assert reg.byg021BygningensAnvendelse.value_counts().index[0] == "120"
     assert districts.geometry.union_all().contains(reg.geometry.union_all())
+
+
+def test_districts_tile_the_city_with_parish_like_outlines(like) -> None:
+    """The outlines have real parishes' vertex counts, neighbours share their borders
+    exactly (GEOS: the union has no holes and the areas add up), and every footprint lies
+    within one district."""
+    reg, districts = synthetic_city(20_000, 3, like)
+    g = districts.geometry.values
+    assert (shapely.get_num_coordinates(g) > 2_000).all() and shapely.is_valid(g).all()
+    union = shapely.union_all(g)
+    assert union.geom_type == "Polygon" and shapely.get_num_interior_rings(union) == 0
+    assert union.area == pytest.approx(shapely.area(g).sum(), rel=1e-12)
+    i, _ = shapely.STRtree(g).query(reg.geometry.values, predicate="within")
+    assert len(i) == len(reg) and len(np.unique(i)) == len(reg)
 
 
 def test_mfa_runs_a_synthetic_city(tmp_path: Path) -> None:

@@ -18,6 +18,12 @@ import shapely
 
 __all__ = ["pipeline_text", "register_distributions", "synthetic_city", "write_synthetic_city"]
 
+#: Changes whenever the same seed gives another city (caches of cities compare it).
+CITY_VERSION = 2  # 2: district outlines with parish-like vertex counts
+#: District outlines: vertices per side, and how far a side wanders from the straight line
+#: (m; less than half a street, so no building changes district).
+EDGE_VERTICES = 750
+WIGGLE_M = 8.0
 #: Lattice cell (m), cells per block side, street width (m).
 CELL_M, BLOCK_CELLS, STREET_M = 30.0, 8, 20.0
 
@@ -42,6 +48,27 @@ def register_distributions(register: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _wiggly_squares(xs: np.ndarray, ys: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The polygons of the grid squares (dx, dy) between the grid lines ``xs``, ``ys`` (m),
+    whose sides wander across the street they run along (at most ``WIGGLE_M`` either
+    way), with ``EDGE_VERTICES`` per side: the thousands of vertices of a real parish
+    outline (GEOS takes fast paths for plain rectangles that real districts never get).
+    A side's offset is a function of the position along it, zero at the corners, and its
+    vertices are computed the same way for both squares it borders: neighbours share the
+    border exactly and cover the plane without gaps or overlaps."""
+    k = np.arange(EDGE_VERTICES)
+    t = k / EDGE_VERTICES  # along a side from its lower-left corner, corner included
+    r = (EDGE_VERTICES - k) / EDGE_VERTICES  # the same positions, walked back (exact)
+    f = WIGGLE_M * np.sin(np.pi * t) * np.sin(14 * np.pi * t)
+    fr = WIGGLE_M * np.sin(np.pi * r) * np.sin(14 * np.pi * r)
+    x0, x1 = xs[dx][:, None], xs[dx + 1][:, None]
+    y0, y1 = ys[dy][:, None], ys[dy + 1][:, None]
+    # counter-clockwise: bottom, right, top (walked back), left (walked back)
+    x = np.hstack([x0 + t * (x1 - x0), x1 + f, x0 + r * (x1 - x0), x0 + fr])
+    y = np.hstack([y0 + f, y0 + t * (y1 - y0), y1 + fr, y0 + r * (y1 - y0)])
+    return shapely.polygons(np.stack([x, y], axis=-1))
+
+
 def synthetic_city(
     n: int, seed: int, like: pd.DataFrame, crs: str = "EPSG:25832", origin=(600_000.0, 6_150_000.0)
 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -50,7 +77,8 @@ def synthetic_city(
     Buildings sit on a lattice of 30 m cells in blocks of 8 × 8 cells separated by 20 m
     streets; footprints are rectangles whose size and attributes come from a record of
     ``like`` (drawn with replacement). Districts are square groups of about 2,500
-    buildings. Row order is shuffled so that inputs are not pre-sorted.
+    buildings with parish-like outlines (thousands of vertices, sides wandering across the
+    streets). Row order is shuffled so that inputs are not pre-sorted.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -93,23 +121,20 @@ def synthetic_city(
         geometry=boxes,
         crs=crs,
     )
-    # districts: squares of about 2,500 buildings (≈ 6 × 6 blocks)
+    # districts: squares of about 2,500 buildings (≈ 6 × 6 blocks), outlines like parishes'
     d_blocks = max(1, round(math.sqrt(2500 / BLOCK_CELLS**2)))
     d_side = math.ceil(side_blocks / d_blocks)
     dx, dy = np.meshgrid(np.arange(d_side), np.arange(d_side))
     dx, dy = dx.ravel(), dy.ravel()
     span = d_blocks * block_m
+    xs = origin[0] + np.arange(d_side + 1) * span - STREET_M / 2  # grid lines (m)
+    ys = origin[1] + np.arange(d_side + 1) * span - STREET_M / 2
     districts = gpd.GeoDataFrame(
         {
             "district_id": [f"D{i:05d}" for i in range(len(dx))],
             "name": [f"District {i}" for i in range(len(dx))],
         },
-        geometry=shapely.box(
-            origin[0] + dx * span - STREET_M / 2,
-            origin[1] + dy * span - STREET_M / 2,
-            origin[0] + (dx + 1) * span - STREET_M / 2,
-            origin[1] + (dy + 1) * span - STREET_M / 2,
-        ),
+        geometry=_wiggly_squares(xs, ys, dx, dy),
         crs=crs,
     )
     order = rng.permutation(n)
