@@ -45,7 +45,14 @@ from mfa.buildings.cohorts import cohort_counts, cohort_statistics
 from mfa.buildings.quality import REPAIR_COLUMNS, geometry_keys
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
-from mfa.core.kernel import Model, Shapes, check_batch, clean_batch, finish_batch
+from mfa.core.kernel import (
+    Model,
+    Shapes,
+    check_batch,
+    clean_batch,
+    district_key,
+    finish_batch,
+)
 from mfa.core.keys import hash128, later_repeats, repeated_in_groups
 from mfa.core.sums import Sums
 from mfa.executor import executor, ordered_map, report_progress, worker_count
@@ -451,5 +458,6 @@ def rules_model(
             districts["district_id"].astype(str).to_numpy(object) if districts is not None else None
         ),
         district_geoms=districts.geometry.values if districts is not None else None,
+        district_key=district_key(districts.geometry.values) if districts is not None else "",
         cell_size_m=p.grid.cell_size_m if p.grid is not None else None,
     )

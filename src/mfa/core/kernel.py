@@ -84,6 +84,9 @@ class Model:
         The archetypes the Monte Carlo draws cover: the columns of the group sums.
     district_ids, district_geoms
         District ids and polygons in the same order (None: no districts).
+    district_key
+        A digest of the polygons (their WKB), which names their point locator in each
+        process (on a Dask cluster every task unpickles its own copy of the polygons).
     cell_size_m
         Edge of a grid cell (m) (None: no grid).
     """
@@ -98,6 +101,7 @@ class Model:
     archetypes: tuple[str, ...]
     district_ids: np.ndarray | None = None
     district_geoms: np.ndarray | None = None
+    district_key: str = ""
     cell_size_m: float | None = None
 
 
@@ -134,11 +138,16 @@ _LOCATORS: dict[str, PointLocator] = {}
 _LOCATORS_LOCK = threading.Lock()
 
 
-def _locator(geoms: np.ndarray) -> PointLocator:
-    """One point locator per set of district polygons per process (keyed by content: on a
-    Dask cluster every task unpickles its own copy of the polygons), built by the first
-    batch that needs it while the others wait."""
-    key = hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
+def district_key(geoms: np.ndarray) -> str:
+    """The :attr:`Model.district_key` of these polygons."""
+    return hashlib.sha256(b"".join(shapely.to_wkb(geoms))).hexdigest()
+
+
+def _locator(geoms: np.ndarray, key: str = "") -> PointLocator:
+    """One point locator per set of district polygons per process, named by ``key``
+    (default: their :func:`district_key`, 0.1 s for 1,300 parish outlines, too much to
+    repeat per batch), built by the first batch that needs it while the others wait."""
+    key = key or district_key(geoms)
     with _LOCATORS_LOCK:
         if key not in _LOCATORS:
             _LOCATORS.clear()
@@ -222,7 +231,11 @@ def finish_batch(
     rows, peer_counts = impute_from_cohort_peers(rows, statistics=statistics)
     x, y = shapes.x[kept], shapes.y[kept]
     if model.district_ids is not None and model.district_geoms is not None:
-        where = _locator(model.district_geoms).locate(x, y) if len(rows) else np.zeros(0, int)
+        where = (
+            _locator(model.district_geoms, model.district_key).locate(x, y)
+            if len(rows)
+            else np.zeros(0, int)
+        )
         ids = np.where(where >= 0, model.district_ids[np.maximum(where, 0)], None)
         rows["district_id"] = pd.array(ids, dtype="string")
     cells = grid_index(x, y, model.cell_size_m) if model.cell_size_m else None
