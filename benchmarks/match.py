@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from mfa.match.allocate import pair_cost_g_per_t
+from mfa.match.costs import pair_prices, weighted_milli
 from mfa.match.distances import pairs_within
 from mfa.match.network import build_network, compatible_pairs, solve
 from mfa.match.params import MatchParams
@@ -91,13 +91,13 @@ def main() -> None:
     km = straight / 1000 * params.detour_factor
     ok = compatible_pairs(sup, dem, si, di, km, a.max_km)
     si, di, km = si[ok], di[ok], km[ok]
-    avoided = sup["material"].map(params.avoided_kgco2e_per_t).to_numpy(float)[si]
+    co2, dkk = pair_prices(km, sup["material"].to_numpy()[si], params)
     net = build_network(
         np.rint(sup["t"].to_numpy() * 1000).astype(np.int64),
         np.rint(dem["t"].to_numpy() * 1000).astype(np.int64),
         si,
         di,
-        pair_cost_g_per_t(km, params.kgco2e_per_tkm, avoided),
+        weighted_milli(co2, dkk, params),
     )
     t_build = time.perf_counter() - t0
     print(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from pydantic import ValidationError
 
 from mfa.errors import ConfigError, InputDataError, InputNotFoundError, PublishError
 from mfa.match.distances import RoadNetwork
@@ -59,11 +60,15 @@ _NUMERIC = (
     "capacity_t",
     "handling_kgco2e_per_t",
     "holding_kgco2e_per_t_year",
+    "handling_dkk_per_t",
+    "holding_dkk_per_t_year",
 )
 
 
 def load_match_params(path: Path, materials: list[str], **overrides: object) -> MatchParams:
-    """``config/match.toml`` as :class:`MatchParams`; every material needs an avoided value."""
+    """``config/match.toml`` as :class:`MatchParams`; every material needs an avoided value
+    (kg CO2e per t); prices (DKK per t) default to 0 where a material has none.
+    ``overrides`` (None = keep) replace settings, e.g. ``max_km`` or ``co2_weight``."""
     if not path.is_file():
         raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
     try:
@@ -75,6 +80,13 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
     if missing:
         raise ConfigError(f"{path}: [avoided_kgco2e_per_t.{missing[0]}] is missing; add it")
     d = raw.get("distance", {})
+    cost, objective = raw.get("cost", {}), raw.get("objective", {})
+    prices = {}
+    for table in ("virgin_dkk_per_t", "end_of_life_dkk_per_t"):
+        prices[table] = {m: float(v["value"]) for m, v in raw.get(table, {}).items()}
+        unknown = sorted(set(prices[table]) - set(materials))
+        if unknown:
+            raise ConfigError(f"{path}: [{table}.{unknown[0]}] is not a material; remove it")
     values = {
         "kgco2e_per_tkm": raw.get("transport", {}).get("kgco2e_per_tkm"),
         "detour_factor": d.get("detour_factor"),
@@ -84,13 +96,21 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
         "run_grade": raw.get("supply", {}).get("run_grade"),
         "level": raw.get("supply", {}).get("level", "p50"),
         "avoided_kgco2e_per_t": avoided,
+        "co2_weight": objective.get("co2_weight", 1.0),
+        "cost_weight": objective.get("cost_weight", 0.0),
+        "dkk_per_tkm": cost.get("dkk_per_tkm", 0.0),
+        "hub_handling_dkk_per_t": cost.get("hub_handling_dkk_per_t", 0.0),
+        "hub_holding_dkk_per_t_year": cost.get("hub_holding_dkk_per_t_year", 0.0),
+        **prices,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return MatchParams(**values)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"{path}: {' '.join(first[1:3]).strip()}; fix the value") from None
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "[objective]"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{path} (or its override): {where}: {msg}; fix the value") from None
 
 
 def read_sites(
