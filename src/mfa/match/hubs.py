@@ -185,7 +185,11 @@ def hub_arcs(
     s, h, km = sh
     s_mat = supply["material"].to_numpy()[s]
     keep = (
-        ~supply["hazardous"].to_numpy(bool)[s] & (km <= max_km) & np.isfinite(km) & ok_mat(h, s_mat)
+        ~supply["hazardous"].to_numpy(bool)[s]
+        & (s_kg[s] > 0)
+        & (km <= max_km)
+        & np.isfinite(km)
+        & ok_mat(h, s_mat)
     )
     s, h, km, s_mat = s[keep], h[keep], km[keep], s_mat[keep]
     m_i = mat_index.get_indexer(s_mat).astype(np.int64)
