@@ -323,7 +323,7 @@ def test_a_hub_without_capacity_is_an_error(run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
+def test_qgis_opens_the_styled_matching_and_its_project(run: Path, tmp_path: Path) -> None:
     qgis_python = "/usr/bin/python3"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["QT_QPA_PLATFORM"] = "offscreen"
@@ -334,13 +334,18 @@ def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
         ).returncode
     ):
         pytest.skip("needs QGIS's Python bindings in /usr/bin/python3 (python3-qgis)")
-    r = match_run(run, DEMAND, out=tmp_path / "m")
+    r = match_run(run, DEMAND, out=tmp_path / "m", hubs=HUBS)
+    # the project points at its GeoPackage by a relative path: it opens after a move
+    moved = tmp_path / "elsewhere" / "kalundborg"
+    moved.parent.mkdir()
+    (tmp_path / "m").rename(moved)
     names = ["matches", "supply_fate", "demand_coverage"]
     done = subprocess.run(
         [
             qgis_python,
             str(Path(__file__).with_name("qgis_match_check.py")),
-            str(tmp_path / "m" / "matching.gpkg"),
+            str(moved),
+            str(tmp_path / "matching.png"),
             *names,
         ],
         capture_output=True,
@@ -355,12 +360,30 @@ def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
         "supply_fate": len(r.allocation.supply_fate),
         "demand_coverage": len(r.allocation.coverage),
     }
+    assert counts["matches"] > 0
     for name in names:
-        assert seen[name] == {
+        assert seen["direct"][name] == {
             "valid": True,
             "features": counts[name],
             "renderer": "graduatedSymbol",
         }
+    assert seen["read"] and seen["crs"] == "EPSG:25832" and seen["absolute_paths"] is False
+    attribute = {"matches": "t", "supply_fate": "reused_t", "demand_coverage": "share"}
+    group = {"matches": "Reuse matching", "demand_coverage": "Reuse matching"}
+    for name in names:
+        assert seen["layers"][name] == {
+            "valid": True,
+            "table": name,
+            "features": counts[name],
+            "group": group.get(name, "Supply"),
+            "visible": True,
+            "renderer": "graduatedSymbol",
+            "attribute": attribute[name],
+            "crs": "EPSG:25832",
+        }
+    assert seen["drawing_order"] == ["demand_coverage", "matches", "supply_fate"]
+    assert seen["drawn_pixels"] > 100  # the map is not blank
+    assert (tmp_path / "matching.png").stat().st_size > 0
 
 
 def _grid_osm(path: Path, x0: float, y0: float, x1: float, y1: float, step: float) -> Path:

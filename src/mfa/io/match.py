@@ -19,6 +19,7 @@ import shapely
 from pydantic import ValidationError
 
 from mfa.errors import ConfigError, InputDataError, InputNotFoundError, PublishError
+from mfa.io.matchqgis import write_match_qgis
 from mfa.match.distances import RoadNetwork
 from mfa.match.params import MatchParams
 
@@ -236,45 +237,6 @@ def _drivable(highway: object) -> bool:
     return any(str(v) in DRIVE for v in values)
 
 
-def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
-    """Default QGIS styles (QML) of the matching layers, classes from their values:
-    matches by tonnes (lines), supply fate by reused tonnes, demand coverage by the share
-    met from reuse (fixed classes)."""
-    from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
-
-    out = {}
-    specs = {
-        "matches": ("t", "line", "t", "tonnes moved (t)", "RdPu", None),
-        "supply_fate": ("reused_t", "point", "t", "reused (t)", "YlGnBu", None),
-        "demand_coverage": (
-            "share",
-            "point",
-            "%",
-            "share met from reuse",
-            "RdYlGn",
-            (0.0, 0.25, 0.5, 0.75, 1.0),
-        ),
-    }
-    for name, (col, geom, unit, title, ramp, fixed) in specs.items():
-        if name not in layers:
-            continue
-        br = fixed or class_breaks(layers[name][col].to_numpy(dtype=float))
-        out[name] = qml(
-            GraduatedStyle(
-                expression=col,
-                breaks=tuple(br),
-                colors=color_ramp(ramp, len(br) - 1, 0.2 if fixed is None else 0.0, 1.0),
-                labels=range_labels(br, unit, scale=100 if unit == "%" else 1.0),
-                geometry=geom,
-                unit="" if unit == "%" else unit,
-                title=title,
-                marker_size_mm=2.6 if name == "demand_coverage" else 1.6,
-                method="Pretty" if fixed else "Quantile",
-            )
-        )
-    return out
-
-
 def write_match_outputs(
     out: Path,
     run_dir: Path,
@@ -282,8 +244,12 @@ def write_match_outputs(
     tables: dict[str, pd.DataFrame],
     manifest: dict,
     summary_md: str,
+    title: str = "Reuse matching",
 ) -> Path:
     """Write the outputs into ``out`` atomically: into a sibling work folder, then renamed.
+
+    The layers go to ``<name>.parquet`` and, with their styles and a QGIS project
+    (``project.qgs``, :mod:`mfa.io.matchqgis`), to ``matching.gpkg``.
 
     ``out`` must not lie inside a run folder; an existing ``out`` is replaced only if mfa
     match wrote it (it holds ``match.json``), anything else is left alone.
@@ -320,13 +286,9 @@ def write_match_outputs(
                 first = False
             else:
                 layer.to_parquet(work / f"{name}.parquet", index=False)
-        styles = match_styles({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)})
-        for name, text in styles.items():
-            (work / f"{name}.qml").write_text(text, encoding="utf-8")
-        if styles:
-            from mfa.io.qgis.geopackage import write_layer_styles
-
-            write_layer_styles(work / "matching.gpkg", styles, {k: True for k in styles})
+        geo = {k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)}
+        if geo:
+            write_match_qgis(work, geo, title)
         for name, table in tables.items():
             table.to_csv(work / f"{name}.csv", index=False)
         (work / "summary.md").write_text(summary_md, encoding="utf-8")

@@ -241,5 +241,5 @@ def match_run(
             "demand_coverage": alloc.coverage,
             "supply_fate": fate,
         }
-        written = write_match_outputs(Path(out), run, layers, tables, record, md)
+        written = write_match_outputs(Path(out), run, layers, tables, record, md, title)
     return MatchResult(alloc, sens, md, record, written)
