@@ -214,6 +214,9 @@ def _highs(net: Network) -> tuple[np.ndarray, int]:
         b_eq=b_eq,
         bounds=np.c_[np.zeros(m), upper],
         method="highs",
+        # HiGHS's presolve spends ~50x the solve on these networks (20,000 nodes: 30 s
+        # with it, 0.5 s without; benchmarks/match.py --hubs)
+        options={"presolve": False},
     )
     if lp.status != 0:  # cannot happen: virgin and end of life make it feasible
         raise RuntimeError(f"HiGHS ended with status {lp.status}: {lp.message}")
@@ -228,7 +231,7 @@ def _highs(net: Network) -> tuple[np.ndarray, int]:
             constraints=cons,
             integrality=np.ones(m),
             bounds=Bounds(np.zeros(m), upper),
-            options={"mip_rel_gap": 0.0},
+            options={"mip_rel_gap": 0.0, "presolve": False},
         )
         if mip.status != 0:
             raise RuntimeError(f"HiGHS (MILP) ended with status {mip.status}: {mip.message}")
