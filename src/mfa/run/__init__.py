@@ -10,7 +10,8 @@ flow in ``flows/pipeline.py`` makes one task of each. The package: ``context`` (
 folder and the run's tables), ``sources`` (building sources as engine batches),
 ``buildings`` (the engine's two passes), ``layers`` (aggregates, flows, QGIS files),
 ``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention), ``pull``
-(remote sources fetched into the snapshot store, :mod:`mfa.pull`).
+(remote sources fetched into the snapshot store, :mod:`mfa.pull`), ``match`` (a
+pipeline's ``[match]`` after the run).
 """
 
 from __future__ import annotations

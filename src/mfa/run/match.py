@@ -2,7 +2,8 @@
 :func:`mfa.match.match_run` call on the run just published (or found unchanged).
 
 The plain runner (:func:`mfa.run.run_pipeline`) calls :func:`match_after_run`; the nightly
-Prefect flow calls the same function as its ``mfa-match`` subflow (``flows/match.py``).
+Prefect flow passes the same :func:`match_arguments` to its ``mfa-match`` subflow
+(``flows/match.py``), which calls ``match_run`` with them.
 """
 
 from __future__ import annotations
