@@ -18,8 +18,9 @@ from prefect.artifacts import (
 )
 from prefect.context import TaskRunContext
 
+from flows.match import flow_parameters, mfa_match
 from mfa import run as steps
-from mfa.errors import TransientFetchError
+from mfa.errors import MfaError, TransientFetchError
 from mfa.executor import PROGRESS, run_scope
 
 
@@ -97,18 +98,42 @@ def unchanged(pipeline_file: str, output_dir: str | None) -> str | None:
     return None if previous is None else str(previous)
 
 
+def _match_after(pipeline_file: str, run_dir: str, output_dir: str | None) -> None:
+    """The pipeline's ``[match]``, if it has one, as the ``mfa-match`` subflow."""
+    from mfa.config import load_pipeline
+    from mfa.run.match import match_arguments, match_failed
+
+    p = load_pipeline(pipeline_file)
+    if p.match is None:
+        return
+    args = match_arguments(p, Path(run_dir), None if output_dir is None else Path(output_dir))
+    try:
+        mfa_match(**flow_parameters(args))
+    except MfaError as exc:
+        raise match_failed(exc, run_dir) from exc
+
+
 @flow(name="mfa-pipeline", validate_parameters=True)
 def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool = True) -> str:
     """Run the pipeline file ``pipeline_file``; return the published run folder.
 
     ``force=False`` (scheduled runs) returns the latest run without recomputing when
-    nothing it depends on changed (inputs, config, code).
+    nothing it depends on changed (inputs, config, code). A pipeline with a ``[match]``
+    table then matches the run (new or unchanged: the demand may have changed) in the
+    ``mfa-match`` subflow; a failed matching fails the flow run, the run stays published.
     """
     if not force:
         previous = unchanged(pipeline_file, output_dir)
         if previous is not None:
             get_run_logger().info("unchanged since %s: nothing to do", previous)
+            _match_after(pipeline_file, previous, output_dir)
             return previous
+    run_dir = _run(pipeline_file, output_dir)
+    _match_after(pipeline_file, run_dir, output_dir)
+    return run_dir
+
+
+def _run(pipeline_file: str, output_dir: str | None) -> str:
     with steps.run_lock(pipeline_file, output_dir):
         work = prepare(pipeline_file, output_dir)
         name = "prepare"

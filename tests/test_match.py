@@ -21,7 +21,7 @@ import pyogrio
 import pytest
 import shapely
 
-from mfa.errors import InputDataError, PublishError
+from mfa.errors import ConfigError, InputDataError, PublishError
 from mfa.io.match import DRIVE, load_road_network
 from mfa.match import match_run
 from mfa.match.distances import pairs_within, road_km
@@ -85,6 +85,7 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     )
     assert res.returncode == 0, res.stderr
     assert "come from reuse" in res.stdout and "Sensitivity to the haul limit" in res.stdout
+    assert "Objective: minimise 1 × kg CO2e + 0 × DKK (net CO2 only)" in res.stdout
     lines = gpd.read_parquet(out / "matches.parquet")
     assert len(lines) > 0 and (lines.geom_type == "LineString").all()
     assert lines.crs.to_epsg() == 25832
@@ -92,6 +93,7 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     np.testing.assert_allclose(
         lines["net_kgco2e"], lines["transport_kgco2e"] - lines["avoided_kgco2e"]
     )
+    np.testing.assert_allclose(lines["net_dkk"], lines["transport_dkk"] - lines["avoided_dkk"])
     gpkg = {name: kind for name, kind in pyogrio.list_layers(out / "matching.gpkg")}
     gpkg.pop("layer_styles")  # the attribute table of the default styles
     assert gpkg == {"matches": "LineString", "supply_fate": "Point", "demand_coverage": "Point"}
@@ -108,6 +110,9 @@ def test_cli_writes_the_outputs_and_a_student_gets_an_answer(run: Path, tmp_path
     assert "http" not in page.split("<svg")[1]  # nothing fetched from elsewhere
     record = json.loads((out / "match.json").read_text())
     assert record["balance_residual_kg"] == 0 and record["solver"] == "ortools"
+    assert record["weights"] == {"co2_per_kgco2e": 1.0, "cost_per_dkk": 0.0}
+    assert record["objective"] == record["objective_kgco2e"]
+    assert record["objective_dkk"] == pytest.approx(lines["net_dkk"].sum(), abs=0.0005 * 1e4)
     assert record["seconds"] < 30
     cov = pd.read_csv(out / "demand_coverage.csv")
     np.testing.assert_allclose(cov["matched_t"] + cov["virgin_t"], cov["t"], atol=1e-6)
@@ -318,7 +323,7 @@ def test_a_hub_without_capacity_is_an_error(run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
+def test_qgis_opens_the_styled_matching_and_its_project(run: Path, tmp_path: Path) -> None:
     qgis_python = "/usr/bin/python3"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["QT_QPA_PLATFORM"] = "offscreen"
@@ -329,13 +334,18 @@ def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
         ).returncode
     ):
         pytest.skip("needs QGIS's Python bindings in /usr/bin/python3 (python3-qgis)")
-    r = match_run(run, DEMAND, out=tmp_path / "m")
+    r = match_run(run, DEMAND, out=tmp_path / "m", hubs=HUBS)
+    # the project points at its GeoPackage by a relative path: it opens after a move
+    moved = tmp_path / "elsewhere" / "kalundborg"
+    moved.parent.mkdir()
+    (tmp_path / "m").rename(moved)
     names = ["matches", "supply_fate", "demand_coverage"]
     done = subprocess.run(
         [
             qgis_python,
             str(Path(__file__).with_name("qgis_match_check.py")),
-            str(tmp_path / "m" / "matching.gpkg"),
+            str(moved),
+            str(tmp_path / "matching.png"),
             *names,
         ],
         capture_output=True,
@@ -350,12 +360,30 @@ def test_qgis_opens_the_styled_matching(run: Path, tmp_path: Path) -> None:
         "supply_fate": len(r.allocation.supply_fate),
         "demand_coverage": len(r.allocation.coverage),
     }
+    assert counts["matches"] > 0
     for name in names:
-        assert seen[name] == {
+        assert seen["direct"][name] == {
             "valid": True,
             "features": counts[name],
             "renderer": "graduatedSymbol",
         }
+    assert seen["read"] and seen["crs"] == "EPSG:25832" and seen["absolute_paths"] is False
+    attribute = {"matches": "t", "supply_fate": "reused_t", "demand_coverage": "share"}
+    group = {"matches": "Reuse matching", "demand_coverage": "Reuse matching"}
+    for name in names:
+        assert seen["layers"][name] == {
+            "valid": True,
+            "table": name,
+            "features": counts[name],
+            "group": group.get(name, "Supply"),
+            "visible": True,
+            "renderer": "graduatedSymbol",
+            "attribute": attribute[name],
+            "crs": "EPSG:25832",
+        }
+    assert seen["drawing_order"] == ["demand_coverage", "matches", "supply_fate"]
+    assert seen["drawn_pixels"] > 100  # the map is not blank
+    assert (tmp_path / "matching.png").stat().st_size > 0
 
 
 def _grid_osm(path: Path, x0: float, y0: float, x1: float, y1: float, step: float) -> Path:
@@ -405,3 +433,16 @@ def test_road_km_end_to_end_on_a_street_grid(run: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(InputDataError, match=r"sites.csv row 1: site \(640000, 6150500\) is"):
         match_run(run, sites, network=osm, cache_dir=tmp_path / "cache")
+
+
+def test_weights_choose_what_is_minimised(run: Path) -> None:
+    """Cost only: the optimum is the net DKK; it is never dearer than the CO2 optimum's
+    cost, and the CO2 optimum never emits more than the cost optimum (each is optimal
+    for its own objective)."""
+    co2 = match_run(run, DEMAND).allocation
+    cost = match_run(run, DEMAND, weights=(0.0, 1.0)).allocation
+    assert cost.objective == cost.objective_dkk and cost.weights == (0.0, 1.0)
+    assert cost.objective_dkk <= co2.objective_dkk + 1e-6
+    assert co2.objective_kgco2e <= cost.objective_kgco2e + 1e-6
+    with pytest.raises(ConfigError, match="both 0"):
+        match_run(run, DEMAND, weights=(0.0, 0.0))

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa.match.allocate import allocate, pair_cost_g_per_t
+from mfa.match.allocate import allocate
+from mfa.match.costs import pair_prices, weighted_milli
 from mfa.match.network import build_network, compatible_pairs, solve
 from mfa.match.params import MatchParams
 
@@ -268,7 +269,9 @@ def _hub_pairs(sup, dem, hubs):
 
 
 def _hubs(rows):
-    return pd.DataFrame(
+    from mfa.match.hubs import check_hub_table
+
+    df = pd.DataFrame(
         rows,
         columns=[
             "hub_id",
@@ -280,6 +283,7 @@ def _hubs(rows):
             "materials",
         ],
     )
+    return check_hub_table(df, "hubs.csv", ["concrete", "brick"])
 
 
 def test_a_hub_carries_supply_to_a_later_year() -> None:
@@ -339,7 +343,8 @@ def test_a_hub_never_worsens_the_optimum(inst, hx, hy, cap) -> None:
 @settings(max_examples=30, deadline=None)
 @given(instances(), st.floats(0, 20_000), st.floats(0, 20_000), st.floats(0.5, 80))
 def test_ortools_equals_the_highs_linear_program(inst, hx, hy, cap) -> None:
-    """A third, independent solver: the same network as an LP (scipy HiGHS)."""
+    """A third, independent solver: the same network as an LP (scipy HiGHS), here without
+    the joint hub capacity (each holding arc its own capacity: a pure network)."""
     import scipy.sparse
     from scipy.optimize import linprog
 
@@ -353,28 +358,16 @@ def test_ortools_equals_the_highs_linear_program(inst, hx, hy, cap) -> None:
     si, di, k = si[ok], di[ok], k[ok]
     s_kg = np.rint(sup["t"].to_numpy() * 1000).astype(np.int64)
     d_kg = np.rint(dem["t"].to_numpy() * 1000).astype(np.int64)
-    av = sup["material"].map(PARAMS.avoided_kgco2e_per_t).to_numpy(float)[si]
-    h = hub_arcs(
-        sup,
-        dem,
-        hubs,
-        s_kg,
-        d_kg,
-        sh,
-        hd,
-        PARAMS.kgco2e_per_tkm,
-        PARAMS.avoided_kgco2e_per_t,
-        PARAMS.max_km,
-        len(s_kg) + len(d_kg) + 2,
-    )
+    first = len(s_kg) + len(d_kg) + 2
+    h = hub_arcs(sup, dem, hubs, s_kg, d_kg, sh, hd, PARAMS, PARAMS.max_km, first)
     net = build_network(
         s_kg,
         d_kg,
         si,
         di,
-        pair_cost_g_per_t(k, PARAMS.kgco2e_per_tkm, av),
+        weighted_milli(*pair_prices(k, sup["material"].to_numpy()[si], PARAMS), PARAMS),
         h.n_nodes,
-        (h.tails, h.heads, h.capacity_kg, h.cost_g_per_t),
+        (h.tails, h.heads, h.capacity_kg, weighted_milli(h.co2_per_t, h.dkk_per_t, PARAMS)),
     )
     _, obj, _ = solve(net, "ortools")
     n, m = len(net.supply_kg), len(net.tails)

@@ -186,12 +186,20 @@ def match(
     unit: Annotated[str, typer.Option("--unit", help="building | grid | district")] = "grid",
     cell_size: Annotated[float, typer.Option("--cell-size", help="grid cell, m")] = 250.0,
     scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
-    solver: Annotated[str, typer.Option("--solver", help="ortools | networkx")] = "ortools",
+    solver: Annotated[str, typer.Option("--solver", help="ortools | networkx | highs")] = "ortools",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="CO2,COST: minimise CO2 × kg CO2e + COST × DKK (default config: 1,0)",
+        ),
+    ] = None,
     map_file: Annotated[
         Path | None, typer.Option("--map", help="also write a self-contained HTML map")
     ] = None,
 ) -> None:
-    """Allocate what comes free to the --demand sites by road distance and net CO2."""
+    """Allocate what comes free to the --demand sites by road distance and net CO2 (and,
+    with --weights, net cost)."""
     from mfa.match import match_run
 
     try:
@@ -202,6 +210,13 @@ def match(
                 span = (int(first), int(last or first))
             except ValueError:
                 raise typer.BadParameter("--years looks like 2026-2035") from None
+        pair = None
+        if weights:
+            try:
+                w_co2, w_cost = (float(v) for v in weights.split(","))
+                pair = (w_co2, w_cost)
+            except ValueError:
+                raise typer.BadParameter("--weights looks like 1,0.5 (CO2, cost)") from None
         result = match_run(
             run,
             demand,
@@ -216,6 +231,7 @@ def match(
             out=output,
             cache_dir=Path("geodata/cache"),
             hubs=hubs,
+            weights=pair,
         )
     except MfaError as exc:
         _fail(exc)

@@ -89,12 +89,18 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("output", "dir"),
         ("cache", "dir"),
         ("dynamics", "lifetimes"),
+        ("match", "demand"),
+        ("match", "hubs"),
+        ("match", "network"),
+        ("match", "output"),
+        ("match", "config"),
     }
-    overrides = data.get("intensities", {}).get("overrides")
-    if isinstance(overrides, list):
-        data["intensities"]["overrides"] = [
-            str(_absolute(base / o)) if isinstance(o, str) else o for o in overrides
-        ]
+    for table, key in (("intensities", "overrides"), ("match", "supply")):
+        listed = data.get(table, {}).get(key) if isinstance(data.get(table), dict) else None
+        if isinstance(listed, list):
+            data[table][key] = [
+                str(_absolute(base / o)) if isinstance(o, str) else o for o in listed
+            ]
     for keys in path_keys:
         node: Any = data
         for k in keys[:-1]:
@@ -136,6 +142,7 @@ def _check_files(p: Pipeline, file: Path) -> None:
         ("intensities.table", p.intensities.table, False),
         ("intensities.vocabulary", p.intensities.vocabulary, False),
         *[(f"intensities.overrides[{i}]", o, False) for i, o in enumerate(p.intensities.overrides)],
+        *[(key, f, False) for key, f in (p.match.files() if p.match else [])],
     ]
     for key, path, is_dir in checks:
         if path is None:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mfa.config.match import MatchSection
 from mfa.config.remote import RemoteFields, check_remote
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -394,7 +395,19 @@ class Pipeline(_Strict):
     cache: Cache = Cache()
     compute: Compute = Compute()
     schedule: Schedule | None = None
+    match: MatchSection | None = None
     source_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _match_needs_flows(self) -> Pipeline:
+        if self.match is not None:
+            known = [s.name for s in self.dynamics.scenarios] if self.dynamics else []
+            if self.match.scenario not in known:
+                raise ValueError(
+                    f"[match] scenario {self.match.scenario!r} is not a scenario of [dynamics] "
+                    f"({known or 'none: add [dynamics], matching needs its outflows'})"
+                )
+        return self
 
     @field_validator("crs")
     @classmethod

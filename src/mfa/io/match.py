@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pyogrio
 import shapely
+from pydantic import ValidationError
 
 from mfa.errors import ConfigError, InputDataError, InputNotFoundError, PublishError
+from mfa.io.matchqgis import write_match_qgis
 from mfa.match.distances import RoadNetwork
 from mfa.match.params import MatchParams
 
@@ -59,11 +61,15 @@ _NUMERIC = (
     "capacity_t",
     "handling_kgco2e_per_t",
     "holding_kgco2e_per_t_year",
+    "handling_dkk_per_t",
+    "holding_dkk_per_t_year",
 )
 
 
 def load_match_params(path: Path, materials: list[str], **overrides: object) -> MatchParams:
-    """``config/match.toml`` as :class:`MatchParams`; every material needs an avoided value."""
+    """``config/match.toml`` as :class:`MatchParams`; every material needs an avoided value
+    (kg CO2e per t); prices (DKK per t) default to 0 where a material has none.
+    ``overrides`` (None = keep) replace settings, e.g. ``max_km`` or ``co2_weight``."""
     if not path.is_file():
         raise InputNotFoundError(f"{path}: file not found; restore it from the repository")
     try:
@@ -75,6 +81,13 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
     if missing:
         raise ConfigError(f"{path}: [avoided_kgco2e_per_t.{missing[0]}] is missing; add it")
     d = raw.get("distance", {})
+    cost, objective = raw.get("cost", {}), raw.get("objective", {})
+    prices = {}
+    for table in ("virgin_dkk_per_t", "end_of_life_dkk_per_t"):
+        prices[table] = {m: float(v["value"]) for m, v in raw.get(table, {}).items()}
+        unknown = sorted(set(prices[table]) - set(materials))
+        if unknown:
+            raise ConfigError(f"{path}: [{table}.{unknown[0]}] is not a material; remove it")
     values = {
         "kgco2e_per_tkm": raw.get("transport", {}).get("kgco2e_per_tkm"),
         "detour_factor": d.get("detour_factor"),
@@ -84,13 +97,21 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
         "run_grade": raw.get("supply", {}).get("run_grade"),
         "level": raw.get("supply", {}).get("level", "p50"),
         "avoided_kgco2e_per_t": avoided,
+        "co2_weight": objective.get("co2_weight", 1.0),
+        "cost_weight": objective.get("cost_weight", 0.0),
+        "dkk_per_tkm": cost.get("dkk_per_tkm", 0.0),
+        "hub_handling_dkk_per_t": cost.get("hub_handling_dkk_per_t", 0.0),
+        "hub_holding_dkk_per_t_year": cost.get("hub_holding_dkk_per_t_year", 0.0),
+        **prices,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return MatchParams(**values)
-    except ValueError as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"{path}: {' '.join(first[1:3]).strip()}; fix the value") from None
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "[objective]"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{path} (or its override): {where}: {msg}; fix the value") from None
 
 
 def read_sites(
@@ -216,45 +237,6 @@ def _drivable(highway: object) -> bool:
     return any(str(v) in DRIVE for v in values)
 
 
-def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
-    """Default QGIS styles (QML) of the matching layers, classes from their values:
-    matches by tonnes (lines), supply fate by reused tonnes, demand coverage by the share
-    met from reuse (fixed classes)."""
-    from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
-
-    out = {}
-    specs = {
-        "matches": ("t", "line", "t", "tonnes moved (t)", "RdPu", None),
-        "supply_fate": ("reused_t", "point", "t", "reused (t)", "YlGnBu", None),
-        "demand_coverage": (
-            "share",
-            "point",
-            "%",
-            "share met from reuse",
-            "RdYlGn",
-            (0.0, 0.25, 0.5, 0.75, 1.0),
-        ),
-    }
-    for name, (col, geom, unit, title, ramp, fixed) in specs.items():
-        if name not in layers:
-            continue
-        br = fixed or class_breaks(layers[name][col].to_numpy(dtype=float))
-        out[name] = qml(
-            GraduatedStyle(
-                expression=col,
-                breaks=tuple(br),
-                colors=color_ramp(ramp, len(br) - 1, 0.2 if fixed is None else 0.0, 1.0),
-                labels=range_labels(br, unit, scale=100 if unit == "%" else 1.0),
-                geometry=geom,
-                unit="" if unit == "%" else unit,
-                title=title,
-                marker_size_mm=2.6 if name == "demand_coverage" else 1.6,
-                method="Pretty" if fixed else "Quantile",
-            )
-        )
-    return out
-
-
 def write_match_outputs(
     out: Path,
     run_dir: Path,
@@ -262,8 +244,12 @@ def write_match_outputs(
     tables: dict[str, pd.DataFrame],
     manifest: dict,
     summary_md: str,
+    title: str = "Reuse matching",
 ) -> Path:
     """Write the outputs into ``out`` atomically: into a sibling work folder, then renamed.
+
+    The layers go to ``<name>.parquet`` and, with their styles and a QGIS project
+    (``project.qgs``, :mod:`mfa.io.matchqgis`), to ``matching.gpkg``.
 
     ``out`` must not lie inside a run folder; an existing ``out`` is replaced only if mfa
     match wrote it (it holds ``match.json``), anything else is left alone.
@@ -300,13 +286,9 @@ def write_match_outputs(
                 first = False
             else:
                 layer.to_parquet(work / f"{name}.parquet", index=False)
-        styles = match_styles({k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)})
-        for name, text in styles.items():
-            (work / f"{name}.qml").write_text(text, encoding="utf-8")
-        if styles:
-            from mfa.io.qgis.geopackage import write_layer_styles
-
-            write_layer_styles(work / "matching.gpkg", styles, {k: True for k in styles})
+        geo = {k: v for k, v in layers.items() if isinstance(v, gpd.GeoDataFrame)}
+        if geo:
+            write_match_qgis(work, geo, title)
         for name, table in tables.items():
             table.to_csv(work / f"{name}.csv", index=False)
         (work / "summary.md").write_text(summary_md, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""From supply, demand and candidate pairs to an allocation with its CO2 balance."""
+"""From supply, demand and candidate pairs to an allocation with its CO2 and cost balance."""
 
 from __future__ import annotations
 
@@ -7,22 +7,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mfa.match.costs import by_material, milli, pair_prices, weighted_milli
 from mfa.match.hubs import HubArcs, hub_arcs
 from mfa.match.network import build_network, compatible_pairs, solve
 from mfa.match.params import MatchParams
 
-__all__ = ["Allocation", "allocate", "pair_cost_g_per_t"]
-
-
-def pair_cost_g_per_t(km: np.ndarray, kgco2e_per_tkm: float, avoided_kgco2e_per_t: np.ndarray):
-    """Net CO2 of moving one tonne ``km`` to replace virgin material, in g CO2e per t
-    (rounded to whole grams: the solvers need integers)."""
-    return np.rint((km * kgco2e_per_tkm - avoided_kgco2e_per_t) * 1000.0).astype(np.int64)
+__all__ = ["Allocation", "allocate"]
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """The optimum: the matches, the fate of each supply row, the coverage of each site."""
+    """The optimum: the matches, the fate of each supply row, the coverage of each site.
+
+    ``objective`` is what was minimised (``co2_weight`` × kg CO2e + ``cost_weight`` × DKK);
+    ``objective_kgco2e`` and ``objective_dkk`` are the optimum's net CO2 and net cost
+    (each from the per-tonne values in whole thousandths the solver saw)."""
 
     matches: pd.DataFrame
     supply_fate: pd.DataFrame
@@ -31,6 +30,9 @@ class Allocation:
     solver: str
     balance_residual_kg: int
     n_arcs: int
+    objective: float = 0.0
+    objective_dkk: float = 0.0
+    weights: tuple[float, float] = (1.0, 0.0)
 
 
 def allocate(
@@ -63,8 +65,13 @@ def allocate(
     s_t = supply[level].to_numpy(dtype=float)
     s_kg = np.rint(s_t * 1000.0).astype(np.int64)
     d_kg = np.rint(demand["t"].to_numpy(dtype=float) * 1000.0).astype(np.int64)
-    avoided = supply["material"].map(params.avoided_kgco2e_per_t).to_numpy(dtype=float)[si]
-    cost = pair_cost_g_per_t(km, params.kgco2e_per_tkm, avoided)
+    s_mat = supply["material"].to_numpy()[si]
+    avoided = by_material(params.avoided_kgco2e_per_t, s_mat)
+    co2, dkk = pair_prices(km, s_mat, params)
+    avoided_dkk = by_material(params.virgin_dkk_per_t, s_mat) + by_material(
+        params.end_of_life_dkk_per_t, s_mat
+    )
+    cost = weighted_milli(co2, dkk, params)
     hub = None
     if hubs is not None and len(supply) and len(demand) and len(hubs[0]):
         hub_df, sh, hd, _ = hubs
@@ -76,8 +83,7 @@ def allocate(
             d_kg,
             sh,
             hd,
-            params.kgco2e_per_tkm,
-            params.avoided_kgco2e_per_t,
+            params,
             limit,
             len(s_kg) + len(d_kg) + 2,
         )
@@ -88,11 +94,21 @@ def allocate(
             di,
             cost,
             hub.n_nodes,
-            (hub.tails, hub.heads, hub.capacity_kg, hub.cost_g_per_t),
+            (
+                hub.tails,
+                hub.heads,
+                hub.capacity_kg,
+                weighted_milli(hub.co2_per_t, hub.dkk_per_t, params),
+            ),
+            (hub.group, hub.group_capacity_kg),
         )
     else:
         net = build_network(s_kg, d_kg, si, di, cost)
     flows, obj, used = solve(net, solver)
+    # the optimum's net CO2 and net cost, from the thousandths the solver saw
+    base = np.zeros(net.n_supply + net.n_demand + 1)
+    co2_arc = milli(np.concatenate([co2, base, hub.co2_per_t if hub is not None else []]))
+    dkk_arc = milli(np.concatenate([dkk, base, hub.dkk_per_t if hub is not None else []]))
     hf = flows[len(flows) - net.n_extra :] if net.n_extra else np.zeros(0, np.int64)
     inflow = np.bincount(net.heads, flows, len(net.supply_kg))
     outflow = np.bincount(net.tails, flows, len(net.supply_kg))
@@ -110,6 +126,8 @@ def allocate(
     s_rows, d_rows = supply.iloc[ms], demand.iloc[md]
     transport = t * mkm * params.kgco2e_per_tkm
     avoided_t = t * avoided[used_arc]
+    transport_dkk = t * mkm * params.dkk_per_tkm
+    avoided_dkk_t = t * avoided_dkk[used_arc]
     matches = pd.DataFrame(
         {
             "supply_id": s_rows["supply_id"].to_numpy(),
@@ -122,6 +140,9 @@ def allocate(
             "transport_kgco2e": transport,
             "avoided_kgco2e": avoided_t,
             "net_kgco2e": transport - avoided_t,
+            "transport_dkk": transport_dkk,
+            "avoided_dkk": avoided_dkk_t,
+            "net_dkk": transport_dkk - avoided_dkk_t,
             "robust": reused_kg[ms] / 1000.0 <= supply["t_p05"].to_numpy(dtype=float)[ms] + 1e-9,
             "x0": s_rows["x"].to_numpy(),
             "y0": s_rows["y"].to_numpy(),
@@ -132,6 +153,7 @@ def allocate(
     matches.insert(4, "year_in", matches["year_out"])
     matches.insert(2, "via_hub", "")
     matches.insert(matches.columns.get_loc("avoided_kgco2e"), "handling_kgco2e", 0.0)
+    matches.insert(matches.columns.get_loc("avoided_dkk"), "handling_dkk", 0.0)
     if hub is not None:
         matches = pd.concat(
             [matches, _hub_matches(hub, hf, supply, demand, hubs[0], params, hubs[3], reused_kg)],
@@ -170,7 +192,18 @@ def allocate(
         share=np.where(demand["t"] > 0, matched / demand["t"].where(demand["t"] > 0, 1.0), 1.0),
         median_km=med.reindex(keys).to_numpy(dtype=float),
     )
-    return Allocation(matches, supply_fate, coverage, obj / 1e6, used, residual, len(net.tails))
+    return Allocation(
+        matches,
+        supply_fate,
+        coverage,
+        int(flows @ co2_arc) / 1e6,
+        used,
+        residual,
+        len(net.tails),
+        obj / 1e6,
+        int(flows @ dkk_arc) / 1e6,
+        params.weights,
+    )
 
 
 def _hub_matches(
@@ -194,6 +227,9 @@ def _hub_matches(
         transport = t * km * params.kgco2e_per_tkm
         handling = t * hubs["handling_kgco2e_per_t"].to_numpy(float)[h] if k == 0 else 0 * t
         avoided = t * hub.avoided_kgco2e_per_t[sel]
+        transport_dkk = t * km * params.dkk_per_tkm
+        handling_dkk = t * hubs["handling_dkk_per_t"].to_numpy(float)[h] if k == 0 else 0 * t
+        avoided_dkk = t * hub.avoided_dkk_per_t[sel]
         ids = e["supply_id" if k == 0 else "demand_id"].to_numpy()
         rows.append(
             pd.DataFrame(
@@ -211,6 +247,10 @@ def _hub_matches(
                     "handling_kgco2e": handling,
                     "avoided_kgco2e": avoided,
                     "net_kgco2e": transport + handling - avoided,
+                    "transport_dkk": transport_dkk,
+                    "handling_dkk": handling_dkk,
+                    "avoided_dkk": avoided_dkk,
+                    "net_dkk": transport_dkk + handling_dkk - avoided_dkk,
                     "robust": (
                         reused_kg[end] / 1000.0 <= supply["t_p05"].to_numpy(float)[end] + 1e-9
                         if k == 0

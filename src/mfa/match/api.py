@@ -47,6 +47,7 @@ def match_run(
     out: str | Path | None = None,
     cache_dir: str | Path | None = None,
     hubs: str | Path | None = None,
+    weights: tuple[float, float] | None = None,
 ) -> MatchResult:
     """Match a run's expected outflows (and ``supply_files``) to the ``demand`` sites.
 
@@ -54,7 +55,9 @@ def match_run(
     run's base year); ``max_km`` the haul limit (default ``config/match.toml``);
     ``network`` an OSM XML extract for road km (else straight line × detour factor);
     ``hubs`` a file of hubs (``hub_id, x, y, capacity_t, handling_kgco2e_per_t,
-    holding_kgco2e_per_t_year, materials``).
+    holding_kgco2e_per_t_year, handling_dkk_per_t, holding_dkk_per_t_year, materials``);
+    ``weights`` (per kg CO2e, per DKK) what is minimised (default ``config/match.toml``
+    [objective], (1, 0): net CO2).
     Writes into ``out`` when given (never inside the run folder).
     """
     from mfa.io.match import load_match_params, load_road_network, read_sites, write_match_outputs
@@ -70,7 +73,10 @@ def match_run(
     manifest = json.loads((run / "run.json").read_text())
     cfg = Path(config_dir)
     materials = load_materials(cfg / "materials.toml")
-    params = load_match_params(cfg / "match.toml", materials, max_km=max_km)
+    w_co2, w_cost = weights if weights is not None else (None, None)
+    params = load_match_params(
+        cfg / "match.toml", materials, max_km=max_km, co2_weight=w_co2, cost_weight=w_cost
+    )
     crs = manifest["crs"]
     if "flows" not in manifest or not manifest["flows"]:
         raise InputDataError(f"{run}: the run has no [dynamics], so no outflows to match")
@@ -137,7 +143,11 @@ def match_run(
         from mfa.match.hubs import check_hub_table
 
         hub_df = check_hub_table(
-            read_sites(Path(hubs), crs, "hub_id", ("capacity_t",)), str(hubs), materials
+            read_sites(Path(hubs), crs, "hub_id", ("capacity_t",)),
+            str(hubs),
+            materials,
+            params.hub_handling_dkk_per_t,
+            params.hub_holding_dkk_per_t_year,
         )
         s_h, h_s, km_sh, _ = distances(sup, hub_df, str(hubs), fallback=False)
         h_d, d_h, km_hd, _ = distances(hub_df, dem, str(dem_path), fallback=False)
@@ -161,9 +171,10 @@ def match_run(
                 "max_km": k,
                 "reused_t": a_k.coverage["matched_t"].sum(),
                 "net_kgco2e": a_k.objective_kgco2e,
+                "net_dkk": a_k.objective_dkk,
             }
         )
-    sens = pd.DataFrame(rows, columns=["max_km", "reused_t", "net_kgco2e"])
+    sens = pd.DataFrame(rows, columns=["max_km", "reused_t", "net_kgco2e", "net_dkk"])
     seconds = time.perf_counter() - t0
 
     notes = [
@@ -193,7 +204,10 @@ def match_run(
         "scenario": scenario,
         "years": [first, last],
         "solver": alloc.solver,
+        "weights": {"co2_per_kgco2e": params.co2_weight, "cost_per_dkk": params.cost_weight},
+        "objective": alloc.objective,
         "objective_kgco2e": alloc.objective_kgco2e,
+        "objective_dkk": alloc.objective_dkk,
         "balance_residual_kg": alloc.balance_residual_kg,
         "rows": {
             "supply": len(sup),
@@ -227,5 +241,5 @@ def match_run(
             "demand_coverage": alloc.coverage,
             "supply_fate": fate,
         }
-        written = write_match_outputs(Path(out), run, layers, tables, record, md)
+        written = write_match_outputs(Path(out), run, layers, tables, record, md, title)
     return MatchResult(alloc, sens, md, record, written)

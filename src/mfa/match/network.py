@@ -1,5 +1,5 @@
 """Allocation: a min-cost flow over supply (unit × year), demand sites, virgin production
-and end of life, with net CO2 as the cost.
+and end of life, with net CO2 (and, weighted, net cost: :mod:`mfa.match.costs`) as the cost.
 
 Nodes: each supply row (a unit's tonnes of one material in one year window) supplies its
 kg; each demand row needs its kg; ``virgin`` supplies the total demand; ``end of life``
@@ -11,8 +11,13 @@ material, and the optimum is the allocation with the lowest net CO2. The materia
 share an arc, so one network holds them all and its optimum is the sum of the optima of
 the per-material networks.
 
-Integer units (both solvers need them): flow in kg, cost in g CO2e per tonne (= mg per kg),
-objective in mg CO2e.
+Integer units (the solvers need them): flow in kg, cost in thousandths per tonne (g CO2e
+per t at weights (1, 0)), objective in millionths (mg CO2e).
+
+Side constraints (a hub's joint capacity over materials and grades: ``Network.joint``)
+make it a linear program: solved with scipy's HiGHS, integer flows (a MILP where the LP's
+vertex is fractional), deterministic. Without them, or where every group has one arc (the
+arc's own capacity is then the constraint), the min-cost flow solvers stay.
 """
 
 from __future__ import annotations
@@ -63,12 +68,22 @@ class Network:
     tails: np.ndarray
     heads: np.ndarray
     capacity_kg: np.ndarray
-    cost_g_per_t: np.ndarray
+    cost_g_per_t: np.ndarray  # the objective per t in thousandths (g CO2e at weights (1, 0))
     supply_kg: np.ndarray  # per node: > 0 supplies, < 0 demands
     n_pairs: int  # the first n_pairs arcs are supply → demand
     n_supply: int
     n_demand: int
     n_extra: int = 0  # the last n_extra arcs are the caller's (hubs)
+    #: side constraints Σ flow[arcs of a group] ≤ capacity: (arc positions, group of
+    #: each, capacity kg per group); None = a pure network
+    joint: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def coupled(self) -> bool:
+        """Whether some side constraint spans more than one arc (then only an LP holds it)."""
+        if self.joint is None or len(self.joint[1]) == 0:
+            return False
+        return bool(np.bincount(self.joint[1]).max() > 1)
 
 
 def build_network(
@@ -79,10 +94,13 @@ def build_network(
     pair_cost_g_per_t: np.ndarray,
     extra_nodes: int = 0,
     extra_arcs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    extra_groups: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Network:
     """Nodes 0…S−1 supplies, S…S+D−1 demands, S+D virgin, S+D+1 end of life, then
     ``extra_nodes`` transshipment nodes (supply 0: hubs) that ``extra_arcs`` (tails, heads,
-    capacity kg, cost g/t, in this numbering) connect; those arcs come last."""
+    capacity kg, cost per t in thousandths, in this numbering) connect; those arcs come
+    last. ``extra_groups`` = (group of each extra arc, −1 for none; capacity kg per group)
+    adds the joint capacities."""
     s_kg = np.asarray(supply_kg, dtype=np.int64)
     d_kg = np.asarray(demand_kg, dtype=np.int64)
     n_s, n_d = len(s_kg), len(d_kg)
@@ -104,6 +122,11 @@ def build_network(
         tails, heads = np.concatenate([tails, et]), np.concatenate([heads, eh])
         cap, cost = np.concatenate([cap, ec]), np.concatenate([cost, ew])
         n_extra = len(et)
+    joint = None
+    if extra_groups is not None:
+        group, group_cap = (np.asarray(a, np.int64) for a in extra_groups)
+        at = np.flatnonzero(group >= 0)
+        joint = (len(tails) - n_extra + at, group[at], group_cap)
     return Network(
         tails.astype(np.int64),
         heads.astype(np.int64),
@@ -114,6 +137,7 @@ def build_network(
         n_s,
         n_d,
         n_extra,
+        joint,
     )
 
 
@@ -155,12 +179,82 @@ def _networkx(net: Network) -> tuple[np.ndarray, int]:
     return flows, int(cost)
 
 
+def _highs(net: Network) -> tuple[np.ndarray, int]:
+    """The network and its side constraints as an LP (scipy HiGHS); integer flows."""
+    import scipy.sparse as sp
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
+    n, m = len(net.supply_kg), len(net.tails)
+    arcs = np.arange(m)
+    a_eq = sp.csr_matrix(
+        (np.r_[np.ones(m), -np.ones(m)], (np.r_[net.tails, net.heads], np.r_[arcs, arcs])),
+        shape=(n, m),
+    )
+    b_eq = net.supply_kg.astype(float)
+    a_ub, b_ub = None, None
+    if net.joint is not None and len(net.joint[0]):
+        at, group, cap = net.joint
+        a_ub = sp.csr_matrix((np.ones(len(at)), (group, at)), shape=(len(cap), m))
+        b_ub = cap.astype(float)
+    cost = net.cost_g_per_t.astype(float)
+    upper = net.capacity_kg.astype(float)
+
+    def balanced(x: np.ndarray) -> bool:
+        out = np.bincount(net.tails, x, n) - np.bincount(net.heads, x, n)
+        ok = (out == net.supply_kg).all() and (x >= 0).all() and (x <= net.capacity_kg).all()
+        if ok and a_ub is not None:
+            ok = (np.bincount(group, x[at], len(cap)) <= cap).all()
+        return bool(ok)
+
+    lp = linprog(
+        cost,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=b_eq,
+        bounds=np.c_[np.zeros(m), upper],
+        method="highs",
+        # HiGHS's presolve spends ~50x the solve on these networks (20,000 nodes: 30 s
+        # with it, 0.5 s without; benchmarks/match.py --hubs)
+        options={"presolve": False},
+    )
+    if lp.status != 0:  # cannot happen: virgin and end of life make it feasible
+        raise RuntimeError(f"HiGHS ended with status {lp.status}: {lp.message}")
+    x = np.rint(lp.x).astype(np.int64)
+    if not (np.abs(lp.x - x).max(initial=0.0) <= 1e-6 and balanced(x)):
+        # a fractional vertex (the joint capacities): the integer optimum
+        cons = [LinearConstraint(a_eq, b_eq, b_eq)]
+        if a_ub is not None:
+            cons.append(LinearConstraint(a_ub, -np.inf, b_ub))
+        mip = milp(
+            cost,
+            constraints=cons,
+            integrality=np.ones(m),
+            bounds=Bounds(np.zeros(m), upper),
+            options={"mip_rel_gap": 0.0, "presolve": False},
+        )
+        if mip.status != 0:
+            raise RuntimeError(f"HiGHS (MILP) ended with status {mip.status}: {mip.message}")
+        x = np.rint(mip.x).astype(np.int64)
+        if not balanced(x):
+            raise RuntimeError("HiGHS returned flows that do not balance; report this")
+    return x, int(x @ net.cost_g_per_t)
+
+
 def solve(net: Network, solver: str = "ortools") -> tuple[np.ndarray, int, str]:
-    """Optimal flow per arc (kg), the objective (mg CO2e) and the solver used.
+    """Optimal flow per arc (kg), the objective (millionths: mg CO2e at weights (1, 0))
+    and the solver used.
 
     ``ortools`` (``SimpleMinCostFlow``) where installed, else networkx ``network_simplex``
-    (the same optimum, several times slower; see ``benchmarks/match.py``).
+    (the same optimum, several times slower; see ``benchmarks/match.py``); ``highs`` (an
+    LP) on request, and always where a side constraint spans several arcs
+    (:attr:`Network.coupled`).
     """
+    if solver not in ("ortools", "networkx", "highs"):
+        raise ConfigError(f"solver {solver!r} is unknown; use ortools, networkx or highs")
+    if net.coupled or solver == "highs":
+        flows, obj = _highs(net)
+        return flows, obj, "highs"
     if solver == "ortools":
         try:
             import ortools  # noqa: F401
@@ -171,5 +265,5 @@ def solve(net: Network, solver: str = "ortools") -> tuple[np.ndarray, int, str]:
     elif solver == "networkx":
         flows, obj = _networkx(net)
     else:
-        raise ConfigError(f"solver {solver!r} is unknown; use ortools or networkx")
+        raise ConfigError(f"solver {solver!r} is unknown; use ortools, networkx or highs")
     return flows, obj, solver

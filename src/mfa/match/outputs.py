@@ -22,10 +22,15 @@ def match_lines(matches: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
 
 
 def totals_by_material(a: Allocation) -> pd.DataFrame:
-    """Per material: demand, reused and virgin t, tonne-km, transport/avoided/net kg CO2e."""
+    """Per material: demand, reused and virgin t, tonne-km, transport / handling / avoided /
+    net kg CO2e and DKK."""
     cov = a.coverage.groupby("material")[["t", "matched_t", "virgin_t"]].sum()
     m = a.matches.assign(tkm=a.matches["t"] * a.matches["km"])
-    cols = ["tkm", "transport_kgco2e", "handling_kgco2e", "avoided_kgco2e", "net_kgco2e"]
+    cols = ["tkm"] + [
+        f"{part}_{unit}"
+        for unit in ("kgco2e", "dkk")
+        for part in ("transport", "handling", "avoided", "net")
+    ]
     flows = m.groupby("material")[cols]
     out = cov.join(flows.sum(), how="left").fillna(0.0)
     out = out.rename(columns={"t": "demand_t", "matched_t": "reused_t"})
@@ -43,10 +48,23 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
     reused, demand = tot["reused_t"].sum(), tot["demand_t"].sum()
     lines.append(
         f"{reused:,.1f} t of {demand:,.1f} t demanded come from reuse "
-        f"({reused / demand:.0%} of demand); net {a.objective_kgco2e:,.0f} kg CO2e "
-        "(negative = saved against virgin material)."
+        f"({reused / demand:.0%} of demand); net {a.objective_kgco2e:,.0f} kg CO2e and "
+        f"{a.objective_dkk:,.0f} DKK (negative = saved against virgin material and end of "
+        "life)."
         if demand > 0
         else "No demand."
+    )
+    w_co2, w_cost = a.weights
+    what = (
+        "net CO2 only"
+        if w_cost == 0
+        else "net cost only"
+        if w_co2 == 0
+        else f"1 DKK weighs as much as {w_cost / w_co2:g} kg CO2e"
+    )
+    lines.append(
+        f"Objective: minimise {w_co2:g} × kg CO2e + {w_cost:g} × DKK ({what}); "
+        f"optimum {a.objective:,.0f}."
     )
     if reused == 0 and demand > 0:
         lines.append(
@@ -56,25 +74,28 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
     lines += [
         "",
         "| material | demand t | reused t | virgin t | mean km "
-        "| transport kg CO2e | avoided kg CO2e | net kg CO2e |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| transport kg CO2e | avoided kg CO2e | net kg CO2e | net DKK |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in tot.itertuples(index=False):
         km = "–" if not np.isfinite(r.mean_km) else f"{r.mean_km:.1f}"
         lines.append(
             f"| {r.material} | {r.demand_t:,.1f} | {r.reused_t:,.1f} | {r.virgin_t:,.1f} | {km} "
-            f"| {r.transport_kgco2e:,.0f} | {r.avoided_kgco2e:,.0f} | {r.net_kgco2e:,.0f} |"
+            f"| {r.transport_kgco2e:,.0f} | {r.avoided_kgco2e:,.0f} | {r.net_kgco2e:,.0f} "
+            f"| {r.net_dkk:,.0f} |"
         )
     if len(sensitivity):
         lines += [
             "",
             "Sensitivity to the haul limit:",
             "",
-            "| haul limit km | reused t | net kg CO2e |",
-            "|---:|---:|---:|",
+            "| haul limit km | reused t | net kg CO2e | net DKK |",
+            "|---:|---:|---:|---:|",
         ]
         for r in sensitivity.itertuples(index=False):
-            lines.append(f"| {r.max_km:g} | {r.reused_t:,.1f} | {r.net_kgco2e:,.0f} |")
+            lines.append(
+                f"| {r.max_km:g} | {r.reused_t:,.1f} | {r.net_kgco2e:,.0f} | {r.net_dkk:,.0f} |"
+            )
     from_supply = a.matches["supply_id"] != ""  # hub → demand legs are counted at the supply
     robust = a.matches["t"][a.matches["robust"] & from_supply].sum()
     lines += [

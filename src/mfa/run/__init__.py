@@ -10,7 +10,8 @@ flow in ``flows/pipeline.py`` makes one task of each. The package: ``context`` (
 folder and the run's tables), ``sources`` (building sources as engine batches),
 ``buildings`` (the engine's two passes), ``layers`` (aggregates, flows, QGIS files),
 ``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention), ``pull``
-(remote sources fetched into the snapshot store, :mod:`mfa.pull`).
+(remote sources fetched into the snapshot store, :mod:`mfa.pull`), ``match`` (a
+pipeline's ``[match]`` after the run).
 """
 
 from __future__ import annotations
@@ -107,12 +108,14 @@ def run_pipeline(
 
     With ``force=False`` a run whose inputs, config and code are unchanged since the
     latest published run does nothing and returns that run; otherwise it recomputes
-    everything.
+    everything. A pipeline with a ``[match]`` table then matches the run (new or
+    unchanged), as the Prefect flow does (:func:`mfa.run.match.match_after_run`).
     """
     if not force:
         previous = unchanged_run(pipeline_file, output_dir)
         if previous is not None:
             log.info("unchanged since run %s: nothing to do", previous.name)
+            _match(pipeline_file, previous, output_dir)
             return previous
     with run_lock(pipeline_file, output_dir):
         work = prepare(pipeline_file, output_dir, runner="plain")
@@ -122,7 +125,19 @@ def run_pipeline(
                 for step in STEPS:
                     step_name = step.name
                     result = step.run(work)
-            return Path(result)  # publish returns the run folder
+            run_dir = Path(result)  # publish returns the run folder
         except BaseException as exc:
             record_failure(work, step_name, exc)
             raise
+    _match(pipeline_file, run_dir, output_dir)
+    return run_dir
+
+
+def _match(pipeline_file: str | Path, run_dir: Path, output_dir: str | Path | None) -> None:
+    from mfa.errors import MfaError
+    from mfa.run.match import match_after_run, match_failed
+
+    try:
+        match_after_run(pipeline_file, run_dir, output_dir)
+    except MfaError as exc:
+        raise match_failed(exc, run_dir) from exc
