@@ -26,7 +26,10 @@ from mfa.errors import ConfigError
 from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import (
+    ROW_GROUP_SIZE,
+    LayerWriter,
     geometry_type_names,
+    layer_table,
     read_layer,
     wkb_layer_table,
     wkb_type_ids,
@@ -59,6 +62,11 @@ from mfa.stocks.uncertainty import (
     group_percentiles,
 )
 
+#: Grid cells made, given their percentiles and written at a time (a multiple of the
+#: layers' row group size, so the file is that of one piece): the grid layer is never
+#: whole in memory (a national run at 100 m has about a million cells).
+GRID_PIECE = 2 * ROW_GROUP_SIZE
+
 
 @contextmanager
 def _parts_map(p: Pipeline) -> Iterator[PartsMap]:
@@ -73,11 +81,13 @@ def _with(frame: gpd.GeoDataFrame, extra: pd.DataFrame, crs: str) -> gpd.GeoData
     return gpd.GeoDataFrame(out, geometry="geometry", crs=crs)
 
 
-def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipeline) -> list[str]:
-    """One cloud-optimised GeoTIFF per material (and the total), t/ha, on the grid."""
+def _write_rasters(work: Path, cells: pd.DataFrame, sums: list[str], p: Pipeline) -> list[str]:
+    """One cloud-optimised GeoTIFF per material (and the total), t/ha, on the grid, from
+    the occupied cells' sums indexed by (``iy``, ``ix``)."""
     assert p.grid is not None
     size = p.grid.cell_size_m
-    ix, iy = cells["ix"].to_numpy(), cells["iy"].to_numpy()
+    iy = np.asarray(cells.index.get_level_values(0), dtype=np.int64)
+    ix = np.asarray(cells.index.get_level_values(1), dtype=np.int64)
     if len(ix):
         width, height = int(ix.max() - ix.min()) + 1, int(iy.max() - iy.min()) + 1
         if width * height > p.grid.max_raster_cells:
@@ -90,8 +100,8 @@ def _write_rasters(work: Path, cells: gpd.GeoDataFrame, sums: list[str], p: Pipe
             )
     names = []
     for col in sums:
-        density = (cells[col] / cells["area_ha"]).to_numpy()
-        arr, col0, top = grid_array(cells["ix"].to_numpy(), cells["iy"].to_numpy(), density)
+        density = cells[col].to_numpy(dtype=float) / (size * size / 10_000.0)
+        arr, col0, top = grid_array(ix, iy, density)
         name = col.removesuffix("_t")
         write_cog(
             work / f"stock_{name}.tif",
@@ -138,13 +148,18 @@ def aggregate(work_dir: Path) -> Path | None:
     else:
         report["districts_skipped"] = "no [sources.districts] in the pipeline file"
     if p.grid is not None:
-        cells = grid_layer(sums.cells, p.grid.cell_size_m, as_crs(p.crs))
-        index = pd.MultiIndex.from_arrays([cells["iy"], cells["ix"]], names=["iy", "ix"])
-        floor = floor_matrix(sums.cell_archetypes, index, archetypes)
-        with _parts_map(p) as map_parts:
-            pct, error = group_percentiles(floor, draws, materials, q, map_parts=map_parts)
-        cells = _with(cells, pct, as_crs(p.crs))
-        write_layer(cells, work / GRID)
+        cells = sums.cells[sums.cells["building_count"] > 0].sort_index()
+        floor = floor_matrix(sums.cell_archetypes, cells.index, archetypes)
+        error = 0.0
+        crs = as_crs(p.crs)
+        with LayerWriter(work / GRID) as writer, _parts_map(p) as map_parts:
+            for start in range(0, max(len(cells), 1), GRID_PIECE):
+                part = slice(start, start + GRID_PIECE)
+                pct, e = group_percentiles(floor[part], draws, materials, q, map_parts=map_parts)
+                layer = _with(grid_layer(cells.iloc[part], p.grid.cell_size_m, crs), pct, crs)
+                writer.write(layer_table(layer))
+                error = max(error, e)
+        del floor
         report["grid_cells"] = len(cells)
         report["grid_draw_conservation_max_rel_error"] = error
         if p.grid.rasters:
