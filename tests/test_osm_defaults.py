@@ -54,6 +54,13 @@ def test_yes_takes_median_floors_and_function_of_tagged_neighbours(rules) -> Non
     assert (alone.function, alone.floors) == (fn, rules.floors_by_function[fn])
     # tagged buildings keep their own values
     assert b.loc["osm:way/4", "floors"] == 7 and b.loc["osm:way/4", "floors_source"] == "osm"
+    # and each value says which rule gave it
+    assert (near.function_rule, near.floors_rule) == ("neighbours", "neighbours")
+    assert (alone.function_rule, alone.floors_rule) == ("default", "default")
+    assert (b.loc["osm:way/4", "function_rule"], b.loc["osm:way/4", "floors_rule"]) == (
+        "tags",
+        "tags",
+    )
 
 
 def test_too_few_neighbours_keep_the_default(rules) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import shapely
 
+from mfa.buildings.provenance import with_rules
 from mfa.buildings.quality import (
     Limits,
     area_of_use_bounds,
@@ -50,7 +51,8 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "hazard": [None] * n,
     }
     base.update(cols)
-    return gpd.GeoDataFrame(pd.DataFrame(base).astype(BUILDING_COLUMNS), geometry=geoms, crs=25832)
+    frame = with_rules(pd.DataFrame(base)).astype(BUILDING_COLUMNS)
+    return gpd.GeoDataFrame(frame, geometry=geoms, crs=25832)
 
 
 def box(dx=0.0, size=10.0):

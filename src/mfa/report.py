@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mfa.buildings.provenance import RULES
 from mfa.textsafe import md_code_block, md_escape
 
 __all__ = ["WARN_SHARE", "failure_markdown", "guesses_markdown", "report_markdown"]
@@ -149,6 +150,28 @@ def guesses_markdown(m: dict[str, Any]) -> list[str]:
                         f"{g['missing_mass']:.1%}",
                     ]
                     for a, g in guessed.items()
+                ],
+            )
+        )
+    by_rule = m.get("guessed_by_rule") or {}
+    if by_rule:
+        parts.append(
+            "By rule (the rule that gave each building its value; `<attribute>_rule` in "
+            "the buildings layer):"
+        )
+        parts.append(
+            _table(
+                ["attribute", "rule", "buildings", "t", "share of the tonnes"],
+                [
+                    [
+                        a,
+                        RULES.get(r, r),
+                        f"{g['buildings']:,}",
+                        f"{g['mass_t']:,.0f}",
+                        f"{g['mass_share']:.1%}",
+                    ]
+                    for a, rules in by_rule.items()
+                    for r, g in rules.items()
                 ],
             )
         )

@@ -13,6 +13,7 @@ import pandas as pd
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.provenance import with_rules
 from mfa.schema import BUILDING_COLUMNS
 
 __all__ = ["FOOTPRINT_TAGS", "normalise_footprints"]
@@ -147,7 +148,8 @@ def normalise_footprints(
             "match_method": pd.Series("not_conflated", index=raw.index, dtype="string"),
             "hazard": pd.Series(pd.NA, index=raw.index, dtype="string"),
         }
-    ).astype(BUILDING_COLUMNS)
+    )
+    out = with_rules(out).astype(BUILDING_COLUMNS)
     for col in carry:
         out[col] = raw[col]
     # invalid or degenerate footprints are repaired or rejected by clean_geometries

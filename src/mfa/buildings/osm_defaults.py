@@ -30,6 +30,7 @@ import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.provenance import set_rule
 
 __all__ = ["impute_generic"]
 
@@ -99,6 +100,8 @@ def impute_generic(
         at = np.empty(0, int)
     b["function"] = fn
     b.loc[fn_set, "function_source"] = "imputed"
+    set_rule(b, residential | by_use, "function", "tags")
+    set_rule(b, np.isin(np.arange(len(b)), at), "function", "neighbours")
     redo_structure = fn_set & (b["structure_source"] == "imputed").to_numpy()
     b.loc[redo_structure, "structure"] = fn[redo_structure].map(rules.structure_by_function)
 
@@ -106,6 +109,7 @@ def impute_generic(
     floors_imputed = (b["floors_source"] == "imputed").to_numpy()
     redo_floors = fn_set & floors_imputed
     floors[redo_floors] = fn[redo_floors].map(rules.floors_by_function).astype("Float64")
+    set_rule(b, redo_floors, "floors", "default")
     takers = np.flatnonzero(generic & floors_imputed)
     t, d = _neighbour_pairs(points, np.flatnonzero(floors_tagged), takers, o.radius_m)
     if len(t):
@@ -113,6 +117,7 @@ def impute_generic(
         stats = donor_floors.groupby(level=0).agg(["median", "size"])
         stats = stats[stats["size"] >= o.min_count]
         floors.iloc[stats.index.to_numpy()] = stats["median"].to_numpy()
+        set_rule(b, np.isin(np.arange(len(b)), stats.index.to_numpy()), "floors", "neighbours")
         n_floors = len(stats)
     else:
         n_floors = 0
@@ -120,6 +125,7 @@ def impute_generic(
     tall = generic & fn_imputed & ~fn_set & (floors > o.max_house_floors).fillna(False).to_numpy()
     fn[tall] = "RM"
     b["function"] = fn
+    set_rule(b, tall, "function", "default")
     b.loc[tall & (b["structure_source"] == "imputed").to_numpy(), "structure"] = (
         rules.structure_by_function["RM"]
     )

@@ -36,6 +36,7 @@ from mfa.buildings.archetypes import ArchetypeRules, archetype_id, map_codes
 from mfa.buildings.footprints import _first_number
 from mfa.buildings.footprints import _tag as tag
 from mfa.buildings.heights import floors_from_height
+from mfa.buildings.provenance import set_rule
 
 __all__ = ["PART_TAGS", "refine_with_parts", "resolve_outlines"]
 
@@ -252,6 +253,7 @@ def refine_with_parts(
     rest_known = (remainder <= 0.01 * fp_area) | (b["floors_source"] == "osm").to_numpy()
     tagged = has & (guessed == 0) & rest_known
     out.loc[tagged, "floors_source"] = "osm"
+    set_rule(out, has, "floors", "parts")
     out.loc[has, "gfa_source"] = out.loc[has, "floors_source"]
 
     structure = map_codes(tag(parts, "building:material").str.lower(), rules.osm_material_structure)

@@ -19,6 +19,7 @@ import shapely
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.floor_area import gross_floor_area
 from mfa.buildings.heights import floors_from_height, plausible_height, storey_heights
+from mfa.buildings.provenance import set_rule
 
 __all__ = [
     "REPAIR_COLUMNS",
@@ -232,6 +233,7 @@ def check_ranges(
         out.append(_repairs(ids, bad, "construction_year", f"outside {limits.min_year}…{max_year}"))
         b.loc[bad, "construction_year"] = pd.NA
         b.loc[bad, "construction_year_source"] = "missing"
+        set_rule(b, bad, "construction_year", "missing")
 
     h = b["height_m"]
     bad = (h.notna() & ~plausible_height(h, limits.min_height_m, limits.max_height_m)).to_numpy(
@@ -243,6 +245,7 @@ def check_ranges(
         )
         b.loc[bad, "height_m"] = pd.NA
         b.loc[bad, "height_source"] = "missing"
+        set_rule(b, bad, "height", "missing")
 
     floors = b["floors"]
     bad = ((floors > limits.max_floors) | (floors <= 0)).fillna(False).to_numpy(bool)
@@ -251,6 +254,7 @@ def check_ranges(
         default = b["function"].map(floors_by_function).astype("Float64")
         b.loc[bad, "floors"] = default[bad]
         b.loc[bad, "floors_source"] = "imputed"
+        set_rule(b, bad, "floors", "repaired")
         derived = bad & (b["gfa_source"] != "register").to_numpy()
         b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
         b.loc[derived, "gfa_source"] = "imputed"
@@ -278,6 +282,7 @@ def check_ranges(
         )
         b.loc[bad, "gfa_m2"] = expected[bad]
         b.loc[bad, "gfa_source"] = "imputed"
+        set_rule(b, bad, "gfa", "repaired")
 
     storeys = b["floors"].where(b["floors"] > 0).fillna(1).astype(float)
     gfa = b["gfa_m2"].astype(float)
@@ -303,6 +308,7 @@ def check_ranges(
         )
         b.loc[bad, "gfa_m2"] = expected[bad]
         b.loc[bad, "gfa_source"] = "imputed"
+        set_rule(b, bad, "gfa", "repaired")
     return b, pd.concat(out, ignore_index=True).astype("string")
 
 
@@ -343,6 +349,7 @@ def refine_with_heights(
         use = (b["height_source"] == "missing").to_numpy(bool) & ok.to_numpy(bool)
         b.loc[use, "height_m"] = r[use]
         b.loc[use, "height_source"] = "raster"
+        set_rule(b, use, "height", "measured")
     has_h = b["height_m"].notna().to_numpy(bool)
     imputed = (b["floors_source"] == "imputed").to_numpy(bool)
     upd = has_h & imputed
@@ -370,6 +377,7 @@ def refine_with_heights(
         upd &= ~too_many
         b.loc[upd, "floors"] = from_h[upd]
         b.loc[upd, "floors_source"] = b.loc[upd, "height_source"]
+        set_rule(b, upd, "floors", "height")
         derived = upd & (b["gfa_source"] != "register").to_numpy(bool)
         gfa = gross_floor_area(b["footprint_area_m2"].astype(float), b["floors"].astype(float))
         b.loc[derived, "gfa_m2"] = gfa[derived]
@@ -407,6 +415,7 @@ def impute_from_cohort_peers(
 
     b.loc[s_todo, "structure"] = key[s_todo].map(structure).astype("string")
     b.loc[f_todo, "floors"] = key[f_todo].map(floors).astype("Float64")
+    set_rule(b, f_todo, "floors", "peers")
     derived = f_todo & (b["gfa_source"] == "imputed")
     b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
     counts = {"structure": int(s_todo.sum()), "floors": int(f_todo.sum())}
