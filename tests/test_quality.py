@@ -49,6 +49,7 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "footprint_id": [None] * n,
         "match_method": ["not_conflated"] * n,
         "hazard": [None] * n,
+        "height_class": [None] * n,
     }
     base.update(cols)
     frame = with_rules(pd.DataFrame(base)).astype(BUILDING_COLUMNS)

@@ -59,6 +59,9 @@ BUILDING_COLUMNS: dict[str, str] = {
     "footprint_id": "string",
     "match_method": "string",
     "hazard": "string",
+    # the OSM tags' height class (config/archetypes/height_classes.csv): storey height
+    # and the most floors a height may give
+    "height_class": "string",
     # which rule gave the value (mfa.buildings.provenance.RULES)
     "function_rule": "string",
     "floors_rule": "string",

@@ -215,6 +215,7 @@ def normalise_bbr(
                 if BBR.ASBESTOS in df.columns
                 else pd.Series(pd.NA, index=df.index, dtype="string")
             ),
+            "height_class": pd.Series(pd.NA, index=df.index, dtype="string"),
         }
     )
     out = with_rules(out).astype(BUILDING_COLUMNS)

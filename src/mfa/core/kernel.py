@@ -131,7 +131,9 @@ def check_batch(
     limits = model.rules.limits
     rows = with_rules(rows)
     rows, repairs_range = check_ranges(rows, limits, model.run_year, model.rules.floors_by_function)
-    rows, repairs_height = refine_with_heights(rows, raster_height_m, model.storey_height_m, limits)
+    rows, repairs_height = refine_with_heights(
+        rows, raster_height_m, model.storey_height_m, limits, model.rules.height_classes
+    )
     return rows, pd.concat([repairs_range, repairs_height], ignore_index=True)
 
 

@@ -209,20 +209,31 @@ def buildings_from_osm(
     rules: ArchetypeRules,
     cache_root: Path | None = None,
     day: str | None = None,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, object] | None]:
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame, dict[str, object] | None]:
     """Read or fetch OSM buildings and normalise them.
 
-    Returns the canonical buildings, the dropped ones, and for an online query the record
-    of the snapshot used (None for a local extract). Online queries need ``cache_root``
-    and ``day`` (``YYYY-MM-DD``, the run's UTC day).
+    Returns the canonical buildings, the dropped ones, the repairs made while normalising
+    (:func:`mfa.buildings.osm.normalise_osm`), and for an online query the record of the
+    snapshot used (None for a local extract). Online queries need ``cache_root`` and
+    ``day`` (``YYYY-MM-DD``, the run's UTC day).
     """
+    repairs: list[pd.DataFrame] = []
     if source.osm_file is not None:
         raw = read_osm_file(source.osm_file)
-        return (*normalise_osm(raw, crs, rules), None)
-    if cache_root is None or day is None:
-        raise ValueError("an online OSM query needs a cache root and the run's day")
-    snap, reused = osm_snapshot(source, cache_root, day)
-    if reused:
-        log.info("using the OSM snapshot %s (no download)", snap.path)
-    raw = read_snapshot(snap)
-    return (*normalise_osm(raw, crs, rules), snap.record(reused))
+        record = None
+    else:
+        if cache_root is None or day is None:
+            raise ValueError("an online OSM query needs a cache root and the run's day")
+        snap, reused = osm_snapshot(source, cache_root, day)
+        if reused:
+            log.info("using the OSM snapshot %s (no download)", snap.path)
+        raw = read_snapshot(snap)
+        record = snap.record(reused)
+    buildings, dropped = normalise_osm(raw, crs, rules, repairs)
+    return buildings, dropped, pd.concat([_no_repairs(), *repairs], ignore_index=True), record
+
+
+def _no_repairs() -> pd.DataFrame:
+    from mfa.buildings.quality import REPAIR_COLUMNS
+
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in REPAIR_COLUMNS})
