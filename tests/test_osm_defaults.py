@@ -169,3 +169,56 @@ def test_use_tags_make_a_generic_building_non_residential(rules) -> None:
     assert list(b.function) == ["NR", rules.osm_unknown_function, rules.osm_unknown_function]
     assert b.function_source.iloc[0] == "imputed"
     assert b.floors.iloc[0] == rules.floors_by_function["NR"]
+
+
+def test_landuse_polygons_give_generic_buildings_their_function(rules) -> None:
+    """building=yes inside landuse=industrial is non-residential, inside
+    landuse=residential a house or a block by its footprint: after the element's own tags
+    (a shop, building=house), before tagged neighbours (three apartment blocks nearby)."""
+    raw = _town(
+        [
+            ("yes", None, 10, 10, 20),  # in the industrial estate
+            ("yes", None, 60, 10, 10),  # in the small residential area inside it
+            ("yes", None, 60, 60, 30),  # a large block there
+            ("house", None, 40, 40, 10),  # an explicit tag wins
+            ("yes", None, 400, 400, 20),  # outside every landuse polygon
+            ("apartments", "4", 20, 60, 10),
+            ("apartments", "5", 5, 80, 10),
+            ("apartments", "6", 420, 420, 10),
+            ("apartments", "6", 380, 420, 10),
+            ("apartments", "6", 420, 380, 10),
+        ]
+    )
+    raw["shop"] = [None] * len(raw)
+    land = gpd.GeoDataFrame(
+        {"landuse": ["industrial", "residential", "forest"], "osm_id": [1, 2, 3]},
+        geometry=[
+            shapely.box(0, 0, 200, 200),
+            shapely.box(50, 0, 100, 100),
+            shapely.box(350, 350, 500, 500),  # not in config: no rule
+        ],
+        crs=CRS,
+    )
+    b, _ = normalise_osm(raw, CRS, rules, None, land)
+    b = b.set_index("building_id")
+    got = b.loc[[f"osm:way/{i}" for i in range(1, 6)], ["function", "function_rule"]]
+    assert got.values.tolist() == [
+        ["NR", "landuse"],
+        ["RS", "landuse"],  # 100 m² ≤ 250 m²: a house
+        ["RM", "landuse"],  # 900 m²: a block
+        ["RS", "tags"],
+        ["RM", "neighbours"],
+    ]
+    # the floors of the function landuse gave (two tagged neighbours are too few)
+    one = b.loc["osm:way/1"]
+    assert (one.floors, one.floors_rule) == (rules.floors_by_function["NR"], "default")
+
+
+def test_landuse_polygons_are_read_from_a_real_extract() -> None:
+    from mfa.io.osm import read_osm_file_with_landuse
+    from tests.conftest import SAMPLE
+
+    raw, land = read_osm_file_with_landuse(SAMPLE / "osm_aguascalientes.osm.pbf")
+    assert sorted(land["landuse"]) == ["commercial", "industrial"]
+    assert land.geometry.is_valid.all() and (land.geometry.geom_type == "MultiPolygon").all()
+    assert len(raw) == 35  # the buildings read as before

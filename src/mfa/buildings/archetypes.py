@@ -83,6 +83,9 @@ class ArchetypeRules:
     height_classes
         Per height class (index): ``storey_height_m`` and ``max_floors_from_height``
         (NaN: the function's), from ``height_classes.csv``.
+    osm_landuse_function
+        OSM ``landuse=*`` value → function (or ``residential``: by footprint) of the
+        generically tagged buildings inside such a polygon (``osm_landuse.csv``).
     """
 
     bbr_use_function: pd.Series
@@ -107,6 +110,7 @@ class ArchetypeRules:
             columns=["storey_height_m", "max_floors_from_height"], dtype=float
         )
     )
+    osm_landuse_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     files: tuple[str, ...] = field(default=())
 
 

@@ -27,9 +27,16 @@ from mfa.io.cache import (
     pinned_snapshot,
     store_snapshot,
 )
-from mfa.io.osm_extract import read_osm_elements
+from mfa.io.osm_extract import LANDUSE_VALUES, read_osm_extract
 
-__all__ = ["buildings_from_osm", "fetch_osm", "osm_snapshot", "read_osm_file", "read_snapshot"]
+__all__ = [
+    "buildings_from_osm",
+    "fetch_osm",
+    "osm_snapshot",
+    "read_osm_file",
+    "read_osm_file_with_landuse",
+    "read_snapshot",
+]
 
 log = logging.getLogger("mfa")
 
@@ -45,13 +52,21 @@ def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def read_osm_file(path: Path) -> gpd.GeoDataFrame:
     """Every building and building-part element of a local extract (``.osm``, ``.osm.bz2``,
     ``.osm.pbf``), read with pyosmium (:func:`mfa.io.osm_extract.read_osm_elements`)."""
+    return read_osm_file_with_landuse(path, landuse=())[0]
+
+
+def read_osm_file_with_landuse(
+    path: Path, landuse: tuple[str, ...] = LANDUSE_VALUES
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The building elements of a local extract and its ``landuse`` polygons (the values
+    in ``landuse``), read in one pass (:func:`mfa.io.osm_extract.read_osm_extract`)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: OSM extract not found; fix sources.footprints.osm_file")
     name = path.name.lower()
     try:
         if name.endswith((".pbf", ".osm", ".osm.bz2", ".xml")):
-            return read_osm_elements(path, OSM_TAGS)
+            return read_osm_extract(path, OSM_TAGS, landuse)
     except (
         RuntimeError,
         ValueError,
@@ -218,8 +233,9 @@ def buildings_from_osm(
     ``day`` (``YYYY-MM-DD``, the run's UTC day).
     """
     repairs: list[pd.DataFrame] = []
+    landuse = None  # online queries ask for buildings only
     if source.osm_file is not None:
-        raw = read_osm_file(source.osm_file)
+        raw, landuse = read_osm_file_with_landuse(source.osm_file)
         record = None
     else:
         if cache_root is None or day is None:
@@ -229,7 +245,7 @@ def buildings_from_osm(
             log.info("using the OSM snapshot %s (no download)", snap.path)
         raw = read_snapshot(snap)
         record = snap.record(reused)
-    buildings, dropped = normalise_osm(raw, crs, rules, repairs)
+    buildings, dropped = normalise_osm(raw, crs, rules, repairs, landuse)
     return buildings, dropped, pd.concat([_no_repairs(), *repairs], ignore_index=True), record
 
 

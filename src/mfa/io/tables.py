@@ -121,6 +121,11 @@ def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple
     return merged, path
 
 
+#: What a landuse polygon may give its generic buildings: a function, or "residential"
+#: (single- or multi-family by footprint, as ``building=residential``).
+LANDUSE_FUNCTIONS = (*FUNCTIONS, "residential")
+
+
 def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeRules:
     """Read the archetype rule tables of ``folder`` (see config/archetypes/README.md),
     with the regional ``profile`` (``profile_<name>.toml``) laid over ``defaults.toml``."""
@@ -132,6 +137,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "osm_mat": folder / "osm_materials.csv",
         "hazard": folder / "bbr_hazard_codes.csv",
         "height_tags": folder / "osm_height_tags.csv",
+        "landuse": folder / "osm_landuse.csv",
         "height_classes": folder / "height_classes.csv",
         "defaults": folder / "defaults.toml",
     }
@@ -193,6 +199,9 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
             )
     neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     height_tags, height_classes = _height_tables(files["height_tags"], files["height_classes"])
+    landuse, _ = _mapping(
+        _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
+    )
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -210,6 +219,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         osm_neighbours=neighbours,
         height_tags=height_tags,
         height_classes=height_classes,
+        osm_landuse_function=landuse,
         files=tuple(str(p) for p in files.values()),
     )
 
