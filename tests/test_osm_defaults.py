@@ -152,7 +152,7 @@ def test_nordic_profile_makes_default_houses_timber(tmp_path, rules) -> None:
     raw = _town([("house", None, 0, 0, 10), ("apartments", None, 100, 0, 20)])
     b, _ = normalise_osm(raw, CRS, nordic)
     assert list(b.archetype_id) == ["RS-T", "RM-" + rules.structure_by_function["RM"]]
-    with pytest.raises(ConfigError, match=r"profile 'nordc' not found; profiles in .*: nordic"):
+    with pytest.raises(ConfigError, match=r"profile 'nordc' not found; profiles in .*: nl, nordic"):
         load_archetype_rules(CONFIG / "archetypes", "nordc")
     folder = tmp_path / "archetypes"
     shutil.copytree(CONFIG / "archetypes", folder)

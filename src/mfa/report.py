@@ -210,6 +210,14 @@ def guess_lines(m: dict[str, Any]) -> list[str]:
         share = g["imputed_mass"] + g["missing_mass"]
         if share > WARN_SHARE and attr != "height":  # a height is optional evidence
             lines.append(f"- **Warning:** {attr} imputed or missing for {share:.0%} of the tonnes")
+    arch = m.get("archetypes") or {}
+    if arch.get("requested") == "auto":
+        lines.append(
+            f"- regional profile chosen from the data's location: {arch.get('profile')} "
+            f"({arch.get('reason')}; extent from {arch.get('extent_from')})"
+        )
+    if arch.get("warning"):
+        lines.append(f"- **Warning:** {arch['warning']}")
     ext = m.get("crs_extent")
     if ext and ext.get("outside_area_of_use"):
         area = str(ext["area_of_use"]).split(":")[0]

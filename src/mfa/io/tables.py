@@ -109,7 +109,7 @@ def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple
         )
     overlay = _toml(path)
     allowed = {"structure_by_function", "floors_by_function", "osm", "heights"}
-    unknown = set(overlay) - allowed - {"profile"}
+    unknown = set(overlay) - allowed - {"profile", "rasmi_region", "auto"}
     if unknown:
         raise ConfigError(
             f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a profile may set "

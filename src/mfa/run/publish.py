@@ -171,6 +171,7 @@ def publish(work_dir: Path) -> Path:
         "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
+        "archetypes": b.get("archetypes"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["files"] = published_files(work)
