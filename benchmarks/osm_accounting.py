@@ -61,14 +61,26 @@ def in_file(path: Path) -> int:
     )
 
 
-def _pipeline(folder: Path, name: str, osm: Path, crs: str, archetypes: Path | None) -> Path:
-    text = (ROOT / "pipelines/osm-sample.toml").read_text()
+def _pipeline(
+    folder: Path,
+    name: str,
+    osm: Path,
+    crs: str,
+    archetypes: Path | None,
+    root: Path = ROOT,
+    auto: bool = False,
+) -> Path:
+    """A copy of pipelines/osm-sample.toml of ``root`` (its config) for ``osm``; ``auto``:
+    ``[archetypes] profile = "auto"`` (the rules of this checkout choose the profile)."""
+    text = (root / "pipelines/osm-sample.toml").read_text()
     if archetypes is not None:
         text = text.replace('"../config/archetypes"', f'"{archetypes}"')
+    if auto:
+        text = re.sub(r"^(dir = .*archetypes.*)$", r'\1\nprofile = "auto"', text, flags=re.M)
     text = re.sub(r'^name = ".*"$', f'name = "{name}"', text, flags=re.M)
     text = re.sub(r'^crs = ".*?"', f'crs = "{crs}"', text, flags=re.M)
     text = re.sub(r'^osm_file = ".*"$', f'osm_file = "{osm}"', text, flags=re.M)
-    text = text.replace('"../', f'"{ROOT}/')
+    text = text.replace('"../', f'"{root}/')
     path = folder / f"{name}.toml"
     path.write_text(text)
     return path
@@ -92,13 +104,17 @@ def outlines_only(folder: Path) -> Path:
     return target
 
 
-def run(src: Path, label: str, out: Path, only_outlines: bool = False) -> pd.DataFrame:
+def run(
+    src: Path, label: str, out: Path, only_outlines: bool = False, auto: bool = False
+) -> pd.DataFrame:
+    """Run every extract with the code in ``src`` and the config of its checkout."""
     rows = []
+    root = src.resolve().parent
     with tempfile.TemporaryDirectory() as tmp:
         archetypes = outlines_only(Path(tmp)) if only_outlines else None
         for title, (osm, crs) in extracts().items():
             name = re.sub(r"[^a-z]+", "-", title.lower()).strip("-")
-            pipe = _pipeline(Path(tmp), name, osm, crs, archetypes)
+            pipe = _pipeline(Path(tmp), name, osm, crs, archetypes, root, auto)
             env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{ROOT}"}
             cmd = [
                 sys.executable,
@@ -134,6 +150,11 @@ def run(src: Path, label: str, out: Path, only_outlines: bool = False) -> pd.Dat
                     / max(b.mass_t.sum(), 1e-9),
                     "reasons": reasons.value_counts().to_dict(),
                     "mass_by_id": b.set_index("building_id").mass_t,
+                    "by_rule": info.get("guessed_by_rule") or {},
+                    "profile": (info.get("archetypes") or {}).get("profile"),
+                    "repairs": {r["reason"]: r["count"] for r in info["repairs"]["counts"]},
+                    "rs": int((b.function == "RS").sum()),
+                    "rs_median_gfa_m2": float(b.gfa_m2[b.function == "RS"].median()),
                     "merged_ids": set(
                         dropped.record_id[
                             dropped.reason.str.match(r"^(outer way of|overlaps|building:part of)")
@@ -149,7 +170,7 @@ def main() -> None:
     ap.add_argument("--baseline-src", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "mfa-osm-accounting")
     args = ap.parse_args()
-    now = run(ROOT / "src", "now", args.out)
+    now = run(ROOT / "src", "now", args.out, auto=True)
     pd.set_option("display.width", 200)
     for _, r in now.iterrows():
         print(f"\n== {r.extract}")
@@ -165,8 +186,17 @@ def main() -> None:
         print(
             f"  floor area {r.gfa_m2:,.0f} m², mass {r.mass_t:,.0f} t; imputed floors "
             f"{r.floors_imputed:.0%} of buildings ({r.mass_floors_imputed:.0%} of the mass), "
-            f"imputed function {r.function_imputed:.0%}"
+            f"imputed function {r.function_imputed:.0%}; profile {r.profile}; "
+            f"{r.rs} single-family, median floor area {r.rs_median_gfa_m2:,.0f} m²"
         )
+        for attr in ("function", "floors"):
+            shares = ", ".join(
+                f"{rule} {g['buildings']} ({g['mass_share']:.0%} of t)"
+                for rule, g in r.by_rule.get(attr, {}).items()
+            )
+            print(f"  {attr} by rule: {shares}")
+        for reason, n in r.repairs.items():
+            print(f"    repair {n:4d}  {reason}")
     if args.baseline_src is None:
         return
     base = run(args.baseline_src.resolve(), "baseline", args.out)
@@ -214,6 +244,18 @@ def main() -> None:
             print(
                 f"{r.extract:22s} {r.gfa_m2_base:>12,.0f} → {r.gfa_m2_outl:>12,.0f} → "
                 f"{r.gfa_m2:>12,.0f}"
+            )
+    # the same rules without profile = "auto" (defaults.toml): what the profile changes
+    plain = run(ROOT / "src", "now-default-profile", args.out)
+    both = both.merge(plain, on="extract", suffixes=("", "_plain"))
+    print("\nmass t: baseline → these rules, default profile → these rules, auto profile")
+    for _, r in both.iterrows():
+        if pd.notna(r.get("mass_t_plain")) and pd.notna(r.get("mass_t_base")):
+            print(
+                f"{r.extract:22s} {r.mass_t_base:>12,.0f} → {r.mass_t_plain:>12,.0f} "
+                f"({r.mass_t_plain / r.mass_t_base:.3f}) → {r.mass_t:>12,.0f} "
+                f"({r.mass_t / r.mass_t_base:.3f}, profile {r.profile}); floor area "
+                f"{r.gfa_m2_plain / r.gfa_m2_base:.3f} → {r.gfa_m2 / r.gfa_m2_base:.3f}"
             )
 
 

@@ -54,6 +54,13 @@ def test_yes_takes_median_floors_and_function_of_tagged_neighbours(rules) -> Non
     assert (alone.function, alone.floors) == (fn, rules.floors_by_function[fn])
     # tagged buildings keep their own values
     assert b.loc["osm:way/4", "floors"] == 7 and b.loc["osm:way/4", "floors_source"] == "osm"
+    # and each value says which rule gave it
+    assert (near.function_rule, near.floors_rule) == ("neighbours", "neighbours")
+    assert (alone.function_rule, alone.floors_rule) == ("default", "default")
+    assert (b.loc["osm:way/4", "function_rule"], b.loc["osm:way/4", "floors_rule"]) == (
+        "tags",
+        "tags",
+    )
 
 
 def test_too_few_neighbours_keep_the_default(rules) -> None:
@@ -145,7 +152,7 @@ def test_nordic_profile_makes_default_houses_timber(tmp_path, rules) -> None:
     raw = _town([("house", None, 0, 0, 10), ("apartments", None, 100, 0, 20)])
     b, _ = normalise_osm(raw, CRS, nordic)
     assert list(b.archetype_id) == ["RS-T", "RM-" + rules.structure_by_function["RM"]]
-    with pytest.raises(ConfigError, match=r"profile 'nordc' not found; profiles in .*: nordic"):
+    with pytest.raises(ConfigError, match=r"profile 'nordc' not found; profiles in .*: nl, nordic"):
         load_archetype_rules(CONFIG / "archetypes", "nordc")
     folder = tmp_path / "archetypes"
     shutil.copytree(CONFIG / "archetypes", folder)
@@ -162,3 +169,56 @@ def test_use_tags_make_a_generic_building_non_residential(rules) -> None:
     assert list(b.function) == ["NR", rules.osm_unknown_function, rules.osm_unknown_function]
     assert b.function_source.iloc[0] == "imputed"
     assert b.floors.iloc[0] == rules.floors_by_function["NR"]
+
+
+def test_landuse_polygons_give_generic_buildings_their_function(rules) -> None:
+    """building=yes inside landuse=industrial is non-residential, inside
+    landuse=residential a house or a block by its footprint: after the element's own tags
+    (a shop, building=house), before tagged neighbours (three apartment blocks nearby)."""
+    raw = _town(
+        [
+            ("yes", None, 10, 10, 20),  # in the industrial estate
+            ("yes", None, 60, 10, 10),  # in the small residential area inside it
+            ("yes", None, 60, 60, 30),  # a large block there
+            ("house", None, 40, 40, 10),  # an explicit tag wins
+            ("yes", None, 400, 400, 20),  # outside every landuse polygon
+            ("apartments", "4", 20, 60, 10),
+            ("apartments", "5", 5, 80, 10),
+            ("apartments", "6", 420, 420, 10),
+            ("apartments", "6", 380, 420, 10),
+            ("apartments", "6", 420, 380, 10),
+        ]
+    )
+    raw["shop"] = [None] * len(raw)
+    land = gpd.GeoDataFrame(
+        {"landuse": ["industrial", "residential", "forest"], "osm_id": [1, 2, 3]},
+        geometry=[
+            shapely.box(0, 0, 200, 200),
+            shapely.box(50, 0, 100, 100),
+            shapely.box(350, 350, 500, 500),  # not in config: no rule
+        ],
+        crs=CRS,
+    )
+    b, _ = normalise_osm(raw, CRS, rules, None, land)
+    b = b.set_index("building_id")
+    got = b.loc[[f"osm:way/{i}" for i in range(1, 6)], ["function", "function_rule"]]
+    assert got.values.tolist() == [
+        ["NR", "landuse"],
+        ["RS", "landuse"],  # 100 m² ≤ 250 m²: a house
+        ["RM", "landuse"],  # 900 m²: a block
+        ["RS", "tags"],
+        ["RM", "neighbours"],
+    ]
+    # the floors of the function landuse gave (two tagged neighbours are too few)
+    one = b.loc["osm:way/1"]
+    assert (one.floors, one.floors_rule) == (rules.floors_by_function["NR"], "default")
+
+
+def test_landuse_polygons_are_read_from_a_real_extract() -> None:
+    from mfa.io.osm import read_osm_file_with_landuse
+    from tests.conftest import SAMPLE
+
+    raw, land = read_osm_file_with_landuse(SAMPLE / "osm_aguascalientes.osm.pbf")
+    assert sorted(land["landuse"]) == ["commercial", "industrial"]
+    assert land.geometry.is_valid.all() and (land.geometry.geom_type == "MultiPolygon").all()
+    assert len(raw) == 35  # the buildings read as before

@@ -241,7 +241,7 @@ def test_part_with_min_level_adds_only_its_own_floors(rules) -> None:
 def test_roof_part_and_parts_from_height(rules) -> None:
     raw = _raw(
         [
-            {"element": "way", "osm_id": 1, "building": "church", "geometry": _box(0, 0, 20, 10)},
+            {"element": "way", "osm_id": 1, "building": "office", "geometry": _box(0, 0, 20, 10)},
             {
                 "element": "way",
                 "osm_id": 2,
@@ -267,10 +267,58 @@ def test_roof_part_and_parts_from_height(rules) -> None:
         ]
     )
     b, _ = normalise_osm(raw, CRS, rules)
-    storey = rules.storey_height_m
+    storey = rules.height_classes.at["office", "storey_height_m"]  # the outline's class
+    assert storey == 3.9
     assert b.gfa_m2.iloc[0] == pytest.approx(100 * round(9 / storey) + 0 + 100 * 1)
     assert b.floors_source.iloc[0] == "osm"  # every part tagged, the outline covered
+    assert b.floors_rule.iloc[0] == "parts"
     assert b.height_m.isna().all()  # the spire's height is not the outline's
+
+
+def test_dome_and_tower_parts_of_a_church_are_not_storeys(rules) -> None:
+    """The issue's church: a dome part 39 m high became 13 floors at 3 m a storey. Parts
+    of a church (and domes, towers) take the outline's floors, with a repair each."""
+    raw = _raw(
+        [
+            {"element": "way", "osm_id": 1, "building": "church", "geometry": _box(0, 0, 40, 20)},
+            {  # the dome over the crossing
+                "element": "way",
+                "osm_id": 2,
+                "building:part": "yes",
+                "roof:shape": "dome",
+                "height": "39",
+                "geometry": _box(0, 0, 20, 20),
+            },
+            {  # the bell tower: slender, and a tower
+                "element": "way",
+                "osm_id": 3,
+                "building:part": "tower",
+                "height": "60",
+                "geometry": _box(36, 16, 40, 20),
+            },
+            {  # a side chapel of one tagged level
+                "element": "way",
+                "osm_id": 4,
+                "building:part": "yes",
+                "building:levels": "1",
+                "geometry": _box(20, 0, 30, 10),
+            },
+        ]
+    )
+    repairs: list[pd.DataFrame] = []
+    b, _ = normalise_osm(raw, CRS, rules, repairs)
+    church = b.iloc[0]
+    nr = rules.floors_by_function["NR"]
+    assert church.function == "NR" and church.height_class == "worship"
+    # every part one floor (the outline's default or its tag): the footprint once
+    assert church.gfa_m2 == pytest.approx(800 * nr)
+    rep = pd.concat(repairs)
+    assert sorted(rep["detail"].str.split(":").str[:2].str.join(":")) == [
+        "osm:way/2",
+        "osm:way/3",
+    ]
+    assert (rep["record_id"] == "osm:way/1").all() and (rep["attribute"] == "floors").all()
+    assert rep["reason"].str.contains("dome").any() and rep["reason"].str.contains("tower").any()
 
 
 def test_both_tagged_alone_is_a_building_and_orphan_parts_are_reported(rules) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import shapely
 
+from mfa.buildings.provenance import with_rules
 from mfa.buildings.quality import (
     Limits,
     area_of_use_bounds,
@@ -48,9 +49,11 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "footprint_id": [None] * n,
         "match_method": ["not_conflated"] * n,
         "hazard": [None] * n,
+        "height_class": [None] * n,
     }
     base.update(cols)
-    return gpd.GeoDataFrame(pd.DataFrame(base).astype(BUILDING_COLUMNS), geometry=geoms, crs=25832)
+    frame = with_rules(pd.DataFrame(base)).astype(BUILDING_COLUMNS)
+    return gpd.GeoDataFrame(frame, geometry=geoms, crs=25832)
 
 
 def box(dx=0.0, size=10.0):

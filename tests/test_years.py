@@ -62,12 +62,23 @@ def gappy_run(bbr_pipeline, tmp_path: Path) -> Path:
 def test_query_over_each_district_equals_the_flows_with_missing_years(gappy_run: Path) -> None:
     run = gappy_run
     manifest = json.loads((run / "run.json").read_text())
-    b = pd.read_parquet(run / "buildings.parquet", columns=["district_id", "construction_year"])
-    unknown = b["construction_year"].isna()
+    b = pd.read_parquet(run / "buildings.parquet")
+    unknown = b["construction_year_source"] == "imputed"
     # many buildings lack a year, spread over the districts: the old rule (median of the
     # queried buildings) and the flows' (median of the archetype over the run) differ
     assert unknown.mean() > 0.3 and b[unknown]["district_id"].nunique() > 20
     assert manifest["flows"]["construction_years_imputed"] == int(unknown.sum())
+    # the layer stores the filled years: oracle = pandas' median year of the archetype
+    # over the layer's buildings with an observed year (rounded half to even, as np.round)
+    assert b["construction_year"].notna().all()
+    median = b[~unknown].groupby("archetype_id")["construction_year"].median().round()
+    want = b.loc[unknown, "archetype_id"].map(median)
+    assert want.notna().all()
+    assert (b.loc[unknown, "construction_year"] == want.astype("Int64")).all()
+    assert (b.loc[unknown, "construction_year_rule"] == "archetype_median").all()
+    assert set(b.loc[~unknown, "construction_year_rule"]) == {"measured"}
+    fill = YearFill.from_json(manifest["flows"]["year_fill"])
+    assert (fill.fill(b["archetype_id"], b["construction_year"]) == b["construction_year"]).all()
     flows = gpd.read_parquet(run / "flows.parquet")
     mass = flows[flows["material"] == "mass"]
     districts = sorted(b["district_id"].dropna().unique())
@@ -90,7 +101,11 @@ def test_query_over_each_district_equals_the_flows_with_missing_years(gappy_run:
             assert g[f"{kind}_buildings"] == pytest.approx(mine.mean(), abs=1e-6)
             share = layer.loc[mine, "mass_t"].sum() / layer["mass_t"].sum()
             assert g[f"{kind}_mass"] == pytest.approx(share, abs=1e-6)
-    assert manifest["guessed"]["construction_year"]["missing_buildings"] > 0.3
+    assert manifest["guessed"]["construction_year"]["imputed_buildings"] > 0.3
+    by_rule = manifest["guessed_by_rule"]["construction_year"]
+    assert by_rule["archetype_median"]["buildings"] == int(unknown.sum())
+    mass = layer.loc[unknown.to_numpy(), "mass_t"].sum()
+    assert by_rule["archetype_median"]["mass_t"] == pytest.approx(mass, abs=1e-3)
     assert "**Warning:** construction year imputed" in report
     cov = manifest["coverage"]
     d = pd.read_parquet(run / "districts.parquet")
@@ -115,6 +130,9 @@ def test_no_construction_year_at_all_is_a_clear_error_or_the_stated_fallback(
         "rule": "fallback_construction_year (no year observed)",
     }
     assert flows["construction_years_imputed_share"] == 1.0
+    b = pd.read_parquet(run / "buildings.parquet")
+    assert (b["construction_year"] == 1965).all()
+    assert (b["construction_year_rule"] == "fallback").all()
 
 
 @settings(max_examples=60, deadline=None)

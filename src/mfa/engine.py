@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
-from mfa.buildings.cohorts import cohort_counts, cohort_statistics
+from mfa.buildings.cohorts import cohort_counts, cohort_statistics, year_counts
 from mfa.buildings.quality import REPAIR_COLUMNS, geometry_keys
 from mfa.buildings.register import BBR, normalise_bbr, standing_with_id
 from mfa.config import HeightSource, Pipeline
@@ -55,6 +55,7 @@ from mfa.core.kernel import (
 )
 from mfa.core.keys import hash128, later_repeats, repeated_in_groups
 from mfa.core.sums import Sums
+from mfa.dynamics.flows import YearFill, known_years_fill
 from mfa.executor import executor, ordered_map, report_progress, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import ROW_GROUP_SIZE, geometry_type_names, wkb_layer_table
@@ -63,13 +64,22 @@ from mfa.staging import (
     SUMS,
     StringTableWriter,
     read_sums,
+    read_year_fill,
     stage_batch,
     unstage_batch,
     write_strings,
     write_sums,
+    write_year_fill,
 )
 
-__all__ = ["Source", "check_buildings", "finish_buildings", "read_sums", "rules_model"]
+__all__ = [
+    "Source",
+    "check_buildings",
+    "finish_buildings",
+    "read_sums",
+    "read_year_fill",
+    "rules_model",
+]
 
 CHECKED = "checked"
 #: Columns the cohort statistics are counted from.
@@ -274,7 +284,7 @@ def check_buildings(
     if source.repairs is not None:
         repairs.add(source.repairs)
     try:
-        counts = []
+        counts, years = [], []
         raster = None
         for k, (r, rep) in enumerate(zip(results, repeats, strict=True)):
             stem = folder / f"{k:06d}"
@@ -292,6 +302,7 @@ def check_buildings(
             rows = feather.read_table(f"{stem}.arrow", columns=_COHORT_COLUMNS).to_pandas()
             rows = rows.loc[~rep]
             counts.append(cohort_counts(rows, pd.Series("all", index=rows.index, dtype="string")))
+            years.append(year_counts(rows))
             raster = _merged_raster(raster, r["raster"])
     finally:
         dropped.close()
@@ -306,6 +317,8 @@ def check_buildings(
             }
         )
     )
+    fill = known_years_fill(years, (structure, floors), model.fallback_construction_year)
+    write_year_fill(fill, stage)
     kept = sum(int(r["rows"]) - int(rep.sum()) for r, rep in zip(results, repeats, strict=True))
     return {
         "records_read": source.records_read
@@ -329,12 +342,18 @@ def _statistics(stage: Path) -> tuple[pd.Series, pd.Series]:
     return structure, floors
 
 
-def _pass2(path: str, model: Model, statistics: tuple[pd.Series, pd.Series], crs: object) -> tuple:
+def _pass2(
+    path: str,
+    model: Model,
+    statistics: tuple[pd.Series, pd.Series],
+    crs: object,
+    fill: YearFill | None,
+) -> tuple:
     """Pass 2 of one batch (runs on a worker): finish it and make its layer table."""
     t0 = time.perf_counter()
     rows, shapes, wkb = unstage_batch(path)
     repeated = np.load(path.removesuffix(".arrow") + ".repeat.npy")
-    buildings, taken, dropped, sums = finish_batch(rows, shapes, repeated, statistics, model)
+    buildings, taken, dropped, sums = finish_batch(rows, shapes, repeated, statistics, model, fill)
     table = None
     if len(buildings):
         types = geometry_type_names(shapes.type_id[taken], shapes.has_z[taken])
@@ -365,6 +384,7 @@ def finish_buildings(
     (``stage/dropped.parquet``). Returns counts and timings."""
     t0 = time.perf_counter()
     statistics = _statistics(stage)
+    fill = read_year_fill(stage)
     paths = sorted(str(p) for p in (stage / CHECKED).glob("*.arrow"))
     n = worker_count(workers)
     tmp = out.with_name(out.name + ".tmp")
@@ -378,7 +398,7 @@ def finish_buildings(
     written, worker_s, write_s = 0, 0.0, 0.0
     try:
         with executor(scheduler, workers) as submit:
-            args = ((p, model, statistics, crs) for p in paths)
+            args = ((p, model, statistics, crs, fill) for p in paths)
             finished = ordered_map(submit, _pass2, args, window=2 * n)
             for done, (table, gone, sums, seconds) in enumerate(finished, start=1):
                 report_progress("stocks", done, len(paths))
@@ -460,4 +480,7 @@ def rules_model(
         district_geoms=districts.geometry.values if districts is not None else None,
         district_key=district_key(districts.geometry.values) if districts is not None else "",
         cell_size_m=p.grid.cell_size_m if p.grid is not None else None,
+        fallback_construction_year=(
+            p.dynamics.fallback_construction_year if p.dynamics is not None else None
+        ),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mfa.buildings.provenance import RULES
 from mfa.textsafe import md_code_block, md_escape
 
 __all__ = ["WARN_SHARE", "failure_markdown", "guesses_markdown", "report_markdown"]
@@ -152,6 +153,28 @@ def guesses_markdown(m: dict[str, Any]) -> list[str]:
                 ],
             )
         )
+    by_rule = m.get("guessed_by_rule") or {}
+    if by_rule:
+        parts.append(
+            "By rule (the rule that gave each building its value; `<attribute>_rule` in "
+            "the buildings layer):"
+        )
+        parts.append(
+            _table(
+                ["attribute", "rule", "buildings", "t", "share of the tonnes"],
+                [
+                    [
+                        a,
+                        RULES.get(r, r),
+                        f"{g['buildings']:,}",
+                        f"{g['mass_t']:,.0f}",
+                        f"{g['mass_share']:.1%}",
+                    ]
+                    for a, rules in by_rule.items()
+                    for r, g in rules.items()
+                ],
+            )
+        )
     if lines:
         parts.append("\n".join(lines))
     return parts if len(parts) > 1 else []
@@ -187,6 +210,14 @@ def guess_lines(m: dict[str, Any]) -> list[str]:
         share = g["imputed_mass"] + g["missing_mass"]
         if share > WARN_SHARE and attr != "height":  # a height is optional evidence
             lines.append(f"- **Warning:** {attr} imputed or missing for {share:.0%} of the tonnes")
+    arch = m.get("archetypes") or {}
+    if arch.get("requested") == "auto":
+        lines.append(
+            f"- regional profile chosen from the data's location: {arch.get('profile')} "
+            f"({arch.get('reason')}; extent from {arch.get('extent_from')})"
+        )
+    if arch.get("warning"):
+        lines.append(f"- **Warning:** {arch['warning']}")
     ext = m.get("crs_extent")
     if ext and ext.get("outside_area_of_use"):
         area = str(ext["area_of_use"]).split(":")[0]

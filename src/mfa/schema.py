@@ -59,6 +59,15 @@ BUILDING_COLUMNS: dict[str, str] = {
     "footprint_id": "string",
     "match_method": "string",
     "hazard": "string",
+    # the OSM tags' height class (config/archetypes/height_classes.csv): storey height
+    # and the most floors a height may give
+    "height_class": "string",
+    # which rule gave the value (mfa.buildings.provenance.RULES)
+    "function_rule": "string",
+    "floors_rule": "string",
+    "construction_year_rule": "string",
+    "gfa_rule": "string",
+    "height_rule": "string",
 }
 
 #: Columns of the table of records that were left out, with the reason.
@@ -127,6 +136,13 @@ def check_building_rows(df: pd.DataFrame, where: str) -> None:
         if out.any():
             first = df.loc[out, "building_id"].iloc[0]
             _fail(where, f"{col} of building {first} is not one of {SOURCE_VALUES}", "fix it")
+    from mfa.buildings.provenance import RULE_ATTRIBUTES, RULES
+
+    for col in [f"{a}_rule" for a in RULE_ATTRIBUTES]:
+        out = ~df[col].isin(list(RULES))
+        if out.any():
+            first = df.loc[out, "building_id"].iloc[0]
+            _fail(where, f"{col} of building {first} is not one of {tuple(RULES)}", "fix it")
     from mfa.buildings.conflate import MATCH_METHODS
 
     out = ~df["match_method"].isin(MATCH_METHODS)

@@ -16,15 +16,18 @@ import pyarrow.parquet as pq
 
 from mfa.core.kernel import Shapes
 from mfa.core.sums import Sums
+from mfa.dynamics.flows import YearFill
 
 __all__ = [
     "SUMS",
     "StringTableWriter",
     "read_sums",
+    "read_year_fill",
     "stage_batch",
     "unstage_batch",
     "write_strings",
     "write_sums",
+    "write_year_fill",
 ]
 
 SUMS = "sums"
@@ -126,3 +129,19 @@ def read_sums(stage: Path) -> Sums:
         **frames,
         imputed_from_peers=json.loads((folder / "peers.json").read_text()),
     )
+
+
+#: The run's fill of unknown construction years, made after pass 1 (JSON; null: none).
+YEAR_FILL = "year_fill.json"
+
+
+def write_year_fill(fill: YearFill | None, stage: Path) -> None:
+    """Stage the run's year fill (None: no year observed and no fallback stated)."""
+    (stage / YEAR_FILL).write_text(json.dumps(None if fill is None else fill.to_json()))
+
+
+def read_year_fill(stage: Path) -> YearFill | None:
+    """The run's year fill staged by pass 1 (None: no year observed and no fallback)."""
+    path = stage / YEAR_FILL
+    data = json.loads(path.read_text()) if path.exists() else None
+    return None if data is None else YearFill.from_json(data)

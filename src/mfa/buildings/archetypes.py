@@ -77,6 +77,15 @@ class ArchetypeRules:
         Plausibility limits for repairs and rejects.
     osm_neighbours
         Rules for generic OSM tags (:mod:`mfa.buildings.osm_defaults`).
+    height_tags
+        OSM ``key``, ``value`` (``*``: any but ``no``) → ``height_class``, in order of
+        preference (``osm_height_tags.csv``; :func:`mfa.buildings.heights.height_classes`).
+    height_classes
+        Per height class (index): ``storey_height_m`` and ``max_floors_from_height``
+        (NaN: the function's), from ``height_classes.csv``.
+    osm_landuse_function
+        OSM ``landuse=*`` value → function (or ``residential``: by footprint) of the
+        generically tagged buildings inside such a polygon (``osm_landuse.csv``).
     """
 
     bbr_use_function: pd.Series
@@ -93,6 +102,15 @@ class ArchetypeRules:
     storey_height_by_function: dict[str, float] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     osm_neighbours: OsmNeighbours = field(default_factory=OsmNeighbours)
+    height_tags: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["key", "value", "height_class"])
+    )
+    height_classes: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            columns=["storey_height_m", "max_floors_from_height"], dtype=float
+        )
+    )
+    osm_landuse_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     files: tuple[str, ...] = field(default=())
 
 

@@ -20,6 +20,8 @@ __all__ = [
     "cohort_keys",
     "cohort_statistics",
     "cohort_targets",
+    "peer_archetypes",
+    "year_counts",
 ]
 
 #: Columns of the cohort count table (``part`` names the group the counts are of).
@@ -136,3 +138,28 @@ def cohort_targets(
     s = (buildings["structure_source"] == "imputed") & key.isin(structure.index) & known
     f = (buildings["floors_source"] == "imputed") & key.isin(floors.index) & known
     return s.fillna(False).astype(bool), f.fillna(False).astype(bool)
+
+
+def year_counts(buildings: pd.DataFrame) -> pd.DataFrame:
+    """Buildings with a known construction year per (function, structure, structure
+    source, year): additive over batches, and enough to know their archetype after the
+    cohort-peer rule (:func:`peer_archetypes`)."""
+    known = buildings["construction_year"].notna().to_numpy(bool)
+    cols = ["function", "structure", "structure_source", "construction_year"]
+    sub = buildings.loc[known, cols].astype(
+        {c: "string" for c in cols[:3]} | {"construction_year": "Int64"}
+    )
+    counts = sub.groupby(cols, sort=True, dropna=False).size().rename("building_count")
+    return counts.reset_index()
+
+
+def peer_archetypes(counts: pd.DataFrame, statistics: tuple[pd.Series, pd.Series]) -> pd.Series:
+    """The archetype id of each row of :func:`year_counts` (summed over the run) after
+    the cohort-peer rule fills imputed structures, as
+    :func:`mfa.buildings.quality.impute_from_cohort_peers` gives it."""
+    rows = counts.assign(floors_source="register")  # floors play no part in the archetype
+    s_todo, _ = cohort_targets(rows, statistics)
+    key, _ = cohort_keys(rows)
+    structure = rows["structure"].astype("string").copy()
+    structure[s_todo] = key[s_todo].map(statistics[0]).astype("string")
+    return (rows["function"].astype("string") + "-" + structure).astype("string")

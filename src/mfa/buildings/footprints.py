@@ -13,12 +13,17 @@ import pandas as pd
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.heights import height_classes
+from mfa.buildings.provenance import with_rules
 from mfa.schema import BUILDING_COLUMNS
 
 __all__ = ["FOOTPRINT_TAGS", "normalise_footprints"]
 
 #: OSM-style tags read where present.
 FOOTPRINT_TAGS = ("building", "building:levels", "building:material", "start_date", "height")
+#: Tags that put a building in a height class (``config/archetypes/osm_height_tags.csv``)
+#: besides the ones read anyway.
+HEIGHT_TAGS = ("man_made", "roof:shape")
 
 
 def _tag(raw: pd.DataFrame, name: str) -> pd.Series:
@@ -146,8 +151,10 @@ def normalise_footprints(
             "footprint_id": ids,
             "match_method": pd.Series("not_conflated", index=raw.index, dtype="string"),
             "hazard": pd.Series(pd.NA, index=raw.index, dtype="string"),
+            "height_class": height_classes(raw, rules.height_tags),
         }
-    ).astype(BUILDING_COLUMNS)
+    )
+    out = with_rules(out).astype(BUILDING_COLUMNS)
     for col in carry:
         out[col] = raw[col]
     # invalid or degenerate footprints are repaired or rejected by clean_geometries

@@ -9,7 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["floors_from_height", "plausible_height", "storey_heights", "zonal_percentile"]
+__all__ = [
+    "floor_limits",
+    "floors_from_height",
+    "height_classes",
+    "plausible_height",
+    "storey_heights",
+    "zonal_percentile",
+]
 
 
 def zonal_percentile(
@@ -72,13 +79,58 @@ def floors_from_height(height_m: pd.Series, storey_height_m: float | pd.Series) 
     return floors.astype("Float64")
 
 
-def storey_heights(function: pd.Series, storey_height_m: float | dict[str, float]) -> pd.Series:
-    """Storey height (m) per building: by ``function`` (RS/RM/NR) from a dict, the
-    given value for functions not in it (and for every building given one value)."""
+def storey_heights(
+    function: pd.Series,
+    storey_height_m: float | dict[str, float],
+    height_class: pd.Series | None = None,
+    classes: pd.DataFrame | None = None,
+) -> pd.Series:
+    """Storey height (m) per building: that of its height class where the class gives one
+    (``classes.storey_height_m``, e.g. 8.53 m for a warehouse), else by ``function``
+    (RS/RM/NR) from a dict, the given value for functions not in it (and for every
+    building given one value)."""
     if not isinstance(storey_height_m, dict):
-        return pd.Series(float(storey_height_m), index=function.index, dtype=float)
-    default = storey_height_m.get("*", 3.0)
-    return function.astype(object).map(storey_height_m).astype(float).fillna(default)
+        base = pd.Series(float(storey_height_m), index=function.index, dtype=float)
+    else:
+        default = storey_height_m.get("*", 3.0)
+        base = function.astype(object).map(storey_height_m).astype(float).fillna(default)
+    if height_class is None or classes is None or classes.empty:
+        return base
+    by_class = height_class.astype(object).map(classes["storey_height_m"]).astype(float)
+    return by_class.fillna(base)
+
+
+def floor_limits(
+    function: pd.Series,
+    height_class: pd.Series | None,
+    classes: pd.DataFrame | None,
+    by_function: dict[str, float],
+    max_floors: float,
+) -> tuple[pd.Series, pd.Series]:
+    """Most floors a height may give per building, and whether the limit is its height
+    class's (else the function's ``by_function``, else ``max_floors``)."""
+    cap = function.astype(object).map(by_function).astype(float).fillna(max_floors)
+    if height_class is None or classes is None or classes.empty:
+        return cap, pd.Series(False, index=function.index)
+    by_class = height_class.astype(object).map(classes["max_floors_from_height"]).astype(float)
+    return by_class.fillna(cap), by_class.notna()
+
+
+def height_classes(tags: pd.DataFrame, table: pd.DataFrame) -> pd.Series:
+    """The height class of each element from its OSM tags: that of the first row of
+    ``table`` (``key``, ``value``, ``height_class``; value ``*``: any value but ``no``)
+    whose tag it has; <NA> where none. Vectorised over the elements (one pass per row of
+    the table)."""
+    out = pd.Series(pd.NA, index=tags.index, dtype="string")
+    for key, value, cls in reversed(
+        list(table[["key", "value", "height_class"]].itertuples(index=False, name=None))
+    ):
+        if key not in tags.columns:
+            continue
+        v = tags[key].astype("string").str.strip().str.lower()
+        hit = (v.notna() & (v != "no")) if value == "*" else (v == value)
+        out[hit.fillna(False).to_numpy(bool)] = cls
+    return out
 
 
 def plausible_height(height_m: pd.Series, min_m: float, max_m: float) -> pd.Series:

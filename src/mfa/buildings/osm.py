@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import geopandas as gpd
 import pandas as pd
+import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
-from mfa.buildings.footprints import FOOTPRINT_TAGS, normalise_footprints
+from mfa.buildings.footprints import FOOTPRINT_TAGS, HEIGHT_TAGS, normalise_footprints
 from mfa.buildings.osm_defaults import impute_generic
 from mfa.buildings.osm_outlines import PART_TAGS, refine_with_parts, resolve_outlines
 from mfa.errors import ValidationError
@@ -25,13 +26,22 @@ __all__ = ["OSM_TAGS", "normalise_osm"]
 #: ``tourism=hotel``): a generically tagged building carrying one is non-residential.
 USE_TAGS = ("amenity", "shop", "office", "tourism")
 #: The OSM tags mfa reads.
-OSM_TAGS = (*FOOTPRINT_TAGS, *PART_TAGS, *USE_TAGS)
+OSM_TAGS = (*FOOTPRINT_TAGS, *PART_TAGS, *USE_TAGS, *HEIGHT_TAGS)
 
 
 def normalise_osm(
-    raw: gpd.GeoDataFrame, crs: str, rules: ArchetypeRules
+    raw: gpd.GeoDataFrame,
+    crs: str,
+    rules: ArchetypeRules,
+    repairs: list[pd.DataFrame] | None = None,
+    landuse: gpd.GeoDataFrame | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Turn raw OSM building features into canonical buildings (ids ``osm:<element>/<id>``).
+
+    ``repairs``, when given, receives the repairs made here (a ``building:part`` whose
+    height is not storeys: a dome, a tower, a spire). ``landuse``: the extract's
+    ``landuse=*`` polygons (column ``landuse``, any CRS), whose function goes to the
+    generically tagged buildings inside them (:mod:`mfa.buildings.osm_defaults`).
 
     Every raw element is either a building or a row of the dropped table (with its reason;
     parts merged into their outline included), so ``len(buildings) + len(dropped) ==
@@ -48,8 +58,12 @@ def normalise_osm(
         if key in outlines.columns:
             use_tag |= outlines[key].notna() & outlines[key].astype("string").ne("no")
     use_tag = outlines["building_id"][use_tag.fillna(False).astype(bool)]
-    buildings = impute_generic(buildings, rules, buildings["building_id"].isin(use_tag))
-    buildings = refine_with_parts(buildings, parts, rules)
+    land = None
+    if landuse is not None and not landuse.empty:
+        land = landuse.to_crs(crs)
+        land = land.set_geometry(shapely.make_valid(land.geometry.to_numpy()), crs=crs)
+    buildings = impute_generic(buildings, rules, buildings["building_id"].isin(use_tag), land)
+    buildings = refine_with_parts(buildings, parts, rules, repairs)
     dropped = pd.concat([dropped, dropped_fp], ignore_index=True)
     accounted = pd.concat([buildings["building_id"], dropped["record_id"]], ignore_index=True)
     if len(accounted) != len(raw) or accounted.duplicated().any():

@@ -9,6 +9,10 @@ The rules (``docs/design.md``, "OSM building semantics"; numbers in
 - a building with a generic tag (``generic_tags``, e.g. ``building=yes``) and a use tag
   (``amenity``, ``shop``, ``office``, ``tourism``: a school, a mall, a hotel) is
   non-residential (NR);
+- a building with a generic tag and no function from its tags inside an OSM
+  ``landuse=*`` polygon of ``osm_landuse.csv`` takes that polygon's function (the smallest
+  polygon holding its representative point; ``residential``: single- or multi-family by
+  footprint, as ``building=residential``);
 - a building with a generic tag and no function from its tags takes the most frequent
   function of the buildings with a tagged function within ``neighbour_radius_m`` (at
   least ``neighbour_min_count`` of them);
@@ -30,6 +34,7 @@ import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.provenance import set_rule
 
 __all__ = ["impute_generic"]
 
@@ -50,14 +55,38 @@ def _neighbour_pairs(
     return t[other], d[other]
 
 
+def _landuse_functions(
+    points: np.ndarray, takers: np.ndarray, landuse: gpd.GeoDataFrame | None, rules: ArchetypeRules
+) -> tuple[np.ndarray, np.ndarray]:
+    """(taker positions, landuse value) for the takers whose representative point lies in
+    a landuse polygon with a rule: the smallest such polygon (shapely STRtree)."""
+    if landuse is None or landuse.empty or not len(takers):
+        return np.empty(0, int), np.empty(0, object)
+    land = landuse[landuse["landuse"].isin(rules.osm_landuse_function.index)]
+    if land.empty:
+        return np.empty(0, int), np.empty(0, object)
+    geoms = land.geometry.to_numpy()
+    t, p = shapely.STRtree(geoms).query(points[takers], predicate="within")
+    if not len(t):
+        return np.empty(0, int), np.empty(0, object)
+    order = np.lexsort((shapely.area(geoms[p]), t))  # the smallest polygon first
+    t, p = t[order], p[order]
+    first = np.unique(t, return_index=True)[1]
+    return takers[t[first]], land["landuse"].to_numpy(object)[p[first]]
+
+
 def impute_generic(
-    buildings: gpd.GeoDataFrame, rules: ArchetypeRules, use_tag: pd.Series | None = None
+    buildings: gpd.GeoDataFrame,
+    rules: ArchetypeRules,
+    use_tag: pd.Series | None = None,
+    landuse: gpd.GeoDataFrame | None = None,
 ) -> gpd.GeoDataFrame:
     """Resolve function and floors of generically tagged buildings (see the module docstring).
 
     ``buildings``: canonical buildings from OSM (``osm_building`` holds the tag), geometry
     in a projected CRS (m). ``use_tag``: aligned booleans, True where the element carries a
-    use tag (``amenity``, ``shop``, ``office``, ``tourism``). Returns them with
+    use tag (``amenity``, ``shop``, ``office``, ``tourism``). ``landuse``: OSM landuse
+    polygons (column ``landuse``) in the same CRS, or None. Returns them with
     ``function``, ``structure``, ``archetype_id``, ``floors`` and ``gfa_m2`` (m² =
     footprint area × floors) updated where a rule applied.
     """
@@ -81,7 +110,17 @@ def impute_generic(
     by_use = by_use & generic & fn_imputed
     fn[by_use] = "NR"
     fn_set |= by_use
-    takers = np.flatnonzero(generic & fn_imputed & ~residential & ~by_use)
+    at_land, value = _landuse_functions(
+        points, np.flatnonzero(generic & fn_imputed & ~residential & ~by_use), landuse, rules
+    )
+    by_land = np.zeros(len(b), bool)
+    by_land[at_land] = True
+    land_fn = pd.Series(value, dtype=object).map(rules.osm_landuse_function).to_numpy(object)
+    homes = land_fn == "residential"
+    land_fn[homes] = np.where(house[at_land[homes]], "RS", "RM")
+    fn.iloc[at_land] = land_fn
+    fn_set |= by_land
+    takers = np.flatnonzero(generic & fn_imputed & ~residential & ~by_use & ~by_land)
     donors = np.flatnonzero(~fn_imputed)
     t, d = _neighbour_pairs(points, donors, takers, o.radius_m)
     if len(t):
@@ -99,6 +138,9 @@ def impute_generic(
         at = np.empty(0, int)
     b["function"] = fn
     b.loc[fn_set, "function_source"] = "imputed"
+    set_rule(b, residential | by_use, "function", "tags")
+    set_rule(b, by_land, "function", "landuse")
+    set_rule(b, np.isin(np.arange(len(b)), at), "function", "neighbours")
     redo_structure = fn_set & (b["structure_source"] == "imputed").to_numpy()
     b.loc[redo_structure, "structure"] = fn[redo_structure].map(rules.structure_by_function)
 
@@ -106,6 +148,7 @@ def impute_generic(
     floors_imputed = (b["floors_source"] == "imputed").to_numpy()
     redo_floors = fn_set & floors_imputed
     floors[redo_floors] = fn[redo_floors].map(rules.floors_by_function).astype("Float64")
+    set_rule(b, redo_floors, "floors", "default")
     takers = np.flatnonzero(generic & floors_imputed)
     t, d = _neighbour_pairs(points, np.flatnonzero(floors_tagged), takers, o.radius_m)
     if len(t):
@@ -113,6 +156,7 @@ def impute_generic(
         stats = donor_floors.groupby(level=0).agg(["median", "size"])
         stats = stats[stats["size"] >= o.min_count]
         floors.iloc[stats.index.to_numpy()] = stats["median"].to_numpy()
+        set_rule(b, np.isin(np.arange(len(b)), stats.index.to_numpy()), "floors", "neighbours")
         n_floors = len(stats)
     else:
         n_floors = 0
@@ -120,15 +164,18 @@ def impute_generic(
     tall = generic & fn_imputed & ~fn_set & (floors > o.max_house_floors).fillna(False).to_numpy()
     fn[tall] = "RM"
     b["function"] = fn
+    set_rule(b, tall, "function", "default")
     b.loc[tall & (b["structure_source"] == "imputed").to_numpy(), "structure"] = (
         rules.structure_by_function["RM"]
     )
     log.info(
         "OSM generic tags: %d building=residential by footprint, %d non-residential by a use "
-        "tag, %d functions and %d floor counts from tagged neighbours, %d multi-family by "
-        "floors; %d generic buildings keep the default function",
+        "tag, %d functions from landuse polygons, %d functions and %d floor counts from "
+        "tagged neighbours, %d multi-family by floors; %d generic buildings keep the "
+        "default function",
         residential.sum(),
         by_use.sum(),
+        by_land.sum(),
         len(at),
         n_floors,
         tall.sum(),

@@ -35,7 +35,8 @@ from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, map_codes
 from mfa.buildings.footprints import _first_number
 from mfa.buildings.footprints import _tag as tag
-from mfa.buildings.heights import floors_from_height
+from mfa.buildings.heights import floor_limits, floors_from_height, height_classes, storey_heights
+from mfa.buildings.provenance import set_rule
 
 __all__ = ["PART_TAGS", "refine_with_parts", "resolve_outlines"]
 
@@ -198,8 +199,70 @@ def resolve_outlines(
     return raw.loc[outline_rows], parts, log.table()
 
 
+def _part_floors_from_height(
+    parts: gpd.GeoDataFrame,
+    b: pd.DataFrame,
+    pos: np.ndarray,
+    part_area: np.ndarray,
+    rules: ArchetypeRules,
+    wanted: np.ndarray,
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Floors of each part from (``height`` − ``min_height``) / storey height of its
+    height class (its own tags', else its outline's: a dome part of a church) or of its
+    outline's function; NA where that exceeds the class's or function's limit or the part
+    is more than ``max_height_to_width`` × √area tall (a spire), with a repair each."""
+    height = number(parts, "height")
+    min_height = number(parts, "min_height").fillna(0)
+    part_h = (height - min_height).where(height > min_height)
+    function = pd.Series(b["function"].to_numpy(object)[pos], index=parts.index)
+    outline_cls = (
+        pd.Series(b["height_class"].to_numpy(object)[pos], index=parts.index).astype("string")
+        if "height_class" in b.columns
+        else pd.Series(pd.NA, index=parts.index, dtype="string")
+    )
+    cls = height_classes(parts, rules.height_tags).fillna(outline_cls)
+    by_function = rules.storey_height_by_function or rules.storey_height_m
+    storey = storey_heights(function, by_function, cls, rules.height_classes)
+    floors = floors_from_height(part_h, storey)
+    lim = rules.limits
+    cap, by_class = floor_limits(
+        function, cls, rules.height_classes, lim.max_floors_from_height, lim.max_floors
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slender = part_h.to_numpy(float, na_value=np.nan) / np.sqrt(part_area)
+    over = (floors > cap).fillna(False).to_numpy(bool) | (slender > lim.max_height_to_width)
+    bad = over & floors.notna().to_numpy(bool) & wanted
+    why = np.where(
+        by_class.to_numpy(bool),
+        "building:part: its height is not storeys of a " + cls.fillna("").astype(str) + " building",
+        f"building:part: height / storey height gives more floors than the limit, or it is "
+        f"taller than {lim.max_height_to_width:g} × √area (a tower, dome or spire?)",
+    )
+    repairs = pd.DataFrame(
+        {
+            "record_id": b["building_id"].astype("string").to_numpy(object)[pos][bad],
+            "attribute": "floors",
+            "reason": [w + ": the outline's floors used for it" for w in why[bad]],
+            "detail": [
+                f"{i}: {h:g} m / {s:g} m = {f:g} floors"
+                for i, h, s, f in zip(
+                    parts["building_id"].astype(str).to_numpy()[bad],
+                    part_h.to_numpy(float, na_value=np.nan)[bad],
+                    storey.to_numpy(float)[bad],
+                    floors.to_numpy(float, na_value=np.nan)[bad],
+                    strict=True,
+                )
+            ],
+        }
+    ).astype("string")
+    return floors.where(~bad), repairs
+
+
 def refine_with_parts(
-    buildings: gpd.GeoDataFrame, parts: gpd.GeoDataFrame, rules: ArchetypeRules
+    buildings: gpd.GeoDataFrame,
+    parts: gpd.GeoDataFrame,
+    rules: ArchetypeRules,
+    repairs: list[pd.DataFrame] | None = None,
 ) -> gpd.GeoDataFrame:
     """Floor area, floors and structure of outlines from their ``building:part``s.
 
@@ -210,7 +273,10 @@ def refine_with_parts(
     of the outline (if any) has observed floors; otherwise the outline's source stays
     (``imputed``: later rules, cohort peers or a raster height, may replace the floors).
     ``height_m`` stays the outline's own: the tallest part (a spire, a dome) is not the
-    height of the whole outline.
+    height of the whole outline. A part's floors from its height use the storey height of
+    its height class (or its outline's) and its limits; a part whose height exceeds them
+    (a dome, a tower, a spire) takes the outline's floors, with a repair appended to
+    ``repairs`` (when given).
     An imputed structure is replaced by the material of the part with the largest floor
     area that has a known ``building:material``.
     """
@@ -225,13 +291,13 @@ def refine_with_parts(
     part_area = shapely.area(shapely.intersection(parts.geometry.to_numpy(), outline))
     levels = number(parts, "building:levels")
     min_level = number(parts, "building:min_level").fillna(0)
-    height = number(parts, "height")
     min_height = number(parts, "min_height").fillna(0)
     roof = tag(parts, "building:part").str.lower().eq("roof").fillna(False)
     from_levels = (levels - min_level).where(levels.notna())
-    from_height = floors_from_height(
-        (height - min_height).where(height > min_height), rules.storey_height_m
-    )
+    wanted = (levels.isna() & ~roof).to_numpy(bool)  # where a height gives the floors
+    from_height, repaired = _part_floors_from_height(parts, b, pos, part_area, rules, wanted)
+    if repairs is not None:
+        repairs.append(repaired)
     observed = from_levels.fillna(from_height).where(~roof, 0.0)
     outline_floors = pd.Series(b["floors"].to_numpy(dtype=float)[pos], index=parts.index)
     floors = observed.fillna(outline_floors - min_level).clip(lower=0).fillna(0).to_numpy(float)
@@ -252,6 +318,7 @@ def refine_with_parts(
     rest_known = (remainder <= 0.01 * fp_area) | (b["floors_source"] == "osm").to_numpy()
     tagged = has & (guessed == 0) & rest_known
     out.loc[tagged, "floors_source"] = "osm"
+    set_rule(out, has, "floors", "parts")
     out.loc[has, "gfa_source"] = out.loc[has, "floors_source"]
 
     structure = map_codes(tag(parts, "building:material").str.lower(), rules.osm_material_structure)

@@ -18,7 +18,13 @@ import shapely
 
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.floor_area import gross_floor_area
-from mfa.buildings.heights import floors_from_height, plausible_height, storey_heights
+from mfa.buildings.heights import (
+    floor_limits,
+    floors_from_height,
+    plausible_height,
+    storey_heights,
+)
+from mfa.buildings.provenance import set_rule
 
 __all__ = [
     "REPAIR_COLUMNS",
@@ -49,6 +55,9 @@ class Limits:
     #: Most floors a building height may give per function (RS/RM/NR); above it the
     #: height is of a tower, dome or spire, not of storeys, and the floors are not used.
     max_floors_from_height: dict[str, float] = field(default_factory=dict)
+    #: Most height per √footprint (m/m) a building's storeys may have: above it the
+    #: height is of a tower, spire or chimney, and the floors are not taken from it.
+    max_height_to_width: float = 10.0
 
 
 @lru_cache(maxsize=16)
@@ -232,6 +241,7 @@ def check_ranges(
         out.append(_repairs(ids, bad, "construction_year", f"outside {limits.min_year}…{max_year}"))
         b.loc[bad, "construction_year"] = pd.NA
         b.loc[bad, "construction_year_source"] = "missing"
+        set_rule(b, bad, "construction_year", "missing")
 
     h = b["height_m"]
     bad = (h.notna() & ~plausible_height(h, limits.min_height_m, limits.max_height_m)).to_numpy(
@@ -243,6 +253,7 @@ def check_ranges(
         )
         b.loc[bad, "height_m"] = pd.NA
         b.loc[bad, "height_source"] = "missing"
+        set_rule(b, bad, "height", "missing")
 
     floors = b["floors"]
     bad = ((floors > limits.max_floors) | (floors <= 0)).fillna(False).to_numpy(bool)
@@ -251,6 +262,7 @@ def check_ranges(
         default = b["function"].map(floors_by_function).astype("Float64")
         b.loc[bad, "floors"] = default[bad]
         b.loc[bad, "floors_source"] = "imputed"
+        set_rule(b, bad, "floors", "repaired")
         derived = bad & (b["gfa_source"] != "register").to_numpy()
         b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
         b.loc[derived, "gfa_source"] = "imputed"
@@ -278,6 +290,7 @@ def check_ranges(
         )
         b.loc[bad, "gfa_m2"] = expected[bad]
         b.loc[bad, "gfa_source"] = "imputed"
+        set_rule(b, bad, "gfa", "repaired")
 
     storeys = b["floors"].where(b["floors"] > 0).fillna(1).astype(float)
     gfa = b["gfa_m2"].astype(float)
@@ -303,7 +316,53 @@ def check_ranges(
         )
         b.loc[bad, "gfa_m2"] = expected[bad]
         b.loc[bad, "gfa_source"] = "imputed"
+        set_rule(b, bad, "gfa", "repaired")
     return b, pd.concat(out, ignore_index=True).astype("string")
+
+
+def _floors_beyond_limits(
+    b: pd.DataFrame,
+    from_h: pd.Series,
+    height_class: pd.Series | None,
+    classes: pd.DataFrame | None,
+    limits: Limits,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where floors from a height must not be used, and why (one reason per building):
+    more floors than its height class allows (a church, a tower, a dome), a height of
+    more than ``max_height_to_width`` × √footprint (a spire, a chimney), or more floors
+    than its function allows."""
+    cap, by_class = floor_limits(
+        b["function"], height_class, classes, limits.max_floors_from_height, limits.max_floors
+    )
+    over = (from_h > cap).fillna(False).to_numpy(bool)
+    side = np.sqrt(b["footprint_area_m2"].astype("Float64").to_numpy(float, na_value=np.nan))
+    h = b["height_m"].astype("Float64").to_numpy(float, na_value=np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slender = h / side > limits.max_height_to_width
+    why = np.full(len(b), "", dtype=object)
+    cls = (
+        height_class.astype(object).fillna("").to_numpy()
+        if height_class is not None
+        else np.full(len(b), "", dtype=object)
+    )
+    generic = over & ~by_class.to_numpy(bool)
+    why[generic] = (
+        "height / storey height gives more floors than the function's limit "
+        "(a tower, dome or spire?): floors from height not used"
+    )
+    for c in pd.unique(cls[over & by_class.to_numpy(bool)]):
+        n = float(classes.at[c, "max_floors_from_height"]) if classes is not None else 0
+        why[over & (cls == c)] = (
+            f"the height of a {c} building (config/archetypes/height_classes.csv) is not "
+            + (f"more than {n:g} storey{'s' if n != 1 else ''}" if n > 0 else "storeys")
+            + ": floors from height not used"
+        )
+    thin = slender & (why == "")
+    why[thin] = (
+        f"height above {limits.max_height_to_width:g} × √footprint (a spire, tower or "
+        "chimney?): floors from height not used"
+    )
+    return over | slender, why
 
 
 def refine_with_heights(
@@ -311,6 +370,7 @@ def refine_with_heights(
     raster_height_m: pd.Series | None,
     storey_height_m: float | dict[str, float],
     limits: Limits,
+    classes: pd.DataFrame | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Fill heights from a raster and floors from heights, in the order of preference.
 
@@ -318,10 +378,13 @@ def refine_with_heights(
       height is used (``height_source`` = ``raster``). Implausible raster heights (e.g.
       0 m where the nDSM sees no building) are recorded as repairs and not used.
     - ``floors``: where the floor count was imputed and a height exists,
-      floors = height / storey height of the building's function (rounded, ≥ 1), with
-      the height's source; unless that gives more floors than
-      ``limits.max_floors_from_height`` allows for the function (or ``max_floors``):
-      then the floors stay imputed and a repair is recorded.
+      floors = height / storey height of the building's height class (``classes``, from
+      its OSM tags: a warehouse's storeys are 8.53 m) or function (rounded, ≥ 1), with
+      the height's source; unless that gives more floors than its height class
+      (a church: 1; a tower or dome: 0) or function (``limits.max_floors_from_height``,
+      else ``max_floors``) allows, or the height is more than
+      ``limits.max_height_to_width`` × √footprint (a spire): then the floors stay
+      imputed, their rule is ``repaired`` and a repair is recorded.
     - ``gfa_m2``: where it was footprint × floors, recomputed with the new floors.
     """
     b = buildings.copy(deep=False)  # copy-on-write: the caller's frame stays as it is
@@ -343,33 +406,23 @@ def refine_with_heights(
         use = (b["height_source"] == "missing").to_numpy(bool) & ok.to_numpy(bool)
         b.loc[use, "height_m"] = r[use]
         b.loc[use, "height_source"] = "raster"
+        set_rule(b, use, "height", "measured")
     has_h = b["height_m"].notna().to_numpy(bool)
     imputed = (b["floors_source"] == "imputed").to_numpy(bool)
     upd = has_h & imputed
     if upd.any():
-        storey = storey_heights(b["function"], storey_height_m)
+        cls = b["height_class"] if "height_class" in b.columns else None
+        storey = storey_heights(b["function"], storey_height_m, cls, classes)
         from_h = floors_from_height(b["height_m"], storey)
-        cap = (
-            b["function"]
-            .astype(object)
-            .map(limits.max_floors_from_height)
-            .astype(float)
-            .fillna(limits.max_floors)
-        )
-        too_many = upd & (from_h > cap).fillna(False).to_numpy(bool)
-        if too_many.any():
-            repairs.append(
-                _repairs(
-                    b["building_id"],
-                    too_many,
-                    "floors",
-                    "height / storey height gives more floors than the function's limit "
-                    "(a tower, dome or spire?): floors from height not used",
-                )
-            )
+        too_many, why = _floors_beyond_limits(b, from_h, cls, classes, limits)
+        too_many &= upd
+        for reason in pd.unique(why[too_many]):
+            repairs.append(_repairs(b["building_id"], too_many & (why == reason), "floors", reason))
+        set_rule(b, too_many, "floors", "repaired")
         upd &= ~too_many
         b.loc[upd, "floors"] = from_h[upd]
         b.loc[upd, "floors_source"] = b.loc[upd, "height_source"]
+        set_rule(b, upd, "floors", "height")
         derived = upd & (b["gfa_source"] != "register").to_numpy(bool)
         gfa = gross_floor_area(b["footprint_area_m2"].astype(float), b["floors"].astype(float))
         b.loc[derived, "gfa_m2"] = gfa[derived]
@@ -407,6 +460,7 @@ def impute_from_cohort_peers(
 
     b.loc[s_todo, "structure"] = key[s_todo].map(structure).astype("string")
     b.loc[f_todo, "floors"] = key[f_todo].map(floors).astype("Float64")
+    set_rule(b, f_todo, "floors", "peers")
     derived = f_todo & (b["gfa_source"] == "imputed")
     b.loc[derived, "gfa_m2"] = (b["footprint_area_m2"] * b["floors"]).astype(float)[derived]
     counts = {"structure": int(s_todo.sum()), "floors": int(f_todo.sum())}

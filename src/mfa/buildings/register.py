@@ -18,6 +18,7 @@ from mfa.buildings.archetypes import (
     take_strings,
 )
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.provenance import with_rules
 from mfa.schema import BUILDING_COLUMNS
 
 __all__ = ["BBR", "BBR_NUMERIC", "BBR_REQUIRED", "normalise_bbr", "standing_with_id"]
@@ -214,9 +215,10 @@ def normalise_bbr(
                 if BBR.ASBESTOS in df.columns
                 else pd.Series(pd.NA, index=df.index, dtype="string")
             ),
+            "height_class": pd.Series(pd.NA, index=df.index, dtype="string"),
         }
     )
-    out = out.astype(BUILDING_COLUMNS)
+    out = with_rules(out).astype(BUILDING_COLUMNS)
     buildings = gpd.GeoDataFrame(out, geometry=df.geometry.values, crs=records.crs)
     buildings = buildings.reset_index(drop=True)
     return buildings, log.table()

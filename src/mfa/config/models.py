@@ -177,7 +177,8 @@ class Archetypes(_Strict):
     dir: Path
     profile: str | None = Field(
         default=None,
-        description="regional profile: profile_<name>.toml in dir overrides defaults.toml",
+        description="regional profile: profile_<name>.toml in dir overrides defaults.toml; "
+        "'auto': the profile whose [auto] boxes hold the centre of the data (else none)",
     )
 
 

@@ -36,6 +36,7 @@ import shapely
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.districts import PointLocator
+from mfa.buildings.provenance import derive_gfa_rule, with_rules
 from mfa.buildings.quality import (
     DUPLICATE_GEOMETRY,
     check_ranges,
@@ -45,6 +46,7 @@ from mfa.buildings.quality import (
 )
 from mfa.core.keys import box_keys
 from mfa.core.sums import Sums, batch_sums
+from mfa.dynamics.flows import YearFill, fill_years
 from mfa.errors import InputDataError
 from mfa.hilbert import hilbert_distance
 from mfa.schema import empty_dropped
@@ -89,6 +91,8 @@ class Model:
         process (on a Dask cluster every task unpickles its own copy of the polygons).
     cell_size_m
         Edge of a grid cell (m) (None: no grid).
+    fallback_construction_year
+        The pipeline's stated year for a run where no building has one (``[dynamics]``).
     """
 
     rules: ArchetypeRules
@@ -103,6 +107,7 @@ class Model:
     district_geoms: np.ndarray | None = None
     district_key: str = ""
     cell_size_m: float | None = None
+    fallback_construction_year: int | None = None
 
 
 def clean_batch(
@@ -129,8 +134,11 @@ def check_batch(
     the caller. Returns the rows and their repairs.
     """
     limits = model.rules.limits
+    rows = with_rules(rows)
     rows, repairs_range = check_ranges(rows, limits, model.run_year, model.rules.floors_by_function)
-    rows, repairs_height = refine_with_heights(rows, raster_height_m, model.storey_height_m, limits)
+    rows, repairs_height = refine_with_heights(
+        rows, raster_height_m, model.storey_height_m, limits, model.rules.height_classes
+    )
     return rows, pd.concat([repairs_range, repairs_height], ignore_index=True)
 
 
@@ -194,6 +202,7 @@ def finish_batch(
     repeated: np.ndarray,
     statistics: tuple[pd.Series, pd.Series],
     model: Model,
+    year_fill: YearFill | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, Sums]:
     """Districts, grid cells, tonnes and percentiles of a checked batch, and its sums.
 
@@ -207,6 +216,9 @@ def finish_batch(
         Rows whose footprint an earlier row of the input has (left out).
     statistics
         Run-wide cohort statistics (:func:`mfa.buildings.cohorts.cohort_statistics`).
+    year_fill
+        The run's fill of unknown construction years (made after pass 1 from every
+        batch); stored in the buildings (:func:`mfa.dynamics.flows.fill_years`).
 
     Returns
     -------
@@ -229,6 +241,8 @@ def finish_batch(
         kept = kept[np.argsort(distance, kind="stable")]
     rows = rows.iloc[kept].reset_index(drop=True)
     rows, peer_counts = impute_from_cohort_peers(rows, statistics=statistics)
+    rows = fill_years(rows, year_fill)
+    rows["gfa_rule"] = derive_gfa_rule(rows)
     x, y = shapes.x[kept], shapes.y[kept]
     if model.district_ids is not None and model.district_geoms is not None:
         where = (

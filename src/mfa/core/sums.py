@@ -38,8 +38,8 @@ class Sums:
         The same per grid cell (``iy``, ``ix``) (empty without a grid).
     cohorts
         Floor area (m²) and building count per (``district_id``, ``archetype_id``,
-        ``construction_year``; 0 where the year is missing): the dynamic stock model's
-        input.
+        ``construction_year``; 0 where the year is not observed, also where the run's
+        year fill stored one): the dynamic stock model's input.
     imputed_from_peers
         Structures and floor counts filled from cohort peers.
     """
@@ -113,7 +113,10 @@ def batch_sums(
     districts = district_sums(buildings.assign(district_id=key), tonnes).join(counts)
     gfa = buildings["gfa_m2"].to_numpy(dtype=float)
     gfa_s = pd.Series(gfa)
+    # the observed year (0: unknown): the flows step fills the gaps with the run's fill
+    observed = (buildings["construction_year_source"] != "imputed").fillna(True).to_numpy(bool)
     year = buildings["construction_year"].astype("Float64").fillna(0).to_numpy(dtype=np.int64)
+    year = np.where(observed, year, 0)
     if cells is not None:
         ix, iy = cells
         values = buildings[["gfa_m2", *tonnes]].astype(float).reset_index(drop=True)

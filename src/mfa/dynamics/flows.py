@@ -23,8 +23,10 @@ __all__ = [
     "ScenarioLevers",
     "YearFill",
     "district_flows",
+    "fill_years",
     "impute_cohort_years",
     "impute_years",
+    "known_years_fill",
     "year_fill",
 ]
 
@@ -83,6 +85,31 @@ class YearFill:
         fill = arch.map(self.by_archetype).astype(float).fillna(float(self.overall))
         return np.where(np.isnan(year), fill.to_numpy(dtype=float), year)
 
+    def rules(self, archetype_id: pd.Series) -> pd.Series:
+        """The rule (:data:`mfa.buildings.provenance.RULES`) that gives a building of each
+        archetype its year: ``archetype_median``, ``overall_median`` or ``fallback``."""
+        if not self.by_archetype and self.rule.startswith("fallback"):
+            return pd.Series("fallback", index=archetype_id.index, dtype="string")
+        known = archetype_id.astype(str).isin(list(self.by_archetype)).to_numpy(bool)
+        rule = np.where(known, "archetype_median", "overall_median")
+        return pd.Series(rule, index=archetype_id.index, dtype="string")
+
+
+def fill_years(buildings: pd.DataFrame, fill: YearFill | None) -> pd.DataFrame:
+    """Store the run's year fill in the buildings whose construction year is unknown:
+    ``construction_year`` = :meth:`YearFill.fill`, ``construction_year_source`` =
+    ``imputed``, ``construction_year_rule`` = :meth:`YearFill.rules`. Without a fill (no
+    year observed in the run and no stated fallback) they stay missing."""
+    unknown = buildings["construction_year"].isna().to_numpy(bool)
+    if fill is None or not unknown.any():
+        return buildings
+    b = buildings.copy(deep=False)
+    years = fill.fill(b["archetype_id"], b["construction_year"])
+    b["construction_year"] = pd.array(np.round(years), dtype="Int64")
+    b.loc[unknown, "construction_year_source"] = "imputed"
+    b.loc[unknown, "construction_year_rule"] = fill.rules(b["archetype_id"])[unknown]
+    return b
+
 
 def year_fill(cohorts: pd.DataFrame, fallback: int | None = None) -> YearFill:
     """The :class:`YearFill` of a run from its cohort sums: per archetype the median year
@@ -120,12 +147,39 @@ def year_fill(cohorts: pd.DataFrame, fallback: int | None = None) -> YearFill:
     return YearFill(by_archetype, int(np.round(overall)), "median of the archetype, else of all")
 
 
+def known_years_fill(
+    years: list[pd.DataFrame], statistics: tuple[pd.Series, pd.Series], fallback: int | None
+) -> YearFill | None:
+    """The run's :class:`YearFill` from the known years of every batch
+    (:func:`mfa.buildings.cohorts.year_counts`), by the archetype each building has after
+    the cohort-peer rule (:func:`mfa.buildings.cohorts.peer_archetypes`), so it equals
+    :func:`year_fill` of the run's cohort sums. None when no building has a year and no
+    ``fallback`` is stated."""
+    from mfa.buildings.cohorts import peer_archetypes
+
+    known = pd.concat(years, ignore_index=True) if years else pd.DataFrame()
+    columns = ["archetype_id", "construction_year", "building_count"]
+    if known.empty:
+        return None if fallback is None else year_fill(pd.DataFrame(columns=columns), fallback)
+    cols = ["function", "structure", "structure_source", "construction_year"]
+    known = known.groupby(cols, sort=True, dropna=False)["building_count"].sum().reset_index()
+    cohorts = pd.DataFrame(
+        {
+            "archetype_id": peer_archetypes(known, statistics),
+            "construction_year": known["construction_year"].astype("Int64"),
+            "building_count": known["building_count"].astype("int64"),
+        }
+    )
+    return year_fill(cohorts, fallback)
+
+
 def impute_cohort_years(
-    cohorts: pd.DataFrame, fallback: int | None = None
+    cohorts: pd.DataFrame, fallback: int | None = None, fill: YearFill | None = None
 ) -> tuple[pd.Series, int, YearFill]:
-    """Construction years of cohort rows with gaps filled by :func:`year_fill`; returns
-    the years, how many buildings got one and the fill used."""
-    fill = year_fill(cohorts, fallback)
+    """Construction years of cohort rows with gaps filled by ``fill`` (the run's, made in
+    its buildings step), else by :func:`year_fill` of the rows; returns the years, how
+    many buildings got one and the fill used."""
+    fill = fill if fill is not None else year_fill(cohorts, fallback)
     years = fill.fill(cohorts["archetype_id"], cohorts["construction_year"])
     unknown = cohorts["construction_year"].isna().to_numpy()
     count = cohorts["building_count"].to_numpy(dtype=np.int64)

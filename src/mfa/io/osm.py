@@ -27,9 +27,16 @@ from mfa.io.cache import (
     pinned_snapshot,
     store_snapshot,
 )
-from mfa.io.osm_extract import read_osm_elements
+from mfa.io.osm_extract import LANDUSE_VALUES, read_osm_extract
 
-__all__ = ["buildings_from_osm", "fetch_osm", "osm_snapshot", "read_osm_file", "read_snapshot"]
+__all__ = [
+    "buildings_from_osm",
+    "fetch_osm",
+    "osm_snapshot",
+    "read_osm_file",
+    "read_osm_file_with_landuse",
+    "read_snapshot",
+]
 
 log = logging.getLogger("mfa")
 
@@ -45,13 +52,21 @@ def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 def read_osm_file(path: Path) -> gpd.GeoDataFrame:
     """Every building and building-part element of a local extract (``.osm``, ``.osm.bz2``,
     ``.osm.pbf``), read with pyosmium (:func:`mfa.io.osm_extract.read_osm_elements`)."""
+    return read_osm_file_with_landuse(path, landuse=())[0]
+
+
+def read_osm_file_with_landuse(
+    path: Path, landuse: tuple[str, ...] = LANDUSE_VALUES
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The building elements of a local extract and its ``landuse`` polygons (the values
+    in ``landuse``), read in one pass (:func:`mfa.io.osm_extract.read_osm_extract`)."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"{path}: OSM extract not found; fix sources.footprints.osm_file")
     name = path.name.lower()
     try:
         if name.endswith((".pbf", ".osm", ".osm.bz2", ".xml")):
-            return read_osm_elements(path, OSM_TAGS)
+            return read_osm_extract(path, OSM_TAGS, landuse)
     except (
         RuntimeError,
         ValueError,
@@ -209,20 +224,32 @@ def buildings_from_osm(
     rules: ArchetypeRules,
     cache_root: Path | None = None,
     day: str | None = None,
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame, dict[str, object] | None]:
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame, dict[str, object] | None]:
     """Read or fetch OSM buildings and normalise them.
 
-    Returns the canonical buildings, the dropped ones, and for an online query the record
-    of the snapshot used (None for a local extract). Online queries need ``cache_root``
-    and ``day`` (``YYYY-MM-DD``, the run's UTC day).
+    Returns the canonical buildings, the dropped ones, the repairs made while normalising
+    (:func:`mfa.buildings.osm.normalise_osm`), and for an online query the record of the
+    snapshot used (None for a local extract). Online queries need ``cache_root`` and
+    ``day`` (``YYYY-MM-DD``, the run's UTC day).
     """
+    repairs: list[pd.DataFrame] = []
+    landuse = None  # online queries ask for buildings only
     if source.osm_file is not None:
-        raw = read_osm_file(source.osm_file)
-        return (*normalise_osm(raw, crs, rules), None)
-    if cache_root is None or day is None:
-        raise ValueError("an online OSM query needs a cache root and the run's day")
-    snap, reused = osm_snapshot(source, cache_root, day)
-    if reused:
-        log.info("using the OSM snapshot %s (no download)", snap.path)
-    raw = read_snapshot(snap)
-    return (*normalise_osm(raw, crs, rules), snap.record(reused))
+        raw, landuse = read_osm_file_with_landuse(source.osm_file)
+        record = None
+    else:
+        if cache_root is None or day is None:
+            raise ValueError("an online OSM query needs a cache root and the run's day")
+        snap, reused = osm_snapshot(source, cache_root, day)
+        if reused:
+            log.info("using the OSM snapshot %s (no download)", snap.path)
+        raw = read_snapshot(snap)
+        record = snap.record(reused)
+    buildings, dropped = normalise_osm(raw, crs, rules, repairs, landuse)
+    return buildings, dropped, pd.concat([_no_repairs(), *repairs], ignore_index=True), record
+
+
+def _no_repairs() -> pd.DataFrame:
+    from mfa.buildings.quality import REPAIR_COLUMNS
+
+    return pd.DataFrame({c: pd.Series(dtype="string") for c in REPAIR_COLUMNS})

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-__all__ = ["CUT_AT_EDGE", "read_osm_elements"]
+__all__ = ["CUT_AT_EDGE", "LANDUSE_VALUES", "read_osm_elements", "read_osm_extract"]
 
 #: Drop reason of buildings whose nodes or member ways lie partly outside the extract.
 CUT_AT_EDGE = "cut at extract edge"
@@ -32,6 +32,9 @@ CUT_AT_EDGE = "cut at extract edge"
 #: way cut there looks complete but does not close into an area.
 EDGE_TOLERANCE_DEG = 1e-4
 _KEYS = ("building", "building:part")
+#: ``landuse=*`` values whose polygons are read besides the buildings (their function
+#: goes to the generic buildings inside them: :mod:`mfa.buildings.osm_defaults`).
+LANDUSE_VALUES = ("industrial", "retail", "commercial", "residential", "farmyard")
 
 
 _EDGE_CANDIDATE = "edge"
@@ -73,6 +76,15 @@ def read_osm_elements(path: Path, keep_tags: tuple[str, ...]) -> gpd.GeoDataFram
     raises on an unreadable file (``RuntimeError``); the caller turns it into a one-line
     error.
     """
+    return read_osm_extract(path, keep_tags, ())[0]
+
+
+def read_osm_extract(
+    path: Path, keep_tags: tuple[str, ...], landuse: tuple[str, ...] = LANDUSE_VALUES
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The raw building elements (:func:`read_osm_elements`) and, from the same pass over
+    the file, the areas (ways and multipolygons) tagged ``landuse`` = one of ``landuse``:
+    columns ``landuse``, ``osm_id``, lon/lat polygons."""
     import osmium
 
     path = str(path)
@@ -100,6 +112,7 @@ def read_osm_elements(path: Path, keep_tags: tuple[str, ...]) -> gpd.GeoDataFram
     # pass 2: ways (with node locations) and the areas libosmium assembles
     wkb = osmium.geom.WKBFactory()
     areas: dict[tuple[str, int], bytes] = {}
+    landuse_rows: list[tuple[str, int, bytes]] = []
     way_tags: dict[int, dict[str, str]] = {}
     way_problem: dict[int, str | None] = {}
     member_complete: dict[int, bool] = {}
@@ -112,6 +125,11 @@ def read_osm_elements(path: Path, keep_tags: tuple[str, ...]) -> gpd.GeoDataFram
     for obj in processor:
         if obj.is_area():
             tags = dict(obj.tags)
+            if tags.get("landuse") in landuse:
+                with contextlib.suppress(RuntimeError):
+                    landuse_rows.append(
+                        (tags["landuse"], obj.orig_id(), wkb.create_multipolygon(obj))
+                    )
             if _wanted(tags):
                 kind = "way" if obj.from_way() else "relation"
                 # an invalid area is reported below as not assembled
@@ -196,4 +214,12 @@ def read_osm_elements(path: Path, keep_tags: tuple[str, ...]) -> gpd.GeoDataFram
     df.insert(1, "osm_id", pd.array(ids, dtype="int64"))
     df["problem"] = pd.array(problems, dtype="string")
     df["outer_of"] = pd.array(outers, dtype="Int64")
-    return gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326")
+    land = gpd.GeoDataFrame(
+        {
+            "landuse": pd.array([r[0] for r in landuse_rows], dtype="string"),
+            "osm_id": pd.array([r[1] for r in landuse_rows], dtype="int64"),
+        },
+        geometry=shapely.from_wkb(np.array([r[2] for r in landuse_rows], dtype=object)),
+        crs="EPSG:4326",
+    )
+    return gpd.GeoDataFrame(df, geometry=geometry, crs="EPSG:4326"), land

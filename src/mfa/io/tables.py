@@ -109,7 +109,7 @@ def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple
         )
     overlay = _toml(path)
     allowed = {"structure_by_function", "floors_by_function", "osm", "heights"}
-    unknown = set(overlay) - allowed - {"profile"}
+    unknown = set(overlay) - allowed - {"profile", "rasmi_region", "auto"}
     if unknown:
         raise ConfigError(
             f"{path}: unknown table(s) {', '.join(sorted(unknown))}; a profile may set "
@@ -119,6 +119,11 @@ def _with_profile(defaults: dict[str, Any], folder: Path, profile: str) -> tuple
     for table in allowed & set(overlay):
         merged[table] = {**defaults.get(table, {}), **overlay[table]}
     return merged, path
+
+
+#: What a landuse polygon may give its generic buildings: a function, or "residential"
+#: (single- or multi-family by footprint, as ``building=residential``).
+LANDUSE_FUNCTIONS = (*FUNCTIONS, "residential")
 
 
 def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeRules:
@@ -131,6 +136,9 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "osm": folder / "osm_building_tags.csv",
         "osm_mat": folder / "osm_materials.csv",
         "hazard": folder / "bbr_hazard_codes.csv",
+        "height_tags": folder / "osm_height_tags.csv",
+        "landuse": folder / "osm_landuse.csv",
+        "height_classes": folder / "height_classes.csv",
         "defaults": folder / "defaults.toml",
     }
     use_f, use_x = _mapping(
@@ -190,6 +198,10 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
                 f"functions ({', '.join(FUNCTIONS)}) and values > 0"
             )
     neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
+    height_tags, height_classes = _height_tables(files["height_tags"], files["height_classes"])
+    landuse, _ = _mapping(
+        _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
+    )
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -205,8 +217,55 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         storey_height_by_function=by_function,
         limits=limits,
         osm_neighbours=neighbours,
+        height_tags=height_tags,
+        height_classes=height_classes,
+        osm_landuse_function=landuse,
         files=tuple(str(p) for p in files.values()),
     )
+
+
+def _height_tables(tags_path: Path, classes_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The OSM tag → height class table (in order) and the numbers of each class."""
+    classes = _csv(classes_path)
+    need = ("height_class", "storey_height_m", "max_floors_from_height", "source")
+    for c in need:
+        if c not in classes.columns:
+            raise ConfigError(
+                f"{classes_path}: missing column {c!r}; see config/archetypes/README.md"
+            )
+    dup = classes["height_class"].duplicated()
+    if dup.any():
+        i = int(dup.to_numpy().argmax())
+        raise ConfigError(f"{classes_path} line {i + 2}: class listed twice; list it once")
+    numbers = {}
+    for c in ("storey_height_m", "max_floors_from_height"):
+        v = pd.to_numeric(classes[c], errors="coerce")
+        bad = (classes[c].notna() & v.isna()) | (v < 0) | ((c == "storey_height_m") & (v == 0))
+        bad |= classes["source"].isna()
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise ConfigError(
+                f"{classes_path} line {i + 2}: {c} must be a number > 0 (a floor limit may be "
+                "0: never from the height) and every class needs a source; fix it"
+            )
+        numbers[c] = v.astype(float).to_numpy()
+    table = pd.DataFrame(numbers, index=classes["height_class"].str.strip().to_numpy())
+    tags = _csv(tags_path)
+    for c in ("key", "value", "height_class"):
+        if c not in tags.columns or tags[c].isna().any():
+            raise ConfigError(f"{tags_path}: column {c!r} must be filled on every line")
+    unknown = ~tags["height_class"].str.strip().isin(table.index)
+    if unknown.any():
+        i = int(unknown.to_numpy().argmax())
+        raise ConfigError(
+            f"{tags_path} line {i + 2}: height_class {tags['height_class'].iloc[i]!r} is not "
+            f"in {classes_path.name}; add it there"
+        )
+    tags = pd.DataFrame(
+        {c: tags[c].str.strip().str.lower() for c in ("key", "value")}
+        | {"height_class": tags["height_class"].str.strip()}
+    )
+    return tags, table
 
 
 def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from mfa.config import Pipeline
 from mfa.crs import as_crs, check_data_extent
 from mfa.engine import check_buildings, finish_buildings, read_sums
 from mfa.errors import InputDataError
@@ -23,6 +24,7 @@ from mfa.incremental import run_key
 from mfa.io.districts import read_districts
 from mfa.io.files import file_record
 from mfa.io.geoparquet import write_layer
+from mfa.io.location import resolve_profile
 from mfa.io.tables import (
     load_archetype_rules,
 )
@@ -44,6 +46,27 @@ from mfa.stocks.uncertainty import (
 )
 
 
+def _region_check(p: Pipeline, profile: str | None) -> dict[str, Any]:
+    """The profile's RASMI region (``rasmi_region``), and a warning when the pipeline's
+    ``[intensities] region`` is another one."""
+    import tomllib
+
+    if profile is None:
+        return {}
+    path = Path(p.archetypes.dir) / f"profile_{profile}.toml"
+    region = tomllib.loads(path.read_text(encoding="utf-8")).get("rasmi_region")
+    if region is None:
+        return {}
+    out: dict[str, Any] = {"rasmi_region": region}
+    if region != p.intensities.region:
+        out["warning"] = (
+            f"profile {profile} is for RASMI region {region}, the pipeline uses "
+            f'{p.intensities.region}: set [intensities] region = "{region}" if the data '
+            "lie there"
+        )
+    return out
+
+
 @without_cyclic_gc
 def build_buildings(work_dir: Path) -> Path:
     """Pass 1 of the engine: read the sources in batches; normalise, clean, check, add
@@ -52,7 +75,9 @@ def build_buildings(work_dir: Path) -> Path:
     work = Path(work_dir)
     ctx = _ctx(work)
     p = _pipeline(work)
-    rules = load_archetype_rules(p.archetypes.dir, p.archetypes.profile)
+    profile, chosen = resolve_profile(p)  # "auto": from where the data lie
+    rules = load_archetype_rules(p.archetypes.dir, profile)
+    chosen |= _region_check(p, profile)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
@@ -97,6 +122,7 @@ def build_buildings(work_dir: Path) -> Path:
             "matches": matches,
             "heights": checked["raster"],
             "storey_height_m": storey,
+            "archetypes": chosen,
             "engine": {k: checked[k] for k in ("batches", "repeated_footprints", "worker_seconds")},
             "seconds": round(time.perf_counter() - t0, 3),
         },

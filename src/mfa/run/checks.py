@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from mfa.buildings.provenance import rule_sums
 from mfa.buildings.report import guess_sums, provenance_counts, shares_from_counts
 from mfa.config import Pipeline
 from mfa.core.keys import hash128, later_repeats
@@ -76,6 +77,7 @@ class _LayerCheck:
     provenance: dict[str, dict[str, int]]
     quality: pd.DataFrame  # provenance counts, one row (mfa.buildings.report)
     guessed: pd.Series | None = None  # buildings and tonnes imputed (guess_sums)
+    rules: pd.Series | None = None  # buildings and tonnes per attribute and rule (rule_sums)
 
 
 def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _LayerCheck:
@@ -91,6 +93,7 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
     totals = dict.fromkeys(["gfa_m2", *tonnes], 0.0)
     keys, counts, prov, n = [], [], [], 0
     guessed: pd.Series | None = None
+    by_rule: pd.Series | None = None
     for i in range(source.num_row_groups):
         table = source.read_row_group(i, columns=names)
         box = table["bbox"].combine_chunks()
@@ -110,6 +113,8 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
         counts.append(provenance_counts(df))
         g = guess_sums(df)
         guessed = g if guessed is None else guessed + g
+        r = rule_sums(df)
+        by_rule = r if by_rule is None else by_rule.add(r, fill_value=0.0)
         cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
         prov.append(pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]))
         n += len(df)
@@ -123,7 +128,7 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
     provenance: dict[str, dict[str, int]] = {}
     for (col, value), count in by_value.sort_index().items():
         provenance.setdefault(str(col), {})[str(value)] = int(count)
-    return _LayerCheck(n, totals, provenance, quality, guessed)
+    return _LayerCheck(n, totals, provenance, quality, guessed, by_rule)
 
 
 def _checks(

@@ -54,6 +54,7 @@ from mfa.run.context import (
     log,
 )
 from mfa.schema import material_columns
+from mfa.staging import read_year_fill
 from mfa.stocks.aggregate import district_coverage, district_layer
 from mfa.stocks.grid import grid_array, grid_layer
 from mfa.stocks.uncertainty import (
@@ -184,7 +185,9 @@ def forecast_flows(work_dir: Path) -> Path | None:
     # floor area and buildings per district, archetype and construction year (0: unknown)
     attrs = read_sums(work / "stage").cohorts.reset_index()
     attrs["construction_year"] = attrs["construction_year"].astype("Int64").replace(0, pd.NA)
-    years, n_imputed, fill = impute_cohort_years(attrs, dyn.fallback_construction_year)
+    # the fill the buildings layer stores (made once, after the buildings step)
+    fill = read_year_fill(work / "stage")
+    years, n_imputed, fill = impute_cohort_years(attrs, dyn.fallback_construction_year, fill)
     too_new = years > dyn.base_year
     attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
     archetypes, draws, matrix = tables.archetypes, tables.draws, tables.central

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mfa
+from mfa.buildings.provenance import rule_shares
 from mfa.buildings.report import guess_shares
 from mfa.config import config_digest
 from mfa.errors import PublishError, ValidationError
@@ -164,11 +165,13 @@ def publish(work_dir: Path) -> Path:
         "imputed_from_cohort_peers": reports.get("stocks", {}).get("imputed_from_cohort_peers"),
         "flows": reports.get("flows"),
         "guessed": guess_shares(found.guessed) if found.guessed is not None else None,
+        "guessed_by_rule": rule_shares(found.rules) if found.rules is not None else None,
         "coverage": reports.get("districts", {}).get("coverage"),
         "crs_extent": reports.get("stocks", {}).get("crs_extent"),
         "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
+        "archetypes": b.get("archetypes"),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["files"] = published_files(work)

@@ -27,17 +27,20 @@ from mfa.stocks.uncertainty import (
 
 def _read_footprints(
     p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
-) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The footprints, the ones left out and the repairs made while reading them."""
     fp = p.sources.footprints
     assert fp is not None
     if fp.file is not None:
-        return buildings_from_footprint_file(fp, p.crs, rules)
+        return (*buildings_from_footprint_file(fp, p.crs, rules), None)
     if fp.osm_file is not None:
-        buildings, dropped, _ = buildings_from_osm(fp, p.crs, rules)
-        return buildings, dropped
-    buildings, dropped, snapshot = buildings_from_osm(fp, p.crs, rules, p.cache_root(), day)
+        buildings, dropped, repairs, _ = buildings_from_osm(fp, p.crs, rules)
+        return buildings, dropped, repairs
+    buildings, dropped, repairs, snapshot = buildings_from_osm(
+        fp, p.crs, rules, p.cache_root(), day
+    )
     inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
-    return buildings, dropped
+    return buildings, dropped, repairs
 
 
 def _sources(
@@ -64,12 +67,12 @@ def _sources(
         dropped += [d, d2]
         repairs.append(r)
     if p.sources.footprints is not None:
-        fps, d = _read_footprints(p, rules, inputs, day)
+        fps, d, r0 = _read_footprints(p, rules, inputs, day)
         n_records += len(fps) + len(d)
         fps, d2, r = clean_geometries(fps, bounds, min_area)
         parts["footprints"] = fps
         dropped += [d, d2]
-        repairs.append(r)
+        repairs += [r] if r0 is None else [r0, r]
     if len(parts) == 2:
         fps = parts["footprints"]
         link = fps["register_link"] if "register_link" in fps.columns else None
@@ -133,11 +136,14 @@ def _engine_source(
             None,
         )
     if p.sources.register_ is None:
-        fps, dropped = _read_footprints(p, rules, inputs, day)
+        fps, dropped, repairs = _read_footprints(p, rules, inputs, day)
         fps = fps.drop(columns=["register_link"], errors="ignore").reset_index(drop=True)
         cuts = range(0, max(1, len(fps)), batch)
         return Source(
-            batches=(fps.iloc[i : i + batch] for i in cuts), register=False, dropped=dropped
+            batches=(fps.iloc[i : i + batch] for i in cuts),
+            register=False,
+            dropped=dropped,
+            repairs=repairs,
         ), None
     # register and footprints: cleaned and conflated across the whole area, one batch
     buildings, dropped, repairs, matches, n_records = _sources(p, rules, inputs, day)
