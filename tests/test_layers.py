@@ -77,7 +77,8 @@ def test_a_dictionary_encoded_geometry_is_stored_once_per_row_group(
     row group of the polygons it uses (not the whole dictionary in every row group, not a
     copy per row), read by every reader as plain WKB."""
     from mfa.io import geoparquet
-    from mfa.io.geoparquet import geometry_type_names, wkb_layer_table, write_table
+    from mfa.io.geoparquet import geometry_type_names, wkb_layer_table
+    from mfa.io.layerwriter import write_table
 
     monkeypatch.setattr(geoparquet, "ROW_GROUP_SIZE", 5_000)
     n_polys, rows_each = 300, 160  # 48,000 rows in 10 row groups, ~31 polygons each

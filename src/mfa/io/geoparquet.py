@@ -21,7 +21,6 @@ from mfa.errors import InputDataError, ValidationError
 from mfa.failpoints import failpoint
 
 __all__ = [
-    "LayerWriter",
     "check_geoparquet",
     "geometry_type_names",
     "iter_geoparquet",
@@ -31,7 +30,6 @@ __all__ = [
     "wkb_layer_table",
     "wkb_type_ids",
     "write_layer",
-    "write_table",
 ]
 
 #: Rows per Parquet row group: small enough that bbox filters skip most of a large layer.
@@ -128,19 +126,6 @@ def _mfa_version() -> str:
     return mfa.__version__
 
 
-def write_table(table: pa.Table, path: Path) -> Path:
-    """Write a layer's Arrow table (:func:`layer_table`, :func:`wkb_layer_table`) as
-    :func:`write_layer` does: via a temp file and rename, bytes a function of the rows.
-    Dictionary-encoded columns are written as :class:`LayerWriter` writes them."""
-    path = Path(path)
-    if any(pa.types.is_dictionary(t) for t in table.schema.types):
-        with LayerWriter(path) as writer:
-            writer.write(table)
-    else:
-        _write_synced(table, path)
-    return path
-
-
 def write_layer(gdf: gpd.GeoDataFrame, path: Path) -> Path:
     """Write ``gdf`` as GeoParquet 1.1 (WKB, covering ``bbox``), via a temp file and rename.
 
@@ -160,111 +145,6 @@ def _write_synced(table: pa.Table, path: Path) -> None:
         os.fsync(f.fileno())
     failpoint(f"write:{path.name}")
     os.replace(tmp, path)
-
-
-class LayerWriter:
-    """Write a layer from pieces (Arrow tables of :func:`layer_table` or
-    :func:`wkb_layer_table`, in order), row group by row group, so the whole layer is never
-    in memory: ``with LayerWriter(path) as w: w.write(piece)``. Like :func:`write_layer`,
-    via a temporary file, fsync and rename, only when the block ends without an error.
-
-    The ``geo`` metadata is the first piece's with the bounding box and geometry types of
-    all pieces. Row groups are cut every ``ROW_GROUP_SIZE`` rows of a piece: pieces of a
-    multiple of that size (but the last) give the bytes of one piece of all the rows.
-
-    Dictionary-typed columns are written as plain Parquet columns (of the dictionary's
-    value type) in dictionary encoding, each row group with a dictionary of just the
-    values it uses. Parquet keeps one dictionary per column chunk: with the table's whole
-    dictionary in every row group, a flows layer of 2,000 parishes would repeat every
-    polygon in each of its row groups; with rows in district order, each polygon is stored
-    about once per scenario. The Arrow schema is not stored (``store_schema=False``), so
-    readers see the plain type (pyarrow would hand back a dictionary, which geopandas does
-    not read as WKB); the key-value metadata (``geo``, ``pandas``) is written as such.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._writer: pq.ParquetWriter | None = None
-        self._meta: dict[bytes, bytes] = {}
-        self._geo: dict | None = None
-        self._schema: pa.Schema | None = None
-
-    def __enter__(self) -> LayerWriter:
-        return self
-
-    def write(self, table: pa.Table) -> None:
-        """Append ``table``'s rows (the schema of the first piece)."""
-        meta = dict(table.schema.metadata or {})
-        geo = json.loads(meta.pop(b"geo", b"null"))
-        if self._writer is None:
-            self._meta, self._geo = meta, geo
-            self._schema = table.schema.remove_metadata()  # metadata: at the end
-            self._writer = pq.ParquetWriter(
-                self._tmp, self._schema, compression="snappy", store_schema=False
-            )
-        elif geo is not None and self._geo is not None:
-            _merge_geo(self._geo, geo)
-        schema = self._schema
-        types = table.schema.types
-        for start in range(0, max(table.num_rows, 1), ROW_GROUP_SIZE):
-            part = table.slice(start, ROW_GROUP_SIZE)
-            columns = [
-                _used_dictionary(part.column(i).combine_chunks())
-                if pa.types.is_dictionary(t)
-                else part.column(i).combine_chunks()
-                for i, t in enumerate(types)
-            ]
-            self._writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-
-    def __exit__(self, kind, value, traceback) -> None:
-        if self._writer is None:
-            return
-        try:
-            if kind is None:
-                if self._geo is not None:
-                    self._meta[b"geo"] = json.dumps(self._geo).encode()
-                self._writer.add_key_value_metadata(self._meta)
-        finally:
-            self._writer.close()
-            if kind is not None:
-                self._tmp.unlink(missing_ok=True)
-        if kind is None:
-            with open(self._tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            failpoint(f"write:{self.path.name}")
-            os.replace(self._tmp, self.path)
-
-
-def _merge_geo(geo: dict, more: dict) -> None:
-    """Widen ``geo``'s bounding box and geometry types by ``more``'s (GeoParquet)."""
-    for name, column in more["columns"].items():
-        into = geo["columns"][name]
-        kinds = set(into.get("geometry_types", [])) | set(column.get("geometry_types", []))
-        into["geometry_types"] = sorted(kinds)
-        box = column.get("bbox")
-        if box is not None:
-            have = into.get("bbox")
-            into["bbox"] = (
-                box
-                if have is None
-                else [*map(min, have[:2], box[:2]), *map(max, have[2:], box[2:])]
-            )
-
-
-def _used_dictionary(column: pa.DictionaryArray) -> pa.DictionaryArray:
-    """``column`` with a dictionary of the values it uses, in their first-use order."""
-    indices = column.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    valid = indices >= 0
-    used, first = np.unique(indices[valid], return_index=True)
-    order = np.argsort(first, kind="stable")  # first-use order: independent of the ids
-    rank = np.empty(len(used), dtype=np.int32)
-    rank[order] = np.arange(len(used), dtype=np.int32)
-    new = np.zeros(len(indices), dtype=np.int32)
-    new[valid] = rank[np.searchsorted(used, indices[valid])]
-    return pa.DictionaryArray.from_arrays(
-        pa.array(new, mask=~valid), column.dictionary.take(pa.array(used[order]))
-    )
 
 
 def _wkb_headers(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:

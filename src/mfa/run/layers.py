@@ -27,15 +27,14 @@ from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import (
     ROW_GROUP_SIZE,
-    LayerWriter,
     geometry_type_names,
     layer_table,
     read_layer,
     wkb_layer_table,
     wkb_type_ids,
     write_layer,
-    write_table,
 )
+from mfa.io.layerwriter import LayerWriter, write_table
 from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
 from mfa.io.rasters import write_cog
 from mfa.io.tables import (
