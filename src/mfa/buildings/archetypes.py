@@ -16,6 +16,7 @@ from mfa.buildings.quality import Limits
 
 __all__ = [
     "ArchetypeRules",
+    "BagRules",
     "OsmNeighbours",
     "archetype_id",
     "impute_by_function",
@@ -49,6 +50,41 @@ class OsmNeighbours:
 
 
 @dataclass(frozen=True)
+class BagRules:
+    """Rules of the Dutch BAG register (``bag_*.csv`` and ``[bag]`` of ``defaults.toml``).
+
+    Attributes
+    ----------
+    use_function, use_excluded
+        ``gebruiksdoel`` of a verblijfsobject → function (``woonfunctie`` → RS), or the
+        reason a use is left out.
+    pand_kept, pand_excluded
+        Pand statuses counted as standing buildings (index), and the reason for the others.
+    unit_kept, unit_excluded
+        The same for verblijfsobject statuses (whose floor area counts).
+    gross_per_usable
+        Gross floor area per m² of usable floor area (``oppervlakte``, NEN 2580).
+    max_single_family_dwellings
+        A pand with more dwellings is multi-family (RM).
+    residential_min_share
+        Share of a pand's counted floor area with woonfunctie that makes it residential.
+    no_units_function
+        Function of a pand without a counted verblijfsobject (marked ``imputed``).
+    """
+
+    use_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    use_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    pand_kept: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    pand_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    unit_kept: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    unit_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    gross_per_usable: float = 1.0
+    max_single_family_dwellings: int = 1
+    residential_min_share: float = 0.5
+    no_units_function: str = "NR"
+
+
+@dataclass(frozen=True)
 class ArchetypeRules:
     """Mappings from source codes to RASMI function / structure codes.
 
@@ -77,6 +113,8 @@ class ArchetypeRules:
         Plausibility limits for repairs and rejects.
     osm_neighbours
         Rules for generic OSM tags (:mod:`mfa.buildings.osm_defaults`).
+    bag
+        Rules of the Dutch BAG register (:mod:`mfa.buildings.bag`).
     """
 
     bbr_use_function: pd.Series
@@ -93,6 +131,7 @@ class ArchetypeRules:
     storey_height_by_function: dict[str, float] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     osm_neighbours: OsmNeighbours = field(default_factory=OsmNeighbours)
+    bag: BagRules = field(default_factory=BagRules)
     files: tuple[str, ...] = field(default=())
 
 
