@@ -2,10 +2,11 @@
 
 - ``/files/<name>``: a plain file from ``geodata/sample`` with ``ETag`` / ``Last-Modified``
   and ``304 Not Modified`` on a matching ``If-None-Match`` / ``If-Modified-Since``;
-- ``/ogc/collections/pand/items``: OGC API – Features pages of the Delft BGT footprints
-  (``delft_bgt_pand.gpkg``, EPSG:28992) as GeoJSON: ``limit``, an opaque ``cursor`` in the
-  ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs`` asks
-  for EPSG:28992, an ``ETag`` per page;
+- ``/ogc/collections/<c>/items``: OGC API – Features pages as GeoJSON (``pand``: the Delft
+  BGT footprints, ``delft_bgt_pand.gpkg``, EPSG:28992, unless ``collections`` holds
+  another; any other collection from ``collections``): ``limit``, an opaque ``cursor`` in
+  the ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs``
+  asks for EPSG:28992, an ``ETag`` per page;
 - ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records``;
 - ``/wfs``: WFS 2.0 GetFeature (``typeNames=pand``) as GeoJSON, paged by ``startIndex`` /
   ``count`` in ``sortBy`` order, with a ``crs`` member for ``srsName=EPSG:28992``, no ETag.
@@ -56,6 +57,8 @@ class Services(BaseHTTPRequestHandler):
     records: ClassVar[list[dict[str, str | None]]] = []
     #: a total that differs from the features served (a server that lost pages)
     claimed_total: ClassVar[int | None] = None
+    #: OGC API collections by id (``pand`` falls back to ``features``)
+    collections: ClassVar[dict[str, list[dict[str, Any]]]] = {}
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -106,8 +109,8 @@ class Services(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path.startswith("/files/"):
             self._file(parts.path.removeprefix("/files/"))
-        elif parts.path == "/ogc/collections/pand/items":
-            self._items(parse_qs(parts.query))
+        elif re.fullmatch(r"/ogc/collections/\w+/items", parts.path):
+            self._items(parse_qs(parts.query), parts.path.split("/")[3])
         elif parts.path == "/wfs":
             self._wfs({k.lower(): v[0] for k, v in parse_qs(parts.query).items()})
         else:
@@ -181,28 +184,34 @@ class Services(BaseHTTPRequestHandler):
             },
         )
 
-    def _items(self, q: dict[str, list[str]]) -> None:
+    def _items(self, q: dict[str, list[str]], name: str) -> None:
         cls = type(self)
+        if name not in cls.collections and name != "pand":
+            self._send(
+                404, b'{"detail": "no such collection"}', {"Content-Type": "application/json"}
+            )
+            return
+        features = cls.collections.get(name, cls.features)
         limit = int(q.get("limit", ["10"])[0])
         cursor = q.get("cursor", [None])[0]
         offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
-        page = cls.features[offset : offset + limit]
+        page = features[offset : offset + limit]
         host = f"http://{self.headers['Host']}"
         keep = {k: v[0] for k, v in q.items() if k not in ("cursor",)}
         links = [{"rel": "self", "type": "application/geo+json", "href": host + self.path}]
-        if offset + limit < len(cls.features):
+        if offset + limit < len(features):
             nxt = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
             query = "&".join(f"{k}={v}" for k, v in keep.items()) + f"&cursor={nxt}"
             links.append(
                 {
                     "rel": "next",
                     "type": "application/geo+json",
-                    "href": f"{host}/ogc/collections/pand/items?{query}",
+                    "href": f"{host}/ogc/collections/{name}/items?{query}",
                 }
             )
         doc = {
             "type": "FeatureCollection",
-            "numberMatched": cls.claimed_total or len(cls.features),
+            "numberMatched": cls.claimed_total or len(features),
             "numberReturned": len(page),
             "features": page,
             "links": links,

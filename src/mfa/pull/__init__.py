@@ -51,7 +51,7 @@ IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql")
 class PulledSource:
     """A pulled source of a pipeline: its role (cache kind), key and snapshot name."""
 
-    role: str  # register | footprints | districts (the snapshot kind)
+    role: str  # register | units | footprints | districts (the snapshot kind)
     key: str  # the pipeline table, e.g. sources.footprints
     path_key: str  # the key the snapshot fills: path or file
     source: RemoteFields
@@ -79,6 +79,7 @@ def pulled_sources(p: Any) -> list[PulledSource]:
     out = []
     for role, table, path_key in (
         ("register", src.register_, "path"),
+        ("units", src.units, "path"),
         ("footprints", src.footprints, "file"),
         ("districts", src.districts, "path"),
     ):
