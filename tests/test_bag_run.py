@@ -168,3 +168,26 @@ def test_bag_source_tables_are_checked_on_load(tmp_path: Path, tables: str, mess
     text = 'name = "t"\ncrs = "EPSG:28992"\n' + body + MODEL
     with pytest.raises(ConfigError, match=message):
         load_pipeline(write_pipeline(tmp_path, text))
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_the_flow_pulls_each_source_in_its_own_task_with_progress(
+    prefect_harness, tmp_path: Path, bag_service: str
+) -> None:
+    from flows.pipeline import mfa_pipeline
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    pipeline = pipeline_file(tmp_path, bag_service, BAG_PIPELINE, page=40)
+    state = mfa_pipeline(str(pipeline), str(tmp_path / "out"), return_state=True)
+    assert state.is_completed(), state
+    run_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+    with get_client(sync_client=True) as client:
+        names = {t.name for t in client.read_task_runs(flow_run_filter=run_filter)}
+        keys = {a.key for a in client.read_artifacts(flow_run_filter=run_filter)}
+    assert {"pull sources.register", "pull sources.units"} <= names
+    assert {"mfa-progress-pull-register", "mfa-progress-pull-units"} <= keys
+    manifest = json.loads((Path(state.result()) / "run.json").read_text())
+    assert [r["role"] for r in manifest["pulled"]] == ["register", "units"]
+    assert manifest["row_counts"]["records_read"] == 386

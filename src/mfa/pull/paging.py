@@ -25,6 +25,7 @@ import requests
 
 from mfa.config.remote import RemoteFields
 from mfa.errors import SnapshotCheckError
+from mfa.executor import report_progress
 from mfa.failpoints import failpoint
 from mfa.pull.client import Client, redact, without
 from mfa.pull.snapshot import assemble, parse_page
@@ -86,8 +87,20 @@ def fetch_all(client: Client, state: PageState, paging: Paging) -> None:
         nxt = paging.next(doc, r, request)
         if nxt is not None and client.key_param is not None:  # never save a key
             nxt = dict(nxt, url=without(nxt["url"], client.key_param[0]))
-        k = state.save_page(r.content, nxt, **info)
-        log.info("%s: page %d saved (%d features)", client.what, k, len(doc["features"]))
+        done = int(state.info.get("features", 0)) + len(doc["features"])
+        k = state.save_page(r.content, nxt, features=done, **info)
+        total = state.info.get("number_matched")
+        log.info(
+            "%s: page %d saved (%d features, %d%s so far)",
+            client.what,
+            k,
+            len(doc["features"]),
+            done,
+            f" of {total}" if total else "",
+        )
+        # the Prefect task's progress artifact (mfa.executor.PROGRESS), per source
+        what = "pull-" + client.what.rsplit(".", 1)[-1].replace("_", "-")
+        report_progress(what, done, total if nxt is not None and total else done)
         failpoint(f"pull:page:{k}")
 
 
