@@ -75,9 +75,11 @@ def fetch_all(client: Client, state: PageState, paging: Paging) -> None:
         info: dict[str, Any] = {}
         if state.pages == 0:
             matched = doc.get("numberMatched")
+            t = ((request.get("json") or {}).get("variables") or {}).get("t")
             info.update(
                 number_matched=matched if isinstance(matched, int) else None,
                 crs_first=crs,
+                **({"registreringstid": t} if t else {}),
             )
         elif crs != state.info.get("crs_first"):
             raise SnapshotCheckError(
