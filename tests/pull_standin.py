@@ -6,7 +6,7 @@
   BGT footprints, ``delft_bgt_pand.gpkg``, EPSG:28992, unless ``collections`` holds
   another; any other collection from ``collections``): ``limit``, an opaque ``cursor`` in
   the ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs``
-  asks for EPSG:28992, an ``ETag`` per page;
+  asks for EPSG:28992, an ``ETag`` per page, ``sortby=[-]field`` (Part 5);
 - ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records`` (``where``
   with ``eq`` and ``in``), ``BBR_Events`` from ``events`` (``entityname`` ``eq``,
   ``datafordelerOpdateringstid`` ``gt``);
@@ -65,6 +65,8 @@ class Services(BaseHTTPRequestHandler):
     #: Datafordeler events (BBR_Events nodes) and file downloads (name → (row, zip bytes))
     events: ClassVar[list[dict[str, Any]]] = []
     downloads: ClassVar[dict[str, tuple[dict[str, Any], bytes]]] = {}
+    #: a server that does not know ``sortby`` (answers in storage order)
+    ignore_sortby: ClassVar[bool] = False
     #: OGC API collections by id (``pand`` falls back to ``features``)
     collections: ClassVar[dict[str, list[dict[str, Any]]]] = {}
 
@@ -274,6 +276,12 @@ class Services(BaseHTTPRequestHandler):
             )
             return
         features = cls.collections.get(name, cls.features)
+        sortby = q.get("sortby", [""])[0]
+        if sortby and not cls.ignore_sortby:  # OGC API Part 5 sorting, "-" descending
+            key = sortby.lstrip("+-")
+            features = sorted(
+                features, key=lambda f: str(f["properties"].get(key)), reverse=sortby[0] == "-"
+            )
         limit = int(q.get("limit", ["10"])[0])
         cursor = q.get("cursor", [None])[0]
         offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0

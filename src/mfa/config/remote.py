@@ -62,6 +62,12 @@ class RemoteFields(BaseModel):
     )
     retries: Annotated[int, Field(ge=0, le=10)] = 4
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    modified_field: str | None = Field(
+        default=None,
+        description="oapif: a property every change updates (e.g. a publication time): "
+        "each pull first asks for numberMatched and its newest value (one request) and "
+        "fetches the pages only when either moved",
+    )
     events_url: str | None = Field(
         default=None,
         description="datafordeler-graphql/-files: the register's GraphQL address whose "
@@ -89,7 +95,15 @@ def check_remote(
     """
     remote_keys = [
         k
-        for k in ("protocol", "collection", "api_key_env", "id_field", "sort_by", "events_url")
+        for k in (
+            "protocol",
+            "collection",
+            "api_key_env",
+            "id_field",
+            "sort_by",
+            "events_url",
+            "modified_field",
+        )
         if getattr(source, k) is not None
     ] + [k for k in ("filters", "required_fields") if getattr(source, k)]
     if source.url is None:
@@ -130,6 +144,8 @@ def check_remote(
             'protocol datafordeler-files needs filters.register (e.g. register = "BBR"); '
             "type (default Current) and format (default csv) choose among the files"
         )
+    if source.modified_field is not None and source.protocol != "oapif":
+        raise ValueError("modified_field goes with protocol oapif")
     if source.events_url is not None:
         if not str(source.protocol).startswith("datafordeler-"):
             raise ValueError("events_url goes with a datafordeler-graphql or -files source")

@@ -178,6 +178,24 @@ def pull_source(
             snap, info = pull_datafordeler_files(
                 client, src, cache_root, ps.role, ps.name, day, previous
             )
+        elif src.protocol == "oapif" and src.modified_field:
+            from mfa.pull.oapif import fingerprint
+            from mfa.pull.state import last_record
+
+            fp = fingerprint(client, src)
+            seen = last_record(cache_root, ps.role, ps.name)
+            if (
+                previous is not None
+                and seen is not None
+                and seen.get("fingerprint") == fp
+                and seen["snapshot"]["sha256"] == previous.sha256
+            ):
+                snap, info = previous, {"rows": prev_q.get("rows")}  # one request: unchanged
+            else:
+                snap, info = _pull_pages(
+                    client, src, cache_root, ps.role, ps.name, day, previous, {"fingerprint": fp}
+                )
+            info = {**info, "fingerprint": fp}
         else:
             snap, info = _pull_pages(client, src, cache_root, ps.role, ps.name, day, previous)
     finally:
@@ -202,6 +220,7 @@ def pull_source(
         "rows": info.get("rows", prev_q.get("rows")),
         "warning": warning,
         "snapshot": snap.record(reused=not changed),
+        **({"fingerprint": info["fingerprint"]} if "fingerprint" in info else {}),
     }
     save_check(cache_root, ps.role, ps.name, record, datetime.now(UTC))
     return record
@@ -215,6 +234,7 @@ def _pull_pages(
     name: str,
     day: str,
     previous: Snapshot | None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Snapshot, dict[str, Any]]:
     from mfa.pull.paging import assemble_pages, fetch_all
     from mfa.pull.state import locked_state, remove_state
@@ -234,6 +254,7 @@ def _pull_pages(
             "rows": None,  # filled in by write(), before store_snapshot writes the sidecar
             "pages": None,
             "number_matched": None,
+            **(extra or {}),  # e.g. the freshness fingerprint asked before the pages
         }
 
         def write(tmp: Path) -> None:

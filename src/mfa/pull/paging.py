@@ -9,8 +9,9 @@ where a page says its CRS. The loop saves every page with the cursor after it an
 Freshness: a paged service has no validator for the whole collection (an ``ETag`` of the
 first page does not change when a feature on page 5 does), so every pull fetches every
 page, and a result with the same sha256 as the newest snapshot is not stored again
-(``unchanged``). A cheaper check (the collection's ``updated`` time, Datafordeler's last
-event id) is left for later.
+(``unchanged``). Cheaper checks where the service offers one: an OGC API property that
+every change updates (``modified_field``, :func:`mfa.pull.oapif.fingerprint`), and
+Datafordeler's events since the last pull (:mod:`mfa.pull.events`).
 """
 
 from __future__ import annotations
