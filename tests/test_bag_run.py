@@ -191,3 +191,26 @@ def test_the_flow_pulls_each_source_in_its_own_task_with_progress(
     manifest = json.loads((Path(state.result()) / "run.json").read_text())
     assert [r["role"] for r in manifest["pulled"]] == ["register", "units"]
     assert manifest["row_counts"]["records_read"] == 386
+
+
+def test_a_bag_register_takes_raster_heights_for_its_floors(tmp_path: Path, rules) -> None:
+    """The BAG outlines are footprints: the one heights rule (mfa.buildings.quality) sets
+    their floors (BAG has no storey count); the floor area stays the units'."""
+    from mfa.run import run_pipeline
+
+    text = (
+        f'name = "t-bag-heights"\ncrs = "EPSG:28992"\n[sources.register]\nschema = "bag"\n'
+        f'path = "{FIXTURE / "pand.geojson"}"\n[sources.units]\n'
+        f'path = "{FIXTURE / "verblijfsobject.geojson"}"\n[sources.heights]\n'
+        f'ndsm = "{ROOT / "geodata" / "sample" / "delft_ahn3_ndsm_0p5m.tif"}"\n' + MODEL
+    )
+    run = run_pipeline(write_pipeline(tmp_path, text), tmp_path / "out")
+    b = gpd.read_parquet(run / "buildings.parquet")
+    raster = b["height_source"] == "raster"
+    assert raster.mean() > 0.9
+    assert (b.loc[raster, "floors_source"] == "raster").all()
+    _, usable = _oracle(rules)
+    from_units = b["gfa_source"] == "register"
+    assert b.loc[from_units, "gfa_m2"].sum() == pytest.approx(
+        usable * rules.bag.gross_per_usable, rel=1e-9
+    )
