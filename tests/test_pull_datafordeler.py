@@ -281,3 +281,26 @@ def test_net_events_last_action_wins_by_time_then_id() -> None:
     )
     deleted, changed, latest = net_events(events)
     assert (deleted, changed, latest) == (["a", "b"], ["c"], "2026-01-03T00:00:00+01:00")
+
+
+def test_files_cut_off_or_not_a_zip_is_one_line_and_publishes_nothing(
+    tmp_path: Path, daf: str
+) -> None:
+    from mfa.errors import PullError
+    from tests.pull_helpers import snapshots_in
+
+    recs = _records()
+    _offer("TotalDownload", 40, "2026-11-28T03:00:00Z", recs.iloc[:55])
+    name = next(iter(Services.downloads))
+    meta, body = Services.downloads[name]
+    p = load_pipeline(pipeline_file(tmp_path, daf, FILES_PIPELINE))
+    Services.downloads[name] = (meta, body[:-100])  # cut off
+    with pytest.raises(PullError, match="the listing says") as info:
+        pull_pipeline(p)
+    Services.downloads[name] = (dict(meta, fileSizeInBytes=20), b"<html>busy</html>!!!")
+    with pytest.raises(PullError, match="not a zip file") as info2:
+        pull_pipeline(p)
+    for e in (info, info2):
+        assert "\n" not in str(e.value) and "sources.register" in str(e.value)
+        assert KEY not in str(e.value)
+    assert snapshots_in(tmp_path / "cache") == []
