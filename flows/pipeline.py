@@ -1,5 +1,8 @@
 """The Prefect flow that runs an mfa pipeline: one task per step, tasks pass paths.
 
+A step with parts (the pull) runs one task per part first, concurrently: each pulled
+source is its own task run, with its own logs, progress and failure.
+
 The tasks are made from :data:`mfa.run.STEPS`, the list the plain runner (``mfa run
 --no-prefect``) loops over, so both run the same steps and produce the same layers; all
 logic lives in :mod:`mfa`. The engine inside the buildings and stocks steps spreads the
@@ -17,6 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import TaskRunContext
+from prefect.futures import wait
 
 from flows.match import flow_parameters, mfa_match
 from mfa import run as steps
@@ -82,6 +86,37 @@ class _ProgressArtifact:
 TASKS = {s.name: _as_task(s) for s in steps.STEPS}
 
 
+def _as_part_task(step: steps.Step):
+    def run(work_dir: str, part: str) -> None:
+        token = PROGRESS.set(_ProgressArtifact(Path(work_dir).name))
+        try:
+            step.part(Path(work_dir), part)  # type: ignore[misc]
+        finally:
+            PROGRESS.reset(token)
+
+    run.__doc__ = getattr(step.part, "__doc__", None)
+    return task(name=f"{step.name}-part")(run)
+
+
+#: One Prefect task per part of a step with parts (the pull: one per pulled source).
+PART_TASKS = {s.name: _as_part_task(s) for s in steps.STEPS if s.parts and s.part}
+
+
+def _run_parts(step: steps.Step, work: str) -> None:
+    """Each part of ``step`` as its own task run (named after the part), concurrently;
+    every part ends before the first failure is raised."""
+    if step.parts is None:
+        return
+    run = PART_TASKS[step.name]
+    futures = [
+        run.with_options(task_run_name=f"{step.name} {part}").submit(work, part)
+        for part in step.parts(Path(work))
+    ]
+    wait(futures)
+    for f in futures:
+        f.result()
+
+
 def _report_artifact(run_dir: Path) -> None:
     name = run_dir.parent.name.replace("_", "-").lower()
     create_markdown_artifact(
@@ -142,6 +177,7 @@ def _run(pipeline_file: str, output_dir: str | None) -> str:
             with run_scope():  # one executor (Dask cluster) for every step of the run
                 for step in steps.STEPS:
                     name = step.name
+                    _run_parts(step, work)
                     result = TASKS[step.name](work)
             run_dir = Path(str(result))  # publish returns the run folder
             _report_artifact(run_dir)

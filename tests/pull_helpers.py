@@ -57,6 +57,8 @@ def service(features: list[dict]) -> Iterator[str]:
     Services.features = list(features)
     Services.files = {"bbr_bygning_2020.parquet": REGISTER.read_bytes()}
     Services.script, Services.log, Services.key, Services.claimed_total = [], [], None, None
+    Services.collections, Services.events, Services.downloads = {}, [], {}
+    Services.ignore_sortby = False
     records = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)
     Services.records = [{k: (v or None) for k, v in r.items()} for r in records.to_dict("records")]
     server, base = start()

@@ -2,11 +2,17 @@
 
 - ``/files/<name>``: a plain file from ``geodata/sample`` with ``ETag`` / ``Last-Modified``
   and ``304 Not Modified`` on a matching ``If-None-Match`` / ``If-Modified-Since``;
-- ``/ogc/collections/pand/items``: OGC API – Features pages of the Delft BGT footprints
-  (``delft_bgt_pand.gpkg``, EPSG:28992) as GeoJSON: ``limit``, an opaque ``cursor`` in the
-  ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs`` asks
-  for EPSG:28992, an ``ETag`` per page;
-- ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records``;
+- ``/ogc/collections/<c>/items``: OGC API – Features pages as GeoJSON (``pand``: the Delft
+  BGT footprints, ``delft_bgt_pand.gpkg``, EPSG:28992, unless ``collections`` holds
+  another; any other collection from ``collections``): ``limit``, an opaque ``cursor`` in
+  the ``rel=next`` link, ``numberMatched``/``numberReturned``, ``Content-Crs`` when ``crs``
+  asks for EPSG:28992, an ``ETag`` per page, ``sortby=[-]field`` (Part 5);
+- ``POST /graphql/BBR/v2``: Datafordeler GraphQL, ``BBR_Bygning`` from ``records`` (``where``
+  with ``eq`` and ``in``), ``BBR_Events`` from ``events`` (``entityname`` ``eq``,
+  ``datafordelerOpdateringstid`` ``gt``);
+- ``/FileDownloads/v2.0/GetAvailableFileDownloads`` and ``/FileDownloads/v1.0/GetFile``:
+  Datafordeler file downloads, the listing and the zips of ``downloads`` (file name →
+  (listing row, bytes)); the key in ``apiKey``;
 - ``/wfs``: WFS 2.0 GetFeature (``typeNames=pand``) as GeoJSON, paged by ``startIndex`` /
   ``count`` in ``sortBy`` order, with a ``crs`` member for ``srsName=EPSG:28992``, no ETag.
 
@@ -56,6 +62,13 @@ class Services(BaseHTTPRequestHandler):
     records: ClassVar[list[dict[str, str | None]]] = []
     #: a total that differs from the features served (a server that lost pages)
     claimed_total: ClassVar[int | None] = None
+    #: Datafordeler events (BBR_Events nodes) and file downloads (name → (row, zip bytes))
+    events: ClassVar[list[dict[str, Any]]] = []
+    downloads: ClassVar[dict[str, tuple[dict[str, Any], bytes]]] = {}
+    #: a server that does not know ``sortby`` (answers in storage order)
+    ignore_sortby: ClassVar[bool] = False
+    #: OGC API collections by id (``pand`` falls back to ``features``)
+    collections: ClassVar[dict[str, list[dict[str, Any]]]] = {}
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -101,13 +114,16 @@ class Services(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         cls = type(self)
         cls.log.append((self.path, dict(self.headers)))
+        parts = urlsplit(self.path)
+        if parts.path.startswith("/FileDownloads/"):
+            self._file_downloads(parts.path, parse_qs(parts.query))
+            return
         if self._misbehave():
             return
-        parts = urlsplit(self.path)
         if parts.path.startswith("/files/"):
             self._file(parts.path.removeprefix("/files/"))
-        elif parts.path == "/ogc/collections/pand/items":
-            self._items(parse_qs(parts.query))
+        elif re.fullmatch(r"/ogc/collections/\w+/items", parts.path):
+            self._items(parse_qs(parts.query), parts.path.split("/")[3])
         elif parts.path == "/wfs":
             self._wfs({k.lower(): v[0] for k, v in parse_qs(parts.query).items()})
         else:
@@ -134,13 +150,24 @@ class Services(BaseHTTPRequestHandler):
         req = json.loads(body)
         query, variables = req["query"], req.get("variables") or {}
         entity = re.search(r"\{\s*(\w+)\(", query)
+        if entity is not None and entity.group(1) == "BBR_Events":
+            self._events(query, variables)
+            return
         if entity is None or entity.group(1) != "BBR_Bygning":
             doc: dict[str, Any] = {"errors": [{"message": "The field does not exist"}]}
             self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
             return
         fields = re.search(r"nodes\s*\{([^}]*)\}", query).group(1).split()  # type: ignore[union-attr]
         where = dict(re.findall(r'(\w+): \{ eq: "([^"]*)" \}', query))
-        rows = [r for r in cls.records if all(r.get(k) == v for k, v in where.items())]
+        among = {
+            k: set(json.loads(v)) for k, v in re.findall(r"(\w+): \{ in: (\[[^\]]*\]) \}", query)
+        }
+        rows = [
+            r
+            for r in cls.records
+            if all(r.get(k) == v for k, v in where.items())
+            and all(r.get(k) in v for k, v in among.items())
+        ]
         unknown = [f for f in fields if rows and f not in rows[0]]
         if unknown:
             doc = {"errors": [{"message": f"The field `{unknown[0]}` does not exist"}]}
@@ -162,6 +189,66 @@ class Services(BaseHTTPRequestHandler):
         }
         self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
+    def _page(self, rows: list[dict[str, Any]], variables: dict[str, Any]) -> dict[str, Any]:
+        after = variables.get("after")
+        start = int(base64.urlsafe_b64decode(after).decode()) if after else 0
+        first = int(variables["first"])
+        more = start + first < len(rows)
+        cursor = base64.urlsafe_b64encode(str(start + first).encode()).decode()
+        return {
+            "pageInfo": {"hasNextPage": more, "endCursor": cursor if more else None},
+            "nodes": rows[start : start + first],
+        }
+
+    def _events(self, query: str, variables: dict[str, Any]) -> None:
+        """``BBR_Events`` nodes: ``where`` on ``entityname`` (eq) and
+        ``datafordelerOpdateringstid`` (gt, compared as times)."""
+        from datetime import datetime
+
+        entity = re.search(r'entityname: \{ eq: "([^"]*)" \}', query)
+        since = re.search(r'datafordelerOpdateringstid: \{ gt: "([^"]*)" \}', query)
+        fields = re.search(r"nodes\s*\{([^}]*)\}", query).group(1).split()  # type: ignore[union-attr]
+
+        def when(text: str) -> datetime:
+            return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+        rows = [
+            {f: e.get(f) for f in fields}
+            for e in type(self).events
+            if (entity is None or e["entityname"] == entity.group(1))
+            and (since is None or when(e["datafordelerOpdateringstid"]) > when(since.group(1)))
+        ]
+        doc = {"data": {"BBR_Events": self._page(rows, variables)}}
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    def _file_downloads(self, path: str, q: dict[str, list[str]]) -> None:
+        cls = type(self)
+        if cls.key is not None and q.get("apiKey", [None])[0] != cls.key:
+            self._send(401, b'{"error": "invalid apiKey"}', {"Content-Type": "application/json"})
+            return
+        if self._misbehave(key_header=False):
+            return
+        if path == "/FileDownloads/v2.0/GetAvailableFileDownloads":
+            register, entity = q.get("Register", [""])[0], q.get("Entity", [None])[0]
+            rows = [
+                meta
+                for meta, _ in cls.downloads.values()
+                if meta["register"] == register and entity in (None, meta["entityName"])
+            ]
+            doc = {
+                "paginationMetadata": {"currentPage": 1, "totalPages": 1, "totalCount": len(rows)},
+                "availableFileDownloads": rows,
+            }
+            self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+        elif path == "/FileDownloads/v1.0/GetFile":
+            found = cls.downloads.get(q.get("Filename", [""])[0])
+            if found is None:
+                self._send(404, b"no such file", {"Content-Type": "text/plain"})
+                return
+            self._send(200, found[1], {"Content-Type": "application/zip"})
+        else:
+            self._send(404, b"not found", {"Content-Type": "text/plain"})
+
     def _file(self, name: str) -> None:
         body = type(self).files.get(name)
         if body is None:
@@ -181,28 +268,40 @@ class Services(BaseHTTPRequestHandler):
             },
         )
 
-    def _items(self, q: dict[str, list[str]]) -> None:
+    def _items(self, q: dict[str, list[str]], name: str) -> None:
         cls = type(self)
+        if name not in cls.collections and name != "pand":
+            self._send(
+                404, b'{"detail": "no such collection"}', {"Content-Type": "application/json"}
+            )
+            return
+        features = cls.collections.get(name, cls.features)
+        sortby = q.get("sortby", [""])[0]
+        if sortby and not cls.ignore_sortby:  # OGC API Part 5 sorting, "-" descending
+            key = sortby.lstrip("+-")
+            features = sorted(
+                features, key=lambda f: str(f["properties"].get(key)), reverse=sortby[0] == "-"
+            )
         limit = int(q.get("limit", ["10"])[0])
         cursor = q.get("cursor", [None])[0]
         offset = int(base64.urlsafe_b64decode(cursor).decode()) if cursor else 0
-        page = cls.features[offset : offset + limit]
+        page = features[offset : offset + limit]
         host = f"http://{self.headers['Host']}"
         keep = {k: v[0] for k, v in q.items() if k not in ("cursor",)}
         links = [{"rel": "self", "type": "application/geo+json", "href": host + self.path}]
-        if offset + limit < len(cls.features):
+        if offset + limit < len(features):
             nxt = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
             query = "&".join(f"{k}={v}" for k, v in keep.items()) + f"&cursor={nxt}"
             links.append(
                 {
                     "rel": "next",
                     "type": "application/geo+json",
-                    "href": f"{host}/ogc/collections/pand/items?{query}",
+                    "href": f"{host}/ogc/collections/{name}/items?{query}",
                 }
             )
         doc = {
             "type": "FeatureCollection",
-            "numberMatched": cls.claimed_total or len(cls.features),
+            "numberMatched": cls.claimed_total or len(features),
             "numberReturned": len(page),
             "features": page,
             "links": links,

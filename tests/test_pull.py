@@ -3,6 +3,7 @@ serving the sample data; resume after a kill; keys; the pull step in a run."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -430,3 +431,49 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert _retry_after("Wed, 02 Dec 2026 02:00:30 GMT", now) == 30.0
     assert _retry_after("Wed, 02 Dec 2026 01:00:00 GMT", now) == 0.0
     assert _retry_after("soon", now) is None and _retry_after(None, now) is None
+
+
+# --- a cheap freshness check for OGC API (modified_field) ------------------------------
+
+
+def test_oapif_modified_field_makes_an_unchanged_pull_one_request(
+    tmp_path: Path, service: str
+) -> None:
+    Services.features = copy.deepcopy(Services.features)  # the fixture's stay as they are
+    for k, f in enumerate(Services.features):  # a publication time per feature
+        f["properties"] = {**f["properties"], "tijdstip": f"2026-11-{1 + k % 28:02d}T08:00:00Z"}
+    text = OAPIF_PIPELINE.replace(
+        'collection = "pand"', 'collection = "pand"\nmodified_field = "tijdstip"'
+    )
+    p = load_pipeline(pipeline_file(tmp_path, service, text, page=50))
+    (first,) = pull_pipeline(p)
+    assert first["changed"] and first["requests"] == 1 + 4
+    assert first["fingerprint"] == {
+        "number_matched": 160,
+        "newest": "2026-11-28T08:00:00Z",
+        "field": "tijdstip",
+    }
+    before = snapshot_bytes(tmp_path / "cache")
+    (second,) = pull_pipeline(p)
+    assert not second["changed"] and second["requests"] == 1  # the check, no page
+    assert snapshot_bytes(tmp_path / "cache") == before
+    # an edit moves the newest time: the pages again, a new snapshot
+    Services.features[7]["properties"]["bgt_status"] = "gesloopt"
+    Services.features[7]["properties"]["tijdstip"] = "2026-12-01T08:00:00Z"
+    (third,) = pull_pipeline(p)
+    assert third["changed"] and third["requests"] == 5
+    # a deletion moves the count
+    Services.features.pop(3)
+    (fourth,) = pull_pipeline(p)
+    assert fourth["changed"] and fourth["rows"] == 159 and fourth["requests"] == 5
+    # a server that ignores sortby cannot be checked cheaply: one line, nothing written
+    Services.ignore_sortby = True
+    Services.features.append(dict(Services.features[0], id="extra"))
+    Services.features[-1]["properties"] = {
+        **Services.features[0]["properties"],
+        "tijdstip": "2026-12-09T00:00:00Z",
+        "identificatiebagpnd": "x",
+    }
+    with pytest.raises(PullError, match="ignores sortby=-tijdstip") as info:
+        pull_pipeline(p)
+    assert "\n" not in str(info.value)

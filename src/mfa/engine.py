@@ -112,6 +112,7 @@ class Source:
     repairs: pd.DataFrame | None = None  # repairs made before batching (conflation)
     clean: bool = True  # False: the records were cleaned before (conflation)
     records_read: int | None = None  # when the batches are not the records read
+    counted_in_buildings: int = 0  # records read that are part of a building (BAG units)
     total_records: int | None = None  # known before reading (a GeoParquet's row count)
 
 
@@ -324,6 +325,7 @@ def check_buildings(
         "records_read": source.records_read
         if source.records_read is not None
         else n_records + (len(source.dropped) if source.dropped is not None else 0),
+        "counted_in_buildings": source.counted_in_buildings,
         "batches": len(results),
         "buildings": kept,
         "repeated_footprints": int(sum(int(rep.sum()) for rep in repeats)),

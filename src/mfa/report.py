@@ -43,7 +43,13 @@ def report_markdown(m: dict[str, Any], previous: dict[str, Any] | None = None) -
         f"Status **{md_escape(m['status'])}**, {m['started_at']} → {m['finished_at']} "
         f"({md_escape(m['runner'])}).",
         f"{rc['buildings']:,} buildings, {rc['districts']:,} districts, {rc['dropped']:,} "
-        f"records left out of {rc['records_read']:,} read; {m['total_gfa_m2']:,.0f} m² floor area.",
+        f"records left out of {rc['records_read']:,} read"
+        + (
+            f" ({rc['counted_in_buildings']:,} units counted in their building)"
+            if rc.get("counted_in_buildings")
+            else ""
+        )
+        + f"; {m['total_gfa_m2']:,.0f} m² floor area.",
         "## Material stock (t)",
         _table(
             ["material", "t", "p05", "p95", "change since previous run"],

@@ -16,6 +16,7 @@ from mfa.buildings.quality import Limits
 
 __all__ = [
     "ArchetypeRules",
+    "BagRules",
     "OsmNeighbours",
     "archetype_id",
     "impute_by_function",
@@ -46,6 +47,41 @@ class OsmNeighbours:
     min_count: int = 3
     max_house_footprint_m2: float = 250.0
     max_house_floors: float = 2.0
+
+
+@dataclass(frozen=True)
+class BagRules:
+    """Rules of the Dutch BAG register (``bag_*.csv`` and ``[bag]`` of ``defaults.toml``).
+
+    Attributes
+    ----------
+    use_function, use_excluded
+        ``gebruiksdoel`` of a verblijfsobject → function (``woonfunctie`` → RS), or the
+        reason a use is left out.
+    pand_kept, pand_excluded
+        Pand statuses counted as standing buildings (index), and the reason for the others.
+    unit_kept, unit_excluded
+        The same for verblijfsobject statuses (whose floor area counts).
+    gross_per_usable
+        Gross floor area per m² of usable floor area (``oppervlakte``, NEN 2580).
+    max_single_family_dwellings
+        A pand with more dwellings is multi-family (RM).
+    residential_min_share
+        Share of a pand's counted floor area with woonfunctie that makes it residential.
+    no_units_function
+        Function of a pand without a counted verblijfsobject (marked ``imputed``).
+    """
+
+    use_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    use_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    pand_kept: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    pand_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    unit_kept: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    unit_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    gross_per_usable: float = 1.0
+    max_single_family_dwellings: int = 1
+    residential_min_share: float = 0.5
+    no_units_function: str = "NR"
 
 
 @dataclass(frozen=True)
@@ -86,6 +122,8 @@ class ArchetypeRules:
     osm_landuse_function
         OSM ``landuse=*`` value → function (or ``residential``: by footprint) of the
         generically tagged buildings inside such a polygon (``osm_landuse.csv``).
+    bag
+        Rules of the Dutch BAG register (:mod:`mfa.buildings.bag`).
     """
 
     bbr_use_function: pd.Series
@@ -111,6 +149,7 @@ class ArchetypeRules:
         )
     )
     osm_landuse_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    bag: BagRules = field(default_factory=BagRules)
     files: tuple[str, ...] = field(default=())
 
 

@@ -17,20 +17,23 @@ from mfa.config.models import (
     Archetypes,
     Cache,
     Compute,
-    DistrictSource,
     Dynamics,
-    FootprintSource,
     Grid,
-    HeightSource,
     InputFile,
     Intensities,
     Output,
     Pipeline,
-    RegisterSource,
     Scenario,
     Schedule,
-    Sources,
     Uncertainty,
+)
+from mfa.config.sources import (
+    DistrictSource,
+    FootprintSource,
+    HeightSource,
+    RegisterSource,
+    Sources,
+    UnitSource,
 )
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "Schedule",
     "Sources",
     "Uncertainty",
+    "UnitSource",
     "config_digest",
     "load_pipeline",
 ]

@@ -77,6 +77,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Make every known path key absolute, relative to the pipeline file's folder."""
     path_keys = {
         ("sources", "register", "path"),
+        ("sources", "units", "path"),
         ("sources", "footprints", "osm_file"),
         ("sources", "footprints", "file"),
         ("sources", "heights", "ndsm"),
@@ -122,6 +123,7 @@ def _absolute(path: Path) -> Path:
 def _check_files(p: Pipeline, file: Path) -> None:
     checks: list[tuple[str, Path | None, bool]] = [
         ("sources.register.path", p.sources.register_.path if p.sources.register_ else None, False),
+        ("sources.units.path", p.sources.units.path if p.sources.units else None, False),
         (
             "sources.footprints.osm_file",
             p.sources.footprints.osm_file if p.sources.footprints else None,

@@ -62,6 +62,18 @@ class RemoteFields(BaseModel):
     )
     retries: Annotated[int, Field(ge=0, le=10)] = 4
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    modified_field: str | None = Field(
+        default=None,
+        description="oapif: a property every change updates (e.g. a publication time): "
+        "each pull first asks for numberMatched and its newest value (one request) and "
+        "fetches the pages only when either moved",
+    )
+    events_url: str | None = Field(
+        default=None,
+        description="datafordeler-graphql/-files: the register's GraphQL address whose "
+        "<Register>_Events give deletions and the changes since the last pull (e.g. "
+        "https://graphql.datafordeler.dk/BBR/v2)",
+    )
     api_key_env: str | None = Field(
         default=None,
         description="name of the environment variable that holds the API key (never the key)",
@@ -83,7 +95,15 @@ def check_remote(
     """
     remote_keys = [
         k
-        for k in ("protocol", "collection", "api_key_env", "id_field", "sort_by")
+        for k in (
+            "protocol",
+            "collection",
+            "api_key_env",
+            "id_field",
+            "sort_by",
+            "events_url",
+            "modified_field",
+        )
         if getattr(source, k) is not None
     ] + [k for k in ("filters", "required_fields") if getattr(source, k)]
     if source.url is None:
@@ -101,8 +121,14 @@ def check_remote(
         raise ValueError("url must not carry credentials; name a variable in api_key_env")
     if source.protocol is None:
         raise ValueError(f"a url needs protocol, one of {', '.join(PROTOCOLS)}")
-    if source.protocol in ("oapif", "wfs", "datafordeler-graphql") and not source.collection:
-        what = {"oapif": "collection id", "wfs": "type name", "datafordeler-graphql": "entity"}
+    paged = ("oapif", "wfs", "datafordeler-graphql", "datafordeler-files")
+    if source.protocol in paged and not source.collection:
+        what = {
+            "oapif": "collection id",
+            "wfs": "type name",
+            "datafordeler-graphql": "entity",
+            "datafordeler-files": "entity, e.g. Bygning",
+        }
         raise ValueError(
             f"protocol {source.protocol} needs collection (the {what[source.protocol]})"
         )
@@ -113,6 +139,19 @@ def check_remote(
         )
     if source.protocol == "http" and (source.collection or source.filters):
         raise ValueError("protocol http fetches one file: collection and filters do not apply")
+    if source.protocol == "datafordeler-files" and not source.filters.get("register"):
+        raise ValueError(
+            'protocol datafordeler-files needs filters.register (e.g. register = "BBR"); '
+            "type (default Current) and format (default csv) choose among the files"
+        )
+    if source.modified_field is not None and source.protocol != "oapif":
+        raise ValueError("modified_field goes with protocol oapif")
+    if source.events_url is not None:
+        if not str(source.protocol).startswith("datafordeler-"):
+            raise ValueError("events_url goes with a datafordeler-graphql or -files source")
+        ev = urlsplit(source.events_url)
+        if ev.scheme not in ("http", "https") or not ev.netloc or ev.username or ev.password:
+            raise ValueError("events_url must be an http(s) address without credentials")
     if source.api_key_env is not None and not _ENV_NAME.match(source.api_key_env):
         raise ValueError(
             f"api_key_env names an environment variable (such as DATAFORDELER_KEY), got "
@@ -133,6 +172,7 @@ def remote_query(source: RemoteFields) -> dict[str, Any]:
         "page_size": source.page_size,
         "sort_by": source.sort_by,
         "api_key_env": source.api_key_env,
+        **({"events_url": source.events_url} if source.events_url else {}),
     }
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mfa.buildings.archetypes import ArchetypeRules, OsmNeighbours
+from mfa.buildings.archetypes import ArchetypeRules, BagRules, OsmNeighbours
 from mfa.buildings.quality import Limits
 from mfa.errors import ConfigError, InputDataError, InputNotFoundError
 from mfa.schema import FUNCTIONS, STRUCTURES
@@ -139,6 +139,9 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "height_tags": folder / "osm_height_tags.csv",
         "landuse": folder / "osm_landuse.csv",
         "height_classes": folder / "height_classes.csv",
+        "bag_use": folder / "bag_use_codes.csv",
+        "bag_pand": folder / "bag_pand_status.csv",
+        "bag_unit": folder / "bag_unit_status.csv",
         "defaults": folder / "defaults.toml",
     }
     use_f, use_x = _mapping(
@@ -202,6 +205,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
     landuse, _ = _mapping(
         _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
     )
+    bag = _bag_rules(files, d.get("bag", {}))
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -220,6 +224,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         height_tags=height_tags,
         height_classes=height_classes,
         osm_landuse_function=landuse,
+        bag=bag,
         files=tuple(str(p) for p in files.values()),
     )
 
@@ -301,6 +306,57 @@ def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:
             f"{path}: [osm] neighbour_radius_m, max_house_footprint_m2 and max_house_floors "
             "must be > 0 and "
             "neighbour_min_count >= 1"
+        )
+    return rules
+
+
+def _bag_rules(files: dict[str, Path], table: dict[str, Any]) -> BagRules:
+    """The BAG tables (uses, pand and unit statuses) and ``[bag]`` of ``defaults.toml``."""
+    use_f, use_x = _mapping(
+        _csv(files["bag_use"]), files["bag_use"], "code", "function", FUNCTIONS, "excluded_reason"
+    )
+    kept: dict[str, tuple[pd.Series, pd.Series]] = {}
+    for name in ("bag_pand", "bag_unit"):
+        yes, reason = _mapping(
+            _csv(files[name]), files[name], "status", "kept", ("yes",), "excluded_reason"
+        )
+        kept[name] = (pd.Series(yes.index, dtype="string"), reason)
+    path = files["defaults"]
+    known = {
+        "gross_per_usable",
+        "max_single_family_dwellings",
+        "residential_min_share",
+        "no_units_function",
+    }
+    if set(table) != known:
+        raise ConfigError(
+            f"{path}: [bag] needs exactly {', '.join(sorted(known))} (missing: "
+            f"{', '.join(sorted(known - set(table))) or 'none'}; unknown: "
+            f"{', '.join(sorted(set(table) - known)) or 'none'})"
+        )
+    try:
+        rules = BagRules(
+            use_function=use_f,
+            use_excluded=use_x,
+            pand_kept=kept["bag_pand"][0],
+            pand_excluded=kept["bag_pand"][1],
+            unit_kept=kept["bag_unit"][0],
+            unit_excluded=kept["bag_unit"][1],
+            gross_per_usable=float(table["gross_per_usable"]),
+            max_single_family_dwellings=int(table["max_single_family_dwellings"]),
+            residential_min_share=float(table["residential_min_share"]),
+            no_units_function=str(table["no_units_function"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: [bag] values must be numbers ({exc})") from exc
+    if not 0.5 <= rules.gross_per_usable <= 3 or not 0 < rules.residential_min_share <= 1:
+        raise ConfigError(
+            f"{path}: [bag] gross_per_usable must be in 0.5…3 and residential_min_share in (0, 1]"
+        )
+    if rules.max_single_family_dwellings < 1 or rules.no_units_function not in FUNCTIONS:
+        raise ConfigError(
+            f"{path}: [bag] max_single_family_dwellings must be >= 1 and no_units_function "
+            f"one of {FUNCTIONS}"
         )
     return rules
 

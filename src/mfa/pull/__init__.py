@@ -11,8 +11,10 @@ declared input files (:meth:`mfa.config.Pipeline.input_files`), the run key of
 ``name`` is a hash of what identifies the source (url, protocol, collection, filters,
 page size; never a key) plus the file suffix. Protocols: ``http`` (one file, conditional
 GET: :mod:`mfa.pull.files`); ``oapif``, ``wfs`` and ``datafordeler-graphql`` (pages with
-a cursor saved after each, resumable: :mod:`mfa.pull.paging`). ``datafordeler-files`` is
-validated in pipeline files but refused at pull time (not built yet).
+a cursor saved after each, resumable: :mod:`mfa.pull.paging`; GraphQL with ``events_url``
+then brought up to date from the register's events: :mod:`mfa.pull.events`);
+``datafordeler-files`` (a weekly total and daily deltas by generation number, deletions
+from the events: :mod:`mfa.pull.dffiles`).
 """
 
 from __future__ import annotations
@@ -44,14 +46,14 @@ log = logging.getLogger("mfa")
 RECHECK_S = 600.0
 
 #: Protocols that can be pulled today.
-IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql")
+IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files")
 
 
 @dataclass(frozen=True)
 class PulledSource:
     """A pulled source of a pipeline: its role (cache kind), key and snapshot name."""
 
-    role: str  # register | footprints | districts (the snapshot kind)
+    role: str  # register | units | footprints | districts (the snapshot kind)
     key: str  # the pipeline table, e.g. sources.footprints
     path_key: str  # the key the snapshot fills: path or file
     source: RemoteFields
@@ -69,7 +71,7 @@ def snapshot_name(source: RemoteFields) -> str:
         suffix = "." + ".".join(parts[-2:] if parts[-1] in ("gz", "zip") else parts[-1:])
         suffix = suffix if len(parts) > 1 else ".bin"
     else:
-        suffix = ".csv" if source.protocol == "datafordeler-graphql" else ".geojson"
+        suffix = ".csv" if str(source.protocol).startswith("datafordeler-") else ".geojson"
     return query_name(remote_query(source), suffix)
 
 
@@ -79,6 +81,7 @@ def pulled_sources(p: Any) -> list[PulledSource]:
     out = []
     for role, table, path_key in (
         ("register", src.register_, "path"),
+        ("units", src.units, "path"),
         ("footprints", src.footprints, "file"),
         ("districts", src.districts, "path"),
     ):
@@ -158,10 +161,41 @@ def pull_source(
         **({"sleep": sleep} if sleep is not None else {}),
     )
     try:
-        if src.protocol == "http":
+        changes = None
+        if src.protocol == "datafordeler-graphql" and src.events_url and previous is not None:
+            from mfa.pull.events import pull_graphql_changes
+
+            changes = pull_graphql_changes(client, src, cache_root, ps.role, ps.name, day, previous)
+        if changes is not None:  # brought up to date from the events since the last pull
+            snap, info = changes
+        elif src.protocol == "http":
             from mfa.pull.files import pull_file
 
             snap, info = pull_file(client, src, cache_root, ps.role, ps.name, day, previous)
+        elif src.protocol == "datafordeler-files":
+            from mfa.pull.dffiles import pull_datafordeler_files
+
+            snap, info = pull_datafordeler_files(
+                client, src, cache_root, ps.role, ps.name, day, previous
+            )
+        elif src.protocol == "oapif" and src.modified_field:
+            from mfa.pull.oapif import fingerprint
+            from mfa.pull.state import last_record
+
+            fp = fingerprint(client, src)
+            seen = last_record(cache_root, ps.role, ps.name)
+            if (
+                previous is not None
+                and seen is not None
+                and seen.get("fingerprint") == fp
+                and seen["snapshot"]["sha256"] == previous.sha256
+            ):
+                snap, info = previous, {"rows": prev_q.get("rows")}  # one request: unchanged
+            else:
+                snap, info = _pull_pages(
+                    client, src, cache_root, ps.role, ps.name, day, previous, {"fingerprint": fp}
+                )
+            info = {**info, "fingerprint": fp}
         else:
             snap, info = _pull_pages(client, src, cache_root, ps.role, ps.name, day, previous)
     finally:
@@ -186,6 +220,7 @@ def pull_source(
         "rows": info.get("rows", prev_q.get("rows")),
         "warning": warning,
         "snapshot": snap.record(reused=not changed),
+        **({"fingerprint": info["fingerprint"]} if "fingerprint" in info else {}),
     }
     save_check(cache_root, ps.role, ps.name, record, datetime.now(UTC))
     return record
@@ -199,6 +234,7 @@ def _pull_pages(
     name: str,
     day: str,
     previous: Snapshot | None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[Snapshot, dict[str, Any]]:
     from mfa.pull.paging import assemble_pages, fetch_all
     from mfa.pull.state import locked_state, remove_state
@@ -218,6 +254,7 @@ def _pull_pages(
             "rows": None,  # filled in by write(), before store_snapshot writes the sidecar
             "pages": None,
             "number_matched": None,
+            **(extra or {}),  # e.g. the freshness fingerprint asked before the pages
         }
 
         def write(tmp: Path) -> None:
@@ -226,6 +263,9 @@ def _pull_pages(
         try:
             fetch_all(client, state, paging)  # a PullError keeps the pages: resumed next time
             query.update(pages=state.pages, number_matched=state.info.get("number_matched"))
+            if src.events_url and state.info.get("registreringstid"):
+                # the register's state this snapshot holds: events after it are news
+                query["events_cursor"] = state.info["registreringstid"]
             snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
         except SnapshotCheckError:
             state.clear()  # bad data: the next pull starts afresh rather than resuming it

@@ -29,7 +29,7 @@ import requests
 from mfa.config.remote import RemoteFields
 from mfa.pull.paging import Paging
 
-__all__ = ["OAPIF"]
+__all__ = ["OAPIF", "fingerprint"]
 
 
 def _first(source: RemoteFields) -> dict[str, Any]:
@@ -53,3 +53,39 @@ def _crs(doc: dict[str, Any], r: requests.Response) -> str | None:
 
 #: OGC API – Features paging.
 OAPIF = Paging(first=_first, next=_next, crs=_crs, crs_param="crs")
+
+
+def fingerprint(client: Any, source: RemoteFields) -> dict[str, Any]:
+    """The cheap freshness check of a collection whose features carry a property that
+    every change updates (``modified_field``, e.g. a publication time): one request,
+    ``items?limit=2&sortby=-<field>`` with the source's filters, giving ``numberMatched``
+    and the newest value of the field. An insert or an edit moves the newest value, a
+    deletion the count: while both stay, the collection is taken as unchanged.
+
+    ``sortby`` is the OGC API – Features Part 5 (Schemas/Sorting) parameter; a server that
+    ignores it would answer in another order, so the two features must come newest first
+    (a :class:`~mfa.errors.PullError` otherwise: remove ``modified_field``).
+    """
+    from mfa.errors import PullError
+    from mfa.pull.snapshot import parse_page
+
+    request = _first(source)
+    field = str(source.modified_field)
+    params = {**request["params"], "limit": 2, "sortby": f"-{field}"}
+    r = client.request(
+        "GET", request["url"], params=params, headers={"Accept": "application/geo+json"}
+    )
+    doc = parse_page(r.content, r.headers.get("Content-Type", ""), client.what, request["url"])
+    matched = doc.get("numberMatched")
+    values = [(f.get("properties") or {}).get(field) for f in doc["features"]]
+    if not isinstance(matched, int) or any(v is None for v in values):
+        raise PullError(
+            f"{client.what}: the freshness check needs numberMatched and '{field}' on every "
+            "feature; the service gives neither: remove modified_field"
+        )
+    if len(values) == 2 and str(values[0]) < str(values[1]):
+        raise PullError(
+            f"{client.what}: the service ignores sortby=-{field} (not newest first); remove "
+            "modified_field (every pull then fetches all pages)"
+        )
+    return {"number_matched": matched, "newest": values[0] if values else None, "field": field}

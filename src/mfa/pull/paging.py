@@ -9,8 +9,9 @@ where a page says its CRS. The loop saves every page with the cursor after it an
 Freshness: a paged service has no validator for the whole collection (an ``ETag`` of the
 first page does not change when a feature on page 5 does), so every pull fetches every
 page, and a result with the same sha256 as the newest snapshot is not stored again
-(``unchanged``). A cheaper check (the collection's ``updated`` time, Datafordeler's last
-event id) is left for later.
+(``unchanged``). Cheaper checks where the service offers one: an OGC API property that
+every change updates (``modified_field``, :func:`mfa.pull.oapif.fingerprint`), and
+Datafordeler's events since the last pull (:mod:`mfa.pull.events`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import requests
 
 from mfa.config.remote import RemoteFields
 from mfa.errors import SnapshotCheckError
+from mfa.executor import report_progress
 from mfa.failpoints import failpoint
 from mfa.pull.client import Client, redact, without
 from mfa.pull.snapshot import assemble, parse_page
@@ -74,9 +76,11 @@ def fetch_all(client: Client, state: PageState, paging: Paging) -> None:
         info: dict[str, Any] = {}
         if state.pages == 0:
             matched = doc.get("numberMatched")
+            t = ((request.get("json") or {}).get("variables") or {}).get("t")
             info.update(
                 number_matched=matched if isinstance(matched, int) else None,
                 crs_first=crs,
+                **({"registreringstid": t} if t else {}),
             )
         elif crs != state.info.get("crs_first"):
             raise SnapshotCheckError(
@@ -86,8 +90,20 @@ def fetch_all(client: Client, state: PageState, paging: Paging) -> None:
         nxt = paging.next(doc, r, request)
         if nxt is not None and client.key_param is not None:  # never save a key
             nxt = dict(nxt, url=without(nxt["url"], client.key_param[0]))
-        k = state.save_page(r.content, nxt, **info)
-        log.info("%s: page %d saved (%d features)", client.what, k, len(doc["features"]))
+        done = int(state.info.get("features", 0)) + len(doc["features"])
+        k = state.save_page(r.content, nxt, features=done, **info)
+        total = state.info.get("number_matched")
+        log.info(
+            "%s: page %d saved (%d features, %d%s so far)",
+            client.what,
+            k,
+            len(doc["features"]),
+            done,
+            f" of {total}" if total else "",
+        )
+        # the Prefect task's progress artifact (mfa.executor.PROGRESS), per source
+        what = "pull-" + client.what.rsplit(".", 1)[-1].replace("_", "-")
+        report_progress(what, done, total if nxt is not None and total else done)
         failpoint(f"pull:page:{k}")
 
 

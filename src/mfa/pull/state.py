@@ -157,6 +157,12 @@ def save_check(root: Path, kind: str, name: str, record: dict[str, Any], when: d
     _write_atomic(path, json.dumps(data, sort_keys=True, default=str).encode())
 
 
+def last_record(root: Path, kind: str, name: str) -> dict[str, Any] | None:
+    """The record of the last pull of ``name`` whatever its age, if its snapshot is still
+    the newest (the freshness fingerprint it saw, :func:`mfa.pull.oapif.fingerprint`)."""
+    return last_check(root, kind, name, float("inf"), datetime.now(UTC))
+
+
 def last_check(
     root: Path, kind: str, name: str, within_s: float, now: datetime
 ) -> dict[str, Any] | None:
@@ -171,7 +177,9 @@ def last_check(
         newest = Path(record["snapshot"]["path"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not timedelta(0) <= now - when <= timedelta(seconds=within_s):
+    if not timedelta(0) <= now - when or (
+        within_s != float("inf") and now - when > timedelta(seconds=within_s)
+    ):
         return None
     from mfa.io.cache import newest_snapshot_path
 

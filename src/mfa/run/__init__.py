@@ -40,7 +40,7 @@ from mfa.run.context import (
 from mfa.run.housekeeping import RunLockedError, discard, prune_runs, record_failure, run_lock
 from mfa.run.layers import aggregate, forecast_flows, qgis_outputs
 from mfa.run.publish import publish
-from mfa.run.pull import pull_sources
+from mfa.run.pull import finish_pull, pull_part, pull_parts, pull_sources
 
 __all__ = [
     "BUILDINGS",
@@ -60,10 +60,13 @@ __all__ = [
     "build_buildings",
     "discard",
     "estimate_stocks",
+    "finish_pull",
     "forecast_flows",
     "prepare",
     "prune_runs",
     "publish",
+    "pull_part",
+    "pull_parts",
     "pull_sources",
     "qgis_outputs",
     "record_failure",
@@ -79,19 +82,24 @@ class Step:
     """A step of a run after :func:`prepare`: a function of the work folder.
 
     ``name`` is its task name in Prefect; ``transient`` says it may fail on a transient
-    download error (and only then is it retried, by the Prefect task).
+    download error (and only then is it retried, by the Prefect task). A step with
+    ``parts`` runs each part first (the Prefect flow: one task per part, concurrently).
     """
 
     name: str
     run: Callable[[Path], Path | None]
     transient: bool = False
+    #: a step done in independent parts first (one per pulled source): ``parts(work)``
+    #: names them, ``part(work, name)`` does one; ``run`` then finishes the step
+    parts: Callable[[Path], list[str]] | None = None
+    part: Callable[[Path, str], object] | None = None
 
 
 #: The steps after :func:`prepare`, in order: the plain runner and the Prefect flow
 #: (``flows/pipeline.py``) are both made from this list.
 STEPS: tuple[Step, ...] = (
     # not transient: mfa.pull retries transient failures itself (one layer, not stacked)
-    Step("pull", pull_sources),
+    Step("pull", finish_pull, parts=pull_parts, part=pull_part),
     Step("buildings", build_buildings, transient=True),
     Step("stocks", estimate_stocks),
     Step("districts", aggregate),
@@ -123,6 +131,10 @@ def run_pipeline(
         try:
             with run_scope():  # one executor (Dask cluster) for every step of the run
                 for step in STEPS:
+                    step_name = step.name
+                    for part in step.parts(work) if step.parts and step.part else ():
+                        step_name = f"{step.name} {part}"
+                        step.part(work, part)
                     step_name = step.name
                     result = step.run(work)
             run_dir = Path(result)  # publish returns the run folder

@@ -117,6 +117,7 @@ def build_buildings(work_dir: Path) -> Path:
                 {"role": f.role, **file_record(f.path)} for f in declared if f.kind == "config"
             ],
             "records_read": checked["records_read"],
+            "counted_in_buildings": checked["counted_in_buildings"],
             "buildings_computed": checked["buildings"],
             "repairs": repairs,
             "matches": matches,

@@ -1,4 +1,10 @@
-"""The pull step: fetch the pipeline's remote sources before the buildings step reads them."""
+"""The pull step: fetch the pipeline's remote sources before the buildings step reads them.
+
+One part per pulled source (:func:`pull_parts`, :func:`pull_part`: the Prefect flow makes
+a task of each, so each source shows, logs and fails on its own), then
+:func:`finish_pull`, which points the run at the snapshots published. The plain runner
+runs the same parts in order, then the finish (:func:`pull_sources` does both).
+"""
 
 from __future__ import annotations
 
@@ -10,27 +16,55 @@ from pathlib import Path
 from mfa.incremental import run_key
 from mfa.run.context import _ctx, _keep_settings, _pipeline, _report, _run_tables, log
 
-__all__ = ["pull_sources"]
+__all__ = ["finish_pull", "pull_part", "pull_parts", "pull_sources"]
+
+#: Where each part leaves its record, in the work folder.
+PARTS = Path("reports") / "pull"
 
 
-def pull_sources(work_dir: Path) -> None:
-    """Pull every remote source of the run's pipeline (:func:`mfa.pull.pull_pipeline`).
+def pull_parts(work_dir: Path) -> list[str]:
+    """The keys of the run's pulled sources (``sources.register``, …), in order; empty
+    when the pipeline has none (no network)."""
+    from mfa import pull
 
-    Writes ``reports/pull.json`` (one record per source, for ``run.json``'s ``pulled``)
-    and, when a source was pulled, recomputes the run key in ``context.json``: it was made
-    in :func:`~mfa.run.context.prepare`, before this step knew the newest snapshots. A
-    pipeline without remote sources passes through (no network), and a source pulled in the
-    last :data:`~mfa.pull.RECHECK_S` seconds (by the ``--if-changed`` check that started
-    this run) is not asked again.
-    """
+    return [ps.key for ps in pull.pulled_sources(_pipeline(Path(work_dir)))]
+
+
+def pull_part(work_dir: Path, key: str) -> dict:
+    """Pull the source ``key`` (:func:`mfa.pull.pull_source`); keep its record in the work
+    folder. A source pulled in the last :data:`~mfa.pull.RECHECK_S` seconds (by the
+    ``--if-changed`` check that started this run) is not asked again."""
     from mfa import pull  # RECHECK_S read at call time
 
+    work = Path(work_dir)
+    p = _pipeline(work)
+    (ps,) = [s for s in pull.pulled_sources(p) if s.key == key]
     t0 = time.perf_counter()
+    record = pull.pull_source(ps, p.cache_root(), reuse_within_s=pull.RECHECK_S)
+    record["seconds"] = round(time.perf_counter() - t0, 3)
+    folder = work / PARTS
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{ps.role}.json.part"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, folder / f"{ps.role}.json")
+    return record
+
+
+def finish_pull(work_dir: Path) -> None:
+    """Gather the parts' records into ``reports/pull.json`` (``run.json``'s ``pulled``)
+    and, when a source was pulled, recompute the run key in ``context.json``: it was made
+    in :func:`~mfa.run.context.prepare`, before the newest snapshots were known."""
+    from mfa import pull
+
     work = Path(work_dir)
     ctx = _ctx(work)
     p = _pipeline(work)
-    remote = pull.pulled_sources(p)
-    records = pull.pull_pipeline(p, reuse_within_s=pull.RECHECK_S) if remote else []
+    records = []
+    for ps in pull.pulled_sources(p):
+        part = work / PARTS / f"{ps.role}.json"
+        if not part.is_file():
+            raise RuntimeError(f"{ps.key}: its pull part did not run; run the pull step again")
+        records.append(json.loads(part.read_text()))
     if records:
         # the later steps read the snapshots this pull published
         p = pull.resolve_pulled(p)
@@ -41,4 +75,13 @@ def pull_sources(work_dir: Path) -> None:
         os.replace(tmp, work / "context.json")
         changed = sum(r["changed"] for r in records)
         log.info("pulled %d sources, %d changed", len(records), changed)
-    _report(work, "pull", {"sources": records, "seconds": round(time.perf_counter() - t0, 3)})
+    seconds = sum(r.pop("seconds", 0.0) for r in records)
+    _report(work, "pull", {"sources": records, "seconds": round(seconds, 3)})
+
+
+def pull_sources(work_dir: Path) -> None:
+    """Pull every remote source of the run's pipeline, one after the other, then
+    :func:`finish_pull`. A pipeline without remote sources passes through."""
+    for key in pull_parts(work_dir):
+        pull_part(work_dir, key)
+    finish_pull(work_dir)

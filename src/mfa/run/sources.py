@@ -123,6 +123,20 @@ def _engine_source(
 ) -> tuple[Source, dict[str, Any] | None]:
     """The run's building records as engine batches, and the conflation report."""
     batch = p.compute.batch_rows
+    reg = p.sources.register_
+    if reg is not None and reg.schema_ == "bag" and p.sources.units is not None:
+        from mfa.io.bag import buildings_from_bag
+
+        bag, dropped, counts = buildings_from_bag(reg, p.sources.units, p.crs, rules)
+        bag = bag.reset_index(drop=True)
+        cuts = range(0, max(1, len(bag)), batch)
+        return Source(
+            batches=(bag.iloc[i : i + batch] for i in cuts),
+            register=False,
+            dropped=dropped,
+            records_read=counts["panden"] + counts["units"],
+            counted_in_buildings=counts["units_counted"],
+        ), None
     if p.sources.register_ is not None and p.sources.footprints is None:
         src = p.sources.register_
         return (

@@ -1,0 +1,217 @@
+"""The source tables of a pipeline file (``[sources.*]``) as pydantic models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mfa.config.remote import RemoteFields, check_remote
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RegisterSource(RemoteFields, _Strict):
+    """A building register: BBR (Datafordeler field names; CSV, GeoParquet or GeoPackage)
+    or the Dutch BAG (``schema = "bag"``: pand footprints in any OGR-readable file, with
+    the verblijfsobjecten in ``[sources.units]``).
+
+    ``url`` and ``protocol`` instead of ``path``: pulled (see :mod:`mfa.config.remote`).
+    """
+
+    schema_: Literal["bbr", "bag"] = Field(
+        default="bbr",
+        alias="schema",
+        description="bbr: Danish BBR `Bygning` records; bag: Dutch BAG `pand` records",
+    )
+    path: Path | None = None
+    layer: str | None = None
+    existing_status: list[str] | None = Field(
+        default=None,
+        description="statuses that count as standing buildings (BBR life-cycle codes, "
+        "default ['6']; BAG pand statuses, default: config/archetypes/bag_pand_status.csv)",
+    )
+    crs: str | None = Field(
+        default=None,
+        description="CRS of `byg404Koordinat` for CSV files (WKT points carry none).",
+    )
+    decimal_separator: Literal["auto", ",", "."] = Field(
+        default="auto",
+        description="decimal separator of numbers written as text (CSV): ',' for Danish "
+        "Excel exports (thousands '.'), '.' for English (thousands ','); 'auto' reads only "
+        "values whose meaning is certain and rejects e.g. '2.700' (mfa.numbers)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bbr_default_status(cls, data: Any) -> Any:
+        """BBR: status 6 (Opført) is standing unless the file says otherwise."""
+        bbr = isinstance(data, dict) and data.get("schema", "bbr") == "bbr"
+        if bbr and data.get("existing_status") is None:
+            data = {**data, "existing_status": ["6"]}
+        return data
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> RegisterSource:
+        check_remote(self, "path", self.path)
+        if self.schema_ == "bag" and self.decimal_separator != "auto":
+            raise ValueError("decimal_separator goes with a BBR CSV, not a BAG register")
+        return self
+
+
+class UnitSource(RemoteFields, _Strict):
+    """The units of a BAG register (verblijfsobjecten: use, usable floor area, their pand),
+    any OGR-readable file, or pulled (``url`` and ``protocol``)."""
+
+    path: Path | None = None
+    layer: str | None = None
+    link_field: str = Field(
+        default="pand.href",
+        description="the field naming each unit's panden: PDOK v2 `pand.href` (links), BAG "
+        "extracts `pand_identificatie`",
+    )
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> UnitSource:
+        check_remote(self, "path", self.path)
+        return self
+
+
+class FootprintSource(RemoteFields, _Strict):
+    """Building footprints: an OSM extract, an online OSM query, or a footprint file."""
+
+    osm_file: Path | None = Field(default=None, description=".osm, .osm.bz2 or .osm.pbf")
+    file: Path | None = Field(
+        default=None, description="any OGR-readable polygon file (e.g. GeoDanmark, BGT)"
+    )
+    layer: str | None = Field(default=None, description="layer of `file`")
+    id_column: str | None = Field(default=None, description="unique building id in `file`")
+    register_link_column: str | None = Field(
+        default=None,
+        description="column of `file` with the register id (e.g. GeoDanmark BBRUUID)",
+    )
+    place: str | None = Field(default=None, description="a place name for the online query")
+    polygon_wkt: str | None = Field(
+        default=None, description="a polygon in lon/lat (EPSG:4326) for the online query"
+    )
+    overpass_url: str | None = Field(
+        default=None, description="another Overpass API than osmnx's default (online only)"
+    )
+    snapshot: str | None = Field(
+        default=None,
+        description="online only: use the cached snapshot of this day (YYYY-MM-DD) or the "
+        "newest one ('latest') instead of downloading; default: today's, downloaded once",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FootprintSource:
+        keys = ("osm_file", "place", "polygon_wkt", "file", "url")
+        given = [k for k in keys if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of osm_file, place, polygon_wkt, file or url"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        check_remote(self, "file", self.file, required=False)
+        if self.url is not None and self.protocol != "http" and self.layer is not None:
+            raise ValueError("layer goes with a file (or protocol http); a paged pull is one layer")
+        has_file = self.file is not None or self.url is not None
+        if has_file and self.id_column is None:
+            raise ValueError("a footprint file needs id_column (a unique building id)")
+        if not has_file and (self.layer or self.id_column or self.register_link_column):
+            raise ValueError("layer, id_column and register_link_column go with file or url")
+        if self.snapshot is not None:
+            if self.place is None and self.polygon_wkt is None:
+                raise ValueError("snapshot goes with an online query (place or polygon_wkt)")
+            if self.snapshot != "latest" and not _valid_day(self.snapshot):
+                raise ValueError(
+                    f"snapshot must be a day such as '2026-11-24' or 'latest', got "
+                    f"{self.snapshot!r}"
+                )
+        return self
+
+    @property
+    def online(self) -> bool:
+        """True when the footprints come from an online query (cached as dated snapshots)."""
+        return self.place is not None or self.polygon_wkt is not None
+
+
+def _valid_day(text: str) -> bool:
+    from datetime import date
+
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+class HeightSource(_Strict):
+    """Elevation rasters for building heights: an nDSM, or a DSM and a DTM on one grid."""
+
+    ndsm: Path | None = None
+    dsm: Path | None = None
+    dtm: Path | None = None
+    percentile: Annotated[float, Field(ge=0, le=100)] = 90.0
+    storey_height_m: Annotated[float, Field(gt=0, le=20)] | None = Field(
+        default=None, description="default: [heights] storey_height_m in defaults.toml"
+    )
+    max_window_pixels: Annotated[int, Field(ge=1024)] = 4_000_000
+
+    @model_validator(mode="after")
+    def _one_model(self) -> HeightSource:
+        if (self.ndsm is None) == (self.dsm is None and self.dtm is None):
+            raise ValueError("give either ndsm, or dsm and dtm")
+        if (self.dsm is None) != (self.dtm is None):
+            raise ValueError("dsm and dtm go together")
+        return self
+
+
+class DistrictSource(RemoteFields, _Strict):
+    """District polygons from any OGR-readable file (or pulled: ``url`` and ``protocol``)."""
+
+    path: Path | None = None
+    layer: str | None = None
+    id_column: str
+    name_column: str | None = None
+    population_column: str | None = Field(
+        default=None, description="inhabitants per district, for t per capita"
+    )
+
+    @model_validator(mode="after")
+    def _local_or_remote(self) -> DistrictSource:
+        check_remote(self, "path", self.path)
+        return self
+
+
+class Sources(_Strict):
+    # `register` would shadow BaseModel.register, so the attribute has a trailing underscore
+    register_: RegisterSource | None = Field(default=None, alias="register")
+    units: UnitSource | None = None
+    footprints: FootprintSource | None = None
+    districts: DistrictSource | None = None
+    heights: HeightSource | None = None
+
+    @model_validator(mode="after")
+    def _some_buildings(self) -> Sources:
+        if self.register_ is None and self.footprints is None:
+            raise ValueError("add a [sources.register] or a [sources.footprints] table")
+        bag = self.register_ is not None and self.register_.schema_ == "bag"
+        if self.heights is not None and self.footprints is None and not bag:
+            raise ValueError("[sources.heights] needs footprints: add [sources.footprints]")
+        if bag and self.units is None:
+            raise ValueError(
+                "a BAG register needs [sources.units]: the verblijfsobjecten that give use "
+                "and floor area (PDOK collection 'verblijfsobject')"
+            )
+        if bag and self.footprints is not None:
+            raise ValueError(
+                "a BAG register carries its footprints (the pand outlines): remove "
+                "[sources.footprints]"
+            )
+        if self.units is not None and not bag:
+            raise ValueError('[sources.units] goes with a BAG register (schema = "bag")')
+        return self
