@@ -42,6 +42,7 @@ import shapely
 from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_function, map_codes
 from mfa.buildings.floor_area import gross_floor_area
+from mfa.buildings.provenance import with_rules
 from mfa.schema import BUILDING_COLUMNS
 
 __all__ = [
@@ -403,8 +404,12 @@ def normalise_bag(
             "footprint_id": ids[keep],
             "match_method": constant("not_conflated"),
             "hazard": constant(pd.NA),
+            "height_class": constant(pd.NA),
         }
-    ).astype(BUILDING_COLUMNS)
+    )
+    out = with_rules(out)
+    out["floors_rule"] = out["floors_rule"].where(out["floors"].isna(), "floor_area")
+    out = out.astype(BUILDING_COLUMNS)
     buildings = gpd.GeoDataFrame(out, geometry=df.geometry.values, crs=pand.crs)
     buildings = buildings.reset_index(drop=True)
     return buildings, pd.concat([log.table(), dropped_units], ignore_index=True)

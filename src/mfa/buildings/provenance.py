@@ -11,6 +11,7 @@ that set a value wins; ``repairs.csv`` keeps the history of replaced values). Th
   ``height``, ``start_date``, a use tag, ``building=residential`` by its footprint);
 - ``parts``: the outline's ``building:part`` elements (:mod:`mfa.buildings.osm_outlines`);
 - ``height``: floors = height / storey height of the building's tag or function;
+- ``floor_area``: floors = the register's floor area / footprint (BAG);
 - ``landuse``: the function of the OSM ``landuse=*`` polygon that contains the building;
 - ``neighbours``: the most frequent function / median floors of tagged buildings nearby;
 - ``peers``: the median observed floors of buildings of the same function and decade;
@@ -51,6 +52,7 @@ RULES: dict[str, str] = {
     "tags": "from the element's OSM tags",
     "parts": "from its OSM building:parts",
     "height": "from its height / storey height",
+    "floor_area": "from the register's floor area / footprint",
     "landuse": "from the OSM landuse polygon around it",
     "neighbours": "from tagged neighbours",
     "peers": "from buildings of the same function and decade",

@@ -213,7 +213,11 @@ def forecast_flows(work_dir: Path) -> Path | None:
                     map_parts=map_parts,
                 )
             )
-    flows = pd.concat(frames, ignore_index=True)
+    # district by district (scenarios, years, materials within): a row group then holds
+    # each district's polygon once, not once per scenario (1 M city: 55 -> 28 MB)
+    flows = pd.concat(frames, ignore_index=True).sort_values(
+        "district_id", kind="stable", ignore_index=True
+    )
     flows = flows.astype({"scenario": object, "district_id": object, "material": object})
     flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
     districts = None
