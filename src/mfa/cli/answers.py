@@ -222,7 +222,11 @@ def query(
     try:
         _write_answer(result, fmt, output)
         if map_file is not None:
-            _write_query_map(map_file, result, area, material, manifest)
+            _write_query_map(
+                map_file, result, run, manifest, area, district, material, span, scenario
+            )
+    except MfaError as exc:
+        _fail(exc)
     except OSError as exc:
         _fail(
             f"{exc.filename or output}: cannot be written ({exc.strerror or exc}); "
@@ -254,10 +258,22 @@ def _write_answer(result: Any, fmt: str, output: Path | None) -> None:
 
 
 def _write_query_map(
-    map_file: Path, result: Any, area: Any, material: list[str] | None, manifest: dict
+    map_file: Path,
+    result: Any,
+    run: Path,
+    manifest: dict,
+    area: Any,
+    district: list[str] | None,
+    material: list[str] | None,
+    years: tuple[int, int] | None,
+    scenario: str,
 ) -> None:
-    """The offline HTML map of a query's answer."""
-    from mfa.io.htmlmap import write_query_map
+    """The offline HTML map of a query's answer, over the run's districts and buildings."""
+    import shapely
+
+    from mfa.io.htmlmap import map_quantity, query_frame, write_query_map
+    from mfa.io.svgmap import run_context
+    from mfa.query import run_layer
 
     column = f"{material[0]}_t" if material and len(material) == 1 else None
     shown = result.buildings.copy()
@@ -265,6 +281,12 @@ def _write_query_map(
         column = "mass_t"
         cols = [c for c in shown.columns if c.endswith("_t")]
         shown[column] = shown[cols].sum(axis=1)
+    if area is None and district:  # the districts asked about are the area
+        d = run_layer(run, manifest, "districts.parquet", filters=[("district_id", "in", district)])
+        area = shapely.union_all(d.geometry.dropna().values)
+    frame = query_frame(area, shown)
+    context = run_context(run, manifest, frame.bounds, shown["building_id"])
+    stock_year = (manifest.get("flows") or {}).get("base_year")
     write_query_map(
         map_file,
         area=area,
@@ -272,8 +294,11 @@ def _write_query_map(
         summary=result.summary,
         title=result.description,
         value_column=column,
-        attribution=f"mfa {manifest.get('pipeline', '')} run {manifest.get('run_id', '')}: "
-        "data sources, licences and attribution are listed in the run's run.json",
+        quantity=map_quantity(years, scenario, stock_year),
+        crs=manifest["crs"],
+        context=context,
+        attribution=f"mfa {manifest['pipeline']} run {manifest['run_id']}: data sources, "
+        "licences and attribution are listed in the run's run.json",
     )
     out.print(f"map written to {map_file}")
 
@@ -313,6 +338,8 @@ def match(
 
     try:
         span = _parse_years(years)
+        if map_file is not None:
+            _outside_published_runs(map_file, "--map")
         result = match_run(
             run,
             demand,
@@ -333,18 +360,36 @@ def match(
     out.print(result.summary, highlight=False)
     out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
     if map_file is not None:
-        from mfa.io.matchmap import write_match_map
-        from mfa.match.outputs import totals_by_material
+        try:
+            _write_match_map(map_file, run, result, demand.name)
+        except MfaError as exc:
+            _fail(exc)
+        except OSError as exc:
+            _fail(f"{map_file}: cannot be written ({exc.strerror or exc}); choose another --map")
 
-        a = result.allocation
-        run_info = result.manifest["run"]
-        write_match_map(
-            map_file,
-            matches=a.matches,
-            coverage=a.coverage,
-            totals=totals_by_material(a),
-            title=f"Reuse matching: {demand.name} against {run_info['pipeline']}",
-            attribution=f"mfa {run_info['pipeline']} run {run_info['run_id']}: data sources, "
-            "licences and attribution are listed in the run's run.json",
-        )
-        out.print(f"map written to {map_file}")
+
+def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -> None:
+    """The offline HTML map of a matching, over the run's districts."""
+    from mfa.io.matchmap import match_frame, write_match_map
+    from mfa.io.svgmap import MapContext, run_context
+    from mfa.match.outputs import totals_by_material
+    from mfa.query import run_manifest
+
+    a, info = result.allocation, result.manifest
+    manifest = run_manifest(run)
+    context = run_context(run, manifest, match_frame(a.matches, a.coverage).bounds)
+    context = MapContext(context.districts, None)  # the supply is drawn as lines
+    write_match_map(
+        map_file,
+        matches=a.matches,
+        coverage=a.coverage,
+        totals=totals_by_material(a),
+        title=f"Reuse matching: {demand_name} against {manifest['pipeline']}",
+        attribution=f"mfa {manifest['pipeline']} run {manifest['run_id']}: data sources, "
+        "licences and attribution are listed in the run's run.json",
+        years=tuple(info["years"]),
+        scenario=info["scenario"],
+        crs=manifest["crs"],
+        context=context,
+    )
+    out.print(f"map written to {map_file}")

@@ -220,7 +220,8 @@ def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, str]:
     """Default QGIS styles (QML) of the matching layers, classes from their values:
     matches by tonnes (lines), supply fate by reused tonnes, demand coverage by the share
     met from reuse (fixed classes)."""
-    from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
+    from mfa.io.classes import class_breaks, color_ramp, range_labels
+    from mfa.io.qgis.styles import GraduatedStyle, qml
 
     out = {}
     specs = {

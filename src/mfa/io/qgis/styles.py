@@ -1,86 +1,19 @@
 """Layer styles as QML (graduated colours, quantile breaks, labels with units), pure:
-values in, XML strings out."""
+values in, XML strings out. The classes, ramps and labels come from :mod:`mfa.io.classes`
+(the HTML maps use the same)."""
 
 from __future__ import annotations
 
-import itertools
-import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import pandas as pd
 
+from mfa.io.classes import class_breaks, color_ramp, range_labels
 from mfa.io.qgis.layergeometry import LayerGeometry, _geometries, _geometry_of
-from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, RAMPS, SCENARIO_VARIABLE, Geometry
+from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, SCENARIO_VARIABLE, Geometry
 from mfa.outputs import LAYERS
-
-
-def _round_sig(
-    x: float, digits: int = 2, how: Literal["nearest", "down", "up"] = "nearest"
-) -> float:
-    """``x`` rounded to ``digits`` significant digits (down/up: towards −∞/+∞)."""
-    if x == 0 or not math.isfinite(x):
-        return 0.0
-    exponent = math.floor(math.log10(abs(x))) - (digits - 1)
-    scaled = x / 10.0**exponent
-    rounded = {"nearest": round, "down": math.floor, "up": math.ceil}[how](scaled)
-    # format/parse removes the binary noise of the multiplication (0.30000000000000004)
-    return float(f"{rounded * 10.0**exponent:.{max(0, -exponent)}f}")
-
-
-def class_breaks(values: Sequence[float] | np.ndarray, n: int = 5) -> tuple[float, ...]:
-    """Class edges for a graduated style: quantiles rounded to 2 significant digits.
-
-    The lowest edge is 0 for non-negative data (else the minimum rounded down), the
-    highest the maximum rounded up, so every value falls in a class. Returns the edges
-    (one more than the classes); fewer than ``n`` classes when values repeat; one class
-    (0, 1) when there is no finite value.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (0.0, 1.0)
-    lo = 0.0 if v.min() >= 0 else _round_sig(float(v.min()), how="down")
-    hi = _round_sig(float(v.max()), how="up")
-    if hi <= lo:
-        hi = lo + 1.0 if lo >= 0 else _round_sig(lo / 2, how="up")
-    inner = [_round_sig(float(q)) for q in np.quantile(v, np.linspace(0, 1, n + 1)[1:-1])]
-    return tuple(sorted({lo, hi, *(q for q in inner if lo < q < hi)}))
-
-
-def color_ramp(name: str, n: int, start: float = 0.0, stop: float = 1.0) -> tuple[str, ...]:
-    """``n`` colours (``#rrggbb``) evenly spaced along the ColorBrewer scheme ``name``.
-
-    ``start``/``stop`` (0…1) cut the scheme's ends, e.g. its near-white first colour.
-    """
-    anchors = np.array(
-        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in RAMPS[name].split()], dtype=float
-    )
-    pos = np.linspace(start, stop, n) * (len(anchors) - 1) if n > 1 else np.array([stop])
-    lower = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
-    frac = (pos - lower)[:, None]
-    rgb = anchors[lower] * (1 - frac) + anchors[lower + 1] * frac
-    return tuple("#{:02x}{:02x}{:02x}".format(*np.rint(c).astype(int)) for c in rgb)
-
-
-def format_value(x: float) -> str:
-    """A class edge for a legend: thousands separators, two significant digits below 10."""
-    if x == 0:
-        return "0"
-    decimals = max(0, 1 - math.floor(math.log10(abs(x))))
-    text = f"{x:,.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def range_labels(breaks: Sequence[float], unit: str, scale: float = 1.0) -> tuple[str, ...]:
-    """Legend labels ``"lo – hi unit"`` for consecutive edges (values × ``scale``)."""
-    return tuple(
-        f"{format_value(lo * scale)} – {format_value(hi * scale)} {unit}".rstrip()
-        for lo, hi in itertools.pairwise(breaks)
-    )
 
 
 @dataclass(frozen=True)
