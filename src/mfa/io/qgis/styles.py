@@ -281,7 +281,7 @@ def _mass_style(
     df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
     """``mass_t`` (t per feature), 5 quantile classes, yellow-green-blue (so the points
-    stand out on the areas below them)."""
+    stand out on the grid's yellow-brown and the districts' greys below them)."""
     br = class_breaks(df["mass_t"].to_numpy(dtype=float))
     return GraduatedStyle(
         expression="mass_t",
@@ -290,7 +290,7 @@ def _mass_style(
         labels=range_labels(br, "t"),
         geometry=geom,
         unit="t",
-        title="material in the building (t)",
+        title="all materials, t per building",
         outline="#4d4d4d",
         outline_width_mm=0.1 if geom == "point" else 0.05,
         marker_size_mm=1.8,
@@ -300,21 +300,25 @@ def _mass_style(
 def _density_style(
     df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
-    """``mass_t_per_ha`` (t/ha), 5 quantile classes, yellow-orange-brown; districts at
-    60 % opacity under the outlined grid cells."""
+    """``mass_t_per_ha`` (t/ha), 5 quantile classes: grid cells yellow-orange-brown,
+    districts grey (their densities, over the whole district area, are far lower than a
+    built-up cell's: one ramp for both would read as one scale)."""
     br = class_breaks(df["mass_t_per_ha"].to_numpy(dtype=float))
+    districts = name == "districts"
     return GraduatedStyle(
         expression="mass_t_per_ha",
         breaks=br,
-        colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
+        colors=color_ramp("Greys", len(br) - 1, 0.1, 0.75)
+        if districts
+        else color_ramp("YlOrBr", len(br) - 1, 0.2),
         labels=range_labels(br, "t/ha"),
         geometry=geom,
         unit="t/ha",
-        title="material per hectare (t/ha)",
-        outline="#6e6e6e" if name == "districts" else "#4d4d4d",
-        outline_width_mm=0.26 if name == "districts" else 0.1,
-        # districts lie under the grid in the same ramp: faded, they stay apart
-        opacity=0.6 if name == "districts" else 1.0,
+        title="all materials, t per hectare of the whole district"
+        if districts
+        else "all materials, t per hectare of the grid cell",
+        outline="#4d4d4d",
+        outline_width_mm=0.26 if districts else 0.1,
     )
 
 
@@ -342,7 +346,8 @@ def _outflow_style(
     f: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
     """Yearly demolition outflow (t) of the total mass in the first scenario, 5 quantile
-    classes over the years after ``base_year``, red-purple, temporal on ``date``."""
+    classes over the years after ``base_year``, red-purple, temporal on ``date``; the
+    title names the quantity, the scenario and the material it draws."""
     scenario = str(f["scenario"].iloc[0]) if len(f) else "baseline"
     sel = (f["scenario"] == scenario) & (f["material"] == "mass")
     if base_year is not None:
@@ -355,11 +360,17 @@ def _outflow_style(
         labels=range_labels(br, "t"),
         geometry=geom,
         unit="t",
-        title="demolition outflow in the year (t)",
+        title=flows_title(scenario, "mass"),
         outline="#6e6e6e",
         outline_width_mm=0.26,
         temporal_field="date",
     )
+
+
+def flows_title(scenario: str, material: str) -> str:
+    """What the flows layer draws: quantity, unit, scenario and material."""
+    what = "all materials" if material == "mass" else material
+    return f"demolition outflow in the year, t per district, scenario {scenario}, {what}"
 
 
 #: The style rules that :data:`mfa.outputs.LAYERS` entries name.
