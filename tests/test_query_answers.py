@@ -252,3 +252,25 @@ def test_damaged_run_folder(run: Path, tmp_path: Path, how: str, message: str) -
     args = ["--district", "7192"] if how == "cut districts" else ["--around", "643786,6150882"]
     code, out = _query(damaged, *args, "--years", "2026-2035")
     assert code == 2 and message in out and "damaged" in out, out
+
+
+def test_query_process_imports_no_scipy(run: Path) -> None:
+    """`mfa query` answers on the sample in under 2 s as a whole process: scipy.stats alone
+    took 1 s to import, so the survival functions no longer need scipy (see
+    mfa.dynamics._log_ndtr); this guards the import list, not the clock."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mfa.cli import app\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"
+    )
+    args = ["query", str(run), "--around", "643786,6150882", "--radius", "3000"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args, "--years", "2026-2035", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
