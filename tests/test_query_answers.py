@@ -274,3 +274,13 @@ def test_query_process_imports_no_scipy(run: Path) -> None:
         check=True,
     )
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+
+
+def test_within_file_over_the_size_bound(run: Path, tmp_path: Path) -> None:
+    """A --within file larger than mfa reads whole (a sparse 1.1 GB file: no disk used) is
+    refused by name and size before a byte of it is read."""
+    huge = tmp_path / "site.geojson"
+    with huge.open("wb") as f:
+        f.truncate(1_100_000_000)
+    code, out = _query(run, "--within", str(huge))
+    assert code == 2 and f"{huge}: 1,100.0 MB, more than mfa query's limit = 1024 MB" in out

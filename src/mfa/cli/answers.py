@@ -70,7 +70,7 @@ def _within(within: str, crs: str) -> tuple[Any, str]:
     import shapely
 
     from mfa.errors import InputDataError
-    from mfa.io.files import path_problem
+    from mfa.io.files import MAX_WHOLE_FILE_MB, check_whole_size, path_problem
     from mfa.io.safeopen import VECTOR_DRIVERS, check_text_file, read_vector
 
     path = Path(within)
@@ -84,6 +84,7 @@ def _within(within: str, crs: str) -> tuple[Any, str]:
     problem = path_problem(path)
     if problem:
         raise InputDataError(f"--within {path}: {problem}")
+    check_whole_size(path, MAX_WHOLE_FILE_MB, "mfa query's limit", "--within area")
     if suffix in _WKT_FILES:
         check_text_file(path, "WKT area", "--within")
         try:
