@@ -115,7 +115,14 @@ def main(run: Path, out: Path) -> dict:
     result["layers"] = layers
     result["drawing_order"] = [lyr.name() for lyr in root.layerOrder()]
 
-    flows = next(iter(project.mapLayersByName("flows")), None)
+    flows = next(  # the layer of the GeoPackage table "flows" (its name says what it draws)
+        (
+            lyr
+            for lyr in project.mapLayers().values()
+            if lyr.source().split("layername=")[-1].split("|")[0] == "flows"
+        ),
+        None,
+    )
     if flows is not None and flows.isValid():
         year = int(result["time"]["start"][:4]) + 10
         ctx = QgsVectorLayerTemporalContext()

@@ -63,10 +63,44 @@ def test_validate_ok(sample_copy: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.prefect
 def test_run_through_prefect_by_default(sample_copy: Path) -> None:
-    """`mfa run` starts Prefect's ephemeral API itself: no server to start by hand."""
-    r = _run(["run", "pipelines/osm-sample.toml"], sample_copy)
+    """`mfa run` starts Prefect's ephemeral API itself: no server to start by hand; its
+    state goes to the per-user state folder, not into the folder the command runs in."""
+    state = sample_copy / "home-state"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    r = subprocess.run(
+        [*MFA, "run", "pipelines/osm-sample.toml"],
+        cwd=sample_copy,
+        capture_output=True,
+        text=True,
+        env={**env, "COLUMNS": "200", "XDG_STATE_HOME": str(state)},
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     latest = sample_copy / "outputs" / "osm-sample" / "latest"
     manifest = json.loads((latest / "run.json").read_text())
     assert manifest["runner"] == "prefect"
-    assert (sample_copy / ".prefect").is_dir()  # project-local PREFECT_HOME
+    assert (state / "mfa" / "prefect").is_dir() and not (sample_copy / ".prefect").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_prefect_api_that_does_not_start_is_one_line(sample_copy: Path) -> None:
+    """Prefect's temporary API not up within its start-up limit (a busy machine): one
+    line with the fixes, exit 2, nothing published, not a traceback."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    env |= {
+        "XDG_STATE_HOME": str(sample_copy / "home-state"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1",
+    }
+    r = subprocess.run(
+        [*MFA, "run", "pipelines/osm-sample.toml"],
+        cwd=sample_copy,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = next(x for x in r.stderr.splitlines() if x.startswith("error:"))
+    assert "within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=1 s" in line
+    assert "--no-prefect" in line and not (sample_copy / "outputs" / "osm-sample").exists()

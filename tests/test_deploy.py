@@ -70,6 +70,7 @@ def test_served_deployment_runs_through_a_local_server(tmp_path: Path) -> None:
     try:
         _wait(f"{api}/health", 120)
         out = tmp_path / "out"
+        served_log = (tmp_path / "serve.err").open("w")
         served = subprocess.Popen(
             [
                 sys.executable,
@@ -83,7 +84,7 @@ def test_served_deployment_runs_through_a_local_server(tmp_path: Path) -> None:
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=served_log,
         )
         trigger = (
             "import time\n"
@@ -104,6 +105,13 @@ def test_served_deployment_runs_through_a_local_server(tmp_path: Path) -> None:
         latest = out / "osm-sample" / "latest"
         assert json.loads((latest / "run.json").read_text())["runner"] == "prefect"
         assert (latest / "buildings.parquet").exists()
+        # a service manager stops it: SIGTERM, exit 0 within seconds, no traceback
+        t0 = time.monotonic()
+        served.terminate()
+        assert served.wait(timeout=60) == 0 and time.monotonic() - t0 < 30
+        log = (tmp_path / "serve.err").read_text()
+        assert "SIGTERM received" in log and "Traceback" not in log, log[-3000:]
+        assert "never awaited" not in log
     finally:
         for proc in (served, server):
             if proc is not None:
@@ -112,3 +120,36 @@ def test_served_deployment_runs_through_a_local_server(tmp_path: Path) -> None:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.prefect
+def test_serve_stopped_while_starting_leaves_no_server(tmp_path: Path) -> None:
+    """Without a server, `mfa serve` starts Prefect's temporary one; SIGTERM while it
+    starts ends mfa cleanly (exit 0, one line) and stops that server too."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    served = subprocess.Popen(
+        [sys.executable, "-m", "mfa.cli", "serve", str(ROOT / "pipelines" / "dk-sample.toml")],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    me = psutil.Process(served.pid)
+    deadline = time.monotonic() + 120
+    while not me.children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.5)  # Prefect's temporary server is a child process
+    children = me.children(recursive=True)
+    assert children, "no temporary server was started"
+    time.sleep(2)
+    served.terminate()
+    _, errors = served.communicate(timeout=120)
+    assert served.returncode == 0 and "Traceback" not in errors, errors[-3000:]
+    _, alive = psutil.wait_procs(children, timeout=30)
+    for proc in alive:  # the test's own processes: never left behind
+        proc.kill()
+    assert not alive, "Prefect's temporary server outlived mfa serve"

@@ -194,3 +194,47 @@ def test_balance_and_non_negativity_hold(inflow, kind, a, b) -> None:
     r.check()
     assert (r.stock >= -1e-9).all() and (r.outflow >= -1e-9 * max(1.0, inflow.max())).all()
     assert r.stock_by_cohort.sum(axis=-1) == pytest.approx(r.stock)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(["normal", "folded_normal", "lognormal", "weibull"]),
+    a=st.floats(1.0, 200.0),
+    b=st.floats(0.3, 80.0),
+    ages=arrays(float, 20, elements=st.floats(-50.0, 2000.0)),
+)
+def test_log_survival_equals_scipy_stats(kind: str, a: float, b: float, ages) -> None:
+    """The survival functions (from scipy.special, so that ``mfa query`` need not import
+    scipy.stats) against scipy.stats itself, the parameterisations flodym uses."""
+    import scipy.stats
+
+    prm = {"shape": b / 10 + 0.2, "scale": a} if kind == "weibull" else {"mean": a, "std": b}
+    lt = lifetime(kind, **prm)
+    if kind == "normal":
+        want = scipy.stats.norm.logsf(ages, loc=a, scale=b)
+    elif kind == "folded_normal":
+        want = scipy.stats.foldnorm.logsf(ages, a / b, 0, scale=b)
+    elif kind == "lognormal":
+        m2, s2 = a * a, b * b
+        mu, sigma = np.log(m2 / np.sqrt(m2 + s2)), np.sqrt(np.log(1 + s2 / m2))
+        want = scipy.stats.lognorm.logsf(ages, s=sigma, loc=0, scale=np.exp(mu))
+    else:
+        want = scipy.stats.weibull_min.logsf(ages, prm["shape"], loc=0, scale=a)
+    got = lt.log_survival_at(ages)
+    finite = np.isfinite(want) & (want > -700)  # beyond that scipy's own tails differ
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-9, atol=1e-12)
+    assert (got[~finite] < -600).all()
+
+
+def test_log_ndtr_equals_scipy_far_into_the_tails() -> None:
+    """log Φ from the C library's erfc and the asymptotic series, against scipy's
+    log_ndtr, from x = −1e5 to 40, across the switch at −37 and in the vectorised case."""
+    from scipy.special import log_ndtr
+
+    from mfa.dynamics import _log_ndtr
+
+    x = np.r_[-np.logspace(5, -3, 3000), 0.0, np.linspace(-38, -36, 401), np.logspace(-3, 1.6, 500)]
+    np.testing.assert_allclose(_log_ndtr(x), log_ndtr(x), rtol=1e-12, atol=1e-300)
+    many = np.linspace(-60, 10, 5000)  # more distinct values than the scalar loop takes
+    np.testing.assert_allclose(_log_ndtr(many), log_ndtr(many), rtol=1e-12)
+    assert _log_ndtr(np.array([-np.inf, np.inf])).tolist() == [-np.inf, 0.0]

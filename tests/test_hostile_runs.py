@@ -173,6 +173,30 @@ def test_grid_too_fine_for_the_extent(reg: Base) -> None:
     )
 
 
+@pytest.mark.parametrize("register", ["parquet", "csv"])
+def test_file_read_whole_over_the_size_bound(reg: Base, tmp_path: Path, register: str) -> None:
+    """An input mfa reads whole that is larger than [compute] max_whole_file_mb is refused
+    by name and size before any data is read (`mfa validate` too); a GeoParquet register
+    is read in batches and never counts."""
+    good = (reg.tmp / "good.toml").read_text()
+    text = good + "\n[compute]\nmax_whole_file_mb = 0.05\n"
+    if register == "csv":
+        csv = tmp_path / "register.csv"
+        gpd.read_parquet(reg.values["register"]).drop(columns="geometry").to_csv(csv, index=False)
+        assert csv.stat().st_size > 50_000
+        text = text.replace(reg.values["register"], str(csv))
+    bad = reg.pipeline("size.toml", text=text)
+    districts = Path(reg.values["districts"])
+    biggest = districts if register == "parquet" else tmp_path / "register.csv"
+    mb = f"{biggest.stat().st_size / 1e6:,.1f} MB"
+    message = _refused(
+        reg, bad, InputDataError, re.escape(f"{biggest}: {mb}"), "max_whole_file_mb = 0.05 MB"
+    )
+    assert ("GeoParquet" in message) == (register == "csv")
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2 and "max_whole_file_mb" in result.output
+
+
 # ------------------------------------------------------------------ housekeeping
 
 

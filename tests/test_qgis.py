@@ -246,7 +246,9 @@ def test_flows_without_districts_are_a_table(tmp_path: Path) -> None:
     con.close()
     assert kinds["flows"] == "attributes" and FLOWS_TABLE not in kinds and column == ""
     root = ET.fromstring((tmp_path / PROJECT).read_text().split("\n", 1)[1])
-    flows_layer = next(m for m in root.iter("maplayer") if m.find("layername").text == "flows")
+    flows_layer = next(
+        m for m in root.iter("maplayer") if m.find("layername").text.startswith("flows: ")
+    )
     assert flows_layer.get("geometry") == "No geometry" and flows_layer.find("renderer-v2") is None
     assert flows_layer.find("temporal").get("startField") == "date"
 
@@ -338,7 +340,17 @@ def test_qgis_opens_the_styled_project(qgis_python: str, dk_run: Path, tmp_path:
     r = _qgis_check(qgis_python, dk_run, images)
     assert r["read"] and r["crs"] == CRS and r["absolute_paths"] is False
     frames = {n: gpd.read_parquet(dk_run / f"{n}.parquet") for n in LAYERS}
-    assert set(r["layers"]) == set(LAYERS)
+    # the tree names each layer by its table and what its colours show
+    names = {v["table"]: n for n, v in r["layers"].items()}
+    assert set(names) == set(LAYERS) and len(names) == len(r["layers"])
+    assert names["buildings"] == "buildings: all materials, t per building"
+    assert names["grid"] == "grid: all materials, t per hectare of the grid cell"
+    assert names["districts"] == "districts: all materials, t per hectare of the whole district"
+    assert names["flows"] == (
+        "flows: demolition outflow in the year, t per district, scenario baseline, all materials"
+    )
+    r["layers"] = {v["table"]: v for v in r["layers"].values()}
+    r["drawing_order"] = [n.split(":")[0] for n in r["drawing_order"]]
     attribute = {
         "buildings": "mass_t",
         "districts": "mass_t_per_ha",
@@ -372,6 +384,19 @@ def test_qgis_opens_the_styled_project(qgis_python: str, dk_run: Path, tmp_path:
         "quality": ("Data quality", False),
     }
     assert r["drawing_order"][:3] == ["buildings", "grid", "districts"]
+    # grid, districts and buildings in clearly different palettes: districts grey, grid
+    # yellow to brown (red ≥ green ≥ blue), buildings yellow-green to blue (its darker
+    # half blue over red); no colour shared
+    rgb = {
+        n: [tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in r["layers"][n]["colors"]]
+        for n in ("buildings", "grid", "districts")
+    }
+    assert all(max(c) - min(c) <= 2 for c in rgb["districts"])
+    assert all(red >= green >= blue and red - blue > 40 for red, green, blue in rgb["grid"])
+    darker = rgb["buildings"][len(rgb["buildings"]) // 2 :]
+    assert all(blue > red + 40 for red, _, blue in darker)
+    colours = [set(v) for v in rgb.values()]
+    assert not (colours[0] & colours[1] or colours[0] & colours[2] or colours[1] & colours[2])
     x0, y0, x1, y1 = r["view_extent"]
     for frame in frames.values():
         bx0, by0, bx1, by1 = frame.total_bounds
@@ -412,9 +437,10 @@ def test_qgis_splits_a_layer_of_points_and_polygons(
     points = int((buildings.geom_type == "Point").sum())
     assert 0 < points < len(buildings)
     r = _qgis_check(qgis_python, run, tmp_path / "png")
-    assert set(r["layers"]) == {"buildings", "buildings (points)"}
-    assert r["layers"]["buildings (points)"]["features"] == points
-    assert r["layers"]["buildings"]["features"] == len(buildings) - points
+    title = "all materials, t per building"
+    assert set(r["layers"]) == {f"buildings: {title}", f"buildings (points): {title}"}
+    assert r["layers"][f"buildings (points): {title}"]["features"] == points
+    assert r["layers"][f"buildings: {title}"]["features"] == len(buildings) - points
     assert all(v["renderer"] == "graduatedSymbol" for v in r["layers"].values())
-    assert r["drawing_order"] == ["buildings (points)", "buildings"]
+    assert r["drawing_order"] == [f"buildings (points): {title}", f"buildings: {title}"]
     assert _colours(tmp_path / "png" / "project.png")[0] >= 5

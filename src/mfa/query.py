@@ -36,8 +36,11 @@ __all__ = [
     "outflow_factor",
     "outflow_share",
     "run_draws",
+    "run_layer",
     "run_manifest",
 ]
+
+_DAMAGED = "the run folder is damaged: query another run or re-run its pipeline (mfa run PIPELINE)"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class QueryResult:
     summary: pd.DataFrame
     buildings: gpd.GeoDataFrame
     description: str
+    warnings: tuple[str, ...] = ()
 
 
 def area_around(x: float, y: float, radius_m: float) -> shapely.Geometry:
@@ -90,7 +94,15 @@ def run_draws(manifest: dict) -> tuple[list[str], np.ndarray, list[str]]:
     """The run's archetypes, intensity draws (draws × archetypes × materials, kg/m²) and
     materials, recomputed from the table, seed and settings in ``run.json``."""
     info, unc = manifest["intensities"], manifest["uncertainty"]
-    table_path = Path(info["table"])
+    try:
+        table_path, materials, region = Path(info["table"]), list(info["materials"]), info["region"]
+        overrides = [Path(o["path"]) for o in info.get("overrides", [])]
+        n_draws, seed = int(unc["draws"]), int(unc["seed"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputDataError(
+            f"run.json: intensities/uncertainty lack {exc} (edited, or written by an older "
+            f"mfa); {_DAMAGED}"
+        ) from None
     if not table_path.is_file():
         raise ConfigError(f"{table_path}: the run's intensity table is gone; re-run the pipeline")
     if sha256_file(table_path) != info["sha256"]:
@@ -98,28 +110,34 @@ def run_draws(manifest: dict) -> tuple[list[str], np.ndarray, list[str]]:
             f"{table_path} changed since the run (sha256 differs); re-run the pipeline so "
             "the query's percentiles match its layers"
         )
-    overrides = [Path(o["path"]) for o in info.get("overrides", [])]
-    materials = info["materials"]
     table = load_intensity_table(table_path, materials, overrides)
-    archetypes, pct = intensity_percentiles(table, info["region"], materials)
-    return archetypes, intensity_draws(pct, unc["draws"], unc["seed"]), materials
+    archetypes, pct = intensity_percentiles(table, region, materials)
+    return archetypes, intensity_draws(pct, n_draws, seed), materials
 
 
 def _scenario(manifest: dict, name: str) -> dict:
-    flows = manifest.get("flows") or {}
-    for sc in flows.get("scenarios", []):
+    flows = manifest.get("flows")
+    listed = flows.get("scenarios") if isinstance(flows, dict) else None
+    scenarios = [sc for sc in listed or [] if isinstance(sc, dict) and "name" in sc]
+    for sc in scenarios:
         if sc["name"] == name:
             return sc
-    known = [s["name"] for s in flows.get("scenarios", [])]
+    known = [sc["name"] for sc in scenarios]
     raise InputDataError(
         f"scenario {name!r} is not in this run"
         + (f"; use one of {known}" if known else ": the pipeline has no [dynamics]")
     )
 
 
+# what a query reads from run.json: key → the type it must have
+_MANIFEST_KEYS = {"pipeline": str, "run_id": str, "crs": str, "intensities": dict}
+_MANIFEST_KEYS |= {"uncertainty": dict}
+
+
 def run_manifest(run: Path) -> dict:
-    """The ``run.json`` of a published run folder, or a one-line error."""
-    manifest_path = run / "run.json"
+    """The ``run.json`` of a published run folder, or a one-line error (not a run folder,
+    unreadable, or without what a query needs)."""
+    manifest_path = Path(run) / "run.json"
     if not manifest_path.is_file():
         raise InputDataError(
             f"{run}: not a run folder (no run.json); pass e.g. outputs/dk-sample/latest"
@@ -129,46 +147,139 @@ def run_manifest(run: Path) -> dict:
         if not isinstance(manifest, dict):
             raise ValueError("not a JSON object")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputDataError(
-            f"{manifest_path}: unreadable ({exc}); the run folder is damaged: re-run the "
-            "pipeline (mfa run ... --force)"
-        ) from None
+        raise InputDataError(f"{manifest_path}: unreadable ({exc}); {_DAMAGED}") from None
+    for key, kind in _MANIFEST_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise InputDataError(
+                f"{manifest_path}: {key!r} is missing or not a {kind.__name__} (edited, or "
+                f"written by an older mfa); {_DAMAGED}"
+            )
     return manifest
 
 
-def _check_area(run: Path, path: Path, area: shapely.Geometry, crs: str | None) -> None:
-    """An area that misses the run's buildings is a mistake (lon/lat given as metres?)."""
+def _run_file(run: Path, manifest: dict, name: str) -> Path:
+    """A published file of a run, present and of the size ``run.json`` lists for it (a
+    stat, not a hash: a national layer takes seconds to hash), or a one-line error."""
+    path = Path(run) / name
+    if not path.is_file():
+        raise InputDataError(f"{path}: missing; {_DAMAGED}")
+    listed = (manifest.get("files") or {}).get(name) or {}
+    size = path.stat().st_size
+    if (
+        isinstance(listed, dict)
+        and isinstance(listed.get("bytes"), int)
+        and listed["bytes"] != size
+    ):
+        raise InputDataError(
+            f"{path}: {size:,} bytes, run.json lists {listed['bytes']:,} (changed or cut "
+            f"off after it was published); {_DAMAGED}"
+        )
+    return path
+
+
+def run_layer(
+    run: Path, manifest: dict, name: str, **read: object
+) -> gpd.GeoDataFrame | pd.DataFrame:
+    """A layer of a published run (``read`` as :func:`mfa.io.geoparquet.read_layer`; a
+    DataFrame when ``columns`` leaves out the geometry), or a one-line error when it is
+    missing, has another size than ``run.json`` lists, or cannot be read."""
+    path = _run_file(run, manifest, name)
+    try:
+        columns = read.get("columns")
+        if columns is not None and "geometry" not in columns:  # type: ignore[operator]
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path, columns=columns).to_pandas()  # type: ignore[arg-type]
+        return read_layer(path, **read)
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputDataError(f"{path}: unreadable ({reason}); {_DAMAGED}") from None
+
+
+def _check_area(run: Path, manifest: dict, area: shapely.Geometry, hint: str) -> None:
+    """A point, a line or an area that misses the run's buildings is a mistake (lon/lat
+    given as metres?), not an answer of 0 t."""
     import pyarrow.parquet as pq
 
-    if area is None or shapely.is_empty(area) or not shapely.is_valid(area):
-        raise InputDataError("the area is empty or not a valid polygon; check --within")
+    if area is None or shapely.is_empty(area):
+        raise InputDataError("the area is empty; give a polygon or --around X,Y --radius M")
+    kind = shapely.get_type_id(area)
+    if kind not in (3, 6):  # Polygon, MultiPolygon
+        raise InputDataError(
+            f"the area is a {area.geom_type}, not a polygon: nothing can lie inside it; give a "
+            "polygon, or a point with --around X,Y --radius M"
+        )
+    if not shapely.is_valid(area):
+        reason = shapely.is_valid_reason(area)
+        raise InputDataError(f"the area is not a valid polygon ({reason}); fix it in QGIS")
+    path = Path(run) / "buildings.parquet"
     try:
         geo = json.loads(pq.read_schema(path).metadata[b"geo"])
         bbox = geo["columns"][geo["primary_column"]]["bbox"]
     except (KeyError, TypeError, ValueError, OSError):
-        return  # no extent recorded: the query answers as it can
+        return  # no extent recorded: run_layer says what is wrong with the layer
     if not shapely.intersects(area, shapely.box(*bbox)):
         x0, y0, x1, y1 = shapely.bounds(area)
         raise InputDataError(
             f"the area ({x0:,.0f}, {y0:,.0f} … {x1:,.0f}, {y1:,.0f}) lies outside the run's "
             f"buildings ({bbox[0]:,.0f}, {bbox[1]:,.0f} … {bbox[2]:,.0f}, {bbox[3]:,.0f}, "
-            f"{crs}); coordinates are metres in that CRS: for lon/lat use --around-lonlat"
+            f"{manifest['crs']}); {hint}"
         )
 
 
-def _check_districts(run: Path, districts: list[str]) -> None:
-    """Unknown district ids are an error naming some known ones (not an answer of 0 t)."""
-    layer = run / "districts.parquet"
-    if not layer.is_file():
-        return
-    known = pd.read_parquet(layer, columns=["district_id"])["district_id"].astype(str)
-    unknown = sorted(set(districts) - set(known))
-    if unknown:
-        sample = ", ".join(sorted(known)[:5])
+def _empty_area(run: Path, manifest: dict, area: shapely.Geometry, hint: str) -> str:
+    """Why an area inside the run's extent holds no building: an error when it touches no
+    district either (outside what the run covers), else a warning naming the districts it
+    touches and how many buildings they hold."""
+    d = run_layer(
+        run,
+        manifest,
+        "districts.parquet",
+        bbox=tuple(shapely.bounds(area)),
+        columns=["district_id", "geometry", "building_count"],
+    )
+    d = d[shapely.intersects(d.geometry.values, area)]
+    if d.empty:
         raise InputDataError(
-            f"district(s) {', '.join(unknown)} not in this run ({len(known)} districts: "
-            f"{sample}, …); see districts.parquet or the QGIS project for the ids"
+            f"the area lies outside every district of the run and holds none of its "
+            f"buildings ({manifest['crs']}); {hint}"
         )
+    names = ", ".join(d["district_id"].astype(str).iloc[:5]) + (", …" if len(d) > 5 else "")
+    return (
+        f"no building of this run lies inside the area; it touches district(s) {names}, "
+        f"which hold {int(d['building_count'].sum()):,} of the run's buildings elsewhere"
+    )
+
+
+def _check_districts(run: Path, manifest: dict, districts: list[str]) -> None:
+    """Unknown district ids are an error (not an answer of 0 t) naming the id of a district
+    given by its name, else the districts with the most buildings."""
+    d = run_layer(
+        run,
+        manifest,
+        "districts.parquet",
+        columns=["district_id", "district_name", "building_count"],
+    )
+    d = d[d["district_id"].astype(str) != "_unassigned"]
+    known = d["district_id"].astype(str).to_numpy()
+    unknown = [x for x in dict.fromkeys(districts) if x not in set(known)]
+    if not unknown:
+        return
+    names = d["district_name"].astype(str).str.casefold().to_numpy()
+    label = {i: f"{i} ({n})" for i, n in zip(known, d["district_name"].astype(str), strict=True)}
+    guesses = [label[i] for x in unknown for i in known[names == x.strip().casefold()]]
+    if guesses:
+        hint = "did you mean " + " ".join(f"--district {g}" for g in guesses) + "?"
+    else:
+        top = d.sort_values("building_count", ascending=False, kind="stable").iloc[:5]
+        counts = zip(top["district_id"].astype(str), top["building_count"], strict=True)
+        hint = "those with most buildings: " + ", ".join(
+            f"{label[i]}: {n:,} buildings" for i, n in counts
+        )
+    raise InputDataError(
+        f"district(s) {', '.join(unknown)} not in this run, which has {len(known)} districts; "
+        f"{hint} (all in districts.parquet or the QGIS project)"
+    )
 
 
 def availability(
@@ -178,32 +289,36 @@ def availability(
     materials: list[str] | None = None,
     years: tuple[int, int] | None = None,
     scenario: str = "baseline",
+    area_hint: str = "the area's coordinates must be metres in the run's CRS",
 ) -> QueryResult:
     """Material availability inside ``area`` (run CRS) or in ``districts``.
 
     Without ``years``: the standing stock. With ``years`` (first, last): the expected
     outflow (demolition) of today's buildings in those years under ``scenario``.
+    An area that is not a polygon, lies outside the run's buildings or outside every
+    district, or a district id the run does not have, is an :class:`InputDataError`
+    (``area_hint`` ends its message: what the caller may have mixed up); an area inside
+    a district that holds none of the run's buildings answers 0 t with a warning.
     """
     run = Path(run_dir)
     manifest = run_manifest(run)
-    if (area is None) == (not districts):
+    if area is not None and districts:
+        raise InputDataError("give an area (--within / --around) or districts, not both")
+    if area is None and not districts:
         raise InputDataError("give an area (--within / --around) or districts (--district)")
-    path = run / "buildings.parquet"
-    if not path.is_file():
-        raise InputDataError(f"{run}: buildings.parquet is missing; the run folder is damaged")
+    warnings: list[str] = []
     if area is not None:
-        _check_area(run, path, area, manifest.get("crs"))
-    else:
-        _check_districts(run, districts or [])
-    if area is not None:
-        b = read_layer(path, bbox=tuple(shapely.bounds(area)))
-        inside = shapely.contains_xy(area, *_xy(b))
+        _check_area(run, manifest, area, area_hint)
+        b = run_layer(run, manifest, "buildings.parquet", bbox=tuple(shapely.bounds(area)))
+        b = b.loc[shapely.contains_xy(area, *_xy(b))].reset_index(drop=True)
+        if b.empty:
+            warnings.append(_empty_area(run, manifest, area, area_hint))
         where = "inside the area"
     else:
-        b = read_layer(path, filters=[("district_id", "in", list(districts or []))])
-        inside = np.ones(len(b), dtype=bool)
+        _check_districts(run, manifest, districts or [])
+        wanted = [("district_id", "in", list(districts or []))]
+        b = run_layer(run, manifest, "buildings.parquet", filters=wanted)
         where = f"in district(s) {', '.join(districts or [])}"
-    b = b.loc[inside].reset_index(drop=True)
     archetypes, draws, all_materials = run_draws(manifest)
     chosen = materials or all_materials
     unknown = [m for m in chosen if m not in all_materials]
@@ -224,7 +339,12 @@ def availability(
         )
     floor = np.zeros((1, len(archetypes)))  # one group: the queried buildings
     np.add.at(floor, (0, a_idx), weight)
-    q = tuple(manifest["uncertainty"]["percentiles"])
+    try:
+        q = tuple(float(x) for x in manifest["uncertainty"]["percentiles"])
+    except (KeyError, TypeError, ValueError):
+        raise InputDataError(
+            f"run.json: uncertainty.percentiles is not a list of numbers; {_DAMAGED}"
+        ) from None
     pct = group_percentiles(floor, draws, all_materials, q)[0].iloc[0]
     rows = []
     for m in [*chosen, "mass"]:
@@ -254,7 +374,8 @@ def availability(
     desc = (
         f"{label}, {len(b):,} buildings {where} ({manifest['pipeline']}, run {manifest['run_id']})"
     )
-    return QueryResult(summary, gpd.GeoDataFrame(out, geometry="geometry", crs=b.crs), desc)
+    frame = gpd.GeoDataFrame(out, geometry="geometry", crs=b.crs)
+    return QueryResult(summary, frame, desc, tuple(warnings))
 
 
 def outflow_factor(
@@ -271,20 +392,27 @@ def outflow_factor(
         raise InputDataError(f"years {first}-{last}: the first year comes after the last")
     sc = _scenario(manifest, scenario)
     flows = manifest["flows"]
-    base = flows["base_year"]
-    if first <= base:
-        raise InputDataError(f"years must be after the run's base year {base}")
-    lts = {
-        f: lifetime(v["kind"], **{k: x for k, x in v.items() if k != "kind"})
-        for f, v in flows["lifetimes"].items()
-    }
     if "year_fill" not in flows:
         raise ConfigError(
             f"{manifest.get('run_id', 'the run')}: run.json does not say how the flows filled "
             "unknown construction years (a run made before mfa recorded it); re-run the pipeline"
         )
-    # the same years as the flows step: its fill of unknown years, recorded in run.json
-    fill = YearFill.from_json(flows["year_fill"])
+    try:
+        base = int(flows["base_year"])
+        lts = {
+            f: lifetime(v["kind"], **{k: x for k, x in v.items() if k != "kind"})
+            for f, v in flows["lifetimes"].items()
+        }
+        # the same years as the flows step: its fill of unknown years, recorded in run.json
+        fill = YearFill.from_json(flows["year_fill"])
+        lifetime_factor, rate = float(sc["lifetime_factor"]), float(sc["extra_demolition_rate"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputDataError(
+            f"run.json: the flows' settings are incomplete ({type(exc).__name__}: {exc}); "
+            f"{_DAMAGED}"
+        ) from None
+    if first <= base:
+        raise InputDataError(f"years must be after the run's base year {base}")
     year = np.minimum(fill.fill(b["archetype_id"], b["construction_year"]), base)
     factor = np.ones(len(b))  # a function without lifetimes: as before, share 1
     for f, lt in lts.items():
@@ -292,11 +420,11 @@ def outflow_factor(
         if rows.any():
             factor[rows] = outflow_share(
                 year[rows],
-                lt.scaled(sc["lifetime_factor"]),
+                lt.scaled(lifetime_factor),
                 base,
                 first,
                 last,
-                sc["extra_demolition_rate"],
+                rate,
             )
     return factor
 

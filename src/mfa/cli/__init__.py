@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["app", "err", "main", "out", "prefect_defaults"]
+__all__ = ["app", "err", "main", "out", "prefect_defaults", "state_dir"]
 
 app = typer.Typer(
     name="mfa",
@@ -29,14 +29,26 @@ err = Console(stderr=True)
 out = Console()
 
 
+def state_dir() -> Path:
+    """mfa's per-user state folder: ``$XDG_STATE_HOME/mfa``, else ``~/.local/state/mfa``
+    (the XDG Base Directory specification's place for state that outlives a run)."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
+    return root / "mfa"
+
+
 def prefect_defaults(home: Path | None = None) -> None:
     """Environment defaults that make Prefect's ephemeral local API work on small machines.
 
-    A project-local ``PREFECT_HOME`` keeps run history out of the user's home; creating the
-    SQLite database takes ~25 s on 2 cores, more than Prefect's default start-up limit.
-    Values already set in the environment win.
+    ``PREFECT_HOME`` (Prefect's database and logs, ~7 MB) goes to ``home``, by default the
+    per-user :func:`state_dir` (``prefect/`` in it), never into the caller's folder;
+    creating the SQLite database takes ~25 s on 2 cores, more than Prefect's default
+    start-up limit. Values already set in the environment win.
     """
-    os.environ.setdefault("PREFECT_HOME", str((home or Path.cwd()) / ".prefect"))
+    if "PREFECT_HOME" not in os.environ:
+        chosen = home or state_dir() / "prefect"
+        chosen.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite needs the folder
+        os.environ["PREFECT_HOME"] = str(chosen)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")

@@ -2,38 +2,171 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from mfa.cli import _fail, _outside_published_runs, app, out
+from mfa.cli import _fail, _outside_published_runs, app, err, out
 from mfa.errors import MfaError
 
+_FORMATS = ("table", "csv", "geojson", "parquet")
 
-def _parse_pair(text: str, what: str) -> tuple[float, float]:
+
+def _parse_pair(text: str, option: str) -> tuple[float, float]:
+    from mfa.errors import InputDataError
+
     try:
         a, b = (float(v) for v in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{what} must be two numbers like 643000,6170000") from None
+        example = "11.09,55.67" if option == "--around-lonlat" else "643000,6170000"
+        raise InputDataError(
+            f"{option} {text!r}: give two numbers separated by a comma, like {example}"
+        ) from None
     return a, b
 
 
-def _wkt_file(path: Path) -> Any:
-    """The polygon in a WKT text file (the run's CRS), or a one-line error."""
+def _parse_years(text: str | None) -> tuple[int, int] | None:
+    from mfa.errors import InputDataError
+
+    if not text:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        raise InputDataError(
+            f"--years {text!r}: give FIRST-LAST like 2026-2035 (or one year)"
+        ) from None
+
+
+_WKT_FILES = (".wkt", ".txt")
+
+
+def _wkt(text: str, where: str) -> Any:
+    """The shape in WKT text (the run's CRS), or a one-line error."""
     import shapely
 
     from mfa.errors import InputDataError
 
     try:
-        return shapely.from_wkt(path.read_text(encoding="utf-8-sig").strip())
-    except (shapely.errors.GEOSException, UnicodeDecodeError) as exc:
+        return shapely.from_wkt(text.strip())
+    except shapely.errors.GEOSException as exc:
         reason = str(exc).splitlines()[0]
+        what = "not WKT" if where.lower().endswith(_WKT_FILES) else "neither a file nor WKT"
         raise InputDataError(
-            f"{path}: not WKT ({reason}); write e.g. POLYGON ((x y, ...))"
+            f"{where}: {what} ({reason}); give a .wkt, .geojson or .gpkg file, or WKT like "
+            "'POLYGON ((x y, ...))' in the run's CRS"
         ) from None
+
+
+def _within(within: str, crs: str) -> tuple[Any, str]:
+    """The area of ``--within`` (a .wkt/.txt file, a vector file, or WKT text) in the run's
+    CRS, and the hint for an area that misses the run."""
+    import shapely
+
+    from mfa.errors import InputDataError
+    from mfa.io.files import MAX_WHOLE_FILE_MB, check_whole_size, path_problem
+    from mfa.io.safeopen import VECTOR_DRIVERS, check_text_file, read_vector
+
+    path = Path(within)
+    wkt_hint = (
+        f"WKT is read as metres in {crs}; for lon/lat save the area as GeoJSON (WGS 84) "
+        "or a GeoPackage with its CRS"
+    )
+    suffix = path.suffix.lower()
+    if not (os.path.lexists(path) or suffix in (*_WKT_FILES, *VECTOR_DRIVERS)):
+        return _wkt(within, f"--within {within!r}"), wkt_hint
+    problem = path_problem(path)
+    if problem:
+        raise InputDataError(f"--within {path}: {problem}")
+    check_whole_size(path, MAX_WHOLE_FILE_MB, "mfa query's limit", "--within area")
+    if suffix in _WKT_FILES:
+        check_text_file(path, "WKT area", "--within")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputDataError(f"{path}: unreadable ({exc}); save it as UTF-8 text") from None
+        return _wkt(text, str(path)), wkt_hint
+    shapes = read_vector(path, None, "area file", "--within")
+    if len(shapes) == 0:
+        raise InputDataError(f"{path}: holds no feature; draw the area in it")
+    given = shapes.crs
+    if given is not None:
+        shapes = shapes.to_crs(crs)
+    hint = (
+        f"the file's CRS is {given.to_string()}: check that its coordinates are in it"
+        if given is not None
+        else f"the file has no CRS, so its coordinates are read as metres in {crs}: "
+        "save it with its CRS"
+    )
+    return shapely.union_all(shapes.geometry.values), hint
+
+
+def _query_area(
+    manifest: dict,
+    around: str | None,
+    around_lonlat: str | None,
+    radius: float | None,
+    within: str | None,
+    district: list[str] | None,
+) -> tuple[Any, str]:
+    """The area a query asks about (None for --district) and the hint for one that misses
+    the run: what the user may have mixed up (lon/lat as metres, swapped lon/lat)."""
+    from mfa.errors import InputDataError
+    from mfa.query import area_around
+
+    crs = manifest["crs"]
+    given = [
+        o
+        for o, v in (
+            ("--around", around),
+            ("--around-lonlat", around_lonlat),
+            ("--within", within),
+            ("--district", district),
+        )
+        if v
+    ]
+    if not given:
+        raise InputDataError(
+            "give an area (--around X,Y, --around-lonlat LON,LAT or --within FILE) or --district ID"
+        )
+    if len(given) > 1:
+        raise InputDataError(f"give one of {' and '.join(given)}, not both")
+    if radius is not None and not (around or around_lonlat):
+        raise InputDataError("--radius goes with --around or --around-lonlat")
+    metres = 1000.0 if radius is None else radius
+    if around_lonlat:
+        from pyproj import CRS, Transformer
+
+        lon, lat = _parse_pair(around_lonlat, "--around-lonlat")
+        if not (abs(lon) <= 180 and abs(lat) <= 90):
+            raise InputDataError(
+                f"--around-lonlat {around_lonlat}: longitude must lie within ±180° and "
+                f"latitude within ±90° (LON,LAT in degrees, longitude first)"
+            )
+        x, y = Transformer.from_crs("EPSG:4326", CRS(crs), always_xy=True).transform(lon, lat)
+        hint = "check the point: --around-lonlat takes LON,LAT in degrees (WGS 84)"
+        if abs(lon) <= 90:
+            hint += f"; if you swapped them: --around-lonlat {lat:g},{lon:g}"
+        return area_around(x, y, metres), hint
+    if around:
+        x, y = _parse_pair(around, "--around")
+        if abs(x) <= 180 and abs(y) <= 90:
+            hint = (
+                f"--around takes metres in {crs}; {x:g},{y:g} look like degrees: did you mean "
+                f"--around-lonlat {x:g},{y:g}?"
+            )
+        else:
+            hint = f"--around takes metres in {crs}; for lon/lat use --around-lonlat LON,LAT"
+        return area_around(x, y, metres), hint
+    if within:
+        return _within(within, crs)
+    return None, ""
 
 
 @app.command()
@@ -48,7 +181,9 @@ def query(
     around_lonlat: Annotated[
         str | None, typer.Option("--around-lonlat", help="LON,LAT in degrees (WGS 84)")
     ] = None,
-    radius: Annotated[float, typer.Option("--radius", help="metres, with --around")] = 1000.0,
+    radius: Annotated[
+        float | None, typer.Option("--radius", help="metres, with --around (default 1000)")
+    ] = None,
     district: Annotated[
         list[str] | None, typer.Option("--district", help="district id (repeatable)")
     ] = None,
@@ -66,56 +201,42 @@ def query(
     ] = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
-    import shapely
-    from pyproj import CRS, Transformer
-
-    from mfa.query import area_around, availability
+    from mfa.errors import InputDataError
+    from mfa.query import availability, run_manifest
 
     try:
-        from mfa.query import run_manifest
-
+        if fmt not in _FORMATS:
+            raise InputDataError(f"--format {fmt!r}: use one of {', '.join(_FORMATS)}")
+        if fmt in ("geojson", "parquet") and output is None:
+            raise InputDataError(f"--format {fmt} needs --output FILE")
         manifest = run_manifest(run)
-        crs = manifest.get("crs")
-        area = None
-        if around or around_lonlat:
-            if around_lonlat:
-                lon, lat = _parse_pair(around_lonlat, "--around-lonlat")
-                x, y = Transformer.from_crs("EPSG:4326", CRS(crs), always_xy=True).transform(
-                    lon, lat
-                )
-            else:
-                x, y = _parse_pair(around, "--around")  # type: ignore[arg-type]
-            area = area_around(x, y, radius)
-        elif within:
-            if Path(within).is_file() and Path(within).suffix.lower() in (".wkt", ".txt"):
-                area = _wkt_file(Path(within))
-            elif Path(within).is_file():
-                from mfa.io.safeopen import read_vector
-
-                shapes = read_vector(Path(within), None, "area file", "--within")
-                if shapes.crs is not None and crs:
-                    shapes = shapes.to_crs(crs)
-                area = shapely.union_all(shapes.geometry.values)
-            else:
-                try:
-                    area = shapely.from_wkt(within)
-                except shapely.errors.GEOSException as exc:
-                    raise typer.BadParameter(
-                        f"--within is neither a file nor WKT ({exc})"
-                    ) from None
-        span = None
-        if years:
-            try:
-                first, _, last = years.partition("-")
-                span = (int(first), int(last or first))
-            except ValueError:
-                raise typer.BadParameter("--years looks like 2026-2035") from None
+        area, hint = _query_area(manifest, around, around_lonlat, radius, within, district)
+        span = _parse_years(years)
         for target, option in ((output, "--output"), (map_file, "--map")):
             if target is not None:
                 _outside_published_runs(target, option)
-        result = availability(run, area, district, material, span, scenario)
+        result = availability(run, area, district, material, span, scenario, area_hint=hint)
     except MfaError as exc:
         _fail(exc)
+    for warning in result.warnings:
+        err.print(Text("warning:", style="bold yellow"), Text(warning), highlight=False)
+    try:
+        _write_answer(result, fmt, output)
+        if map_file is not None:
+            _write_query_map(
+                map_file, result, run, manifest, area, district, material, span, scenario
+            )
+    except MfaError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(
+            f"{exc.filename or output}: cannot be written ({exc.strerror or exc}); "
+            "choose another --output / --map"
+        )
+
+
+def _write_answer(result: Any, fmt: str, output: Path | None) -> None:
+    """The summary as a table or CSV, or the buildings as GeoJSON / GeoParquet."""
     if fmt == "table":
         table = Table(title=result.description, title_justify="left")
         for col in result.summary.columns:
@@ -129,36 +250,58 @@ def query(
             output.write_text(text)
         else:
             sys.stdout.write(text)
-    elif fmt in ("geojson", "parquet"):
-        if output is None:
-            _fail(typer.BadParameter(f"--format {fmt} needs --output FILE"))
+    else:
         if fmt == "geojson":
             result.buildings.to_crs("EPSG:4326").to_file(output, driver="GeoJSON")
         else:
             result.buildings.to_parquet(output, write_covering_bbox=True)
         out.print(f"{len(result.buildings):,} buildings written to {output}")
-    else:
-        _fail(typer.BadParameter("--format is table, csv, geojson or parquet"))
-    if map_file is not None:
-        from mfa.io.htmlmap import write_query_map
 
-        column = f"{material[0]}_t" if material and len(material) == 1 else None
-        shown = result.buildings.copy()
-        if column is None:
-            column = "mass_t"
-            cols = [c for c in shown.columns if c.endswith("_t")]
-            shown[column] = shown[cols].sum(axis=1)
-        write_query_map(
-            map_file,
-            area=area,
-            buildings=shown,
-            summary=result.summary,
-            title=result.description,
-            value_column=column,
-            attribution=f"mfa {manifest.get('pipeline', '')} run {manifest.get('run_id', '')}: "
-            "data sources, licences and attribution are listed in the run's run.json",
-        )
-        out.print(f"map written to {map_file}")
+
+def _write_query_map(
+    map_file: Path,
+    result: Any,
+    run: Path,
+    manifest: dict,
+    area: Any,
+    district: list[str] | None,
+    material: list[str] | None,
+    years: tuple[int, int] | None,
+    scenario: str,
+) -> None:
+    """The offline HTML map of a query's answer, over the run's districts and buildings."""
+    import shapely
+
+    from mfa.io.htmlmap import map_quantity, query_frame, write_query_map
+    from mfa.io.svgmap import run_context
+    from mfa.query import run_layer
+
+    column = f"{material[0]}_t" if material and len(material) == 1 else None
+    shown = result.buildings.copy()
+    if column is None:
+        column = "mass_t"
+        cols = [c for c in shown.columns if c.endswith("_t")]
+        shown[column] = shown[cols].sum(axis=1)
+    if area is None and district:  # the districts asked about are the area
+        d = run_layer(run, manifest, "districts.parquet", filters=[("district_id", "in", district)])
+        area = shapely.union_all(d.geometry.dropna().values)
+    frame = query_frame(area, shown)
+    context = run_context(run, manifest, frame.bounds, shown["building_id"])
+    stock_year = (manifest.get("flows") or {}).get("base_year")
+    write_query_map(
+        map_file,
+        area=area,
+        buildings=shown,
+        summary=result.summary,
+        title=result.description,
+        value_column=column,
+        quantity=map_quantity(years, scenario, stock_year),
+        crs=manifest["crs"],
+        context=context,
+        attribution=f"mfa {manifest['pipeline']} run {manifest['run_id']}: data sources, "
+        "licences and attribution are listed in the run's run.json",
+    )
+    out.print(f"map written to {map_file}")
 
 
 @app.command()
@@ -203,13 +346,9 @@ def match(
     from mfa.match import match_run
 
     try:
-        span = None
-        if years:
-            try:
-                first, _, last = years.partition("-")
-                span = (int(first), int(last or first))
-            except ValueError:
-                raise typer.BadParameter("--years looks like 2026-2035") from None
+        span = _parse_years(years)
+        if map_file is not None:
+            _outside_published_runs(map_file, "--map")
         pair = None
         if weights:
             try:
@@ -238,18 +377,36 @@ def match(
     out.print(result.summary, highlight=False)
     out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
     if map_file is not None:
-        from mfa.io.matchmap import write_match_map
-        from mfa.match.outputs import totals_by_material
+        try:
+            _write_match_map(map_file, run, result, demand.name)
+        except MfaError as exc:
+            _fail(exc)
+        except OSError as exc:
+            _fail(f"{map_file}: cannot be written ({exc.strerror or exc}); choose another --map")
 
-        a = result.allocation
-        run_info = result.manifest["run"]
-        write_match_map(
-            map_file,
-            matches=a.matches,
-            coverage=a.coverage,
-            totals=totals_by_material(a),
-            title=f"Reuse matching: {demand.name} against {run_info['pipeline']}",
-            attribution=f"mfa {run_info['pipeline']} run {run_info['run_id']}: data sources, "
-            "licences and attribution are listed in the run's run.json",
-        )
-        out.print(f"map written to {map_file}")
+
+def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -> None:
+    """The offline HTML map of a matching, over the run's districts."""
+    from mfa.io.matchmap import match_frame, write_match_map
+    from mfa.io.svgmap import MapContext, run_context
+    from mfa.match.outputs import totals_by_material
+    from mfa.query import run_manifest
+
+    a, info = result.allocation, result.manifest
+    manifest = run_manifest(run)
+    context = run_context(run, manifest, match_frame(a.matches, a.coverage).bounds)
+    context = MapContext(context.districts, None)  # the supply is drawn as lines
+    write_match_map(
+        map_file,
+        matches=a.matches,
+        coverage=a.coverage,
+        totals=totals_by_material(a),
+        title=f"Reuse matching: {demand_name} against {manifest['pipeline']}",
+        attribution=f"mfa {manifest['pipeline']} run {manifest['run_id']}: data sources, "
+        "licences and attribution are listed in the run's run.json",
+        years=tuple(info["years"]),
+        scenario=info["scenario"],
+        crs=manifest["crs"],
+        context=context,
+    )
+    out.print(f"map written to {map_file}")

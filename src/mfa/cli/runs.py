@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -228,6 +229,15 @@ def _run(
         _fail(_os_error(exc))
     except KeyboardInterrupt:
         _interrupted(pipeline, output_dir)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API" not in str(exc):
+            raise
+        _fail(
+            f"{str(exc).rstrip('.')} within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="
+            f"{os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS')} s; nothing "
+            "was run and 'latest' is unchanged: run again, raise that timeout on a busy "
+            "machine, point PREFECT_API_URL at a running server, or use --no-prefect"
+        )
     return run_dir
 
 
@@ -266,10 +276,23 @@ def serve(
     except MfaError as exc:
         _fail(exc)
     prefect_defaults()
-    from flows.deployments import deployments_for
-    from prefect import serve as prefect_serve
+    import warnings
 
-    prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
+    # Prefect's runner calls its async stop() from its SIGTERM handler without awaiting it
+    # (it pauses the deployments all the same): a warning a user can do nothing about
+    warnings.filterwarnings("ignore", "coroutine 'Runner.astop' was never awaited")
+    with _sigterm_as_interrupt():  # until Prefect's runner takes SIGTERM over
+        try:
+            from flows.deployments import deployments_for
+            from prefect import serve as prefect_serve
+
+            prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
+        except KeyboardInterrupt:
+            # before the runner started (Prefect's temporary API still starting): unwinding
+            # lets Prefect's exit handlers stop that server instead of leaving it behind
+            err.print(
+                "mfa serve stopped before it served anything; nothing was run", highlight=False
+            )
 
 
 @app.command()

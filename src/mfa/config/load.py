@@ -198,7 +198,26 @@ def load_pipeline(path: str | Path) -> Pipeline:
     _check_files(pipeline, file)
     from mfa.pull import resolve_pulled  # a pulled source reads its newest snapshot
 
-    return resolve_pulled(pipeline)
+    pipeline = resolve_pulled(pipeline)
+    _check_sizes(pipeline, file)
+    return pipeline
+
+
+#: Inputs read in batches or windows, never whole: no size bound applies.
+_STREAMED = (".parquet", ".geoparquet", ".tif", ".tiff", ".vrt")
+
+
+def _check_sizes(p: Pipeline, file: Path) -> None:
+    """Refuse, before any data is read, an input mfa would read whole that is larger than
+    ``[compute] max_whole_file_mb`` (a GeoParquet register and rasters are streamed)."""
+    from mfa.io.files import check_whole_size
+
+    for f in p.input_files():
+        if f.path.name.lower().endswith(_STREAMED):
+            continue
+        check_whole_size(
+            f.path, p.compute.max_whole_file_mb, f"{file}: [compute] max_whole_file_mb", f.role
+        )
 
 
 def config_digest(pipeline: Pipeline, extra_files: list[Path] | None = None) -> str:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mfa.config.match import MatchSection
 from mfa.config.sources import Sources, _Strict
+from mfa.io.files import MAX_WHOLE_FILE_MB
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -167,6 +168,15 @@ class Compute(_Strict):
         int | None,
         Field(ge=1, le=4096, description="threads or local-cluster processes (default: cores)"),
     ] = None
+    max_whole_file_mb: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=1_000_000,
+            description="largest input mfa reads whole (CSV, GeoPackage, GeoJSON, OSM "
+            "extract, config tables; a GeoParquet register is read in batches), MB",
+        ),
+    ] = MAX_WHOLE_FILE_MB
 
     @field_validator("scheduler")
     @classmethod

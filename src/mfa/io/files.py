@@ -9,13 +9,21 @@ import stat
 from pathlib import Path
 
 __all__ = [
+    "MAX_WHOLE_FILE_MB",
     "check_input_file",
+    "check_whole_size",
     "file_record",
     "fsync_dir",
     "path_problem",
     "read_together",
     "sha256_file",
 ]
+
+#: The default of ``[compute] max_whole_file_mb`` (MB, 10⁶ bytes): a file read whole takes
+#: about five times its size in memory as pandas text columns (a 3 GB file of NUL bytes
+#: named .csv took more than 12 GB); larger registers belong in GeoParquet, which is read
+#: in batches. A setting, not a number from literature.
+MAX_WHOLE_FILE_MB = 1024.0
 
 #: Sidecar files GDAL reads together with a Shapefile (they change what is read).
 SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
@@ -127,3 +135,20 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_whole_size(path: Path, limit_mb: float, setting: str, role: str) -> None:
+    """Refuse a file mfa would read whole that is larger than ``limit_mb`` (MB, 10⁶
+    bytes): one line naming the file, its size and the ``setting`` that bounds it."""
+    from mfa.errors import InputDataError
+
+    size = Path(path).stat().st_size
+    if size > limit_mb * 1e6:
+        hint = (
+            "convert it to GeoParquet (read in batches) or raise" if role == "register" else "raise"
+        )
+        raise InputDataError(
+            f"{path}: {size / 1e6:,.1f} MB, more than {setting} = {limit_mb:g} MB for a "
+            f"{role} file that mfa reads whole (about five times its size in memory); "
+            f"{hint} the limit if the machine has the memory"
+        )

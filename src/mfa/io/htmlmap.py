@@ -1,7 +1,10 @@
-"""A self-contained HTML map of a query: area, buildings coloured by tonnes, legend, table.
+"""A self-contained HTML map of a query: the area, the buildings coloured by tonnes, the
+run's districts and other buildings around them, a legend that says what is drawn, the
+summary table.
 
-No tiles, scripts or files from elsewhere: an inline SVG in the run's projected CRS (y
-flipped), so it opens offline in any browser.
+The page, frame and context are :mod:`mfa.io.svgmap`'s (shared with the matching map);
+the classes are the QGIS styles' (:func:`mfa.io.classes.class_breaks`: quantiles rounded
+to two significant digits, so no class reads "0 – 0 t").
 """
 
 from __future__ import annotations
@@ -14,21 +17,46 @@ import numpy as np
 import pandas as pd
 import shapely
 
-__all__ = ["query_map_html", "write_query_map"]
+from mfa.io.classes import class_breaks, color_ramp, range_labels
+from mfa.io.svgmap import (
+    Frame,
+    MapContext,
+    context_svg,
+    legend_html,
+    page,
+    table_html,
+    write_page,
+)
 
-#: Sequential colours (light → dark), ColorBrewer YlOrRd, 5 classes.
-PALETTE = ["#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026"]
-WIDTH, HEIGHT, PAD = 900, 640, 20
+__all__ = ["map_quantity", "query_frame", "query_map_html", "write_query_map"]
+
+#: Ramps: the stock yellow-orange-red, an outflow red-purple (as the QGIS flows layer).
+STOCK_RAMP, OUTFLOW_RAMP = "YlOrRd", "RdPu"
+
+_STYLE = """
+path.area { fill: #dfe9f5; fill-opacity: 0.55; stroke: #2c6fbb; stroke-width: 2;
+  stroke-dasharray: 6 4; }
+circle.b { stroke: #444; stroke-width: 0.5; }
+path.b { stroke: #444; stroke-width: 0.4; }
+"""
 
 
-def _path(geom: shapely.Geometry, tx) -> str:
-    """SVG path data of a (multi)polygon."""
-    parts = []
-    for poly in getattr(geom, "geoms", [geom]):
-        for ring in [poly.exterior, *poly.interiors]:
-            xy = tx(np.asarray(ring.coords)[:, :2])
-            parts.append("M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in xy) + "Z")
-    return "".join(parts)
+def map_quantity(
+    years: tuple[int, int] | None, scenario: str | None, stock_year: int | None
+) -> str:
+    """What the map's values are: the stock of a year, or an outflow of years under a
+    scenario (for the legend)."""
+    if years is not None:
+        span = f"{years[0]}–{years[1]}" if years[1] != years[0] else f"{years[0]}"
+        return f"expected demolition outflow {span}, scenario {scenario}"
+    return f"standing stock at the end of {stock_year}" if stock_year else "standing stock"
+
+
+def query_frame(area: shapely.Geometry | None, buildings: gpd.GeoDataFrame) -> Frame:
+    """The map's frame: the area and the buildings inside it."""
+    shapes = [*buildings.geometry.dropna().values, *([area] if area is not None else [])]
+    bounds = shapely.total_bounds(np.array(shapes, dtype=object)) if shapes else (np.nan,) * 4
+    return Frame.around(bounds)
 
 
 def query_map_html(
@@ -37,95 +65,68 @@ def query_map_html(
     summary: pd.DataFrame,
     title: str,
     value_column: str,
+    quantity: str,
+    crs: str | None = None,
+    context: MapContext | None = None,
     attribution: str = "",
 ) -> str:
-    """The HTML document (a string) of a query map."""
+    """The HTML document (a string) of a query map.
+
+    ``value_column`` (t per building, ``<material>_t`` or ``mass_t``) colours the
+    buildings in quantile classes; ``quantity`` says what it is (see
+    :func:`map_quantity`); ``context`` is drawn under them (see
+    :func:`mfa.io.svgmap.run_context`).
+    """
     geoms = buildings.geometry.values
-    shapes = [g for g in geoms if g is not None] + ([area] if area is not None else [])
-    if shapes:
-        xmin, ymin, xmax, ymax = shapely.total_bounds(np.array(shapes, dtype=object))
-    else:
-        xmin = ymin = 0.0
-        xmax = ymax = 1.0
-    span = max(xmax - xmin, ymax - ymin, 1.0)
-    scale = min(
-        (WIDTH - 2 * PAD) / max(xmax - xmin, 1e-9), (HEIGHT - 2 * PAD) / max(ymax - ymin, 1e-9)
-    )
-    scale = min(scale, (WIDTH - 2 * PAD) / span * 4)
-
-    def tx(xy: np.ndarray) -> np.ndarray:
-        return np.c_[PAD + (xy[:, 0] - xmin) * scale, HEIGHT - PAD - (xy[:, 1] - ymin) * scale]
-
-    values = buildings[value_column].to_numpy(dtype=float) if len(buildings) else np.array([])
-    if len(values) and np.nanmax(values) > 0:
-        edges = np.unique(np.nanquantile(values, [0, 0.2, 0.4, 0.6, 0.8, 1.0]))
-    else:
-        edges = np.array([0.0, 1.0])
+    frame = query_frame(area, buildings)
+    values = buildings[value_column].to_numpy(dtype=float)
+    outflow = quantity.startswith("expected")
+    edges = class_breaks(values)
+    colours = color_ramp(OUTFLOW_RAMP if outflow else STOCK_RAMP, len(edges) - 1, 0.15, 1.0)
     classes = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    items = []
+    items = [context_svg(frame, context)]
     if area is not None:
-        items.append(f'<path class="area" d="{_path(area, tx)}"/>')
+        items.append(f'<path class="area" d="{frame.path(area)}"/>')
     for geom, cls, val, bid in zip(geoms, classes, values, buildings["building_id"], strict=True):
-        colour = PALETTE[min(int(cls), len(PALETTE) - 1)]
-        tip = html.escape(f"{bid}: {val:,.1f} t")
         if geom is None:
             continue
+        tip = f"<title>{html.escape(f'{bid}: {val:,.1f} t')}</title>"
+        fill = colours[int(cls)]
         if geom.geom_type == "Point":
-            ((x, y),) = tx(np.array([[geom.x, geom.y]]))
+            (x,), (y,) = frame.xy([geom.x], [geom.y])
             items.append(
-                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
-                f"<title>{tip}</title></circle>"
+                f'<circle class="b" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{fill}">{tip}</circle>'
             )
         else:
-            items.append(f'<path d="{_path(geom, tx)}" fill="{colour}"><title>{tip}</title></path>')
-    bar_m = 10 ** np.floor(np.log10(max(span / 4, 1.0)))
-    bar_px = bar_m * scale
-    legend = "".join(
-        f'<li><span style="background:{PALETTE[min(i, len(PALETTE) - 1)]}"></span>'
-        f"{edges[i]:,.1f} – {edges[i + 1]:,.1f} t</li>"
-        for i in range(len(edges) - 1)
+            items.append(f'<path class="b" d="{frame.path(geom)}" fill="{fill}">{tip}</path>')
+    items.append(frame.scalebar(crs))
+    material = value_column.removesuffix("_t")
+    what = "all materials" if material == "mass" else material
+    if len(buildings):
+        entries = [
+            (f"background:{c};border:1px solid #444", label)
+            for c, label in zip(colours, range_labels(edges, "t"), strict=True)
+        ]
+        classes_note = f"classes: quantiles of the {len(buildings):,} buildings inside the area"
+    else:
+        entries, classes_note = [], "no building of the run lies inside the area"
+    entries.append(("background:#dfe9f5;border:2px dashed #2c6fbb", "the area asked about"))
+    if context is not None and context.districts is not None and len(context.districts):
+        entries.append(("border:1px dashed #8a8a8a", "district outlines (the run's districts)"))
+    if context is not None and context.buildings is not None and len(context.buildings):
+        entries.append(("background:#b8b8b8;border-radius:6px", "the run's other buildings"))
+    legend = legend_html(f"{what}, t per building", [quantity, classes_note], entries)
+    return page(
+        title,
+        "".join(items),
+        legend,
+        "Summary (t)",
+        table_html(summary),
+        attribution,
+        _STYLE,
     )
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in summary.columns)
-    rows = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(v) if isinstance(v, str) else f'{v:,.1f}'}</td>" for v in row)
-        + "</tr>"
-        for row in summary.itertuples(index=False)
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 16px; color: #222; }}
-.wrap {{ display: flex; gap: 20px; align-items: flex-start; }}
-svg {{ background: #f4f6f8; border: 1px solid #ccc; }}
-path {{ stroke: #555; stroke-width: 0.4; }}
-path.area {{ fill: #dfe9f5; stroke: #2c6fbb; stroke-width: 2; stroke-dasharray: 6 4; }}
-circle {{ stroke: #555; stroke-width: 0.5; }}
-#legend ul {{ list-style: none; padding: 0; }}
-#legend li span {{ display: inline-block; width: 18px; height: 12px; margin-right: 6px;
-  border: 1px solid #777; }}
-table {{ border-collapse: collapse; }}
-td, th {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-</style></head><body>
-<h2>{html.escape(title)}</h2>
-<div class="wrap">
-<svg id="map" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}">
-{"".join(items)}
-<g id="scalebar"><rect x="{PAD}" y="{HEIGHT - 12}" width="{bar_px:.1f}" height="4" fill="#222"/>
-<text x="{PAD}" y="{HEIGHT - 16}" font-size="11">{bar_m:,.0f} m</text></g>
-</svg>
-<div>
-<div id="legend"><h3>{html.escape(value_column)} per building</h3><ul>{legend}</ul></div>
-<h3>Summary</h3>
-<table id="summary"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
-<p style="font-size:11px;color:#666">{html.escape(attribution)}</p>
-</div></div></body></html>
-"""
 
 
 def write_query_map(path: Path, **kwargs) -> Path:
-    """Write :func:`query_map_html` to ``path``."""
-    path = Path(path)
-    path.write_text(query_map_html(**kwargs), encoding="utf-8")
-    return path
+    """Write :func:`query_map_html` to ``path`` (a new file beside, then renamed)."""
+    return write_page(path, query_map_html(**kwargs))

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import geopandas as gpd
 
+from mfa.io.classes import class_breaks, color_ramp, range_labels
 from mfa.io.qgis.geopackage import write_layer_styles
 from mfa.io.qgis.project import ProjectLayer, project_xml
-from mfa.io.qgis.styles import GraduatedStyle, class_breaks, color_ramp, qml, range_labels
+from mfa.io.qgis.styles import GraduatedStyle, qml
 
 __all__ = ["MATCH_GPKG", "MATCH_PROJECT", "match_project", "match_styles", "write_match_qgis"]
 

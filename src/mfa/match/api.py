@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,6 @@ import shapely
 
 from mfa.errors import InputDataError
 from mfa.io.files import sha256_file
-from mfa.io.geoparquet import read_layer
 from mfa.match.allocate import Allocation, allocate
 from mfa.match.demand import check_demand_table
 from mfa.match.distances import pairs_within, road_km
@@ -62,15 +60,11 @@ def match_run(
     """
     from mfa.io.match import load_match_params, load_road_network, read_sites, write_match_outputs
     from mfa.io.tables import load_materials
-    from mfa.query import outflow_factor, run_draws
+    from mfa.query import outflow_factor, run_draws, run_layer, run_manifest
 
     t0 = time.perf_counter()
     run = Path(run_dir)
-    if not (run / "run.json").is_file():
-        raise InputDataError(
-            f"{run}: not a run folder (no run.json); pass e.g. outputs/dk-sample/latest"
-        )
-    manifest = json.loads((run / "run.json").read_text())
+    manifest = run_manifest(run)
     cfg = Path(config_dir)
     materials = load_materials(cfg / "materials.toml")
     w_co2, w_cost = weights if weights is not None else (None, None)
@@ -84,7 +78,7 @@ def match_run(
 
     dem_path = Path(demand)
     dem_raw = read_sites(dem_path, crs, "demand_id")
-    b = read_layer(run / "buildings.parquet")
+    b = run_layer(run, manifest, "buildings.parquet")
     pts = shapely.point_on_surface(b.geometry.values)
     bx, by = shapely.get_x(pts), shapely.get_y(pts)
     reach = max(params.max_km, *params.sensitivity_km) * 1000.0

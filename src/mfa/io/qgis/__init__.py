@@ -30,20 +30,12 @@ import geopandas as gpd
 import numpy as np
 import pyarrow as pa
 
+from mfa.io.classes import class_breaks, color_ramp, format_value, range_labels
 from mfa.io.qgis.geopackage import check_geopackage, write_geopackage, write_layer_styles
 from mfa.io.qgis.layergeometry import LayerGeometry, _geometries
 from mfa.io.qgis.names import FLOWS_TABLE, GPKG, MATERIAL_VARIABLE, PROJECT, SCENARIO_VARIABLE
 from mfa.io.qgis.project import GROUPS, ProjectLayer, _project_layers, project_xml
-from mfa.io.qgis.styles import (
-    GraduatedStyle,
-    class_breaks,
-    color_ramp,
-    flows_expression,
-    format_value,
-    qml,
-    range_labels,
-    run_styles,
-)
+from mfa.io.qgis.styles import GraduatedStyle, flows_expression, qml, run_styles
 
 __all__ = [
     "FLOWS_TABLE",

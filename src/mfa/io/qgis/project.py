@@ -34,7 +34,11 @@ class ProjectLayer:
 
     @property
     def title(self) -> str:
-        return self.name or self.table
+        """The name in the layer tree: the table (and the geometry family of a split
+        layer), then what its colours show (quantity, unit; for flows scenario and
+        material)."""
+        base = self.name or self.table
+        return f"{base}: {self.style.title}" if self.style.title else base
 
     @property
     def layer_id(self) -> str:

@@ -1,86 +1,19 @@
 """Layer styles as QML (graduated colours, quantile breaks, labels with units), pure:
-values in, XML strings out."""
+values in, XML strings out. The classes, ramps and labels come from :mod:`mfa.io.classes`
+(the HTML maps use the same)."""
 
 from __future__ import annotations
 
-import itertools
-import math
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import pandas as pd
 
+from mfa.io.classes import class_breaks, color_ramp, range_labels
 from mfa.io.qgis.layergeometry import LayerGeometry, _geometries, _geometry_of
-from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, RAMPS, SCENARIO_VARIABLE, Geometry
+from mfa.io.qgis.names import MATERIAL_VARIABLE, QGIS_VERSION, SCENARIO_VARIABLE, Geometry
 from mfa.outputs import LAYERS
-
-
-def _round_sig(
-    x: float, digits: int = 2, how: Literal["nearest", "down", "up"] = "nearest"
-) -> float:
-    """``x`` rounded to ``digits`` significant digits (down/up: towards −∞/+∞)."""
-    if x == 0 or not math.isfinite(x):
-        return 0.0
-    exponent = math.floor(math.log10(abs(x))) - (digits - 1)
-    scaled = x / 10.0**exponent
-    rounded = {"nearest": round, "down": math.floor, "up": math.ceil}[how](scaled)
-    # format/parse removes the binary noise of the multiplication (0.30000000000000004)
-    return float(f"{rounded * 10.0**exponent:.{max(0, -exponent)}f}")
-
-
-def class_breaks(values: Sequence[float] | np.ndarray, n: int = 5) -> tuple[float, ...]:
-    """Class edges for a graduated style: quantiles rounded to 2 significant digits.
-
-    The lowest edge is 0 for non-negative data (else the minimum rounded down), the
-    highest the maximum rounded up, so every value falls in a class. Returns the edges
-    (one more than the classes); fewer than ``n`` classes when values repeat; one class
-    (0, 1) when there is no finite value.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return (0.0, 1.0)
-    lo = 0.0 if v.min() >= 0 else _round_sig(float(v.min()), how="down")
-    hi = _round_sig(float(v.max()), how="up")
-    if hi <= lo:
-        hi = lo + 1.0 if lo >= 0 else _round_sig(lo / 2, how="up")
-    inner = [_round_sig(float(q)) for q in np.quantile(v, np.linspace(0, 1, n + 1)[1:-1])]
-    return tuple(sorted({lo, hi, *(q for q in inner if lo < q < hi)}))
-
-
-def color_ramp(name: str, n: int, start: float = 0.0, stop: float = 1.0) -> tuple[str, ...]:
-    """``n`` colours (``#rrggbb``) evenly spaced along the ColorBrewer scheme ``name``.
-
-    ``start``/``stop`` (0…1) cut the scheme's ends, e.g. its near-white first colour.
-    """
-    anchors = np.array(
-        [[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in RAMPS[name].split()], dtype=float
-    )
-    pos = np.linspace(start, stop, n) * (len(anchors) - 1) if n > 1 else np.array([stop])
-    lower = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
-    frac = (pos - lower)[:, None]
-    rgb = anchors[lower] * (1 - frac) + anchors[lower + 1] * frac
-    return tuple("#{:02x}{:02x}{:02x}".format(*np.rint(c).astype(int)) for c in rgb)
-
-
-def format_value(x: float) -> str:
-    """A class edge for a legend: thousands separators, two significant digits below 10."""
-    if x == 0:
-        return "0"
-    decimals = max(0, 1 - math.floor(math.log10(abs(x))))
-    text = f"{x:,.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def range_labels(breaks: Sequence[float], unit: str, scale: float = 1.0) -> tuple[str, ...]:
-    """Legend labels ``"lo – hi unit"`` for consecutive edges (values × ``scale``)."""
-    return tuple(
-        f"{format_value(lo * scale)} – {format_value(hi * scale)} {unit}".rstrip()
-        for lo, hi in itertools.pairwise(breaks)
-    )
 
 
 @dataclass(frozen=True)
@@ -348,7 +281,7 @@ def _mass_style(
     df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
     """``mass_t`` (t per feature), 5 quantile classes, yellow-green-blue (so the points
-    stand out on the areas below them)."""
+    stand out on the grid's yellow-brown and the districts' greys below them)."""
     br = class_breaks(df["mass_t"].to_numpy(dtype=float))
     return GraduatedStyle(
         expression="mass_t",
@@ -357,7 +290,7 @@ def _mass_style(
         labels=range_labels(br, "t"),
         geometry=geom,
         unit="t",
-        title="material in the building (t)",
+        title="all materials, t per building",
         outline="#4d4d4d",
         outline_width_mm=0.1 if geom == "point" else 0.05,
         marker_size_mm=1.8,
@@ -367,21 +300,25 @@ def _mass_style(
 def _density_style(
     df: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
-    """``mass_t_per_ha`` (t/ha), 5 quantile classes, yellow-orange-brown; districts at
-    60 % opacity under the outlined grid cells."""
+    """``mass_t_per_ha`` (t/ha), 5 quantile classes: grid cells yellow-orange-brown,
+    districts grey (their densities, over the whole district area, are far lower than a
+    built-up cell's: one ramp for both would read as one scale)."""
     br = class_breaks(df["mass_t_per_ha"].to_numpy(dtype=float))
+    districts = name == "districts"
     return GraduatedStyle(
         expression="mass_t_per_ha",
         breaks=br,
-        colors=color_ramp("YlOrBr", len(br) - 1, 0.05 if name == "districts" else 0.2),
+        colors=color_ramp("Greys", len(br) - 1, 0.1, 0.75)
+        if districts
+        else color_ramp("YlOrBr", len(br) - 1, 0.2),
         labels=range_labels(br, "t/ha"),
         geometry=geom,
         unit="t/ha",
-        title="material per hectare (t/ha)",
-        outline="#6e6e6e" if name == "districts" else "#4d4d4d",
-        outline_width_mm=0.26 if name == "districts" else 0.1,
-        # districts lie under the grid in the same ramp: faded, they stay apart
-        opacity=0.6 if name == "districts" else 1.0,
+        title="all materials, t per hectare of the whole district"
+        if districts
+        else "all materials, t per hectare of the grid cell",
+        outline="#4d4d4d",
+        outline_width_mm=0.26 if districts else 0.1,
     )
 
 
@@ -409,7 +346,8 @@ def _outflow_style(
     f: pd.DataFrame, name: str, geom: Geometry, base_year: int | None
 ) -> GraduatedStyle:
     """Yearly demolition outflow (t) of the total mass in the first scenario, 5 quantile
-    classes over the years after ``base_year``, red-purple, temporal on ``date``."""
+    classes over the years after ``base_year``, red-purple, temporal on ``date``; the
+    title names the quantity, the scenario and the material it draws."""
     scenario = str(f["scenario"].iloc[0]) if len(f) else "baseline"
     sel = (f["scenario"] == scenario) & (f["material"] == "mass")
     if base_year is not None:
@@ -422,11 +360,17 @@ def _outflow_style(
         labels=range_labels(br, "t"),
         geometry=geom,
         unit="t",
-        title="demolition outflow in the year (t)",
+        title=flows_title(scenario, "mass"),
         outline="#6e6e6e",
         outline_width_mm=0.26,
         temporal_field="date",
     )
+
+
+def flows_title(scenario: str, material: str) -> str:
+    """What the flows layer draws: quantity, unit, scenario and material."""
+    what = "all materials" if material == "mass" else material
+    return f"demolition outflow in the year, t per district, scenario {scenario}, {what}"
 
 
 #: The style rules that :data:`mfa.outputs.LAYERS` entries name.
