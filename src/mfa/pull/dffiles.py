@@ -48,7 +48,7 @@ import pandas as pd
 
 from mfa.config.remote import RemoteFields, remote_query
 from mfa.errors import PullError, SnapshotCheckError
-from mfa.io.cache import Snapshot, store_snapshot
+from mfa.io.cache import Snapshot
 from mfa.pull.changes import apply_changes, net_events
 from mfa.pull.client import Client
 
@@ -195,7 +195,7 @@ def pull_datafordeler_files(
     previous: Snapshot | None,
 ) -> tuple[Snapshot, dict[str, Any]]:
     """Pull the source's register: one listing request when nothing changed."""
-    from mfa.pull.events import events_since, read_register_text, write_register_text
+    from mfa.pull.events import events_since, read_register_text, store_register
 
     rows = _listing(client, src)
     type_of_data = str(src.filters.get("type", "Current"))
@@ -246,13 +246,4 @@ def pull_datafordeler_files(
         "files": [total["fileName"]] * (action == "total") + [m["fileName"] for m in todo],
         "deleted": len(deleted),
     }
-    snap = store_snapshot(
-        root,
-        kind,
-        day,
-        name,
-        query,
-        lambda tmp: write_register_text(after, tmp),
-        unchanged_from=previous,
-    )
-    return snap, {"rows": len(after), "events": len(events)}
+    return store_register(root, kind, day, name, query, after, previous, len(events))

@@ -142,6 +142,30 @@ def write_register_text(frame: pd.DataFrame, out: Path) -> None:
     out.write_text(buf.getvalue(), encoding="utf-8")
 
 
+def store_register(
+    root: Path,
+    kind: str,
+    day: str,
+    name: str,
+    query: dict[str, Any],
+    after: pd.DataFrame,
+    previous: Snapshot | None,
+    events: int,
+) -> tuple[Snapshot, dict[str, Any]]:
+    """Store a register made from the previous snapshot and its changes as a new snapshot
+    (or the previous one if the bytes are the same); with what was learnt."""
+    snap = store_snapshot(
+        root,
+        kind,
+        day,
+        name,
+        query,
+        lambda tmp: write_register_text(after, tmp),
+        unchanged_from=previous,
+    )
+    return snap, {"rows": len(after), "events": events}
+
+
 def pull_graphql_changes(
     client: Client,
     src: RemoteFields,
@@ -177,13 +201,4 @@ def pull_graphql_changes(
         "base": str(previous.path),
         "events": {"read": len(events), "deleted": len(deleted), "changed": len(changed)},
     }
-    snap = store_snapshot(
-        root,
-        kind,
-        day,
-        name,
-        query,
-        lambda tmp: write_register_text(after, tmp),
-        unchanged_from=previous,
-    )
-    return snap, {"rows": len(after), "events": len(events)}
+    return store_register(root, kind, day, name, query, after, previous, len(events))
