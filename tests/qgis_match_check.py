@@ -58,9 +58,13 @@ for node in root.findLayers():
             else None,
             crs=layer.crs().authid(),
         )
-    tree[node.name()] = info
+    info["name"] = node.name()
+    # keyed by table: a layer's name in the project says what its colours show
+    tree[info.get("table", node.name())] = info
 result["layers"] = tree
-result["drawing_order"] = [lyr.name() for lyr in root.layerOrder()]
+result["drawing_order"] = [
+    lyr.source().split("layername=")[-1].split("|")[0] for lyr in root.layerOrder()
+]
 
 settings = QgsMapSettings()
 settings.setLayers(root.layerOrder())

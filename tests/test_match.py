@@ -371,6 +371,7 @@ def test_qgis_opens_the_styled_matching_and_its_project(run: Path, tmp_path: Pat
     attribute = {"matches": "t", "supply_fate": "reused_t", "demand_coverage": "share"}
     group = {"matches": "Reuse matching", "demand_coverage": "Reuse matching"}
     for name in names:
+        assert seen["layers"][name].pop("name").startswith(name)
         assert seen["layers"][name] == {
             "valid": True,
             "table": name,

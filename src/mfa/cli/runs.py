@@ -187,8 +187,17 @@ def run(
             _fail(exc)
     with _sigterm_as_interrupt():
         run_dir = _run(pipeline, output_dir, no_prefect, force, t0)
-    if run_dir is not None:
-        _summary(run_dir, time.perf_counter() - t0)
+        if run_dir is None:
+            return
+        try:  # the run is published: a signal now only stops the summary
+            _summary(run_dir, time.perf_counter() - t0)
+        except KeyboardInterrupt:
+            err.print(
+                Text(f"interrupted: {run_dir} is published; its summary was not printed"),
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(code=130) from None
 
 
 def _run(
