@@ -3,12 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError, InputNotFoundError
-from mfa.io.districts import read_districts
+from mfa.io.districts import MAX_OVERLAP_SHARE, district_overlaps, read_districts
 from tests.conftest import SAMPLE
 
 GPKG = SAMPLE / "dagi_sogne_2014_sample.gpkg"
@@ -68,3 +71,31 @@ def test_points_are_not_districts(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError):
         read_districts(DistrictSource(path=tmp_path / "x.gpkg", id_column="id"), "EPSG:25832")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(1, 3), st.integers(1, 3)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.floats(0.0, 0.9),
+)
+def test_overlaps_found_as_by_every_pair(cells, shift: float) -> None:
+    """:func:`district_overlaps` checks only the polygons that do not meet their
+    neighbours edge to edge; the answer equals GEOS's intersection of every pair."""
+    boxes = np.array(
+        [
+            shapely.box(x + shift * (k % 2), y, x + w + shift * (k % 2), y + h)
+            for k, (x, y, w, h) in enumerate(cells)
+        ]
+    )
+    i, j, area = district_overlaps(boxes)
+    a, b = np.triu_indices(len(boxes), 1)
+    every = shapely.area(shapely.intersection(boxes[a], boxes[b]))
+    smaller = np.minimum(shapely.area(boxes[a]), shapely.area(boxes[b]))
+    big = every > MAX_OVERLAP_SHARE * smaller
+    found = sorted(zip(i.tolist(), j.tolist(), strict=True))
+    assert found == sorted(zip(a[big].tolist(), b[big].tolist(), strict=True))
+    assert np.allclose(np.sort(area), np.sort(every[big]))

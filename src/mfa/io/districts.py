@@ -25,10 +25,19 @@ MAX_OVERLAP_SHARE = 0.01
 def district_overlaps(geometry: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i < j) of polygons whose overlap exceeds :data:`MAX_OVERLAP_SHARE` of the
     smaller one, and the overlap area (CRS units², m² in a projected CRS)."""
+    # polygons that meet their neighbours edge to edge (a coverage: GEOS checks the edges
+    # in ~1 s for 441 outlines of 3,000 vertices) overlap no one; the intersections are
+    # made only for pairs with a polygon that does not (8.8 s for all neighbour pairs)
+    try:
+        suspect = ~shapely.is_empty(shapely.coverage_invalid_edges(geometry))
+    except shapely.errors.GEOSException:  # not polygons only: check every pair
+        suspect = np.ones(len(geometry), dtype=bool)
     tree = shapely.STRtree(geometry)
-    i, j = tree.query(geometry, predicate="intersects")
-    keep = i < j
-    i, j = i[keep], j[keep]
+    i, j = tree.query(geometry[suspect], predicate="intersects")
+    i = np.flatnonzero(suspect)[i]
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    pairs = np.unique(np.stack([i, j], axis=1)[i < j], axis=0).reshape(-1, 2)
+    i, j = pairs[:, 0], pairs[:, 1]
     area = shapely.area(shapely.intersection(geometry[i], geometry[j]))
     smaller = np.minimum(shapely.area(geometry[i]), shapely.area(geometry[j]))
     big = area > MAX_OVERLAP_SHARE * smaller

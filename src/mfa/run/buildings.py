@@ -87,10 +87,10 @@ def build_buildings(work_dir: Path) -> Path:
         storey = h.storey_height_m
     elif rules.storey_height_by_function:
         storey = {**rules.storey_height_by_function, "*": rules.storey_height_m}
-    model = _model(p, _run_tables(work), rules, run_year, storey)
+    districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
+    model = _model(p, _run_tables(work), rules, run_year, storey, districts)
     stage = work / "stage"
-    if model.district_geoms is not None:
-        districts = read_districts(p.sources.districts, p.crs)
+    if districts is not None:
         write_layer(districts, stage / "districts_input.parquet")
     with open(stage / MODEL, "wb") as f:
         pickle.dump(model, f)

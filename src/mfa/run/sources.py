@@ -15,7 +15,6 @@ from mfa.config import Pipeline
 from mfa.core.kernel import Model
 from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
-from mfa.io.districts import read_districts
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
 from mfa.io.register import buildings_from_register, iter_register, iter_register_ids, register_size
@@ -175,11 +174,16 @@ def _engine_source(
 
 
 def _model(
-    p: Pipeline, tables: Tables, rules: ArchetypeRules, run_year: int, storey: float
+    p: Pipeline,
+    tables: Tables,
+    rules: ArchetypeRules,
+    run_year: int,
+    storey: float,
+    districts: gpd.GeoDataFrame | None,
 ) -> Model:
-    """The run's model: rules, intensities, draws' quantiles, districts, grid."""
+    """The run's model: rules, intensities, draws' quantiles, districts (as
+    :func:`mfa.io.districts.read_districts` read them), grid."""
     materials, archetypes, draws = tables.materials, tables.archetypes, tables.draws
     kg_m2 = tables.central
     unit_q = unit_quantiles(draws, archetypes, materials, tuple(p.uncertainty.percentiles))
-    districts = read_districts(p.sources.districts, p.crs) if p.sources.districts else None
     return rules_model(rules, p, run_year, storey, materials, kg_m2, unit_q, archetypes, districts)
