@@ -15,6 +15,12 @@ body that grows past it (no size announced, or a server that lies) ends it as so
 does. Either way a one-line :class:`~mfa.errors.PullError` names the source, the URL
 (redacted), the size and the setting, and the part file is removed.
 
+**Zip archives** (Datafordeler's deliveries, :func:`extract_one`): the one member asked
+for is unpacked streamed, bounded by the same setting (its declared size first, then the
+bytes actually unpacked: a zip bomb ends at the bound); a member name that is absolute,
+has a drive letter or backslash, or a ``..`` part (path traversal) refuses the archive.
+The member is written to a name mfa chooses, never to its own.
+
 **Resume** (RFC 9110 §14.2 ``Range``, §13.1.5 ``If-Range``): the next attempt, in this
 process after a dropped connection or in the next pull after a kill, truncates the part
 file to its last durable length and asks for the rest with ``Range: bytes=<n>-`` and
@@ -31,18 +37,20 @@ import hashlib
 import json
 import os
 import re
+import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import requests
 
-from mfa.errors import PullError
+from mfa.errors import PullError, SnapshotCheckError
 from mfa.failpoints import failpoint
 from mfa.pull.client import Client, redact
 
-__all__ = ["CHECKPOINT", "CHUNK", "Downloaded", "discard", "download", "mb"]
+__all__ = ["CHECKPOINT", "CHUNK", "Downloaded", "discard", "download", "extract_one", "mb"]
 
 #: Bytes read from the socket at a time.
 CHUNK = 1 << 20
@@ -257,3 +265,83 @@ def download(
         last_modified=part.last_modified,
         resumed_at=started["at"],
     )
+
+
+def _unsafe(name: str) -> bool:
+    """A zip member name that would lead outside the folder it is unpacked into."""
+    return (
+        name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or re.match(r"^[A-Za-z]:", name) is not None
+        or ".." in PurePosixPath(name).parts
+    )
+
+
+def extract_one(
+    archive: Path,
+    out: Path,
+    *,
+    what: str,
+    label: str,
+    suffix: str,
+    max_bytes: int,
+    setting: str = "max_download_mb",
+) -> int:
+    """Unpack the one member of zip ``archive`` whose name ends with ``suffix`` to ``out``,
+    streamed (:data:`CHUNK` bytes at a time); return its size in bytes.
+
+    ``label`` names the archive in messages. A :class:`~mfa.errors.PullError` for a file
+    that is not a zip, a member name leading outside the folder, a member larger than
+    ``max_bytes`` (declared or unpacked); :class:`~mfa.errors.SnapshotCheckError` when not
+    exactly one member ends with ``suffix``. ``out`` is removed on any failure.
+    """
+
+    def refuse(problem: str, fix: str) -> PullError:
+        return PullError(f"{what}: {label}: {problem}; {fix}")
+
+    try:
+        with zipfile.ZipFile(archive) as z:
+            infos = z.infolist()
+            bad = next((i.filename for i in infos if _unsafe(i.filename)), None)
+            if bad is not None:
+                raise refuse(
+                    f"the zip holds a member named {bad!r}, which leads outside its folder "
+                    "(path traversal)",
+                    "refused; check url, or report it to the publisher",
+                )
+            members = [i for i in infos if i.filename.lower().endswith(suffix) and not i.is_dir()]
+            if len(members) != 1:
+                raise SnapshotCheckError(
+                    f"{what}: {label} holds {len(members)} {suffix} files, not one; check "
+                    "filters.format"
+                )
+            info = members[0]
+            fix = f"raise {setting} in [{what}] if that is expected (else a zip bomb?)"
+            if info.file_size > max_bytes:
+                raise refuse(
+                    f"{info.filename} unpacks to {mb(info.file_size)} (declared), more than "
+                    f"{setting} = {mb(max_bytes)}",
+                    fix,
+                )
+            n = 0
+            with z.open(info) as src, open(out, "wb") as dst:
+                while block := src.read(CHUNK):
+                    n += len(block)
+                    if n > max_bytes:
+                        raise refuse(
+                            f"{info.filename} unpacks to more than {setting} = {mb(max_bytes)}",
+                            fix,
+                        )
+                    dst.write(block)
+                dst.flush()
+                os.fsync(dst.fileno())
+            return n
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        out.unlink(missing_ok=True)
+        raise refuse(f"not a zip file, or a damaged one ({exc})", "try again later") from None
+    except (PullError, SnapshotCheckError, NotImplementedError, RuntimeError) as exc:
+        out.unlink(missing_ok=True)
+        if isinstance(exc, NotImplementedError | RuntimeError):  # a method or encryption
+            raise refuse(f"cannot be unpacked ({exc})", "report it to the publisher") from None
+        raise
