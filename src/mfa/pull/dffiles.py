@@ -194,6 +194,7 @@ def _fetch_csv(client: Client, src: RemoteFields, meta: dict[str, Any], folder: 
         stem,
         params={"Filename": meta["fileName"]},
         max_bytes=limit,
+        md5=bool(meta.get("md5Hash")),
     )
     if got is None:  # pragma: no cover - a 304 only answers a conditional request
         raise PullError(f"{client.what}: {meta['fileName']}: 304 without a conditional request")

@@ -3,7 +3,7 @@
 A download goes to ``<folder>/<stem>.part`` in the pull's locked work folder
 (:func:`mfa.pull.state.locked_folder`, ``<cache>/<kind>/.pull/<name>/``), never into
 memory: the body is read in chunks of :data:`CHUNK` bytes (requests ``stream=True``,
-``iter_content``) and sha256 and md5 are computed as it is written. Every
+``iter_content``) and its sha256 (and md5 when asked) is computed as it is written. Every
 :data:`CHECKPOINT` bytes the part file is fsynced and ``<stem>.json`` records how many
 bytes are durable, with the response's validator (``ETag``) and the URL (its key
 redacted); ``failpoint('pull:download:<k>')`` follows checkpoint k, so a test can kill a
@@ -68,7 +68,7 @@ def mb(n: int) -> str:
 @dataclass(frozen=True)
 class Downloaded:
     """A finished download: the complete file (``<stem>.part`` until the caller moves it),
-    its sha256 and md5 (hex), size (bytes) and the response's validators."""
+    its sha256 and md5 (hex; md5 when asked for), size (bytes) and the response's validators."""
 
     path: Path
     sha256: str
@@ -93,7 +93,8 @@ def discard(folder: Path, stem: str) -> None:
 class _Part:
     """The part file of one download and its durable checkpoint."""
 
-    def __init__(self, folder: Path, stem: str, shown_url: str) -> None:
+    def __init__(self, folder: Path, stem: str, shown_url: str, md5: bool) -> None:
+        self.want_md5 = md5
         self.path = folder / f"{stem}.part"
         self.meta = folder / f"{stem}.json"
         self.url = shown_url
@@ -122,7 +123,8 @@ class _Part:
             left = durable
             while left and (block := f.read(min(CHUNK, left))):
                 self.sha.update(block)
-                self.md5.update(block)
+                if self.want_md5:
+                    self.md5.update(block)
                 left -= len(block)
         self._hashes = (self.sha.copy(), self.md5.copy())
 
@@ -178,14 +180,16 @@ def download(
     params: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     not_modified: bool = False,
+    md5: bool = False,
 ) -> Downloaded | None:
     """Download ``url`` to ``<folder>/<stem>.part`` (see the module doc).
 
     ``headers`` are sent with every attempt (e.g. conditional ones); with
-    ``not_modified`` a ``304`` answer returns None (and removes any part file).
+    ``not_modified`` a ``304`` answer returns None (and removes any part file); ``md5``:
+    compute the md5 too (else :attr:`Downloaded.md5` is that of no bytes).
     """
     shown = redact(requests.Request("GET", url, params=params).prepare().url or url, client.secrets)
-    part = _Part(folder, stem, shown)
+    part = _Part(folder, stem, shown, md5)
     started: dict[str, int] = {}
 
     def too_big(size: int, how: str) -> PullError:
@@ -229,7 +233,8 @@ def download(
                     raise too_big(written, "the body grew to")
                 f.write(block)
                 part.sha.update(block)
-                part.md5.update(block)
+                if part.want_md5:
+                    part.md5.update(block)
                 if written >= next_checkpoint:
                     part.checkpoint(f, written)
                     next_checkpoint = written + CHECKPOINT
