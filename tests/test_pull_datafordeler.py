@@ -8,6 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -363,3 +364,55 @@ def test_files_a_pull_that_failed_after_the_total_does_not_download_it_again(
     got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
     assert got["id_lokalId"].tolist() == recs["id_lokalId"].iloc[[*range(55), 56]].tolist()
     assert not [d for d in (tmp_path / "cache").rglob(".pull/*") if d.is_dir()]  # published
+
+
+def test_files_pull_killed_mid_total_resumes_with_range_and_checks_the_md5(
+    tmp_path: Path, daf: str
+) -> None:
+    """A total of 2.5 download checkpoints (stored, not deflated): killed after the first,
+    the next pull asks for the rest and the md5 over both parts matches the listing's."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mfa.pull.download import CHECKPOINT
+    from tests.conftest import ROOT
+
+    recs = _records()
+    big = recs.iloc[np.arange(int(2.5 * CHECKPOINT) // 250) % len(recs)].reset_index(drop=True)
+    big["id_lokalId"] = [f"{k:08x}-0000-4000-8000-000000000000" for k in range(len(big))]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("total.csv", big.to_csv(index=False, lineterminator="\n"))
+    body = buf.getvalue()
+    assert len(body) > 2 * CHECKPOINT
+    _offer("TotalDownload", 40, "2026-11-28T03:00:00Z", recs.iloc[:1])
+    name = next(iter(Services.downloads))
+    meta = dict(Services.downloads[name][0], fileSizeInBytes=len(body))
+    Services.downloads[name] = (dict(meta, md5Hash=hashlib.md5(body).hexdigest()), body)
+    pipeline = pipeline_file(tmp_path, daf, FILES_PIPELINE)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "MFA_FAILPOINT": "pull:download:1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfa.cli", "pull", str(pipeline), "-o", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    Services.log.clear()
+    (rec,) = pull_pipeline(load_pipeline(pipeline))
+    (ranged,) = [h.get("Range") for p, h in Services.log if "GetFile" in p]
+    assert ranged == f"bytes={CHECKPOINT}-"
+    got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(got, big)
+    # a listing whose md5 does not match what came: one line, nothing published
+    wrong = {**meta, "fileName": "x", "generationNumber": 41, "md5Hash": "0" * 32}
+    Services.downloads["x"] = (wrong, body)  # a newer total
+    from mfa.errors import PullError
+
+    with pytest.raises(PullError, match="md5 differs from the listing's") as info:
+        pull_pipeline(load_pipeline(pipeline))
+    assert "\n" not in str(info.value)
