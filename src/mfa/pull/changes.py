@@ -1,7 +1,10 @@
 """Changes applied to a register snapshot: changed rows (deltas) and deleted ids (events).
 
-Pure and vectorised over the rows (pandas index operations). A new snapshot is always a new
-file: the previous one is read, never edited (:mod:`mfa.io.cache`).
+Vectorised over the rows (pandas index operations) of one piece of the register at a time
+(:class:`ChangePlan`): a register on disk (a national total is GBs of text) is read and
+written piece by piece (:func:`write_changed`), never held whole as pandas strings; only
+the changes (a day's deltas, the objects an event named) are. A new snapshot is always a
+new file: the previous one is read, never edited (:mod:`mfa.io.cache`).
 
 Datafordeler publishes changes in two ways (checked against its documentation, see
 docs/design.md "Pull"): **delta downloads** (one file a day with every row that changed
