@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import zipfile
@@ -51,6 +52,8 @@ from mfa.failpoints import failpoint
 from mfa.pull.client import Client, redact
 
 __all__ = ["CHECKPOINT", "CHUNK", "Downloaded", "discard", "download", "extract_one", "mb"]
+
+log = logging.getLogger("mfa")
 
 #: Bytes read from the socket at a time.
 CHUNK = 1 << 20
@@ -190,6 +193,8 @@ def download(
     """
     shown = redact(requests.Request("GET", url, params=params).prepare().url or url, client.secrets)
     part = _Part(folder, stem, shown, md5)
+    if part.durable:
+        log.info("%s: %s: resuming the download after %s", client.what, shown, mb(part.durable))
     started: dict[str, int] = {}
 
     def too_big(size: int, how: str) -> PullError:
