@@ -158,3 +158,17 @@ def test_a_killed_store_leaves_part_files_the_next_pull_removes(
         str(Path(rec["snapshot"]["path"]).relative_to(tmp_path / "cache")),
         str(Path(rec["snapshot"]["path"]).relative_to(tmp_path / "cache")) + ".json",
     ]
+
+
+def test_killed_at_the_last_byte_the_416_starts_the_download_again(
+    tmp_path: Path, service: str, big: bytes
+) -> None:
+    """Killed at the checkpoint that is the file's end: nothing is left to ask for."""
+    Services.files[NAME] = big[: 2 * CHECKPOINT]
+    pipeline = pipeline_file(tmp_path, service)
+    proc = _mfa_pull(pipeline, "pull:download:2")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    Services.log.clear()
+    (rec,) = pull_pipeline(load_pipeline(pipeline))
+    assert _ranges() == [f"bytes={2 * CHECKPOINT}-", None]  # 416, then the whole file
+    assert Path(rec["snapshot"]["path"]).read_bytes() == Services.files[NAME]

@@ -27,7 +27,8 @@ file to its last durable length and asks for the rest with ``Range: bytes=<n>-``
 ``If-Range: <ETag>``. A ``206`` whose ``Content-Range`` starts at ``n`` is appended (the
 hashes continue from the durable prefix); a ``200`` (the file changed, or the server
 ignores ``Range``) starts again from byte 0. Without a strong ``ETag`` (none, or a weak
-``W/`` one, which ``If-Range`` may not carry) a part file is not resumed but removed.
+``W/`` one, which ``If-Range`` may not carry) a part file is not resumed but removed; a
+``416`` (nothing after the durable length) also starts again.
 """
 
 from __future__ import annotations
@@ -252,15 +253,22 @@ def download(
             os.fsync(f.fileno())
         started["bytes"] = written
 
-    r = client.request(
-        "GET",
-        url,
-        params=params,
-        headers=headers,
-        ok=(200, 206, 304) if not_modified else (200, 206),
-        stream_to=stream,
-        before=before,
-    )
+    ok = (200, 206, 304) if not_modified else (200, 206)
+    for resuming in (True, False):
+        r = client.request(
+            "GET",
+            url,
+            params=params,
+            headers=headers,
+            ok=(*ok, 416) if resuming and part.durable else ok,
+            stream_to=stream,
+            before=before,
+        )
+        if r.status_code != 416:
+            break
+        # nothing after the durable length (killed after the last checkpoint): again
+        log.info("%s: %s: the range is not satisfiable; downloading again", client.what, shown)
+        part.reset()
     if r.status_code == 304:
         part.reset()
         return None
