@@ -172,3 +172,34 @@ def test_killed_at_the_last_byte_the_416_starts_the_download_again(
     (rec,) = pull_pipeline(load_pipeline(pipeline))
     assert _ranges() == [f"bytes={2 * CHECKPOINT}-", None]  # 416, then the whole file
     assert Path(rec["snapshot"]["path"]).read_bytes() == Services.files[NAME]
+
+
+@pytest.mark.parametrize(
+    ("etag", "url_tail", "resumed"),
+    [
+        ("strong", NAME, True),
+        ('W/"weak"', NAME, False),  # If-Range may not carry a weak validator
+        ("strong", "other.parquet", False),  # the part of another url
+    ],
+)
+def test_a_part_file_is_resumed_only_with_a_strong_etag_of_the_same_url(
+    tmp_path: Path, service: str, big: bytes, etag: str, url_tail: str, resumed: bool
+) -> None:
+    from mfa.pull.client import Client
+    from mfa.pull.download import download
+
+    Services.files[NAME] = big
+    url = f"{service}/files/{NAME}"
+    strong = '"' + hashlib.sha256(big).hexdigest()[:20] + '"'  # the stand-in's ETag
+    (tmp_path / "f.part").write_bytes(big[:CHECKPOINT] + b"tail not yet durable")
+    state = {"url": f"{service}/files/{url_tail}", "bytes": CHECKPOINT}
+    (tmp_path / "f.json").write_text(
+        json.dumps({**state, "etag": strong if etag == "strong" else etag})
+    )
+    client = Client("sources.register")
+    got = download(client, url, tmp_path, "f", max_bytes=10**9)
+    assert got is not None and got.path.read_bytes() == big
+    assert got.sha256 == hashlib.sha256(big).hexdigest()
+    assert _ranges() == ([f"bytes={CHECKPOINT}-"] if resumed else [None])
+    assert got.resumed_at == (CHECKPOINT if resumed else 0)
+    assert not (tmp_path / "f.json").exists()
