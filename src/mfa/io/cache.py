@@ -207,7 +207,7 @@ def store_snapshot(
         if final.exists():  # a concurrent fetch of the same day won: keep the first
             tmp.unlink()
             return _load(final)
-        sha = sha or sha256_file(tmp)
+        sha = sha if isinstance(sha, str) and sha else sha256_file(tmp)
         if unchanged_from is not None and unchanged_from.sha256 == sha:
             tmp.unlink()
             return unchanged_from
