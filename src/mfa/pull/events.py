@@ -37,9 +37,10 @@ import pandas as pd
 
 from mfa.config.remote import RemoteFields, remote_query
 from mfa.errors import PullError
-from mfa.io.cache import Snapshot, store_snapshot
+from mfa.io.cache import Snapshot, remove_leftovers, store_snapshot
 from mfa.pull.changes import net_events, write_changed
 from mfa.pull.client import Client
+from mfa.pull.state import locked_folder
 
 __all__ = ["EVENT_FIELDS", "events_since", "pull_graphql_changes", "register_entity"]
 
@@ -189,17 +190,19 @@ def pull_graphql_changes(
         "base": str(previous.path),
         "events": {"read": len(events), "deleted": len(deleted), "changed": len(changed)},
     }
-    return store_register(
-        root,
-        kind,
-        day,
-        name,
-        query,
-        previous.path,
-        [upserts],
-        [*deleted, *outside],
-        previous,
-        len(events),
-        id_field=id_field,
-        what=client.what,
-    )
+    with locked_folder(root, kind, name):  # one pull of the source stores at a time
+        remove_leftovers(root, kind, name)  # a killed pull's half-stored snapshot
+        return store_register(
+            root,
+            kind,
+            day,
+            name,
+            query,
+            previous.path,
+            [upserts],
+            [*deleted, *outside],
+            previous,
+            len(events),
+            id_field=id_field,
+            what=client.what,
+        )
