@@ -59,6 +59,7 @@ def service(features: list[dict]) -> Iterator[str]:
     Services.script, Services.log, Services.key, Services.claimed_total = [], [], None, None
     Services.collections, Services.events, Services.downloads = {}, [], {}
     Services.ignore_sortby = False
+    Services.ranges, Services.no_length = True, False
     records = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)
     Services.records = [{k: (v or None) for k, v in r.items()} for r in records.to_dict("records")]
     server, base = start()

@@ -2,6 +2,7 @@
 
 - ``/files/<name>``: a plain file from ``geodata/sample`` with ``ETag`` / ``Last-Modified``
   and ``304 Not Modified`` on a matching ``If-None-Match`` / ``If-Modified-Since``;
+  ``Range: bytes=<n>-`` with ``If-Range`` answered ``206`` (unless ``ranges`` is off);
 - ``/ogc/collections/<c>/items``: OGC API – Features pages as GeoJSON (``pand``: the Delft
   BGT footprints, ``delft_bgt_pand.gpkg``, EPSG:28992, unless ``collections`` holds
   another; any other collection from ``collections``): ``limit``, an opaque ``cursor`` in
@@ -28,6 +29,7 @@ import base64
 import hashlib
 import json
 import re
+import sys
 import threading
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,6 +69,9 @@ class Services(BaseHTTPRequestHandler):
     downloads: ClassVar[dict[str, tuple[dict[str, Any], bytes]]] = {}
     #: a server that does not know ``sortby`` (answers in storage order)
     ignore_sortby: ClassVar[bool] = False
+    #: file bodies: ``Range`` honoured (206), and sent without ``Content-Length``
+    ranges: ClassVar[bool] = True
+    no_length: ClassVar[bool] = False
     #: OGC API collections by id (``pand`` falls back to ``features``)
     collections: ClassVar[dict[str, list[dict[str, Any]]]] = {}
 
@@ -245,7 +250,8 @@ class Services(BaseHTTPRequestHandler):
             if found is None:
                 self._send(404, b"no such file", {"Content-Type": "text/plain"})
                 return
-            self._send(200, found[1], {"Content-Type": "application/zip"})
+            etag = '"' + hashlib.md5(found[1], usedforsecurity=False).hexdigest() + '"'
+            self._body(found[1], {"Content-Type": "application/zip", "ETag": etag})
         else:
             self._send(404, b"not found", {"Content-Type": "text/plain"})
 
@@ -258,8 +264,7 @@ class Services(BaseHTTPRequestHandler):
         if self.headers.get("If-None-Match") == etag:
             self._send(304, b"", {"ETag": etag})
             return
-        self._send(
-            200,
+        self._body(
             body,
             {
                 "ETag": etag,
@@ -267,6 +272,33 @@ class Services(BaseHTTPRequestHandler):
                 "Content-Type": "application/octet-stream",
             },
         )
+
+    def _body(self, body: bytes, headers: dict[str, str]) -> None:
+        """A file body: ``206`` for ``Range: bytes=<n>-`` when ``If-Range`` is absent or
+        equals the ``ETag`` (RFC 9110 §14.2, §13.1.5) and ``ranges`` is on, else ``200``;
+        with ``no_length`` no ``Content-Length`` (the body ends when the connection does)."""
+        cls = type(self)
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if_range = self.headers.get("If-Range")
+        if cls.ranges and m and (if_range is None or if_range == headers.get("ETag")):
+            start = int(m.group(1))
+            if start >= len(body):
+                self._send(416, b"", {"Content-Range": f"bytes */{len(body)}"})
+                return
+            headers = {**headers, "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}
+            self._send(206, body[start:], headers)
+            return
+        if cls.ranges:
+            headers = {**headers, "Accept-Ranges": "bytes"}
+        if cls.no_length:
+            self.send_response(200)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+            self.close_connection = True
+            return
+        self._send(200, body, headers)
 
     def _items(self, q: dict[str, list[str]], name: str) -> None:
         cls = type(self)
@@ -342,8 +374,17 @@ class Services(BaseHTTPRequestHandler):
         self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-body (killed, or refusing a file over its bound) is
+        what some tests do: not worth a traceback on stderr."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 def start() -> tuple[ThreadingHTTPServer, str]:
     """Start the stand-in on a free loopback port; return the server and its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Services)
+    server = _Server(("127.0.0.1", 0), Services)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

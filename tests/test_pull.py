@@ -89,6 +89,7 @@ def test_layer_with_a_paged_footprint_pull_is_a_config_error(tmp_path: Path) -> 
         ('url = "http://x/ogc"\nprotocol = "ftp"', "protocol"),
         ('path = "a.parquet"\nprotocol = "http"', "go with url"),
         ('url = "http://x/a"\nprotocol = "http"\napi_key_env = "abc-1 2"', "api_key_env"),
+        ('url = "http://x/a"\nprotocol = "http"\nmax_download_mb = 0', "max_download_mb"),
     ],
 )
 def test_bad_remote_keys_are_one_config_error(tmp_path: Path, table: str, message: str) -> None:

@@ -8,6 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -304,3 +305,114 @@ def test_files_cut_off_or_not_a_zip_is_one_line_and_publishes_nothing(
         assert "\n" not in str(e.value) and "sources.register" in str(e.value)
         assert KEY not in str(e.value)
     assert snapshots_in(tmp_path / "cache") == []
+
+
+def _zip_members(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ({"../../evil.csv": b"id_lokalId\n1\n"}, r"'../../evil.csv'.*path traversal"),
+        ({"/etc/evil.csv": b"id_lokalId\n1\n"}, r"'/etc/evil.csv'.*path traversal"),
+        # 3 MB of one repeated row in a zip of a few kB: unpacked past max_download_mb = 1
+        ({"bomb.csv": b"id_lokalId,x\n" + b"1,2\n" * 750_000}, r"unpacks to 3.0 MB .declared"),
+    ],
+)
+def test_files_zip_with_traversal_or_a_bomb_is_refused_and_nothing_is_unpacked(
+    tmp_path: Path, daf: str, members: dict[str, bytes], message: str
+) -> None:
+    from mfa.errors import PullError
+    from tests.pull_helpers import snapshots_in
+
+    _offer("TotalDownload", 40, "2026-11-28T03:00:00Z", _records())
+    name = next(iter(Services.downloads))
+    body = _zip_members(members)
+    Services.downloads[name] = (dict(Services.downloads[name][0], fileSizeInBytes=len(body)), body)
+    text = FILES_PIPELINE.replace("api_key_env", "max_download_mb = 1\napi_key_env")
+    p = load_pipeline(pipeline_file(tmp_path, daf, text))
+    with pytest.raises(PullError, match=message) as info:
+        pull_pipeline(p)
+    assert "\n" not in str(info.value) and str(info.value).startswith("sources.register: ")
+    assert snapshots_in(tmp_path / "cache") == []
+    # nothing unpacked anywhere (no evil.csv, no part of the bomb), no work folder kept
+    assert [f.name for f in tmp_path.rglob("*") if f.is_file() and "csv" in f.name] == []
+    assert not [d for d in (tmp_path / "cache").rglob(".pull/*") if d.is_dir()]
+
+
+def test_files_a_pull_that_failed_after_the_total_does_not_download_it_again(
+    tmp_path: Path, daf: str
+) -> None:
+    from mfa.errors import PullError
+
+    recs = _records()
+    _offer("TotalDownload", 40, "2026-11-28T03:00:00Z", recs.iloc[:55])
+    _offer("DeltaDownload", 7, "2026-11-29T02:00:00Z", recs.iloc[[56]])
+    p = load_pipeline(pipeline_file(tmp_path, daf, FILES_PIPELINE))
+    Services.script[:] = ["ok", "ok", "ok", "401"]  # listing, events, total, delta: refused
+    with pytest.raises(PullError, match="HTTP 401"):
+        pull_pipeline(p)
+    Services.log.clear()
+    (rec,) = pull_pipeline(p)
+    (fetched,) = _gets("GetFile")  # the delta only: the total was unpacked by the first pull
+    assert "DeltaDownload" in fetched and rec["rows"] == 56
+    got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
+    assert got["id_lokalId"].tolist() == recs["id_lokalId"].iloc[[*range(55), 56]].tolist()
+    assert not [d for d in (tmp_path / "cache").rglob(".pull/*") if d.is_dir()]  # published
+
+
+def test_files_pull_killed_mid_total_resumes_with_range_and_checks_the_md5(
+    tmp_path: Path, daf: str
+) -> None:
+    """A total of 2.5 download checkpoints (stored, not deflated): killed after the first,
+    the next pull asks for the rest and the md5 over both parts matches the listing's."""
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mfa.pull.download import CHECKPOINT
+    from tests.conftest import ROOT
+
+    recs = _records()
+    big = recs.iloc[np.arange(int(2.5 * CHECKPOINT) // 250) % len(recs)].reset_index(drop=True)
+    big["id_lokalId"] = [f"{k:08x}-0000-4000-8000-000000000000" for k in range(len(big))]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("total.csv", big.to_csv(index=False, lineterminator="\n"))
+    body = buf.getvalue()
+    assert len(body) > 2 * CHECKPOINT
+    _offer("TotalDownload", 40, "2026-11-28T03:00:00Z", recs.iloc[:1])
+    name = next(iter(Services.downloads))
+    meta = dict(Services.downloads[name][0], fileSizeInBytes=len(body))
+    Services.downloads[name] = (dict(meta, md5Hash=hashlib.md5(body).hexdigest()), body)
+    pipeline = pipeline_file(tmp_path, daf, FILES_PIPELINE)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "MFA_FAILPOINT": "pull:download:1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mfa.cli", "pull", str(pipeline), "-o", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    Services.log.clear()
+    (rec,) = pull_pipeline(load_pipeline(pipeline))
+    (ranged,) = [h.get("Range") for p, h in Services.log if "GetFile" in p]
+    assert ranged == f"bytes={CHECKPOINT}-"
+    got = pd.read_csv(rec["snapshot"]["path"], dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(got, big)
+    # a listing whose md5 does not match what came: one line, nothing published
+    wrong = {**meta, "fileName": "x", "generationNumber": 41, "md5Hash": "0" * 32}
+    Services.downloads["x"] = (wrong, body)  # a newer total
+    from mfa.errors import PullError
+
+    with pytest.raises(PullError, match="md5 differs from the listing's") as info:
+        pull_pipeline(load_pipeline(pipeline))
+    assert "\n" not in str(info.value)

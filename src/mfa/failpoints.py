@@ -8,8 +8,11 @@ previous ``latest`` is byte-identical, that no half-written file sits at a publi
 and that the next run succeeds. Unset (always, outside tests) a point costs one dict lookup.
 
 A paged pull (:mod:`mfa.pull.oapif`) also passes ``pull:page:<k>`` after saving page k and
-its cursor (not in :data:`POINTS`: only pipelines with a remote source reach it);
-``tests/test_pull.py`` kills ``mfa pull`` there and checks that the next pull resumes.
+its cursor, and a file download ``pull:download:<k>`` after its k-th durable checkpoint
+(:mod:`mfa.pull.download`; neither in :data:`POINTS`: only pipelines with a remote source
+reach them); ``tests/test_pull.py``, ``tests/test_pull_download.py`` and
+``tests/test_pull_datafordeler.py`` kill ``mfa pull`` there and check that the next pull
+resumes.
 """
 
 from __future__ import annotations

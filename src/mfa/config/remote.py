@@ -16,11 +16,24 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PROTOCOLS", "RemoteFields", "api_key", "check_remote", "remote_query"]
+__all__ = [
+    "MAX_DOWNLOAD_MB",
+    "PROTOCOLS",
+    "RemoteFields",
+    "api_key",
+    "check_remote",
+    "remote_query",
+]
 
 #: The protocols a remote source may name.
 Protocol = Literal["http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+
+#: The default of a source's ``max_download_mb`` (MB, 10⁶ bytes): a bound on the disk a
+#: pull may fill (downloads are streamed to disk, never held in memory). A national BBR
+#: total of Datafordeler is a zip of some hundred MB holding a CSV of a few GB; a larger
+#: delivery needs the setting raised. A setting, not a number from literature.
+MAX_DOWNLOAD_MB = 5000.0
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -61,6 +74,12 @@ class RemoteFields(BaseModel):
         description="a snapshot with this share fewer rows than the previous one warns",
     )
     retries: Annotated[int, Field(ge=0, le=10)] = 4
+    max_download_mb: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        default=MAX_DOWNLOAD_MB,
+        description="http/datafordeler-files: the largest file a pull downloads, and the "
+        "largest member it unpacks from a zip (MB, 10^6 bytes); a bound on disk use, "
+        "checked against Content-Length before and the bytes received while downloading",
+    )
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     modified_field: str | None = Field(
         default=None,

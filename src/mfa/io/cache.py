@@ -21,6 +21,7 @@ exists and downloaded when it does not.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ __all__ = [
     "osm_snapshot_name",
     "pinned_snapshot",
     "query_name",
+    "remove_leftovers",
     "store_snapshot",
 ]
 
@@ -176,11 +178,12 @@ def store_snapshot(
     day: str,
     name: str,
     query: Any,
-    write: Callable[[Path], None],
+    write: Callable[[Path], str | None],
     fetched_at: datetime | None = None,
     unchanged_from: Snapshot | None = None,
 ) -> Snapshot:
-    """Write a new snapshot atomically; ``write(tmp)`` writes the data to ``tmp``.
+    """Write a new snapshot atomically; ``write(tmp)`` writes the data to ``tmp`` and may
+    return its sha256 (hex, computed while writing; else the file is read to hash it).
 
     With ``unchanged_from`` (the previous snapshot), data with the same sha256 is not
     stored again: the part file is removed and ``unchanged_from`` returned.
@@ -198,13 +201,13 @@ def store_snapshot(
     tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.part"
     meta_tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.json.part"
     try:
-        write(tmp)
+        sha = write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if final.exists():  # a concurrent fetch of the same day won: keep the first
             tmp.unlink()
             return _load(final)
-        sha = sha256_file(tmp)
+        sha = sha if isinstance(sha, str) and sha else sha256_file(tmp)
         if unchanged_from is not None and unchanged_from.sha256 == sha:
             tmp.unlink()
             return unchanged_from
@@ -217,7 +220,8 @@ def store_snapshot(
             "fetched_at": (fetched_at or datetime.now(UTC)).isoformat(),
             "query": query,
         }
-        meta_tmp.write_text(json.dumps(meta, indent=2, default=str))
+        text = json.dumps(meta, indent=2, default=str)
+        meta_tmp.write_text(text)
         with open(meta_tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(meta_tmp, _sidecar(final))
@@ -227,7 +231,28 @@ def store_snapshot(
         for leftover in (tmp, meta_tmp):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
-    return _load(final)
+    # what was just hashed and written (not read back: a national register is GBs)
+    meta = json.loads(text)
+    return Snapshot(
+        path=final,
+        **{k: meta[k] for k in ("kind", "day", "name", "sha256", "fetched_at", "query")},
+        bytes=int(meta["bytes"]),
+    )
+
+
+def remove_leftovers(root: Path, kind: str, name: str) -> list[Path]:
+    """Remove the part files of snapshot ``name`` that a killed process left in its day
+    folders (``.<name>.<random>.part`` and ``.json.part``), and day folders left empty;
+    return what was removed. Call it only while no other process stores ``name`` (a pull
+    holds its work folder's lock: :func:`mfa.pull.state.locked_folder`)."""
+    removed = []
+    for part in sorted((Path(root) / kind).glob(f"*/.{glob.escape(name)}.*.part")):
+        if DAY_PATTERN.match(part.parent.name):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+            with contextlib.suppress(OSError):
+                part.parent.rmdir()  # only when empty
+    return removed
 
 
 def download_url(

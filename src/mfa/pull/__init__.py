@@ -236,6 +236,7 @@ def _pull_pages(
     previous: Snapshot | None,
     extra: dict[str, Any] | None = None,
 ) -> tuple[Snapshot, dict[str, Any]]:
+    from mfa.io.cache import remove_leftovers
     from mfa.pull.paging import assemble_pages, fetch_all
     from mfa.pull.state import locked_state, remove_state
 
@@ -247,6 +248,7 @@ def _pull_pages(
         from mfa.pull.oapif import OAPIF as paging
     first = paging.first(src)
     with locked_state(root, kind, name, first) as state:
+        remove_leftovers(root, kind, name)  # a killed pull's half-stored snapshot
         if state.pages:
             log.info("%s: resuming after page %d", client.what, state.pages)
         query: dict[str, Any] = {

@@ -140,12 +140,15 @@ class Client:
         json: Any = None,
         ok: tuple[int, ...] = (200,),
         stream_to: Callable[[requests.Response], None] | None = None,
+        before: Callable[[], Mapping[str, str]] | None = None,
     ) -> requests.Response:
         """Send one request with the retry policy; return the response (status in ``ok``).
 
         Without ``stream_to`` the body is read completely inside the retry loop (a
         connection dropped mid-body is retried); with it, ``stream_to(response)`` consumes
-        the body of a 200 response (and is called again from the start on a retry).
+        the body of a 200 or 206 response (and is called again on a retry). ``before()``,
+        called before each attempt, gives headers added to that attempt (a download's
+        ``Range`` from what it has on disk: :mod:`mfa.pull.download`).
         """
         full = requests.Request(method, url, params=params).prepare().url or url
         attempt = 0
@@ -154,11 +157,12 @@ class Client:
             wait: float | None = None
             try:
                 self.requests += 1
+                sent = {**(headers or {}), **(before() if before is not None else {})}
                 r = self.session.request(
                     method,
                     url,
                     params=params,
-                    headers=headers,
+                    headers=sent or None,
                     json=json,
                     timeout=self.timeout_s,
                     stream=stream_to is not None,
@@ -166,7 +170,7 @@ class Client:
                 )
                 with r:
                     if r.status_code in ok:
-                        if stream_to is not None and r.status_code == 200:
+                        if stream_to is not None and r.status_code in (200, 206):
                             stream_to(r)
                         else:
                             _ = r.content  # read it all here: a cut-off body is retried

@@ -28,19 +28,28 @@ deletions come from the register's events when ``events_url`` is given
 - a newer total, or a gap in the deltas (a delta expired before it was pulled): the total,
   then every delta generated after it (contiguous), then the deletions since it.
 
+Memory: no file is held whole. Each listed file is streamed to the source's work folder
+(:mod:`mfa.pull.download`: bounded by ``max_download_mb``, md5 and size checked against
+the listing, resumable), its one CSV unpacked streamed (bounded, path traversal refused),
+and kept there until the snapshot is published, so a pull that failed after the total is
+not made to download it again. The register (a total, or the previous snapshot) is read
+and written piece by piece with the day's deltas (small) held
+(:func:`mfa.pull.changes.write_changed`).
+
 Not checked against the live service (no key, no network here): the CSV inside the zips
 (field names as the GraphQL entity's, e.g. ``id_lokalId``, read as any register CSV), how
 delta and total generation numbers relate (mfa orders deltas by their own numbers and
-relates them to a total by ``generationTime``), and the listing's paging parameter.
+relates them to a total by ``generationTime``), the listing's paging parameter, and
+whether ``GetFile`` sends an ``ETag`` and honours ``Range`` (without them a killed download
+starts again from byte 0).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import zipfile
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +57,11 @@ import pandas as pd
 
 from mfa.config.remote import RemoteFields, remote_query
 from mfa.errors import PullError, SnapshotCheckError
-from mfa.io.cache import Snapshot
-from mfa.pull.changes import apply_changes, net_events
+from mfa.io.cache import Snapshot, remove_leftovers
+from mfa.pull.changes import csv_separator, net_events
 from mfa.pull.client import Client
+from mfa.pull.download import discard, download, extract_one
+from mfa.pull.state import locked_folder
 
 __all__ = ["choose_files", "plan_files", "pull_datafordeler_files"]
 
@@ -155,34 +166,79 @@ def plan_files(
     return "total", after
 
 
-def _download_table(client: Client, src: RemoteFields, meta: dict[str, Any]) -> pd.DataFrame:
-    """One listed file (a zip of one CSV), checked (size, md5), as register text."""
-    base = str(src.url).rstrip("/")
-    r = client.request("GET", f"{base}/{GET_FILE}", params={"Filename": meta["fileName"]})
-    body = r.content
-    size = meta.get("fileSizeInBytes")
-    if size and len(body) != int(size):
-        raise PullError(
-            f"{client.what}: {meta['fileName']}: {len(body)} bytes, the listing says {size} "
-            "(cut off?); try again later"
-        )
-    md5 = meta.get("md5Hash")
-    if md5 and hashlib.md5(body).hexdigest().lower() != str(md5).lower():
-        raise PullError(f"{client.what}: {meta['fileName']}: md5 differs from the listing's")
+def _stem(meta: dict[str, Any]) -> str:
+    """The work-folder name of a listed file (a hash: the listing's name is not trusted)."""
+    return hashlib.sha256(str(meta["fileName"]).encode()).hexdigest()[:16]
+
+
+def _fetch_csv(client: Client, src: RemoteFields, meta: dict[str, Any], folder: Path) -> Path:
+    """One listed file (a zip of one CSV), streamed to ``folder``, checked (size, md5
+    against the listing) and its CSV unpacked streamed; returns the CSV's path. A file
+    unpacked by a killed pull of the same listing is used again, not downloaded."""
+    stem = _stem(meta)
+    out, done = folder / f"{stem}.csv", folder / f"{stem}.done.json"
+    ident = {k: meta.get(k) for k in ("fileName", "md5Hash", "fileSizeInBytes")}
     try:
-        with zipfile.ZipFile(io.BytesIO(body)) as z:
-            names = [n for n in z.namelist() if n.lower().endswith(".csv")]
-            if len(names) != 1:
-                raise SnapshotCheckError(
-                    f"{client.what}: {meta['fileName']} holds {len(names)} CSV files, not one; "
-                    "check filters.format"
-                )
-            with z.open(names[0]) as f:
-                text = f.read().decode("utf-8-sig")
-    except zipfile.BadZipFile:
-        raise PullError(f"{client.what}: {meta['fileName']} is not a zip file") from None
-    sep = ";" if text.split("\n", 1)[0].count(";") > text.split("\n", 1)[0].count(",") else ","
-    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[], sep=sep)
+        if out.is_file() and json.loads(done.read_text()) == ident:
+            log.info("%s: %s already unpacked by an earlier pull", client.what, meta["fileName"])
+            return out
+    except (OSError, ValueError):
+        pass
+    done.unlink(missing_ok=True)
+    limit = int(src.max_download_mb * 1e6)
+    base = str(src.url).rstrip("/")
+    got = download(
+        client,
+        f"{base}/{GET_FILE}",
+        folder,
+        stem,
+        params={"Filename": meta["fileName"]},
+        max_bytes=limit,
+        md5=bool(meta.get("md5Hash")),
+    )
+    if got is None:  # pragma: no cover - a 304 only answers a conditional request
+        raise PullError(f"{client.what}: {meta['fileName']}: 304 without a conditional request")
+    size, md5 = meta.get("fileSizeInBytes"), meta.get("md5Hash")
+    problem = None
+    if size and got.bytes != int(size):
+        problem = f"{got.bytes} bytes, the listing says {size} (cut off?); try again later"
+    elif md5 and got.md5.lower() != str(md5).lower():
+        problem = "md5 differs from the listing's; try again later"
+    if problem:
+        discard(folder, stem)
+        raise PullError(f"{client.what}: {meta['fileName']}: {problem}")
+    tmp = folder / f"{stem}.csv.tmp"
+    try:
+        extract_one(
+            got.path,
+            tmp,
+            what=client.what,
+            label=str(meta["fileName"]),
+            suffix=".csv",
+            max_bytes=limit,
+        )
+    finally:
+        discard(folder, stem)  # the zip: unpacked or refused
+    os.replace(tmp, out)
+    done.write_text(json.dumps(ident))
+    return out
+
+
+def _read_changes(path: Path, id_field: str, what: str, label: str) -> pd.DataFrame:
+    """A delta file (small: the rows changed in a day) as register text."""
+    frame = pd.read_csv(
+        path,
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
+        sep=csv_separator(path),
+        encoding="utf-8-sig",
+    )
+    if id_field not in frame.columns:
+        raise SnapshotCheckError(
+            f"{what}: {label} has no {id_field} column; the schema changed? set id_field"
+        )
+    return frame
 
 
 def pull_datafordeler_files(
@@ -195,7 +251,7 @@ def pull_datafordeler_files(
     previous: Snapshot | None,
 ) -> tuple[Snapshot, dict[str, Any]]:
     """Pull the source's register: one listing request when nothing changed."""
-    from mfa.pull.events import events_since, read_register_text, store_register
+    from mfa.pull.events import events_since, store_register
 
     rows = _listing(client, src)
     type_of_data = str(src.filters.get("type", "Current"))
@@ -215,21 +271,8 @@ def pull_datafordeler_files(
     if action == "unchanged" and not deleted and previous is not None:
         return previous, {"rows": prev_q.get("rows") if prev_q else None, "events": len(events)}
     id_field = src.id_field or "id_lokalId"
-    if action == "total" or previous is None:
-        base = _download_table(client, src, total)
+    if previous is None:
         action = "total"
-    else:
-        base = read_register_text(previous.path)
-    changes = [_download_table(client, src, m) for m in todo]
-    for frame in (base, *changes):
-        if id_field not in frame.columns:
-            raise SnapshotCheckError(
-                f"{client.what}: a downloaded file has no {id_field} column; the schema "
-                "changed? set id_field"
-            )
-    after = apply_changes(base, changes, deleted, id_field)
-    if after[id_field].duplicated().any():
-        raise SnapshotCheckError(f"{client.what}: {id_field} repeats in the total download")
     last_delta = (
         int(todo[-1]["generationNumber"])
         if todo
@@ -237,7 +280,7 @@ def pull_datafordeler_files(
     )
     query = {
         "source": remote_query(src),
-        "rows": len(after),
+        "rows": None,  # filled in while the register is written
         "total_generation": int(total["generationNumber"]),
         "total_time": str(total["generationTime"]),
         "delta_generation": last_delta,
@@ -246,4 +289,32 @@ def pull_datafordeler_files(
         "files": [total["fileName"]] * (action == "total") + [m["fileName"] for m in todo],
         "deleted": len(deleted),
     }
-    return store_register(root, kind, day, name, query, after, previous, len(events))
+    with locked_folder(root, kind, name) as folder:
+        remove_leftovers(root, kind, name)  # a killed pull's half-stored snapshot
+        wanted = {_stem(m) for m in ([total] if action == "total" else []) + todo}
+        for f in folder.glob("*"):  # files of listings gone by: not resumed, removed
+            if f.name != ".lock" and f.name.split(".")[0] not in wanted:
+                f.unlink()
+        base = _fetch_csv(client, src, total, folder) if action == "total" else previous.path
+        changes = [
+            _read_changes(_fetch_csv(client, src, m, folder), id_field, client.what, m["fileName"])
+            for m in todo
+        ]
+        stored = store_register(
+            root,
+            kind,
+            day,
+            name,
+            query,
+            base,
+            changes,
+            deleted,
+            previous,
+            len(events),
+            id_field=id_field,
+            what=client.what,
+        )
+        for f in folder.glob("*"):  # published: nothing to resume
+            if f.name != ".lock":
+                f.unlink()
+    return stored

@@ -22,13 +22,12 @@ GraphQL conventions for other entities and could not be checked against the live
 A register pulled by GraphQL with ``events_url`` is brought up to date from its previous
 snapshot: no event since the last pull → unchanged (one request); otherwise the objects
 inserted or updated are fetched by id (``where: { id_lokalId: { in: […] } }``) and the
-deleted ones removed (:func:`mfa.pull.changes.apply_changes`), giving a new snapshot.
+deleted ones removed (:func:`mfa.pull.changes.write_changed`, the previous snapshot read
+piece by piece), giving a new snapshot.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,9 +37,10 @@ import pandas as pd
 
 from mfa.config.remote import RemoteFields, remote_query
 from mfa.errors import PullError
-from mfa.io.cache import Snapshot, store_snapshot
-from mfa.pull.changes import apply_changes, net_events
+from mfa.io.cache import Snapshot, remove_leftovers, store_snapshot
+from mfa.pull.changes import net_events, write_changed
 from mfa.pull.client import Client
+from mfa.pull.state import locked_folder
 
 __all__ = ["EVENT_FIELDS", "events_since", "pull_graphql_changes", "register_entity"]
 
@@ -128,42 +128,33 @@ def _fetch_by_id(client: Client, src: RemoteFields, ids: list[str]) -> pd.DataFr
     return frame.astype(object).where(frame.notna(), "").astype(str)
 
 
-def read_register_text(path: Path) -> pd.DataFrame:
-    """A register CSV snapshot as text, exactly as written (no value parsed)."""
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
-
-
-def write_register_text(frame: pd.DataFrame, out: Path) -> None:
-    """A register table as the CSV a snapshot is: header, one line a row, ``\\n``."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(list(frame.columns))
-    w.writerows(frame.to_numpy(dtype=object).tolist())
-    out.write_text(buf.getvalue(), encoding="utf-8")
-
-
 def store_register(
     root: Path,
     kind: str,
     day: str,
     name: str,
     query: dict[str, Any],
-    after: pd.DataFrame,
+    base: Path,
+    changes: list[pd.DataFrame],
+    deleted: list[str],
     previous: Snapshot | None,
     events: int,
+    *,
+    id_field: str,
+    what: str,
 ) -> tuple[Snapshot, dict[str, Any]]:
-    """Store a register made from the previous snapshot and its changes as a new snapshot
-    (or the previous one if the bytes are the same); with what was learnt."""
-    snap = store_snapshot(
-        root,
-        kind,
-        day,
-        name,
-        query,
-        lambda tmp: write_register_text(after, tmp),
-        unchanged_from=previous,
-    )
-    return snap, {"rows": len(after), "events": events}
+    """Store the register CSV at ``base`` after ``changes`` and ``deleted`` as a new
+    snapshot (or the previous one if the bytes are the same), written piece by piece
+    (:func:`mfa.pull.changes.write_changed`); ``query["rows"]`` is filled in before the
+    sidecar is written. Returns the snapshot and what was learnt."""
+
+    def write(tmp: Path) -> str:
+        rows, sha = write_changed(base, tmp, changes, deleted, id_field, what=what)
+        query["rows"] = rows
+        return sha
+
+    snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
+    return snap, {"rows": query["rows"], "events": events}
 
 
 def pull_graphql_changes(
@@ -190,15 +181,28 @@ def pull_graphql_changes(
         return previous, {"rows": prev_q.get("rows"), "events": 0}
     upserts = _fetch_by_id(client, src, changed)
     id_field = src.id_field or "id_lokalId"
-    before = read_register_text(previous.path)
     # an object changed but no longer within the filters (e.g. moved municipality): gone
     outside = sorted(set(changed) - set(upserts[id_field]))
-    after = apply_changes(before, [upserts], [*deleted, *outside], id_field)
     query = {
         "source": remote_query(src),
-        "rows": len(after),
+        "rows": None,  # filled in while the register is written
         "events_cursor": latest,
         "base": str(previous.path),
         "events": {"read": len(events), "deleted": len(deleted), "changed": len(changed)},
     }
-    return store_register(root, kind, day, name, query, after, previous, len(events))
+    with locked_folder(root, kind, name):  # one pull of the source stores at a time
+        remove_leftovers(root, kind, name)  # a killed pull's half-stored snapshot
+        return store_register(
+            root,
+            kind,
+            day,
+            name,
+            query,
+            previous.path,
+            [upserts],
+            [*deleted, *outside],
+            previous,
+            len(events),
+            id_field=id_field,
+            what=client.what,
+        )

@@ -3,28 +3,30 @@
 The request carries ``If-None-Match`` (the previous snapshot's ``ETag``) and
 ``If-Modified-Since`` (its ``Last-Modified``) as RFC 9110 §13.1 defines them; a ``304 Not
 Modified`` answer reuses the previous snapshot and writes nothing. A ``200`` body is
-streamed into the store's part file (:func:`mfa.io.cache.store_snapshot`), its length
-checked against ``Content-Length``, and published atomically, unless its sha256 equals the
+streamed to disk in the source's locked work folder (:mod:`mfa.pull.download`: hashed
+while written, bounded by ``max_download_mb``, resumable with ``Range`` after a kill),
+its length checked against ``Content-Length``, then moved into the store's part file and
+published atomically (:func:`mfa.io.cache.store_snapshot`), unless its sha256 equals the
 previous snapshot's (a server without validators): then nothing new is stored either.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from mfa.config.remote import RemoteFields, remote_query
 from mfa.errors import PullError
-from mfa.io.cache import Snapshot, store_snapshot
+from mfa.io.cache import Snapshot, remove_leftovers, store_snapshot
 from mfa.pull.client import Client
+from mfa.pull.download import discard, download
+from mfa.pull.state import locked_folder
 
 __all__ = ["pull_file"]
 
-
-class _NotModified(Exception):
-    """The server answered 304: nothing to store."""
+#: The download's name in the work folder.
+STEM = "file"
 
 
 def pull_file(
@@ -35,7 +37,6 @@ def pull_file(
     name: str,
     day: str,
     previous: Snapshot | None,
-    chunk: int = 1 << 20,
 ) -> tuple[Snapshot, dict[str, Any]]:
     """Fetch ``src.url`` unless unchanged; return the snapshot to use and what was learnt."""
     prev_q = (previous.query or {}) if previous is not None else {}
@@ -44,39 +45,34 @@ def pull_file(
         headers["If-None-Match"] = prev_q["etag"]
     if previous is not None and prev_q.get("last_modified"):
         headers["If-Modified-Since"] = prev_q["last_modified"]
-    query: dict[str, Any] = {"source": remote_query(src)}
-
-    def write(tmp: Path) -> None:
-        def stream(r: requests.Response) -> None:
-            expected = r.headers.get("Content-Length")
-            written = 0
-            with open(tmp, "wb") as f:
-                for block in r.iter_content(chunk):
-                    f.write(block)
-                    written += len(block)
-            if expected is not None and written != int(expected):
-                # requests raises on a short body itself; this guards other transports
-                raise requests.exceptions.ChunkedEncodingError(
-                    f"cut off at {written} of {expected} bytes"
-                )
-            query["etag"] = r.headers.get("ETag")
-            query["last_modified"] = r.headers.get("Last-Modified")
-            query["bytes"] = written
-
-        r = client.request(
-            "GET",
+    with locked_folder(root, kind, name) as folder:
+        remove_leftovers(root, kind, name)  # a killed pull's half-stored snapshot
+        got = download(
+            client,
             str(src.url),
+            folder,
+            STEM,
+            max_bytes=int(src.max_download_mb * 1e6),
             headers=headers,
-            ok=(200, 304) if headers else (200,),
-            stream_to=stream,
+            not_modified=bool(headers),
         )
-        if r.status_code == 304:
-            raise _NotModified
+        if got is None:  # 304: only a conditional request (a previous snapshot) gets one
+            if previous is None:  # pragma: no cover - no validators were sent
+                raise PullError(f"{client.what}: 304 without a conditional request")
+            return previous, {}
+        query: dict[str, Any] = {
+            "source": remote_query(src),
+            "etag": got.etag,
+            "last_modified": got.last_modified,
+            "bytes": got.bytes,
+        }
 
-    try:
-        snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
-    except _NotModified:
-        if previous is None:  # pragma: no cover - no validators were sent
-            raise PullError(f"{client.what}: 304 without a conditional request") from None
-        return previous, {}
+        def write(tmp: Path) -> str:
+            os.replace(got.path, tmp)
+            return got.sha256
+
+        try:
+            snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
+        finally:
+            discard(folder, STEM)
     return snap, {}

@@ -32,7 +32,15 @@ from typing import Any
 from mfa.errors import PullError
 from mfa.io.files import fsync_dir
 
-__all__ = ["MAX_AGE_H", "PageState", "last_check", "locked_state", "remove_state", "save_check"]
+__all__ = [
+    "MAX_AGE_H",
+    "PageState",
+    "last_check",
+    "locked_folder",
+    "locked_state",
+    "remove_state",
+    "save_check",
+]
 
 #: Resume state older than this (hours) is discarded and the pull starts again.
 MAX_AGE_H = 24
@@ -94,15 +102,13 @@ class PageState:
 
 
 @contextlib.contextmanager
-def locked_state(
-    root: Path, kind: str, name: str, first: dict[str, Any], now: datetime | None = None
-) -> Iterator[PageState]:
-    """The resume state of snapshot ``name``, locked for this pull.
+def locked_folder(root: Path, kind: str, name: str) -> Iterator[Path]:
+    """The work folder of snapshot ``name`` (``<cache>/<kind>/.pull/<name>``), locked
+    (``flock``) for this pull; removed afterwards when it holds nothing to resume (no page,
+    no downloaded or partly downloaded file: only ``.json`` state or nothing).
 
-    ``first`` is the first request (used when there is no state to resume). Raises
-    :class:`~mfa.errors.PullError` when another pull of the same source holds the lock.
+    Raises :class:`~mfa.errors.PullError` when another pull of the same source holds it.
     """
-    now = now or datetime.now(UTC)
     folder = Path(root) / kind / ".pull" / name
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole pull
@@ -113,15 +119,33 @@ def locked_state(
             raise PullError(
                 f"{folder}: another pull of this {kind} source is in progress; wait for it"
             ) from None
+        yield folder
+    finally:
+        handle.close()
+        keep = any(
+            f.name.startswith("page-") or (f.name != ".lock" and f.suffix != ".json")
+            for f in folder.glob("*")
+        )
+        if not keep:  # nothing to resume: leave no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked_state(
+    root: Path, kind: str, name: str, first: dict[str, Any], now: datetime | None = None
+) -> Iterator[PageState]:
+    """The resume state of snapshot ``name``, locked for this pull.
+
+    ``first`` is the first request (used when there is no state to resume). Raises
+    :class:`~mfa.errors.PullError` when another pull of the same source holds the lock.
+    """
+    now = now or datetime.now(UTC)
+    with locked_folder(root, kind, name) as folder:
         state = _load(folder, now)
         if state is None:
             state = PageState(folder, now.isoformat(), 0, first, {})
             state.clear()  # pages of a stale or unreadable pull
         yield state
-    finally:
-        handle.close()
-        if not any(folder.glob("page-*")):  # nothing to resume: leave no folder behind
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _load(folder: Path, now: datetime) -> PageState | None:
