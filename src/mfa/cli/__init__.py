@@ -60,9 +60,22 @@ def _fail(exc: BaseException | str) -> None:
     raise typer.Exit(code=2)
 
 
-def _os_error(exc: OSError) -> str:
-    """An OSError outside mfa's own checks as one line: what, where, and what is safe."""
-    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+def _os_error(exc: OSError, folder: Path | None = None) -> str:
+    """An OSError outside mfa's own checks as one line: what, where, and what is safe
+    (a full, over-quota or read-only file system as :func:`mfa.io.storage.storage_error`
+    words it, naming the file or else ``folder``)."""
+    from mfa.io.storage import storage_error
+
+    named = getattr(exc, "filename", None)
+    disk = storage_error(
+        exc,
+        Path(named or folder or os.getcwd()),
+        outcome="nothing was published and the previous 'latest' is unchanged",
+        option="--output-dir",
+    )
+    if disk is not None:
+        return str(disk)
+    where = f"{named}: " if named else ""
     what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
     return (
         f"{where}{what} ({type(exc).__name__}); nothing was published and the previous "

@@ -226,7 +226,7 @@ def _run(
     except MfaError as exc:
         _fail(exc)
     except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
-        _fail(_os_error(exc))
+        _fail(_os_error(exc, output_dir))
     except KeyboardInterrupt:
         _interrupted(pipeline, output_dir)
     except RuntimeError as exc:
