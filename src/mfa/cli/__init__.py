@@ -84,6 +84,29 @@ def _os_error(exc: OSError, folder: Path | None = None) -> str:
     )
 
 
+def _fail_write(exc: Exception, target: Path, option: str, *, only_disk: bool = False) -> None:
+    """Fail with one line for a write of ``target`` (an answer, a map, a matching folder)
+    that did not happen: a full, over-quota or read-only file system as
+    :func:`mfa.io.storage.storage_error` words it, else (unless ``only_disk``) any other
+    ``OSError`` with the OS's reason. Anything else is raised on: it is a bug to see."""
+    from mfa.io.storage import storage_error
+
+    disk = storage_error(
+        exc,
+        Path(os.path.abspath(target)).parent,
+        outcome=f"{target} was not written (nothing half-written is left there)",
+        option=option,
+    )
+    if disk is not None:
+        _fail(disk)
+    if isinstance(exc, OSError) and not only_disk:
+        _fail(
+            f"{exc.filename or target}: cannot be written ({exc.strerror or exc}); "
+            f"choose another {option}"
+        )
+    raise exc
+
+
 def _outside_published_runs(target: Path, option: str) -> None:
     """Refuse to write ``target`` inside a published run folder (one holding the
     ``run.json`` of the run it is named after): published runs are never changed."""
