@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Sequence
 from typing import Literal
 
@@ -33,7 +34,7 @@ def _round_sig(
     x: float, digits: int = 2, how: Literal["nearest", "down", "up"] = "nearest"
 ) -> float:
     """``x`` rounded to ``digits`` significant digits (down/up: towards −∞/+∞)."""
-    if x == 0 or not math.isfinite(x):
+    if abs(x) < sys.float_info.min or not math.isfinite(x):  # 0 and subnormals (5e-324)
         return 0.0
     exponent = math.floor(math.log10(abs(x))) - (digits - 1)
     scaled = x / 10.0**exponent
