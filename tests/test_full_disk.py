@@ -28,9 +28,11 @@ import pytest
 
 from mfa.run import run_pipeline
 from tests.conftest import ROOT
+from tests.pull_helpers import REGISTER, features, pipeline_file, service, snapshots_in
 from tests.test_bad_inputs import _digest
 
 pytestmark = pytest.mark.slow
+__all__ = ["features", "service"]  # fixtures, imported for pytest
 
 PIPELINE = ROOT / "pipelines" / "dk-sample.toml"
 DEMAND = ROOT / "tests" / "data" / "match_demand_kalundborg.csv"
@@ -208,3 +210,73 @@ def test_after_freeing_space_the_next_run_succeeds(disk: Disk) -> None:
     assert json.loads((new / "run.json").read_text())["status"] == "succeeded"
     assert not (disk.folder / ".work").exists()
     disk.before = _digest(disk.latest)
+
+
+# ------------------------------------------------- the answers: query, match, pull, maps
+
+QUERY = ["--around", "643786,6150882", "--radius", "3000", "--years", "2026-2035"]
+
+
+def _answers(disk: Disk, folder: Path) -> list[tuple[list[str], Path, str]]:
+    """Each command writing into ``folder``: its arguments, what it writes, the option."""
+    run = str(disk.latest)
+    q = ["query", run, *QUERY]
+    made = [
+        ([*q, "--format", fmt, "-o", str(folder / f"a.{fmt}")], folder / f"a.{fmt}", "--output")
+        for fmt in ("csv", "geojson", "parquet")
+    ]
+    return [
+        *made,
+        ([*q, "--map", str(folder / "q.html")], folder / "q.html", "--map"),
+        (["match", run, "--demand", str(DEMAND), "-o", str(folder / "m")], folder / "m", "-o"),
+    ]
+
+
+def _nothing_written(folder: Path) -> None:
+    """No answer, half or whole, and no temporary of one, in ``folder``."""
+    assert sorted(p.name for p in folder.iterdir()) == [], sorted(folder.iterdir())
+
+
+def test_query_and_match_on_a_full_disk(disk: Disk) -> None:
+    folder = disk.mount / "answers"
+    folder.mkdir(exist_ok=True)
+    with disk.full(0):
+        for args, target, option in _answers(disk, folder):
+            line = _one_line_error(_mfa(*args), f"{folder}: cannot write", "full", str(target))
+            assert option in line
+            _nothing_written(folder)
+    disk.intact()
+
+
+def test_run_query_match_on_a_read_only_output_root(disk: Disk) -> None:
+    folder = disk.mount / "answers"
+    folder.mkdir(exist_ok=True)
+    with disk.read_only():
+        _one_line_error(
+            _run(disk), f"{disk.folder}: cannot write", "read-only", "remount it read-write"
+        )
+        for args, target, _ in _answers(disk, folder):
+            _one_line_error(_mfa(*args), f"{folder}: cannot write", "read-only", str(target))
+    _nothing_written(folder)
+    disk.intact()
+
+
+def test_pull_into_a_full_or_read_only_snapshot_store(disk: Disk, service: str) -> None:
+    """The snapshot store on the full, then the read-only, disk: one line naming the
+    store, no snapshot (whole or half) published; with space, the pull succeeds."""
+    home = disk.mount / "pull"
+    home.mkdir(exist_ok=True)
+    pipeline = pipeline_file(home, service)
+    store = home / "cache"
+    with disk.full(0):
+        done = _mfa("pull", str(pipeline), "-o", str(disk.out))
+    _one_line_error(done, f"{store}: cannot write", "full", "[cache] dir")
+    assert snapshots_in(store) == [] and not list(store.rglob("*.part"))
+    with disk.read_only():
+        done = _mfa("pull", str(pipeline), "-o", str(disk.out))
+    _one_line_error(done, "cannot write", "read-only")
+    done = _mfa("pull", str(pipeline), "-o", str(disk.out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    (snap,) = [p for p in snapshots_in(store) if p.suffix == ".parquet"]
+    assert snap.read_bytes() == REGISTER.read_bytes()
+    disk.intact()
