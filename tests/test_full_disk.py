@@ -280,3 +280,21 @@ def test_pull_into_a_full_or_read_only_snapshot_store(disk: Disk, service: str) 
     (snap,) = [p for p in snapshots_in(store) if p.suffix == ".parquet"]
     assert snap.read_bytes() == REGISTER.read_bytes()
     disk.intact()
+
+
+def test_prefect_home_on_a_full_or_read_only_disk(disk: Disk) -> None:
+    """The Prefect runner's state (PREFECT_HOME) on the full, then the read-only, disk:
+    one line before any server starts (it used to retry for the 120 s start-up limit,
+    printing thousands of lines of tracebacks, then report a timeout)."""
+    home = disk.mount / "prefect-home"
+    env = {**ENV, "PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    args = [sys.executable, "-m", "mfa.cli", "run", str(PIPELINE), "-o", str(disk.out)]
+    for state, hold in (("full", disk.full(0)), ("read-only", disk.read_only())):
+        t0 = time.monotonic()
+        with hold:
+            done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert time.monotonic() - t0 < 60
+        _one_line_error(done, f"{home}: cannot write", state, "PREFECT_HOME", "--no-prefect")
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 5
+    disk.intact()

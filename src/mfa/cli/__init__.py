@@ -47,11 +47,41 @@ def prefect_defaults(home: Path | None = None) -> None:
     """
     if "PREFECT_HOME" not in os.environ:
         chosen = home or state_dir() / "prefect"
-        chosen.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite needs the folder
         os.environ["PREFECT_HOME"] = str(chosen)
+    _prefect_home_writable(Path(os.environ["PREFECT_HOME"]))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
+
+
+#: Bytes a new Prefect database takes (Prefect 3's SQLite after its migrations: ~7 MB,
+#: measured); an existing one needs only :data:`mfa.io.storage.NEARLY_FULL_BYTES`.
+PREFECT_DB_BYTES = 8_000_000
+
+
+def _prefect_home_writable(home: Path) -> None:
+    """Refuse, as one line, a ``PREFECT_HOME`` on a full or read-only file system when
+    mfa starts Prefect's temporary server there (no ``PREFECT_API_URL``): the server
+    would fail its start-up again and again, printing tracebacks, for the whole start-up
+    timeout (120 s) and then report only a timeout."""
+    from mfa.io.storage import NEARLY_FULL_BYTES, short_of_space, storage_error, storage_message
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    what = dict(
+        outcome="nothing was run and 'latest' is unchanged",
+        option="PREFECT_HOME (or run with --no-prefect)",
+        needed=f"a new Prefect database takes {PREFECT_DB_BYTES / 1e6:.0f} MB",
+    )
+    try:
+        home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite needs the folder
+    except OSError as exc:
+        raise storage_error(exc, home, **what) or exc from None
+    db = home / "prefect.db"
+    fresh = not db.is_file() or db.stat().st_size == 0
+    code = short_of_space(home, PREFECT_DB_BYTES if fresh else NEARLY_FULL_BYTES)
+    if code is not None:
+        raise storage_message(code, home, **what)
 
 
 def _fail(exc: BaseException | str) -> None:

@@ -273,9 +273,9 @@ def serve(
     try:
         for p in pipeline:
             load_pipeline(p)
+        prefect_defaults()
     except MfaError as exc:
         _fail(exc)
-    prefect_defaults()
     import warnings
 
     # Prefect's runner calls its async stop() from its SIGTERM handler without awaiting it

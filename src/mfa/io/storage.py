@@ -17,7 +17,14 @@ from pathlib import Path
 
 from mfa.errors import MfaError, OutputStorageError
 
-__all__ = ["NEARLY_FULL_BYTES", "folder_bytes", "storage_errno", "storage_error"]
+__all__ = [
+    "NEARLY_FULL_BYTES",
+    "folder_bytes",
+    "short_of_space",
+    "storage_errno",
+    "storage_error",
+    "storage_message",
+]
 
 #: Free bytes below which a failed write is put down to a full file system when the
 #: library that failed does not say why (GDAL's GeoTIFF writer: "Write failed"). A
@@ -81,15 +88,20 @@ def storage_errno(exc: BaseException, folder: Path | None = None) -> int | None:
         for phrase, code in _TEXTS:
             if phrase in text:
                 return code
-    if folder is None:
-        return None
+    return None if folder is None else short_of_space(folder, NEARLY_FULL_BYTES)
+
+
+def short_of_space(folder: Path, need: int) -> int | None:
+    """EROFS when the file system holding ``folder`` is read-only, ENOSPC when it has
+    fewer than ``need`` bytes free (for its user); else None (also when it cannot be
+    asked)."""
     try:
         st = os.statvfs(_existing(folder))
     except OSError:
         return None
     if st.f_flag & os.ST_RDONLY:
         return errno.EROFS
-    if st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES:
+    if st.f_bavail * st.f_frsize < need:
         return errno.ENOSPC
     return None
 
@@ -119,8 +131,14 @@ def storage_error(
     ("the latest run takes 11.2 MB").
     """
     code = storage_errno(exc, folder)
-    if code is None:
-        return None
+    return None if code is None else storage_message(code, folder, outcome, option, needed)
+
+
+def storage_message(
+    code: int, folder: Path, outcome: str, option: str, needed: str = ""
+) -> OutputStorageError:
+    """The one-line error for ``code`` (ENOSPC, EDQUOT, EROFS) at ``folder``, as
+    :func:`storage_error` words it."""
     if code == errno.EROFS:
         fix = f"remount it read-write or choose another {option}"
     elif code == errno.EDQUOT:
