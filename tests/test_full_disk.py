@@ -298,3 +298,11 @@ def test_prefect_home_on_a_full_or_read_only_disk(disk: Disk) -> None:
         _one_line_error(done, f"{home}: cannot write", state, "PREFECT_HOME", "--no-prefect")
         assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) < 5
     disk.intact()
+
+
+def test_synth_on_a_full_disk(disk: Disk) -> None:
+    target = disk.mount / "city"
+    with disk.full(0):
+        done = _mfa("synth", "-n", "500", "-o", str(target))
+    _one_line_error(done, f"{target}: cannot write", "full", f"{target} is incomplete")
+    disk.intact()

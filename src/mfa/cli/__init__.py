@@ -114,7 +114,14 @@ def _os_error(exc: OSError, folder: Path | None = None) -> str:
     )
 
 
-def _fail_write(exc: Exception, target: Path, option: str, *, only_disk: bool = False) -> None:
+def _fail_write(
+    exc: Exception,
+    target: Path,
+    option: str,
+    *,
+    only_disk: bool = False,
+    outcome: str | None = None,
+) -> None:
     """Fail with one line for a write of ``target`` (an answer, a map, a matching folder)
     that did not happen: a full, over-quota or read-only file system as
     :func:`mfa.io.storage.storage_error` words it, else (unless ``only_disk``) any other
@@ -124,7 +131,7 @@ def _fail_write(exc: Exception, target: Path, option: str, *, only_disk: bool = 
     disk = storage_error(
         exc,
         Path(os.path.abspath(target)).parent,
-        outcome=f"{target} was not written (nothing half-written is left there)",
+        outcome=outcome or f"{target} was not written (nothing half-written is left there)",
         option=option,
     )
     if disk is not None:
