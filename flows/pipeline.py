@@ -183,5 +183,7 @@ def _run(pipeline_file: str, output_dir: str | None) -> str:
             _report_artifact(run_dir)
             return str(run_dir)
         except BaseException as exc:
-            steps.record_failure(Path(work), name, exc)
+            disk = steps.record_failure(Path(work), name, exc)
+            if disk is not None:
+                raise disk from exc
             raise

@@ -31,6 +31,11 @@ class PublishError(MfaError, OSError):
     """A run could not be published (the previous `latest` is left untouched)."""
 
 
+class OutputStorageError(MfaError, OSError):
+    """A write failed because the file system is full, over quota or read-only
+    (:func:`mfa.io.storage.storage_error`); ``errno`` is ENOSPC, EDQUOT or EROFS."""
+
+
 class TransientFetchError(MfaError, ConnectionError):
     """A download failed in a way that may pass (busy server, timeout, cut-off response)."""
 

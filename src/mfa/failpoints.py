@@ -7,6 +7,10 @@ strikes. ``tests/test_faults.py`` runs ``mfa run`` with each point and checks th
 previous ``latest`` is byte-identical, that no half-written file sits at a published path,
 and that the next run succeeds. Unset (always, outside tests) a point costs one dict lookup.
 
+With ``MFA_FAILPOINT_ACTION=stop`` the process stops itself (``SIGSTOP``) there instead,
+until the test sends ``SIGCONT``: ``tests/test_full_disk.py`` fills the disk at that
+exact point, so a run fails while writing the step after it.
+
 A paged pull (:mod:`mfa.pull.oapif`) also passes ``pull:page:<k>`` after saving page k and
 its cursor, and a file download ``pull:download:<k>`` after its k-th durable checkpoint
 (:mod:`mfa.pull.download`; neither in :data:`POINTS`: only pipelines with a remote source
@@ -39,6 +43,8 @@ POINTS = (
 
 
 def failpoint(name: str) -> None:
-    """Kill this process with SIGKILL when ``MFA_FAILPOINT`` is ``name``."""
+    """Kill this process with SIGKILL when ``MFA_FAILPOINT`` is ``name`` (stop it with
+    SIGSTOP when ``MFA_FAILPOINT_ACTION`` is ``stop``)."""
     if os.environ.get("MFA_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        stop = os.environ.get("MFA_FAILPOINT_ACTION") == "stop"
+        os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)

@@ -47,11 +47,41 @@ def prefect_defaults(home: Path | None = None) -> None:
     """
     if "PREFECT_HOME" not in os.environ:
         chosen = home or state_dir() / "prefect"
-        chosen.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite needs the folder
         os.environ["PREFECT_HOME"] = str(chosen)
+    _prefect_home_writable(Path(os.environ["PREFECT_HOME"]))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "mfa")
+
+
+#: Bytes a new Prefect database takes (Prefect 3's SQLite after its migrations: ~7 MB,
+#: measured); an existing one needs only :data:`mfa.io.storage.NEARLY_FULL_BYTES`.
+PREFECT_DB_BYTES = 8_000_000
+
+
+def _prefect_home_writable(home: Path) -> None:
+    """Refuse, as one line, a ``PREFECT_HOME`` on a full or read-only file system when
+    mfa starts Prefect's temporary server there (no ``PREFECT_API_URL``): the server
+    would fail its start-up again and again, printing tracebacks, for the whole start-up
+    timeout (120 s) and then report only a timeout."""
+    from mfa.io.storage import NEARLY_FULL_BYTES, short_of_space, storage_error, storage_message
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    what = dict(
+        outcome="nothing was run and 'latest' is unchanged",
+        option="PREFECT_HOME (or run with --no-prefect)",
+        needed=f"a new Prefect database takes {PREFECT_DB_BYTES / 1e6:.0f} MB",
+    )
+    try:
+        home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite needs the folder
+    except OSError as exc:
+        raise storage_error(exc, home, **what) or exc from None
+    db = home / "prefect.db"
+    fresh = not db.is_file() or db.stat().st_size == 0
+    code = short_of_space(home, PREFECT_DB_BYTES if fresh else NEARLY_FULL_BYTES)
+    if code is not None:
+        raise storage_message(code, home, **what)
 
 
 def _fail(exc: BaseException | str) -> None:
@@ -60,15 +90,58 @@ def _fail(exc: BaseException | str) -> None:
     raise typer.Exit(code=2)
 
 
-def _os_error(exc: OSError) -> str:
-    """An OSError outside mfa's own checks as one line: what, where, and what is safe."""
-    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+def _os_error(exc: OSError, folder: Path | None = None) -> str:
+    """An OSError outside mfa's own checks as one line: what, where, and what is safe
+    (a full, over-quota or read-only file system as :func:`mfa.io.storage.storage_error`
+    words it, naming the file or else ``folder``)."""
+    from mfa.io.storage import storage_error
+
+    named = getattr(exc, "filename", None)
+    disk = storage_error(
+        exc,
+        Path(named or folder or os.getcwd()),
+        outcome="nothing was published and the previous 'latest' is unchanged",
+        option="--output-dir",
+    )
+    if disk is not None:
+        return str(disk)
+    where = f"{named}: " if named else ""
     what = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
     return (
         f"{where}{what} ({type(exc).__name__}); nothing was published and the previous "
         "'latest' is unchanged: free space, fix the output folder (--output-dir) or the "
         "compute.scheduler, then run again"
     )
+
+
+def _fail_write(
+    exc: Exception,
+    target: Path,
+    option: str,
+    *,
+    only_disk: bool = False,
+    outcome: str | None = None,
+) -> None:
+    """Fail with one line for a write of ``target`` (an answer, a map, a matching folder)
+    that did not happen: a full, over-quota or read-only file system as
+    :func:`mfa.io.storage.storage_error` words it, else (unless ``only_disk``) any other
+    ``OSError`` with the OS's reason. Anything else is raised on: it is a bug to see."""
+    from mfa.io.storage import storage_error
+
+    disk = storage_error(
+        exc,
+        Path(os.path.abspath(target)).parent,
+        outcome=outcome or f"{target} was not written (nothing half-written is left there)",
+        option=option,
+    )
+    if disk is not None:
+        _fail(disk)
+    if isinstance(exc, OSError) and not only_disk:
+        _fail(
+            f"{exc.filename or target}: cannot be written ({exc.strerror or exc}); "
+            f"choose another {option}"
+        )
+    raise exc
 
 
 def _outside_published_runs(target: Path, option: str) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mfa.cli import _fail, _outside_published_runs, app, err, out
+from mfa.cli import _fail, _fail_write, _outside_published_runs, app, err, out
 from mfa.errors import MfaError
 
 _FORMATS = ("table", "csv", "geojson", "parquet")
@@ -222,17 +222,18 @@ def query(
         err.print(Text("warning:", style="bold yellow"), Text(warning), highlight=False)
     try:
         _write_answer(result, fmt, output)
-        if map_file is not None:
-            _write_query_map(
-                map_file, result, run, manifest, area, district, material, span, scenario
-            )
     except MfaError as exc:
         _fail(exc)
-    except OSError as exc:
-        _fail(
-            f"{exc.filename or output}: cannot be written ({exc.strerror or exc}); "
-            "choose another --output / --map"
-        )
+    except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line
+        _fail_write(exc, output or Path("."), "--output")
+    if map_file is None:
+        return
+    try:
+        _write_query_map(map_file, result, run, manifest, area, district, material, span, scenario)
+    except MfaError as exc:
+        _fail(exc)
+    except Exception as exc:  # noqa: BLE001
+        _fail_write(exc, map_file, "--map")
 
 
 def _write_answer(result: Any, fmt: str, output: Path | None) -> None:
@@ -244,18 +245,22 @@ def _write_answer(result: Any, fmt: str, output: Path | None) -> None:
         for row in result.summary.itertuples(index=False):
             table.add_row(row[0], *(f"{v:,.1f}" for v in row[1:]))
         out.print(table)
-    elif fmt == "csv":
-        text = result.summary.rename(columns={"t": "t_central"}).to_csv(index=False)
-        if output:
-            output.write_text(text)
-        else:
-            sys.stdout.write(text)
-    else:
-        if fmt == "geojson":
-            result.buildings.to_crs("EPSG:4326").to_file(output, driver="GeoJSON")
-        else:
-            result.buildings.to_parquet(output, write_covering_bbox=True)
-        out.print(f"{len(result.buildings):,} buildings written to {output}")
+        return
+    text = result.summary.rename(columns={"t": "t_central"}).to_csv(index=False)
+    if fmt == "csv" and output is None:
+        sys.stdout.write(text)
+    elif output is not None:
+        from mfa.io.files import replaced_atomically
+
+        with replaced_atomically(output) as tmp:  # complete or not there: never half-written
+            if fmt == "csv":
+                tmp.write_text(text)
+            elif fmt == "geojson":
+                result.buildings.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON")
+            else:
+                result.buildings.to_parquet(tmp, write_covering_bbox=True)
+        if fmt != "csv":
+            out.print(f"{len(result.buildings):,} buildings written to {output}")
 
 
 def _write_query_map(
@@ -374,6 +379,8 @@ def match(
         )
     except MfaError as exc:
         _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line
+        _fail_write(exc, output, "-o", only_disk=True)
     out.print(result.summary, highlight=False)
     out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
     if map_file is not None:
@@ -381,8 +388,8 @@ def match(
             _write_match_map(map_file, run, result, demand.name)
         except MfaError as exc:
             _fail(exc)
-        except OSError as exc:
-            _fail(f"{map_file}: cannot be written ({exc.strerror or exc}); choose another --map")
+        except Exception as exc:  # noqa: BLE001
+            _fail_write(exc, map_file, "--map")
 
 
 def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -> None:

@@ -39,6 +39,18 @@ def pull(
             records = pull_pipeline(p)
     except MfaError as exc:
         _fail(exc)
+    except Exception as exc:
+        from mfa.io.storage import storage_error
+
+        disk = storage_error(
+            exc,
+            p.cache_root(),
+            outcome="no new snapshot was published and runs read the newest earlier one",
+            option="[cache] dir in the pipeline",
+        )
+        if disk is None:
+            raise
+        _fail(disk)
     table = Table(title=f"{p.name}: pulled", title_justify="left")
     for col in ("source", "protocol", "changed", "requests", "rows", "snapshot"):
         table.add_column(col)

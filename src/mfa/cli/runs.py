@@ -16,7 +16,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mfa.cli import _fail, _os_error, _outside_published_runs, app, err, out, prefect_defaults
+from mfa.cli import (
+    _fail,
+    _fail_write,
+    _os_error,
+    _outside_published_runs,
+    app,
+    err,
+    out,
+    prefect_defaults,
+)
 from mfa.errors import MfaError
 
 
@@ -235,7 +244,7 @@ def _run(
     except MfaError as exc:
         _fail(exc)
     except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
-        _fail(_os_error(exc))
+        _fail(_os_error(exc, output_dir))
     except KeyboardInterrupt:
         _interrupted(pipeline, output_dir)
     except RuntimeError as exc:
@@ -282,9 +291,9 @@ def serve(
     try:
         for p in pipeline:
             load_pipeline(p)
+        prefect_defaults()
     except MfaError as exc:
         _fail(exc)
-    prefect_defaults()
     import warnings
 
     # Prefect's runner calls its async stop() from its SIGTERM handler without awaiting it
@@ -322,6 +331,15 @@ def synth(
     if not (config / "archetypes").is_dir():
         _fail(FileNotFoundError(f"{config}: not a config folder; pass --config"))
     t0 = time.perf_counter()
-    pipeline = write_synthetic_city(buildings, seed, output, like, config)
+    try:
+        pipeline = write_synthetic_city(buildings, seed, output, like, config)
+    except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line
+        _fail_write(
+            exc,
+            output / "x",
+            "--output",
+            only_disk=True,
+            outcome=f"the synthetic city in {output} is incomplete: delete that folder",
+        )
     seconds = time.perf_counter() - t0
     out.print(f"{buildings:,} buildings written in {seconds:.1f} s; run: mfa run {pipeline}")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "fsync_dir",
     "path_problem",
     "read_together",
+    "replaced_atomically",
     "sha256_file",
 ]
 
@@ -126,6 +129,20 @@ def file_record(path: Path) -> dict[str, object]:
             {"path": str(s), "bytes": s.stat().st_size, "sha256": sha256_file(s)} for s in sidecars
         ]
     return record
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (``.<name>.tmp``) to write in the block: renamed
+    onto ``path`` when the block ends, removed when it fails (a full disk, Ctrl-C), so
+    ``path`` is either its old self or complete, never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fsync_dir(path: Path) -> None:

@@ -220,14 +220,20 @@ def write_cog(
     description: str,
     unit: str,
 ) -> Path:
-    """Write one band as a cloud-optimised GeoTIFF (deflate), atomically (temp + rename)."""
+    """Write one band as a cloud-optimised GeoTIFF (deflate), atomically (temp + rename).
+
+    GDAL makes the file in memory (``/vsimem``: the band once more, then the compressed
+    COG) and Python writes its bytes: a full or read-only disk is then one ``OSError``
+    naming the file (GDAL's GeoTIFF writer says only "Write failed" and prints libtiff's
+    messages on stderr), and a failed write leaves no temporary behind.
+    """
     import os
 
+    from rasterio.io import MemoryFile
     from rasterio.shutil import copy as rio_copy
     from rasterio.transform import from_origin
 
     path = Path(path)
-    plain = path.with_name(path.name + ".plain.tif")
     tmp = path.with_name(path.name + ".tmp")
     profile = {
         "driver": "GTiff",
@@ -239,15 +245,22 @@ def write_cog(
         "transform": from_origin(west, north, cell_size, cell_size),
         "nodata": None,
     }
-    with rasterio.open(plain, "w", **profile) as dst:
-        dst.write(array.astype("float32"), 1)
-        dst.set_band_description(1, description)
-        dst.update_tags(1, unit=unit)
-    rio_copy(plain, tmp, driver="COG", compress="DEFLATE")
-    plain.unlink()
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with MemoryFile(ext=".tif") as plain, MemoryFile(ext=".tif") as cog:
+        with plain.open(**profile) as dst:
+            dst.write(array.astype("float32"), 1)
+            dst.set_band_description(1, description)
+            dst.update_tags(1, unit=unit)
+        rio_copy(plain.name, cog.name, driver="COG", compress="DEFLATE")
+        data = cog.read()
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

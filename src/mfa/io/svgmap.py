@@ -12,7 +12,6 @@ names, the run's other buildings), the legend and the table.
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,11 +246,9 @@ def page(
 
 def write_page(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a file beside it, renamed into place."""
+    from mfa.io.files import replaced_atomically
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_atomically(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -139,7 +139,9 @@ def run_pipeline(
                     result = step.run(work)
             run_dir = Path(result)  # publish returns the run folder
         except BaseException as exc:
-            record_failure(work, step_name, exc)
+            disk = record_failure(work, step_name, exc)
+            if disk is not None:
+                raise disk from exc
             raise
     _match(pipeline_file, run_dir, output_dir)
     return run_dir

@@ -173,7 +173,6 @@ def prepare(
     stamp = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
     run_id = stamp + "-" + uuid.uuid4().hex[:6]
     work = root / p.name / ".work" / run_id
-    (work / "stage").mkdir(parents=True)
     context = {
         "pipeline": p.name,
         "pipeline_file": str(p.source_file),
@@ -183,8 +182,18 @@ def prepare(
         "runner": runner,
         "run_key": run_key(p, started.date().isoformat()),
     }
-    (work / "context.json").write_text(json.dumps(context, indent=2))
-    _keep_settings(work, p, tables)
+    try:
+        (work / "stage").mkdir(parents=True)
+        (work / "context.json").write_text(json.dumps(context, indent=2))
+        _keep_settings(work, p, tables)
+    except OSError as exc:  # a full or read-only disk: no half-made work folder is left
+        from mfa.run.housekeeping import discard, run_storage_error
+
+        disk = run_storage_error(exc, root / p.name)
+        discard(work)
+        if disk is not None:
+            raise disk from exc
+        raise
     log.info("run %s of %s in %s", run_id, p.name, work)
     return work
 

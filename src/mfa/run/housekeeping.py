@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 from mfa.config import load_pipeline
-from mfa.errors import MfaError
+from mfa.errors import MfaError, OutputStorageError
+from mfa.io.storage import folder_bytes, storage_error
 from mfa.report import failure_markdown
 from mfa.run.context import FAILURE, MANIFEST, RUN_ID, _ctx, log
 
@@ -30,8 +32,14 @@ def run_lock(pipeline_file: str | Path, output_dir: str | Path | None = None):
 
     p = load_pipeline(pipeline_file)
     folder = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle = open(folder / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    except OSError as exc:
+        disk = run_storage_error(exc, folder)
+        if disk is not None:
+            raise disk from exc
+        raise
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,16 +105,50 @@ def prune_runs(folder: Path, keep: int) -> list[str]:
     return removed
 
 
-def record_failure(work_dir: Path, step: str, error: BaseException) -> None:
-    """Write ``<out>/<pipeline>/last-failure.md`` (the step and the error), then discard."""
+def run_storage_error(exc: BaseException, folder: Path) -> OutputStorageError | None:
+    """The one-line error of a run that a full, over-quota or read-only file system
+    stopped (:func:`mfa.io.storage.storage_error`), naming the pipeline's output
+    ``folder`` and the size of its latest run; None for any other failure."""
+    latest = folder / "latest"
+    size = folder_bytes(latest.resolve()) if latest.is_dir() else 0
+    return storage_error(
+        exc,
+        folder,
+        outcome="nothing was published, 'latest' is unchanged and the run's unfinished "
+        "files were removed",
+        option="--output-dir",
+        needed=f"the latest run takes {size / 1e6:,.1f} MB" if size else "",
+    )
+
+
+def record_failure(work_dir: Path, step: str, error: BaseException) -> OutputStorageError | None:
+    """Discard the failed run's work folder, then write ``<out>/<pipeline>/last-failure.md``
+    (the step and the error).
+
+    Returns the error to raise instead of ``error`` when a full, over-quota or read-only
+    file system caused it (:func:`run_storage_error`), else None. The work folder goes
+    first, so a full disk has room for the record again; a record that still cannot be
+    written is one warning line (never a half-written file).
+    """
     work = Path(work_dir)
+    folder = work.parent.parent
+    disk = run_storage_error(error, folder) if isinstance(error, Exception) else None
     try:
         ctx = _ctx(work)
-        text = failure_markdown(ctx["pipeline"], ctx["run_id"], step, error)
-        (work.parent.parent / FAILURE).write_text(text)
-    except (OSError, KeyError, json.JSONDecodeError):
-        log.exception("could not write the failure report")
+        text = failure_markdown(ctx["pipeline"], ctx["run_id"], step, disk or error)
+    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        text = None
+        log.warning("%s: no failure report: the run's context is unreadable (%s)", work, exc)
     discard(work)
+    if text is not None:
+        tmp = folder / f".{FAILURE}.tmp"
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, folder / FAILURE)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("%s: the failure report could not be written (%s)", folder / FAILURE, exc)
+    return disk
 
 
 def discard(work_dir: Path) -> None:
