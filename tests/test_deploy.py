@@ -153,3 +153,30 @@ def test_serve_stopped_while_starting_leaves_no_server(tmp_path: Path) -> None:
     for proc in alive:  # the test's own processes: never left behind
         proc.kill()
     assert not alive, "Prefect's temporary server outlived mfa serve"
+
+
+def test_tasks_cancelled_while_serve_stops_are_not_reported(caplog) -> None:
+    """Prefect's runner exits from its SIGTERM handler; the event loop then reports each
+    control-channel connection it cancels as an error with a traceback (seen in CI when a
+    connection was open). ``mfa serve`` drops exactly those reports."""
+    import asyncio
+    import logging
+
+    from mfa.cli.runs import _CancelledAtExit
+
+    loop = asyncio.new_event_loop()
+    log = logging.getLogger("asyncio")
+    quiet = _CancelledAtExit()
+    log.addFilter(quiet)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            loop.default_exception_handler(
+                {"message": "Exception in callback", "exception": asyncio.CancelledError()}
+            )
+            loop.default_exception_handler(
+                {"message": "Exception in callback", "exception": ValueError("real")}
+            )
+    finally:
+        log.removeFilter(quiet)
+        loop.close()
+    assert [r.exc_info[0] for r in caplog.records] == [ValueError]

@@ -274,6 +274,16 @@ def validate(
         out.print(f"{p}: ok")
 
 
+class _CancelledAtExit(logging.Filter):
+    """Drops the event loop's reports of tasks cancelled while ``mfa serve`` stops."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import asyncio
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, asyncio.CancelledError)
+
+
 @app.command()
 def serve(
     pipeline: Annotated[list[Path], typer.Argument(help="pipeline files to schedule")],
@@ -299,6 +309,9 @@ def serve(
     # Prefect's runner calls its async stop() from its SIGTERM handler without awaiting it
     # (it pauses the deployments all the same): a warning a user can do nothing about
     warnings.filterwarnings("ignore", "coroutine 'Runner.astop' was never awaited")
+    # and exits from that handler, cancelling its control channel's open connections: the
+    # event loop then logs each cancelled connection as an error with a traceback
+    logging.getLogger("asyncio").addFilter(_CancelledAtExit())
     with _sigterm_as_interrupt():  # until Prefect's runner takes SIGTERM over
         try:
             from flows.deployments import deployments_for
