@@ -3,7 +3,6 @@ file (a PDOK OGC API snapshot is GeoJSON), checked, in the pipeline CRS."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import geopandas as gpd
@@ -13,7 +12,7 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.bag import BAG, BAG_PAND_REQUIRED, BAG_UNIT_REQUIRED, normalise_bag
 from mfa.config import RegisterSource, UnitSource
 from mfa.errors import InputDataError
-from mfa.io.files import check_input_file
+from mfa.io.files import check_input_file, missing_columns
 from mfa.io.safeopen import read_vector
 from mfa.numbers import parse_numbers
 
@@ -28,11 +27,8 @@ def _read(path: Path | None, layer: str | None, role: str, key: str) -> tuple[Pa
 
 
 def _check_columns(df: pd.DataFrame, required: tuple[str, ...], where: str, what: str) -> None:
-    missing = [c for c in required if c not in df.columns]
+    missing, hints = missing_columns(df.columns, required)
     if missing:
-        present = [str(c) for c in df.columns if c != "geometry"]
-        close = {m: difflib.get_close_matches(m, present, n=1, cutoff=0.7) for m in missing}
-        hints = "; ".join(f"'{c[0]}' for '{m}'?" for m, c in close.items() if c)
         raise InputDataError(
             f"{where}: missing BAG {what} fields {missing}"
             + (f" (renamed? {hints})" if hints else "")

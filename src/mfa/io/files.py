@@ -16,6 +16,7 @@ __all__ = [
     "check_whole_size",
     "file_record",
     "fsync_dir",
+    "missing_columns",
     "path_problem",
     "read_together",
     "replaced_atomically",
@@ -30,6 +31,18 @@ MAX_WHOLE_FILE_MB = 1024.0
 
 #: Sidecar files GDAL reads together with a Shapefile (they change what is read).
 SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+
+
+def missing_columns(columns: object, required: tuple[str, ...]) -> tuple[list[str], str]:
+    """The ``required`` column names not in ``columns``, and for each a similar name that
+    is there (a hint such as ``'byg021Anvendelse' for 'byg021BygningensAnvendelse'?``;
+    empty when none is similar)."""
+    import difflib
+
+    present = [str(c) for c in columns if c != "geometry"]  # type: ignore[attr-defined]
+    missing = [c for c in required if c not in present]
+    close = {m: difflib.get_close_matches(m, present, n=1, cutoff=0.7) for m in missing}
+    return missing, "; ".join(f"'{c[0]}' for '{m}'?" for m, c in close.items() if c)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -141,6 +141,12 @@ def _write_synced(table: pa.Table, path: Path) -> None:
     """Write ``table`` with the layers' settings to a temporary file, fsync, rename."""
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+    publish_written(tmp, path)
+
+
+def publish_written(tmp: Path, path: Path) -> None:
+    """Put the complete file ``tmp`` in place at ``path``: fsync, the failpoint
+    ``write:<name>``, atomic rename (a crash leaves at most ``tmp``)."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     failpoint(f"write:{path.name}")

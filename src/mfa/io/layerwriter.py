@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mfa.failpoints import failpoint
 from mfa.io import geoparquet
 
 __all__ = ["LayerWriter", "write_table"]
@@ -98,10 +96,7 @@ class LayerWriter:
             if kind is not None:
                 self._tmp.unlink(missing_ok=True)
         if kind is None:
-            with open(self._tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            failpoint(f"write:{self.path.name}")
-            os.replace(self._tmp, self.path)
+            geoparquet.publish_written(self._tmp, self.path)
 
 
 def _merge_geo(geo: dict, more: dict) -> None:

@@ -6,7 +6,6 @@ GeoPackage. Checks columns and numbers and names the file, row and field of any 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
-from mfa.io.files import check_input_file
+from mfa.io.files import check_input_file, missing_columns
 from mfa.io.geoparquet import iter_geoparquet, parquet_batches
 from mfa.io.safeopen import check_csv_header, check_text_file, read_vector
 from mfa.numbers import Decimal, parse_numbers
@@ -212,11 +211,8 @@ def _records(
     df: pd.DataFrame, path: Path, kind: str, source: RegisterSource, crs: str
 ) -> gpd.GeoDataFrame:
     """Check a batch of register rows and give them point (or footprint) geometry in ``crs``."""
-    missing = [c for c in BBR_REQUIRED if c not in df.columns]
+    missing, hints = missing_columns(df.columns, BBR_REQUIRED)
     if missing:
-        present = [str(c) for c in df.columns]
-        close = {m: difflib.get_close_matches(m, present, n=1, cutoff=0.7) for m in missing}
-        hints = "; ".join(f"'{c[0]}' for '{m}'?" for m, c in close.items() if c)
         raise InputDataError(
             f"{path}: missing BBR columns {missing}"
             + (f" (misspelled? {hints})" if hints else "")
