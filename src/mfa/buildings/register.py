@@ -216,6 +216,8 @@ def normalise_bbr(
                 else pd.Series(pd.NA, index=df.index, dtype="string")
             ),
             "height_class": pd.Series(pd.NA, index=df.index, dtype="string"),
+            "roof_height_m": pd.Series(pd.NA, index=df.index, dtype="Float64"),
+            "roof_levels": pd.Series(pd.NA, index=df.index, dtype="Float64"),
         }
     )
     out = with_rules(out).astype(BUILDING_COLUMNS)
