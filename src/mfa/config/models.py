@@ -31,7 +31,11 @@ class Intensities(_Strict):
     """A long-format material-intensity table and which slice of it to use."""
 
     table: Path
-    region: str
+    region: str | None = Field(
+        default=None,
+        description="RASMI region (e.g. OECD_EU15); may be left out only with [archetypes] "
+        "profile = 'auto': then the region of the country the data lie in (regions.csv)",
+    )
     statistic: Literal["p05", "p25", "p50", "p75", "p95"] = "p50"
     materials: list[str] | None = Field(
         default=None, description="materials to estimate; default: all in config/materials.toml"
@@ -252,6 +256,15 @@ class Pipeline(_Strict):
     schedule: Schedule | None = None
     match: MatchSection | None = None
     source_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _region_or_auto(self) -> Pipeline:
+        if self.intensities.region is None and self.archetypes.profile != "auto":
+            raise ValueError(
+                '[intensities] region is missing: set it (e.g. region = "OECD_EU15"), or '
+                'set [archetypes] profile = "auto" to take the region of the data\'s country'
+            )
+        return self
 
     @model_validator(mode="after")
     def _match_needs_flows(self) -> Pipeline:
