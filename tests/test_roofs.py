@@ -6,6 +6,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pytest
 import shapely
 from hypothesis import given
 from hypothesis import strategies as st
@@ -90,3 +91,31 @@ def test_the_walls_are_never_taller_than_the_building_and_never_below_zero(rows)
     sub = np.isfinite(roof) & (roof < hh)
     assert np.allclose(w[sub], hh[sub] - roof[sub]) and (w[~sub] == hh[~sub]).all()
     assert (bad == (np.isfinite(roof) & (roof >= hh))).all()
+
+
+def test_a_part_under_a_roof_counts_its_walls_and_a_too_tall_roof_is_repaired(rules) -> None:
+    """An office outline of two halves, 20 m parts: one under an 8 m roof (12 m of walls,
+    3 storeys of 3.9 m, not 5), one whose tagged roof (25 m) is taller than the part."""
+    w, s, e, n = 24.94, 60.17, 24.9404, 60.1702
+    mid = (w + e) / 2
+    repairs: list[pd.DataFrame] = []
+    raw = gpd.GeoDataFrame(
+        {
+            "element": ["way", "way", "way"],
+            "osm_id": [1, 2, 3],
+            "building": ["office", None, None],
+            "building:part": [None, "yes", "yes"],
+            "height": [None, "20", "20"],
+            "roof:height": [None, "8", "25"],
+        },
+        geometry=[shapely.box(w, s, e, n), shapely.box(w, s, mid, n), shapely.box(mid, s, e, n)],
+        crs=4326,
+    )
+    b, dropped = normalise_osm(raw, "EPSG:3067", rules, repairs)
+    assert list(b["building_id"]) == ["osm:way/1"] and len(dropped) == 2
+    assert rules.height_classes.at["office", "storey_height_m"] == 3.9
+    assert b["floors"].iloc[0] == pytest.approx((3 + 5) / 2, rel=1e-3)  # area-weighted
+    assert b["floors_rule"].iloc[0] == "parts"
+    rec = pd.concat(repairs)
+    rec = rec[rec["attribute"] == "roof_height_m"]
+    assert list(rec["record_id"]) == ["osm:way/1"] and list(rec["detail"]) == ["osm:way/3"]
