@@ -127,3 +127,11 @@ def test_an_auto_run_states_the_region_it_chose(tmp_path: Path) -> None:
     assert "warning" not in manifest["archetypes"]
     report = (run / "report.md").read_text()
     assert "RASMI region chosen from the data's location: OECD_EU15 (Finland" in report
+    # --if-changed: the run key is the file's (the chosen region is not in it) ...
+    from mfa.incremental import unchanged_run
+
+    path = tmp_path / "p.toml"
+    assert unchanged_run(path, tmp_path / "out") == run.resolve()
+    # ... and the tables that chose the region are among its inputs
+    roles = {f.role for f in load_pipeline(path).input_files()}
+    assert {"regions", "country_boxes"} <= roles

@@ -328,6 +328,12 @@ class Pipeline(_Strict):
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
             ("intensities", self.intensities.table),
+            # the tables that choose the region when the pipeline sets none ("auto")
+            *(
+                (role, self.intensities.table.parent / f"{role}.csv")
+                for role in ("regions", "country_boxes")
+                if self.intensities.region is None
+            ),
             *(("intensity_override", f) for f in self.intensities.overrides),
             ("materials", self.intensities.vocabulary_file),
             ("lifetimes", self.dynamics.lifetimes if self.dynamics else None),
