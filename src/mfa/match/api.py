@@ -15,7 +15,7 @@ from mfa.io.files import sha256_file
 from mfa.match.allocate import Allocation, allocate
 from mfa.match.demand import check_demand_table
 from mfa.match.distances import pairs_within, road_km
-from mfa.match.outputs import match_lines, summary_markdown, totals_by_material
+from mfa.match.outputs import match_lines, summary_markdown, totals_by_hub, totals_by_material
 from mfa.match.supply import check_supply_table, run_supply
 
 __all__ = ["MatchResult", "match_run"]
@@ -210,6 +210,7 @@ def match_run(
             "matches": len(alloc.matches),
         },
         "totals": totals_by_material(alloc).to_dict(orient="records"),
+        "hubs": totals_by_hub(alloc).to_dict(orient="records"),
         "sensitivity": sens.to_dict(orient="records"),
         "seconds": round(seconds, 2),
     }
