@@ -9,7 +9,25 @@ import shapely
 
 from mfa.match.allocate import Allocation
 
-__all__ = ["match_lines", "summary_markdown", "totals_by_hub", "totals_by_material"]
+__all__ = [
+    "DATE_FIELDS",
+    "YEAR_FIELDS",
+    "match_lines",
+    "summary_markdown",
+    "totals_by_hub",
+    "totals_by_material",
+    "with_dates",
+]
+
+#: The date fields of a matching's layers (QGIS's temporal range of each feature: from
+#: ``date_from`` to ``date_to``, both included) …
+DATE_FIELDS = ("date_from", "date_to")
+#: … and the year fields they come from, per layer.
+YEAR_FIELDS = {
+    "matches": ("year_out", "year_in"),
+    "supply_fate": ("year_from", "year_to"),
+    "demand_coverage": ("year_from", "year_to"),
+}
 
 
 def match_lines(matches: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
@@ -19,6 +37,19 @@ def match_lines(matches: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
     )
     geom = shapely.linestrings(coords) if len(matches) else []
     return gpd.GeoDataFrame(matches.drop(columns=["x0", "y0", "x1", "y1"]), geometry=geom, crs=crs)
+
+
+def with_dates(layer: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``layer`` with :data:`DATE_FIELDS`: 31 December of its first and last year
+    (:data:`YEAR_FIELDS`), as dates (GeoParquet date32, GeoPackage DATE). A year's date lies
+    inside the QGIS frame of that calendar year [1 Jan, next 1 Jan), never on its edge
+    (as the run's ``flows.date``), so stepping the temporal controller one year at a time
+    shows the rows whose years include that year."""
+    out = layer.copy()
+    for field, year in zip(DATE_FIELDS, YEAR_FIELDS[name], strict=True):
+        years = out[year].astype(int).astype(str)
+        out[field] = pd.to_datetime(years + "-12-31", format="%Y-%m-%d").dt.date
+    return out
 
 
 def totals_by_material(a: Allocation) -> pd.DataFrame:
