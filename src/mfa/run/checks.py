@@ -18,6 +18,7 @@ from mfa.config import Pipeline
 from mfa.core.keys import hash128, later_repeats
 from mfa.dynamics import check_stock_balance
 from mfa.errors import ValidationError
+from mfa.executor import executor, ordered_map, worker_count
 from mfa.io.geoparquet import check_geoparquet, read_layer
 from mfa.io.qgis import GPKG, PROJECT, check_geopackage
 from mfa.io.rasters import check_raster_total
@@ -80,6 +81,52 @@ class _LayerCheck:
     rules: pd.Series | None = None  # buildings and tonnes per attribute and rule (rule_sums)
 
 
+@dataclass
+class _RowGroupCheck:
+    """The sums of one checked row group of the buildings layer."""
+
+    rows: int
+    totals: dict[str, float]
+    keys: np.ndarray  # 128-bit hashes of the building ids
+    counts: pd.DataFrame  # provenance_counts
+    guessed: pd.Series  # guess_sums
+    rules: pd.Series  # rule_sums
+    provenance: pd.Series  # value counts of the *_source columns and match_method
+
+
+def _empty_rows(source: pq.ParquetFile, names: list[str]) -> pd.DataFrame:
+    return source.schema_arrow.empty_table().select(names).drop_columns(["bbox"]).to_pandas()
+
+
+def _check_row_group(
+    path: Path, i: int, names: list[str], tonnes: list[str], materials: list[str], q: list[str]
+) -> _RowGroupCheck:
+    """Check row group ``i`` of the buildings layer (runs on a worker thread)."""
+    where = str(path)
+    table = pq.ParquetFile(path).read_row_group(i, columns=names)
+    box = table["bbox"].combine_chunks()
+    if not np.isfinite(box.field("xmin").to_numpy(zero_copy_only=False)).all():
+        raise ValidationError(f"{where}: some buildings have no geometry; drop them")
+    df = table.drop_columns(["bbox"]).to_pandas()
+    check_building_rows(df, where)
+    if df[tonnes].isna().any().any():
+        raise ValidationError(f"{where}: material tonnes have missing values")
+    mass = df[material_columns(materials)].sum(axis=1).to_numpy()
+    if not (abs(mass - df["mass_t"].to_numpy()) <= 1e-9 * abs(mass).clip(min=1)).all():
+        raise ValidationError(f"{where}: mass_t is not the sum of the materials")
+    _check_percentiles(df, ["mass", *materials], q, where)
+    cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
+    return _RowGroupCheck(
+        rows=len(df),
+        totals={c: float(df[c].to_numpy(dtype=float).sum()) for c in ["gfa_m2", *tonnes]},
+        keys=hash128(df["building_id"].astype(str).to_numpy(object)),
+        counts=provenance_counts(df),
+        guessed=guess_sums(df),
+        rules=rule_sums(df),
+        provenance=pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]),
+    )
+
+
 def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _LayerCheck:
     """Check the buildings layer as written, one row group at a time (memory bounded by
     the row group): schema and values of every row, tonnes and their sum, percentiles,
@@ -94,36 +141,30 @@ def _check_buildings_layer(path: Path, p: Pipeline, materials: list[str]) -> _La
     keys, counts, prov, n = [], [], [], 0
     guessed: pd.Series | None = None
     by_rule: pd.Series | None = None
-    for i in range(source.num_row_groups):
-        table = source.read_row_group(i, columns=names)
-        box = table["bbox"].combine_chunks()
-        if not np.isfinite(box.field("xmin").to_numpy(zero_copy_only=False)).all():
-            raise ValidationError(f"{where}: some buildings have no geometry; drop them")
-        df = table.drop_columns(["bbox"]).to_pandas()
-        check_building_rows(df, where)
-        if df[tonnes].isna().any().any():
-            raise ValidationError(f"{where}: material tonnes have missing values")
-        mass = df[material_columns(materials)].sum(axis=1).to_numpy()
-        if not (abs(mass - df["mass_t"].to_numpy()) <= 1e-9 * abs(mass).clip(min=1)).all():
-            raise ValidationError(f"{where}: mass_t is not the sum of the materials")
-        _check_percentiles(df, ["mass", *materials], q, where)
-        for c in totals:
-            totals[c] += float(df[c].to_numpy(dtype=float).sum())
-        keys.append(hash128(df["building_id"].astype(str).to_numpy(object)))
-        counts.append(provenance_counts(df))
-        g = guess_sums(df)
-        guessed = g if guessed is None else guessed + g
-        r = rule_sums(df)
-        by_rule = r if by_rule is None else by_rule.add(r, fill_value=0.0)
-        cols = [c for c in df.columns if c.endswith("_source") or c == "match_method"]
-        prov.append(pd.concat({c: df[c].value_counts() for c in cols}, names=["column", "value"]))
-        n += len(df)
+    # row groups checked on the run's threads, their sums added up in file order
+    args = ((path, i, names, tonnes, materials, q) for i in range(source.num_row_groups))
+    with executor("threads", p.compute.workers) as submit:
+        for part in ordered_map(
+            submit, _check_row_group, args, 2 * worker_count(p.compute.workers)
+        ):
+            for c in totals:
+                totals[c] += part.totals[c]
+            keys.append(part.keys)
+            counts.append(part.counts)
+            guessed = part.guessed if guessed is None else guessed + part.guessed
+            by_rule = part.rules if by_rule is None else by_rule.add(part.rules, fill_value=0.0)
+            prov.append(part.provenance)
+            n += part.rows
     for i, rep in enumerate(later_repeats(keys)):
         if rep.any():
             table = source.read_row_group(i, columns=["building_id"])
             first = table["building_id"][int(np.argmax(rep))].as_py()
             raise ValidationError(f"{where}: building_id {first!r} occurs more than once")
-    quality = pd.concat(counts).sum().to_frame().T if counts else provenance_counts(df)
+    quality = (
+        pd.concat(counts).sum().to_frame().T
+        if counts
+        else provenance_counts(_empty_rows(source, names))
+    )
     by_value = pd.concat(prov).groupby(level=[0, 1]).sum() if prov else pd.Series(dtype=int)
     provenance: dict[str, dict[str, int]] = {}
     for (col, value), count in by_value.sort_index().items():
