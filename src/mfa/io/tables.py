@@ -144,6 +144,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "bag_unit": folder / "bag_unit_status.csv",
         "defaults": folder / "defaults.toml",
     }
+    overture = folder / "overture_building_classes.csv"  # optional: footprints schema overture
     use_f, use_x = _mapping(
         _csv(files["use"]), files["use"], "code", "function", FUNCTIONS, "excluded_reason"
     )
@@ -206,6 +207,12 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
     )
     bag = _bag_rules(files, d.get("bag", {}))
+    over_f, over_x = pd.Series(dtype="string"), pd.Series(dtype="string")
+    if overture.is_file():
+        files["overture"] = overture
+        over_f, over_x = _mapping(
+            _csv(overture), overture, "value", "function", FUNCTIONS, "excluded_reason"
+        )
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -225,6 +232,8 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         height_classes=height_classes,
         osm_landuse_function=landuse,
         bag=bag,
+        overture_function=over_f,
+        overture_excluded=over_x,
         files=tuple(str(p) for p in files.values()),
     )
 
