@@ -20,6 +20,10 @@ from mfa.errors import InputDataError
 from mfa.io.overture import buildings_from_overture, read_overture
 from mfa.io.tables import load_archetype_rules
 from tests.conftest import MODEL, ROOT, write_pipeline
+from tests.pull_helpers import features, pipeline_file, service
+from tests.pull_standin import Services
+
+__all__ = ["features", "service"]  # fixtures, imported for pytest
 
 FIXTURE = ROOT / "tests" / "data" / "overture_helsinki_kluuvi" / "buildings.parquet"
 CRS = "EPSG:3067"
@@ -206,3 +210,38 @@ id_column = "code"
     layer = gpd.read_parquet(run / "buildings.parquet")
     dropped = (run / "dropped.csv").read_text().splitlines()[1:]
     assert len(layer) + len(dropped) == len(raw)
+
+
+def test_an_overture_file_can_be_pulled_over_http_then_read(tmp_path: Path, service: str) -> None:
+    """``url`` + ``protocol = "http"`` instead of ``file``: the pull stores the file as a
+    snapshot and the reader reads the snapshot (stand-in: tests/pull_standin.py)."""
+    from mfa.config import load_pipeline
+    from mfa.pull import pull_pipeline
+    from mfa.run.sources import _read_footprints
+
+    Services.files = {"buildings.parquet": FIXTURE.read_bytes()}
+    text = (
+        f"""
+name = "t-overture-pull"
+crs = "{CRS}"
+[sources.footprints]
+schema = "overture"
+url = "{{BASE}}/files/buildings.parquet"
+protocol = "http"
+bbox = {list(AREA)}
+[cache]
+dir = "{{CACHE}}"
+"""
+        + MODEL
+    )
+    path = pipeline_file(tmp_path, service, text)
+    (rec,) = pull_pipeline(load_pipeline(path))
+    assert rec["changed"] and rec["snapshot"]["path"].endswith(".parquet")
+    p = load_pipeline(path)
+    assert p.sources.footprints.file == Path(rec["snapshot"]["path"])
+    inputs: list = []
+    rules = load_archetype_rules(ROOT / "config" / "archetypes")
+    b, dropped, _ = _read_footprints(p, rules, inputs, "2026-12-07")
+    raw, counts = read_overture(FIXTURE, AREA)
+    assert sorted(b["building_id"]) == sorted(raw["building_id"]) and dropped.empty
+    assert inputs == [{"role": "footprints", "overture": {**counts, "area_lonlat": AREA}}]
