@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mfa.config import FootprintSource
@@ -245,3 +247,39 @@ dir = "{{CACHE}}"
     raw, counts = read_overture(FIXTURE, AREA)
     assert sorted(b["building_id"]) == sorted(raw["building_id"]) and dropped.empty
     assert inputs == [{"role": "footprints", "overture": {**counts, "area_lonlat": AREA}}]
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_each_record_once_and_excluded_uses_exactly_those_left_out(rules, data) -> None:
+    """Whatever the classes, subtypes, kinds and flags: buildings + left out = records,
+    each id once; the uses with an excluded_reason are exactly the ones left out for it."""
+    from mfa.buildings.overture import normalise_overture
+
+    raw, _ = read_overture(FIXTURE, None)
+    n = len(raw)
+    values = [
+        None,
+        "unlisted_value",
+        *rules.overture_function.index,
+        *rules.overture_excluded.index,
+    ]
+    raw["class"] = data.draw(st.lists(st.sampled_from(values), min_size=n, max_size=n))
+    raw["subtype"] = data.draw(st.lists(st.sampled_from(values), min_size=n, max_size=n))
+    raw["is_underground"] = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    raw["type"] = data.draw(
+        st.lists(st.sampled_from(["building", "building_part"]), min_size=n, max_size=n)
+    )
+    b, dropped = normalise_overture(raw, CRS, rules)
+    assert sorted([*b["building_id"], *dropped["record_id"]]) == sorted(raw["building_id"])
+    listed = set(rules.overture_function.index) | set(rules.overture_excluded.index)
+    pairs = zip(raw["class"], raw["subtype"], strict=True)
+    use = [c if c in listed else (s if s is not None else c) for c, s in pairs]
+    flags_ok = (raw["type"] == "building") & ~raw["is_underground"]
+    excluded = {
+        i for i, u, ok in zip(raw["building_id"], use, flags_ok, strict=True)
+        if ok and u in set(rules.overture_excluded.index)
+    }  # fmt: skip
+    reasons = dict(zip(dropped["record_id"], dropped["reason"], strict=True))
+    assert {i for i, r in reasons.items() if r.startswith("excluded ")} == excluded
+    assert set(b["function"]) <= {"RS", "RM", "NR"}

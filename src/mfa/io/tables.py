@@ -210,9 +210,17 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
     over_f, over_x = pd.Series(dtype="string"), pd.Series(dtype="string")
     if overture.is_file():
         files["overture"] = overture
+        table = _csv(overture)
         over_f, over_x = _mapping(
-            _csv(overture), overture, "value", "function", FUNCTIONS, "excluded_reason"
+            table, overture, "value", "function", FUNCTIONS, "excluded_reason"
         )
+        kinds = {"class", "subtype", "class subtype"}
+        bad = ~table.get("kind", pd.Series(dtype=object)).isin(kinds)
+        if "kind" not in table.columns or bad.any():
+            i = int(bad.to_numpy().argmax()) if bad.any() else -1
+            raise ConfigError(
+                f"{overture} line {i + 2}: kind must be one of {', '.join(sorted(kinds))}; fix it"
+            )
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
