@@ -4,8 +4,10 @@ and the layers of its ``matching.gpkg`` and print, as JSON, what QGIS sees.
 ``/usr/bin/python3 tests/qgis_match_check.py <matching folder> <png> <layer>...``: each
 layer opened from the GeoPackage directly (valid, features, renderer of its stored
 default style); the project (read, CRS, relative paths, per tree layer: valid, table,
-features, group, visible, renderer, CRS; the drawing order); and the project rendered
-to ``<png>`` (how many pixels are not the background).
+features, group, visible, renderer, CRS, temporal settings; the drawing order; the
+temporal controller's range and step); per temporal layer and year of that range, the
+features QGIS's own filter for the year's frame selects (their first and last years);
+and the project rendered to ``<png>`` (how many pixels are not the background).
 """
 
 import json
@@ -13,12 +15,16 @@ import sys
 
 from qgis.core import (
     QgsApplication,
+    QgsDateTimeRange,
+    QgsFeatureRequest,
     QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProject,
+    QgsUnitTypes,
     QgsVectorLayer,
+    QgsVectorLayerTemporalContext,
 )
-from qgis.PyQt.QtCore import QSize
+from qgis.PyQt.QtCore import QDate, QDateTime, QSize, QTime
 from qgis.PyQt.QtGui import QColor
 
 app = QgsApplication([], False)
@@ -40,6 +46,15 @@ project = QgsProject.instance()
 result = {"direct": seen, "read": project.read(f"{folder}/project.qgs")}
 result["crs"] = project.crs().authid()
 result["absolute_paths"] = project.readBoolEntry("Paths", "/Absolute", True)[0]
+ts = project.timeSettings()
+span = ts.temporalRange()
+result["time"] = {
+    "start": span.begin().toString("yyyy-MM-dd"),
+    "end": span.end().toString("yyyy-MM-dd"),
+    "step": ts.timeStep(),
+    "unit": QgsUnitTypes.toString(ts.timeStepUnit()),
+}
+YEARS = {"matches": ("year_out", "year_in")}  # the others: year_from, year_to
 root = project.layerTreeRoot()
 tree = {}
 for node in root.findLayers():
@@ -58,6 +73,30 @@ for node in root.findLayers():
             else None,
             crs=layer.crs().authid(),
         )
+        tp = layer.temporalProperties()
+        info["temporal"] = {
+            "active": tp.isActive(),
+            "mode": int(tp.mode()),
+            "start_field": tp.startField(),
+            "end_field": tp.endField(),
+        }
+        if tp.isActive() and span.begin().isValid():
+            # per year of the controller: what its frame [1 Jan, next 1 Jan) selects
+            first, last = YEARS.get(info["table"], ("year_from", "year_to"))
+            ctx = QgsVectorLayerTemporalContext()
+            ctx.setLayer(layer)
+            frames = {}
+            for year in range(span.begin().date().year(), span.end().date().year()):
+                frame = QgsDateTimeRange(
+                    QDateTime(QDate(year, 1, 1), QTime(0, 0)),
+                    QDateTime(QDate(year + 1, 1, 1), QTime(0, 0)),
+                    True,
+                    False,
+                )
+                where = tp.createFilterString(ctx, frame)
+                request = QgsFeatureRequest().setFilterExpression(where)
+                frames[year] = sorted([f[first], f[last]] for f in layer.getFeatures(request))
+            info["frames"] = frames
     info["name"] = node.name()
     # keyed by table: a layer's name in the project says what its colours show
     tree[info.get("table", node.name())] = info

@@ -370,6 +370,47 @@ def test_qgis_opens_the_styled_matching_and_its_project(run: Path, tmp_path: Pat
     assert seen["read"] and seen["crs"] == "EPSG:25832" and seen["absolute_paths"] is False
     attribute = {"matches": "t", "supply_fate": "reused_t", "demand_coverage": "share"}
     group = {"matches": "Reuse matching", "demand_coverage": "Reuse matching"}
+    # the time slider: every layer a range from date_from to date_to (mode 2 =
+    # ModeFeatureDateTimeStartAndEndFromFields), the controller one year a step over the
+    # data's years; QGIS's filter for one year's frame selects exactly the rows whose
+    # years include it (independent oracle: the tables in pandas)
+    years = {
+        "matches": ("year_out", "year_in"),
+        "supply_fate": ("year_from", "year_to"),
+        "demand_coverage": ("year_from", "year_to"),
+    }
+    tables = {
+        "matches": r.allocation.matches,
+        "supply_fate": r.allocation.supply_fate,
+        "demand_coverage": r.allocation.coverage,
+    }
+    first = min(int(tables[n][years[n][0]].min()) for n in names)
+    last = max(int(tables[n][years[n][1]].max()) for n in names)
+    assert seen["time"] == {
+        "start": f"{first}-01-01",
+        "end": f"{last + 1}-01-01",
+        "step": 1.0,
+        "unit": "years",
+    }
+    for name in names:
+        assert seen["layers"][name].pop("temporal") == {
+            "active": True,
+            "mode": 2,
+            "start_field": "date_from",
+            "end_field": "date_to",
+        }
+        frames = seen["layers"][name].pop("frames")
+        assert sorted(map(int, frames)) == list(range(first, last + 1))
+        a, b = years[name]
+        for year, rows in frames.items():
+            y = int(year)
+            t = tables[name]
+            want = t[(t[a] <= y) & (t[b] >= y)]
+            assert rows == sorted([int(p), int(q)] for p, q in zip(want[a], want[b], strict=True))
+            assert all(p <= y <= q for p, q in rows)
+        # the frames between them show every row
+        assert sum(len(v) for v in frames.values()) >= counts[name]
+    assert r.allocation.matches["year_out"].nunique() > 1  # so one year's frame filters
     for name in names:
         assert seen["layers"][name].pop("name").startswith(name)
         assert seen["layers"][name] == {

@@ -129,6 +129,11 @@ def test_qml_is_a_graduated_style_qgis_reads() -> None:
     assert root.find("temporal").get("enabled") == "0"
     t = ET.fromstring(qml(_style(temporal_field="date")).split("\n", 1)[1]).find("temporal")
     assert (t.get("enabled"), t.get("mode"), t.get("startField")) == ("1", "1", "date")
+    assert t.get("endField") == ""
+    ranged = _style(temporal_field="date_from", temporal_end_field="date_to")
+    t = ET.fromstring(qml(ranged).split("\n", 1)[1]).find("temporal")
+    got = (t.get("enabled"), t.get("mode"), t.get("startField"), t.get("endField"))
+    assert got == ("1", "2", "date_from", "date_to")  # ModeFeatureDateTimeStartAndEndFromFields
     with pytest.raises(ValueError, match="3 edges need 2 colours"):
         _style(colors=("#ffffff",))
 

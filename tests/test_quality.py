@@ -50,6 +50,8 @@ def _buildings(geoms, **cols) -> gpd.GeoDataFrame:
         "match_method": ["not_conflated"] * n,
         "hazard": [None] * n,
         "height_class": [None] * n,
+        "roof_height_m": [None] * n,
+        "roof_levels": [None] * n,
     }
     base.update(cols)
     frame = with_rules(pd.DataFrame(base)).astype(BUILDING_COLUMNS)

@@ -66,10 +66,13 @@ def _parse(crs: Any) -> CRS:
 
 
 def _declared_id(crs: CRS) -> tuple[str, str] | None:
+    """The authority code the CRS declares, else the one PROJ identifies it as with at
+    least 70 % confidence (pyproj's default; an ESRI .prj declares none)."""
     ident = crs.to_json_dict().get("id")
-    if not ident:
-        return None
-    return str(ident.get("authority")), str(ident.get("code"))
+    if ident:
+        return str(ident.get("authority")), str(ident.get("code"))
+    found = crs.to_authority(min_confidence=70)
+    return (str(found[0]), str(found[1])) if found else None
 
 
 def _projection_numbers(crs: CRS) -> tuple[Any, ...] | None:
@@ -94,7 +97,9 @@ def same_crs(a: Any, b: Any) -> bool:
     second rule is needed because GDAL and PROJ releases describe one EPSG code with
     different datum names (rasterio's GDAL writes EPSG:3067 with the datum "EUREF-FIN",
     pyproj's PROJ reads it as "ETRS89"), which made a run in EPSG:3067 fail with
-    "CRS is EPSG:3067, expected EPSG:3067".
+    "CRS is EPSG:3067, expected EPSG:3067". A CRS that declares no code (an ESRI .prj
+    of SWEREF99 TM, EPSG:3006, which ``equals`` did not match either) takes the code PROJ
+    identifies; the ellipsoid and projection numbers must still agree.
     """
     if a is None or b is None:
         return a is None and b is None

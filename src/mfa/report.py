@@ -222,6 +222,12 @@ def guess_lines(m: dict[str, Any]) -> list[str]:
             f"- regional profile chosen from the data's location: {arch.get('profile')} "
             f"({arch.get('reason')}; extent from {arch.get('extent_from')})"
         )
+    reg = arch.get("intensities_region") or {}
+    if reg.get("requested") == "auto":
+        lines.append(
+            f"- RASMI region chosen from the data's location: {reg.get('region')} "
+            f"({reg.get('country')}: {reg.get('country_from')})"
+        )
     if arch.get("warning"):
         lines.append(f"- **Warning:** {arch['warning']}")
     ext = m.get("crs_extent")

@@ -62,6 +62,10 @@ BUILDING_COLUMNS: dict[str, str] = {
     # the OSM tags' height class (config/archetypes/height_classes.csv): storey height
     # and the most floors a height may give
     "height_class": "string",
+    # the roof of an OSM height (Simple 3D Buildings: `height` includes it): `roof:height`
+    # (m) and `roof:levels` (storeys within the roof); floors come from the walls' height
+    "roof_height_m": "Float64",
+    "roof_levels": "Float64",
     # which rule gave the value (mfa.buildings.provenance.RULES)
     "function_rule": "string",
     "floors_rule": "string",

@@ -119,6 +119,9 @@ class ArchetypeRules:
     height_classes
         Per height class (index): ``storey_height_m`` and ``max_floors_from_height``
         (NaN: the function's), from ``height_classes.csv``.
+    bbr_height_class
+        BBR use code (``byg021``) → height class (``bbr_height_classes.csv``): a church,
+        a hall or an industrial building of the register gets its storey height and limit.
     osm_landuse_function
         OSM ``landuse=*`` value → function (or ``residential``: by footprint) of the
         generically tagged buildings inside such a polygon (``osm_landuse.csv``).
@@ -151,6 +154,7 @@ class ArchetypeRules:
             columns=["storey_height_m", "max_floors_from_height"], dtype=float
         )
     )
+    bbr_height_class: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     osm_landuse_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     bag: BagRules = field(default_factory=BagRules)
     overture_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))

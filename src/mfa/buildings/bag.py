@@ -405,6 +405,8 @@ def normalise_bag(
             "match_method": constant("not_conflated"),
             "hazard": constant(pd.NA),
             "height_class": constant(pd.NA),
+            "roof_height_m": constant(pd.NA, "Float64"),
+            "roof_levels": constant(pd.NA, "Float64"),
         }
     )
     out = with_rules(out)

@@ -64,16 +64,19 @@ class PointLocator:
     meet the cell, lowest position first, so a point on a shared border goes to the first
     polygon as in :func:`assign_districts`.
 
-    One locator may serve many threads: each thread tests points against its own prepared
-    copies of the polygons. GEOS builds a prepared polygon's indexes lazily, at its first
-    use, and not thread-safely (libgeos/geos#825); two threads preparing the same parish
-    polygons (3,000 vertices) at once crashed a run.
+    One locator may serve many threads: they share one prepared copy of the polygons and
+    take turns (a lock) for the exact tests, which are a small part of a batch's work.
+    GEOS builds a prepared polygon's indexes lazily, at its first use, and not
+    thread-safely (libgeos/geos#825): two threads preparing the same parish polygons
+    (3,000 vertices) at once crashed a run. A copy per thread was safe too, but costs
+    135-270 MB per thread for a country's 1,369 parish outlines.
     """
 
     def __init__(self, polygons: np.ndarray, cells_per_polygon: float = 4.0) -> None:
         polys = np.asarray(polygons, dtype=object)
         self._wkb = shapely.to_wkb(polys)
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._polygons: np.ndarray | None = None
         n = len(polys)
         if n == 0:
             self.shape = (0, 0)
@@ -108,13 +111,11 @@ class PointLocator:
         self.cand = poly_t  # sorted by cell, then polygon position
 
     def _prepared(self) -> np.ndarray:
-        """This thread's prepared copies of the polygons."""
-        polygons = getattr(self._local, "polygons", None)
-        if polygons is None:
-            polygons = shapely.from_wkb(self._wkb)
-            shapely.prepare(polygons)
-            self._local.polygons = polygons
-        return polygons
+        """The prepared polygons (made at the first call); call with ``_lock`` held."""
+        if self._polygons is None:
+            self._polygons = shapely.from_wkb(self._wkb)
+            shapely.prepare(self._polygons)
+        return self._polygons
 
     def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Position of the polygon holding each point (x, y in the polygons' CRS), or -1."""
@@ -133,7 +134,6 @@ class PointLocator:
         inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
         cell = np.where(inside, ix * ny + iy, 0).astype(np.int64)
         own = np.where(inside, self.owner[cell], -1)
-        polygons = self._prepared()
         out[own >= 0] = own[own >= 0]
         todo = np.flatnonzero(inside & (own < 0))
         k = 0
@@ -144,7 +144,8 @@ class PointLocator:
             if not len(todo):
                 break
             poly = self.cand[self.cand_start[c] + k]
-            hit = shapely.intersects_xy(polygons[poly], x[todo], y[todo])
+            with self._lock:
+                hit = shapely.intersects_xy(self._prepared()[poly], x[todo], y[todo])
             out[todo[hit]] = poly[hit]
             todo = todo[~hit]
             k += 1

@@ -23,7 +23,7 @@ __all__ = ["FOOTPRINT_TAGS", "normalise_footprints"]
 FOOTPRINT_TAGS = ("building", "building:levels", "building:material", "start_date", "height")
 #: Tags that put a building in a height class (``config/archetypes/osm_height_tags.csv``)
 #: besides the ones read anyway.
-HEIGHT_TAGS = ("man_made", "roof:shape")
+HEIGHT_TAGS = ("man_made", "roof:shape", "roof:height", "roof:levels")
 
 
 def _tag(raw: pd.DataFrame, name: str) -> pd.Series:
@@ -152,6 +152,8 @@ def normalise_footprints(
             "match_method": pd.Series("not_conflated", index=raw.index, dtype="string"),
             "hazard": pd.Series(pd.NA, index=raw.index, dtype="string"),
             "height_class": height_classes(raw, rules.height_tags),
+            "roof_height_m": _first_number(_tag(raw, "roof:height")).astype("Float64"),
+            "roof_levels": _first_number(_tag(raw, "roof:levels")).astype("Float64"),
         }
     )
     out = with_rules(out).astype(BUILDING_COLUMNS)

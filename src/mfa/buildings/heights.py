@@ -15,6 +15,7 @@ __all__ = [
     "height_classes",
     "plausible_height",
     "storey_heights",
+    "wall_heights",
     "zonal_percentile",
 ]
 
@@ -77,6 +78,30 @@ def floors_from_height(height_m: pd.Series, storey_height_m: float | pd.Series) 
     h = height_m.astype("Float64")
     floors = np.floor(h / storey + 0.5).clip(lower=1)
     return floors.astype("Float64")
+
+
+def wall_heights(
+    height_m: pd.Series,
+    roof_height_m: pd.Series,
+    roof_levels: pd.Series,
+    storey_height_m: pd.Series,
+) -> tuple[pd.Series, np.ndarray]:
+    """Height of the walls (m): the building's height less its roof's, for floors from heights.
+
+    OSM *Simple 3D Buildings*: ``height`` is the total height, roof included; ``roof:height``
+    is the roof's (top of the walls to the top of the roof); ``roof:levels`` are storeys
+    within the roof, not counted in ``building:levels``. The roof's height is
+    ``roof_height_m``, else ``roof_levels`` × ``storey_height_m`` (m per storey, aligned),
+    else 0. Where it is not below the height (a roof as tall as the building or taller:
+    a mistagged value) it is not used: the full height, and True in the returned mask
+    (the caller records a repair). <NA> where the height is missing.
+    """
+    h = height_m.astype("Float64")
+    storey = pd.Series(storey_height_m, index=h.index, dtype="Float64")
+    roof = roof_height_m.astype("Float64").fillna(roof_levels.astype("Float64") * storey)
+    bad = (h.notna() & roof.notna() & (roof >= h)).fillna(False).to_numpy(bool)
+    wall = (h - roof.fillna(0)).where(~bad, h)
+    return wall, bad
 
 
 def storey_heights(

@@ -35,7 +35,13 @@ from mfa.buildings._dropped import DropLog
 from mfa.buildings.archetypes import ArchetypeRules, archetype_id, map_codes
 from mfa.buildings.footprints import _first_number
 from mfa.buildings.footprints import _tag as tag
-from mfa.buildings.heights import floor_limits, floors_from_height, height_classes, storey_heights
+from mfa.buildings.heights import (
+    floor_limits,
+    floors_from_height,
+    height_classes,
+    storey_heights,
+    wall_heights,
+)
 from mfa.buildings.provenance import set_rule
 
 __all__ = ["PART_TAGS", "refine_with_parts", "resolve_outlines"]
@@ -207,10 +213,12 @@ def _part_floors_from_height(
     rules: ArchetypeRules,
     wanted: np.ndarray,
 ) -> tuple[pd.Series, pd.DataFrame]:
-    """Floors of each part from (``height`` − ``min_height``) / storey height of its
-    height class (its own tags', else its outline's: a dome part of a church) or of its
-    outline's function; NA where that exceeds the class's or function's limit or the part
-    is more than ``max_height_to_width`` × √area tall (a spire), with a repair each."""
+    """Floors of each part from its walls' height (``height`` − ``min_height`` − its roof:
+    ``roof:height``, else ``roof:levels`` × storey height) / storey height of its height
+    class (its own tags', else its outline's: a dome part of a church) or of its outline's
+    function; NA where that exceeds the class's or function's limit or the part is more
+    than ``max_height_to_width`` × √area tall (a spire), with a repair each. A roof not
+    below the part's height is not subtracted (repaired)."""
     height = number(parts, "height")
     min_height = number(parts, "min_height").fillna(0)
     part_h = (height - min_height).where(height > min_height)
@@ -223,7 +231,11 @@ def _part_floors_from_height(
     cls = height_classes(parts, rules.height_tags).fillna(outline_cls)
     by_function = rules.storey_height_by_function or rules.storey_height_m
     storey = storey_heights(function, by_function, cls, rules.height_classes)
-    floors = floors_from_height(part_h, storey)
+    wall, roof_bad = wall_heights(
+        part_h, number(parts, "roof:height"), number(parts, "roof:levels"), storey
+    )
+    roof_bad &= wanted
+    floors = floors_from_height(wall, storey)
     lim = rules.limits
     cap, by_class = floor_limits(
         function, cls, rules.height_classes, lim.max_floors_from_height, lim.max_floors
@@ -255,7 +267,16 @@ def _part_floors_from_height(
             ],
         }
     ).astype("string")
-    return floors.where(~bad), repairs
+    roofs = pd.DataFrame(
+        {
+            "record_id": b["building_id"].astype("string").to_numpy(object)[pos][roof_bad],
+            "attribute": "roof_height_m",
+            "reason": "building:part: roof:height (or roof:levels × storey height) not below "
+            "the part's height: the roof is not subtracted",
+            "detail": parts["building_id"].astype(str).to_numpy()[roof_bad],
+        }
+    ).astype("string")
+    return floors.where(~bad), pd.concat([repairs, roofs], ignore_index=True)
 
 
 def refine_with_parts(

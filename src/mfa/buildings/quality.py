@@ -23,6 +23,7 @@ from mfa.buildings.heights import (
     floors_from_height,
     plausible_height,
     storey_heights,
+    wall_heights,
 )
 from mfa.buildings.provenance import set_rule
 
@@ -365,6 +366,15 @@ def _floors_beyond_limits(
     return over | slender, why
 
 
+def _walls(b: pd.DataFrame, storey: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """The walls' height (m) of each building: :func:`mfa.buildings.heights.wall_heights`
+    of its height and OSM roof tags (none: the height itself)."""
+    none = pd.Series(pd.NA, index=b.index, dtype="Float64")
+    roof_h = b["roof_height_m"] if "roof_height_m" in b.columns else none
+    roof_l = b["roof_levels"] if "roof_levels" in b.columns else none
+    return wall_heights(b["height_m"], roof_h, roof_l, storey)
+
+
 def refine_with_heights(
     buildings: gpd.GeoDataFrame,
     raster_height_m: pd.Series | None,
@@ -378,7 +388,9 @@ def refine_with_heights(
       height is used (``height_source`` = ``raster``). Implausible raster heights (e.g.
       0 m where the nDSM sees no building) are recorded as repairs and not used.
     - ``floors``: where the floor count was imputed and a height exists,
-      floors = height / storey height of the building's height class (``classes``, from
+      floors = the walls' height (height − ``roof_height_m``, else − ``roof_levels`` ×
+      storey height; a roof not below the height is not subtracted, with a repair) /
+      storey height of the building's height class (``classes``, from
       its OSM tags: a warehouse's storeys are 8.53 m) or function (rounded, ≥ 1), with
       the height's source; unless that gives more floors than its height class
       (a church: 1; a tower or dome: 0) or function (``limits.max_floors_from_height``,
@@ -413,7 +425,19 @@ def refine_with_heights(
     if upd.any():
         cls = b["height_class"] if "height_class" in b.columns else None
         storey = storey_heights(b["function"], storey_height_m, cls, classes)
-        from_h = floors_from_height(b["height_m"], storey)
+        wall, roof_too_tall = _walls(b, storey)
+        roof_too_tall &= upd
+        if roof_too_tall.any():
+            repairs.append(
+                _repairs(
+                    b["building_id"],
+                    roof_too_tall,
+                    "roof_height_m",
+                    "roof:height (or roof:levels × storey height) not below the building's "
+                    "height: the roof is not subtracted, floors from the full height",
+                )
+            )
+        from_h = floors_from_height(wall, storey)
         too_many, why = _floors_beyond_limits(b, from_h, cls, classes, limits)
         too_many &= upd
         for reason in pd.unique(why[too_many]):

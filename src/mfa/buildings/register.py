@@ -215,7 +215,10 @@ def normalise_bbr(
                 if BBR.ASBESTOS in df.columns
                 else pd.Series(pd.NA, index=df.index, dtype="string")
             ),
-            "height_class": pd.Series(pd.NA, index=df.index, dtype="string"),
+            # the use code's height class (storey height and floor limit for a raster height)
+            "height_class": map_codes(use, rules.bbr_height_class),
+            "roof_height_m": pd.Series(pd.NA, index=df.index, dtype="Float64"),
+            "roof_levels": pd.Series(pd.NA, index=df.index, dtype="Float64"),
         }
     )
     out = with_rules(out).astype(BUILDING_COLUMNS)

@@ -31,7 +31,11 @@ class Intensities(_Strict):
     """A long-format material-intensity table and which slice of it to use."""
 
     table: Path
-    region: str
+    region: str | None = Field(
+        default=None,
+        description="RASMI region (e.g. OECD_EU15); may be left out only with [archetypes] "
+        "profile = 'auto': then the region of the country the data lie in (regions.csv)",
+    )
     statistic: Literal["p05", "p25", "p50", "p75", "p95"] = "p50"
     materials: list[str] | None = Field(
         default=None, description="materials to estimate; default: all in config/materials.toml"
@@ -254,6 +258,15 @@ class Pipeline(_Strict):
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
+    def _region_or_auto(self) -> Pipeline:
+        if self.intensities.region is None and self.archetypes.profile != "auto":
+            raise ValueError(
+                '[intensities] region is missing: set it (e.g. region = "OECD_EU15"), or '
+                'set [archetypes] profile = "auto" to take the region of the data\'s country'
+            )
+        return self
+
+    @model_validator(mode="after")
     def _match_needs_flows(self) -> Pipeline:
         if self.match is not None:
             known = [s.name for s in self.dynamics.scenarios] if self.dynamics else []
@@ -315,6 +328,12 @@ class Pipeline(_Strict):
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
             ("intensities", self.intensities.table),
+            # the tables that choose the region when the pipeline sets none ("auto")
+            *(
+                (role, self.intensities.table.parent / f"{role}.csv")
+                for role in ("regions", "country_boxes")
+                if self.intensities.region is None
+            ),
             *(("intensity_override", f) for f in self.intensities.overrides),
             ("materials", self.intensities.vocabulary_file),
             ("lifetimes", self.dynamics.lifetimes if self.dynamics else None),

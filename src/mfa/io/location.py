@@ -7,6 +7,11 @@ CRS's area of use when it is national (spans less than :data:`NATIONAL_SPAN_DEG`
 directions: EPSG:28992, 3067, 3006; not a UTM zone). The profile is the first
 ``profile_<name>.toml`` (in name order) whose ``[auto] boxes`` hold the centre of that
 extent; none: ``defaults.toml`` (Denmark and the rest of Europe).
+
+With ``profile = "auto"`` and no ``[intensities] region``, the RASMI region is that of the
+country the data lie in (``regions.csv`` beside the intensity table): the one country of
+that table that a national CRS's area of use names (EPSG:3067: Finland), else the country
+of the first row of ``country_boxes.csv`` whose lon/lat box holds the centre of the extent.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from typing import Any
 from mfa.config import Pipeline
 from mfa.errors import ConfigError
 
-__all__ = ["NATIONAL_SPAN_DEG", "choose_profile", "data_lonlat_box", "resolve_profile"]
+__all__ = [
+    "NATIONAL_SPAN_DEG",
+    "choose_profile",
+    "country_at",
+    "data_lonlat_box",
+    "detect_country",
+    "resolve_profile",
+    "resolve_region",
+]
 
 #: A CRS whose area of use spans less than this (degrees, both ways) is national: the
 #: centre of its area of use says in which country the data lie.
@@ -151,3 +164,95 @@ def resolve_profile(p: Pipeline) -> tuple[str | None, dict[str, Any]]:
         ),
     }
     return chosen, record
+
+
+def _country_tables(folder: Path) -> tuple[Any, Any]:
+    """``regions.csv`` (country, iso3, rasmi_region) and ``country_boxes.csv`` (iso3, west,
+    south, east, north) of ``folder``, checked."""
+    import pandas as pd
+
+    out = []
+    for name, cols in (
+        ("regions.csv", ("country", "iso3", "rasmi_region")),
+        ("country_boxes.csv", ("iso3", "west", "south", "east", "north")),
+    ):
+        path = folder / name
+        try:
+            t = pd.read_csv(path, dtype={"iso3": str, "country": str, "rasmi_region": str})
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc}); restore it from config/") from exc
+        if not set(cols) <= set(t.columns) or t[list(cols)].isna().any().any():
+            raise ConfigError(f"{path}: columns {', '.join(cols)} must be filled on every line")
+        out.append(t)
+    regions, boxes = out
+    unknown = ~boxes["iso3"].isin(regions["iso3"])
+    if unknown.any():
+        i = int(unknown.to_numpy().argmax())
+        raise ConfigError(
+            f"{folder / 'country_boxes.csv'} line {i + 2}: {boxes['iso3'].iloc[i]} is not in "
+            "regions.csv; add the country there"
+        )
+    return regions, boxes
+
+
+def detect_country(p: Pipeline, regions: Any, boxes: Any) -> tuple[str | None, str]:
+    """ISO3 of the country the run's data lie in (None: unknown), and how it was found."""
+    from pyproj import CRS
+
+    aou = CRS.from_user_input(p.crs).area_of_use
+    if _crs_box(p.crs) is not None and aou is not None:
+        named = [c for c in regions["country"] if aou.name.startswith(c)]
+        if len(named) == 1:
+            iso3 = regions.loc[regions["country"] == named[0], "iso3"].iloc[0]
+            return str(iso3), f"the area of use of {p.crs} ({aou.name.split(' - ')[0]})"
+    box, how = data_lonlat_box(p)
+    if box is None:
+        return None, how
+    lon, lat = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    iso3 = country_at(lon, lat, boxes)
+    where = f"centre {lon:.4f}, {lat:.4f} (from {how})"
+    if iso3 is None:
+        return None, f"the {where} lies in no box of country_boxes.csv"
+    return iso3, f"the {where} lies in a box of country_boxes.csv"
+
+
+def country_at(lon: float, lat: float, boxes: Any) -> str | None:
+    """ISO3 of the first row of ``boxes`` (``country_boxes.csv``) holding (lon, lat)."""
+    hit = boxes[
+        (boxes["west"] <= lon)
+        & (lon <= boxes["east"])
+        & (boxes["south"] <= lat)
+        & (lat <= boxes["north"])
+    ]
+    return None if hit.empty else str(hit["iso3"].iloc[0])
+
+
+def resolve_region(p: Pipeline) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline with its RASMI region, and the record of the choice for ``run.json``.
+
+    An explicit ``[intensities] region`` always wins. Without one (allowed only with
+    ``profile = "auto"``), the region of the country the data lie in (:func:`detect_country`,
+    ``regions.csv``); a country that cannot be told is a :class:`ConfigError` naming the fix.
+    """
+    if p.intensities.region is not None:
+        return p, {"region": p.intensities.region, "requested": p.intensities.region}
+    folder = Path(p.intensities.table).parent
+    regions, boxes = _country_tables(folder)
+    iso3, how = detect_country(p, regions, boxes)
+    if iso3 is None:
+        raise ConfigError(
+            f"{p.source_file}: [intensities] region is not set and the country of the data "
+            f'could not be told ({how}); set region, e.g. region = "OECD_EU15" (see '
+            f"{folder / 'regions.csv'})"
+        )
+    row = regions[regions["iso3"] == iso3].iloc[0]
+    region = str(row["rasmi_region"])
+    record = {
+        "region": region,
+        "requested": "auto",
+        "country": str(row["country"]),
+        "country_from": how,
+        "source": f"{folder / 'regions.csv'}: {row.get('note', '')}",
+    }
+    update = {"intensities": p.intensities.model_copy(update={"region": region})}
+    return p.model_copy(update=update), record

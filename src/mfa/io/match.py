@@ -282,6 +282,7 @@ def write_match_outputs(
                     driver="GPKG",
                     geometry_type="LineString" if name == "matches" else "Point",
                     dataset_options={"VERSION": "1.3"} if first else None,
+                    use_arrow=True,  # dates as DATE fields (QGIS's temporal controller)
                 )
                 first = False
             else:

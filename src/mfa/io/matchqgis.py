@@ -2,7 +2,11 @@
 ``<layer>.qml``) and ``project.qgs``, the layers of ``matching.gpkg`` in two groups.
 
 Built with the run's QGIS writers (:mod:`mfa.io.qgis`): the same XML, relative paths,
-the run's CRS, the extent of the data + 3 %.
+the run's CRS, the extent of the data + 3 %. Every layer with the date fields
+(:func:`mfa.match.outputs.with_dates`) is temporal, each feature from ``date_from`` to
+``date_to``, and the project's temporal controller steps one calendar year at a time
+over the years of the data: a student scrubs the years and sees each year's moves, the
+supply of that year and the sites building in it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,16 @@ from mfa.io.classes import class_breaks, color_ramp, range_labels
 from mfa.io.qgis.geopackage import write_layer_styles
 from mfa.io.qgis.project import ProjectLayer, project_xml
 from mfa.io.qgis.styles import GraduatedStyle, qml
+from mfa.match.outputs import DATE_FIELDS, YEAR_FIELDS
 
-__all__ = ["MATCH_GPKG", "MATCH_PROJECT", "match_project", "match_styles", "write_match_qgis"]
+__all__ = [
+    "MATCH_GPKG",
+    "MATCH_PROJECT",
+    "match_project",
+    "match_styles",
+    "match_years",
+    "write_match_qgis",
+]
 
 MATCH_GPKG = "matching.gpkg"
 MATCH_PROJECT = "project.qgs"
@@ -49,6 +61,7 @@ def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, GraduatedStyl
     for name, (col, geom, unit, title, ramp, fixed) in specs.items():
         if name not in layers:
             continue
+        dated = set(DATE_FIELDS) <= set(layers[name].columns)
         br = fixed or class_breaks(layers[name][col].to_numpy(dtype=float))
         out[name] = GraduatedStyle(
             expression=col,
@@ -60,8 +73,20 @@ def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, GraduatedStyl
             title=title,
             marker_size_mm=2.6 if name == "demand_coverage" else 1.6,
             method="Pretty" if fixed else "Quantile",
+            temporal_field=DATE_FIELDS[0] if dated else None,
+            temporal_end_field=DATE_FIELDS[1] if dated else None,
         )
     return out
+
+
+def match_years(layers: dict[str, gpd.GeoDataFrame]) -> tuple[int, int] | None:
+    """The first and last year of the matching's layers (None when no layer has a row)."""
+    spans = [
+        (int(layers[n][a].min()), int(layers[n][b].max()))
+        for n, (a, b) in YEAR_FIELDS.items()
+        if n in layers and len(layers[n])
+    ]
+    return (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
 
 
 def match_project(
@@ -69,7 +94,7 @@ def match_project(
 ) -> str:
     """The ``project.qgs`` of a matching: sites and flow lines in "Reuse matching", the
     supply points in "Supply", all shown; the CRS of the layers; the extent of the data
-    (every layer that has rows) + 3 %."""
+    (every layer that has rows) + 3 %; the temporal controller over the data's years."""
     crs = next(iter(layers.values())).crs.to_string()
     plan = [
         ProjectLayer(table=name, group=group, style=styles[name], wkb_type=wkb)
@@ -84,7 +109,9 @@ def match_project(
         extent = (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
     else:
         extent = (0.0, 0.0, 1.0, 1.0)
-    return project_xml(plan, crs, tuple(float(v) for v in extent), title, MATCH_GPKG)
+    return project_xml(
+        plan, crs, tuple(float(v) for v in extent), title, MATCH_GPKG, match_years(layers)
+    )
 
 
 def write_match_qgis(folder: Path, layers: dict[str, gpd.GeoDataFrame], title: str) -> None:

@@ -139,6 +139,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "height_tags": folder / "osm_height_tags.csv",
         "landuse": folder / "osm_landuse.csv",
         "height_classes": folder / "height_classes.csv",
+        "bbr_height": folder / "bbr_height_classes.csv",
         "bag_use": folder / "bag_use_codes.csv",
         "bag_pand": folder / "bag_pand_status.csv",
         "bag_unit": folder / "bag_unit_status.csv",
@@ -203,6 +204,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
             )
     neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     height_tags, height_classes = _height_tables(files["height_tags"], files["height_classes"])
+    bbr_height = _bbr_height_classes(files["bbr_height"], height_classes, use_f, use_x)
     landuse, _ = _mapping(
         _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
     )
@@ -238,6 +240,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         osm_neighbours=neighbours,
         height_tags=height_tags,
         height_classes=height_classes,
+        bbr_height_class=bbr_height,
         osm_landuse_function=landuse,
         bag=bag,
         overture_function=over_f,
@@ -288,6 +291,24 @@ def _height_tables(tags_path: Path, classes_path: Path) -> tuple[pd.DataFrame, p
         | {"height_class": tags["height_class"].str.strip()}
     )
     return tags, table
+
+
+def _bbr_height_classes(
+    path: Path, classes: pd.DataFrame, use_f: pd.Series, use_x: pd.Series
+) -> pd.Series:
+    """BBR use code → height class (``bbr_height_classes.csv``): every code a BBR use code
+    (``bbr_use_codes.csv``), every class one of ``height_classes.csv``."""
+    table = _csv(path)
+    mapped, _ = _mapping(table, path, "code", "height_class", tuple(classes.index), None)
+    known = set(use_f.index) | set(use_x.index)
+    unknown = ~table["code"].str.strip().isin(known)
+    if unknown.any():
+        i = int(unknown.to_numpy().argmax())
+        raise ConfigError(
+            f"{path} line {i + 2}: code {table['code'].iloc[i]!r} is not a BBR use code of "
+            "bbr_use_codes.csv; fix the code or add it there"
+        )
+    return mapped
 
 
 def _osm_neighbours(osm: dict[str, Any], path: Path) -> OsmNeighbours:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mfa.match.costs import by_material, milli, pair_prices, weighted_milli
-from mfa.match.hubs import HubArcs, hub_arcs
+from mfa.match.hubs import HubArcs, held_kg_years, hub_arcs
 from mfa.match.network import build_network, compatible_pairs, solve
 from mfa.match.params import MatchParams
 
@@ -152,8 +152,10 @@ def allocate(
     )
     matches.insert(4, "year_in", matches["year_out"])
     matches.insert(2, "via_hub", "")
-    matches.insert(matches.columns.get_loc("avoided_kgco2e"), "handling_kgco2e", 0.0)
-    matches.insert(matches.columns.get_loc("avoided_dkk"), "handling_dkk", 0.0)
+    for unit in ("kgco2e", "dkk"):
+        at = matches.columns.get_loc(f"avoided_{unit}")
+        matches.insert(at, f"handling_{unit}", 0.0)
+        matches.insert(at + 1, f"holding_{unit}", 0.0)
     if hub is not None:
         matches = pd.concat(
             [matches, _hub_matches(hub, hf, supply, demand, hubs[0], params, hubs[3], reused_kg)],
@@ -216,7 +218,10 @@ def _hub_matches(
     kind: str,
     reused_kg: np.ndarray,
 ) -> pd.DataFrame:
-    """Used supply → hub and hub → demand arcs as match rows."""
+    """Used supply → hub and hub → demand arcs as match rows. Handling is on the way in;
+    holding on the way out: the tonnes leaving a hub carry the years they spent there
+    (:func:`mfa.match.hubs.held_kg_years`) × the hub's price per t·year."""
+    held_t_years = held_kg_years(hub, hf) / 1000.0
     rows = []
     for k, side in ((0, supply), (2, demand)):
         sel = (hub.kind == k) & (hf > 0)
@@ -226,9 +231,12 @@ def _hub_matches(
         hx, hy = hubs["x"].to_numpy(float)[h], hubs["y"].to_numpy(float)[h]
         transport = t * km * params.kgco2e_per_tkm
         handling = t * hubs["handling_kgco2e_per_t"].to_numpy(float)[h] if k == 0 else 0 * t
+        held = held_t_years[sel]  # 0 on the way in
+        holding = held * hubs["holding_kgco2e_per_t_year"].to_numpy(float)[h]
         avoided = t * hub.avoided_kgco2e_per_t[sel]
         transport_dkk = t * km * params.dkk_per_tkm
         handling_dkk = t * hubs["handling_dkk_per_t"].to_numpy(float)[h] if k == 0 else 0 * t
+        holding_dkk = held * hubs["holding_dkk_per_t_year"].to_numpy(float)[h]
         avoided_dkk = t * hub.avoided_dkk_per_t[sel]
         ids = e["supply_id" if k == 0 else "demand_id"].to_numpy()
         rows.append(
@@ -245,12 +253,14 @@ def _hub_matches(
                     "distance_kind": kind,
                     "transport_kgco2e": transport,
                     "handling_kgco2e": handling,
+                    "holding_kgco2e": holding,
                     "avoided_kgco2e": avoided,
-                    "net_kgco2e": transport + handling - avoided,
+                    "net_kgco2e": transport + handling + holding - avoided,
                     "transport_dkk": transport_dkk,
                     "handling_dkk": handling_dkk,
+                    "holding_dkk": holding_dkk,
                     "avoided_dkk": avoided_dkk,
-                    "net_dkk": transport_dkk + handling_dkk - avoided_dkk,
+                    "net_dkk": transport_dkk + handling_dkk + holding_dkk - avoided_dkk,
                     "robust": (
                         reused_kg[end] / 1000.0 <= supply["t_p05"].to_numpy(float)[end] + 1e-9
                         if k == 0

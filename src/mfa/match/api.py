@@ -15,7 +15,13 @@ from mfa.io.files import sha256_file
 from mfa.match.allocate import Allocation, allocate
 from mfa.match.demand import check_demand_table
 from mfa.match.distances import pairs_within, road_km
-from mfa.match.outputs import match_lines, summary_markdown, totals_by_material
+from mfa.match.outputs import (
+    match_lines,
+    summary_markdown,
+    totals_by_hub,
+    totals_by_material,
+    with_dates,
+)
 from mfa.match.supply import check_supply_table, run_supply
 
 __all__ = ["MatchResult", "match_run"]
@@ -210,6 +216,7 @@ def match_run(
             "matches": len(alloc.matches),
         },
         "totals": totals_by_material(alloc).to_dict(orient="records"),
+        "hubs": totals_by_hub(alloc).to_dict(orient="records"),
         "sensitivity": sens.to_dict(orient="records"),
         "seconds": round(seconds, 2),
     }
@@ -219,14 +226,17 @@ def match_run(
         fate = alloc.supply_fate
         import geopandas as gpd
 
-        layers = {
-            "matches": lines,
+        cov = alloc.coverage
+        layers = {  # with dates for QGIS's temporal controller (the CSVs keep the years)
+            "matches": with_dates(lines, "matches"),
             "supply_fate": gpd.GeoDataFrame(
-                fate, geometry=gpd.points_from_xy(fate["x"], fate["y"]), crs=crs
+                with_dates(fate, "supply_fate"),
+                geometry=gpd.points_from_xy(fate["x"], fate["y"]),
+                crs=crs,
             ),
             "demand_coverage": gpd.GeoDataFrame(
-                alloc.coverage,
-                geometry=gpd.points_from_xy(alloc.coverage["x"], alloc.coverage["y"]),
+                with_dates(cov, "demand_coverage"),
+                geometry=gpd.points_from_xy(cov["x"], cov["y"]),
                 crs=crs,
             ),
         }

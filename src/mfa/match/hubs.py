@@ -21,7 +21,7 @@ from mfa.errors import InputDataError
 from mfa.match.costs import by_material
 from mfa.match.params import MatchParams
 
-__all__ = ["HUB_COLUMNS", "HubArcs", "check_hub_table", "hub_arcs"]
+__all__ = ["HUB_COLUMNS", "HubArcs", "check_hub_table", "held_kg_years", "hub_arcs"]
 
 #: Columns of a hub table (x/y run CRS m; t; kg CO2e per t; DKK per t; ``materials``
 #: ";"-separated, empty = all).
@@ -91,7 +91,8 @@ class HubArcs:
     ``co2_per_t`` (kg CO2e) and ``dkk_per_t`` of a tonne on it, and what it avoids
     (``avoided_kgco2e_per_t``, ``avoided_dkk_per_t``). ``group`` numbers the holding
     arcs of one hub and year (−1 for the others); ``group_capacity_kg`` is each group's
-    joint capacity."""
+    joint capacity; ``line`` numbers the hub × material × grade line an arc enters,
+    leaves or stays on (its holding costs are those of its hub)."""
 
     n_nodes: int
     tails: np.ndarray
@@ -108,6 +109,7 @@ class HubArcs:
     avoided_dkk_per_t: np.ndarray
     group: np.ndarray
     group_capacity_kg: np.ndarray
+    line: np.ndarray
 
 
 _FIELDS = (
@@ -123,6 +125,7 @@ _FIELDS = (
     "avoided_kgco2e_per_t",
     "avoided_dkk_per_t",
     "group",
+    "line",
 )
 
 
@@ -212,6 +215,7 @@ def hub_arcs(
         zero,
         eol_in,
         np.full(len(s), -1),
+        line(h, m_i, g_i),
     )
     # the lines in use: some supply enters them and some site draws from them
     live = np.zeros(n_h * n_m * n_g, dtype=bool)
@@ -241,6 +245,7 @@ def hub_arcs(
         none,
         none,
         hh * max(n_y - 1, 1) + (yy - years[0]),
+        line(hh, mm, gg),
     )
 
     # hub → demand, every year of the window, every grade it accepts: the virgin product
@@ -273,6 +278,7 @@ def hub_arcs(
                     av,
                     vp,
                     np.full(len(ds), -1),
+                    line(hs, m_i, gi),
                 )
             )
     arcs = [a0, a1, *parts]
@@ -281,10 +287,42 @@ def hub_arcs(
         [np.zeros(len(a0[0]), np.int64), np.ones(len(a1[0]), np.int64)]
         + [np.full(len(p[0]), 2, np.int64) for p in parts]
     )
-    ints = ("tails", "heads", "capacity_kg", "end", "hub", "year", "group")
+    ints = ("tails", "heads", "capacity_kg", "end", "hub", "year", "group", "line")
     return HubArcs(
         n_nodes=n_h * n_m * n_g * n_y,
         kind=kind,
         group_capacity_kg=np.repeat(cap_kg, max(n_y - 1, 1)),
         **{f: v.astype(np.int64 if f in ints else float) for f, v in col.items()},
     )
+
+
+def held_kg_years(hub: HubArcs, flows: np.ndarray) -> np.ndarray:
+    """Per hub arc: the kg·years its tonnes spent at the hub, for the hub → demand arcs
+    (kind 2; 0 for the others), first in, first out on each hub × material × grade line.
+
+    A line's nodes balance, so what it holds from year y to y + 1 is what entered up to y
+    minus what left up to y, and Σ holding flow = Σ over the tonnes leaving of (year out −
+    year in) whichever tonne is taken to leave: first in, first out is one such
+    decomposition, never negative (nothing leaves before it entered). Hence Σ of this ×
+    a hub's holding price per t·year = the holding arcs' part of the objective, exactly.
+    ``flows`` are the hub arcs' flows in kg (int64); the result is in kg·years (int64).
+    """
+    flows = np.asarray(flows, dtype=np.int64)
+    k_in = np.flatnonzero((hub.kind == 0) & (flows > 0))
+    k_out = np.flatnonzero((hub.kind == 2) & (flows > 0))
+    out = np.zeros(len(flows), dtype=np.int64)
+    if not len(k_out):
+        return out
+    # events sorted by line, then year: the global running sums meet at each line's end
+    k_in = k_in[np.lexsort((hub.year[k_in], hub.line[k_in]))]
+    k_out = k_out[np.lexsort((hub.year[k_out], hub.line[k_out]))]
+    c_in, c_out = np.cumsum(flows[k_in]), np.cumsum(flows[k_out])
+    if c_in[-1] != c_out[-1]:
+        raise ValueError("hub lines do not balance: what enters a hub must leave it")
+    cuts = np.union1d(c_in, c_out)  # the end of every piece carried by one in and one out
+    pieces = np.diff(cuts, prepend=0)
+    i = k_in[np.searchsorted(c_in, cuts)]
+    o = k_out[np.searchsorted(c_out, cuts)]
+    held = pieces * (hub.year[o] - hub.year[i])
+    np.add.at(out, o, held)
+    return out

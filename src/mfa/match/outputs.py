@@ -9,7 +9,25 @@ import shapely
 
 from mfa.match.allocate import Allocation
 
-__all__ = ["match_lines", "summary_markdown", "totals_by_material"]
+__all__ = [
+    "DATE_FIELDS",
+    "YEAR_FIELDS",
+    "match_lines",
+    "summary_markdown",
+    "totals_by_hub",
+    "totals_by_material",
+    "with_dates",
+]
+
+#: The date fields of a matching's layers (QGIS's temporal range of each feature: from
+#: ``date_from`` to ``date_to``, both included) …
+DATE_FIELDS = ("date_from", "date_to")
+#: … and the year fields they come from, per layer.
+YEAR_FIELDS = {
+    "matches": ("year_out", "year_in"),
+    "supply_fate": ("year_from", "year_to"),
+    "demand_coverage": ("year_from", "year_to"),
+}
 
 
 def match_lines(matches: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
@@ -21,15 +39,28 @@ def match_lines(matches: pd.DataFrame, crs: str) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(matches.drop(columns=["x0", "y0", "x1", "y1"]), geometry=geom, crs=crs)
 
 
+def with_dates(layer: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``layer`` with :data:`DATE_FIELDS`: 31 December of its first and last year
+    (:data:`YEAR_FIELDS`), as dates (GeoParquet date32, GeoPackage DATE). A year's date lies
+    inside the QGIS frame of that calendar year [1 Jan, next 1 Jan), never on its edge
+    (as the run's ``flows.date``), so stepping the temporal controller one year at a time
+    shows the rows whose years include that year."""
+    out = layer.copy()
+    for field, year in zip(DATE_FIELDS, YEAR_FIELDS[name], strict=True):
+        years = out[year].astype(int).astype(str)
+        out[field] = pd.to_datetime(years + "-12-31", format="%Y-%m-%d").dt.date
+    return out
+
+
 def totals_by_material(a: Allocation) -> pd.DataFrame:
-    """Per material: demand, reused and virgin t, tonne-km, transport / handling / avoided /
-    net kg CO2e and DKK."""
+    """Per material: demand, reused and virgin t, tonne-km, transport / handling / holding /
+    avoided / net kg CO2e and DKK (the net parts add up to the objective's)."""
     cov = a.coverage.groupby("material")[["t", "matched_t", "virgin_t"]].sum()
     m = a.matches.assign(tkm=a.matches["t"] * a.matches["km"])
     cols = ["tkm"] + [
         f"{part}_{unit}"
         for unit in ("kgco2e", "dkk")
-        for part in ("transport", "handling", "avoided", "net")
+        for part in ("transport", "handling", "holding", "avoided", "net")
     ]
     flows = m.groupby("material")[cols]
     out = cov.join(flows.sum(), how="left").fillna(0.0)
@@ -38,6 +69,18 @@ def totals_by_material(a: Allocation) -> pd.DataFrame:
         out["reused_t"] > 0, out["tkm"] / out["reused_t"].where(out["reused_t"] > 0, 1), np.nan
     )
     return out.reset_index()
+
+
+def totals_by_hub(a: Allocation) -> pd.DataFrame:
+    """Per hub: t taken in and passed on, and the handling (on the way in) and holding (on
+    the way out) kg CO2e and DKK of its match rows. Empty without hubs."""
+    m = a.matches[a.matches["via_hub"] != ""]
+    parts = [f"{p}_{u}" for u in ("kgco2e", "dkk") for p in ("handling", "holding")]
+    inn = m[m["demand_id"] == ""].groupby("via_hub")["t"].sum().rename("in_t")
+    out = m[m["supply_id"] == ""].groupby("via_hub")["t"].sum().rename("out_t")
+    costs = m.groupby("via_hub")[parts].sum()
+    tot = pd.concat([inn, out, costs], axis=1).fillna(0.0)
+    return tot.rename_axis("hub_id").reset_index()
 
 
 def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes: list[str]) -> str:
@@ -71,19 +114,37 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
             "Nothing is reused: no supply of the same material, window and grade lies within "
             "the haul limit of any site (see supply_fate.csv and the sensitivity below)."
         )
+    hubs = totals_by_hub(a)
+    hub_head = " hub handling + holding kg CO2e |" if len(hubs) else ""
     lines += [
         "",
         "| material | demand t | reused t | virgin t | mean km "
-        "| transport kg CO2e | avoided kg CO2e | net kg CO2e | net DKK |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| transport kg CO2e |{hub_head} avoided kg CO2e | net kg CO2e | net DKK |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if len(hubs) else ""),
     ]
     for r in tot.itertuples(index=False):
         km = "–" if not np.isfinite(r.mean_km) else f"{r.mean_km:.1f}"
+        at_hub = f" {r.handling_kgco2e + r.holding_kgco2e:,.0f} |" if len(hubs) else ""
         lines.append(
             f"| {r.material} | {r.demand_t:,.1f} | {r.reused_t:,.1f} | {r.virgin_t:,.1f} | {km} "
-            f"| {r.transport_kgco2e:,.0f} | {r.avoided_kgco2e:,.0f} | {r.net_kgco2e:,.0f} "
-            f"| {r.net_dkk:,.0f} |"
+            f"| {r.transport_kgco2e:,.0f} |{at_hub} {r.avoided_kgco2e:,.0f} "
+            f"| {r.net_kgco2e:,.0f} | {r.net_dkk:,.0f} |"
         )
+    if len(hubs):
+        lines += [
+            "",
+            "Hubs (handling is paid on the way in, holding by the tonnes leaving, for the "
+            "years they stayed):",
+            "",
+            "| hub | in t | out t | handling kg CO2e | holding kg CO2e | handling DKK "
+            "| holding DKK |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in hubs.itertuples(index=False):
+            lines.append(
+                f"| {r.hub_id} | {r.in_t:,.1f} | {r.out_t:,.1f} | {r.handling_kgco2e:,.0f} "
+                f"| {r.holding_kgco2e:,.0f} | {r.handling_dkk:,.0f} | {r.holding_dkk:,.0f} |"
+            )
     if len(sensitivity):
         lines += [
             "",

@@ -37,6 +37,7 @@ from mfa.run.context import (
     _pipeline,
     _report,
     _run_tables,
+    as_written,
     log,
 )
 from mfa.run.sources import _engine_source, _model, _no_buildings
@@ -77,7 +78,10 @@ def build_buildings(work_dir: Path) -> Path:
     p = _pipeline(work)
     profile, chosen = resolve_profile(p)  # "auto": from where the data lie
     rules = load_archetype_rules(p.archetypes.dir, profile)
-    chosen |= _region_check(p, profile)
+    region = ctx.get("intensities_region") or {"requested": p.intensities.region}
+    chosen["intensities_region"] = region
+    if region.get("requested") != "auto":  # a region chosen from the country is not checked
+        chosen |= _region_check(p, profile)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
     day, run_year = started.date().isoformat(), started.year
@@ -105,7 +109,7 @@ def build_buildings(work_dir: Path) -> Path:
     declared = p.input_files()
     inputs += [{"role": f.role, **file_record(f.path)} for f in declared if f.kind == "data"]
     if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
-        ctx["run_key"] = run_key(p, day)
+        ctx["run_key"] = run_key(as_written(p, ctx), day)
         (work / "context.json").write_text(json.dumps(ctx, indent=2))
     repairs = pq.read_metadata(stage / "repairs.parquet").num_rows
     _report(

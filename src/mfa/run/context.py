@@ -153,6 +153,14 @@ def _run_tables(work_dir: Path) -> Tables:
     return _settings(str(work_dir))[1]
 
 
+def as_written(p: Pipeline, ctx: dict[str, Any]) -> Pipeline:
+    """The run's pipeline as its file gives it, for the run key: a RASMI region chosen from
+    the data's country (``prepare``) is left out again, as ``--if-changed`` reads the file."""
+    if (ctx.get("intensities_region") or {}).get("requested") != "auto":
+        return p
+    return p.model_copy(update={"intensities": p.intensities.model_copy(update={"region": None})})
+
+
 def _report(work_dir: Path, step: str, data: dict[str, Any]) -> None:
     path = Path(work_dir) / "reports" / f"{step}.json"
     path.parent.mkdir(exist_ok=True)
@@ -165,7 +173,10 @@ def prepare(
     runner: str = "plain",
 ) -> Path:
     """Validate the pipeline file and create the run's work folder; return its path."""
-    p = load_pipeline(pipeline_file)
+    from mfa.io.location import resolve_region
+
+    as_written = load_pipeline(pipeline_file)
+    p, region = resolve_region(as_written)  # "auto": the data's country, from metadata
     tables = _tables(p)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
     started = datetime.now(UTC)
@@ -180,7 +191,8 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
-        "run_key": run_key(p, started.date().isoformat()),
+        "run_key": run_key(as_written, started.date().isoformat()),
+        "intensities_region": region,
     }
     try:
         (work / "stage").mkdir(parents=True)

@@ -14,7 +14,15 @@ import time
 from pathlib import Path
 
 from mfa.incremental import run_key
-from mfa.run.context import _ctx, _keep_settings, _pipeline, _report, _run_tables, log
+from mfa.run.context import (
+    _ctx,
+    _keep_settings,
+    _pipeline,
+    _report,
+    _run_tables,
+    as_written,
+    log,
+)
 
 __all__ = ["finish_pull", "pull_part", "pull_parts", "pull_sources"]
 
@@ -69,7 +77,7 @@ def finish_pull(work_dir: Path) -> None:
         # the later steps read the snapshots this pull published
         p = pull.resolve_pulled(p)
         _keep_settings(work, p, _run_tables(work))
-        ctx["run_key"] = run_key(p, ctx["started_at"][:10])
+        ctx["run_key"] = run_key(as_written(p, ctx), ctx["started_at"][:10])
         tmp = work / "context.json.part"
         tmp.write_text(json.dumps(ctx, indent=2))
         os.replace(tmp, work / "context.json")

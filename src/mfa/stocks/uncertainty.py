@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mfa.stocks.intensity import PERCENTILES
+from mfa.stocks.orderstats import order_statistics
 
 __all__ = [
     "LEVELS",
@@ -32,7 +33,7 @@ __all__ = [
     "group_percentiles",
     "group_quantiles",
     "intensity_draws",
-    "percentiles_in_place",
+    "row_percentiles",
     "unit_quantiles",
 ]
 
@@ -71,24 +72,25 @@ def intensity_draws(percentiles: np.ndarray, n_draws: int, seed: int) -> np.ndar
     return lo + frac * (hi - lo)
 
 
-def percentiles_in_place(values: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
+def row_percentiles(values: np.ndarray, q: tuple[float, ...]) -> np.ndarray:
     """Percentiles ``q`` (in %) over the last axis: ``np.percentile(values, q, axis=-1)``
     (linear method, numpy's index and interpolation formulas; equal to within a few units
-    in the last place), but ``values`` is sorted in place along its contiguous last axis
-    instead of copied with that axis moved first. numpy >= 2 sorts float64 rows with SIMD
-    (x86-simd-sort): on rows of 1,000 draws a full in-place sort is 2-5× faster than
-    selecting the few order statistics with ``partition``. Returns
-    len(q) × values.shape[:-1]. ``values`` must hold no NaN."""
+    in the last place), from the two order statistics around each percentile
+    (:func:`mfa.stocks.orderstats.order_statistics`, exact) instead of a copy of
+    ``values`` with that axis moved first and sorted. Returns len(q) × values.shape[:-1].
+    ``values`` must hold no NaN."""
     n = values.shape[-1]
     quantiles = np.asarray(q, dtype=float) / 100
     virtual = n * quantiles + (1 + quantiles * (1 - 1 - 1)) - 1  # numpy's, alpha = beta = 1
     previous = np.floor(virtual).astype(np.intp)
     following = np.minimum(previous + 1, n - 1)
     gamma = virtual - previous
-    values.sort(axis=-1)
+    ranks = np.unique(np.concatenate([previous, following]))
+    stats = order_statistics(values, ranks)
+    at = {int(r): i for i, r in enumerate(ranks)}
     out = np.empty((len(q), *values.shape[:-1]))
     for i in range(len(q)):
-        a, b, t = values[..., previous[i]], values[..., following[i]], gamma[i]
+        a, b, t = stats[at[previous[i]]], stats[at[following[i]]], gamma[i]
         diff = b - a
         out[i] = b - diff * (1 - t) if t >= 0.5 else a + diff * t  # numpy's _lerp
     return out
@@ -160,37 +162,57 @@ def group_quantiles(
     up and the tonnes of all their floor area at once (a check that no draw is lost or
     counted twice; raises :class:`~mfa.errors.ValidationError` above 1e-9).
 
-    With ``map_parts``, parts of :data:`PART_GROUPS` groups are computed on the run's
-    executor (each group's percentiles depend on its own row only, so the result is the
-    same for any executor and worker count; the conservation check is made per part).
+    Groups with equal floor rows share one computation. With ``map_parts``, parts of
+    :data:`PART_GROUPS` distinct rows are computed on the run's executor (each group's
+    percentiles depend on its own row only, so the result is the same for any executor
+    and worker count; the conservation check is made per part).
 
     The one implementation of aggregate percentiles: the run's districts, grid cells and
     flows, and ``mfa query`` (one group) all come from here.
     """
-    from mfa.errors import ValidationError
-
-    if map_parts is not None and len(floor) > PART_GROUPS:
+    # groups with the same floor areas (no construction in a year, a scenario that
+    # changes nothing) have the same percentiles: each distinct row is drawn once
+    floor = np.asarray(floor, dtype=float)
+    rows, inverse, counts = np.unique(floor, axis=0, return_inverse=True, return_counts=True)
+    counts = counts.astype(float)
+    if map_parts is not None and len(rows) > PART_GROUPS:
         parts = (
-            (floor[s : s + PART_GROUPS], draws, q, chunk) for s in range(0, len(floor), PART_GROUPS)
+            (rows[s : s + PART_GROUPS], counts[s : s + PART_GROUPS], draws, q, chunk)
+            for s in range(0, len(rows), PART_GROUPS)
         )
-        done = list(map_parts(group_quantiles, parts))
-        return np.concatenate([r[0] for r in done], axis=1), max(r[1] for r in done)
+        done = list(map_parts(_distinct_quantiles, parts))
+        out, error = np.concatenate([r[0] for r in done], axis=1), max(r[1] for r in done)
+    else:
+        out, error = _distinct_quantiles(rows, counts, draws, q, chunk)
+    return out[:, inverse.reshape(-1)], error
+
+
+def _distinct_quantiles(
+    rows: np.ndarray, counts: np.ndarray, draws: np.ndarray, q: tuple[float, ...], chunk: int
+) -> tuple[np.ndarray, float]:
+    """:func:`group_quantiles` of distinct floor rows, each standing for ``counts`` groups
+    (the conservation check weighs them)."""
+    from mfa.errors import ValidationError
 
     n_d, n_a, n_m = draws.shape
     per_m2 = np.empty((n_a, n_m + 1, n_d))  # t/m²
     per_m2[:, :n_m] = draws.transpose(1, 2, 0) / 1000.0
     per_m2[:, n_m] = per_m2[:, :n_m].sum(axis=1)
     per_m2 = per_m2.reshape(n_a, (n_m + 1) * n_d)
-    total = (floor.sum(axis=0) @ per_m2).reshape(n_m + 1, n_d)
-    summed = np.zeros_like(total)
-    out = np.empty((len(q), len(floor), n_m + 1))
-    for start in range(0, len(floor), chunk):
-        block = floor[start : start + chunk]
-        tonnes = (block @ per_m2).reshape(len(block), n_m + 1, n_d)
-        summed += tonnes.sum(axis=0)
-        out[:, start : start + len(block)] = percentiles_in_place(tonnes, q)
+    total = ((counts @ rows) @ per_m2).reshape(n_m + 1, n_d)
+    summed = np.zeros((n_m + 1) * n_d)
+    out = np.empty((len(q), len(rows), n_m + 1))
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        tonnes = block @ per_m2
+        summed += counts[start : start + chunk] @ tonnes
+        out[:, start : start + len(block)] = row_percentiles(
+            tonnes.reshape(len(block), n_m + 1, n_d), q
+        )
     scale = np.maximum(np.abs(total), 1e-12)
-    error = float(np.max(np.abs(summed - total) / scale)) if total.size else 0.0
+    error = (
+        float(np.max(np.abs(summed.reshape(total.shape) - total) / scale)) if total.size else 0.0
+    )
     if error > 1e-9:
         raise ValidationError(
             f"Monte Carlo draws are not conserved across groups (max rel. error {error:.2e})"

@@ -22,7 +22,9 @@ class GraduatedStyle:
 
     ``expression`` is a field name or a QGIS expression; ``unit`` goes into the labels
     QGIS makes when the classes are recomputed. ``geometry`` "none" writes no renderer
-    (a table). ``temporal_field`` binds the layer's temporal properties to a date field.
+    (a table). ``temporal_field`` binds the layer's temporal properties to a date field:
+    an instant, or with ``temporal_end_field`` a range from one field to the other (both
+    ends included).
     """
 
     expression: str
@@ -37,6 +39,7 @@ class GraduatedStyle:
     marker_size_mm: float = 2.0
     method: str = "Quantile"
     temporal_field: str | None = None
+    temporal_end_field: str | None = None
     opacity: float = 1.0
 
     def __post_init__(self) -> None:
@@ -198,14 +201,16 @@ def _renderer(style: GraduatedStyle) -> ET.Element:
 
 def _temporal(style: GraduatedStyle) -> ET.Element:
     on = style.temporal_field is not None
+    ranged = on and style.temporal_end_field is not None
     t = ET.Element(
         "temporal",
         {
             "enabled": "1" if on else "0",
-            # 1 = QgsVectorLayerTemporalProperties::ModeFeatureDateTimeInstantFromField
-            "mode": "1" if on else "0",
+            # QgsVectorLayerTemporalProperties::TemporalMode: 1 = ModeFeatureDateTimeInstant
+            # FromField, 2 = ModeFeatureDateTimeStartAndEndFromFields
+            "mode": "2" if ranged else "1" if on else "0",
             "startField": style.temporal_field or "",
-            "endField": "",
+            "endField": (style.temporal_end_field or "") if ranged else "",
             "durationField": "",
             "durationUnit": "min",
             "fixedDuration": "0",
