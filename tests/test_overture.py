@@ -61,6 +61,8 @@ def test_whole_file_every_record_a_building_with_its_class_floors_and_height(rul
     assert (b.loc[height.index, "height_m"].astype(float) == height).all()
     assert (b.loc[height.index, "height_rule"] == "tags").all()
     assert (b.loc[ref.index.difference(height.index), "height_source"] == "missing").all()
+    roof = ref["roof_height"].dropna()  # the cathedral's roof: 6.66 m
+    assert len(roof) and (b.loc[roof.index, "roof_height_m"].astype(float) == roof).all()
 
 
 def test_area_skips_row_groups_and_keeps_exactly_the_records_that_touch_it() -> None:

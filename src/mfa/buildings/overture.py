@@ -13,9 +13,10 @@ building's top), ``num_floors`` (above ground), ``class`` (e.g. ``house``, ``apa
   (carports, roofs, tanks…) is a row of ``dropped.csv``;
 - floors = ``num_floors`` (> 0), else the function default (imputed);
   GFA = footprint area in the pipeline CRS × floors;
-- ``height_m`` = ``height`` (> 0); floors from the height follow later where the floors
-  are imputed (:mod:`mfa.buildings.heights`). ``roof_height`` is not used (see
-  docs/design.md, "Floors from heights": not yet);
+- ``height_m`` = ``height`` (> 0, the top of the roof), ``roof_height_m`` =
+  ``roof_height`` (> 0: from the base of the roof to its top, as OSM ``roof:height``);
+  floors from the walls' height (height − roof) follow later where the floors are imputed
+  (:mod:`mfa.buildings.heights`);
 - provenance: an attribute whose source in ``sources`` (its property's entry, else the
   feature's, ``property = ""``) is OpenStreetMap is ``osm`` (rule ``tags``: Overture
   copies it from the element's tags); any other dataset (Microsoft, Esri Community Maps,
@@ -75,9 +76,10 @@ def normalise_overture(
     ----------
     raw
         ``building_id`` (Overture ``id``), ``class``, ``subtype``, ``height`` (m),
-        ``num_floors``, ``type``, ``is_underground``, and per attribute the dataset it came
-        from (``height_dataset``, ``num_floors_dataset``, ``class_dataset``; <NA>:
-        unknown, read as a provider's value); geometry in any CRS (Overture: lon/lat).
+        ``num_floors``, ``roof_height`` (m; optional), ``type``, ``is_underground``, and
+        per attribute the dataset it came from (``height_dataset``, ``num_floors_dataset``,
+        ``class_dataset``; <NA>: unknown, read as a provider's value); geometry in any
+        CRS (Overture: lon/lat).
     crs
         The pipeline's projected CRS (areas in m²).
     rules
@@ -100,12 +102,15 @@ def normalise_overture(
     floors = pd.to_numeric(kept["num_floors"], errors="coerce").astype("Float64")
     floors = floors.where(floors > 0)
     height = pd.to_numeric(kept["height"], errors="coerce").astype("Float64")
+    roof = kept["roof_height"] if "roof_height" in kept.columns else pd.Series(pd.NA, kept.index)
+    roof = pd.to_numeric(roof, errors="coerce").astype("Float64")
     tags = gpd.GeoDataFrame(
         {
             "building_id": kept["building_id"].astype("string"),
             "building": _use_key(kept, rules),
             "building:levels": floors.astype("string"),
             "_height": height.where(height > 0),
+            "_roof": roof.where(roof > 0),
             "_floors_src": _source(kept["num_floors_dataset"]),
             "_height_src": _source(kept["height_dataset"]),
             "_function_src": _source(kept["class_dataset"]),
@@ -119,13 +124,14 @@ def normalise_overture(
         osm_building_function=rules.overture_function,
         osm_building_excluded=rules.overture_excluded,
     )
-    carry = ("_height", "_floors_src", "_height_src", "_function_src")
+    carry = ("_height", "_roof", "_floors_src", "_height_src", "_function_src")
     out, dropped = normalise_footprints(
         tags, crs, overture_rules, stage=_STAGE, tag_source="register", carry=carry
     )
     columns = [c for c in out.columns if c not in carry]
     dropped["reason"] = dropped["reason"].str.replace("excluded building=", "excluded ", n=1)
     out["height_m"] = out["_height"]
+    out["roof_height_m"] = out["_roof"]
     out["height_source"] = out["_height_src"].where(out["_height"].notna(), "missing")
     for attr, src in (("floors", "_floors_src"), ("function", "_function_src")):
         observed = out[f"{attr}_source"] != "imputed"

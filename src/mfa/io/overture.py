@@ -35,7 +35,9 @@ __all__ = ["buildings_from_overture", "read_overture"]
 KEY = "sources.footprints.file"
 #: Columns an Overture buildings file must have, and those read when present.
 REQUIRED = ("id", "geometry", "bbox")
-OPTIONAL = ("height", "num_floors", "class", "subtype", "type", "is_underground", "sources")
+OPTIONAL = (
+    "height", "num_floors", "roof_height", "class", "subtype", "type", "is_underground", "sources",
+)  # fmt: skip
 #: Attributes whose dataset (``sources``) gives their provenance.
 PROVENANCE = ("height", "num_floors", "class")
 _BOX = ("xmin", "ymin", "xmax", "ymax")
@@ -109,8 +111,8 @@ def read_overture(path: Path, area: Area | None) -> tuple[gpd.GeoDataFrame, dict
     """The building records of an Overture file within ``area`` (lon/lat; None: all).
 
     Returns the records (``building_id``, ``class``, ``subtype``, ``height``,
-    ``num_floors``, ``type``, ``is_underground``, ``<attribute>_dataset``, geometry in
-    the file's CRS) and counts: ``rows`` in the file, ``row_groups`` and
+    ``num_floors``, ``roof_height``, ``type``, ``is_underground``, ``<attribute>_dataset``,
+    geometry in the file's CRS) and counts: ``rows`` in the file, ``row_groups`` and
     ``row_groups_read``, ``outside_area`` (records not read).
     """
     path = check_input_file(Path(path), "Overture buildings file", KEY)
@@ -167,7 +169,10 @@ def read_overture(path: Path, area: Area | None) -> tuple[gpd.GeoDataFrame, dict
     frame = pd.DataFrame(
         {
             "building_id": column("id").astype("string"),
-            **{c: column(c) for c in ("class", "subtype", "height", "num_floors", "type")},
+            **{
+                c: column(c)
+                for c in ("class", "subtype", "height", "num_floors", "roof_height", "type")
+            },
             "is_underground": column("is_underground").astype("boolean"),
             **{f"{a}_dataset": datasets[a] for a in PROVENANCE},
         }
