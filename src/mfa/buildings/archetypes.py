@@ -127,6 +127,9 @@ class ArchetypeRules:
         generically tagged buildings inside such a polygon (``osm_landuse.csv``).
     bag
         Rules of the Dutch BAG register (:mod:`mfa.buildings.bag`).
+    overture_function, overture_excluded
+        Overture Maps building ``class`` (else ``subtype``) → function, or the reason it is
+        left out (``overture_building_classes.csv``; :mod:`mfa.buildings.overture`).
     """
 
     bbr_use_function: pd.Series
@@ -154,6 +157,8 @@ class ArchetypeRules:
     bbr_height_class: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     osm_landuse_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     bag: BagRules = field(default_factory=BagRules)
+    overture_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
+    overture_excluded: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
     files: tuple[str, ...] = field(default=())
 
 

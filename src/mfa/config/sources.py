@@ -81,8 +81,22 @@ class UnitSource(RemoteFields, _Strict):
 
 
 class FootprintSource(RemoteFields, _Strict):
-    """Building footprints: an OSM extract, an online OSM query, or a footprint file."""
+    """Building footprints: an OSM extract, an online OSM query, or a footprint file
+    (``schema = "overture"``: an Overture Maps buildings GeoParquet file)."""
 
+    schema_: Literal["footprints", "overture"] = Field(
+        default="footprints",
+        alias="schema",
+        description="footprints: any OGR-readable file with OSM-style tag columns; "
+        "overture: an Overture Maps buildings GeoParquet file (id, geometry, bbox, height, "
+        "num_floors, class, subtype, sources)",
+    )
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="overture: the area to read, lon/lat (min lon, min lat, max lon, max "
+        "lat); records whose bbox column misses it are not read (default: the districts' "
+        "extent, else the whole file)",
+    )
     osm_file: Path | None = Field(default=None, description=".osm, .osm.bz2 or .osm.pbf")
     file: Path | None = Field(
         default=None, description="any OGR-readable polygon file (e.g. GeoDanmark, BGT)"
@@ -106,8 +120,32 @@ class FootprintSource(RemoteFields, _Strict):
         "newest one ('latest') instead of downloading; default: today's, downloaded once",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _overture_id(cls, data: Any) -> Any:
+        """Overture features carry their GERS id in ``id``."""
+        if isinstance(data, dict) and data.get("schema") == "overture":
+            data = {"id_column": "id", **data}
+        return data
+
     @model_validator(mode="after")
     def _exactly_one(self) -> FootprintSource:
+        if self.schema_ == "overture":
+            if self.file is None and self.url is None:
+                raise ValueError('schema = "overture" reads a GeoParquet file: give file')
+            if self.url is not None and self.protocol != "http":
+                raise ValueError('schema = "overture" is a file: protocol "http", not a paged one')
+            if self.layer is not None or self.register_link_column is not None:
+                raise ValueError("layer and register_link_column do not go with an Overture file")
+        elif self.bbox is not None:
+            raise ValueError('bbox goes with schema = "overture"')
+        if self.bbox is not None:
+            x0, y0, x1, y1 = self.bbox
+            if not (-180 <= x0 < x1 <= 180 and -90 <= y0 < y1 <= 90):
+                raise ValueError(
+                    f"bbox {list(self.bbox)} is not min lon, min lat, max lon, max lat in "
+                    "degrees (e.g. [24.94, 60.16, 24.96, 60.18])"
+                )
         keys = ("osm_file", "place", "polygon_wkt", "file", "url")
         given = [k for k in keys if getattr(self, k) is not None]
         if len(given) != 1:

@@ -145,6 +145,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "bag_unit": folder / "bag_unit_status.csv",
         "defaults": folder / "defaults.toml",
     }
+    overture = folder / "overture_building_classes.csv"  # optional: footprints schema overture
     use_f, use_x = _mapping(
         _csv(files["use"]), files["use"], "code", "function", FUNCTIONS, "excluded_reason"
     )
@@ -208,6 +209,20 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
     )
     bag = _bag_rules(files, d.get("bag", {}))
+    over_f, over_x = pd.Series(dtype="string"), pd.Series(dtype="string")
+    if overture.is_file():
+        files["overture"] = overture
+        table = _csv(overture)
+        over_f, over_x = _mapping(
+            table, overture, "value", "function", FUNCTIONS, "excluded_reason"
+        )
+        kinds = {"class", "subtype", "class subtype"}
+        bad = ~table.get("kind", pd.Series(dtype=object)).isin(kinds)
+        if "kind" not in table.columns or bad.any():
+            i = int(bad.to_numpy().argmax()) if bad.any() else -1
+            raise ConfigError(
+                f"{overture} line {i + 2}: kind must be one of {', '.join(sorted(kinds))}; fix it"
+            )
     return ArchetypeRules(
         bbr_use_function=use_f,
         bbr_use_excluded=use_x,
@@ -228,6 +243,8 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         bbr_height_class=bbr_height,
         osm_landuse_function=landuse,
         bag=bag,
+        overture_function=over_f,
+        overture_excluded=over_x,
         files=tuple(str(p) for p in files.values()),
     )
 

@@ -34,12 +34,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import requests
 
 from mfa.config.remote import RemoteFields
 from mfa.errors import PullError, SnapshotCheckError
 from mfa.pull.paging import Paging
+from mfa.pull.snapshot import RunningIds
 
 __all__ = ["BBR_FIELDS", "GRAPHQL"]
 
@@ -134,29 +134,51 @@ def _write(
     source: RemoteFields,
     number_matched: int | None,
 ) -> int:
-    """Check the nodes (every field present, ids unique) and write them as a CSV."""
-    nodes = [n for body in bodies for n in _parse(body, "", what, "")["features"]]
+    """Check the nodes (every field present, ids unique) and write them as a CSV.
+
+    Streamed like :func:`mfa.pull.snapshot.assemble`: one page at a time, a count of
+    records lacking each field and a 64-bit hash per id; ``bodies`` (re-iterable) is read
+    again only to confirm repeated ids. Problems are raised after the pass (fields first,
+    then ids); the caller discards ``out``.
+    """
+    if iter(bodies) is bodies:
+        raise TypeError("the GraphQL writer needs pages it can read twice, not an iterator")
     fields = _fields(source)
-    for name in fields:
-        has = np.fromiter((name in n for n in nodes), dtype=bool, count=len(nodes))
-        if not has.all():
-            raise SnapshotCheckError(
-                f"{what}: {int((~has).sum())} records lack the field '{name}'; the schema "
-                "changed? update required_fields"
-            )
     id_field = source.id_field or "id_lokalId"
-    ids = np.array([str(n.get(id_field)) for n in nodes], dtype=object)
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise SnapshotCheckError(
-            f"{what}: {int((counts > 1).sum())} {id_field} values occur more than once (e.g. "
-            f"{uniq[counts > 1][0]}): pull again, or use a filter with a stable order"
-        )
+    lacking = dict.fromkeys(fields, 0)
+    ids = RunningIds()
+    n = 0
     with open(out, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(fields)
-        w.writerows([["" if n[k] is None else n[k] for k in fields] for n in nodes])
-    return len(nodes)
+        for body in bodies:
+            nodes = _parse(body, "", what, "")["features"]
+            for name in fields:
+                lacking[name] += sum(name not in node for node in nodes)
+            ids.add([str(node.get(id_field)) for node in nodes])
+            w.writerows(
+                [["" if node.get(k) is None else node[k] for k in fields] for node in nodes]
+            )
+            n += len(nodes)
+    for name in fields:
+        if lacking[name]:
+            raise SnapshotCheckError(
+                f"{what}: {lacking[name]} records lack the field '{name}'; the schema "
+                "changed? update required_fields"
+            )
+    candidates = ids.candidates()
+    if len(candidates):
+        pages = (
+            [str(node.get(id_field)) for node in _parse(b, "", what, "")["features"]]
+            for b in bodies
+        )
+        dup = RunningIds.repeated(candidates, pages)
+        if len(dup):
+            raise SnapshotCheckError(
+                f"{what}: {len(dup)} {id_field} values occur more than once (e.g. "
+                f"{dup[0]}): pull again, or use a filter with a stable order"
+            )
+    return n
 
 
 #: Datafordeler GraphQL paging.

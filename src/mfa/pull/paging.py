@@ -1,5 +1,7 @@
 """Paged feature pulls, whatever the protocol: fetch page after page into the resume state
-(:mod:`mfa.pull.state`), then check and assemble the pages (:mod:`mfa.pull.snapshot`).
+(:mod:`mfa.pull.state`: each page written atomically to the pull's work folder as it
+arrives), then check and assemble the pages by streaming them from there, one at a time
+(:mod:`mfa.pull.snapshot`), so memory does not grow with the number of features.
 
 A protocol is a :class:`Paging`: its first request, how the next request follows from a
 page (OGC API: the ``rel=next`` link; WFS: ``startIndex`` + the features returned), and
@@ -53,7 +55,8 @@ class Paging:
     #: ``parse(body, content_type, what, url)``: a page as a dict with a ``features`` list
     parse: Callable[[bytes, str, str, str], dict[str, Any]] = parse_page
     #: ``write(bodies, out, what=…, source=…, crs=…, number_matched=…, requested_crs=…)``:
-    #: check the pages and write the snapshot; returns its row count
+    #: check the pages and write the snapshot, streaming ``bodies`` (re-iterable, read a
+    #: second time only to confirm repeated ids); returns its row count
     write: Callable[..., int] | None = None
     suffix: str = ".geojson"
 

@@ -35,6 +35,7 @@ from mfa.io.files import fsync_dir
 __all__ = [
     "MAX_AGE_H",
     "PageState",
+    "SavedPages",
     "last_check",
     "locked_folder",
     "locked_state",
@@ -54,6 +55,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+@dataclass(frozen=True)
+class SavedPages:
+    """The bodies of saved pages, read one at a time each time they are iterated (the
+    snapshot is assembled in one pass, and ids are confirmed in a second when repeated)."""
+
+    paths: tuple[Path, ...]
+
+    def __iter__(self) -> Iterator[bytes]:
+        for path in self.paths:
+            yield path.read_bytes()
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 @dataclass
@@ -89,10 +105,10 @@ class PageState:
         )
         return k
 
-    def bodies(self) -> Iterator[bytes]:
-        """The saved pages' bodies, in order."""
-        for k in range(1, self.pages + 1):
-            yield self.page_path(k).read_bytes()
+    def bodies(self) -> SavedPages:
+        """The saved pages' bodies, in order, read from disk one at a time (as often as
+        they are iterated)."""
+        return SavedPages(tuple(self.page_path(k) for k in range(1, self.pages + 1)))
 
     def clear(self) -> None:
         """Remove the pages and the cursor (after publishing, or to start again)."""

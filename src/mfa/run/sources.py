@@ -30,6 +30,14 @@ def _read_footprints(
     """The footprints, the ones left out and the repairs made while reading them."""
     fp = p.sources.footprints
     assert fp is not None
+    if fp.schema_ == "overture":
+        from mfa.io.overture import buildings_from_overture
+
+        assert fp.file is not None
+        area = fp.bbox or _districts_lonlat(p)
+        buildings, dropped, counts = buildings_from_overture(fp.file, area, p.crs, rules)
+        inputs.append({"role": "footprints", "overture": {**counts, "area_lonlat": area}})
+        return buildings, dropped, None
     if fp.file is not None:
         return (*buildings_from_footprint_file(fp, p.crs, rules), None)
     if fp.osm_file is not None:
@@ -40,6 +48,21 @@ def _read_footprints(
     )
     inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
     return buildings, dropped, repairs
+
+
+def _districts_lonlat(p: Pipeline) -> tuple[float, float, float, float] | None:
+    """The districts' extent in lon/lat (the pipeline's area), None without districts."""
+    d = p.sources.districts
+    if d is None or d.path is None:
+        return None
+    import pyogrio
+    from pyproj import Transformer
+
+    info = pyogrio.read_info(d.path, layer=d.layer, force_total_bounds=True)
+    x0, y0, x1, y1 = info["total_bounds"]
+    t = Transformer.from_crs(info["crs"], "OGC:CRS84", always_xy=True)
+    lon0, lat0, lon1, lat1 = t.transform_bounds(x0, y0, x1, y1)
+    return (float(lon0), float(lat0), float(lon1), float(lat1))
 
 
 def _sources(

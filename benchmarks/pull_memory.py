@@ -1,0 +1,176 @@
+"""Peak memory of ``mfa pull`` on a large paged source, against a loopback stand-in.
+
+The stand-in (``tests/pull_standin.py``, the servers the pull tests use) runs in its own
+process, serving ``--features`` features: the Delft BGT footprints repeated with new ids
+(OGC API – Features and WFS 2.0), or the Kalundborg register rows repeated with new
+``id_lokalId`` (Datafordeler GraphQL). ``mfa pull`` runs as a third process; its peak
+resident memory is the kernel's ``ru_maxrss`` of that process (``os.wait4``)::
+
+    .venv/bin/python benchmarks/pull_memory.py --protocol oapif --features 300000
+
+prints one line: protocol, features, pages, wall seconds, peak RSS (MB), snapshot bytes
+and sha256 (the same before and after a change to the assembly: same bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PIPELINES = {
+    "oapif": """
+name = "bench-pull-oapif"
+crs = "EPSG:28992"
+[sources.footprints]
+url = "{BASE}/ogc"
+protocol = "oapif"
+collection = "pand"
+page_size = {PAGE}
+id_column = "identificatiebagpnd"
+required_fields = ["identificatiebagpnd", "bgt_status"]
+filters = { crs = "http://www.opengis.net/def/crs/EPSG/0/28992" }
+""",
+    "wfs": """
+name = "bench-pull-wfs"
+crs = "EPSG:28992"
+[sources.footprints]
+url = "{BASE}/wfs"
+protocol = "wfs"
+collection = "pand"
+sort_by = "identificatiebagpnd ASC"
+page_size = {PAGE}
+id_column = "identificatiebagpnd"
+id_field = "identificatiebagpnd"
+filters = { srsName = "EPSG:28992" }
+""",
+    "datafordeler-graphql": """
+name = "bench-pull-graphql"
+crs = "EPSG:25832"
+[sources.register]
+url = "{BASE}/graphql/BBR/v2"
+protocol = "datafordeler-graphql"
+collection = "BBR_Bygning"
+page_size = {PAGE}
+""",
+}
+
+MODEL = """
+[cache]
+dir = "{CACHE}"
+[archetypes]
+dir = "{ROOT}/config/archetypes"
+[intensities]
+table = "{ROOT}/config/intensities/rasmi_2024.csv"
+region = "OECD_EU15"
+"""
+
+
+def serve(n: int) -> None:
+    """The stand-in process: print its base URL, serve until stdin closes."""
+    sys.path.insert(0, str(ROOT))
+    import pandas as pd
+    from tests.pull_standin import Services, delft_features, start
+
+    base = delft_features()
+    Services.features = [
+        {
+            **f,
+            "id": f"{f['id']}-{k}",
+            "properties": {**f["properties"], "identificatiebagpnd": f"{f['id']}-{k}"},
+        }
+        for k in range(n // len(base) + 1)
+        for f in base
+    ][:n]
+    rows = pd.read_csv(ROOT / "tests/data/bbr_kalundborg_60.csv", dtype=str, keep_default_na=False)
+    records = [{k: (v or None) for k, v in r.items()} for r in rows.to_dict("records")]
+    Services.records = [
+        {**r, "id_lokalId": f"{r['id_lokalId']}-{k}"}
+        for k in range(n // len(records) + 1)
+        for r in records
+    ][:n]
+    server, url = start()
+    print(url, flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--protocol", choices=sorted(PIPELINES), default="oapif")
+    ap.add_argument("--features", type=int, default=300_000)
+    ap.add_argument("--page-size", type=int, default=5000)
+    ap.add_argument("--src", type=Path, default=ROOT / "src", help="mfa's code to measure")
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
+    py = sys.executable
+    stand_in = subprocess.Popen(
+        [py, __file__, "--serve", str(args.features)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = stand_in.stdout.readline().strip()  # type: ignore[union-attr]
+        with tempfile.TemporaryDirectory(prefix="mfa-pull-bench-") as tmp:
+            text = PIPELINES[args.protocol] + MODEL
+            for k, v in {
+                "BASE": base,
+                "PAGE": args.page_size,
+                "CACHE": f"{tmp}/cache",
+                "ROOT": ROOT,
+            }.items():
+                text = text.replace("{" + k + "}", str(v))
+            pipeline = Path(tmp) / "p.toml"
+            pipeline.write_text(text)
+            env = {**os.environ, "PYTHONPATH": str(args.src)}
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [py, "-m", "mfa.cli", "pull", str(pipeline), "-o", f"{tmp}/out"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            err = proc.stderr.read().decode()  # type: ignore[union-attr]
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if proc.returncode != 0:
+                sys.exit(f"mfa pull failed ({proc.returncode}): {err[-2000:]}")
+            (snap,) = (
+                p
+                for p in Path(tmp, "cache").rglob("*")
+                if p.is_file() and p.parent.name[:2] == "20" and not p.name.endswith(".json")
+            )
+            sha = hashlib.sha256(snap.read_bytes()).hexdigest()
+            print(
+                json.dumps(
+                    {
+                        "protocol": args.protocol,
+                        "features": args.features,
+                        "page_size": args.page_size,
+                        "wall_s": round(wall, 1),
+                        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+                        "snapshot_bytes": snap.stat().st_size,
+                        "sha256": sha,
+                    }
+                )
+            )
+    finally:
+        stand_in.stdin.close()  # type: ignore[union-attr]
+        stand_in.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
