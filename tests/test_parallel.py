@@ -16,6 +16,9 @@ from mfa.executor import executor, ordered_map
 from mfa.hilbert import hilbert_distance
 from mfa.io.files import sha256_file
 from mfa.run import run_pipeline
+from tests.conftest import SAMPLE
+
+SAMPLE_REGISTER = SAMPLE / "bbr_bygning_2020.parquet"
 
 SORT = {
     "buildings": ["building_id"],
@@ -54,14 +57,27 @@ def test_batches_workers_and_a_local_cluster_give_the_same_layers(
     bbr_pipeline, tmp_path: Path
 ) -> None:
     """dk-sample's register (3,164 records) as one batch on one thread, as 4 batches on 2
-    threads, and as 4 batches on a real 2-process LocalCluster."""
+    threads (read in the caller: its one row group is larger than a batch), and as 4
+    batches on a real 2-process LocalCluster whose workers read their own batches (the
+    same records in row groups of 1,000)."""
+    register = gpd.read_parquet(SAMPLE_REGISTER)
+    groups = tmp_path / "groups.parquet"
+    register.to_parquet(groups, row_group_size=1_000)
     one = run_pipeline(bbr_pipeline(workers=1, name="one.toml"), tmp_path / "one")
     many = run_pipeline(bbr_pipeline(batch_rows=1_000, workers=2, name="m.toml"), tmp_path / "m")
     cluster = run_pipeline(
-        bbr_pipeline(scheduler="local-cluster", batch_rows=1_000, workers=2, name="c.toml"),
+        bbr_pipeline(
+            register=groups, scheduler="local-cluster", batch_rows=1_000, workers=2, name="c.toml"
+        ),
         tmp_path / "c",
     )
-    assert json.loads((many / "run.json").read_text())["compute"]["batches"] == 4
+    compute = {
+        k: json.loads((r / "run.json").read_text())["compute"]
+        for k, r in [("m", many), ("c", cluster)]
+    }
+    assert compute["m"]["batches"] == compute["c"]["batches"] == 4
+    assert compute["m"]["engine"]["buildings"]["batches_read_by_workers"] == 0
+    assert compute["c"]["engine"]["buildings"]["batches_read_by_workers"] == 4
     assert_same_layers(one, many)
     # the same batches on another executor: the very same files
     for layer in sorted(f.name for f in many.glob("*.parquet")):

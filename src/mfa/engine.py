@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import geopandas as gpd
 import numpy as np
@@ -96,18 +96,32 @@ _COHORT_COLUMNS = [
 ]
 
 
+class LazyBatch(Protocol):
+    """A batch that the worker computing it reads (``read()`` gives its records, indexed
+    by their positions ``start`` to ``start + rows``): only this travels to the worker."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def rows(self) -> int: ...
+
+    def read(self) -> gpd.GeoDataFrame: ...
+
+
 @dataclass
 class Source:
     """A run's building records, as batches in input order.
 
-    ``batches`` yields GeoDataFrames whose index is the records' position in the input;
+    ``batches`` yields GeoDataFrames whose index is the records' position in the input,
+    or :class:`LazyBatch` es the workers read (a GeoParquet register's row groups);
     ``register`` says they are raw register rows (normalised by the BBR rules with
     ``existing_status``) rather than canonical buildings. ``ids`` yields (position, id,
     status) frames of the same records for the repeated-id rule (registers only).
     ``dropped`` holds records a source left out before batching (footprint readers).
     """
 
-    batches: Iterator[gpd.GeoDataFrame]
+    batches: Iterator[gpd.GeoDataFrame | LazyBatch]
     register: bool
     existing_status: tuple[str, ...] = ("6",)
     ids: Iterator[pd.DataFrame] | None = None
@@ -146,7 +160,7 @@ def _of_batch(per_record: np.ndarray | None, positions: np.ndarray) -> np.ndarra
 
 
 def _pass1(
-    frame: gpd.GeoDataFrame,
+    frame: gpd.GeoDataFrame | LazyBatch,
     repeated_id: np.ndarray | None,  # per record of the batch (registers)
     register: bool,
     existing_status: tuple[str, ...],
@@ -155,8 +169,11 @@ def _pass1(
     heights: HeightSource | None,
     path: str,
 ) -> dict[str, Any]:
-    """Pass 1 of one batch (runs on a worker): normalise, clean, check, stage."""
+    """Pass 1 of one batch (runs on a worker): read (a lazy batch), normalise, clean,
+    check, stage."""
     t0 = time.perf_counter()
+    if not isinstance(frame, pd.DataFrame):
+        frame = frame.read()
     if register:
         duplicate = None if repeated_id is None else pd.Series(repeated_id, index=frame.index)
 
@@ -258,15 +275,21 @@ def check_buildings(
     repeated_id = _repeated_ids(source)
     n = worker_count(workers)
     results: list[dict[str, Any]] = []
-    n_records = 0
+    n_records = lazy = 0
 
     def tasks():
-        nonlocal n_records
+        nonlocal n_records, lazy
         for k, frame in enumerate(source.batches):
-            n_records += len(frame)
+            if isinstance(frame, pd.DataFrame):
+                n_records += len(frame)
+                positions = frame.index.to_numpy()
+            else:
+                n_records += frame.rows
+                lazy += 1
+                positions = np.arange(frame.start, frame.start + frame.rows)
             yield (
                 frame,
-                _of_batch(repeated_id, frame.index.to_numpy()),
+                _of_batch(repeated_id, positions),
                 source.register,
                 source.existing_status,
                 source.clean,
@@ -330,6 +353,7 @@ def check_buildings(
         else n_records + (len(source.dropped) if source.dropped is not None else 0),
         "counted_in_buildings": source.counted_in_buildings,
         "batches": len(results),
+        "batches_read_by_workers": lazy,
         "buildings": kept,
         "repeated_footprints": int(sum(int(rep.sum()) for rep in repeats)),
         "raster": raster,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -265,6 +267,39 @@ def read_geoparquet(path: Path):
         raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
 
 
+def _input_geo(path: Path, source: pq.ParquetFile) -> tuple[str | None, Any, str | None, bool]:
+    """An input file's geometry column, CRS, covering bbox column and whether its
+    geometry is WKB (geoarrow encodings: geopandas reads them whole)."""
+    raw = (source.schema_arrow.metadata or {}).get(b"geo")
+    if raw is None:
+        return None, None, None, True
+    try:
+        geo = json.loads(raw)
+        meta = geo["columns"][geo["primary_column"]]
+        name = geo["primary_column"]
+        _one_geometry(path, geo)
+    except (ValueError, KeyError, TypeError) as exc:
+        if isinstance(exc, InputDataError):
+            raise
+        raise InputDataError(
+            f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
+            "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
+        ) from exc
+    if meta.get("encoding", "WKB").upper() != "WKB":
+        return name, None, None, False
+    stored = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
+    crs = None if stored is None else _crs(json.dumps(stored, sort_keys=True))
+    covering = meta.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
+    return name, crs, covering, True
+
+
+def _open_input(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
+
+
 def iter_geoparquet(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
     """An input (Geo)Parquet file in batches of at most ``batch_rows`` rows (None: whole):
     GeoDataFrames when it has 'geo' metadata (WKB), else DataFrames. At least one batch
@@ -272,38 +307,74 @@ def iter_geoparquet(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame
     if batch_rows is None:
         yield read_geoparquet(path)
         return
-    try:
-        source = pq.ParquetFile(path)
-    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise InputDataError(f"{path}: cannot be read as Parquet ({exc}); replace it") from exc
-    raw = (source.schema_arrow.metadata or {}).get(b"geo")
-    name, crs = None, None
-    if raw is not None:
-        try:
-            geo = json.loads(raw)
-            meta = geo["columns"][geo["primary_column"]]
-            name = geo["primary_column"]
-            _one_geometry(path, geo)
-        except (ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, InputDataError):
-                raise
-            raise InputDataError(
-                f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
-                "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
-            ) from exc
-        if meta.get("encoding", "WKB").upper() != "WKB":
-            yield read_geoparquet(path)  # geoarrow encodings: geopandas reads them whole
-            return
-        stored = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
-        crs = None if stored is None else _crs(json.dumps(stored, sort_keys=True))
-        covering = meta.get("covering", {}).get("bbox", {}).get("xmin", [None])[0]
-    columns = [c for c in source.schema_arrow.names if raw is None or c != covering]
+    source = _open_input(path)
+    name, crs, covering, wkb = _input_geo(path, source)
+    if not wkb:
+        yield read_geoparquet(path)
+        return
+    columns = [c for c in source.schema_arrow.names if c != covering]
     first = True
     for done, batch in parquet_batches(path, source, batch_rows, columns):
         first = False
         yield _frame(pa.Table.from_batches([batch]), name, crs, path, done)
     if first:
         yield _frame(source.schema_arrow.empty_table().select(columns), name, crs, path, 0)
+
+
+@dataclass(frozen=True)
+class ParquetPart:
+    """Consecutive row groups of an input (Geo)Parquet file, read where they are used
+    (an executor's worker: on a Dask cluster only this description travels). Records
+    ``start`` to ``start + rows`` of the file (0-based)."""
+
+    path: Path
+    row_groups: tuple[int, ...]
+    start: int
+    rows: int
+    columns: tuple[str, ...]
+    name: str | None  # the WKB column (None: no geometry)
+    crs: Any
+
+    def read(self) -> pd.DataFrame:
+        """The records as :func:`iter_geoparquet` gives them (index: their positions)."""
+        source = _open_input(self.path)
+        try:
+            table = source.read_row_groups(list(self.row_groups), columns=list(self.columns))
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            where, exc = _damaged(source, self.start, list(self.columns), exc)
+            raise InputDataError(
+                f"{self.path}: {where} cannot be read ({' '.join(str(exc).split())}): the "
+                "file is damaged or truncated; download or export it again (mfa published "
+                "nothing)"
+            ) from exc
+        frame = _frame(table, self.name, self.crs, self.path, self.start)
+        frame.index = pd.RangeIndex(self.start, self.start + len(frame))
+        return frame
+
+
+def geoparquet_parts(path: Path, batch_rows: int) -> list[ParquetPart] | None:
+    """An input (Geo)Parquet file as :class:`ParquetPart` s of consecutive row groups of at
+    most ``batch_rows`` records together, for workers to read; None when a row group holds
+    more (it would be read whole by each of its batches: the caller streams the file
+    with :func:`iter_geoparquet` instead), for an empty file and for geoarrow encodings."""
+    source = _open_input(path)
+    name, crs, covering, wkb = _input_geo(path, source)
+    meta = source.metadata
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    if not wkb or not sizes or max(sizes) > batch_rows or sum(sizes) == 0:
+        return None
+    columns = tuple(c for c in source.schema_arrow.names if c != covering)
+    parts: list[ParquetPart] = []
+    group: list[int] = []
+    start = rows = 0
+    for i, n in enumerate(sizes):
+        if group and rows + n > batch_rows:
+            parts.append(ParquetPart(path, tuple(group), start, rows, columns, name, crs))
+            start, group, rows = start + rows, [], 0
+        group.append(i)
+        rows += n
+    parts.append(ParquetPart(path, tuple(group), start, rows, columns, name, crs))
+    return parts
 
 
 def parquet_batches(

@@ -7,6 +7,7 @@ GeoPackage. Checks columns and numbers and names the file, row and field of any 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -19,7 +20,7 @@ from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file, missing_columns
-from mfa.io.geoparquet import iter_geoparquet, parquet_batches
+from mfa.io.geoparquet import ParquetPart, geoparquet_parts, iter_geoparquet, parquet_batches
 from mfa.io.safeopen import check_csv_header, check_text_file, read_vector
 from mfa.numbers import Decimal, parse_numbers
 
@@ -167,6 +168,42 @@ def iter_register(
     step = batch_rows or max(1, len(df))
     for start in range(0, max(1, len(df)), step):
         yield _records(df.iloc[start : start + step], path, kind, source, crs)
+
+
+@dataclass(frozen=True)
+class RegisterPart:
+    """Records ``start`` to ``start + rows`` of a GeoParquet register, read and checked by
+    the worker that computes them (:meth:`read`); see :func:`register_parts`."""
+
+    part: ParquetPart
+    source: RegisterSource
+    crs: str
+
+    @property
+    def start(self) -> int:
+        return self.part.start
+
+    @property
+    def rows(self) -> int:
+        return self.part.rows
+
+    def read(self) -> gpd.GeoDataFrame:
+        """The records as :func:`iter_register` gives them."""
+        return _records(self.part.read(), self.part.path, "parquet", self.source, self.crs)
+
+
+def register_parts(
+    source: RegisterSource, crs: str, batch_rows: int | None = 100_000
+) -> list[RegisterPart] | None:
+    """A GeoParquet register as parts of whole row groups (at most ``batch_rows`` records
+    each) that the run's workers read themselves, so reading is spread over them and a
+    Dask cluster's workers read their own records; None where :func:`iter_register` reads
+    in the caller (other formats, one batch, row groups larger than ``batch_rows``)."""
+    path = check_input_file(Path(source.path), "register file", "sources.register.path")
+    if _suffix(path) not in (".parquet", ".geoparquet") or batch_rows is None:
+        return None
+    parts = geoparquet_parts(path, batch_rows)
+    return None if parts is None else [RegisterPart(p, source, crs) for p in parts]
 
 
 def register_size(source: RegisterSource) -> int | None:

@@ -128,7 +128,15 @@ def build_buildings(work_dir: Path) -> Path:
             "heights": checked["raster"],
             "storey_height_m": storey,
             "archetypes": chosen,
-            "engine": {k: checked[k] for k in ("batches", "repeated_footprints", "worker_seconds")},
+            "engine": {
+                k: checked[k]
+                for k in (
+                    "batches",
+                    "batches_read_by_workers",
+                    "repeated_footprints",
+                    "worker_seconds",
+                )
+            },
             "seconds": round(time.perf_counter() - t0, 3),
         },
     )

@@ -17,7 +17,13 @@ from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
 from mfa.io.footprints import buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
-from mfa.io.register import buildings_from_register, iter_register, iter_register_ids, register_size
+from mfa.io.register import (
+    buildings_from_register,
+    iter_register,
+    iter_register_ids,
+    register_parts,
+    register_size,
+)
 from mfa.run.context import Tables
 from mfa.stocks.uncertainty import (
     unit_quantiles,
@@ -161,9 +167,10 @@ def _engine_source(
         ), None
     if p.sources.register_ is not None and p.sources.footprints is None:
         src = p.sources.register_
+        parts = register_parts(src, p.crs, batch)  # read by the workers, where it can be
         return (
             Source(
-                batches=iter_register(src, p.crs, batch),
+                batches=iter(parts) if parts is not None else iter_register(src, p.crs, batch),
                 register=True,
                 existing_status=tuple(src.existing_status),
                 ids=iter_register_ids(src, p.crs, batch),
