@@ -307,5 +307,6 @@ def test_synth_on_a_full_disk(disk: Disk) -> None:
     target = disk.mount / "city"
     with disk.full(0):
         done = _mfa("synth", "-n", "500", "-o", str(target))
-    _one_line_error(done, f"{target}: cannot write", "full", f"{target} is incomplete")
+    _one_line_error(done, f"{target}: cannot write", "full", f"{target} is as it was")
+    assert not target.exists() and not list(disk.mount.glob(".city.synth-*"))
     disk.intact()

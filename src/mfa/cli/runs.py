@@ -346,13 +346,15 @@ def synth(
     t0 = time.perf_counter()
     try:
         pipeline = write_synthetic_city(buildings, seed, output, like, config)
+    except MfaError as exc:  # a folder mfa synth did not write
+        _fail(exc)
     except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line
         _fail_write(
             exc,
             output / "x",
             "--output",
             only_disk=True,
-            outcome=f"the synthetic city in {output} is incomplete: delete that folder",
+            outcome=f"nothing was written: {output} is as it was",
         )
     seconds = time.perf_counter() - t0
     out.print(f"{buildings:,} buildings written in {seconds:.1f} s; run: mfa run {pipeline}")
