@@ -232,6 +232,7 @@ def _run(
                 run_dir = run_pipeline(pipeline, output_dir, force=force)
         else:
             prefect_defaults()
+            _one_line_errors_in_prefect_logs()
             from flows.pipeline import mfa_pipeline
 
             state = mfa_pipeline(
@@ -257,6 +258,29 @@ def _run(
             "machine, point PREFECT_API_URL at a running server, or use --no-prefect"
         )
     return run_dir
+
+
+class _OneLineErrors(logging.Filter):
+    """Keeps the message of a Prefect task or flow run's failure but drops its traceback
+    when the error is one mfa reports as one line itself (its own errors, a full,
+    over-quota or read-only disk): the CLI prints that line, as without Prefect."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from mfa.io.storage import storage_errno
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, MfaError) or storage_errno(exc) is not None):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _one_line_errors_in_prefect_logs() -> None:
+    """Install :class:`_OneLineErrors` on the loggers of Prefect's run engines."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineErrors) for f in logger.filters):
+            logger.addFilter(_OneLineErrors())
 
 
 @app.command()
