@@ -26,6 +26,7 @@ from mfa.cli import (
     out,
     prefect_defaults,
 )
+from mfa.cli.prefect_server import temporary_server
 from mfa.errors import MfaError
 
 
@@ -232,16 +233,19 @@ def _run(
                 run_dir = run_pipeline(pipeline, output_dir, force=force)
         else:
             prefect_defaults()
-            _one_line_errors_in_prefect_logs()
-            from flows.pipeline import mfa_pipeline
+            with temporary_server() as server:  # starts while Prefect is imported
+                _one_line_errors_in_prefect_logs()
+                from flows.pipeline import mfa_pipeline
 
-            state = mfa_pipeline(
-                str(pipeline.resolve()),
-                None if output_dir is None else str(output_dir.resolve()),
-                force,
-                return_state=True,
-            )
-            run_dir = Path(state.result(raise_on_failure=True))
+                if server is not None:
+                    server.wait_ready(_startup_timeout())
+                state = mfa_pipeline(
+                    str(pipeline.resolve()),
+                    None if output_dir is None else str(output_dir.resolve()),
+                    force,
+                    return_state=True,
+                )
+                run_dir = Path(state.result(raise_on_failure=True))
     except MfaError as exc:
         _fail(exc)
     except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
@@ -281,6 +285,11 @@ def _one_line_errors_in_prefect_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OneLineErrors) for f in logger.filters):
             logger.addFilter(_OneLineErrors())
+
+
+def _startup_timeout() -> float:
+    """Seconds to wait for the temporary Prefect server (Prefect's own setting)."""
+    return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 120)
 
 
 @app.command()
@@ -338,13 +347,25 @@ def serve(
     logging.getLogger("asyncio").addFilter(_CancelledAtExit())
     with _sigterm_as_interrupt():  # until Prefect's runner takes SIGTERM over
         try:
-            from flows.deployments import deployments_for
-            from prefect import serve as prefect_serve
+            with temporary_server() as server:  # starts while Prefect is imported
+                from flows.deployments import deployments_for
+                from prefect import serve as prefect_serve
 
-            prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
+                served = deployments_for([p.resolve() for p in pipeline], output_dir)
+                if server is not None:
+                    server.wait_ready(_startup_timeout())
+                prefect_serve(*served)
+        except RuntimeError as exc:
+            if "ephemeral Prefect API" not in str(exc):
+                raise
+            _fail(
+                f"{str(exc).rstrip('.')} within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+                f"={_startup_timeout():g} s; nothing was served: run again, raise that timeout "
+                "on a busy machine, or point PREFECT_API_URL at a running server"
+            )
         except KeyboardInterrupt:
-            # before the runner started (Prefect's temporary API still starting): unwinding
-            # lets Prefect's exit handlers stop that server instead of leaving it behind
+            # before the runner started (the temporary API still starting): leaving the
+            # temporary_server block stopped that server
             err.print(
                 "mfa serve stopped before it served anything; nothing was run", highlight=False
             )
