@@ -142,12 +142,16 @@ def _stopped(pid: int) -> bool:
 
 
 def _run_filled_at(
-    disk: Disk, point: str, free: int = 0, prefect: bool = False
+    disk: Disk, point: str, free: int = 0, prefect: bool = False, home: Path | None = None
 ) -> subprocess.CompletedProcess:
     """``mfa run`` that stops itself at failpoint ``point``; the disk is filled (``free``
     bytes left), then it goes on and fails in the step of the point or after it. With
-    ``prefect``, the Prefect runner (its temporary server and state off the full disk)."""
+    ``prefect``, the Prefect runner; its temporary server keeps its state in ``home``
+    (PREFECT_HOME), by default off the full disk."""
     env = {**ENV, "MFA_FAILPOINT": point, "MFA_FAILPOINT_ACTION": "stop"}
+    if home is not None:
+        env["PREFECT_HOME"] = str(home)
+        env.pop("PREFECT_API_URL", None)
     args = [sys.executable, "-m", "mfa.cli", "run", str(PIPELINE)]
     if not prefect:
         args.append("--no-prefect")
@@ -226,6 +230,17 @@ def test_prefect_run_on_a_full_disk(disk: Disk, step: str, point: str, free: int
     disk.intact()
     text = (disk.folder / "last-failure.md").read_text()
     assert f"Step **{step}** failed" in text and "OutputStorageError" in text, text
+
+
+def test_prefect_run_with_its_state_on_the_full_disk(disk: Disk) -> None:
+    """The Prefect runner whose server keeps its database on the disk that fills (the
+    default: the per-user state folder on the same disk as the outputs): the same line."""
+    home = disk.mount / "prefect-state"
+    done = _run_filled_at(disk, "write:buildings.parquet", 0, prefect=True, home=home)
+    _one_line_error(
+        done, f"{disk.folder}: cannot write", "full", "'latest' is unchanged", "--output-dir"
+    )
+    disk.intact()
 
 
 def test_a_failure_that_does_not_say_is_put_down_to_no_space_only_at_none(disk: Disk) -> None:
