@@ -118,4 +118,9 @@ def test_what_may_be_replaced(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="is a file"):
         write_synthetic_city(200, 6, a_file, LIKE, CONFIG)
     assert a_file.read_text() == "x"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["city.txt", "empty"]
+    link = tmp_path / "link"
+    link.symlink_to(empty)
+    with pytest.raises(InputDataError, match="symbolic link"):
+        write_synthetic_city(200, 6, link, LIKE, CONFIG)
+    assert _digest(empty) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["city.txt", "empty", "link"]

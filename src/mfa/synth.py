@@ -280,6 +280,11 @@ def write_synthetic_city(
 def _replaceable(output: Path) -> bool:
     """False when ``output`` is missing or an empty folder, True when it is a city of mfa
     synth; otherwise refused (a file, or a folder holding anything else)."""
+    if output.is_symlink():  # renaming would replace the link, not the folder
+        raise InputDataError(
+            f"{output}: is a symbolic link; give the folder it points to "
+            f"({os.path.realpath(output)}) or another --output"
+        )
     if not output.exists():
         return False
     if not output.is_dir():
