@@ -115,6 +115,32 @@ def test_a_killed_serve_leaves_no_server(env, popen) -> None:
     _killed(proc, _servers(proc.pid))
 
 
+def test_a_run_ends_soon_after_publishing_and_takes_its_server(env, tmp_path: Path) -> None:
+    """``mfa run`` through Prefect exits within seconds of publishing (the server lives
+    until Prefect's exit handlers have sent their last logs; stopped before them, each
+    waited out its retries, ~70 s) and leaves no server."""
+    proc = subprocess.Popen(
+        [*MFA, "run", str(PIPELINE), "-o", str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "300"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    servers: list[psutil.Process] = []
+    published = None
+    for line in proc.stdout:
+        servers = servers or _servers(proc.pid)
+        if line.startswith("published "):
+            published = time.monotonic()
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:] if proc.stderr else ""
+    assert published is not None and time.monotonic() - published < 15
+    assert servers, "no temporary Prefect server was started"
+    _, alive = psutil.wait_procs(servers, timeout=5)
+    assert not alive
+
+
 def test_a_running_server_is_used_as_it_is(monkeypatch) -> None:
     """With ``PREFECT_API_URL`` set nothing is started and the variable stays."""
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")

@@ -18,6 +18,7 @@ With ``PREFECT_API_URL`` set (a running server) nothing is started.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib.util
 import os
@@ -157,14 +158,18 @@ def temporary_server() -> Iterator[TemporaryServer | None]:
     """A :class:`TemporaryServer` with ``PREFECT_API_URL`` pointing at it until the block
     ends (then stopped, the variable restored); None when ``PREFECT_API_URL`` is set.
 
-    Enter it before Prefect is imported: Prefect reads its settings at import."""
+    Enter it before Prefect is imported: Prefect reads its settings at import. The server
+    is stopped at exit (``atexit``, registered before Prefect registers its own exit
+    handlers, so it runs after them: Prefect sends its last logs and events to the
+    server as the process exits, after a failed run too; stopped earlier, each of those
+    waits out its retries, ~70 s)."""
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
     server = TemporaryServer()
+    atexit.register(server.stop)
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield server
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        server.stop()
