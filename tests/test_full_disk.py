@@ -14,6 +14,7 @@ freeing space succeeds.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from mfa.io.storage import storage_errno
 from mfa.run import run_pipeline
 from tests.conftest import ROOT
 from tests.pull_helpers import REGISTER, features, pipeline_file, service, snapshots_in
@@ -139,11 +141,20 @@ def _stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "Tt"
 
 
-def _run_filled_at(disk: Disk, point: str, free: int = 0) -> subprocess.CompletedProcess:
+def _run_filled_at(
+    disk: Disk, point: str, free: int = 0, prefect: bool = False, home: Path | None = None
+) -> subprocess.CompletedProcess:
     """``mfa run`` that stops itself at failpoint ``point``; the disk is filled (``free``
-    bytes left), then it goes on and fails in the step of the point or after it."""
+    bytes left), then it goes on and fails in the step of the point or after it. With
+    ``prefect``, the Prefect runner; its temporary server keeps its state in ``home``
+    (PREFECT_HOME), by default off the full disk."""
     env = {**ENV, "MFA_FAILPOINT": point, "MFA_FAILPOINT_ACTION": "stop"}
-    args = [sys.executable, "-m", "mfa.cli", "run", str(PIPELINE), "--no-prefect"]
+    if home is not None:
+        env["PREFECT_HOME"] = str(home)
+        env.pop("PREFECT_API_URL", None)
+    args = [sys.executable, "-m", "mfa.cli", "run", str(PIPELINE)]
+    if not prefect:
+        args.append("--no-prefect")
     proc = subprocess.Popen(
         [*args, "-o", str(disk.out)],
         cwd=ROOT,
@@ -200,6 +211,51 @@ def test_run_on_a_full_disk(disk: Disk, step: str, point: str | None, free: int)
     else:
         text = failure.read_text()
         assert f"Step **{step}** failed" in text and "OutputStorageError" in text, text
+
+
+#: The Prefect runner on the full disk: the engine's layers, and publishing.
+PREFECT_LEVELS = [LEVELS[2], LEVELS[5]]
+
+
+@pytest.mark.parametrize(
+    ("step", "point", "free"), PREFECT_LEVELS, ids=[s for s, _, _ in PREFECT_LEVELS]
+)
+def test_prefect_run_on_a_full_disk(disk: Disk, step: str, point: str, free: int) -> None:
+    """``mfa run`` without ``--no-prefect``: the same one line and exit code as the plain
+    runner, no traceback from Prefect's logging, ``latest`` byte-identical."""
+    done = _run_filled_at(disk, point, free, prefect=True)
+    _one_line_error(
+        done, f"{disk.folder}: cannot write", "full", "'latest' is unchanged", "--output-dir"
+    )
+    disk.intact()
+    text = (disk.folder / "last-failure.md").read_text()
+    assert f"Step **{step}** failed" in text and "OutputStorageError" in text, text
+
+
+def test_prefect_run_with_its_state_on_the_full_disk(disk: Disk) -> None:
+    """The Prefect runner whose server keeps its database on the disk that fills (the
+    default: the per-user state folder on the same disk as the outputs): the same line."""
+    home = disk.mount / "prefect-state"
+    done = _run_filled_at(disk, "write:buildings.parquet", 0, prefect=True, home=home)
+    _one_line_error(
+        done, f"{disk.folder}: cannot write", "full", "'latest' is unchanged", "--output-dir"
+    )
+    disk.intact()
+
+
+def test_a_failure_that_does_not_say_is_put_down_to_no_space_only_at_none(disk: Disk) -> None:
+    """A write that fails without an errno or the words of a full disk (GDAL's GeoPackage
+    writer: "no such table: gpkg_contents") is a full disk only when not one block is
+    free: no threshold of "nearly full" (it was 1 MiB: 64 KiB free was called full); a
+    read-only mount is asked and said."""
+    vague = RuntimeError("no such table: gpkg_contents")
+    with disk.full(64 * 1024):
+        assert storage_errno(vague, disk.folder) is None
+    with disk.full(0):
+        assert storage_errno(vague, disk.folder) == errno.ENOSPC
+    with disk.read_only():
+        assert storage_errno(vague, disk.folder) == errno.EROFS
+    assert storage_errno(vague, disk.folder) is None
 
 
 def test_after_freeing_space_the_next_run_succeeds(disk: Disk) -> None:
@@ -307,5 +363,6 @@ def test_synth_on_a_full_disk(disk: Disk) -> None:
     target = disk.mount / "city"
     with disk.full(0):
         done = _mfa("synth", "-n", "500", "-o", str(target))
-    _one_line_error(done, f"{target}: cannot write", "full", f"{target} is incomplete")
+    _one_line_error(done, f"{target}: cannot write", "full", f"{target} is as it was")
+    assert not target.exists() and not list(disk.mount.glob(".city.synth-*"))
     disk.intact()

@@ -16,7 +16,8 @@ its cursor, and a file download ``pull:download:<k>`` after its k-th durable che
 (:mod:`mfa.pull.download`; neither in :data:`POINTS`: only pipelines with a remote source
 reach them); ``tests/test_pull.py``, ``tests/test_pull_download.py`` and
 ``tests/test_pull_datafordeler.py`` kill ``mfa pull`` there and check that the next pull
-resumes.
+resumes. ``mfa synth`` passes ``synth:written`` with the register and districts written
+in its hidden folder (``tests/test_synth.py`` kills it there: the target stays as it was).
 """
 
 from __future__ import annotations

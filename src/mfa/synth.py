@@ -3,18 +3,28 @@
 Deterministic from the seed and vectorised (numpy/shapely), so millions of buildings take
 seconds. Attributes are drawn from the empirical distributions of a real register
 (``like``, the shipped BBR sample by default): use code, wall code, construction year,
-floor count and the share of outbuildings without a registered floor area.
+floor count and the share of outbuildings without a registered floor area. A city is
+written whole or not at all (a hidden folder beside the target, renamed into place), and
+a folder mfa synth did not write is never replaced.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+
+from mfa.errors import InputDataError
+from mfa.failpoints import failpoint
+from mfa.io.files import exchange_dirs, fsync_dir
 
 __all__ = ["pipeline_text", "register_distributions", "synthetic_city", "write_synthetic_city"]
 
@@ -24,6 +34,10 @@ CITY_VERSION = 2  # 2: district outlines with parish-like vertex counts
 #: (m; less than half a street, so no building changes district).
 EDGE_VERTICES = 750
 WIGGLE_M = 8.0
+#: The file that marks a folder as a whole city of mfa synth (JSON: n, seed, version),
+#: and the files such a city holds: only such a folder is ever replaced.
+MARKER = ".mfa-synth.json"
+CITY_FILES = frozenset({MARKER, "register.parquet", "districts.parquet", "pipeline.toml"})
 #: Lattice cell (m), cells per block side, street width (m).
 CELL_M, BLOCK_CELLS, STREET_M = 30.0, 8, 20.0
 
@@ -214,16 +228,91 @@ dir = "outputs"
 def write_synthetic_city(
     n: int, seed: int, output: Path, like_file: Path, config_dir: Path
 ) -> Path:
-    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``.
+    """Write ``register.parquet``, ``districts.parquet`` and ``pipeline.toml`` to ``output``,
+    whole or not at all.
 
-    The pipeline is :func:`pipeline_text`.
+    The city is written into a hidden folder beside ``output`` (``.<name>.synth-*``) and
+    renamed into place: a killed or failing write leaves ``output`` as it was. ``output``
+    may be missing, empty or a city of mfa synth (only its files, :data:`MARKER` among
+    them), which is replaced in one step; anything else is an
+    :class:`~mfa.errors.InputDataError` and nothing is written. The pipeline is
+    :func:`pipeline_text`.
     """
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = Path(os.path.abspath(output))
+    replace = _replaceable(output)
     like = pd.read_parquet(like_file)
     reg, districts = synthetic_city(n, seed, like)
-    # row groups of 100k: units of parallel work and of bbox filtering for every reader
-    reg.to_parquet(output / "register.parquet", write_covering_bbox=True, row_group_size=100_000)
-    districts.to_parquet(output / "districts.parquet", write_covering_bbox=True)
-    (output / "pipeline.toml").write_text(pipeline_text(n, seed, config_dir))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(output)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.synth-", dir=output.parent))
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # a folder as mkdir makes it, not mkdtemp's 0700
+        marker = json.dumps({"n": n, "seed": seed, "city_version": CITY_VERSION})
+        (tmp / MARKER).write_text(marker + "\n")  # first: the folder is mfa's
+        # row groups of 100k: units of parallel work and of bbox filtering for every reader
+        reg.to_parquet(tmp / "register.parquet", write_covering_bbox=True, row_group_size=100_000)
+        districts.to_parquet(tmp / "districts.parquet", write_covering_bbox=True)
+        failpoint("synth:written")
+        (tmp / "pipeline.toml").write_text(pipeline_text(n, seed, config_dir))
+        for name in CITY_FILES:
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if not replace:
+            os.rename(tmp, output)  # onto nothing or an empty folder
+        elif exchange_dirs(tmp, output):
+            shutil.rmtree(tmp)  # the old city, now at the hidden name
+        else:  # two renames: a kill between them leaves both cities at hidden names
+            old = Path(tempfile.mkdtemp(prefix=f".{output.name}.synth-", dir=output.parent))
+            os.replace(output, old)
+            os.rename(tmp, output)
+            shutil.rmtree(old)
+        fsync_dir(output.parent)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return output / "pipeline.toml"
+
+
+def _replaceable(output: Path) -> bool:
+    """False when ``output`` is missing or an empty folder, True when it is a city of mfa
+    synth; otherwise refused (a file, or a folder holding anything else)."""
+    if output.is_symlink():  # renaming would replace the link, not the folder
+        raise InputDataError(
+            f"{output}: is a symbolic link; give the folder it points to "
+            f"({os.path.realpath(output)}) or another --output"
+        )
+    if not output.exists():
+        return False
+    if not output.is_dir():
+        raise InputDataError(
+            f"{output}: is a file, not a folder; mfa synth writes a folder: choose another --output"
+        )
+    names = sorted(p.name for p in output.iterdir())
+    if not names:
+        return False
+    if MARKER in names and set(names) <= CITY_FILES:
+        return True
+    others = [x for x in names if x not in CITY_FILES]
+    shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+    what = "a city of mfa synth with other files in it" if MARKER in names else "not empty"
+    raise InputDataError(
+        f"{output}: {what} ({shown}) and mfa synth replaces only a folder it wrote whole; "
+        "nothing was written: choose another --output, or move those files away"
+    )
+
+
+def _remove_leftovers(output: Path) -> None:
+    """Remove the hidden folders of killed writes of a city at ``output`` (recognised by
+    name and by holding only mfa synth's files); anything else beside it stays."""
+    for folder in output.parent.glob(f".{output.name}.synth-*"):
+        try:
+            if folder.is_dir() and not folder.is_symlink():
+                names = {p.name for p in folder.iterdir()}
+                if names <= CITY_FILES and (MARKER in names or not names):
+                    shutil.rmtree(folder)
+        except OSError:
+            continue

@@ -55,7 +55,9 @@ def prefect_defaults(home: Path | None = None) -> None:
 
 
 #: Bytes a new Prefect database takes (Prefect 3's SQLite after its migrations: ~7 MB,
-#: measured); an existing one needs only :data:`mfa.io.storage.NEARLY_FULL_BYTES`.
+#: measured); for an existing one the file system must have a free block at all (what a
+#: run adds to it is not known in advance; a disk that fills during the run is reported
+#: by the run, as one line).
 PREFECT_DB_BYTES = 8_000_000
 
 
@@ -64,7 +66,7 @@ def _prefect_home_writable(home: Path) -> None:
     mfa starts Prefect's temporary server there (no ``PREFECT_API_URL``): the server
     would fail its start-up again and again, printing tracebacks, for the whole start-up
     timeout (120 s) and then report only a timeout."""
-    from mfa.io.storage import NEARLY_FULL_BYTES, short_of_space, storage_error, storage_message
+    from mfa.io.storage import short_of_space, storage_error, storage_message
 
     if os.environ.get("PREFECT_API_URL"):
         return
@@ -79,7 +81,7 @@ def _prefect_home_writable(home: Path) -> None:
         raise storage_error(exc, home, **what) or exc from None
     db = home / "prefect.db"
     fresh = not db.is_file() or db.stat().st_size == 0
-    code = short_of_space(home, PREFECT_DB_BYTES if fresh else NEARLY_FULL_BYTES)
+    code = short_of_space(home, PREFECT_DB_BYTES if fresh else 1)
     if code is not None:
         raise storage_message(code, home, **what)
 

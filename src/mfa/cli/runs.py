@@ -26,6 +26,7 @@ from mfa.cli import (
     out,
     prefect_defaults,
 )
+from mfa.cli.prefect_server import temporary_server
 from mfa.errors import MfaError
 
 
@@ -232,15 +233,19 @@ def _run(
                 run_dir = run_pipeline(pipeline, output_dir, force=force)
         else:
             prefect_defaults()
-            from flows.pipeline import mfa_pipeline
+            with temporary_server() as server:  # starts while Prefect is imported
+                _one_line_errors_in_prefect_logs()
+                from flows.pipeline import mfa_pipeline
 
-            state = mfa_pipeline(
-                str(pipeline.resolve()),
-                None if output_dir is None else str(output_dir.resolve()),
-                force,
-                return_state=True,
-            )
-            run_dir = Path(state.result(raise_on_failure=True))
+                if server is not None:
+                    server.wait_ready(_startup_timeout())
+                state = mfa_pipeline(
+                    str(pipeline.resolve()),
+                    None if output_dir is None else str(output_dir.resolve()),
+                    force,
+                    return_state=True,
+                )
+                run_dir = Path(state.result(raise_on_failure=True))
     except MfaError as exc:
         _fail(exc)
     except OSError as exc:  # full disk, read-only or unusable output root, lost scheduler
@@ -257,6 +262,34 @@ def _run(
             "machine, point PREFECT_API_URL at a running server, or use --no-prefect"
         )
     return run_dir
+
+
+class _OneLineErrors(logging.Filter):
+    """Keeps the message of a Prefect task or flow run's failure but drops its traceback
+    when the error is one mfa reports as one line itself (its own errors, a full,
+    over-quota or read-only disk): the CLI prints that line, as without Prefect."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from mfa.io.storage import storage_errno
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, MfaError) or storage_errno(exc) is not None):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _one_line_errors_in_prefect_logs() -> None:
+    """Install :class:`_OneLineErrors` on the loggers of Prefect's run engines."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OneLineErrors) for f in logger.filters):
+            logger.addFilter(_OneLineErrors())
+
+
+def _startup_timeout() -> float:
+    """Seconds to wait for the temporary Prefect server (Prefect's own setting)."""
+    return float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 120)
 
 
 @app.command()
@@ -314,13 +347,25 @@ def serve(
     logging.getLogger("asyncio").addFilter(_CancelledAtExit())
     with _sigterm_as_interrupt():  # until Prefect's runner takes SIGTERM over
         try:
-            from flows.deployments import deployments_for
-            from prefect import serve as prefect_serve
+            with temporary_server() as server:  # starts while Prefect is imported
+                from flows.deployments import deployments_for
+                from prefect import serve as prefect_serve
 
-            prefect_serve(*deployments_for([p.resolve() for p in pipeline], output_dir))
+                served = deployments_for([p.resolve() for p in pipeline], output_dir)
+                if server is not None:
+                    server.wait_ready(_startup_timeout())
+                prefect_serve(*served)
+        except RuntimeError as exc:
+            if "ephemeral Prefect API" not in str(exc):
+                raise
+            _fail(
+                f"{str(exc).rstrip('.')} within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+                f"={_startup_timeout():g} s; nothing was served: run again, raise that timeout "
+                "on a busy machine, or point PREFECT_API_URL at a running server"
+            )
         except KeyboardInterrupt:
-            # before the runner started (Prefect's temporary API still starting): unwinding
-            # lets Prefect's exit handlers stop that server instead of leaving it behind
+            # before the runner started (the temporary API still starting): leaving the
+            # temporary_server block stopped that server
             err.print(
                 "mfa serve stopped before it served anything; nothing was run", highlight=False
             )
@@ -346,13 +391,15 @@ def synth(
     t0 = time.perf_counter()
     try:
         pipeline = write_synthetic_city(buildings, seed, output, like, config)
+    except MfaError as exc:  # a folder mfa synth did not write
+        _fail(exc)
     except Exception as exc:  # noqa: BLE001 - a full or read-only disk is one line
         _fail_write(
             exc,
             output / "x",
             "--output",
             only_disk=True,
-            outcome=f"the synthetic city in {output} is incomplete: delete that folder",
+            outcome=f"nothing was written: {output} is as it was",
         )
     seconds = time.perf_counter() - t0
     out.print(f"{buildings:,} buildings written in {seconds:.1f} s; run: mfa run {pipeline}")

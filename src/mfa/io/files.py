@@ -14,6 +14,7 @@ __all__ = [
     "MAX_WHOLE_FILE_MB",
     "check_input_file",
     "check_whole_size",
+    "exchange_dirs",
     "file_record",
     "fsync_dir",
     "missing_columns",
@@ -165,6 +166,27 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def exchange_dirs(new: Path, old: Path) -> bool:
+    """Swap the folders ``new`` and ``old`` in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``): ``old``'s path then holds what was at ``new`` and the other way
+    round, and no moment sees neither. False (nothing changed) when the system or the
+    file system cannot exchange; the caller then renames twice."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not glibc >= 2.28 (macOS, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    done = renameat2(at_fdcwd, os.fsencode(new), at_fdcwd, os.fsencode(old), rename_exchange)
+    if done == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(old))
 
 
 def check_whole_size(path: Path, limit_mb: float, setting: str, role: str) -> None:

@@ -2,11 +2,14 @@
 for every command (``mfa run``, ``query``, ``match``, ``pull``; issue 19).
 
 Libraries report a full disk in their own words: Python and pyarrow give ``errno 28``,
-SQLite (GeoPackage, Prefect's database) "database or disk is full", GDAL's GeoTIFF
-writer only "Write failed". :func:`storage_error` reads the error, its causes and, when
-they do not say, the file system itself (``statvfs``) and turns all of them into one
-:class:`~mfa.errors.OutputStorageError`: which folder, what is wrong with its file
-system, what happened to the results and what to do.
+SQLite (GeoPackage, Prefect's database) "database or disk is full", GDAL's GeoPackage
+writer sometimes only what failed next ("no such table: gpkg_contents").
+:func:`storage_error` reads the error and its causes (errno, else those words) and, when
+they do not say, the file system itself (``statvfs``): read-only, or not one free block
+left. It turns them into one :class:`~mfa.errors.OutputStorageError`: which folder, what
+is wrong with its file system, what happened to the results and what to do. There is no
+threshold of "nearly full": a vague failure on a disk with any free block stays what it
+is (a failed write fills the disk to its last block before it fails).
 """
 
 from __future__ import annotations
@@ -18,18 +21,12 @@ from pathlib import Path
 from mfa.errors import MfaError, OutputStorageError
 
 __all__ = [
-    "NEARLY_FULL_BYTES",
     "folder_bytes",
     "short_of_space",
     "storage_errno",
     "storage_error",
     "storage_message",
 ]
-
-#: Free bytes below which a failed write is put down to a full file system when the
-#: library that failed does not say why (GDAL's GeoTIFF writer: "Write failed"). A
-#: setting, not a number from literature: a failed write leaves the disk at ~0 bytes free.
-NEARLY_FULL_BYTES = 1 << 20
 
 #: What each errno means for the file system, as a phrase.
 _STATES = {
@@ -75,8 +72,9 @@ def storage_errno(exc: BaseException, folder: Path | None = None) -> int | None:
     over-quota or read-only file system; else None.
 
     When the errors do not say and ``folder`` is given, the file system holding it is
-    asked: read-only, or less than :data:`NEARLY_FULL_BYTES` free. Call it before the
-    failed writer's files are removed (they are what filled the disk). mfa's own errors
+    asked: EROFS when it is mounted read-only, ENOSPC when not one block is free for its
+    user (:func:`short_of_space` with 1 byte). Call it before the failed writer's files
+    are removed (they are what filled the disk). mfa's own errors
     (:class:`~mfa.errors.MfaError`) and interrupts are never put down to the disk.
     """
     if not isinstance(exc, Exception) or isinstance(exc, MfaError):
@@ -88,7 +86,7 @@ def storage_errno(exc: BaseException, folder: Path | None = None) -> int | None:
         for phrase, code in _TEXTS:
             if phrase in text:
                 return code
-    return None if folder is None else short_of_space(folder, NEARLY_FULL_BYTES)
+    return None if folder is None else short_of_space(folder, 1)
 
 
 def short_of_space(folder: Path, need: int) -> int | None:

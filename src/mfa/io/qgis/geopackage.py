@@ -3,6 +3,7 @@ the default styles in ``layer_styles``, and its check."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,6 +31,24 @@ LAYER_STYLES_DDL = (
 )
 
 
+@contextlib.contextmanager
+def _through_gdal_files() -> Iterator[None]:
+    """GDAL's SQLite writes through GDAL's own file layer (``SQLITE_USE_OGR_VFS=YES``)
+    until the block ends. On a full disk SQLite's own file layer loses the error: a
+    failed transaction is rolled back, the disk left with free space, and GDAL reports
+    only what failed next ("no such table: gpkg_contents"); through GDAL's layer the
+    write fills the disk to its last block before it fails, so
+    :func:`mfa.io.storage.storage_errno` tells a full disk without a threshold. No
+    locking on that layer: mfa writes the file alone, in its work folder."""
+    key = "SQLITE_USE_OGR_VFS"
+    before = pyogrio.get_gdal_config_option(key)
+    pyogrio.set_gdal_config_options({key: "YES"})
+    try:
+        yield
+    finally:
+        pyogrio.set_gdal_config_options({key: before})
+
+
 def write_geopackage(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
@@ -48,7 +67,17 @@ def write_geopackage(
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
-    path = Path(path)
+    with _through_gdal_files():
+        return _write_layers(Path(path), layers, streamed, crs)
+
+
+def _write_layers(
+    path: Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    streamed: Mapping[str, tuple[Iterable[pa.Table], LayerGeometry]] | None,
+    crs: str | None,
+) -> dict[str, int]:
+    """:func:`write_geopackage` without its checks and setting."""
     path.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     first = True
