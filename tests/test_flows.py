@@ -158,3 +158,38 @@ def test_a_subset_of_districts_gets_the_same_bits_as_the_whole_city() -> None:
             )
             expected = whole[whole["district_id"].isin(pick)].reset_index(drop=True)
             pd.testing.assert_frame_equal(part, expected, check_exact=True)
+
+
+def test_percentiles_in_parts_on_threads_are_the_same_bits() -> None:
+    """The flows step computes scenarios side by side (each on one thread) or one after
+    the other with their percentiles in parts on the run's threads, depending on the
+    worker count: both give the same bits."""
+    from mfa.executor import executor, ordered_map
+
+    rng = np.random.default_rng(5)
+    n = 3_000
+    buildings = pd.DataFrame(
+        {
+            "district_id": rng.choice([f"D{i:03d}" for i in range(130)], n),
+            "archetype_id": rng.choice(["RS-B", "RM-C", "NR-S"], n),
+            "construction_year": rng.integers(1900, 2021, n),
+            "gfa_m2": rng.uniform(40, 4000, n).round(1),
+        }
+    )
+    archetypes = ["NR-S", "RM-C", "RS-B"]
+    draws = rng.uniform(0, 900, (300, 3, 2))
+    central = pd.DataFrame(draws.mean(axis=0), index=archetypes, columns=["concrete", "brick"])
+    lifetimes = {
+        "RS": lifetime("weibull", shape=2.5, scale=90.0),
+        "RM": lifetime("normal", mean=80.0, std=25.0),
+        "NR": lifetime("lognormal", mean=60.0, std=20.0),
+    }
+    levers = ScenarioLevers("new", construction_m2_per_year=9000.0)
+    args = (lifetimes, 2020, 2040, levers, central, draws, archetypes, (5.0, 50.0, 95.0))
+    alone = district_flows(buildings, *args)
+    assert len(alone) // 3 > 2_048  # rows of groups: more than one part
+    with executor("threads", 2) as submit:
+        parts = district_flows(
+            buildings, *args, map_parts=lambda fn, a: ordered_map(submit, fn, a, 4)
+        )
+    pd.testing.assert_frame_equal(alone, parts, check_exact=True)

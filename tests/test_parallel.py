@@ -25,6 +25,7 @@ SORT = {
     "districts": ["district_id"],
     "grid": ["cell_id"],
     "quality": ["district_id"],
+    "flows": ["scenario", "district_id", "year", "material"],
 }
 
 

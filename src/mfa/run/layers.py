@@ -193,26 +193,34 @@ def forecast_flows(work_dir: Path) -> Path | None:
     q = tuple(p.uncertainty.percentiles)
     cohorts = np.sort(attrs["construction_year"].unique())
     total_gfa = float(attrs["gfa_m2"].sum())
-    frames = []
+    # the scenarios side by side on the run's workers when there are enough of them to
+    # keep the workers busy, else one after the other with their percentiles in parts;
+    # the same numbers either way (group_quantiles' chunks fall on the same rows)
+    workers = worker_count(p.compute.workers)
+    by_scenario = len(dyn.scenarios) >= workers > 1
     with _parts_map(p) as map_parts:
-        for sc in dyn.scenarios:
-            levers = ScenarioLevers(**sc.model_dump())
-            frames.append(
-                district_flows(
-                    attrs,
-                    lifetimes,
-                    dyn.base_year,
-                    dyn.horizon,
-                    levers,
-                    matrix,
-                    draws,
-                    archetypes,
-                    q,
-                    cohorts=cohorts,
-                    total_gfa_m2=total_gfa,
-                    map_parts=map_parts,
-                )
+        args = (
+            (
+                attrs,
+                lifetimes,
+                dyn.base_year,
+                dyn.horizon,
+                ScenarioLevers(**sc.model_dump()),
+                matrix,
+                draws,
+                archetypes,
+                q,
+                cohorts,
+                total_gfa,
+                None if by_scenario else map_parts,
             )
+            for sc in dyn.scenarios
+        )
+        frames = (
+            list(map_parts(district_flows, args))
+            if by_scenario
+            else [district_flows(*a) for a in args]
+        )
     # district by district (scenarios, years, materials within): a row group then holds
     # each district's polygon once, not once per scenario (1 M city: 55 -> 28 MB)
     flows = pd.concat(frames, ignore_index=True).sort_values(
