@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mfa.match import match_run
 from mfa.match.allocate import allocate
-from mfa.match.hubs import check_hub_table, held_kg_years
+from mfa.match.hubs import HUB_COLUMNS, check_hub_table, held_kg_years
 from mfa.match.network import solve
 from tests.test_match_network import _all_pairs, _demand, _hub_pairs, _supply, instances
 from tests.test_match_objective import PRICED, _hub_networks
@@ -26,18 +26,9 @@ WEIGHTS = [(1.0, 0.0), (0.0, 1.0), (1.0, 0.5)]
 
 
 def _hubs(rows) -> pd.DataFrame:
-    cols = [
-        "hub_id",
-        "x",
-        "y",
-        "capacity_t",
-        "handling_kgco2e_per_t",
-        "holding_kgco2e_per_t_year",
-        "handling_dkk_per_t",
-        "holding_dkk_per_t_year",
-        "materials",
-    ]
-    return check_hub_table(pd.DataFrame(rows, columns=cols), "hubs.csv", ["concrete", "brick"])
+    return check_hub_table(
+        pd.DataFrame(rows, columns=HUB_COLUMNS), "hubs.csv", ["concrete", "brick"]
+    )
 
 
 def _with(params, weights):

@@ -250,6 +250,15 @@ def read_geoparquet(path: Path):
     raw = (schema.metadata or {}).get(b"geo")
     if raw is None:
         return pd.read_parquet(path)
+    _parsed_geo(path, raw)
+    try:
+        return read_layer(path)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
+
+
+def _parsed_geo(path: Path, raw: bytes) -> dict[str, Any]:
+    """An input file's GeoParquet 'geo' metadata, checked: one geometry column, named."""
     try:
         geo = json.loads(raw)
         geo["columns"][geo["primary_column"]]
@@ -261,10 +270,7 @@ def read_geoparquet(path: Path):
             f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
             "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
         ) from exc
-    try:
-        return read_layer(path)
-    except (OSError, ValueError) as exc:
-        raise InputDataError(f"{path}: cannot be read as GeoParquet ({exc}); replace it") from exc
+    return geo
 
 
 def _input_geo(path: Path, source: pq.ParquetFile) -> tuple[str | None, Any, str | None, bool]:
@@ -273,18 +279,9 @@ def _input_geo(path: Path, source: pq.ParquetFile) -> tuple[str | None, Any, str
     raw = (source.schema_arrow.metadata or {}).get(b"geo")
     if raw is None:
         return None, None, None, True
-    try:
-        geo = json.loads(raw)
-        meta = geo["columns"][geo["primary_column"]]
-        name = geo["primary_column"]
-        _one_geometry(path, geo)
-    except (ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, InputDataError):
-            raise
-        raise InputDataError(
-            f"{path}: broken GeoParquet 'geo' metadata ({type(exc).__name__}: {exc}); "
-            "rewrite the file with geopandas or GDAL (ogr2ogr -f Parquet)"
-        ) from exc
+    geo = _parsed_geo(path, raw)
+    name = geo["primary_column"]
+    meta = geo["columns"][name]
     if meta.get("encoding", "WKB").upper() != "WKB":
         return name, None, None, False
     stored = meta.get("crs", "OGC:CRS84")  # absent: the GeoParquet default
