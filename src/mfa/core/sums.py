@@ -79,7 +79,16 @@ class Sums:
 
 
 def _group(values: pd.DataFrame | pd.Series, keys: list[np.ndarray], names: list[str]):
-    index = pd.MultiIndex.from_arrays(keys, names=names) if len(keys) > 1 else keys[0]
+    if len(keys) > 1:  # levels made by hashing each key once (from_arrays factorises anew)
+        coded = [pd.factorize(k, sort=True) for k in keys]
+        index = pd.MultiIndex(
+            levels=[u for _, u in coded],
+            codes=[c for c, _ in coded],
+            names=names,
+            verify_integrity=False,
+        )
+    else:
+        index = keys[0]
     grouped = values.set_axis(index).groupby(level=list(range(len(keys))), sort=True).sum()
     if len(keys) == 1:
         grouped.index.name = names[0]
@@ -105,7 +114,7 @@ def batch_sums(
     key = buildings["district_id"].astype("string").fillna(unassigned)
     district = key.to_numpy(object)
     archetype = buildings["archetype_id"].astype("string").to_numpy(object)
-    unknown = ~np.isin(archetype, np.asarray(archetypes, dtype=object))
+    unknown = pd.Index(list(archetypes)).get_indexer(archetype) < 0  # (hashed; np.isin sorts)
     if unknown.any():
         raise ValueError(f"archetype {archetype[unknown][0]} has no Monte Carlo draws")
     tonnes = ["mass_t", *(f"{m}_t" for m in materials)]
