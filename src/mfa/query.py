@@ -214,7 +214,9 @@ def _check_area(run: Path, manifest: dict, area: shapely.Geometry, hint: str) ->
         raise InputDataError(f"the area is not a valid polygon ({reason}); fix it in QGIS")
     path = Path(run) / "buildings.parquet"
     try:
-        geo = json.loads(pq.read_schema(path).metadata[b"geo"])
+        # the file's key-value ``geo``, not the Arrow schema's: the buildings layer is
+        # written batch by batch, and its stored Arrow schema has the first batch's bbox
+        geo = json.loads(pq.read_metadata(path).metadata[b"geo"])
         bbox = geo["columns"][geo["primary_column"]]["bbox"]
     except (KeyError, TypeError, ValueError, OSError):
         return  # no extent recorded: run_layer says what is wrong with the layer
