@@ -8,6 +8,8 @@ tonnes × the outflow share. The answers must be equal to the bit.
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -214,3 +216,35 @@ def test_missing_boxes_and_files_without_statistics(tmp_path: Path) -> None:
     assert read_bbox(tmp_path / "plain.parquet", box) is None
     with pytest.raises(ValueError, match="bbox"):  # as before: geopandas' own answer
         read_layer(tmp_path / "plain.parquet", bbox=box)
+
+
+def test_district_queries_read_their_row_groups_and_answer_as_the_full_read(
+    strips: Path, dk_sample_run: Path, caplog
+) -> None:
+    for run in (strips, dk_sample_run):
+        path = run / "buildings.parquet"
+        full = gpd.read_parquet(path)
+        counts = full["district_id"].value_counts()
+        ids = [str(counts.index[0]), str(counts.index[-1])]
+        res = availability(run, districts=ids, years=(2026, 2035))
+        b = full[full["district_id"].isin(ids)].reset_index(drop=True)
+        assert res.buildings["building_id"].tolist() == b["building_id"].tolist()
+        factor = outflow_factor(b, run_manifest(run), "baseline", 2026, 2035)
+        row = res.summary.set_index("material").loc["brick"]
+        assert row["t"] == float((b["brick_t"].to_numpy(dtype=float) * factor).sum())
+        for wanted in ([ids[0]], ids, ["no such district"]):
+            filters = [("district_id", "in", wanted)]
+            pd.testing.assert_frame_equal(
+                read_layer(path, filters=filters),
+                gpd.read_parquet(path, filters=filters),
+                check_exact=True,
+            )
+    # the strips' districts lie in a few row groups: the others are not read
+    path = strips / "buildings.parquet"
+    one = str(pq.read_table(path, columns=["district_id"]).column(0)[0])
+    with caplog.at_level(logging.DEBUG, logger="mfa.io.bboxread"):
+        read_layer(
+            path, filters=[("district_id", "in", [one])], columns=["district_id", "geometry"]
+        )
+    read, total = map(int, re.search(r"from (\d+) of (\d+) row groups", caplog.text).groups())
+    assert 1 <= read < total

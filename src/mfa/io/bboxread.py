@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["covering_column", "read_bbox", "row_groups_meeting"]
+__all__ = ["covering_column", "read_bbox", "read_in", "row_groups_meeting"]
 
 log = logging.getLogger(__name__)
 
@@ -93,30 +94,78 @@ def read_bbox(
         return None  # geoarrow encodings: geopandas reads them
     column, fields = cover
     names = [c for c in schema.names if c != column] if columns is None else list(columns)
-    groups = row_groups_meeting(source.metadata, column, fields, bbox)
     x0, y0, x1, y1 = (float(v) for v in bbox)
-    parts, rows = [], 0
-    for g in groups:
-        box = source.read_row_group(g, columns=[column]).column(0).combine_chunks()
+
+    def meets(key: pa.Table) -> np.ndarray:
+        box = key.column(0).combine_chunks()
         # flatten: a missing box (null struct) gives null fields, and those NaN
         names_in = [box.type.field(i).name for i in range(box.type.num_fields)]
         values = dict(zip(names_in, box.flatten(), strict=True))
         xs = [values[f].to_numpy(zero_copy_only=False) for f in fields]
-        with np.errstate(invalid="ignore"):
-            meet = (xs[0] <= x1) & (xs[1] <= y1) & (xs[2] >= x0) & (xs[3] >= y0)
-        hit = np.flatnonzero(meet)  # a NaN bound meets nothing
+        with np.errstate(invalid="ignore"):  # a NaN bound meets nothing
+            return (xs[0] <= x1) & (xs[1] <= y1) & (xs[2] >= x0) & (xs[3] >= y0)
+
+    groups = row_groups_meeting(source.metadata, column, fields, bbox)
+    return _read_matching(source, groups, column, meets, names, path)
+
+
+def read_in(
+    path: Path, column: str, values: Sequence[str], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The rows of the Parquet file at ``path`` whose string ``column`` is one of
+    ``values``, as ``pq.read_table(path, columns=columns, filters=[(column, "in",
+    values)])`` gives them (file order, the file's schema), read as :func:`read_bbox`
+    reads: row groups whose min/max statistics of ``column`` leave no value out are
+    skipped; in the others ``column`` first, the rest only where a row matches."""
+    source = pq.ParquetFile(path)
+    names = source.schema_arrow.names if columns is None else list(columns)
+    wanted = sorted(set(values))
+    meta = source.metadata
+    where = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(where[column]).statistics if column in where else None
+        if stats is not None and stats.has_min_max:
+            lo, hi = stats.min, stats.max
+            if not any(lo <= v <= hi for v in wanted):
+                continue
+        groups.append(g)
+    value_set = pa.array(wanted, pa.string())
+
+    def matches(key: pa.Table) -> np.ndarray:
+        found = pc.is_in(key.column(0), value_set=value_set.cast(key.column(0).type))
+        return found.fill_null(False).to_numpy(zero_copy_only=False)
+
+    return _read_matching(source, groups, column, matches, names, path)
+
+
+def _read_matching(
+    source: pq.ParquetFile,
+    groups: list[int],
+    key: str,
+    match: Callable[[pa.Table], np.ndarray],
+    names: list[str],
+    path: Path,
+) -> pa.Table:
+    """``names`` of the rows of row groups ``groups`` for which ``match`` of their
+    ``key`` column is true: ``key`` read first, the rest only where a row matches, one
+    row group at a time; in file order, with the file's schema (empty: no row)."""
+    parts, rows = [], 0
+    for g in groups:
+        hit = np.flatnonzero(match(source.read_row_group(g, columns=[key])))
         if not len(hit):
             continue
         part = source.read_row_group(g, columns=names)
         parts.append(part if len(hit) == part.num_rows else part.take(pa.array(hit)))
         rows += len(hit)
     log.debug(
-        "%s: %d rows from %d of %d row groups",
+        "%s: %d rows from %d of %d row groups (%d with a match)",
         path,
         rows,
         len(groups),
         source.metadata.num_row_groups,
+        len(parts),
     )
     if not parts:
-        return schema.empty_table().select(names)
+        return source.schema_arrow.empty_table().select(names)
     return pa.concat_tables(parts)
