@@ -134,7 +134,9 @@ def run_context(
     except InputDataError:
         d = None
     try:
-        b = run_layer(run, manifest, "buildings.parquet", bbox=box)
+        b = run_layer(
+            run, manifest, "buildings.parquet", bbox=box, columns=["building_id", "geometry"]
+        )
         b = b[~b["building_id"].isin(list(leave_out))]
         points = shapely.point_on_surface(b.geometry.values)
     except InputDataError:
