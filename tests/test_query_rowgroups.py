@@ -248,3 +248,16 @@ def test_district_queries_read_their_row_groups_and_answer_as_the_full_read(
         )
     read, total = map(int, re.search(r"from (\d+) of (\d+) row groups", caplog.text).groups())
     assert 1 <= read < total
+
+
+def test_the_layer_metadata_holds_every_batch(strips: Path) -> None:
+    """Written batch by batch (strips: south to north), the buildings layer's ``geo``
+    has the whole layer's bounding box for every reader, not the first batch's: pyarrow's
+    schema, the file's key-value metadata and geopandas agree, with one ``geo`` key."""
+    path = strips / "buildings.parquet"
+    keys = [k for k in pq.read_metadata(path).metadata if k == b"geo"]
+    assert keys == [b"geo"]
+    whole = gpd.read_parquet(path, columns=["geometry"]).total_bounds
+    for raw in (pq.read_schema(path).metadata[b"geo"], pq.read_metadata(path).metadata[b"geo"]):
+        box = json.loads(raw)["columns"]["geometry"]["bbox"]
+        np.testing.assert_allclose(box, whole, rtol=0, atol=1e-6)

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
-import pyarrow.parquet as pq
 import shapely
 
 from mfa.buildings.archetypes import ArchetypeRules
@@ -58,7 +57,8 @@ from mfa.core.sums import Sums
 from mfa.dynamics.flows import YearFill, known_years_fill
 from mfa.executor import executor, ordered_map, report_progress, worker_count
 from mfa.failpoints import failpoint
-from mfa.io.geoparquet import ROW_GROUP_SIZE, geometry_type_names, wkb_layer_table
+from mfa.io.geoparquet import geometry_type_names, wkb_layer_table
+from mfa.io.layerwriter import LayerWriter
 from mfa.schema import DROPPED_COLUMNS, empty_dropped
 from mfa.staging import (
     SUMS,
@@ -392,19 +392,6 @@ def _pass2(
     return table, dropped, sums, time.perf_counter() - t0
 
 
-def _geo_union(tables_geo: list[dict]) -> dict:
-    """The ``geo`` metadata of a layer written from batches: their bboxes and types unioned."""
-    geo = json.loads(json.dumps(tables_geo[0]))
-    col = geo["columns"][geo["primary_column"]]
-    boxes = np.array([g["columns"][g["primary_column"]].get("bbox") for g in tables_geo], float)
-    col["bbox"] = [*boxes[:, :2].min(axis=0).tolist(), *boxes[:, 2:].max(axis=0).tolist()]
-    types: set[str] = set()
-    for g in tables_geo:
-        types |= set(g["columns"][g["primary_column"]]["geometry_types"])
-    col["geometry_types"] = sorted(types)
-    return geo
-
-
 def finish_buildings(
     model: Model, stage: Path, out: Path, crs: object, scheduler: str, workers: int | None
 ) -> dict[str, Any]:
@@ -416,17 +403,16 @@ def finish_buildings(
     fill = read_year_fill(stage)
     paths = sorted(str(p) for p in (stage / CHECKED).glob("*.arrow"))
     n = worker_count(workers)
-    tmp = out.with_name(out.name + ".tmp")
-    writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
-    geos: list[dict] = []
     parts: list[Sums] = []
     merged: Sums | None = None
     dropped = StringTableWriter(stage / "dropped.parquet", DROPPED_COLUMNS)
     dropped.add_file(stage / "dropped_checked.parquet")
     written, worker_s, write_s = 0, 0.0, 0.0
+    # the layer as one GeoParquet file, its 'geo' metadata that of every batch together
+    # (a stored Arrow schema would carry the first batch's bounding box: LayerWriter)
     try:
-        with executor(scheduler, workers) as submit:
+        with LayerWriter(out) as writer, executor(scheduler, workers) as submit:
             args = ((p, model, statistics, crs, fill) for p in paths)
             finished = ordered_map(submit, _pass2, args, window=2 * n)
             for done, (table, gone, sums, seconds) in enumerate(finished, start=1):
@@ -439,25 +425,16 @@ def finish_buildings(
                     merged = Sums.merged([merged, *parts] if merged is not None else parts)
                     parts = []
                 if table is not None:
-                    geos.append(json.loads(table.schema.metadata[b"geo"]))
-                    if writer is None:
+                    if schema is None:
                         schema = table.schema
-                        writer = pq.ParquetWriter(tmp, schema, compression="snappy")
-                    table = table.cast(schema) if table.schema != schema else table
-                    writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                    elif not table.schema.equals(schema):
+                        table = table.cast(schema).replace_schema_metadata(table.schema.metadata)
+                    writer.write(table)
                     written += table.num_rows
                 write_s += time.perf_counter() - tw
-        failpoint("stocks:computed")
-        if writer is not None:
-            writer.add_key_value_metadata({"geo": json.dumps(_geo_union(geos))})
-            writer.close()
-            writer = None
-            _fsync_rename(tmp, out)
+            failpoint("stocks:computed")
     finally:
         dropped.close()
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
     sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
     if sums is not None:
         write_sums(sums, stage / SUMS)
@@ -469,15 +446,6 @@ def finish_buildings(
         "seconds": round(time.perf_counter() - t0, 3),
         "imputed_from_cohort_peers": sums.imputed_from_peers if sums is not None else {},
     }
-
-
-def _fsync_rename(tmp: Path, path: Path) -> None:
-    import os
-
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    failpoint(f"write:{path.name}")
-    os.replace(tmp, path)
 
 
 def rules_model(

@@ -214,8 +214,8 @@ def _check_area(run: Path, manifest: dict, area: shapely.Geometry, hint: str) ->
         raise InputDataError(f"the area is not a valid polygon ({reason}); fix it in QGIS")
     path = Path(run) / "buildings.parquet"
     try:
-        # the file's key-value ``geo``, not the Arrow schema's: the buildings layer is
-        # written batch by batch, and its stored Arrow schema has the first batch's bbox
+        # the file's key-value ``geo`` (a layer written batch by batch holds every batch's
+        # bbox there; no Arrow schema with another one is stored: LayerWriter)
         geo = json.loads(pq.read_metadata(path).metadata[b"geo"])
         bbox = geo["columns"][geo["primary_column"]]["bbox"]
     except (KeyError, TypeError, ValueError, OSError):

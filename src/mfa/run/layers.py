@@ -317,8 +317,7 @@ def _streamed(path: Path, columns: list[str]) -> tuple[pd.DataFrame, LayerGeomet
         ]
         or [np.zeros(0, dtype=np.int64)]
     )
-    # the file's key-value ``geo``: the stored Arrow schema of a layer written batch by
-    # batch (buildings) has the first batch's bbox, the key-value one all batches'
+    # the file's key-value ``geo``: that of every batch (LayerWriter)
     box = json.loads(source.metadata.metadata[b"geo"])["columns"]["geometry"].get("bbox")
     batches = (
         source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
