@@ -227,7 +227,11 @@ def forecast_flows(work_dir: Path) -> Path | None:
         "district_id", kind="stable", ignore_index=True
     )
     flows = flows.astype({"scenario": object, "district_id": object, "material": object})
-    flows["date"] = pd.to_datetime(flows["year"].astype(str) + "-12-31").dt.date
+    # 31 December of each row's year as Arrow date32 (days since 1970), not a Python date
+    # object per row (a national run has millions of flow rows)
+    years = flows["year"].to_numpy(dtype=np.int64)
+    dec31 = (years + 1 - 1970).astype("datetime64[Y]").astype("datetime64[D]") - 1
+    flows["date"] = pd.arrays.ArrowExtensionArray(pa.array(dec31.astype(np.int32), pa.date32()))
     districts = None
     if p.sources.districts is not None:
         districts = read_layer(work / "stage" / "districts_input.parquet")
