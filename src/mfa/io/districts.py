@@ -12,7 +12,7 @@ import shapely
 from mfa.config import DistrictSource
 from mfa.errors import InputDataError
 from mfa.io.files import check_input_file
-from mfa.io.geoparquet import read_geoparquet
+from mfa.io.parquet_input import read_geoparquet
 from mfa.io.safeopen import read_vector
 
 __all__ = ["MAX_OVERLAP_SHARE", "district_overlaps", "read_districts"]

@@ -20,7 +20,7 @@ from mfa.buildings.register import BBR, BBR_NUMERIC, BBR_REQUIRED, normalise_bbr
 from mfa.config import RegisterSource
 from mfa.errors import InputDataError, InputNotFoundError
 from mfa.io.files import check_input_file, missing_columns
-from mfa.io.geoparquet import ParquetPart, geoparquet_parts, iter_geoparquet, parquet_batches
+from mfa.io.parquet_input import ParquetPart, geoparquet_parts, iter_geoparquet, parquet_batches
 from mfa.io.safeopen import check_csv_header, check_text_file, read_vector
 from mfa.numbers import Decimal, parse_numbers
 
