@@ -67,10 +67,16 @@ def _points_in(
         k = np.arange(len(poly)) - np.repeat(np.cumsum(nx * ny) - nx * ny, nx * ny)
         tx = lo[poly, 0] + k % nx[poly]
         ty = lo[poly, 1] + k // nx[poly]
-        pt_key = pd.MultiIndex.from_arrays([pt_tile[:, 0], pt_tile[:, 1]])
-        poly_key = pd.MultiIndex.from_arrays([tx, ty])
-        tiles = pt_key.unique()
-        pt_code, poly_code = tiles.get_indexer(pt_key), tiles.get_indexer(poly_key)
+        # one int64 key per tile, over the points' tiles (polygons elsewhere are not searched)
+        x0, y0 = pt_tile.min(axis=0)
+        x1, y1 = pt_tile.max(axis=0)
+        span = y1 - y0 + 1
+        pt_key = (pt_tile[:, 0] - x0) * span + (pt_tile[:, 1] - y0)
+        inside = (tx >= x0) & (tx <= x1) & (ty >= y0) & (ty <= y1)
+        poly_key = np.where(inside, (tx - x0) * span + (ty - y0), -1)
+        tiles, pt_code = np.unique(pt_key, return_inverse=True)
+        at = np.minimum(np.searchsorted(tiles, poly_key), len(tiles) - 1)
+        poly_code = np.where(inside & (tiles[at] == poly_key), at, -1)
         keep = poly_code >= 0  # tiles without points need no search
         poly, poly_code = poly[keep], poly_code[keep]
         pt_order = np.argsort(pt_code, kind="stable")
