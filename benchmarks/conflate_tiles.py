@@ -3,7 +3,8 @@
 ``python benchmarks/conflate_tiles.py N TILE_M`` (TILE_M 0 = one search). The register is
 the synthetic city's records as points (point on surface; 10 % moved 15 m, so some fall in
 streets or neighbours), the footprints its polygons with ids in another order. Prints
-one line: n, tile, seconds, RSS before conflation and peak RSS during it (MB; the\npeak is reset through ``/proc/self/clear_refs`` just before, Linux only).
+one line: n, tile, seconds, RSS before conflation and peak RSS during it (MB; the
+peak is reset through ``/proc/self/clear_refs`` just before, Linux only).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def main(n: int, tile_m: float) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak (VmHWM) to the current RSS
     t0 = time.perf_counter()
-    out, report = conflate(reg, fps, tile_m=tile_m or None)
+    _out, report = conflate(reg, fps, tile_m=tile_m or None)
     dt = time.perf_counter() - t0
     peak = _hwm_mb()
     print(
