@@ -37,10 +37,72 @@ MATCH_METHODS = (
 )
 
 
+def _points_in(
+    pts: np.ndarray, polys: np.ndarray, tile_m: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All (point, polygon) position pairs where the point intersects the polygon.
+
+    With ``tile_m`` the plane is cut into squares of ``tile_m`` anchored at the origin;
+    a point belongs to the tile ``floor(x / tile_m), floor(y / tile_m)`` and a polygon
+    is a candidate in every tile its bounding box touches (closed bounds), so a point
+    meets in its own tile every polygon that can contain it (``minx <= x <= maxx``
+    gives ``floor(minx / t) <= floor(x / t) <= floor(maxx / t)``): the pairs are
+    exactly those of one search, and no tile holds more than its own points and the
+    polygons over it (the polygons' extent is the margin). Pairs are returned sorted
+    by point, then polygon.
+    """
+    if tile_m is None:
+        p_idx, f_idx = shapely.STRtree(polys).query(pts, predicate="intersects")
+    else:
+        if not tile_m > 0:
+            raise ValueError(f"tile_m must be > 0, not {tile_m}")
+        xy = shapely.get_coordinates(pts)
+        pt_tile = np.floor(xy / tile_m).astype(np.int64)
+        b = shapely.bounds(polys)
+        lo = np.floor(b[:, :2] / tile_m).astype(np.int64)
+        hi = np.floor(b[:, 2:] / tile_m).astype(np.int64)
+        # (polygon, tile) pairs: every tile of each polygon's bounding box
+        nx, ny = hi[:, 0] - lo[:, 0] + 1, hi[:, 1] - lo[:, 1] + 1
+        poly = np.repeat(np.arange(len(polys)), nx * ny)
+        k = np.arange(len(poly)) - np.repeat(np.cumsum(nx * ny) - nx * ny, nx * ny)
+        tx = lo[poly, 0] + k % nx[poly]
+        ty = lo[poly, 1] + k // nx[poly]
+        # one int64 key per tile, over the points' tiles (polygons elsewhere are not searched)
+        x0, y0 = pt_tile.min(axis=0)
+        x1, y1 = pt_tile.max(axis=0)
+        span = y1 - y0 + 1
+        pt_key = (pt_tile[:, 0] - x0) * span + (pt_tile[:, 1] - y0)
+        inside = (tx >= x0) & (tx <= x1) & (ty >= y0) & (ty <= y1)
+        poly_key = np.where(inside, (tx - x0) * span + (ty - y0), -1)
+        tiles, pt_code = np.unique(pt_key, return_inverse=True)
+        at = np.minimum(np.searchsorted(tiles, poly_key), len(tiles) - 1)
+        poly_code = np.where(inside & (tiles[at] == poly_key), at, -1)
+        keep = poly_code >= 0  # tiles without points need no search
+        poly, poly_code = poly[keep], poly_code[keep]
+        pt_order = np.argsort(pt_code, kind="stable")
+        poly_order = np.argsort(poly_code, kind="stable")
+        pt_cut = np.searchsorted(pt_code[pt_order], np.arange(len(tiles) + 1))
+        poly_cut = np.searchsorted(poly_code[poly_order], np.arange(len(tiles) + 1))
+        found_p, found_f = [], []
+        for t in range(len(tiles)):  # one search per tile (a loop over tiles)
+            tp = pt_order[pt_cut[t] : pt_cut[t + 1]]
+            tf = poly[poly_order[poly_cut[t] : poly_cut[t + 1]]]
+            if not len(tf):
+                continue
+            a, c = shapely.STRtree(polys[tf]).query(pts[tp], predicate="intersects")
+            found_p.append(tp[a])
+            found_f.append(tf[c])
+        p_idx = np.concatenate(found_p) if found_p else np.array([], np.int64)
+        f_idx = np.concatenate(found_f) if found_f else np.array([], np.int64)
+    sel = np.lexsort((f_idx, p_idx))
+    return p_idx[sel], f_idx[sel]
+
+
 def conflate(
     register: gpd.GeoDataFrame,
     footprints: gpd.GeoDataFrame,
     link: pd.Series | None = None,
+    tile_m: float | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, int | float]]:
     """Match register buildings (points) to footprints (polygons).
 
@@ -53,6 +115,10 @@ def conflate(
         ``footprint_id``.
     link
         Register id per footprint (aligned with ``footprints``), <NA> where none.
+    tile_m
+        Side (m, CRS units) of the square tiles the point-in-footprint search is done
+        in, one tile at a time (see :func:`_points_in`); None: one search over the
+        whole area. The result does not depend on it.
 
     Returns
     -------
@@ -102,15 +168,15 @@ def conflate(
     is_point = shapely.get_type_id(pts) == 0
     todo, pts = todo[is_point], pts[is_point]
     if len(todo) and n_fp:
-        order = np.argsort(fp_id.to_numpy(dtype=object), kind="stable")
-        tree = shapely.STRtree(fp.geometry.values[order])
-        p_idx, f_idx = tree.query(pts, predicate="intersects")
-        sel = np.lexsort((f_idx, p_idx))
+        rank = np.empty(n_fp, np.int64)  # each footprint's place in id order
+        rank[np.argsort(fp_id.to_numpy(dtype=object), kind="stable")] = np.arange(n_fp)
+        p_idx, f_idx = _points_in(pts, fp.geometry.values, tile_m)
+        sel = np.lexsort((rank[f_idx], p_idx))
         p_idx, f_idx = p_idx[sel], f_idx[sel]
         first = np.ones(len(p_idx), bool)
         first[1:] = p_idx[1:] != p_idx[:-1]
         rows = todo[p_idx[first]]
-        reg_fp[rows] = order[f_idx[first]]
+        reg_fp[rows] = f_idx[first]
         method[rows] = "point_in_footprint"
         geoms[rows] = fp.geometry.values[reg_fp[rows]]
 
