@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
@@ -157,6 +158,8 @@ def test_a_pinned_run_makes_no_request_and_repeats_the_earlier_run(
     assert rec["snapshot"]["day"].startswith("2026-12-01")
     layers = sorted(f.name for f in run_a.iterdir() if f.suffix in (".parquet", ".tif"))
     assert "buildings.parquet" in layers
+    heights = gpd.read_parquet(run_b / "buildings.parquet")["height_m"]
+    assert heights.notna().sum() > 100  # the pulled nDSM gave the heights
     for name in layers:
         assert (run_a / name).read_bytes() == (run_b / name).read_bytes(), name
     # the newer snapshot does give other heights: the pin is what made them equal
@@ -201,3 +204,23 @@ def test_a_day_before_every_snapshot_is_one_line_naming_the_source(
     assert proc.returncode == 0, proc.stderr
     assert "as of 2026-12-05" in proc.stdout
     assert len(Services.log) == n  # neither asked the service
+
+
+@pytest.mark.parametrize(
+    ("keys", "expect"),
+    [
+        ('ndsm_url = "{BASE}/files/a.tif"', 'needs protocol = "http"'),
+        ('ndsm = "{ROOT}/x.tif"\nndsm_url = "{BASE}/a.tif"\nprotocol = "http"', "not both"),
+        ('ndsm_url = "ftp://x/a.tif"\nprotocol = "http"', "http(s) address"),
+        ('dsm_url = "{BASE}/files/a.tif"\nprotocol = "http"', "dsm and dtm go together"),
+    ],
+)
+def test_raster_url_keys_are_checked_without_network(
+    tmp_path: Path, keys: str, expect: str
+) -> None:
+    text = RASTER_PIPELINE.replace(
+        'ndsm_url = "{BASE}/files/delft_ahn3_ndsm_0p5m.tif"\nprotocol = "http"\n', keys + "\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_pipeline(pipeline_file(tmp_path, "http://127.0.0.1:9", text))
+    assert expect in str(info.value) and "\n" not in str(info.value)
