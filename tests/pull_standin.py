@@ -59,6 +59,7 @@ class Services(BaseHTTPRequestHandler):
     features: ClassVar[list[dict[str, Any]]] = []
     files: ClassVar[dict[str, bytes]] = {}
     script: ClassVar[list[str]] = []
+    server: ClassVar[Any] = None  # the running server (pull_helpers.service sets it)
     log: ClassVar[list[tuple[str, dict[str, str]]]] = []
     key: ClassVar[str | None] = None
     #: register records (Datafordeler field names, values as text or None) for GraphQL

@@ -19,7 +19,7 @@ import pytest
 import rasterio
 
 from mfa.config import load_pipeline
-from mfa.errors import ConfigError, InputNotFoundError, SnapshotCheckError
+from mfa.errors import ConfigError, InputNotFoundError, PullError, SnapshotCheckError
 from mfa.pull import pull_pipeline
 from mfa.run import run_pipeline
 from tests.conftest import MODEL, ROOT, SAMPLE
@@ -146,7 +146,8 @@ def test_a_pinned_run_makes_no_request_and_repeats_the_earlier_run(
     newest = load_pipeline(pipeline).sources.heights.ndsm
     assert newest == Path(second["snapshot"]["path"])
     service_log = list(Services.log)
-    Services.files = {}  # the service forgets everything: any request now fails (404)
+    Services.server.shutdown()  # the stand-in stops: a request would be refused
+    Services.server.server_close()
 
     run_b = run_pipeline(pipeline, tmp_path / "out", as_of="2026-12-02")
     assert Services.log == service_log  # not one request
@@ -162,7 +163,9 @@ def test_a_pinned_run_makes_no_request_and_repeats_the_earlier_run(
     assert heights.notna().sum() > 100  # the pulled nDSM gave the heights
     for name in layers:
         assert (run_a / name).read_bytes() == (run_b / name).read_bytes(), name
-    # the newer snapshot does give other heights: the pin is what made them equal
+    with pytest.raises(PullError):  # unpinned, the stopped service is an error
+        pull_pipeline(load_pipeline(pipeline))
+    # a later pinned day reads the newer snapshot
     assert load_pipeline(pipeline, "2026-12-03").sources.heights.ndsm == newest
 
 
