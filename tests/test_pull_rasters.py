@@ -163,6 +163,9 @@ def test_a_pinned_run_makes_no_request_and_repeats_the_earlier_run(
     assert heights.notna().sum() > 100  # the pulled nDSM gave the heights
     for name in layers:
         assert (run_a / name).read_bytes() == (run_b / name).read_bytes(), name
+    # --if-changed, pinned: nothing pulled, the same snapshots: the run is reused
+    again = run_pipeline(pipeline, tmp_path / "out", force=False, as_of="2026-12-02")
+    assert again.resolve() == run_b.resolve() and Services.log == service_log
     with pytest.raises(PullError):  # unpinned, the stopped service is an error
         pull_pipeline(load_pipeline(pipeline))
     # a later pinned day reads the newer snapshot
@@ -227,3 +230,26 @@ def test_raster_url_keys_are_checked_without_network(
     with pytest.raises(ConfigError) as info:
         load_pipeline(pipeline_file(tmp_path, "http://127.0.0.1:9", text))
     assert expect in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_a_pinned_run_through_prefect_reads_the_pinned_raster(
+    prefect_harness, tmp_path: Path, service: str
+) -> None:
+    """The flow's pull task of the raster, pinned: no request, the day's snapshot."""
+    from flows.pipeline import mfa_pipeline
+
+    pipeline = _pipeline(tmp_path, service)
+    (first,) = pull_pipeline(load_pipeline(pipeline), day="2026-12-01")
+    Services.files[NDSM] = (SAMPLE / "delft_ahn3_dsm_0p5m.tif").read_bytes()
+    pull_pipeline(load_pipeline(pipeline), day="2026-12-03")
+    Services.server.shutdown()
+    Services.server.server_close()
+    n = len(Services.log)
+    run = Path(mfa_pipeline(str(pipeline), str(tmp_path / "out"), True, "2026-12-02"))
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["runner"] == "prefect" and manifest["as_of"] == "2026-12-02"
+    (rec,) = manifest["pulled"]
+    assert rec["snapshot"]["sha256"] == first["snapshot"]["sha256"] and rec["requests"] == 0
+    assert len(Services.log) == n
