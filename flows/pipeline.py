@@ -29,9 +29,9 @@ from mfa.executor import PROGRESS, run_scope
 
 
 @task(name="prepare")
-def prepare(pipeline_file: str, output_dir: str | None) -> str:
+def prepare(pipeline_file: str, output_dir: str | None, as_of: str | None = None) -> str:
     """Validate the pipeline file, create the run's work folder."""
-    return str(steps.prepare(pipeline_file, output_dir, runner="prefect"))
+    return str(steps.prepare(pipeline_file, output_dir, runner="prefect", as_of=as_of))
 
 
 def retry_if_transient(task, task_run, state) -> bool:
@@ -127,9 +127,9 @@ def _report_artifact(run_dir: Path) -> None:
 
 
 @task(name="unchanged")
-def unchanged(pipeline_file: str, output_dir: str | None) -> str | None:
+def unchanged(pipeline_file: str, output_dir: str | None, as_of: str | None = None) -> str | None:
     """The latest run, if no input, config or code changed since it."""
-    previous = steps.unchanged_run(pipeline_file, output_dir)
+    previous = steps.unchanged_run(pipeline_file, output_dir, as_of)
     return None if previous is None else str(previous)
 
 
@@ -149,7 +149,12 @@ def _match_after(pipeline_file: str, run_dir: str, output_dir: str | None) -> No
 
 
 @flow(name="mfa-pipeline", validate_parameters=True)
-def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool = True) -> str:
+def mfa_pipeline(
+    pipeline_file: str,
+    output_dir: str | None = None,
+    force: bool = True,
+    as_of: str | None = None,
+) -> str:
     """Run the pipeline file ``pipeline_file``; return the published run folder.
 
     ``force=False`` (scheduled runs) returns the latest run without recomputing when
@@ -158,19 +163,19 @@ def mfa_pipeline(pipeline_file: str, output_dir: str | None = None, force: bool 
     ``mfa-match`` subflow; a failed matching fails the flow run, the run stays published.
     """
     if not force:
-        previous = unchanged(pipeline_file, output_dir)
+        previous = unchanged(pipeline_file, output_dir, as_of)
         if previous is not None:
             get_run_logger().info("unchanged since %s: nothing to do", previous)
             _match_after(pipeline_file, previous, output_dir)
             return previous
-    run_dir = _run(pipeline_file, output_dir)
+    run_dir = _run(pipeline_file, output_dir, as_of)
     _match_after(pipeline_file, run_dir, output_dir)
     return run_dir
 
 
-def _run(pipeline_file: str, output_dir: str | None) -> str:
+def _run(pipeline_file: str, output_dir: str | None, as_of: str | None = None) -> str:
     with steps.run_lock(pipeline_file, output_dir):
-        work = prepare(pipeline_file, output_dir)
+        work = prepare(pipeline_file, output_dir, as_of)
         name = "prepare"
         try:
             result = None

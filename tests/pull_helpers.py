@@ -63,6 +63,7 @@ def service(features: list[dict]) -> Iterator[str]:
     records = pd.read_csv(KALUNDBORG, dtype=str, keep_default_na=False)
     Services.records = [{k: (v or None) for k, v in r.items()} for r in records.to_dict("records")]
     server, base = start()
+    Services.server = server  # a test may stop it early (shutdown twice is harmless)
     yield base
     server.shutdown()
     server.server_close()

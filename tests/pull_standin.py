@@ -19,8 +19,9 @@
 
 ``script`` makes the next matching requests misbehave, in order: ``503`` (with
 ``Retry-After: 1``), ``429``, ``drop`` (headers and half the body, then the connection is
-closed), ``html`` (an HTML error page with status 200), ``401``. ``key`` makes every
-request need ``X-Api-Key``. Requests are logged (path and headers).
+closed), ``cut`` (``/files/``: the file's own headers and the first half of its body,
+then the connection is closed), ``html`` (an HTML error page with status 200), ``401``.
+``key`` makes every request need ``X-Api-Key``. Requests are logged (path and headers).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Services(BaseHTTPRequestHandler):
     features: ClassVar[list[dict[str, Any]]] = []
     files: ClassVar[dict[str, bytes]] = {}
     script: ClassVar[list[str]] = []
+    server: ClassVar[Any] = None  # the running server (pull_helpers.service sets it)
     log: ClassVar[list[tuple[str, dict[str, str]]]] = []
     key: ClassVar[str | None] = None
     #: register records (Datafordeler field names, values as text or None) for GraphQL
@@ -91,7 +93,7 @@ class Services(BaseHTTPRequestHandler):
         if key_header and cls.key is not None and self.headers.get("X-Api-Key") != cls.key:
             self._send(401, b'{"error": "invalid key"}', {"Content-Type": "application/json"})
             return True
-        if not cls.script:
+        if not cls.script or cls.script[0] == "cut":  # cut: answered by _file
             return False
         mode = cls.script.pop(0)
         if mode == "ok":
@@ -263,6 +265,16 @@ class Services(BaseHTTPRequestHandler):
         etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
         if self.headers.get("If-None-Match") == etag:
             self._send(304, b"", {"ETag": etag})
+            return
+        if type(self).script[:1] == ["cut"]:  # the real file's headers, half its body
+            type(self).script.pop(0)
+            self.send_response(200)
+            for k, v in {"ETag": etag, "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
             return
         self._body(
             body,

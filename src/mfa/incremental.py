@@ -88,18 +88,21 @@ def published_problem(run_dir: Path, manifest: dict) -> str | None:
     return None
 
 
-def unchanged_run(pipeline_file: str | Path, output_dir: str | Path | None = None) -> Path | None:
+def unchanged_run(
+    pipeline_file: str | Path, output_dir: str | Path | None = None, as_of: str | None = None
+) -> Path | None:
     """The latest published run if nothing it depends on changed since (see :func:`run_key`)
     and its files are as published; a damaged ``latest`` means a full run (with a warning
     that says why), never an error.
 
     Remote sources are pulled first (:mod:`mfa.pull`: conditional requests; a new snapshot
-    only when the service's data changed): their content is only known after that.
+    only when the service's data changed): their content is only known after that. With
+    ``as_of`` (a pinned day) nothing is pulled: the snapshots of that day are compared.
     """
-    p = load_pipeline(pipeline_file)
+    p = load_pipeline(pipeline_file, as_of)
     from mfa import pull
 
-    if pull.pulled_sources(p):
+    if pull.pulled_sources(p) and as_of is None:
         pull.pull_pipeline(p, reuse_within_s=pull.RECHECK_S)
         p = load_pipeline(pipeline_file)
     latest = p.output_root(Path(output_dir) if output_dir is not None else None) / p.name / "latest"

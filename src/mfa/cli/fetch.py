@@ -19,6 +19,14 @@ def pull(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="output root (its run lock)")
     ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="YYYY-MM-DD",
+            help="pull nothing: show the snapshots a run --as-of that day would read",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Pull the pipeline's remote sources into the snapshot store, only what changed."""
@@ -27,7 +35,7 @@ def pull(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from mfa.config import load_pipeline
-    from mfa.pull import pull_pipeline, pulled_sources
+    from mfa.pull import pinned_record, pinned_snapshots, pull_pipeline, pulled_sources
     from mfa.run import run_lock
 
     try:
@@ -35,8 +43,12 @@ def pull(
         if not pulled_sources(p):
             out.print(f"{pipeline}: no source gives url and protocol: nothing to pull")
             return
-        with run_lock(pipeline, output_dir):  # not while a run of it reads the snapshots
-            records = pull_pipeline(p)
+        if as_of is not None:  # no network: what a pinned run would read
+            snaps = pinned_snapshots(p, as_of)
+            records = [pinned_record(ps, snaps[ps.key], as_of) for ps in pulled_sources(p)]
+        else:
+            with run_lock(pipeline, output_dir):  # not while a run reads the snapshots
+                records = pull_pipeline(p)
     except MfaError as exc:
         _fail(exc)
     except Exception as exc:
@@ -51,15 +63,17 @@ def pull(
         if disk is None:
             raise
         _fail(disk)
-    table = Table(title=f"{p.name}: pulled", title_justify="left")
-    for col in ("source", "protocol", "changed", "requests", "rows", "snapshot"):
+    title = f"{p.name}: as of {as_of}" if as_of else f"{p.name}: pulled"
+    table = Table(title=title, title_justify="left")
+    for col in ("source", "protocol", "changed", "requests", "rows", "snapshot", "sha256"):
         table.add_column(col)
     for r in records:
         rows = "" if r["rows"] is None else f"{r['rows']:,}"
         changed = "new" if r["changed"] else "unchanged"
         snap = r["snapshot"]["path"]
-        table.add_row(r["role"], r["protocol"], changed, str(r["requests"]), rows, snap)
+        sha = r["snapshot"]["sha256"][:16]
+        table.add_row(r["source"], r["protocol"], changed, str(r["requests"]), rows, snap, sha)
     out.print(table)
     for r in records:
         if r["warning"]:
-            err.print(f"[yellow]warning:[/] {r['role']}: {r['warning']}", highlight=False)
+            err.print(f"[yellow]warning:[/] {r['source']}: {r['warning']}", highlight=False)

@@ -181,6 +181,15 @@ def run(
             "config or the code changed since the latest run",
         ),
     ] = True,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="YYYY-MM-DD",
+            help="re-run that day: every pulled source reads the newest snapshot published "
+            "on or before it, without network",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run a pipeline and publish its layers under OUTPUT_DIR/<name>/latest/."""
@@ -196,7 +205,7 @@ def run(
         except MfaError as exc:
             _fail(exc)
     with _sigterm_as_interrupt():
-        run_dir = _run(pipeline, output_dir, no_prefect, force, t0)
+        run_dir = _run(pipeline, output_dir, no_prefect, force, t0, as_of)
         if run_dir is None:
             return
         try:  # the run is published: a signal now only stops the summary
@@ -211,17 +220,22 @@ def run(
 
 
 def _run(
-    pipeline: Path, output_dir: Path | None, no_prefect: bool, force: bool, t0: float
+    pipeline: Path,
+    output_dir: Path | None,
+    no_prefect: bool,
+    force: bool,
+    t0: float,
+    as_of: str | None = None,
 ) -> Path | None:
     """The run behind ``mfa run``: the published folder, or None when nothing changed."""
     from mfa.config import load_pipeline
 
     try:
-        load_pipeline(pipeline)  # fail fast, before any engine starts
+        load_pipeline(pipeline, as_of)  # fail fast, before any engine starts
         if not force:
             from mfa.incremental import unchanged_run
 
-            previous = unchanged_run(pipeline, output_dir)
+            previous = unchanged_run(pipeline, output_dir, as_of)
             if previous is not None:
                 out.print(f"unchanged since run {previous.name}: nothing recomputed")
                 _summary(previous, time.perf_counter() - t0, unchanged=True)
@@ -230,7 +244,7 @@ def _run(
             from mfa.run import run_pipeline
 
             with _progress_bar():
-                run_dir = run_pipeline(pipeline, output_dir, force=force)
+                run_dir = run_pipeline(pipeline, output_dir, force=force, as_of=as_of)
         else:
             prefect_defaults()
             with temporary_server() as server:  # starts while Prefect is imported
@@ -243,6 +257,7 @@ def _run(
                     str(pipeline.resolve()),
                     None if output_dir is None else str(output_dir.resolve()),
                     force,
+                    as_of,
                     return_state=True,
                 )
                 run_dir = Path(state.result(raise_on_failure=True))

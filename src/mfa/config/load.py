@@ -164,8 +164,11 @@ def _check_files(p: Pipeline, file: Path) -> None:
             )
 
 
-def load_pipeline(path: str | Path) -> Pipeline:
+def load_pipeline(path: str | Path, as_of: str | None = None) -> Pipeline:
     """Read and validate a pipeline file; no input data is read.
+
+    Pulled sources read their newest snapshot, or with ``as_of`` (``YYYY-MM-DD``) the
+    newest published on or before that day (:func:`mfa.pull.resolve_pulled`).
 
     Raises
     ------
@@ -198,7 +201,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
     _check_files(pipeline, file)
     from mfa.pull import resolve_pulled  # a pulled source reads its newest snapshot
 
-    pipeline = resolve_pulled(pipeline)
+    pipeline = resolve_pulled(pipeline, as_of)
     _check_sizes(pipeline, file)
     return pipeline
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mfa.config.remote import RemoteFields, check_remote
+from mfa.config.remote import MAX_DOWNLOAD_MB, RemoteFields, check_remote
 
 
 class _Strict(BaseModel):
@@ -198,14 +198,57 @@ class HeightSource(_Strict):
         default=None, description="default: [heights] storey_height_m in defaults.toml"
     )
     max_window_pixels: Annotated[int, Field(ge=1024)] = 4_000_000
+    # pulled rasters (mfa.pull): a GeoTIFF/COG file by http instead of the local path
+    ndsm_url: str | None = Field(default=None, description="the nDSM by http, instead of ndsm")
+    dsm_url: str | None = Field(default=None, description="the DSM by http, instead of dsm")
+    dtm_url: str | None = Field(default=None, description="the DTM by http, instead of dtm")
+    protocol: Literal["http"] | None = Field(
+        default=None, description='how to fetch the *_url rasters: "http" (one file each)'
+    )
+    retries: Annotated[int, Field(ge=0, le=10)] = 4
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    max_download_mb: Annotated[float, Field(gt=0, le=1_000_000)] = Field(
+        default=MAX_DOWNLOAD_MB,
+        description="the largest raster file a pull downloads (MB, 10^6 bytes)",
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> HeightSource:
-        if (self.ndsm is None) == (self.dsm is None and self.dtm is None):
-            raise ValueError("give either ndsm, or dsm and dtm")
-        if (self.dsm is None) != (self.dtm is None):
+        given = {k: self.raster(k) is not None for k in RASTERS}
+        if any(getattr(self, f"{k}_url") for k in RASTERS) and self.protocol is None:
+            raise ValueError('a *_url raster needs protocol = "http"')
+        for k in RASTERS:
+            url = getattr(self, f"{k}_url")
+            if url is None:
+                continue
+            if getattr(self, k) is not None:
+                raise ValueError(f"give {k} or {k}_url, not both")
+            check_remote(self.remote(k), k, None)
+        if self.protocol is not None and not any(getattr(self, f"{k}_url") for k in RASTERS):
+            raise ValueError("protocol goes with ndsm_url, dsm_url or dtm_url")
+        if given["ndsm"] == (given["dsm"] or given["dtm"]):
+            raise ValueError("give either ndsm, or dsm and dtm (a path or a *_url each)")
+        if given["dsm"] != given["dtm"]:
             raise ValueError("dsm and dtm go together")
         return self
+
+    def raster(self, which: str) -> Path | str | None:
+        """The local path of raster ``which`` (ndsm, dsm, dtm), else its url, else None."""
+        return getattr(self, which) or getattr(self, f"{which}_url")
+
+    def remote(self, which: str) -> RemoteFields:
+        """Raster ``which`` as a remote source (:mod:`mfa.pull`: protocol http)."""
+        return RemoteFields(
+            url=getattr(self, f"{which}_url"),
+            protocol=self.protocol,
+            retries=self.retries,
+            timeout_s=self.timeout_s,
+            max_download_mb=self.max_download_mb,
+        )
+
+
+#: The rasters of [sources.heights].
+RASTERS = ("ndsm", "dsm", "dtm")
 
 
 class DistrictSource(RemoteFields, _Strict):

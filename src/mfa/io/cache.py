@@ -47,6 +47,8 @@ __all__ = [
     "pinned_snapshot",
     "query_name",
     "remove_leftovers",
+    "snapshot_days",
+    "snapshot_on_or_before",
     "store_snapshot",
 ]
 
@@ -157,6 +159,18 @@ def newest_snapshot_path(root: Path, kind: str, name: str) -> Path | None:
     """The path of the newest snapshot ``name`` (no checksum read: cheap), or None."""
     days = _days(Path(root), kind, name)
     return Path(root) / kind / days[-1] / name if days else None
+
+
+def snapshot_days(root: Path, kind: str, name: str) -> list[str]:
+    """The day folders (sorted, oldest first) that hold snapshot ``name``."""
+    return _days(Path(root), kind, name)
+
+
+def snapshot_on_or_before(root: Path, kind: str, name: str, day: str) -> Snapshot | None:
+    """The newest snapshot ``name`` whose folder's day (``YYYY-MM-DD``, the UTC day of its
+    fetch) is ``day`` or earlier, its content checked; None when there is none."""
+    days = [d for d in _days(Path(root), kind, name) if d[:10] <= day]
+    return _load(Path(root) / kind / days[-1] / name) if days else None
 
 
 def pinned_snapshot(root: Path, kind: str, name: str, day: str, key: str) -> Snapshot:

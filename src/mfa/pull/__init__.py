@@ -32,6 +32,8 @@ from mfa.io.cache import Snapshot, find_snapshot, newest_snapshot_path, query_na
 __all__ = [
     "RECHECK_S",
     "PulledSource",
+    "pinned_record",
+    "pinned_snapshots",
     "pull_pipeline",
     "pull_source",
     "pulled_sources",
@@ -53,10 +55,22 @@ IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-fil
 class PulledSource:
     """A pulled source of a pipeline: its role (cache kind), key and snapshot name."""
 
-    role: str  # register | units | footprints | districts (the snapshot kind)
-    key: str  # the pipeline table, e.g. sources.footprints
-    path_key: str  # the key the snapshot fills: path or file
+    role: str  # register | units | footprints | districts | raster (the snapshot kind)
+    key: str  # the pipeline table, e.g. sources.footprints, or sources.heights.ndsm
+    path_key: str  # the key the snapshot fills: path or file (ndsm, dsm, dtm for rasters)
     source: RemoteFields
+    attr: str = ""  # the Sources attribute of the table (default: from role)
+    crs: str | None = None  # rasters: the pipeline's CRS, checked before publishing
+
+    @property
+    def table(self) -> str:
+        """The attribute of :class:`mfa.config.sources.Sources` the snapshot fills."""
+        return self.attr or ("register_" if self.role == "register" else self.role)
+
+    @property
+    def part(self) -> str:
+        """The source's short name: its key without ``sources.`` (``heights.ndsm``)."""
+        return self.key.removeprefix("sources.")
 
     @property
     def name(self) -> str:
@@ -87,21 +101,80 @@ def pulled_sources(p: Any) -> list[PulledSource]:
     ):
         if table is not None and table.url is not None:
             out.append(PulledSource(role, f"sources.{role}", path_key, table))
+    h = src.heights
+    for which in ("ndsm", "dsm", "dtm") if h is not None else ():
+        if getattr(h, f"{which}_url") is not None:
+            key = f"sources.heights.{which}"
+            out.append(PulledSource("raster", key, which, h.remote(which), "heights", p.crs))
     return out
 
 
-def resolve_pulled(p: Any) -> Any:
+def resolve_pulled(p: Any, as_of: str | None = None) -> Any:
     """``p`` with each pulled source's path set to its newest snapshot (kept None when
-    there is none yet: the pull step makes it). No network, no checksum read."""
+    there is none yet: the pull step makes it). No network, no checksum read.
+
+    With ``as_of`` (``YYYY-MM-DD``, a pinned day): the newest snapshot published on or
+    before that day (UTC), its sha256 checked; none is a one-line
+    :class:`~mfa.errors.InputNotFoundError` naming the source (:func:`pinned_snapshots`).
+    """
     updates: dict[str, Any] = {}
+    pinned = pinned_snapshots(p, as_of) if as_of is not None else {}
     for ps in pulled_sources(p):
-        path = newest_snapshot_path(p.cache_root(), ps.role, ps.name)
+        if as_of is not None:
+            path: Path | None = pinned[ps.key].path
+        else:
+            path = newest_snapshot_path(p.cache_root(), ps.role, ps.name)
         if path is not None:
-            attr = "register_" if ps.role == "register" else ps.role
-            updates[attr] = ps.source.model_copy(update={ps.path_key: path})
+            table = updates.get(ps.table, getattr(p.sources, ps.table))
+            updates[ps.table] = table.model_copy(update={ps.path_key: path})
     if not updates:
         return p
     return p.model_copy(update={"sources": p.sources.model_copy(update=updates)})
+
+
+def pinned_snapshots(p: Any, as_of: str) -> dict[str, Snapshot]:
+    """For each pulled source of ``p`` (by key), the newest snapshot published on or
+    before ``as_of`` (``YYYY-MM-DD``; a snapshot's day is its folder's, the UTC day of its
+    pull), its content checked against its sidecar. No network. A source without one is a
+    one-line :class:`~mfa.errors.InputNotFoundError` that names it and the days there are."""
+    from mfa.config.sources import _valid_day
+    from mfa.errors import ConfigError, InputNotFoundError
+    from mfa.io.cache import snapshot_days, snapshot_on_or_before
+
+    if not _valid_day(as_of):
+        raise ConfigError(f"--as-of {as_of!r}: not a day; give YYYY-MM-DD, e.g. 2026-12-01")
+    out: dict[str, Snapshot] = {}
+    for ps in pulled_sources(p):
+        snap = snapshot_on_or_before(p.cache_root(), ps.role, ps.name, as_of)
+        if snap is None:
+            days = sorted({d[:10] for d in snapshot_days(p.cache_root(), ps.role, ps.name)})
+            have = f"its snapshots are of {days[0]} … {days[-1]}" if days else "it has none"
+            raise InputNotFoundError(
+                f"{ps.key}: no snapshot published on or before {as_of} in "
+                f"{p.cache_root() / ps.role} ({have}); pin a later day, or run without "
+                "--as-of to pull"
+            )
+        out[ps.key] = snap
+    return out
+
+
+def pinned_record(ps: PulledSource, snap: Snapshot, as_of: str) -> dict[str, Any]:
+    """The manifest record of a source a pinned run reads (no request made)."""
+    from mfa.pull.client import redact
+
+    q = snap.query or {}
+    return {
+        "role": ps.role,
+        "source": ps.key,
+        "protocol": ps.source.protocol,
+        "url": redact(str(ps.source.url), ()),
+        "changed": False,
+        "requests": 0,
+        "rows": q.get("rows"),
+        "warning": None,
+        "as_of": as_of,
+        "snapshot": snap.record(reused=True),
+    }
 
 
 def pull_source(
@@ -171,7 +244,17 @@ def pull_source(
         elif src.protocol == "http":
             from mfa.pull.files import pull_file
 
-            snap, info = pull_file(client, src, cache_root, ps.role, ps.name, day, previous)
+            check = None
+            if ps.role == "raster" and ps.crs is not None:
+                from functools import partial
+
+                from mfa.pull.raster import check_raster
+
+                shown = redact(str(src.url), client.secrets)
+                check = partial(check_raster, what=what, url=shown, crs=ps.crs)
+            snap, info = pull_file(
+                client, src, cache_root, ps.role, ps.name, day, previous, check=check
+            )
         elif src.protocol == "datafordeler-files":
             from mfa.pull.dffiles import pull_datafordeler_files
 
@@ -213,6 +296,7 @@ def pull_source(
     )
     record = {
         "role": ps.role,
+        "source": ps.key,
         "protocol": src.protocol,
         "url": redact(str(src.url), client.secrets),
         "changed": changed,

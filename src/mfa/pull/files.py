@@ -13,6 +13,7 @@ previous snapshot's (a server without validators): then nothing new is stored ei
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,13 @@ def pull_file(
     name: str,
     day: str,
     previous: Snapshot | None,
+    check: Callable[[Path], None] | None = None,
 ) -> tuple[Snapshot, dict[str, Any]]:
-    """Fetch ``src.url`` unless unchanged; return the snapshot to use and what was learnt."""
+    """Fetch ``src.url`` unless unchanged; return the snapshot to use and what was learnt.
+
+    ``check(path)`` looks at the complete download before it is published (a raster's:
+    :func:`mfa.pull.raster.check_raster`) and raises to refuse it: the download is then
+    discarded and the previous snapshot stays the newest."""
     prev_q = (previous.query or {}) if previous is not None else {}
     headers = {}
     if previous is not None and prev_q.get("etag"):
@@ -72,6 +78,8 @@ def pull_file(
             return got.sha256
 
         try:
+            if check is not None:
+                check(got.path)
             snap = store_snapshot(root, kind, day, name, query, write, unchanged_from=previous)
         finally:
             discard(folder, STEM)

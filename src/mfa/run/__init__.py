@@ -110,7 +110,10 @@ STEPS: tuple[Step, ...] = (
 
 
 def run_pipeline(
-    pipeline_file: str | Path, output_dir: str | Path | None = None, force: bool = True
+    pipeline_file: str | Path,
+    output_dir: str | Path | None = None,
+    force: bool = True,
+    as_of: str | None = None,
 ) -> Path:
     """Run every step without Prefect; return the published run folder.
 
@@ -118,15 +121,17 @@ def run_pipeline(
     latest published run does nothing and returns that run; otherwise it recomputes
     everything. A pipeline with a ``[match]`` table then matches the run (new or
     unchanged), as the Prefect flow does (:func:`mfa.run.match.match_after_run`).
+    ``as_of`` (``YYYY-MM-DD``) pins the pulled sources to that day's snapshots, without
+    network (:func:`mfa.run.context.prepare`).
     """
     if not force:
-        previous = unchanged_run(pipeline_file, output_dir)
+        previous = unchanged_run(pipeline_file, output_dir, as_of)
         if previous is not None:
             log.info("unchanged since run %s: nothing to do", previous.name)
             _match(pipeline_file, previous, output_dir)
             return previous
     with run_lock(pipeline_file, output_dir):
-        work = prepare(pipeline_file, output_dir, runner="plain")
+        work = prepare(pipeline_file, output_dir, runner="plain", as_of=as_of)
         step_name = "prepare"
         try:
             with run_scope():  # one executor (Dask cluster) for every step of the run

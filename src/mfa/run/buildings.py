@@ -84,7 +84,9 @@ def build_buildings(work_dir: Path) -> Path:
         chosen |= _region_check(p, profile)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
-    day, run_year = started.date().isoformat(), started.year
+    day = started.date().isoformat()  # online OSM keeps its own pin ([sources.footprints])
+    # a pinned run (--as-of) is the run of that day: its year ages the buildings
+    run_year = int((ctx.get("as_of") or day)[:4])
     h = p.sources.heights
     storey: float | dict[str, float] = rules.storey_height_m
     if h is not None and h.storey_height_m:  # the pipeline's one value, for every function

@@ -171,11 +171,17 @@ def prepare(
     pipeline_file: str | Path,
     output_dir: str | Path | None = None,
     runner: str = "plain",
+    as_of: str | None = None,
 ) -> Path:
-    """Validate the pipeline file and create the run's work folder; return its path."""
+    """Validate the pipeline file and create the run's work folder; return its path.
+
+    ``as_of`` (``YYYY-MM-DD``) pins the run to that day: every pulled source reads the
+    newest snapshot published on or before it and the pull step makes no request; the
+    run's day (its year: building ages, flows) is that day too, so the run repeats the
+    one of that day."""
     from mfa.io.location import resolve_region
 
-    as_written = load_pipeline(pipeline_file)
+    as_written = load_pipeline(pipeline_file, as_of)
     p, region = resolve_region(as_written)  # "auto": the data's country, from metadata
     tables = _tables(p)
     root = p.output_root(Path(output_dir) if output_dir is not None else None)
@@ -192,6 +198,7 @@ def prepare(
         "started_at": started.isoformat(),
         "runner": runner,
         "run_key": run_key(as_written, started.date().isoformat()),
+        "as_of": as_of,
         "intensities_region": region,
     }
     try:

@@ -128,6 +128,7 @@ def publish(work_dir: Path) -> Path:
         "config_digest": config_digest(p, [Path(f["path"]) for f in b.get("config_files", [])]),
         "versions": _versions(),
         "inputs": b.get("inputs", []),
+        "as_of": ctx.get("as_of"),  # a pinned run's day (mfa run --as-of), else None
         "pulled": reports.get("pull", {}).get("sources", []),
         "config_files": files,
         "intensities": reports.get("stocks", {}).get("intensities"),

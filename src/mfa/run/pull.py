@@ -46,15 +46,19 @@ def pull_part(work_dir: Path, key: str) -> dict:
 
     work = Path(work_dir)
     p = _pipeline(work)
+    as_of = _ctx(work).get("as_of")
     (ps,) = [s for s in pull.pulled_sources(p) if s.key == key]
     t0 = time.perf_counter()
-    record = pull.pull_source(ps, p.cache_root(), reuse_within_s=pull.RECHECK_S)
+    if as_of:  # a pinned run: the snapshot of that day, no request
+        record = pull.pinned_record(ps, pull.pinned_snapshots(p, as_of)[ps.key], as_of)
+    else:
+        record = pull.pull_source(ps, p.cache_root(), reuse_within_s=pull.RECHECK_S)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     folder = work / PARTS
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{ps.role}.json.part"
+    tmp = folder / f"{ps.part}.json.part"
     tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, folder / f"{ps.role}.json")
+    os.replace(tmp, folder / f"{ps.part}.json")
     return record
 
 
@@ -69,13 +73,13 @@ def finish_pull(work_dir: Path) -> None:
     p = _pipeline(work)
     records = []
     for ps in pull.pulled_sources(p):
-        part = work / PARTS / f"{ps.role}.json"
+        part = work / PARTS / f"{ps.part}.json"
         if not part.is_file():
             raise RuntimeError(f"{ps.key}: its pull part did not run; run the pull step again")
         records.append(json.loads(part.read_text()))
     if records:
         # the later steps read the snapshots this pull published
-        p = pull.resolve_pulled(p)
+        p = pull.resolve_pulled(p, ctx.get("as_of"))
         _keep_settings(work, p, _run_tables(work))
         ctx["run_key"] = run_key(as_written(p, ctx), ctx["started_at"][:10])
         tmp = work / "context.json.part"
@@ -84,7 +88,11 @@ def finish_pull(work_dir: Path) -> None:
         changed = sum(r["changed"] for r in records)
         log.info("pulled %d sources, %d changed", len(records), changed)
     seconds = sum(r.pop("seconds", 0.0) for r in records)
-    _report(work, "pull", {"sources": records, "seconds": round(seconds, 3)})
+    _report(
+        work,
+        "pull",
+        {"sources": records, "seconds": round(seconds, 3), "as_of": ctx.get("as_of")},
+    )
 
 
 def pull_sources(work_dir: Path) -> None:
