@@ -223,10 +223,13 @@ def forecast_flows(work_dir: Path) -> Path | None:
         )
     # district by district (scenarios, years, materials within): a row group then holds
     # each district's polygon once, not once per scenario (1 M city: 55 -> 28 MB)
-    flows = pd.concat(frames, ignore_index=True).sort_values(
-        "district_id", kind="stable", ignore_index=True
-    )
-    flows = flows.astype({"scenario": object, "district_id": object, "material": object})
+    # one copy of the rows at a time (a national run has millions of flow rows)
+    flows = pd.concat(frames, ignore_index=True)
+    del frames
+    flows = flows.sort_values("district_id", kind="stable", ignore_index=True)
+    for column in ("scenario", "district_id", "material"):
+        if flows[column].dtype != object:
+            flows[column] = flows[column].astype(object)
     # 31 December of each row's year as Arrow date32 (days since 1970), not a Python date
     # object per row (a national run has millions of flow rows)
     years = flows["year"].to_numpy(dtype=np.int64)
