@@ -51,6 +51,7 @@ from mfa.core.kernel import (
     clean_batch,
     district_key,
     finish_batch,
+    forget_locators,
 )
 from mfa.core.keys import hash128, later_repeats, repeated_in_groups
 from mfa.core.sums import Sums
@@ -435,6 +436,7 @@ def finish_buildings(
             failpoint("stocks:computed")
     finally:
         dropped.close()
+        forget_locators()  # not needed after pass 2: the later steps get the memory
     sums = Sums.merged([merged, *parts] if merged is not None else parts) if paths else None
     if sums is not None:
         write_sums(sums, stage / SUMS)
