@@ -139,12 +139,7 @@ class ParquetPart:
         try:
             table = source.read_row_groups(list(self.row_groups), columns=list(self.columns))
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            where, exc = _damaged(source, self.start, list(self.columns), exc)
-            raise InputDataError(
-                f"{self.path}: {where} cannot be read ({' '.join(str(exc).split())}): the "
-                "file is damaged or truncated; download or export it again (mfa published "
-                "nothing)"
-            ) from exc
+            raise _damaged_file(self.path, source, self.start, list(self.columns), exc) from exc
         frame = _frame(table, self.name, self.crs, self.path, self.start)
         frame.index = pd.RangeIndex(self.start, self.start + len(frame))
         return frame
@@ -187,15 +182,23 @@ def parquet_batches(
         try:
             batch = next(batches, None)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            where, exc = _damaged(source, done, columns, exc)
-            raise InputDataError(
-                f"{path}: {where} cannot be read ({' '.join(str(exc).split())}): the file is "
-                "damaged or truncated; download or export it again (mfa published nothing)"
-            ) from exc
+            raise _damaged_file(path, source, done, columns, exc) from exc
         if batch is None:
             return
         yield done, batch
         done += batch.num_rows
+
+
+def _damaged_file(
+    path: Path, source: pq.ParquetFile, done: int, columns: list[str], exc: BaseException
+) -> InputDataError:
+    """The one-line error for a part of ``path`` from record ``done`` on that cannot be
+    read: which row group and records, and what to do."""
+    where, exc = _damaged(source, done, columns, exc)
+    return InputDataError(
+        f"{path}: {where} cannot be read ({' '.join(str(exc).split())}): the file is "
+        "damaged or truncated; download or export it again (mfa published nothing)"
+    )
 
 
 def _damaged(
