@@ -193,3 +193,23 @@ def test_percentiles_in_parts_on_threads_are_the_same_bits() -> None:
             buildings, *args, map_parts=lambda fn, a: ordered_map(submit, fn, a, 4)
         )
     pd.testing.assert_frame_equal(alone, parts, check_exact=True)
+
+
+@pytest.mark.parametrize("piece_rows", [1, 10**9])
+def test_flows_made_in_pieces_of_any_size_are_the_same_file(
+    dk_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece_rows: int
+) -> None:
+    """The flows step cuts the districts into pieces the workers make side by side (the
+    shared sample run: 2 pieces of 43 and 9 parishes); one parish per piece and all
+    districts in one piece give the same flows file and step summary, byte for byte."""
+    import mfa.run.flows
+    from mfa.io.files import sha256_file
+    from mfa.run import run_pipeline
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(mfa.run.flows, "PIECE_ROWS", piece_rows)
+    run = run_pipeline(ROOT / "pipelines" / "dk-sample.toml", tmp_path)
+    steps = [json.loads((r / "run.json").read_text())["flows"] for r in (dk_run, run)]
+    assert steps[0]["pieces"] == 2 and steps[1]["pieces"] == (52 if piece_rows == 1 else 1)
+    assert sha256_file(run / "flows.parquet") == sha256_file(dk_run / "flows.parquet")
+    assert steps[1]["summary"] == steps[0]["summary"]

@@ -35,7 +35,8 @@ class LayerWriter:
 
     The ``geo`` metadata is the first piece's with the bounding box and geometry types of
     all pieces. Row groups are cut every ``ROW_GROUP_SIZE`` rows of a piece: pieces of a
-    multiple of that size (but the last) give the bytes of one piece of all the rows.
+    multiple of that size (but the last) give the bytes of one piece of all the rows; with
+    ``regroup``, rows are held until they fill a row group, so pieces of any size do.
 
     Dictionary-typed columns are written as plain Parquet columns (of the dictionary's
     value type) in dictionary encoding, each row group with a dictionary of just the
@@ -47,13 +48,17 @@ class LayerWriter:
     not read as WKB); the key-value metadata (``geo``, ``pandas``) is written as such.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, regroup: bool = False) -> None:
         self.path = Path(path)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._writer: pq.ParquetWriter | None = None
         self._meta: dict[bytes, bytes] = {}
         self._geo: dict | None = None
         self._schema: pa.Schema | None = None
+        self._regroup = regroup
+        self._held: list[pa.Table] = []  # rows not yet in a row group (``regroup``)
+        self._held_rows = 0
+        self._wrote = False
 
     def __enter__(self) -> LayerWriter:
         return self
@@ -70,6 +75,24 @@ class LayerWriter:
             )
         elif geo is not None and self._geo is not None:
             _merge_geo(self._geo, geo)
+        if not self._regroup:
+            self._write_rows(table)
+            return
+        table = table.replace_schema_metadata(None)
+        if not table.schema.equals(self._schema):
+            table = table.cast(self._schema)
+        self._held.append(table)
+        self._held_rows += table.num_rows
+        size = geoparquet.ROW_GROUP_SIZE
+        if self._held_rows >= size:
+            held = pa.concat_tables(self._held)
+            cut = self._held_rows // size * size
+            self._write_rows(held.slice(0, cut))
+            self._held, self._held_rows = [held.slice(cut)], self._held_rows - cut
+
+    def _write_rows(self, table: pa.Table) -> None:
+        assert self._writer is not None and self._schema is not None
+        self._wrote = True
         schema = self._schema
         types = table.schema.types
         size = geoparquet.ROW_GROUP_SIZE
@@ -88,6 +111,8 @@ class LayerWriter:
             return
         try:
             if kind is None:
+                if self._held_rows or (self._held and not self._wrote):  # the last rows
+                    self._write_rows(pa.concat_tables(self._held))  # (or an empty layer)
                 if self._geo is not None:
                     self._meta[b"geo"] = json.dumps(self._geo).encode()
                 self._writer.add_key_value_metadata(self._meta)

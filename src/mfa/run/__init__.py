@@ -37,8 +37,9 @@ from mfa.run.context import (
     log,
     prepare,
 )
+from mfa.run.flows import forecast_flows
 from mfa.run.housekeeping import RunLockedError, discard, prune_runs, record_failure, run_lock
-from mfa.run.layers import aggregate, forecast_flows, qgis_outputs
+from mfa.run.layers import aggregate, qgis_outputs
 from mfa.run.publish import publish
 from mfa.run.pull import finish_pull, pull_part, pull_parts, pull_sources
 

@@ -13,37 +13,29 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
 from mfa.buildings.report import quality_layer
 from mfa.config import Pipeline
 from mfa.crs import as_crs
-from mfa.dynamics.flows import ScenarioLevers, district_flows, impute_cohort_years
 from mfa.engine import read_sums
 from mfa.errors import ConfigError
 from mfa.executor import executor, ordered_map, worker_count
 from mfa.failpoints import failpoint
 from mfa.io.geoparquet import (
     ROW_GROUP_SIZE,
-    geometry_type_names,
     layer_table,
     read_layer,
-    wkb_layer_table,
     wkb_type_ids,
     write_layer,
 )
-from mfa.io.layerwriter import LayerWriter, write_table
+from mfa.io.layerwriter import LayerWriter
 from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
 from mfa.io.rasters import write_cog
-from mfa.io.tables import (
-    load_lifetimes,
-)
 from mfa.parallel import without_cyclic_gc
 from mfa.run.context import (
     DISTRICTS,
-    FLOWS,
     GRID,
     QGIS_LAYERS,
     QUALITY,
@@ -53,7 +45,6 @@ from mfa.run.context import (
     log,
 )
 from mfa.schema import material_columns
-from mfa.staging import read_year_fill
 from mfa.stocks.aggregate import district_coverage, district_layer
 from mfa.stocks.grid import grid_array, grid_layer
 from mfa.stocks.uncertainty import (
@@ -167,143 +158,6 @@ def aggregate(work_dir: Path) -> Path | None:
     report["seconds"] = round(time.perf_counter() - t0, 3)
     _report(work, "districts", report)
     return out
-
-
-@without_cyclic_gc
-def forecast_flows(work_dir: Path) -> Path | None:
-    """Demolition and construction flows per district, year, material and scenario."""
-    t0 = time.perf_counter()
-    work = Path(work_dir)
-    p = _pipeline(work)
-    if p.dynamics is None:
-        _report(work, "flows", {"skipped": "no [dynamics] in the pipeline file"})
-        return None
-    dyn = p.dynamics
-    tables = _run_tables(work)
-    lifetimes = load_lifetimes(dyn.lifetimes)
-    # floor area and buildings per district, archetype and construction year (0: unknown)
-    attrs = read_sums(work / "stage").cohorts.reset_index()
-    attrs["construction_year"] = attrs["construction_year"].astype("Int64").replace(0, pd.NA)
-    # the fill the buildings layer stores (made once, after the buildings step)
-    fill = read_year_fill(work / "stage")
-    years, n_imputed, fill = impute_cohort_years(attrs, dyn.fallback_construction_year, fill)
-    too_new = years > dyn.base_year
-    attrs = attrs.assign(construction_year=years.clip(upper=dyn.base_year))
-    archetypes, draws, matrix = tables.archetypes, tables.draws, tables.central
-    q = tuple(p.uncertainty.percentiles)
-    cohorts = np.sort(attrs["construction_year"].unique())
-    total_gfa = float(attrs["gfa_m2"].sum())
-    # the scenarios side by side on the run's workers when there are enough of them to
-    # keep the workers busy, else one after the other with their percentiles in parts;
-    # the same numbers either way (group_quantiles' chunks fall on the same rows)
-    workers = worker_count(p.compute.workers)
-    by_scenario = len(dyn.scenarios) >= workers > 1
-    with _parts_map(p) as map_parts:
-        args = (
-            (
-                attrs,
-                lifetimes,
-                dyn.base_year,
-                dyn.horizon,
-                ScenarioLevers(**sc.model_dump()),
-                matrix,
-                draws,
-                archetypes,
-                q,
-                cohorts,
-                total_gfa,
-                None if by_scenario else map_parts,
-            )
-            for sc in dyn.scenarios
-        )
-        frames = (
-            list(map_parts(district_flows, args))
-            if by_scenario
-            else [district_flows(*a) for a in args]
-        )
-    # district by district (scenarios, years, materials within): a row group then holds
-    # each district's polygon once, not once per scenario (1 M city: 55 -> 28 MB)
-    # one copy of the rows at a time (a national run has millions of flow rows)
-    flows = pd.concat(frames, ignore_index=True)
-    del frames
-    flows = flows.sort_values("district_id", kind="stable", ignore_index=True)
-    for column in ("scenario", "district_id", "material"):
-        if flows[column].dtype != object:
-            flows[column] = flows[column].astype(object)
-    # 31 December of each row's year as Arrow date32 (days since 1970), not a Python date
-    # object per row (a national run has millions of flow rows)
-    years = flows["year"].to_numpy(dtype=np.int64)
-    dec31 = (years + 1 - 1970).astype("datetime64[Y]").astype("datetime64[D]") - 1
-    flows["date"] = pd.arrays.ArrowExtensionArray(pa.array(dec31.astype(np.int32), pa.date32()))
-    districts = None
-    if p.sources.districts is not None:
-        districts = read_layer(work / "stage" / "districts_input.parquet")
-    out = write_table(_flows_table(flows, districts, as_crs(p.crs)), work / FLOWS)
-    base = flows[(flows["year"] == dyn.base_year) & (flows["material"] == "mass")]
-    summary = {}
-    for sc in dyn.scenarios:
-        rows = flows[(flows["scenario"] == sc.name) & (flows["year"] > dyn.base_year)]
-        first10 = rows[rows["year"] <= dyn.base_year + 10]
-        area_out = first10[first10["material"] == "mass"]["outflow_m2"].sum()
-        stock_now = base[base["scenario"] == sc.name]["stock_m2"].sum()
-        summary[sc.name] = {
-            "outflow_t_next_10_years": first10.groupby("material")["outflow_t"]
-            .sum()
-            .round(1)
-            .to_dict(),
-            "demolition_rate_per_year": round(float(area_out / 10 / stock_now), 6)
-            if stock_now
-            else None,
-        }
-    _report(
-        work,
-        "flows",
-        {
-            "scenarios": [s.model_dump() for s in dyn.scenarios],
-            "base_year": dyn.base_year,
-            "horizon": dyn.horizon,
-            "lifetimes": {f: {"kind": lt.kind, **lt.params} for f, lt in lifetimes.items()},
-            "construction_years_imputed": n_imputed,
-            "construction_years_imputed_share": round(
-                n_imputed / max(int(attrs["building_count"].sum()), 1), 6
-            ),
-            "year_fill": fill.to_json(),
-            "construction_years_after_base_year": int(attrs["building_count"][too_new].sum()),
-            "summary": summary,
-            "rows": len(flows),
-            "seconds": round(time.perf_counter() - t0, 3),
-        },
-    )
-    return out
-
-
-def _flows_table(flows: pd.DataFrame, districts: gpd.GeoDataFrame | None, crs: Any) -> pa.Table:
-    """The flows layer: each row with its district's polygon (none without districts),
-    dictionary-encoded so that the rows of a district share one copy of the polygon.
-
-    A national run has ~1.4 M flow rows (2,000 parishes × 4 scenarios × 16 years × 10
-    materials) and a parish polygon of thousands of vertices (tens of kB of WKB): a copy
-    per row would need tens of GB in memory and on disk.
-    """
-    if districts is None or not len(districts):
-        index = np.full(len(flows), -1, dtype=np.int64)
-        wkb, bounds, types, has_z = (np.zeros(0, dtype=object), np.zeros((0, 4)), [], [])
-    else:
-        shapes = np.asarray(districts.geometry.values)
-        names = pd.Index(districts["district_id"].astype(object))
-        index = names.get_indexer(flows["district_id"].astype(object))
-        wkb, bounds = shapely.to_wkb(shapes, flavor="iso"), shapely.bounds(shapes)
-        types, has_z = shapely.get_type_id(shapes), shapely.has_z(shapes)
-    known = index >= 0
-    row_bounds = np.full((len(flows), 4), np.nan)
-    row_bounds[known] = np.asarray(bounds)[index[known]]
-    used = np.unique(index[known])
-    geometry = pa.DictionaryArray.from_arrays(
-        pa.array(np.where(known, index, 0).astype(np.int32), mask=~known),
-        pa.array(list(wkb), pa.binary()),
-    )
-    kinds = geometry_type_names(np.asarray(types)[used], np.asarray(has_z)[used])
-    return wkb_layer_table(flows, geometry, row_bounds, kinds, crs)
 
 
 #: Layers written into the GeoPackage from their row groups, and the columns their style
