@@ -213,3 +213,36 @@ def test_flows_made_in_pieces_of_any_size_are_the_same_file(
     assert steps[0]["pieces"] == 2 and steps[1]["pieces"] == (52 if piece_rows == 1 else 1)
     assert sha256_file(run / "flows.parquet") == sha256_file(dk_run / "flows.parquet")
     assert steps[1]["summary"] == steps[0]["summary"]
+
+
+def test_the_publish_check_reads_flows_a_batch_at_a_time(
+    dk_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 1,000 rows cut through districts: the check keeps a district's rows
+    together and finds what the run found; rows of districts interleaved, or a stock
+    changed, fail it."""
+    import mfa.run.checks as checks
+    from mfa.config.load import load_pipeline
+    from mfa.dynamics import StockBalanceError
+    from mfa.errors import ValidationError
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(checks, "FLOW_CHECK_BATCH", 1_000)
+    p = load_pipeline(ROOT / "pipelines" / "dk-sample.toml")
+    meta = json.loads((dk_run / "run.json").read_text())
+    totals = {"mass_t": float(gpd.read_parquet(dk_run / "buildings.parquet")["mass_t"].sum())}
+    got = checks._check_flows(dk_run / "flows.parquet", p, totals)
+    assert got == meta["checks"]["flows_stock_balance"]
+    flows = pq.read_table(dk_run / "flows.parquet")
+    by_year = tmp_path / "by_year.parquet"
+    pq.write_table(flows.sort_by([("year", "ascending")]), by_year)
+    with pytest.raises(ValidationError, match="not together"):
+        checks._check_flows(by_year, p, totals)
+    stock = flows["stock_t"].to_numpy().copy()
+    stock[5_000] *= 1.01
+    changed = tmp_path / "changed.parquet"
+    pq.write_table(
+        flows.set_column(flows.schema.get_field_index("stock_t"), "stock_t", [stock]), changed
+    )
+    with pytest.raises(StockBalanceError):
+        checks._check_flows(changed, p, totals)

@@ -81,10 +81,6 @@ MODEL = "model.pickle"
 QGIS_LAYERS = {entry.name: entry.file for entry in LAYERS}
 
 
-#: Columns of the flows layer that are not district_flows() output.
-_NOT_FLOW_ROWS = ("date", "geometry", "bbox")
-
-
 def _ctx(work_dir: Path) -> dict[str, Any]:
     return json.loads((Path(work_dir) / "context.json").read_text())
 
