@@ -90,9 +90,14 @@ class PointLocator:
         self.shape = (nx, ny)
         ix, iy = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
         ix, iy = ix.ravel(), iy.ravel()
-        cx0 = x0 + ix * self.size[0]
-        cy0 = y0 + iy * self.size[1]
-        cells = shapely.box(cx0, cy0, cx0 + self.size[0], cy0 + self.size[1])
+        # cells widened by a margin far above rounding: a point's cell is found by a
+        # division, which may put a point on a cell's edge into its neighbour
+        margin = 1e-6 * max(self.size)
+        cx0 = x0 + ix * self.size[0] - margin
+        cy0 = y0 + iy * self.size[1] - margin
+        cells = shapely.box(
+            cx0, cy0, cx0 + self.size[0] + 2 * margin, cy0 + self.size[1] + 2 * margin
+        )
         cell_i, poly_i = shapely.STRtree(polys).query(cells, predicate="intersects")
         order = np.lexsort((poly_i, cell_i))
         cell_i, poly_i = cell_i[order], poly_i[order]
@@ -128,10 +133,12 @@ class PointLocator:
         with np.errstate(invalid="ignore"):
             fx = (x - self.origin[0]) / self.size[0]
             fy = (y - self.origin[1]) / self.size[1]
-        # points on the far edge of the extent belong to the last cell
-        ix = np.where(fx == nx, nx - 1, np.floor(fx))
-        iy = np.where(fy == ny, ny - 1, np.floor(fy))
-        inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        # points on the extent's edges (within rounding, which the cells' margin covers)
+        # belong to the edge cells
+        e = 1e-6
+        inside = (fx > -e) & (fx < nx + e) & (fy > -e) & (fy < ny + e)
+        ix = np.clip(np.floor(fx), 0, nx - 1)
+        iy = np.clip(np.floor(fy), 0, ny - 1)
         cell = np.where(inside, ix * ny + iy, 0).astype(np.int64)
         own = np.where(inside, self.owner[cell], -1)
         out[own >= 0] = own[own >= 0]
