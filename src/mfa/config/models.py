@@ -330,8 +330,11 @@ class Pipeline(_Strict):
             ("intensities", self.intensities.table),
             # the tables that choose the region when the pipeline sets none ("auto")
             *(
-                (role, self.intensities.table.parent / f"{role}.csv")
-                for role in ("regions", "country_boxes")
+                (role, self.intensities.table.parent / name)
+                for role, name in (
+                    ("regions", "regions.csv"),
+                    ("country_borders", "countries_ne50m.parquet"),
+                )
                 if self.intensities.region is None
             ),
             *(("intensity_override", f) for f in self.intensities.overrides),
