@@ -67,7 +67,7 @@ PLACES = [
     ("Aguascalientes", -102.27, 21.87, "MEX"),
     ("Oakland", -122.3, 37.81, "USA"),
     ("Suva (Fiji, across the antimeridian)", 178.44, -18.14, "FJI"),
-    ("Anadyr (Russia, east of 180 °E in its own ring)", 177.5, 64.73, "RUS"),
+    ("Anadyr (Chukotka: Russia's ring across the antimeridian)", 177.5, 64.73, "RUS"),
     # the sea, far from any country: none
     ("South Atlantic", -30.0, -30.0, None),
     ("North Sea, 100 km off Jutland", 6.5, 56.0, None),

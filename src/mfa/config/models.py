@@ -23,7 +23,7 @@ class Archetypes(_Strict):
     profile: str | None = Field(
         default=None,
         description="regional profile: profile_<name>.toml in dir overrides defaults.toml; "
-        "'auto': the profile whose [auto] boxes hold the centre of the data (else none)",
+        "'auto': the profile whose [auto] countries hold the centre of the data (else none)",
     )
 
 
@@ -328,14 +328,19 @@ class Pipeline(_Strict):
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
             ("intensities", self.intensities.table),
-            # the tables that choose the region when the pipeline sets none ("auto")
+            # the tables that choose the region when the pipeline sets none, and the
+            # borders that also choose the profile ("auto")
             *(
                 (role, self.intensities.table.parent / name)
-                for role, name in (
-                    ("regions", "regions.csv"),
-                    ("country_borders", "countries_ne50m.parquet"),
+                for role, name, needed in (
+                    ("regions", "regions.csv", self.intensities.region is None),
+                    (
+                        "country_borders",
+                        "countries_ne50m.parquet",
+                        self.archetypes.profile == "auto",
+                    ),
                 )
-                if self.intensities.region is None
+                if needed
             ),
             *(("intensity_override", f) for f in self.intensities.overrides),
             ("materials", self.intensities.vocabulary_file),

@@ -4,9 +4,10 @@ regional profile ``[archetypes] profile = "auto"`` chooses from it.
 The extent comes from metadata only: an OSM extract's header box (pyosmium), a GeoParquet
 file's ``geo`` bbox (pyarrow), an online query's polygon; otherwise from the pipeline
 CRS's area of use when it is national (spans less than :data:`NATIONAL_SPAN_DEG` in both
-directions: EPSG:28992, 3067, 3006; not a UTM zone). The profile is the first
-``profile_<name>.toml`` (in name order) whose ``[auto] boxes`` hold the centre of that
-extent; none: ``defaults.toml`` (Denmark and the rest of Europe).
+directions: EPSG:28992, 3067, 3006; not a UTM zone). The centre of that extent gives the
+country (:func:`country_at`: real borders, see below); the profile is the first
+``profile_<name>.toml`` (in name order) whose ``[auto] countries`` list it; none:
+``defaults.toml`` (Denmark and the rest of the world).
 
 With ``profile = "auto"`` and no ``[intensities] region``, the RASMI region is that of the
 country the data lie in (``regions.csv`` beside the intensity table): the country whose
@@ -36,6 +37,7 @@ __all__ = [
     "country_at",
     "data_lonlat_box",
     "detect_country",
+    "profile_countries",
     "resolve_profile",
     "resolve_region",
 ]
@@ -120,38 +122,47 @@ def data_lonlat_box(p: Pipeline) -> tuple[Box | None, str]:
     return None, "unknown before reading the data"
 
 
-def profile_boxes(folder: Path) -> dict[str, list[Box]]:
-    """``[auto] boxes`` of every ``profile_<name>.toml`` in ``folder``, by name."""
+def profile_countries(folder: Path) -> dict[str, list[str]]:
+    """``[auto] countries`` (ISO 3166-1 alpha-3) of every ``profile_<name>.toml`` in
+    ``folder``, by name."""
     import tomllib
 
-    out: dict[str, list[Box]] = {}
+    out: dict[str, list[str]] = {}
     for f in sorted(Path(folder).glob("profile_*.toml")):
         try:
-            boxes = tomllib.loads(f.read_text(encoding="utf-8")).get("auto", {}).get("boxes", [])
-            parsed = [tuple(float(v) for v in b) for b in boxes]
-        except (tomllib.TOMLDecodeError, TypeError, ValueError) as exc:
+            auto = tomllib.loads(f.read_text(encoding="utf-8")).get("auto", {})
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{f}: cannot be read ({exc})") from exc
+        if "boxes" in auto:
             raise ConfigError(
-                f"{f}: [auto] boxes must be [[west, south, east, north], …] ({exc})"
-            ) from exc
-        if any(len(b) != 4 or b[0] >= b[2] or b[1] >= b[3] for b in parsed):
-            raise ConfigError(f"{f}: [auto] boxes must be [[west, south, east, north], …]")
-        out[f.stem.removeprefix("profile_")] = parsed  # type: ignore[assignment]
+                f"{f}: [auto] boxes are no longer read; list the countries, e.g. countries = "
+                '["NLD"] (ISO 3166-1 alpha-3)'
+            )
+        codes = auto.get("countries", [])
+        if not isinstance(codes, list) or not all(
+            isinstance(c, str) and len(c) == 3 and c.isupper() for c in codes
+        ):
+            raise ConfigError(
+                f'{f}: [auto] countries must be ISO 3166-1 alpha-3 codes, e.g. ["NLD"]'
+            )
+        out[f.stem.removeprefix("profile_")] = codes
     return out
 
 
-def choose_profile(lon: float, lat: float, boxes: dict[str, list[Box]]) -> str | None:
-    """The first profile (in name order) with a box holding (lon, lat); None: defaults."""
-    for name in sorted(boxes):
-        if any(w <= lon <= e and s <= lat <= n for w, s, e, n in boxes[name]):
+def choose_profile(iso3: str, countries: dict[str, list[str]]) -> str | None:
+    """The first profile (in name order) whose ``[auto] countries`` list ``iso3``; None:
+    the defaults."""
+    for name in sorted(countries):
+        if iso3 and iso3 in countries[name]:
             return name
     return None
 
 
 def resolve_profile(p: Pipeline) -> tuple[str | None, dict[str, Any]]:
     """The profile the run uses and the record of the choice for ``run.json``
-    (``requested``, ``profile``, and for ``auto`` the centre and where it came from)."""
+    (``requested``, ``profile``, and for ``auto`` the centre, the country and where the
+    extent came from)."""
     requested = p.archetypes.profile
-    folder = Path(p.archetypes.dir)
     if requested != "auto":
         return requested, {"requested": requested, "profile": requested or "default"}
     box, how = data_lonlat_box(p)
@@ -160,15 +171,22 @@ def resolve_profile(p: Pipeline) -> tuple[str | None, dict[str, Any]]:
         record |= {"profile": "default", "reason": "the data's location is not known"}
         return None, record
     lon, lat = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    chosen = choose_profile(lon, lat, profile_boxes(folder))
+    record["centre_lonlat"] = [round(lon, 4), round(lat, 4)]
+    borders = _read_borders(Path(p.intensities.table).parent / BORDERS_FILE)
+    hit = country_at(lon, lat, borders)
+    if hit is None:
+        record |= {"profile": "default", "reason": "the centre lies in no country"}
+        return None, record
+    chosen = choose_profile(hit.iso3, profile_countries(Path(p.archetypes.dir)))
     record |= {
         "profile": chosen or "default",
-        "centre_lonlat": [round(lon, 4), round(lat, 4)],
+        "country": hit.country,
         "reason": (
-            f"the centre lies in a box of profile_{chosen}.toml"
+            f"the centre lies in {hit.country}, a country of profile_{chosen}.toml"
             if chosen
-            else "the centre lies in no profile's [auto] boxes"
-        ),
+            else f"the centre lies in {hit.country}, in no profile's [auto] countries"
+        )
+        + (f" (the nearest, {hit.distance_km:.1f} km away)" if hit.distance_km else ""),
     }
     return chosen, record
 
