@@ -240,6 +240,13 @@ def test_an_auto_run_states_the_region_it_chose(tmp_path: Path) -> None:
     report = (run / "report.md").read_text()
     assert "RASMI region chosen from the data's location: OECD_EU15 (Finland" in report
     assert "lies in Finland (Natural Earth 1:50m borders)" in report
+    # where the data lie, and their floor areas against Finland's statistic: Kluuvi's 4
+    # houses have a median of 107.7 m² (Statistics Finland: 107.8 m² per dwelling, 2008)
+    assert manifest["location"]["iso3"] == "FIN"
+    (rs,) = manifest["floor_area_vs_statistics"]
+    assert rs["function"] == "RS" and rs["buildings"] == 4
+    assert rs["run_median_gfa_m2"] == pytest.approx(107.7, abs=0.05)
+    assert "- floor area: RS median 108 m² over 4 buildings, ×1.00 the mean" in report
     # --if-changed: the run key is the file's (the chosen region is not in it) ...
     from mfa.incremental import unchanged_run
 

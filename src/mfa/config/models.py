@@ -328,17 +328,15 @@ class Pipeline(_Strict):
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
             ("intensities", self.intensities.table),
-            # the tables that choose the region when the pipeline sets none, and the
-            # borders that also choose the profile ("auto")
+            # the tables that choose the region when the pipeline sets none ("auto"),
+            # the borders that say where the data lie (the profile, the location) and the
+            # statistics the report compares the floor areas with
             *(
                 (role, self.intensities.table.parent / name)
                 for role, name, needed in (
                     ("regions", "regions.csv", self.intensities.region is None),
-                    (
-                        "country_borders",
-                        "countries_ne50m.parquet",
-                        self.archetypes.profile == "auto",
-                    ),
+                    ("country_borders", "countries_ne50m.parquet", True),  # run.json location
+                    ("floor_area_statistics", "floor_area_statistics.csv", True),
                 )
                 if needed
             ),

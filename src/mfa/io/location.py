@@ -18,6 +18,7 @@ generalised coastline); none: the run stops, naming ``region`` as the fix.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -37,6 +38,7 @@ __all__ = [
     "country_at",
     "data_lonlat_box",
     "detect_country",
+    "locate",
     "profile_countries",
     "resolve_profile",
     "resolve_region",
@@ -222,6 +224,16 @@ class CountryHit(NamedTuple):
 
 
 def _read_borders(path: Path) -> Borders:
+    """The borders file, read once per path and modification time."""
+    try:
+        stamp = Path(path).stat().st_mtime_ns
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}); restore it from config/") from exc
+    return _read_borders_cached(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_borders_cached(path: str, _stamp: int) -> Borders:
     import pyarrow.parquet as pq
     import shapely
 
@@ -320,6 +332,21 @@ def detect_country(p: Pipeline, borders: Borders) -> tuple[CountryHit | None, st
         f"{hit.country}, is {hit.distance_km:.1f} km away (taken: within "
         f"{NEAREST_COUNTRY_KM:g} km)"
     )
+
+
+def locate(p: Pipeline) -> dict[str, Any]:
+    """Where the run's data lie, for ``run.json`` ``location``: ``iso3``, ``country``,
+    ``distance_km`` and ``how`` (:func:`detect_country`); ``iso3`` None when it cannot be
+    told or the borders file is not beside the intensity table (nothing is raised: the
+    location only labels the run and picks the statistics the report compares with)."""
+    path = Path(p.intensities.table).parent / BORDERS_FILE
+    if not path.is_file():
+        return {"iso3": None, "country": None, "how": f"no {BORDERS_FILE} beside the table"}
+    hit, how = detect_country(p, _read_borders(path))
+    if hit is None:
+        return {"iso3": None, "country": None, "how": how}
+    out = {"iso3": hit.iso3 or None, "country": hit.country, "how": how}
+    return out | {"distance_km": round(hit.distance_km, 3)}
 
 
 def resolve_region(p: Pipeline) -> tuple[Pipeline, dict[str, Any]]:
