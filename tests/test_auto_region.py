@@ -255,3 +255,31 @@ def test_an_auto_run_states_the_region_it_chose(tmp_path: Path) -> None:
     # ... and the tables that chose the region are among its inputs
     roles = {f.role for f in load_pipeline(path).input_files()}
     assert {"regions", "country_borders"} <= roles
+
+
+def test_damaged_or_missing_country_tables(tmp_path: Path) -> None:
+    """A damaged borders file or regions.csv is a one-line error naming the file; a
+    custom intensity table without the borders beside it only leaves the location open."""
+    import shutil
+
+    from mfa.io.location import locate
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    shutil.copy(INTENSITIES / "rasmi_2024.csv", folder)
+    path = _pipeline(tmp_path, HELSINKI, "EPSG:3067", "OECD_EU15")
+    path.write_text(path.read_text().replace(str(INTENSITIES), str(folder)))
+    loc = locate(load_pipeline(path))
+    assert loc["iso3"] is None and "no countries_ne50m.parquet" in loc["how"]
+    auto = _pipeline(tmp_path, HELSINKI, "EPSG:3067")
+    auto.write_text(auto.read_text().replace(str(INTENSITIES), str(folder)))
+    shutil.copy(INTENSITIES / "regions.csv", folder)
+    (folder / "countries_ne50m.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ConfigError, match=r"countries_ne50m.parquet: cannot be read") as err:
+        resolve_region(load_pipeline(auto))
+    assert "\n" not in str(err.value)
+    shutil.copy(INTENSITIES / "countries_ne50m.parquet", folder)
+    text = (INTENSITIES / "regions.csv").read_text(encoding="utf-8")
+    (folder / "regions.csv").write_text(text.replace("FIN,OECD_EU15", "FIN,"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"regions.csv line \d+: fill country, iso3"):
+        resolve_region(load_pipeline(auto))

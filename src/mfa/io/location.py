@@ -337,8 +337,9 @@ def detect_country(p: Pipeline, borders: Borders) -> tuple[CountryHit | None, st
 def locate(p: Pipeline) -> dict[str, Any]:
     """Where the run's data lie, for ``run.json`` ``location``: ``iso3``, ``country``,
     ``distance_km`` and ``how`` (:func:`detect_country`); ``iso3`` None when it cannot be
-    told or the borders file is not beside the intensity table (nothing is raised: the
-    location only labels the run and picks the statistics the report compares with)."""
+    told or the borders file is not beside the intensity table (a custom table's folder
+    need not hold it: the location only labels the run and picks the statistics the
+    report compares with); a damaged borders file is a :class:`ConfigError`."""
     path = Path(p.intensities.table).parent / BORDERS_FILE
     if not path.is_file():
         return {"iso3": None, "country": None, "how": f"no {BORDERS_FILE} beside the table"}
