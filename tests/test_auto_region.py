@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mfa.config import load_pipeline
 from mfa.errors import ConfigError
@@ -34,6 +36,8 @@ PLACES = [
     ("Copenhagen", 12.57, 55.68, "DNK"),  # 0.3 km off the 1:50m coastline; Malmö 25 km
     ("Helsingør", 12.61, 56.03, "DNK"),  # 0.2 km from Denmark's outline, 4.7 from Sweden's
     ("Malmö", 13.0, 55.6, "SWE"),
+    ("the Øresund, 2.1 km off Amager", 12.7, 55.6, "DNK"),
+    ("the Øresund, 9.0 km off Skåne", 12.8, 55.55, "SWE"),
     ("Helsingborg", 12.69, 56.05, "SWE"),
     ("Aarhus", 10.2, 56.15, "DNK"),
     ("Odense (Funen)", 10.39, 55.4, "DNK"),
@@ -283,3 +287,37 @@ def test_damaged_or_missing_country_tables(tmp_path: Path) -> None:
     (folder / "regions.csv").write_text(text.replace("FIN,OECD_EU15", "FIN,"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"regions.csv line \d+: fill country, iso3"):
         resolve_region(load_pipeline(auto))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(12.55, 12.95), st.floats(55.4, 56.1))
+def test_in_the_oresund_the_nearer_country_is_taken(tables, lon, lat) -> None:
+    """Points in and around the Øresund (Copenhagen against Malmö): inside an outline,
+    that country; else the nearer of Denmark and Sweden, as an independent geodesic
+    oracle (pyproj.Geod to every vertex of the two outlines) measures it. The distance
+    to an outline is at most the distance to its nearest vertex."""
+    from pyproj import Geod
+
+    borders = tables[1]
+    hit = country_at(lon, lat, borders)
+    inside = [
+        borders.iso3[i] for i in np.flatnonzero(shapely.contains_xy(borders.geometry, lon, lat))
+    ]
+    if inside:
+        assert hit is not None and [hit.iso3] == inside and hit.distance_km == 0.0
+        return
+    geod = Geod(ellps="WGS84")
+    vertex_km = {}
+    for iso3 in ("DNK", "SWE"):
+        xy = shapely.get_coordinates(borders.geometry[borders.iso3 == iso3])
+        xy = xy[(np.abs(xy[:, 0] - lon) < 1) & (np.abs(xy[:, 1] - lat) < 1)]
+        _, _, m = geod.inv(np.full(len(xy), lon), np.full(len(xy), lat), xy[:, 0], xy[:, 1])
+        vertex_km[iso3] = float(m.min()) / 1000
+    if hit is None:
+        assert min(vertex_km.values()) > NEAREST_COUNTRY_KM - 1e-6
+        return
+    assert hit.iso3 in vertex_km and hit.distance_km <= vertex_km[hit.iso3] + 1e-3
+    other = "SWE" if hit.iso3 == "DNK" else "DNK"
+    # the vertices are at most ~2 km apart on the 1:50m outlines: a clear margin decides
+    if abs(vertex_km[hit.iso3] - vertex_km[other]) > 3:
+        assert vertex_km[hit.iso3] < vertex_km[other]
