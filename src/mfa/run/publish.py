@@ -17,7 +17,7 @@ from typing import Any
 import mfa
 from mfa.buildings.provenance import rule_shares
 from mfa.buildings.report import guess_shares
-from mfa.config import config_digest
+from mfa.config import Pipeline, config_digest
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
 from mfa.io.files import fsync_dir, sha256_file
@@ -90,7 +90,9 @@ def _previous_manifest(path: Path) -> dict | None:
 
 
 @without_cyclic_gc
-def _floor_area_check(work: Path, p: Any, location: dict[str, Any]) -> list[dict] | None:
+def _floor_area_check(
+    work: Path, p: Pipeline, location: dict[str, Any]
+) -> list[dict[str, Any]] | None:
     """The run's median floor area per function against the national statistics of its
     country (``floor_area_statistics.csv`` beside the intensity table); None without."""
     import pandas as pd
