@@ -10,14 +10,22 @@ import pandas as pd
 import pytest
 
 from mfa.config import load_pipeline
-from mfa.io.location import choose_profile, data_lonlat_box, profile_boxes, resolve_profile
+from mfa.errors import ConfigError
+from mfa.io.location import (
+    _read_borders,
+    choose_profile,
+    country_at,
+    data_lonlat_box,
+    profile_countries,
+    resolve_profile,
+)
 from mfa.io.tables import load_archetype_rules
 from mfa.run import run_pipeline
 from tests.conftest import CONFIG, ROOT, SAMPLE, write_pipeline
 
 HERE = Path(__file__).parent
 
-# (lon, lat) of places on both sides of the boxes' edges, and the profile they must get
+# (lon, lat) of places on both sides of borders, and the profile they must get
 PLACES = {
     "Amsterdam": (4.90, 52.37, "nl"),
     "Delft": (4.36, 52.01, "nl"),
@@ -28,7 +36,12 @@ PLACES = {
     "Skagen": (10.59, 57.72, None),
     "Bornholm (Rønne)": (14.70, 55.10, None),
     "Hamburg": (9.99, 53.55, None),
+    "Helsingør": (12.61, 56.03, None),
     "Malmö": (13.00, 55.60, "nordic"),
+    "Halden": (11.39, 59.12, "nordic"),
+    "Mariehamn (Åland)": (19.94, 60.10, "nordic"),
+    "Tornio": (24.15, 65.85, "nordic"),
+    "Kirkenes": (30.05, 69.73, "nordic"),
     "Gothenburg": (11.97, 57.71, "nordic"),
     "Oslo": (10.75, 59.91, "nordic"),
     "Stockholm": (18.07, 59.33, "nordic"),
@@ -40,11 +53,24 @@ PLACES = {
 }
 
 
-def test_auto_profile_boxes_put_places_in_their_country() -> None:
-    boxes = profile_boxes(CONFIG / "archetypes")
-    assert set(boxes) == {"nl", "nordic"}
-    got = {name: choose_profile(lon, lat, boxes) for name, (lon, lat, _) in PLACES.items()}
+def test_auto_profile_countries_put_places_in_their_profile() -> None:
+    countries = profile_countries(CONFIG / "archetypes")
+    assert countries == {"nl": ["NLD"], "nordic": ["FIN", "ALA", "SWE", "NOR"]}
+    borders = _read_borders(CONFIG / "intensities" / "countries_ne50m.parquet")
+    got = {
+        name: choose_profile(country_at(lon, lat, borders).iso3, countries)
+        for name, (lon, lat, _) in PLACES.items()
+    }
     assert got == {name: want for name, (_, _, want) in PLACES.items()}
+
+
+def test_profile_boxes_of_old_files_are_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "profile_x.toml").write_text("[auto]\nboxes = [[0, 0, 1, 1]]\n")
+    with pytest.raises(ConfigError, match=r"profile_x.toml: \[auto\] boxes are no longer"):
+        profile_countries(tmp_path)
+    (tmp_path / "profile_x.toml").write_text('[auto]\ncountries = ["nl"]\n')
+    with pytest.raises(ConfigError, match=r"alpha-3 codes"):
+        profile_countries(tmp_path)
 
 
 def test_the_netherlands_profile_is_cited_and_changes_only_its_tables() -> None:

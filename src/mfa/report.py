@@ -228,6 +228,10 @@ def guess_lines(m: dict[str, Any]) -> list[str]:
             f"- RASMI region chosen from the data's location: {reg.get('region')} "
             f"({reg.get('country')}: {reg.get('country_from')})"
         )
+    loc = m.get("location") or {}
+    if loc.get("country") and reg.get("requested") != "auto":
+        lines.append(f"- the data lie in {loc['country']} ({loc.get('how')})")
+    lines += floor_area_lines(m)
     if arch.get("warning"):
         lines.append(f"- **Warning:** {arch['warning']}")
     ext = m.get("crs_extent")
@@ -236,6 +240,22 @@ def guess_lines(m: dict[str, Any]) -> list[str]:
         lines.append(
             f"- the buildings reach beyond the area of use of {m.get('crs')} ({area}); "
             f"areas there are within {ext['max_area_error']:.2%} (limit 1 %)"
+        )
+    return lines
+
+
+def floor_area_lines(m: dict[str, Any]) -> list[str]:
+    """Markdown list items: the run's median floor area per function against the national
+    statistic of the data's country (``run.json`` ``floor_area_vs_statistics``)."""
+    lines = []
+    for c in m.get("floor_area_vs_statistics") or []:
+        stat = f"{c['statistic']}: {c['statistic_m2']:g} m² ({c['source']})"
+        if c["run_median_gfa_m2"] is None:
+            lines.append(f"- floor area: no {c['function']} building to set against {stat}")
+            continue
+        lines.append(
+            f"- floor area: {c['function']} median {c['run_median_gfa_m2']:,.0f} m² over "
+            f"{c['buildings']:,} buildings, ×{c['ratio']:.2f} the {stat}"
         )
     return lines
 

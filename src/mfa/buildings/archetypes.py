@@ -70,6 +70,9 @@ class BagRules:
         Share of a pand's counted floor area with woonfunctie that makes it residential.
     no_units_function
         Function of a pand without a counted verblijfsobject (marked ``imputed``).
+    height_class
+        ``gebruiksdoel`` → height class (``bag_height_classes.csv``) of the pand's main use,
+        for floors from a height: a sports hall or an industrial hall is not many storeys.
     """
 
     use_function: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
@@ -82,6 +85,7 @@ class BagRules:
     max_single_family_dwellings: int = 1
     residential_min_share: float = 0.5
     no_units_function: str = "NR"
+    height_class: pd.Series = field(default_factory=lambda: pd.Series(dtype="string"))
 
 
 @dataclass(frozen=True)

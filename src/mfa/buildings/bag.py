@@ -404,7 +404,7 @@ def normalise_bag(
             "footprint_id": ids[keep],
             "match_method": constant("not_conflated"),
             "hazard": constant(pd.NA),
-            "height_class": constant(pd.NA),
+            "height_class": use_code.map(bag.height_class).astype("string"),
             "roof_height_m": constant(pd.NA, "Float64"),
             "roof_levels": constant(pd.NA, "Float64"),
         }

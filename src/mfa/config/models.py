@@ -23,7 +23,7 @@ class Archetypes(_Strict):
     profile: str | None = Field(
         default=None,
         description="regional profile: profile_<name>.toml in dir overrides defaults.toml; "
-        "'auto': the profile whose [auto] boxes hold the centre of the data (else none)",
+        "'auto': the profile whose [auto] countries hold the centre of the data (else none)",
     )
 
 
@@ -328,11 +328,17 @@ class Pipeline(_Strict):
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),
             ("intensities", self.intensities.table),
-            # the tables that choose the region when the pipeline sets none ("auto")
+            # the tables that choose the region when the pipeline sets none ("auto"),
+            # the borders that say where the data lie (the profile, the location) and the
+            # statistics the report compares the floor areas with
             *(
-                (role, self.intensities.table.parent / f"{role}.csv")
-                for role in ("regions", "country_boxes")
-                if self.intensities.region is None
+                (role, self.intensities.table.parent / name)
+                for role, name, needed in (
+                    ("regions", "regions.csv", self.intensities.region is None),
+                    ("country_borders", "countries_ne50m.parquet", True),  # run.json location
+                    ("floor_area_statistics", "floor_area_statistics.csv", True),
+                )
+                if needed
             ),
             *(("intensity_override", f) for f in self.intensities.overrides),
             ("materials", self.intensities.vocabulary_file),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,7 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
         "height_classes": folder / "height_classes.csv",
         "bbr_height": folder / "bbr_height_classes.csv",
         "bag_use": folder / "bag_use_codes.csv",
+        "bag_height": folder / "bag_height_classes.csv",
         "bag_pand": folder / "bag_pand_status.csv",
         "bag_unit": folder / "bag_unit_status.csv",
         "defaults": folder / "defaults.toml",
@@ -204,11 +206,21 @@ def load_archetype_rules(folder: Path, profile: str | None = None) -> ArchetypeR
             )
     neighbours = _osm_neighbours(d.get("osm", {}), files["defaults"])
     height_tags, height_classes = _height_tables(files["height_tags"], files["height_classes"])
-    bbr_height = _bbr_height_classes(files["bbr_height"], height_classes, use_f, use_x)
+    bbr_height = _use_height_classes(
+        files["bbr_height"], height_classes, set(use_f.index) | set(use_x.index), "BBR", "bbr"
+    )
     landuse, _ = _mapping(
         _csv(files["landuse"]), files["landuse"], "landuse", "function", LANDUSE_FUNCTIONS, None
     )
     bag = _bag_rules(files, d.get("bag", {}))
+    bag_height = _use_height_classes(
+        files["bag_height"],
+        height_classes,
+        set(bag.use_function.index) | set(bag.use_excluded.index),
+        "BAG",
+        "bag",
+    )
+    bag = dataclasses.replace(bag, height_class=bag_height)
     over_f, over_x = pd.Series(dtype="string"), pd.Series(dtype="string")
     if overture.is_file():
         files["overture"] = overture
@@ -293,20 +305,20 @@ def _height_tables(tags_path: Path, classes_path: Path) -> tuple[pd.DataFrame, p
     return tags, table
 
 
-def _bbr_height_classes(
-    path: Path, classes: pd.DataFrame, use_f: pd.Series, use_x: pd.Series
+def _use_height_classes(
+    path: Path, classes: pd.DataFrame, known: set[str], register: str, prefix: str
 ) -> pd.Series:
-    """BBR use code → height class (``bbr_height_classes.csv``): every code a BBR use code
-    (``bbr_use_codes.csv``), every class one of ``height_classes.csv``."""
+    """A register's use code → height class (``<prefix>_height_classes.csv``): every code
+    one of the register's use codes (``<prefix>_use_codes.csv``), every class one of
+    ``height_classes.csv``."""
     table = _csv(path)
     mapped, _ = _mapping(table, path, "code", "height_class", tuple(classes.index), None)
-    known = set(use_f.index) | set(use_x.index)
     unknown = ~table["code"].str.strip().isin(known)
     if unknown.any():
         i = int(unknown.to_numpy().argmax())
         raise ConfigError(
-            f"{path} line {i + 2}: code {table['code'].iloc[i]!r} is not a BBR use code of "
-            "bbr_use_codes.csv; fix the code or add it there"
+            f"{path} line {i + 2}: code {table['code'].iloc[i]!r} is not a {register} use "
+            f"code of {prefix}_use_codes.csv; fix the code or add it there"
         )
     return mapped
 

@@ -175,7 +175,7 @@ def prepare(
     newest snapshot published on or before it and the pull step makes no request; the
     run's day (its year: building ages, flows) is that day too, so the run repeats the
     one of that day."""
-    from mfa.io.location import resolve_region
+    from mfa.io.location import locate, resolve_region
 
     as_written = load_pipeline(pipeline_file, as_of)
     p, region = resolve_region(as_written)  # "auto": the data's country, from metadata
@@ -196,6 +196,7 @@ def prepare(
         "run_key": run_key(as_written, started.date().isoformat()),
         "as_of": as_of,
         "intensities_region": region,
+        "location": locate(as_written),  # the data's country, for run.json and the report
     }
     try:
         (work / "stage").mkdir(parents=True)

@@ -12,11 +12,12 @@ import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import mfa
 from mfa.buildings.provenance import rule_shares
 from mfa.buildings.report import guess_shares
-from mfa.config import config_digest
+from mfa.config import Pipeline, config_digest
 from mfa.errors import PublishError, ValidationError
 from mfa.failpoints import failpoint
 from mfa.io.files import fsync_dir, sha256_file
@@ -89,6 +90,31 @@ def _previous_manifest(path: Path) -> dict | None:
 
 
 @without_cyclic_gc
+def _floor_area_check(
+    work: Path, p: Pipeline, location: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """The run's median floor area per function against the national statistics of its
+    country (``floor_area_statistics.csv`` beside the intensity table); None without."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from mfa.buildings.statistics import floor_area_against_statistics, floor_area_medians
+    from mfa.io.statistics import STATISTICS_FILE, read_floor_area_statistics
+
+    path = Path(p.intensities.table).parent / STATISTICS_FILE
+    if not location.get("iso3") or not path.is_file():
+        return None
+    t = pq.read_table(work / BUILDINGS, columns=["function", "gfa_m2"])
+    medians = floor_area_medians(
+        pd.Series(t.column("function").to_numpy(zero_copy_only=False)),
+        pd.Series(t.column("gfa_m2").to_numpy()),
+    )
+    found = floor_area_against_statistics(
+        medians, read_floor_area_statistics(path), location["iso3"]
+    )
+    return found or None
+
+
 def publish(work_dir: Path) -> Path:
     """Check every layer, write ``run.json``, move the run in place, switch ``latest``.
 
@@ -184,6 +210,8 @@ def publish(work_dir: Path) -> Path:
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "archetypes": b.get("archetypes"),
+        "location": ctx.get("location"),
+        "floor_area_vs_statistics": _floor_area_check(work, p, ctx.get("location") or {}),
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["files"] = published_files(work)
