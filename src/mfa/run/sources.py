@@ -15,7 +15,7 @@ from mfa.config import Pipeline
 from mfa.core.kernel import Model
 from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
-from mfa.io.footprints import buildings_from_footprint_file
+from mfa.io.footprints import FootprintBatches, buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
 from mfa.io.register import (
     buildings_from_register,
@@ -178,6 +178,16 @@ def _engine_source(
             ),
             None,
         )
+    fp = p.sources.footprints
+    if (
+        p.sources.register_ is None
+        and fp is not None
+        and fp.file is not None
+        and fp.schema_ != "overture"
+    ):
+        # a footprint file (a pulled OGC API / WFS snapshot too): read batch by batch
+        batches = FootprintBatches(fp, p.crs, rules, batch)
+        return Source(batches=iter(batches), register=False, dropped=batches.dropped), None
     if p.sources.register_ is None:
         fps, dropped, repairs = _read_footprints(p, rules, inputs, day)
         fps = fps.drop(columns=["register_link"], errors="ignore").reset_index(drop=True)
