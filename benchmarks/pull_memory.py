@@ -11,7 +11,8 @@ resident memory is the kernel's ``ru_maxrss`` of that process (``os.wait4``)::
 prints one line: protocol, features, pages, wall seconds, peak RSS (MB), snapshot bytes
 and sha256 (the same before and after a change to the assembly: same bytes).
 
-``--run`` then runs ``mfa run --no-prefect`` on the pulled snapshot (the stand-in still
+``--run`` serves each copy of the footprints moved by some km (distinct buildings), then
+runs ``mfa run --no-prefect`` on the pulled snapshot (the stand-in still
 up: the run's pull step finds the source unchanged) as a fourth process and adds its wall
 seconds, peak RSS, batches, buildings and totals (t, m²): how the run's memory grows with
 a pulled snapshot (``--src`` another checkout's ``src`` gives the before)::
@@ -81,7 +82,19 @@ region = "OECD_EU15"
 """
 
 
-def serve(n: int) -> None:
+def _moved(geometry: dict, k: int) -> dict:
+    """Copy ``k`` of a Delft footprint moved ``k % 40`` km east and ``k // 40`` km north,
+    so that every copy is a building of its own (a repeated footprint is left out)."""
+    import numpy as np
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    dx, dy = 1000.0 * (k % 40), 1000.0 * (k // 40)
+    moved = shapely.transform(shape(geometry), lambda xy: xy + np.array([dx, dy]))
+    return mapping(moved)
+
+
+def serve(n: int, distinct: bool) -> None:
     """The stand-in process: print its base URL, serve until stdin closes."""
     sys.path.insert(0, str(ROOT))
     import pandas as pd
@@ -93,6 +106,7 @@ def serve(n: int) -> None:
             **f,
             "id": f"{f['id']}-{k}",
             "properties": {**f["properties"], "identificatiebagpnd": f"{f['id']}-{k}"},
+            **({"geometry": _moved(f["geometry"], k)} if distinct else {}),
         }
         for k in range(n // len(base) + 1)
         for f in base
@@ -134,11 +148,11 @@ def main() -> None:
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve is not None:
-        serve(args.serve)
+        serve(args.serve, args.run)
         return
     py = sys.executable
     stand_in = subprocess.Popen(
-        [py, __file__, "--serve", str(args.features)],
+        [py, __file__, "--serve", str(args.features), *(["--run"] if args.run else [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -198,6 +212,7 @@ def main() -> None:
                     "buildings": m["row_counts"].get("buildings"),
                     "totals_t": m["totals_t"],
                     "total_gfa_m2": m["total_gfa_m2"],
+                    "steps_s": m["timings_s"],
                 }
             print(json.dumps(result))
     finally:

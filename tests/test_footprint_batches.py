@@ -155,9 +155,9 @@ batch_rows = {BATCH}
 )
 
 
-def test_a_run_on_batches_has_the_totals_of_a_run_on_one_batch(tmp_path: Path) -> None:
-    from mfa.run import run_pipeline
-
+@pytest.fixture(scope="module")
+def delft_4160(tmp_path_factory) -> Path:
+    """The 160 Delft footprints 26 times, copy k moved k km east, with new ids (GeoJSON)."""
     g = gpd.read_file(SAMPLE / "delft_bgt_pand.gpkg", layer="pand")
     copies = []
     for k in range(26):  # 4,160 footprints: the 160 moved by k km east, new ids
@@ -165,8 +165,17 @@ def test_a_run_on_batches_has_the_totals_of_a_run_on_one_batch(tmp_path: Path) -
         c["identificatiebagpnd"] = c["identificatiebagpnd"].astype(str) + f"-{k}"
         c["geometry"] = c.geometry.translate(xoff=1000.0 * k)
         copies.append(c)
-    path = tmp_path / "pand.geojson"
+    path = tmp_path_factory.mktemp("fp4160") / "pand.geojson"
     pd.concat(copies, ignore_index=True).to_file(path, driver="GeoJSON")
+    return path
+
+
+def test_a_run_on_batches_has_the_totals_of_a_run_on_one_batch(
+    tmp_path: Path, delft_4160: Path
+) -> None:
+    from mfa.run import run_pipeline
+
+    path = delft_4160
     manifests = []
     for batch in (100_000, 1000):
         text = RUN.replace("{FILE}", str(path)).replace("{BATCH}", str(batch))
@@ -183,3 +192,19 @@ def test_a_run_on_batches_has_the_totals_of_a_run_on_one_batch(tmp_path: Path) -
     for k, v in one["totals_t"].items():
         assert many["totals_t"][k] == pytest.approx(v, rel=1e-12), k
     assert one["total_gfa_m2"] == pytest.approx(many["total_gfa_m2"], rel=1e-12)
+
+
+def test_a_footprint_file_read_in_batches_is_not_bounded_as_a_whole_file(
+    tmp_path: Path, delft_4160: Path
+) -> None:
+    from mfa.config import load_pipeline
+
+    assert delft_4160.stat().st_size > 1e6  # above the bound, the tables below it
+    text = RUN.replace("{FILE}", str(delft_4160)).replace("{BATCH}", "1000")
+    text = text.replace("[compute]\n", "[compute]\nmax_whole_file_mb = 1\n")
+    load_pipeline(write_pipeline(tmp_path, text))  # streamed: no bound
+    # conflated with a register, the footprints are read whole: bounded
+    register = f'[sources.register]\npath = "{SAMPLE}/bbr_bygning_2020.parquet"\n'
+    with pytest.raises(InputDataError, match=r"pand\.geojson: .* max_whole_file_mb = 1 MB"):
+        text = text.replace("[sources.footprints]", register + "[sources.footprints]")
+        load_pipeline(write_pipeline(tmp_path, text, "r.toml"))

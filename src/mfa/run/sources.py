@@ -12,6 +12,7 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.conflate import conflate
 from mfa.buildings.quality import area_of_use_bounds, clean_geometries
 from mfa.config import Pipeline
+from mfa.config.load import streamed_footprints
 from mfa.core.kernel import Model
 from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
@@ -179,12 +180,7 @@ def _engine_source(
             None,
         )
     fp = p.sources.footprints
-    if (
-        p.sources.register_ is None
-        and fp is not None
-        and fp.file is not None
-        and fp.schema_ != "overture"
-    ):
+    if fp is not None and streamed_footprints(p) is not None:
         # a footprint file (a pulled OGC API / WFS snapshot too): read batch by batch
         batches = FootprintBatches(fp, p.crs, rules, batch)
         return Source(batches=iter(batches), register=False, dropped=batches.dropped), None
