@@ -202,6 +202,11 @@ def load_pipeline(path: str | Path, as_of: str | None = None) -> Pipeline:
     from mfa.pull import resolve_pulled  # a pulled source reads its newest snapshot
 
     pipeline = resolve_pulled(pipeline, as_of)
+    fp = pipeline.sources.footprints
+    if as_of is not None and fp is not None and fp.online:  # a pinned OSM query: its day
+        from mfa.config.sources import pinned_query_date
+
+        pinned_query_date(fp, as_of)
     _check_sizes(pipeline, file)
     return pipeline
 

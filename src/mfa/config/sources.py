@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfa.config.remote import MAX_DOWNLOAD_MB, RemoteFields, check_remote
+from mfa.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -296,3 +297,53 @@ class Sources(_Strict):
         if self.units is not None and not bag:
             raise ValueError('[sources.units] goes with a BAG register (schema = "bag")')
         return self
+
+
+#: The oldest state of OpenStreetMap the Overpass API can query with ``[date:…]`` (its
+#: "attic" data begins at the ODbL licence change; an earlier date gets this state):
+#: Overpass QL reference, wiki.openstreetmap.org/wiki/Overpass_API/Overpass_QL#Date.
+ATTIC_START = "2012-09-12T06:55:00Z"
+
+
+def attic_date(as_of: str, today: str) -> str:
+    """The Overpass ``[date:…]`` of a pinned day ``as_of`` (``YYYY-MM-DD``): its first
+    instant, ``YYYY-MM-DDT00:00:00Z`` (what OSM held when that day began, UTC). A text that
+    is not a day, a day after ``today`` or before Overpass's history (:data:`ATTIC_START`)
+    is a one-line :class:`~mfa.errors.ConfigError`."""
+    from datetime import date
+
+    try:
+        day = date.fromisoformat(as_of)
+        if len(as_of) != 10:
+            raise ValueError(as_of)
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {as_of!r}: not a day; give YYYY-MM-DD, e.g. 2026-12-01"
+        ) from None
+    stamp = f"{day.isoformat()}T00:00:00Z"
+    if stamp < ATTIC_START:
+        raise ConfigError(
+            f"--as-of {as_of}: the Overpass API keeps OpenStreetMap's history from "
+            f"{ATTIC_START[:10]} on (sources.footprints is an online query); pin "
+            f"{ATTIC_START[:8]}13 or later"
+        )
+    if as_of > today:
+        raise ConfigError(
+            f"--as-of {as_of}: after today ({today}, UTC); OpenStreetMap has no state of that "
+            "day yet: pin today or an earlier day"
+        )
+    return stamp
+
+
+def pinned_query_date(source: FootprintSource, as_of: str) -> str:
+    """The ``[date:…]`` with which a run pinned to ``as_of`` queries an online OSM source
+    (:func:`attic_date`, against today in UTC); a source that pins its own snapshot
+    (``snapshot``) is a one-line :class:`~mfa.errors.ConfigError`: two pins."""
+    from datetime import UTC, datetime
+
+    if source.snapshot is not None:
+        raise ConfigError(
+            f"--as-of {as_of} and sources.footprints.snapshot = {source.snapshot!r} both "
+            "pin the OSM query; remove snapshot from the pipeline file or run without --as-of"
+        )
+    return attic_date(as_of, datetime.now(UTC).date().isoformat())

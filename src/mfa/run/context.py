@@ -197,7 +197,7 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
-        "run_key": run_key(as_written, started.date().isoformat()),
+        "run_key": run_key(as_written, started.date().isoformat(), as_of),
         "as_of": as_of,
         "intensities_region": region,
     }
