@@ -288,3 +288,103 @@ def test_url_download_is_atomic(overpass: str, tmp_path: Path) -> None:
     n = len(_Overpass.requests)
     assert download_url(cache, "register", url, "2026-11-24") == snap  # reused, no request
     assert len(_Overpass.requests) == n
+
+
+# --- a pinned run (mfa run --as-of) ------------------------------------------------------
+
+
+def _query_sent(body: str) -> str:
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(body)
+
+
+def _snapshot_of(run: Path) -> dict:
+    (record,) = [i for i in json.loads((run / "run.json").read_text())["inputs"] if "query" in i]
+    return record
+
+
+def test_a_pinned_run_asks_overpass_for_that_day_once_then_reads_the_same_snapshot(
+    overpass: str, tmp_path: Path
+) -> None:
+    from mfa.incremental import unchanged_run
+
+    pipeline = _online(tmp_path, overpass)
+    first = run_pipeline(pipeline, tmp_path / "out", as_of="2025-03-04")
+    (sent,) = _Overpass.requests
+    assert '[date:"2025-03-04T00:00:00Z"]' in _query_sent(sent)  # Overpass's attic state
+    assert _query_sent(sent).startswith("data=[out:json][timeout:")
+    record = _snapshot_of(first)
+    snap = Path(record["snapshot"]["path"])
+    side = json.loads(snap.with_name(snap.name + ".json").read_text())
+    assert side["query"]["date"] == "2025-03-04T00:00:00Z" and record["as_of"] == "2025-03-04"
+    assert record["snapshot"]["reused"] is False
+    assert json.loads((first / "run.json").read_text())["as_of"] == "2025-03-04"
+
+    _Overpass.requests.clear()
+    _Overpass.script = ["html"] * 10  # broken now: a run pinned to that day never asks
+    second = run_pipeline(pipeline, tmp_path / "out", as_of="2025-03-04")
+    assert _Overpass.requests == []
+    again = _snapshot_of(second)["snapshot"]
+    assert again["path"] == str(snap) and again["sha256"] == side["sha256"] and again["reused"]
+    for layer in ("buildings.parquet", "districts.parquet"):
+        if (first / layer).exists():
+            assert (first / layer).read_bytes() == (second / layer).read_bytes(), layer
+    assert unchanged_run(pipeline, tmp_path / "out", as_of="2025-03-04") == second.resolve()
+    assert _Overpass.requests == []
+    # another day is another query and another snapshot; an unpinned run asks without a date
+    _Overpass.script = []
+    other = run_pipeline(pipeline, tmp_path / "out", as_of="2025-03-05")
+    assert '[date:"2025-03-05T00:00:00Z"]' in _query_sent(_Overpass.requests[0])
+    assert _snapshot_of(other)["snapshot"]["path"] != str(snap)
+    run_pipeline(pipeline, tmp_path / "out")
+    assert "[date:" not in _query_sent(_Overpass.requests[1])
+
+
+def test_a_pinned_run_of_a_day_with_a_run_reads_that_days_snapshot(
+    overpass: str, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    pipeline = _online(tmp_path, overpass)
+    today = datetime.now(UTC).date().isoformat()
+    first = run_pipeline(pipeline, tmp_path / "out")  # today's: the current state
+    _Overpass.requests.clear()
+    pinned = run_pipeline(pipeline, tmp_path / "out", as_of=today)
+    assert _Overpass.requests == []  # what that day's run read, not an attic query
+    assert _snapshot_of(pinned)["snapshot"]["sha256"] == _snapshot_of(first)["snapshot"]["sha256"]
+    assert (pinned / "buildings.parquet").read_bytes() == (first / "buildings.parquet").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("as_of", "message"),
+    [
+        ("2011-06-30", r"history from 2012-09-12 on .* pin 2012-09-13 or later"),
+        ("2999-01-01", r"after today .* no state of that day yet"),
+        ("2025-13-01", r"not a day; give YYYY-MM-DD"),
+        ("25-03-04", r"not a day; give YYYY-MM-DD"),
+    ],
+)
+def test_a_pinned_day_overpass_cannot_answer_is_one_config_error_before_any_request(
+    overpass: str, tmp_path: Path, as_of: str, message: str
+) -> None:
+    from mfa.config import load_pipeline
+    from mfa.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as err:
+        load_pipeline(_online(tmp_path, overpass), as_of)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(_online(tmp_path, overpass), tmp_path / "out", as_of=as_of)
+    assert _Overpass.requests == []
+
+
+def test_as_of_and_the_sources_own_snapshot_pin_are_one_error(
+    overpass: str, tmp_path: Path
+) -> None:
+    from mfa.config import load_pipeline
+    from mfa.errors import ConfigError
+
+    p = _online(tmp_path, overpass, 'snapshot = "latest"')
+    with pytest.raises(ConfigError, match="both pin the OSM query; remove snapshot"):
+        load_pipeline(p, "2025-03-04")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,14 +119,16 @@ class Source:
     ``register`` says they are raw register rows (normalised by the BBR rules with
     ``existing_status``) rather than canonical buildings. ``ids`` yields (position, id,
     status) frames of the same records for the repeated-id rule (registers only).
-    ``dropped`` holds records a source left out before batching (footprint readers).
+    ``dropped`` holds records a source left out before batching (footprint readers), or
+    gives them once the batches were read (a callable: a reader that normalises batch by
+    batch, :class:`mfa.io.footprints.FootprintBatches`).
     """
 
     batches: Iterator[gpd.GeoDataFrame | LazyBatch]
     register: bool
     existing_status: tuple[str, ...] = ("6",)
     ids: Iterator[pd.DataFrame] | None = None
-    dropped: pd.DataFrame | None = None
+    dropped: pd.DataFrame | Callable[[], pd.DataFrame] | None = None
     repairs: pd.DataFrame | None = None  # repairs made before batching (conflation)
     clean: bool = True  # False: the records were cleaned before (conflation)
     records_read: int | None = None  # when the batches are not the records read
@@ -307,8 +309,9 @@ def check_buildings(
     repeats = _repeated_footprints(results, folder)
     dropped = StringTableWriter(stage / "dropped_checked.parquet", DROPPED_COLUMNS)
     repairs = StringTableWriter(stage / "repairs.parquet", REPAIR_COLUMNS)
-    if source.dropped is not None:
-        dropped.add(source.dropped)
+    left_out = source.dropped() if callable(source.dropped) else source.dropped
+    if left_out is not None:
+        dropped.add(left_out)
     if source.repairs is not None:
         repairs.add(source.repairs)
     try:
@@ -351,7 +354,7 @@ def check_buildings(
     return {
         "records_read": source.records_read
         if source.records_read is not None
-        else n_records + (len(source.dropped) if source.dropped is not None else 0),
+        else n_records + (len(left_out) if left_out is not None else 0),
         "counted_in_buildings": source.counted_in_buildings,
         "batches": len(results),
         "batches_read_by_workers": lazy,

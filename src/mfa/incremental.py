@@ -35,34 +35,35 @@ def code_digest() -> str:
     return h.hexdigest()
 
 
-def _online_snapshot_sha(p: Pipeline, day: str) -> str | None:
-    """sha256 of the snapshot an online source would use on ``day`` (pinned, or that day's
-    if it was already downloaded); None when the run would have to download."""
-    from mfa.io.cache import OSM_KIND, find_snapshot, osm_snapshot_name
+def _online_snapshot_sha(p: Pipeline, day: str, as_of: str | None = None) -> str | None:
+    """sha256 of the snapshot an online source would use on ``day`` (pinned, that day's,
+    or a pinned run's: :func:`mfa.io.osm.chosen_osm_snapshot`), if it was already
+    downloaded; None when the run would have to download."""
+    from mfa.io.osm import chosen_osm_snapshot
 
     fp = p.sources.footprints
     assert fp is not None
-    name = osm_snapshot_name(fp.place, fp.polygon_wkt)
     try:
-        snap = find_snapshot(p.cache_root(), OSM_KIND, name, fp.snapshot or day)
+        snap = chosen_osm_snapshot(fp, p.cache_root(), day, as_of)[0]
     except MfaError:
-        return None  # a damaged snapshot: the run will say so
+        return None  # a damaged or missing pinned snapshot, a bad day: the run will say so
     return None if snap is None else snap.sha256
 
 
-def run_key(p: Pipeline, day: str | None = None) -> str | None:
+def run_key(p: Pipeline, day: str | None = None, as_of: str | None = None) -> str | None:
     """A digest of everything a run's layers depend on: the content of every input and
     config file, the validated pipeline and the mfa version.
 
     An online source counts by the content of the snapshot the run would use on ``day``
-    (``YYYY-MM-DD``, default today in UTC): the pinned one, or that day's. None when there
-    is no such snapshot yet (its content is only known after downloading).
+    (``YYYY-MM-DD``, default today in UTC): the pinned one, that day's, or that of the
+    pinned run's day ``as_of``. None when there is no such snapshot yet (its content is
+    only known after downloading).
     """
     h = hashlib.sha256()
     h.update(code_digest().encode())
     h.update(json.dumps(p.model_dump(mode="json"), sort_keys=True).encode())
     if p.sources.footprints is not None and p.sources.footprints.online:
-        sha = _online_snapshot_sha(p, day or datetime.now(UTC).date().isoformat())
+        sha = _online_snapshot_sha(p, day or datetime.now(UTC).date().isoformat(), as_of)
         if sha is None:
             return None
         h.update(b"osm-snapshot")
@@ -116,7 +117,7 @@ def unchanged_run(
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         log.warning("%s is unreadable (%s): running in full", manifest, exc)
         return None
-    key = run_key(p)
+    key = run_key(p, as_of=as_of)
     if key is None or key != data.get("run_key"):
         return None
     problem = published_problem(latest, data)

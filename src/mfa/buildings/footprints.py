@@ -15,6 +15,7 @@ from mfa.buildings.archetypes import ArchetypeRules, archetype_id, impute_by_fun
 from mfa.buildings.floor_area import gross_floor_area
 from mfa.buildings.heights import height_classes
 from mfa.buildings.provenance import with_rules
+from mfa.core.keys import SeenKeys, hash128
 from mfa.schema import BUILDING_COLUMNS
 
 __all__ = ["FOOTPRINT_TAGS", "normalise_footprints"]
@@ -44,6 +45,7 @@ def normalise_footprints(
     stage: str,
     tag_source: str = "osm",
     carry: tuple[str, ...] = (),
+    seen: SeenKeys | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Turn footprints into canonical buildings.
 
@@ -62,6 +64,10 @@ def normalise_footprints(
         The ``*_source`` value of attributes read from the tags.
     carry
         Columns of ``raw`` to carry through unchanged (e.g. a register link).
+    seen
+        For one batch of a file read in batches: the ids the earlier batches kept past
+        the geometry checks. An id among them is a duplicate as one repeated within the
+        batch is (the first in the file is kept); this batch's ids are added.
 
     Returns
     -------
@@ -81,10 +87,13 @@ def normalise_footprints(
         ~geom_type.isin(["Polygon", "MultiPolygon"]),
         "geometry is " + geom_type.fillna("empty") + ", not a footprint polygon",
     )
-    drop(
-        ids[log.keep].duplicated().reindex(ids.index, fill_value=False),
-        "duplicate id: the first was kept",
-    )
+    kept_ids = ids[log.keep]
+    if seen is None:
+        repeated = kept_ids.duplicated()
+    else:
+        keys = hash128(kept_ids.to_numpy(dtype=object, na_value=""))
+        repeated = pd.Series(seen.repeats(keys), index=kept_ids.index)
+    drop(repeated.reindex(ids.index, fill_value=False), "duplicate id: the first was kept")
     building = _tag(raw, "building")
     excluded = map_codes(building, rules.osm_building_excluded)
     drop(excluded.notna(), "excluded building=" + building.fillna("") + ": " + excluded.fillna(""))

@@ -202,6 +202,11 @@ def load_pipeline(path: str | Path, as_of: str | None = None) -> Pipeline:
     from mfa.pull import resolve_pulled  # a pulled source reads its newest snapshot
 
     pipeline = resolve_pulled(pipeline, as_of)
+    fp = pipeline.sources.footprints
+    if as_of is not None and fp is not None and fp.online:  # a pinned OSM query: its day
+        from mfa.config.sources import pinned_query_date
+
+        pinned_query_date(fp, as_of)
     _check_sizes(pipeline, file)
     return pipeline
 
@@ -210,13 +215,24 @@ def load_pipeline(path: str | Path, as_of: str | None = None) -> Pipeline:
 _STREAMED = (".parquet", ".geoparquet", ".tif", ".tiff", ".vrt")
 
 
+def streamed_footprints(p: Pipeline) -> Path | None:
+    """The footprint file a run reads in batches (:class:`mfa.io.footprints.FootprintBatches`:
+    a footprint file, pulled or local, without a register to conflate with), else None."""
+    fp = p.sources.footprints
+    if p.sources.register_ is None and fp is not None and fp.schema_ != "overture":
+        return fp.file
+    return None
+
+
 def _check_sizes(p: Pipeline, file: Path) -> None:
     """Refuse, before any data is read, an input mfa would read whole that is larger than
-    ``[compute] max_whole_file_mb`` (a GeoParquet register and rasters are streamed)."""
+    ``[compute] max_whole_file_mb`` (a GeoParquet register, a footprint file read in
+    batches and rasters are streamed)."""
     from mfa.io.files import check_whole_size
 
+    streamed = streamed_footprints(p)
     for f in p.input_files():
-        if f.path.name.lower().endswith(_STREAMED):
+        if f.path.name.lower().endswith(_STREAMED) or f.path == streamed:
             continue
         check_whole_size(
             f.path, p.compute.max_whole_file_mb, f"{file}: [compute] max_whole_file_mb", f.role

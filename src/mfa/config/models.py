@@ -178,7 +178,8 @@ class Compute(_Strict):
             gt=0,
             le=1_000_000,
             description="largest input mfa reads whole (CSV, GeoPackage, GeoJSON, OSM "
-            "extract, config tables; a GeoParquet register is read in batches), MB",
+            "extract, config tables; a GeoParquet register and a footprint file without a "
+            "register are read in batches), MB",
         ),
     ] = MAX_WHOLE_FILE_MB
 

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: The protocols a remote source may name.
-Protocol = Literal["http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files"]
+Protocol = Literal["http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files", "wcs"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 
 #: The default of a source's ``max_download_mb`` (MB, 10⁶ bytes): a bound on the disk a
@@ -105,12 +105,17 @@ class RemoteFields(BaseModel):
 
 
 def check_remote(
-    source: RemoteFields, local_key: str, local_value: Any, required: bool = True
+    source: RemoteFields,
+    local_key: str,
+    local_value: Any,
+    required: bool = True,
+    raster: bool = False,
 ) -> None:
     """Check the remote keys of ``source`` against its local path key; raise ValueError.
 
     ``local_key`` names the path key the remote keys replace (``path`` or ``file``);
-    ``required``: one of the two must be given.
+    ``required``: one of the two must be given; ``raster``: a height raster, the only kind
+    of source protocol ``wcs`` (a coverage) may fetch.
     """
     remote_keys = [
         k
@@ -140,6 +145,17 @@ def check_remote(
         raise ValueError("url must not carry credentials; name a variable in api_key_env")
     if source.protocol is None:
         raise ValueError(f"a url needs protocol, one of {', '.join(PROTOCOLS)}")
+    if source.protocol == "wcs" and not raster:
+        raise ValueError(
+            "protocol wcs fetches a height raster ([sources.heights] ndsm_url …); a table "
+            "or footprints need oapif, wfs, http or datafordeler-*"
+        )
+    if raster and source.protocol not in ("http", "wcs"):
+        raise ValueError('a raster url needs protocol "http" (a GeoTIFF file) or "wcs"')
+    if source.protocol == "wcs":
+        if not source.collection:
+            raise ValueError("protocol wcs needs the coverage id (e.g. ndsm_coverage)")
+        return
     paged = ("oapif", "wfs", "datafordeler-graphql", "datafordeler-files")
     if source.protocol in paged and not source.collection:
         what = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mfa.config.remote import MAX_DOWNLOAD_MB, RemoteFields, check_remote
+from mfa.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -202,8 +204,24 @@ class HeightSource(_Strict):
     ndsm_url: str | None = Field(default=None, description="the nDSM by http, instead of ndsm")
     dsm_url: str | None = Field(default=None, description="the DSM by http, instead of dsm")
     dtm_url: str | None = Field(default=None, description="the DTM by http, instead of dtm")
-    protocol: Literal["http"] | None = Field(
-        default=None, description='how to fetch the *_url rasters: "http" (one file each)'
+    protocol: Literal["http", "wcs"] | None = Field(
+        default=None,
+        description='how to fetch the *_url rasters: "http" (one GeoTIFF file each) or '
+        '"wcs" (*_url is an OGC WCS 2.0.1 service: GetCoverage of *_coverage over bbox)',
+    )
+    # wcs: the coverage of each raster and the area asked for
+    ndsm_coverage: str | None = Field(default=None, description="wcs: the nDSM's coverageId")
+    dsm_coverage: str | None = Field(default=None, description="wcs: the DSM's coverageId")
+    dtm_coverage: str | None = Field(default=None, description="wcs: the DTM's coverageId")
+    bbox: tuple[float, float, float, float] | None = Field(
+        default=None,
+        description="wcs: the area to fetch (min x, min y, max x, max y in the pipeline's "
+        "CRS, metres): the GetCoverage subset",
+    )
+    wcs_axes: tuple[str, str] = Field(
+        default=("x", "y"),
+        description="wcs: the coverage's axis labels for east and north (its "
+        "DescribeCoverage axisLabels, e.g. x y, E N)",
     )
     retries: Annotated[int, Field(ge=0, le=10)] = 4
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
@@ -216,14 +234,15 @@ class HeightSource(_Strict):
     def _one_model(self) -> HeightSource:
         given = {k: self.raster(k) is not None for k in RASTERS}
         if any(getattr(self, f"{k}_url") for k in RASTERS) and self.protocol is None:
-            raise ValueError('a *_url raster needs protocol = "http"')
+            raise ValueError('a *_url raster needs protocol = "http" (a file) or "wcs"')
+        self._check_wcs()
         for k in RASTERS:
             url = getattr(self, f"{k}_url")
             if url is None:
                 continue
             if getattr(self, k) is not None:
                 raise ValueError(f"give {k} or {k}_url, not both")
-            check_remote(self.remote(k), k, None)
+            check_remote(self.remote(k), k, None, raster=True)
         if self.protocol is not None and not any(getattr(self, f"{k}_url") for k in RASTERS):
             raise ValueError("protocol goes with ndsm_url, dsm_url or dtm_url")
         if given["ndsm"] == (given["dsm"] or given["dtm"]):
@@ -232,20 +251,75 @@ class HeightSource(_Strict):
             raise ValueError("dsm and dtm go together")
         return self
 
+    def _check_wcs(self) -> None:
+        """The keys of protocol wcs: a coverage id per raster url, a bbox, axis labels."""
+        wcs_keys = [f"{k}_coverage" for k in RASTERS if getattr(self, f"{k}_coverage")]
+        if self.protocol != "wcs":
+            given = wcs_keys + (["bbox"] if self.bbox is not None else [])
+            if given:
+                raise ValueError(f'{", ".join(given)} go with protocol = "wcs"')
+            return
+        for k in RASTERS:
+            url, coverage = getattr(self, f"{k}_url"), getattr(self, f"{k}_coverage")
+            if url is not None and not coverage:
+                raise ValueError(f"{k}_url is a WCS: give {k}_coverage (its coverageId)")
+            if coverage is not None and url is None:
+                raise ValueError(f"{k}_coverage goes with {k}_url (the WCS address)")
+            if coverage is not None and not _NCNAME.match(coverage):
+                raise ValueError(f"{k}_coverage {coverage!r} is not a coverageId (an NCName)")
+        if self.bbox is None:
+            raise ValueError(
+                "protocol wcs needs bbox = [min x, min y, max x, max y] in the pipeline's "
+                "CRS: the area whose heights are fetched"
+            )
+        import math
+
+        x0, y0, x1, y1 = self.bbox
+        if not all(math.isfinite(v) for v in self.bbox) or not (x0 < x1 and y0 < y1):
+            raise ValueError(
+                f"bbox {list(self.bbox)} is not min x, min y, max x, max y (in the "
+                "pipeline's CRS, min below max)"
+            )
+        if not all(_NCNAME.match(a) for a in self.wcs_axes) or len(set(self.wcs_axes)) != 2:
+            raise ValueError(f"wcs_axes {list(self.wcs_axes)}: two different axis labels")
+
     def raster(self, which: str) -> Path | str | None:
         """The local path of raster ``which`` (ndsm, dsm, dtm), else its url, else None."""
         return getattr(self, which) or getattr(self, f"{which}_url")
 
-    def remote(self, which: str) -> RemoteFields:
-        """Raster ``which`` as a remote source (:mod:`mfa.pull`: protocol http)."""
+    def remote(self, which: str, crs: str | None = None) -> RemoteFields:
+        """Raster ``which`` as a remote source (:mod:`mfa.pull`): protocol http, or wcs
+        with the coverage id as ``collection`` and the subset (bbox, axes, the pipeline's
+        ``crs``) as ``filters`` (so they name its snapshot)."""
+        wcs = {}
+        if self.protocol == "wcs":
+            assert self.bbox is not None
+            wcs = {
+                "collection": getattr(self, f"{which}_coverage"),
+                "filters": {
+                    "bbox": ",".join(number_text(v) for v in self.bbox),
+                    "axes": ",".join(self.wcs_axes),
+                    **({"crs": crs} if crs is not None else {}),
+                },
+            }
         return RemoteFields(
             url=getattr(self, f"{which}_url"),
             protocol=self.protocol,
             retries=self.retries,
             timeout_s=self.timeout_s,
             max_download_mb=self.max_download_mb,
+            **wcs,
         )
 
+
+def number_text(v: float) -> str:
+    """A coordinate as the shortest text that reads back as the same float (85000.25, 84850)."""
+    text = repr(float(v))
+    return text.removesuffix(".0")
+
+
+#: A coverageId or axis label: an XML NCName (WCS 2.0, OGC 09-110r4), ASCII here.
+_NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 #: The rasters of [sources.heights].
 RASTERS = ("ndsm", "dsm", "dtm")
@@ -296,3 +370,53 @@ class Sources(_Strict):
         if self.units is not None and not bag:
             raise ValueError('[sources.units] goes with a BAG register (schema = "bag")')
         return self
+
+
+#: The oldest state of OpenStreetMap the Overpass API can query with ``[date:…]`` (its
+#: "attic" data begins at the ODbL licence change; an earlier date gets this state):
+#: Overpass QL reference, wiki.openstreetmap.org/wiki/Overpass_API/Overpass_QL#Date.
+ATTIC_START = "2012-09-12T06:55:00Z"
+
+
+def attic_date(as_of: str, today: str) -> str:
+    """The Overpass ``[date:…]`` of a pinned day ``as_of`` (``YYYY-MM-DD``): its first
+    instant, ``YYYY-MM-DDT00:00:00Z`` (what OSM held when that day began, UTC). A text that
+    is not a day, a day after ``today`` or before Overpass's history (:data:`ATTIC_START`)
+    is a one-line :class:`~mfa.errors.ConfigError`."""
+    from datetime import date
+
+    try:
+        day = date.fromisoformat(as_of)
+        if len(as_of) != 10:
+            raise ValueError(as_of)
+    except ValueError:
+        raise ConfigError(
+            f"--as-of {as_of!r}: not a day; give YYYY-MM-DD, e.g. 2026-12-01"
+        ) from None
+    stamp = f"{day.isoformat()}T00:00:00Z"
+    if stamp < ATTIC_START:
+        raise ConfigError(
+            f"--as-of {as_of}: the Overpass API keeps OpenStreetMap's history from "
+            f"{ATTIC_START[:10]} on (sources.footprints is an online query); pin "
+            f"{ATTIC_START[:8]}13 or later"
+        )
+    if as_of > today:
+        raise ConfigError(
+            f"--as-of {as_of}: after today ({today}, UTC); OpenStreetMap has no state of that "
+            "day yet: pin today or an earlier day"
+        )
+    return stamp
+
+
+def pinned_query_date(source: FootprintSource, as_of: str) -> str:
+    """The ``[date:…]`` with which a run pinned to ``as_of`` queries an online OSM source
+    (:func:`attic_date`, against today in UTC); a source that pins its own snapshot
+    (``snapshot``) is a one-line :class:`~mfa.errors.ConfigError`: two pins."""
+    from datetime import UTC, datetime
+
+    if source.snapshot is not None:
+        raise ConfigError(
+            f"--as-of {as_of} and sources.footprints.snapshot = {source.snapshot!r} both "
+            "pin the OSM query; remove snapshot from the pipeline file or run without --as-of"
+        )
+    return attic_date(as_of, datetime.now(UTC).date().isoformat())

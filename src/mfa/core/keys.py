@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["box_keys", "hash128", "later_repeats", "repeated_in_groups"]
+__all__ = ["SeenKeys", "box_keys", "hash128", "later_repeats", "repeated_in_groups"]
 
 #: Two different 16-character SipHash keys: two independent 64-bit hashes per value.
 _KEYS = ("mfa-key-hash-k01", "mfa-key-hash-k02")
@@ -64,6 +64,31 @@ def later_repeats(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
         sub[order] = same  # all but the first (in input order) of equal keys
         repeat[cand] = sub
     return np.split(repeat, np.cumsum(sizes)[:-1])
+
+
+#: A 128-bit key as one value (two uint64), so numpy sorts and searches whole keys.
+_PAIR = np.dtype([("a", "<u8"), ("b", "<u8")])
+
+
+class SeenKeys:
+    """:func:`later_repeats` for batches that arrive one at a time: remembers the keys of
+    the earlier batches (16 bytes a kept key, sorted) so each new batch learns which of its
+    keys occurred before, in it or in an earlier batch. The same marks as
+    :func:`later_repeats` over all batches at once, whatever the cut (hypothesis-tested)."""
+
+    def __init__(self) -> None:
+        self._seen = np.empty(0, dtype=_PAIR)
+
+    def repeats(self, keys: np.ndarray) -> np.ndarray:
+        """Which of ``keys`` ((n, 2) uint64, input order) occurred before; the first of
+        each is remembered for the next batches."""
+        rep = later_repeats([keys])[0]
+        pairs = np.ascontiguousarray(keys, dtype=np.uint64).view(_PAIR).ravel()
+        if len(self._seen) and len(pairs):
+            rep |= np.isin(pairs, self._seen)
+        if (~rep).any():
+            self._seen = np.sort(np.concatenate([self._seen, pairs[~rep]]))
+        return rep
 
 
 def _sharing_first_half(keys: np.ndarray) -> np.ndarray:

@@ -88,9 +88,16 @@ def query_name(query: Mapping[str, Any], suffix: str) -> str:
 OSM_KIND = "osm"
 
 
-def osm_snapshot_name(place: str | None, polygon_wkt: str | None) -> str:
-    """The snapshot file name of an online OSM building query (GeoParquet of raw features)."""
-    query = {"place": place, "polygon_wkt": polygon_wkt, "tags": {"building": True}}
+def osm_snapshot_name(place: str | None, polygon_wkt: str | None, date: str | None = None) -> str:
+    """The snapshot file name of an online OSM building query (GeoParquet of raw features);
+    ``date``: the Overpass ``[date:…]`` of a query of OSM as it was then (a pinned run)."""
+    query: dict[str, object] = {
+        "place": place,
+        "polygon_wkt": polygon_wkt,
+        "tags": {"building": True},
+    }
+    if date is not None:
+        query["date"] = date
     return query_name(query, ".parquet")
 
 

@@ -18,6 +18,7 @@ import shapely
 from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.osm import OSM_TAGS, normalise_osm
 from mfa.config import FootprintSource
+from mfa.config.sources import ATTIC_START, attic_date, pinned_query_date
 from mfa.errors import InputDataError, InputNotFoundError, TransientFetchError
 from mfa.io.cache import (
     OSM_KIND,
@@ -30,7 +31,10 @@ from mfa.io.cache import (
 from mfa.io.osm_extract import LANDUSE_VALUES, read_osm_extract
 
 __all__ = [
+    "ATTIC_START",
+    "attic_date",
     "buildings_from_osm",
+    "chosen_osm_snapshot",
     "fetch_osm",
     "osm_snapshot",
     "read_osm_file",
@@ -41,6 +45,9 @@ __all__ = [
 log = logging.getLogger("mfa")
 
 _TAGS = {"building": True, "building:part": True}
+
+#: osmnx's query settings (``settings.overpass_settings``) with a ``[date:…]`` added.
+_DATED_SETTINGS = '[out:json][timeout:{{timeout}}]{{maxsize}}[date:"{date}"]'
 
 
 def _from_osmnx(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -137,6 +144,7 @@ def fetch_osm(
     overpass_url: str | None = None,
     attempts: int = 3,
     backoff_s: float = 10.0,
+    date: str | None = None,
 ) -> gpd.GeoDataFrame:
     """Raw building features from the Overpass API for a place name or a lon/lat polygon.
 
@@ -145,7 +153,8 @@ def fetch_osm(
     raised as :class:`~mfa.errors.TransientFetchError`; an area without buildings is an
     :class:`~mfa.errors.InputDataError` at once. ``cache_dir`` keeps osmnx's response
     cache (only complete, parsed responses are cached); ``overpass_url`` selects another
-    Overpass instance than osmnx's default.
+    Overpass instance than osmnx's default; ``date`` (``YYYY-MM-DDTHH:MM:SSZ``) asks for
+    OSM as it was then (the query's ``[date:"…"]`` setting: Overpass's attic data).
     """
     import time
 
@@ -160,6 +169,8 @@ def fetch_osm(
         settings["cache_folder"] = str(cache_dir)
     if overpass_url is not None:
         settings["overpass_url"] = overpass_url
+    if date is not None:
+        settings["overpass_settings"] = _DATED_SETTINGS.format(date=date)
     with _osmnx_settings(**settings):
         for attempt in range(attempts):
             try:
@@ -175,32 +186,65 @@ def fetch_osm(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def osm_snapshot(
-    source: FootprintSource, cache_root: Path, day: str, backoff_s: float = 10.0
-) -> tuple[Snapshot, bool]:
-    """The snapshot of an online query: pinned, today's, or downloaded now.
+def chosen_osm_snapshot(
+    source: FootprintSource, cache_root: Path, day: str, as_of: str | None = None
+) -> tuple[Snapshot | None, str | None, str]:
+    """Which snapshot an online query reads, looked up without network: the snapshot (None
+    when it must be downloaded), the Overpass ``[date:…]`` to download it with (None: the
+    current state) and its name.
 
-    With ``source.snapshot`` set (a day or ``latest``) the cached snapshot is used and the
-    network is never touched. Otherwise the snapshot of ``day`` is reused when it exists;
-    if not, Overpass is queried (:func:`fetch_osm`, with retries), and the parsed features
-    are written as a GeoParquet snapshot (atomically, with a sidecar). A failed or cut-off
-    download writes nothing. Returns the snapshot and whether it was reused.
+    - ``source.snapshot`` (a day or ``latest``): that snapshot, never downloaded;
+    - a pinned run (``as_of``, ``YYYY-MM-DD``): the snapshot a run of that day downloaded,
+      else OSM as it was at 00:00 UTC that day (``[date:"<as_of>T00:00:00Z"]``, the as-of
+      day in the snapshot's name), downloaded once and then reused by every run pinned
+      to that day;
+    - else the snapshot of ``day`` (the run's), downloaded once that day.
     """
     name = osm_snapshot_name(source.place, source.polygon_wkt)
+    if as_of is not None:
+        date = pinned_query_date(source, as_of)
+        that_day = find_snapshot(cache_root, OSM_KIND, name, as_of)
+        if that_day is not None:
+            return that_day, None, name
+        name = osm_snapshot_name(source.place, source.polygon_wkt, date)
+        return find_snapshot(cache_root, OSM_KIND, name, "latest"), date, name
     if source.snapshot is not None:
         key = "sources.footprints.snapshot"
-        return pinned_snapshot(cache_root, OSM_KIND, name, source.snapshot, key), True
-    found = find_snapshot(cache_root, OSM_KIND, name, day)
+        return pinned_snapshot(cache_root, OSM_KIND, name, source.snapshot, key), None, name
+    return find_snapshot(cache_root, OSM_KIND, name, day), None, name
+
+
+def osm_snapshot(
+    source: FootprintSource,
+    cache_root: Path,
+    day: str,
+    backoff_s: float = 10.0,
+    as_of: str | None = None,
+) -> tuple[Snapshot, bool]:
+    """The snapshot of an online query (:func:`chosen_osm_snapshot`), downloaded now when
+    there is none yet.
+
+    The download goes to Overpass (:func:`fetch_osm`, with retries; with the ``[date:…]``
+    of a pinned run), and the parsed features are written as a GeoParquet snapshot in the
+    folder of ``day`` (atomically, with a sidecar whose query holds the date). A failed or
+    cut-off download writes nothing. Returns the snapshot and whether it was reused.
+    """
+    found, date, name = chosen_osm_snapshot(source, cache_root, day, as_of)
     if found is not None:
         return found, True
     raw = fetch_osm(
-        source.place, source.polygon_wkt, overpass_url=source.overpass_url, backoff_s=backoff_s
+        source.place,
+        source.polygon_wkt,
+        overpass_url=source.overpass_url,
+        backoff_s=backoff_s,
+        date=date,
     )
     query = {
         "place": source.place,
         "polygon_wkt": source.polygon_wkt,
         "tags": _TAGS,
         "overpass_url": source.overpass_url or "osmnx default",
+        **({"date": date} if date is not None else {}),
     }
     snap = store_snapshot(
         cache_root, OSM_KIND, day, name, query, lambda tmp: raw.to_parquet(tmp, index=False)
@@ -224,13 +268,15 @@ def buildings_from_osm(
     rules: ArchetypeRules,
     cache_root: Path | None = None,
     day: str | None = None,
+    as_of: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame, dict[str, object] | None]:
     """Read or fetch OSM buildings and normalise them.
 
     Returns the canonical buildings, the dropped ones, the repairs made while normalising
     (:func:`mfa.buildings.osm.normalise_osm`), and for an online query the record of the
     snapshot used (None for a local extract). Online queries need ``cache_root`` and
-    ``day`` (``YYYY-MM-DD``, the run's UTC day).
+    ``day`` (``YYYY-MM-DD``, the run's UTC day); ``as_of`` pins them to a day
+    (:func:`chosen_osm_snapshot`).
     """
     repairs: list[pd.DataFrame] = []
     landuse = None  # online queries ask for buildings only
@@ -240,7 +286,7 @@ def buildings_from_osm(
     else:
         if cache_root is None or day is None:
             raise ValueError("an online OSM query needs a cache root and the run's day")
-        snap, reused = osm_snapshot(source, cache_root, day)
+        snap, reused = osm_snapshot(source, cache_root, day, as_of=as_of)
         if reused:
             log.info("using the OSM snapshot %s (no download)", snap.path)
         raw = read_snapshot(snap)

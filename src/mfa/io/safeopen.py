@@ -33,6 +33,7 @@ __all__ = [
     "VECTOR_DRIVERS",
     "check_text_file",
     "gdal_safe",
+    "iter_vector",
     "open_raster",
     "read_vector",
     "vrt_sources",
@@ -200,8 +201,66 @@ def read_vector(path: Path, layer: str | None, role: str, key: str) -> Any:
         except InputDataError:
             raise
         except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputDataError(f"{path}: cannot be read as a {driver} {role} ({reason})") from exc
+            raise _unreadable(path, driver, role, exc) from exc
+
+
+def _unreadable(path: Path, driver: str, role: str, exc: Exception) -> InputDataError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InputDataError(f"{path}: cannot be read as a {driver} {role} ({reason})")
+
+
+def iter_vector(
+    path: Path, layer: str | None, role: str, key: str, batch_rows: int
+) -> Iterator[Any]:
+    """A vector input in GeoDataFrames of at most ``batch_rows`` features, in file order,
+    opened as :func:`read_vector` opens it (each read with :data:`GDAL_SAFE_OPTIONS`);
+    the index of a batch is its features' positions in the file. Streamed through
+    ``pyogrio.open_arrow`` (GDAL's GeoJSON driver parses a large file as a stream):
+    one batch is in memory, not the layer. At least one batch (empty for an empty layer).
+    """
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+    import shapely
+
+    path = Path(path)
+    driver = _expect(path, role, key, VECTOR_DRIVERS)
+    with contextlib.ExitStack() as stack:
+        with gdal_safe():
+            try:
+                found = pyogrio.read_info(path, layer=layer)["driver"]
+                if found != driver:
+                    raise InputDataError(
+                        f"{path}: GDAL reads it with the {found} driver, not {driver}; "
+                        f"replace the file or fix {key}"
+                    )
+                meta, reader = stack.enter_context(
+                    pyogrio.open_arrow(path, layer=layer, batch_size=batch_rows, use_pyarrow=True)
+                )
+            except InputDataError:
+                raise
+            except Exception as exc:  # pyogrio's DataSourceError / DataLayerError
+                raise _unreadable(path, driver, role, exc) from exc
+        name = meta.get("geometry_name") or "wkb_geometry"
+        batches = iter(reader)
+        done = 0
+        while True:
+            with gdal_safe():
+                try:
+                    batch = next(batches, None)
+                except Exception as exc:  # a damaged feature, cut-off JSON
+                    raise _unreadable(path, driver, role, exc) from exc
+            if batch is None and done:
+                return
+            if batch is None:  # an empty layer: its (empty) columns, once
+                batch = reader.schema.empty_table()
+            frame = batch.drop_columns([name]).to_pandas()
+            frame.index = pd.RangeIndex(done, done + len(frame))
+            geometry = shapely.from_wkb(batch.column(name).to_numpy(zero_copy_only=False))
+            yield gpd.GeoDataFrame(frame, geometry=geometry, crs=meta.get("crs"))
+            done += len(frame)
+            if not done:
+                return
 
 
 def open_raster(path: Path, key: str = "sources.heights") -> Any:

@@ -14,7 +14,8 @@ GET: :mod:`mfa.pull.files`); ``oapif``, ``wfs`` and ``datafordeler-graphql`` (pa
 a cursor saved after each, resumable: :mod:`mfa.pull.paging`; GraphQL with ``events_url``
 then brought up to date from the register's events: :mod:`mfa.pull.events`);
 ``datafordeler-files`` (a weekly total and daily deltas by generation number, deletions
-from the events: :mod:`mfa.pull.dffiles`).
+from the events: :mod:`mfa.pull.dffiles`); ``wcs`` (a height raster by OGC WCS 2.0.1
+GetCoverage over the pipeline's bbox: :mod:`mfa.pull.wcs`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ log = logging.getLogger("mfa")
 RECHECK_S = 600.0
 
 #: Protocols that can be pulled today.
-IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files")
+IMPLEMENTED = ("http", "oapif", "wfs", "datafordeler-graphql", "datafordeler-files", "wcs")
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class PulledSource:
 
 def snapshot_name(source: RemoteFields) -> str:
     """The snapshot file name of a remote source: query hash + the file's suffix."""
+    if source.protocol == "wcs":  # a GetCoverage answer: a GeoTIFF
+        return query_name(remote_query(source), ".tif")
     if source.protocol == "http":
         tail = Path(str(source.url).split("?")[0]).name
         parts = tail.split(".")
@@ -105,7 +108,8 @@ def pulled_sources(p: Any) -> list[PulledSource]:
     for which in ("ndsm", "dsm", "dtm") if h is not None else ():
         if getattr(h, f"{which}_url") is not None:
             key = f"sources.heights.{which}"
-            out.append(PulledSource("raster", key, which, h.remote(which), "heights", p.crs))
+            remote = h.remote(which, p.crs)
+            out.append(PulledSource("raster", key, which, remote, "heights", p.crs))
     return out
 
 
@@ -254,6 +258,13 @@ def pull_source(
                 check = partial(check_raster, what=what, url=shown, crs=ps.crs)
             snap, info = pull_file(
                 client, src, cache_root, ps.role, ps.name, day, previous, check=check
+            )
+        elif src.protocol == "wcs":
+            from mfa.pull.wcs import pull_coverage
+
+            assert ps.crs is not None
+            snap, info = pull_coverage(
+                client, src, cache_root, ps.role, ps.name, day, previous, what, ps.crs
             )
         elif src.protocol == "datafordeler-files":
             from mfa.pull.dffiles import pull_datafordeler_files

@@ -177,6 +177,14 @@ class Client:
                         return r
                     status = r.status_code
                     if status not in RETRY_STATUS:
+                        said = _ows_words(r)
+                        if said is not None:  # an OGC service says what is wrong
+                            raise self._fail(
+                                full,
+                                f"HTTP {status}, the service answered an exception: {said}",
+                                "check the request's keys (coverage id, bbox, CRS, axes) "
+                                "against the service's capabilities",
+                            )
                         raise self._fail(full, f"HTTP {status} {r.reason}", _fix(status))
                     wait = _retry_after(r.headers.get("Retry-After"))
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -217,6 +225,20 @@ class Client:
             )
             self.sleep(delay)
             attempt += 1
+
+
+def _ows_words(r: requests.Response) -> str | None:
+    """``code (locator): text`` of an OWS ExceptionReport body (OGC services answer errors
+    with one), else None; reads at most the first 64 KiB."""
+    if "xml" not in r.headers.get("Content-Type", "").lower():
+        return None
+    from mfa.pull.wcs import HEAD, ows_exception
+
+    try:
+        head = next(r.iter_content(HEAD), b"")
+    except requests.RequestException:
+        return None
+    return ows_exception(head)
 
 
 def _fix(status: int) -> str:

@@ -84,7 +84,7 @@ def build_buildings(work_dir: Path) -> Path:
         chosen |= _region_check(p, profile)
     inputs: list[dict[str, Any]] = []
     started = datetime.fromisoformat(ctx["started_at"])
-    day = started.date().isoformat()  # online OSM keeps its own pin ([sources.footprints])
+    day = started.date().isoformat()  # the folder of a new online OSM snapshot
     # a pinned run (--as-of) is the run of that day: its year ages the buildings
     run_year = int((ctx.get("as_of") or day)[:4])
     h = p.sources.heights
@@ -100,7 +100,7 @@ def build_buildings(work_dir: Path) -> Path:
         write_layer(districts, stage / "districts_input.parquet")
     with open(stage / MODEL, "wb") as f:
         pickle.dump(model, f)
-    source, matches = _engine_source(p, rules, inputs, day)
+    source, matches = _engine_source(p, rules, inputs, day, ctx.get("as_of"))
     checked = check_buildings(source, model, h, stage, p.compute.scheduler, p.compute.workers)
     failpoint("buildings:computed")
     if checked["buildings"] == 0:
@@ -111,7 +111,7 @@ def build_buildings(work_dir: Path) -> Path:
     declared = p.input_files()
     inputs += [{"role": f.role, **file_record(f.path)} for f in declared if f.kind == "data"]
     if ctx.get("run_key") is None:  # an online source: known now that its snapshot is
-        ctx["run_key"] = run_key(as_written(p, ctx), day)
+        ctx["run_key"] = run_key(as_written(p, ctx), day, ctx.get("as_of"))
         (work / "context.json").write_text(json.dumps(ctx, indent=2))
     repairs = pq.read_metadata(stage / "repairs.parquet").num_rows
     _report(

@@ -193,7 +193,7 @@ def prepare(
         "run_id": run_id,
         "started_at": started.isoformat(),
         "runner": runner,
-        "run_key": run_key(as_written, started.date().isoformat()),
+        "run_key": run_key(as_written, started.date().isoformat(), as_of),
         "as_of": as_of,
         "intensities_region": region,
         "location": locate(as_written),  # the data's country, for run.json and the report

@@ -81,7 +81,7 @@ def finish_pull(work_dir: Path) -> None:
         # the later steps read the snapshots this pull published
         p = pull.resolve_pulled(p, ctx.get("as_of"))
         _keep_settings(work, p, _run_tables(work))
-        ctx["run_key"] = run_key(as_written(p, ctx), ctx["started_at"][:10])
+        ctx["run_key"] = run_key(as_written(p, ctx), ctx["started_at"][:10], ctx.get("as_of"))
         tmp = work / "context.json.part"
         tmp.write_text(json.dumps(ctx, indent=2))
         os.replace(tmp, work / "context.json")

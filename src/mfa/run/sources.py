@@ -12,10 +12,11 @@ from mfa.buildings.archetypes import ArchetypeRules
 from mfa.buildings.conflate import conflate
 from mfa.buildings.quality import area_of_use_bounds, clean_geometries
 from mfa.config import Pipeline
+from mfa.config.load import streamed_footprints
 from mfa.core.kernel import Model
 from mfa.engine import Source, rules_model
 from mfa.errors import InputDataError
-from mfa.io.footprints import buildings_from_footprint_file
+from mfa.io.footprints import FootprintBatches, buildings_from_footprint_file
 from mfa.io.osm import buildings_from_osm
 from mfa.io.register import (
     buildings_from_register,
@@ -31,9 +32,14 @@ from mfa.stocks.uncertainty import (
 
 
 def _read_footprints(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+    p: Pipeline,
+    rules: ArchetypeRules,
+    inputs: list[dict[str, Any]],
+    day: str,
+    as_of: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame, pd.DataFrame | None]:
-    """The footprints, the ones left out and the repairs made while reading them."""
+    """The footprints, the ones left out and the repairs made while reading them
+    (``as_of``: a pinned run's day, for an online OSM query)."""
     fp = p.sources.footprints
     assert fp is not None
     if fp.schema_ == "overture":
@@ -50,9 +56,16 @@ def _read_footprints(
         buildings, dropped, repairs, _ = buildings_from_osm(fp, p.crs, rules)
         return buildings, dropped, repairs
     buildings, dropped, repairs, snapshot = buildings_from_osm(
-        fp, p.crs, rules, p.cache_root(), day
+        fp, p.crs, rules, p.cache_root(), day, as_of
     )
-    inputs.append({"role": "footprints", "query": fp.place or fp.polygon_wkt, "snapshot": snapshot})
+    inputs.append(
+        {
+            "role": "footprints",
+            "query": fp.place or fp.polygon_wkt,
+            "snapshot": snapshot,
+            **({"as_of": as_of} if as_of is not None else {}),
+        }
+    )
     return buildings, dropped, repairs
 
 
@@ -72,7 +85,11 @@ def _districts_lonlat(p: Pipeline) -> tuple[float, float, float, float] | None:
 
 
 def _sources(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+    p: Pipeline,
+    rules: ArchetypeRules,
+    inputs: list[dict[str, Any]],
+    day: str,
+    as_of: str | None = None,
 ) -> tuple[gpd.GeoDataFrame, list[pd.DataFrame], list[pd.DataFrame], dict[str, Any] | None, int]:
     """Read, normalise and clean every building source; conflate when there are two.
 
@@ -95,7 +112,7 @@ def _sources(
         dropped += [d, d2]
         repairs.append(r)
     if p.sources.footprints is not None:
-        fps, d, r0 = _read_footprints(p, rules, inputs, day)
+        fps, d, r0 = _read_footprints(p, rules, inputs, day, as_of)
         n_records += len(fps) + len(d)
         fps, d2, r = clean_geometries(fps, bounds, min_area)
         parts["footprints"] = fps
@@ -147,9 +164,14 @@ def _no_buildings(p: Pipeline, n_records: int, dropped: list[pd.DataFrame]) -> I
 
 
 def _engine_source(
-    p: Pipeline, rules: ArchetypeRules, inputs: list[dict[str, Any]], day: str
+    p: Pipeline,
+    rules: ArchetypeRules,
+    inputs: list[dict[str, Any]],
+    day: str,
+    as_of: str | None = None,
 ) -> tuple[Source, dict[str, Any] | None]:
-    """The run's building records as engine batches, and the conflation report."""
+    """The run's building records as engine batches, and the conflation report
+    (``as_of``: a pinned run's day)."""
     batch = p.compute.batch_rows
     reg = p.sources.register_
     if reg is not None and reg.schema_ == "bag" and p.sources.units is not None:
@@ -178,8 +200,13 @@ def _engine_source(
             ),
             None,
         )
+    fp = p.sources.footprints
+    if fp is not None and streamed_footprints(p) is not None:
+        # a footprint file (a pulled OGC API / WFS snapshot too): read batch by batch
+        batches = FootprintBatches(fp, p.crs, rules, batch)
+        return Source(batches=iter(batches), register=False, dropped=batches.dropped), None
     if p.sources.register_ is None:
-        fps, dropped, repairs = _read_footprints(p, rules, inputs, day)
+        fps, dropped, repairs = _read_footprints(p, rules, inputs, day, as_of)
         fps = fps.drop(columns=["register_link"], errors="ignore").reset_index(drop=True)
         cuts = range(0, max(1, len(fps)), batch)
         return Source(
@@ -189,7 +216,7 @@ def _engine_source(
             repairs=repairs,
         ), None
     # register and footprints: cleaned and conflated across the whole area, one batch
-    buildings, dropped, repairs, matches, n_records = _sources(p, rules, inputs, day)
+    buildings, dropped, repairs, matches, n_records = _sources(p, rules, inputs, day, as_of)
     return (
         Source(
             batches=iter([buildings.reset_index(drop=True)]),
