@@ -184,6 +184,8 @@ def publish(work_dir: Path) -> Path:
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "archetypes": b.get("archetypes"),
+        # roads and water for the maps of mfa query / match (their sha256 are in inputs)
+        "map_context": p.map.model_dump(mode="json") if p.map else None,
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["files"] = published_files(work)
