@@ -473,40 +473,11 @@ def _check_map_options(roads: Path | None, water: Path | None) -> None:
 def _with_map_layers(
     context: Any, manifest: dict, layers: tuple[Path | None, Path | None], frame: Any
 ) -> Any:
-    """``context`` with the roads and water in ``frame``: the files given on the command
-    line, else those of the run's pipeline (``run.json`` ``map_context``); a pipeline's
-    file that is gone since the run is a warning and the map is drawn without it."""
-    import dataclasses
+    """``context`` with the roads and water of :func:`mfa.io.maplayers.with_map_layers`;
+    its warnings printed."""
+    from mfa.io.maplayers import with_map_layers
 
-    from mfa.io.maplayers import read_map_layer
-
-    recorded = manifest.get("map_context") if isinstance(manifest.get("map_context"), dict) else {}
-    drawn: dict[str, Any] = {}
-    credits = []
-    note = ""
-    for kind, given in zip(("roads", "water"), layers, strict=True):
-        path, key = (given, f"--{kind}") if given is not None else (recorded.get(kind), None)
-        if path is None:
-            continue
-        if key is None:
-            key = f"the pipeline's [map] {kind} (run.json map_context), or give --{kind}"
-            note = recorded.get("attribution") or ""
-            if not Path(path).is_file():
-                err.print(
-                    Text("warning:", style="bold yellow"),
-                    Text(
-                        f"{path}: the pipeline's [map] {kind} file is gone; the map has no "
-                        f"{kind} (give --{kind} FILE)"
-                    ),
-                    highlight=False,
-                )
-                continue
-        drawn[kind] = read_map_layer(Path(path), kind, manifest["crs"], frame.bounds, key)
-        if len(drawn[kind]):
-            credits.append(f"{kind}: {Path(path).name}")
-    if not credits:
-        return dataclasses.replace(context, **drawn)
-    source = "; ".join(credits)
-    return dataclasses.replace(
-        context, **drawn, credits=f"Map context ({source})" + (f": {note}" if note else "")
-    )
+    context, warnings = with_map_layers(context, manifest, layers, frame.bounds)
+    for warning in warnings:
+        err.print(Text("warning:", style="bold yellow"), Text(warning), highlight=False)
+    return context

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
 
 from mfa.errors import InputDataError
 
-__all__ = ["MAP_LAYERS", "check_map_layer", "read_map_layer"]
+__all__ = ["MAP_LAYERS", "check_map_layer", "read_map_layer", "with_map_layers"]
 
 #: Layer → (what it is, the geometry types it may hold).
 MAP_LAYERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -106,3 +107,41 @@ def read_map_layer(
     kept = shapely.force_2d(np.asarray(frame.geometry.values[present], dtype=object))
     clipped = shapely.clip_by_rect(kept, x0, y0, x1, y1)
     return clipped[~shapely.is_empty(clipped)]
+
+
+def with_map_layers(
+    context: Any,
+    manifest: dict,
+    layers: tuple[Path | None, Path | None],
+    bounds: Sequence[float],
+) -> tuple[Any, list[str]]:
+    """``context`` (a :class:`mfa.io.svgmap.MapContext`) with the roads and water in the
+    window ``bounds``: the files ``layers`` (roads, water) given on the command line, else
+    those of the run's pipeline (``run.json`` ``map_context``), and the warnings to print:
+    a pipeline's file gone since the run leaves its layer out."""
+    import dataclasses
+
+    recorded = manifest.get("map_context")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    drawn: dict[str, Any] = {}
+    credits, warnings = [], []
+    note = ""
+    for kind, given in zip(("roads", "water"), layers, strict=True):
+        path, key = (given, f"--{kind}") if given is not None else (recorded.get(kind), None)
+        if path is None:
+            continue
+        if key is None:
+            key = f"the pipeline's [map] {kind} (run.json map_context), or give --{kind}"
+            note = recorded.get("attribution") or ""
+            if not Path(path).is_file():
+                warnings.append(
+                    f"{path}: the pipeline's [map] {kind} file is gone; the map has no "
+                    f"{kind} (give --{kind} FILE)"
+                )
+                continue
+        drawn[kind] = read_map_layer(Path(path), kind, manifest["crs"], bounds, key)
+        if len(drawn[kind]):
+            credits.append(f"{kind}: {Path(path).name}")
+    if credits:
+        drawn["credits"] = f"Map context ({'; '.join(credits)})" + (f": {note}" if note else "")
+    return dataclasses.replace(context, **drawn), warnings
