@@ -479,5 +479,7 @@ def _with_map_layers(
 
     context, warnings = with_map_layers(context, manifest, layers, frame.bounds)
     for warning in warnings:
-        err.print(Text("warning:", style="bold yellow"), Text(warning), highlight=False)
+        err.print(
+            Text("warning:", style="bold yellow"), Text(warning), highlight=False, soft_wrap=True
+        )
     return context
