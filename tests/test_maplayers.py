@@ -357,3 +357,23 @@ def test_run_records_its_map_layers_and_query_draws_them(map_run, tmp_path: Path
     svg = _svg(out.read_text())
     assert len(svg.findall(f".//{SVG}path[@class='water']")) == 0
     assert len(svg.findall(f".//{SVG}path[@class='road']")) == 13
+
+
+def test_match_refuses_a_bad_roads_file_before_any_work(map_run, tmp_path: Path) -> None:
+    run, _ = map_run
+    out = tmp_path / "matching"
+    r = _mfa(
+        "match",
+        run,
+        "--demand",
+        DATA / "match_demand_kalundborg.csv",
+        "-o",
+        out,
+        "--map",
+        tmp_path / "m.html",
+        "--roads",
+        WATER,
+    )
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "roads must be lines" in lines[0]
+    assert "--roads" in lines[0] and not out.exists() and not (tmp_path / "m.html").exists()
