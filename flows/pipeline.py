@@ -23,6 +23,7 @@ from prefect.context import TaskRunContext
 from prefect.futures import wait
 
 from flows.match import flow_parameters, mfa_match
+from flows.orphans import record_process
 from mfa import run as steps
 from mfa.errors import MfaError, TransientFetchError
 from mfa.executor import PROGRESS, run_scope
@@ -161,7 +162,9 @@ def mfa_pipeline(
     nothing it depends on changed (inputs, config, code). A pipeline with a ``[match]``
     table then matches the run (new or unchanged: the demand may have changed) in the
     ``mfa-match`` subflow; a failed matching fails the flow run, the run stays published.
+    A deployment run first records its process (:func:`flows.orphans.record_process`).
     """
+    record_process()
     if not force:
         previous = unchanged(pipeline_file, output_dir, as_of)
         if previous is not None:

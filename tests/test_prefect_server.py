@@ -148,3 +148,43 @@ def test_a_running_server_is_used_as_it_is(monkeypatch) -> None:
     with temporary_server() as server:
         assert server is None and psutil.Process().children() == before
     assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+
+
+#: A parent that starts the temporary server with a tie of its choice (argv[1]), prints
+#: the server's pid once it answers, and waits to be killed.
+PARENT = """
+import sys, time
+from mfa.cli.prefect_server import TemporaryServer
+server = TemporaryServer(tie=sys.argv[1])
+server.wait_ready(300)
+print(server.process.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize(
+    ("tie", "flag", "within_s"), [("pipe", "--pipe", 5), ("poll", "--parent", 8)]
+)
+def test_the_portable_tie_ends_the_server_with_a_killed_parent(
+    env, popen, tie: str, flag: str, within_s: float
+) -> None:
+    """Where prctl is missing (macOS, BSD: a pipe; Windows: polling the parent's pid) the
+    server runs under mfa.parent_tie. Forced here on Linux, where prctl would tie it
+    otherwise: the parent SIGKILLed once the server answers, the server ends by itself."""
+    from mfa.cli.prefect_server import default_tie
+
+    assert default_tie() == "prctl"  # Linux keeps its own tie unless forced
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PARENT, tie], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    popen.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the server answers (or the parent failed: "")
+    assert line.strip().isdigit(), f"the parent ended with {proc.wait()} before its server served"
+    server = psutil.Process(int(line))
+    cmd = server.cmdline()
+    assert cmd[1:5] == ["-m", "mfa.parent_tie", flag, cmd[4]] and "uvicorn" in cmd
+    assert server.ppid() == proc.pid and server.is_running()
+    t0 = time.monotonic()
+    _killed(proc, [server])
+    assert time.monotonic() - t0 < within_s

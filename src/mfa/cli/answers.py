@@ -199,6 +199,14 @@ def query(
     map_file: Annotated[
         Path | None, typer.Option("--map", help="also write a self-contained HTML map")
     ] = None,
+    roads: Annotated[
+        Path | None,
+        typer.Option("--roads", help="road lines drawn on the map (default: the pipeline's [map])"),
+    ] = None,
+    water: Annotated[
+        Path | None,
+        typer.Option("--water", help="water areas drawn on the map (default: the pipeline's)"),
+    ] = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
     from mfa.errors import InputDataError
@@ -215,6 +223,7 @@ def query(
         for target, option in ((output, "--output"), (map_file, "--map")):
             if target is not None:
                 _outside_published_runs(target, option)
+        _check_map_options(roads, water)
         result = availability(run, area, district, material, span, scenario, area_hint=hint)
     except MfaError as exc:
         _fail(exc)
@@ -229,7 +238,18 @@ def query(
     if map_file is None:
         return
     try:
-        _write_query_map(map_file, result, run, manifest, area, district, material, span, scenario)
+        _write_query_map(
+            map_file,
+            result,
+            run,
+            manifest,
+            area,
+            district,
+            material,
+            span,
+            scenario,
+            (roads, water),
+        )
     except MfaError as exc:
         _fail(exc)
     except Exception as exc:  # noqa: BLE001
@@ -273,8 +293,10 @@ def _write_query_map(
     material: list[str] | None,
     years: tuple[int, int] | None,
     scenario: str,
+    layers: tuple[Path | None, Path | None] = (None, None),
 ) -> None:
-    """The offline HTML map of a query's answer, over the run's districts and buildings."""
+    """The offline HTML map of a query's answer, over the run's districts and buildings
+    (and roads and water: ``layers``, else the pipeline's)."""
     import shapely
 
     from mfa.io.htmlmap import map_quantity, query_frame, write_query_map
@@ -291,7 +313,9 @@ def _write_query_map(
         d = run_layer(run, manifest, "districts.parquet", filters=[("district_id", "in", district)])
         area = shapely.union_all(d.geometry.dropna().values)
     frame = query_frame(area, shown)
-    context = run_context(run, manifest, frame.bounds, shown["building_id"])
+    context = _with_map_layers(
+        run_context(run, manifest, frame.bounds, shown["building_id"]), manifest, layers, frame
+    )
     stock_year = (manifest.get("flows") or {}).get("base_year")
     write_query_map(
         map_file,
@@ -345,6 +369,14 @@ def match(
     map_file: Annotated[
         Path | None, typer.Option("--map", help="also write a self-contained HTML map")
     ] = None,
+    roads: Annotated[
+        Path | None,
+        typer.Option("--roads", help="road lines drawn on the map (default: the pipeline's [map])"),
+    ] = None,
+    water: Annotated[
+        Path | None,
+        typer.Option("--water", help="water areas drawn on the map (default: the pipeline's)"),
+    ] = None,
 ) -> None:
     """Allocate what comes free to the --demand sites by road distance and net CO2 (and,
     with --weights, net cost)."""
@@ -354,6 +386,7 @@ def match(
         span = _parse_years(years)
         if map_file is not None:
             _outside_published_runs(map_file, "--map")
+        _check_map_options(roads, water)
         pair = None
         if weights:
             try:
@@ -385,15 +418,22 @@ def match(
     out.print(f"written to {result.out} in {result.manifest['seconds']:.1f} s")
     if map_file is not None:
         try:
-            _write_match_map(map_file, run, result, demand.name)
+            _write_match_map(map_file, run, result, demand.name, (roads, water))
         except MfaError as exc:
             _fail(exc)
         except Exception as exc:  # noqa: BLE001
             _fail_write(exc, map_file, "--map")
 
 
-def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -> None:
-    """The offline HTML map of a matching, over the run's districts."""
+def _write_match_map(
+    map_file: Path,
+    run: Path,
+    result: Any,
+    demand_name: str,
+    layers: tuple[Path | None, Path | None] = (None, None),
+) -> None:
+    """The offline HTML map of a matching, over the run's districts (and roads and water:
+    ``layers``, else the pipeline's)."""
     from mfa.io.matchmap import match_frame, write_match_map
     from mfa.io.svgmap import MapContext, run_context
     from mfa.match.outputs import totals_by_material
@@ -401,8 +441,10 @@ def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -
 
     a, info = result.allocation, result.manifest
     manifest = run_manifest(run)
-    context = run_context(run, manifest, match_frame(a.matches, a.coverage).bounds)
+    frame = match_frame(a.matches, a.coverage)
+    context = run_context(run, manifest, frame.bounds)
     context = MapContext(context.districts, None)  # the supply is drawn as lines
+    context = _with_map_layers(context, manifest, layers, frame)
     write_match_map(
         map_file,
         matches=a.matches,
@@ -417,3 +459,27 @@ def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -
         context=context,
     )
     out.print(f"map written to {map_file}")
+
+
+def _check_map_options(roads: Path | None, water: Path | None) -> None:
+    """``--roads`` / ``--water``: readable lines / polygons with a CRS, before any work."""
+    from mfa.io.maplayers import check_map_layer
+
+    for kind, path in (("roads", roads), ("water", water)):
+        if path is not None:
+            check_map_layer(path, kind, f"--{kind}")
+
+
+def _with_map_layers(
+    context: Any, manifest: dict, layers: tuple[Path | None, Path | None], frame: Any
+) -> Any:
+    """``context`` with the roads and water of :func:`mfa.io.maplayers.with_map_layers`;
+    its warnings printed."""
+    from mfa.io.maplayers import with_map_layers
+
+    context, warnings = with_map_layers(context, manifest, layers, frame.bounds)
+    for warning in warnings:
+        err.print(
+            Text("warning:", style="bold yellow"), Text(warning), highlight=False, soft_wrap=True
+        )
+    return context

@@ -7,9 +7,11 @@ Prefect 3 starts its own temporary server (``SubprocessASGIServer``: ``python -m
 killed nightly run. mfa starts the same server itself instead, before importing Prefect,
 and points ``PREFECT_API_URL`` at it:
 
-- the server dies with mfa: Linux's ``PR_SET_PDEATHSIG`` (set in the child before it
-  executes uvicorn) sends it SIGKILL when the mfa process ends, however it ends; where
-  that call is missing (not Linux) the server is only stopped on a normal exit;
+- the server dies with mfa, however mfa ends (SIGKILL and the OOM killer included): on
+  Linux, ``PR_SET_PDEATHSIG`` (set in the child before it executes uvicorn) sends it
+  SIGKILL; elsewhere (:data:`TIES`) it runs under :mod:`mfa.parent_tie`, which ends it
+  when a pipe whose write end only mfa holds reaches end-of-file (POSIX) or when mfa's
+  pid is gone (polled each second: Windows);
 - it starts while mfa imports Prefect, the flows and the geo stack (two processes on two
   cores), instead of after: `mfa serve` is serving seconds sooner (docs/design.md).
 
@@ -30,10 +32,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["TemporaryServer", "temporary_server"]
+__all__ = ["TIES", "TemporaryServer", "default_tie", "temporary_server"]
 
 #: uvicorn's exit code when the port is taken (Prefect retries on another port).
 PORT_TAKEN = 3
@@ -41,14 +43,36 @@ PORT_TAKEN = 3
 PORTS = range(8000, 9000)
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the server's process, before it executes uvicorn: SIGKILL when ``parent`` dies
-    (``prctl(PR_SET_PDEATHSIG)``; Linux only, else nothing)."""
+#: How the server is tied to mfa: ``prctl`` (Linux's PR_SET_PDEATHSIG), ``pipe`` (it ends
+#: at end-of-file of a pipe inherited from mfa: POSIX), ``poll`` (it polls mfa's pid).
+TIES = ("prctl", "pipe", "poll")
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None where there is none (not Linux)."""
     import ctypes
 
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
+        return None
+
+
+def default_tie() -> str:
+    """The tie of this platform: ``prctl`` on Linux, else ``pipe`` on POSIX, else
+    ``poll``."""
+    if _prctl() is not None:
+        return "prctl"
+    return "pipe" if os.name == "posix" else "poll"
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the server's process, before it executes uvicorn: SIGKILL when ``parent`` dies
+    (``prctl(PR_SET_PDEATHSIG)``; Linux only)."""
+    prctl = _prctl()
+    if prctl is None:
         return
     pr_set_pdeathsig = 1  # <linux/prctl.h>
     prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
@@ -71,7 +95,13 @@ def _free_port() -> int:
 class TemporaryServer:
     """A running Prefect API server process on 127.0.0.1 (see the module)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tie: str | None = None) -> None:
+        """Start the server, tied to this process by ``tie`` (one of :data:`TIES`;
+        default :func:`default_tie`)."""
+        self.tie = tie or default_tie()
+        if self.tie not in TIES:
+            raise ValueError(f"tie {self.tie!r}: use one of {', '.join(TIES)}")
+        self._tie_fd: int | None = None  # the write end of the pipe, held while it runs
         spec = importlib.util.find_spec("prefect")  # where it is, without importing it
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("prefect is not installed: run with --no-prefect")
@@ -94,28 +124,51 @@ class TemporaryServer:
             "PREFECT__SERVER_FINAL": "1",
         }
         env.pop("PREFECT_API_URL", None)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                self.app_dir,
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=lambda: _die_with_parent(parent),  # before Prefect: no threads yet
-        )
+        uvicorn = [
+            "uvicorn",
+            "--app-dir",
+            self.app_dir,
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
+        self._close_tie()
+        if self.tie == "prctl":
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", *uvicorn],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: _die_with_parent(parent),  # before Prefect: no threads yet
+            )
+        elif self.tie == "pipe":
+            read_end, self._tie_fd = os.pipe()  # both not inheritable; the child gets one
+            try:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "mfa.parent_tie", "--pipe", str(read_end), *uvicorn],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    pass_fds=(read_end,),
+                )
+            finally:
+                os.close(read_end)  # only the child reads; mfa holds the write end
+        else:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mfa.parent_tie", "--parent", str(parent), *uvicorn],
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def _close_tie(self) -> None:
+        if self._tie_fd is not None:
+            os.close(self._tie_fd)
+            self._tie_fd = None
 
     def wait_ready(self, timeout_s: float) -> None:
         """Return when the server answers its health check; a RuntimeError naming the
@@ -151,6 +204,7 @@ class TemporaryServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+        self._close_tie()
 
 
 @contextlib.contextmanager

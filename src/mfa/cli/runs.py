@@ -322,6 +322,27 @@ def validate(
         out.print(f"{p}: ok")
 
 
+def _crash_orphans(deployments: list[str], when: str) -> None:
+    """Mark Crashed the runs of ``deployments`` left Running or Pending with no live
+    process (:func:`flows.orphans.crash_orphans`), a line each; an API that does not
+    answer is a warning, never a traceback."""
+    from flows.orphans import crash_orphans
+
+    try:
+        lines = crash_orphans(deployments, when)
+    except Exception as exc:  # noqa: BLE001 - serving matters more than the clean-up
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        err.print(
+            Text("warning:", style="bold yellow"),
+            Text(f"mfa serve ({when}): could not look for runs left without a process ({reason})"),
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    for line in lines:
+        err.print(Text(f"mfa serve ({when}): {line}"), highlight=False, soft_wrap=True)
+
+
 class _CancelledAtExit(logging.Filter):
     """Drops the event loop's reports of tasks cancelled while ``mfa serve`` stops."""
 
@@ -369,7 +390,12 @@ def serve(
                 served = deployments_for([p.resolve() for p in pipeline], output_dir)
                 if server is not None:
                     server.wait_ready(_startup_timeout())
-                prefect_serve(*served)
+                names = [d.name for d in served]
+                _crash_orphans(names, "start")
+                try:
+                    prefect_serve(*served)
+                finally:  # SIGTERM (the runner's sys.exit), Ctrl-C, or an error
+                    _crash_orphans(names, "exit")
         except RuntimeError as exc:
             if "ephemeral Prefect API" not in str(exc):
                 raise

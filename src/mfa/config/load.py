@@ -95,6 +95,8 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         ("match", "network"),
         ("match", "output"),
         ("match", "config"),
+        ("map", "roads"),
+        ("map", "water"),
     }
     for table, key in (("intensities", "overrides"), ("match", "supply")):
         listed = data.get(table, {}).get(key) if isinstance(data.get(table), dict) else None
@@ -145,6 +147,7 @@ def _check_files(p: Pipeline, file: Path) -> None:
         ("intensities.vocabulary", p.intensities.vocabulary, False),
         *[(f"intensities.overrides[{i}]", o, False) for i, o in enumerate(p.intensities.overrides)],
         *[(key, f, False) for key, f in (p.match.files() if p.match else [])],
+        *[(f"map.{k}", getattr(p.map, k), False) for k in ("roads", "water") if p.map],
     ]
     for key, path, is_dir in checks:
         if path is None:
@@ -162,6 +165,19 @@ def _check_files(p: Pipeline, file: Path) -> None:
                 f"{file}: key '{key}': {kind} {path} does not exist; fix the path "
                 "(relative paths are relative to the pipeline file)"
             )
+    _check_map_layers(p, file)
+
+
+def _check_map_layers(p: Pipeline, file: Path) -> None:
+    """``[map]`` roads and water: readable by content, lines and polygons, with a CRS
+    (their metadata only)."""
+    from mfa.io.maplayers import check_map_layer
+
+    for kind in ("roads", "water"):
+        path = getattr(p.map, kind) if p.map else None
+        if path is None:
+            continue
+        check_map_layer(path, kind, f"key 'map.{kind}' in {file}")
 
 
 def load_pipeline(path: str | Path, as_of: str | None = None) -> Pipeline:

@@ -147,6 +147,18 @@ class Output(_Strict):
     keep_runs: Annotated[int, Field(ge=1, le=10_000)] = 10
 
 
+class MapLayers(_Strict):
+    """Roads and water drawn under the HTML maps (``mfa query``/``mfa match`` ``--map``)
+    to orient a reader: any OGR file mfa reads (GeoPackage, GeoJSON, FlatGeobuf,
+    Shapefile), in any CRS. They change no number of a run (:mod:`mfa.io.maplayers`)."""
+
+    roads: Path | None = Field(default=None, description="road lines (LineString)")
+    water: Path | None = Field(default=None, description="water areas (Polygon)")
+    attribution: str = Field(
+        default="", description="their source's attribution, printed under the maps"
+    )
+
+
 class Cache(_Strict):
     """Where downloads are kept as dated snapshots (see mfa.io.cache)."""
 
@@ -256,6 +268,7 @@ class Pipeline(_Strict):
     compute: Compute = Compute()
     schedule: Schedule | None = None
     match: MatchSection | None = None
+    map: MapLayers | None = None
     source_file: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -325,6 +338,8 @@ class Pipeline(_Strict):
         ]
         if src.heights is not None:
             data += [("ndsm", src.heights.ndsm), ("dsm", src.heights.dsm), ("dtm", src.heights.dtm)]
+        if self.map is not None:  # drawn on the maps only; recorded with their sha256
+            data += [("map_roads", self.map.roads), ("map_water", self.map.water)]
         config: list[tuple[str, Path | None]] = [
             ("pipeline", self.source_file),
             *(("archetype_rules", f) for f in sorted(self.archetypes.dir.glob("*"))),

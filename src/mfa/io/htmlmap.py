@@ -21,10 +21,13 @@ from mfa.io.classes import class_breaks, color_ramp, range_labels
 from mfa.io.svgmap import (
     Frame,
     MapContext,
+    context_css,
+    context_entries,
     context_svg,
     legend_html,
     page,
     table_html,
+    with_credits,
     write_page,
 )
 
@@ -111,10 +114,7 @@ def query_map_html(
     else:
         entries, classes_note = [], "no building of the run lies inside the area"
     entries.append(("background:#dfe9f5;border:2px dashed #2c6fbb", "the area asked about"))
-    if context is not None and context.districts is not None and len(context.districts):
-        entries.append(("border:1px dashed #8a8a8a", "district outlines (the run's districts)"))
-    if context is not None and context.buildings is not None and len(context.buildings):
-        entries.append(("background:#b8b8b8;border-radius:6px", "the run's other buildings"))
+    entries += context_entries(context, "the run's other buildings")
     legend = legend_html(f"{what}, t per building", [quantity, classes_note], entries)
     return page(
         title,
@@ -122,8 +122,8 @@ def query_map_html(
         legend,
         "Summary (t)",
         table_html(summary),
-        attribution,
-        _STYLE,
+        with_credits(attribution, context),
+        _STYLE + context_css(context),
     )
 
 

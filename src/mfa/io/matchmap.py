@@ -12,7 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfa.io.svgmap import Frame, MapContext, context_svg, legend_html, page, table_html, write_page
+from mfa.io.svgmap import (
+    Frame,
+    MapContext,
+    context_css,
+    context_entries,
+    context_svg,
+    legend_html,
+    page,
+    table_html,
+    with_credits,
+    write_page,
+)
 
 __all__ = ["match_frame", "match_map_html", "write_match_map"]
 
@@ -101,10 +112,7 @@ def match_map_html(
     )
     entries = [(f"background:{colour[m]};height:4px", m) for m in materials]
     entries.append(("background:#fff;border:2px solid #222", "demand site"))
-    if context is not None and context.districts is not None and len(context.districts):
-        entries.append(("border:1px dashed #8a8a8a", "district outlines (the run's districts)"))
-    if context is not None and context.buildings is not None and len(context.buildings):
-        entries.append(("background:#b8b8b8;border-radius:6px", "the run's buildings"))
+    entries += context_entries(context, "the run's buildings")
     cols = ["material", "demand_t", "reused_t", "virgin_t", "mean_km", "net_kgco2e"]
     return page(
         title,
@@ -112,8 +120,8 @@ def match_map_html(
         legend_html("material moved, t per match", notes, entries),
         "Balance",
         table_html(totals[cols]),
-        attribution,
-        _STYLE,
+        with_credits(attribution, context),
+        _STYLE + context_css(context),
     )
 
 

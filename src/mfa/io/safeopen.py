@@ -36,6 +36,7 @@ __all__ = [
     "iter_vector",
     "open_raster",
     "read_vector",
+    "vector_info",
     "vrt_sources",
 ]
 
@@ -178,8 +179,45 @@ def gdal_safe() -> Iterator[None]:
         pyogrio.set_gdal_config_options(saved)
 
 
-def read_vector(path: Path, layer: str | None, role: str, key: str) -> Any:
-    """Read a vector input as a GeoDataFrame with the driver its extension allows.
+def _gdal_reason(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def vector_info(path: Path, layer: str | None, role: str, key: str) -> dict[str, Any]:
+    """pyogrio's metadata of a vector input (``crs``, ``geometry_type``, ``features``...),
+    read with the driver its extension allows; nothing of the features is read.
+
+    Raises InputDataError as :func:`read_vector`.
+    """
+    import pyogrio
+
+    path = Path(path)
+    driver = _expect(path, role, key, VECTOR_DRIVERS)
+    with gdal_safe():
+        try:
+            info = pyogrio.read_info(path, layer=layer)
+        except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
+            raise InputDataError(
+                f"{path}: cannot be read as a {driver} {role} ({_gdal_reason(exc)}); "
+                f"replace the file or fix {key}"
+            ) from exc
+    if info["driver"] != driver:
+        raise InputDataError(
+            f"{path}: GDAL reads it with the {info['driver']} driver, not {driver}; "
+            f"replace the file or fix {key}"
+        )
+    return info
+
+
+def read_vector(
+    path: Path,
+    layer: str | None,
+    role: str,
+    key: str,
+    bbox: tuple[float, float, float, float] | None = None,
+) -> Any:
+    """Read a vector input as a GeoDataFrame with the driver its extension allows
+    (``bbox``: only the features that meet it, in the file's CRS).
 
     Raises InputDataError when the content is not that format, GDAL would use another
     driver, or the file cannot be read.
@@ -197,7 +235,7 @@ def read_vector(path: Path, layer: str | None, role: str, key: str) -> Any:
                     f"{path}: GDAL reads it with the {found} driver, not {driver}; "
                     f"replace the file or fix {key}"
                 )
-            return gpd.read_file(path, layer=layer, engine="pyogrio")
+            return gpd.read_file(path, layer=layer, engine="pyogrio", bbox=bbox)
         except InputDataError:
             raise
         except Exception as exc:  # pyogrio raises its own DataSourceError / DataLayerError
@@ -205,8 +243,7 @@ def read_vector(path: Path, layer: str | None, role: str, key: str) -> Any:
 
 
 def _unreadable(path: Path, driver: str, role: str, exc: Exception) -> InputDataError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return InputDataError(f"{path}: cannot be read as a {driver} {role} ({reason})")
+    return InputDataError(f"{path}: cannot be read as a {driver} {role} ({_gdal_reason(exc)})")
 
 
 def iter_vector(

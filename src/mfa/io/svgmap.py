@@ -6,7 +6,9 @@ tiles, scripts or files from elsewhere, so they open offline in any browser. Thi
 holds their one page template (:func:`page`), the frame that maps metres to pixels
 (:class:`Frame`: paths, points, scale bar), the context drawn under the data from the
 run's own layers (:func:`run_context`, :func:`context_svg`: district outlines with their
-names, the run's other buildings), the legend and the table.
+names, the run's other buildings) and, where a pipeline or the command names them, roads
+and water (:mod:`mfa.io.maplayers`, muted, under everything else), the legend and the
+table. A map without roads and water is the same page as before they existed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ __all__ = [
     "WIDTH",
     "Frame",
     "MapContext",
+    "context_css",
+    "context_entries",
     "context_svg",
     "legend_html",
     "page",
     "run_context",
     "table_html",
+    "with_credits",
     "write_page",
 ]
 
@@ -112,10 +117,22 @@ class Frame:
 class MapContext:
     """What a map draws under its data, from the run's own layers: the districts in the
     frame (``district_id``, ``district_name``, polygons) and the run's other buildings
-    there (their representative points)."""
+    there (their representative points); and from files the pipeline or the command
+    names (:mod:`mfa.io.maplayers`): ``roads`` (lines) and ``water`` (polygons), in the
+    run's CRS and clipped to the frame, with ``credits`` (where they come from, for the
+    attribution line)."""
 
     districts: gpd.GeoDataFrame | None = None
     buildings: np.ndarray | None = None  # shapely points
+    roads: np.ndarray | None = None  # shapely (multi)lines
+    water: np.ndarray | None = None  # shapely (multi)polygons
+    credits: str = ""
+
+    def has(self, layer: str) -> bool:
+        """Whether the context draws anything of ``layer`` (districts, buildings, roads,
+        water)."""
+        value = getattr(self, layer)
+        return value is not None and len(value) > 0
 
 
 def run_context(
@@ -145,10 +162,15 @@ def run_context(
 
 
 def context_svg(frame: Frame, context: MapContext | None) -> str:
-    """District outlines with their names, and the run's other buildings as grey dots."""
+    """Water and roads (muted), district outlines with their names, and the run's other
+    buildings as grey dots, in that order (each drawn over the one before)."""
     if context is None:
         return ""
     items = []
+    if context.has("water"):
+        items += [f'<path class="water" d="{frame.path(g)}"/>' for g in context.water]
+    if context.has("roads"):
+        items += [f'<path class="road" d="{frame.path(g)}"/>' for g in context.roads]
     if context.districts is not None and len(context.districts):
         window = shapely.box(*frame.bounds)
         for geom, name in zip(
@@ -171,6 +193,46 @@ def context_svg(frame: Frame, context: MapContext | None) -> str:
             for a, b in zip(x, y, strict=True)
         ]
     return f'<g id="context">{"".join(items)}</g>'
+
+
+#: The context layers' look: muted, under the data (CSS, only on maps that draw them).
+_WATER, _ROAD = "#cfe0ee", "#c9bfae"
+_CONTEXT_CSS = {
+    "water": f"path.water {{ fill: {_WATER}; stroke: none; }}\n",
+    "roads": f"path.road {{ fill: none; stroke: {_ROAD}; stroke-width: 1.6; "
+    "stroke-linecap: round; stroke-linejoin: round; }\n",
+}
+
+
+def context_css(context: MapContext | None) -> str:
+    """The CSS of the roads and water a map draws (nothing for a map without them)."""
+    if context is None:
+        return ""
+    return "".join(css for layer, css in _CONTEXT_CSS.items() if context.has(layer))
+
+
+def context_entries(context: MapContext | None, buildings: str) -> list[tuple[str, str]]:
+    """The legend rows of the context drawn: district outlines, the run's ``buildings``
+    (label), roads, water."""
+    if context is None:
+        return []
+    rows = []
+    if context.has("districts"):
+        rows.append(("border:1px dashed #8a8a8a", "district outlines (the run's districts)"))
+    if context.has("buildings"):
+        rows.append(("background:#b8b8b8;border-radius:6px", buildings))
+    if context.has("roads"):
+        rows.append((f"background:{_ROAD};height:3px", "roads"))
+    if context.has("water"):
+        rows.append((f"background:{_WATER}", "water"))
+    return rows
+
+
+def with_credits(attribution: str, context: MapContext | None) -> str:
+    """The attribution line with the roads' and water's sources added, when drawn."""
+    if context is None or not context.credits or not (context.has("roads") or context.has("water")):
+        return attribution
+    return f"{attribution}. {context.credits}" if attribution else context.credits
 
 
 def legend_html(heading: str, notes: Sequence[str], entries: Sequence[tuple[str, str]]) -> str:

@@ -212,6 +212,8 @@ def publish(work_dir: Path) -> Path:
         "archetypes": b.get("archetypes"),
         "location": ctx.get("location"),
         "floor_area_vs_statistics": _floor_area_check(work, p, ctx.get("location") or {}),
+        # roads and water for the maps of mfa query / match (their sha256 are in inputs)
+        "map_context": p.map.model_dump(mode="json") if p.map else None,
         "timings_s": {step: r.get("seconds") for step, r in reports.items() if isinstance(r, dict)},
     }
     manifest["files"] = published_files(work)
