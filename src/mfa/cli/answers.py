@@ -401,7 +401,7 @@ def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -
 
     a, info = result.allocation, result.manifest
     manifest = run_manifest(run)
-    context = run_context(run, manifest, match_frame(a.matches, a.coverage).bounds)
+    context = run_context(run, manifest, match_frame(a.matches, a.coverage, result.hubs).bounds)
     context = MapContext(context.districts, None)  # the supply is drawn as lines
     write_match_map(
         map_file,
@@ -415,5 +415,6 @@ def _write_match_map(map_file: Path, run: Path, result: Any, demand_name: str) -
         scenario=info["scenario"],
         crs=manifest["crs"],
         context=context,
+        hubs=result.hubs,
     )
     out.print(f"map written to {map_file}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,9 @@ from mfa.match.allocate import Allocation, allocate
 from mfa.match.demand import check_demand_table
 from mfa.match.distances import pairs_within, road_km
 from mfa.match.outputs import (
+    hub_points,
     match_lines,
     summary_markdown,
-    totals_by_hub,
     totals_by_material,
     with_dates,
 )
@@ -29,11 +29,16 @@ __all__ = ["MatchResult", "match_run"]
 
 @dataclass(frozen=True)
 class MatchResult:
+    """The allocation, the sensitivity to the haul limit, the summary, ``match.json``'s
+    record, the folder written (or None) and the hubs (:func:`hub_points`; no rows
+    without ``--hubs``)."""
+
     allocation: Allocation
     sensitivity: pd.DataFrame
     summary: str
     manifest: dict
     out: Path | None
+    hubs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def match_run(
@@ -159,6 +164,11 @@ def match_run(
         )
 
     alloc = allocate(sup, dem, si, di, km, kind, params, solver=solver, hubs=hub_arg)
+    span = (
+        int(min(sup["year_from"].min(), dem["year_from"].min())),
+        int(max(sup["year_to"].max(), dem["year_to"].max())),
+    )
+    hub_pts = hub_points(alloc, hub_arg[0], span) if hub_arg is not None else pd.DataFrame()
     rows = []
     for k in params.sensitivity_km:
         a_k = (
@@ -216,7 +226,7 @@ def match_run(
             "matches": len(alloc.matches),
         },
         "totals": totals_by_material(alloc).to_dict(orient="records"),
-        "hubs": totals_by_hub(alloc).to_dict(orient="records"),
+        "hubs": hub_pts.to_dict(orient="records"),
         "sensitivity": sens.to_dict(orient="records"),
         "seconds": round(seconds, 2),
     }
@@ -240,10 +250,17 @@ def match_run(
                 crs=crs,
             ),
         }
+        if len(hub_pts):
+            layers["hubs"] = gpd.GeoDataFrame(
+                with_dates(hub_pts, "hubs"),
+                geometry=gpd.points_from_xy(hub_pts["x"], hub_pts["y"]),
+                crs=crs,
+            )
         tables = {
             "matches": lines.drop(columns="geometry"),
             "demand_coverage": alloc.coverage,
             "supply_fate": fate,
+            **({"hubs": hub_pts} if len(hub_pts) else {}),
         }
         written = write_match_outputs(Path(out), run, layers, tables, record, md, title)
-    return MatchResult(alloc, sens, md, record, written)
+    return MatchResult(alloc, sens, md, record, written, hub_pts)

@@ -12,6 +12,7 @@ from mfa.match.allocate import Allocation
 __all__ = [
     "DATE_FIELDS",
     "YEAR_FIELDS",
+    "hub_points",
     "match_lines",
     "summary_markdown",
     "totals_by_hub",
@@ -27,6 +28,7 @@ YEAR_FIELDS = {
     "matches": ("year_out", "year_in"),
     "supply_fate": ("year_from", "year_to"),
     "demand_coverage": ("year_from", "year_to"),
+    "hubs": ("year_from", "year_to"),
 }
 
 
@@ -81,6 +83,61 @@ def totals_by_hub(a: Allocation) -> pd.DataFrame:
     costs = m.groupby("via_hub")[parts].sum()
     tot = pd.concat([inn, out, costs], axis=1).fillna(0.0)
     return tot.rename_axis("hub_id").reset_index()
+
+
+def hub_points(a: Allocation, hubs: pd.DataFrame, span: tuple[int, int]) -> pd.DataFrame:
+    """Per hub of the hub table (used or not, sorted by ``hub_id``): its point ``x``, ``y``
+    (run CRS, m), ``capacity_t`` and ``materials``; :func:`totals_by_hub`'s ``in_t``,
+    ``out_t`` (t) and handling/holding kg CO2e and DKK; ``peak_held_t``, the most it holds
+    from one year to the next (t), ``capacity_use`` = ``peak_held_t`` / ``capacity_t``
+    (0…1), and ``held_t_years`` (t·years, what its holding price per t·year is paid on);
+    ``year_from``/``year_to``, the first year material enters and the last it leaves
+    (``span``, the matching's years, for a hub that takes nothing).
+
+    What a hub holds from year y to y + 1 is the tonnes that entered up to y minus those
+    that left up to y (its lines balance: :func:`mfa.match.hubs.held_kg_years`), from the
+    match rows in whole kg: a supply → hub row enters in ``year_in``, a hub → demand row
+    leaves in ``year_in``."""
+    m = a.matches[a.matches["via_hub"] != ""]
+    kg = np.rint(m["t"].to_numpy(float) * 1000.0).astype(np.int64)
+    entering = (m["demand_id"] == "").to_numpy()
+    year = m["year_in"].to_numpy(np.int64)
+    ids = hubs["hub_id"].astype(str).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    h = np.searchsorted(ids, m["via_hub"].astype(str).to_numpy())
+    y0 = int(year.min()) if len(year) else span[0]
+    n_y = int(year.max()) - y0 + 1 if len(year) else 1
+    change = np.zeros((len(ids), n_y), dtype=np.int64)  # kg entering − leaving, per year
+    np.add.at(change, (h, year - y0), np.where(entering, kg, -kg))
+    held = np.cumsum(change, axis=1)  # kg held from year y to y + 1
+    cap = hubs["capacity_t"].to_numpy(float)[order]
+    first = np.full(len(ids), span[0], dtype=np.int64)
+    last = np.full(len(ids), span[1], dtype=np.int64)
+    used = np.bincount(h, minlength=len(ids)) > 0
+    if used.any():
+        lo = pd.Series(year).groupby(h).min()
+        hi = pd.Series(year).groupby(h).max()
+        first[lo.index], last[hi.index] = lo.to_numpy(), hi.to_numpy()
+    out = pd.DataFrame(
+        {
+            "hub_id": ids,
+            "x": hubs["x"].to_numpy(float)[order],
+            "y": hubs["y"].to_numpy(float)[order],
+            "capacity_t": cap,
+            "materials": hubs["materials"].astype(str).to_numpy()[order],
+            "peak_held_t": held.max(axis=1).clip(min=0) / 1000.0,
+            "held_t_years": held.sum(axis=1) / 1000.0,
+            "year_from": first,
+            "year_to": last,
+        }
+    )
+    out["capacity_use"] = out["peak_held_t"] / cap
+    tot = totals_by_hub(a).set_index("hub_id").reindex(ids).fillna(0.0).reset_index()
+    cols = ["hub_id", "x", "y", "capacity_t", "materials", "in_t", "out_t", "peak_held_t"]
+    cols += ["capacity_use", "held_t_years"]
+    cols += [c for c in tot.columns if c not in cols] + ["year_from", "year_to"]
+    return out.merge(tot, on="hub_id", how="left")[cols]
 
 
 def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes: list[str]) -> str:
