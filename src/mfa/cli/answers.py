@@ -326,7 +326,12 @@ def match(
         float | None, typer.Option("--max-km", help="haul limit, km (default config/match.toml)")
     ] = None,
     network: Annotated[
-        Path | None, typer.Option("--network", help="OSM XML extract for road km")
+        Path | None,
+        typer.Option(
+            "--network",
+            help="road network for road km: OSM XML extract, or road lines (.geojson, "
+            ".gpkg, .parquet) in a projected CRS",
+        ),
     ] = None,
     hubs: Annotated[
         Path | None, typer.Option("--hubs", help="hubs file (storage/processing sites)")

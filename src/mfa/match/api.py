@@ -62,7 +62,8 @@ def match_run(
 
     ``years`` (first, last) bounds the run's supply (default: the demand's windows after the
     run's base year); ``max_km`` the haul limit (default ``config/match.toml``);
-    ``network`` an OSM XML extract for road km (else straight line × detour factor);
+    ``network`` an OSM XML extract or a road line layer (GeoJSON, GeoPackage, GeoParquet…
+    of LineStrings in a projected CRS) for road km (else straight line × detour factor);
     ``hubs`` a file of hubs (``hub_id, x, y, capacity_t, handling_kgco2e_per_t,
     holding_kgco2e_per_t_year, handling_dkk_per_t, holding_dkk_per_t_year, materials``);
     ``weights`` (per kg CO2e, per DKK) what is minimised (default ``config/match.toml``
@@ -121,7 +122,9 @@ def match_run(
     limit_km = max(params.max_km, *params.sensitivity_km)  # the largest limit solved
     net = None
     if network is not None:
-        net = load_road_network(Path(network), crs, Path(cache_dir) if cache_dir else None)
+        net = load_road_network(
+            Path(network), crs, Path(cache_dir) if cache_dir else None, params.line_snap_m
+        )
 
     def distances(a: pd.DataFrame, b: pd.DataFrame, b_name: str, fallback: bool):
         ax, ay = a["x"].to_numpy(float), a["y"].to_numpy(float)
