@@ -13,11 +13,14 @@ import networkx as nx
 import numpy as np
 import pytest
 import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mfa.errors import InputDataError
 from mfa.io.match import load_road_network, road_lines_arrays
 from mfa.match import match_run
 from mfa.match.distances import RoadNetwork, pairs_within, road_km
+from mfa.match.roadlines import network_arrays
 
 ROADS = Path("geodata/sample/kalundborg_1km_6173_632_roads.geojson")
 WATER = Path("geodata/sample/kalundborg_1km_6173_632_water.geojson")
@@ -176,6 +179,21 @@ def test_load_caches_and_reprojects(tmp_path: Path) -> None:
             r"lonlat.geojson \(--network\): CRS EPSG:4326 is in degrees; reproject",
         ),
         (
+            "two.gpkg",
+            lambda p: (
+                gpd.read_file(ROADS).to_file(p, layer="roads"),
+                gpd.read_file(WATER).to_file(p, layer="water"),
+            ),
+            r"two.gpkg \(--network\): holds 2 layers \['roads', 'water'\]; keep only the road",
+        ),
+        (
+            "null.geojson",
+            lambda p: gpd.GeoDataFrame(
+                geometry=[gpd.read_file(ROADS).geometry.iloc[0], None], crs=CRS
+            ).to_file(p),
+            r"null.geojson \(--network\) feature 2: empty geometry; remove the feature",
+        ),
+        (
             "mixed.geojson",
             lambda p: gpd.GeoDataFrame(
                 geometry=[gpd.read_file(ROADS).geometry.iloc[0], shapely.Point(632100, 6173200)],
@@ -184,7 +202,7 @@ def test_load_caches_and_reprojects(tmp_path: Path) -> None:
             r"mixed.geojson \(--network\) feature 2: a Point, not a line; keep only road lines",
         ),
     ],
-    ids=["no-lines", "no-crs", "lonlat", "a-point"],
+    ids=["no-lines", "no-crs", "lonlat", "two-layers", "null", "a-point"],
 )
 def test_bad_line_layers_give_one_line_errors(
     tmp_path: Path, name: str, make, message: str
@@ -224,3 +242,48 @@ def test_match_routes_on_the_kalundborg_roads(dk_sample_run: Path, tmp_path: Pat
     assert r.manifest["parameters"]["line_snap_m"] == 1.0
     assert str(ROADS) in r.manifest["inputs"]
     assert "road km on geodata/sample/kalundborg_1km_6173_632_roads.geojson" in r.summary
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)),
+        min_size=1,
+        max_size=25,
+    ),
+    st.integers(0, 2**32 - 1),
+)
+def test_random_line_layers_route_as_networkx(segments, seed) -> None:
+    # segments between the points of a 6 × 6 lattice (100 m apart), each a two-vertex line
+    # bent through a random middle vertex: ends meet exactly, lengths are the bent ones
+    rng = np.random.default_rng(seed)
+    lines, g = [], nx.Graph()
+    for x0, y0, x1, y1 in segments:
+        a, b = (
+            (600_000 + 100.0 * x0, 6_100_000 + 100.0 * y0),
+            (600_000 + 100.0 * x1, 6_100_000 + 100.0 * y1),
+        )
+        mid = ((a[0] + b[0]) / 2 + rng.uniform(-30, 30), (a[1] + b[1]) / 2 + rng.uniform(-30, 30))
+        c = np.array([a, mid, b])
+        w = _measured(c)
+        if a == b or w == 0:
+            continue  # a loop carries nothing
+        lines.append(shapely.linestrings(c))
+        if not g.has_edge(a, b) or g[a][b]["w"] > w:
+            g.add_edge(a, b, w=w)
+    if not lines:
+        return
+    arr = network_arrays(np.array(lines, dtype=object), 1.0)
+    net = RoadNetwork(arr["x"], arr["y"], arr["u"], arr["v"], arr["w"])
+    nodes = np.array(sorted(g.nodes))
+    assert net.n == len(nodes)
+    km = _km(net, nodes, nodes)
+    for i, a in enumerate(map(tuple, nodes)):
+        lengths = nx.single_source_dijkstra_path_length(g, a, weight="w")
+        for j, b in enumerate(map(tuple, nodes)):
+            if b in lengths:
+                assert km[i, j] == pytest.approx(lengths[b] / 1000.0, rel=1e-9, abs=1e-9)
+            else:
+                assert np.isnan(km[i, j])
+    np.testing.assert_array_equal(np.isnan(km), np.isnan(km.T))  # both ways
+    np.testing.assert_allclose(km, km.T, rtol=1e-12, atol=1e-12)
