@@ -107,6 +107,10 @@ def test_match_json_hubs_equal_the_match_rows(matching: tuple[Path, Path]) -> No
     assert list(layer.index) == list(hubs.index)
     np.testing.assert_allclose(layer[FIELDS].to_numpy(float), hubs[FIELDS].to_numpy(float))
     assert layer.geometry.x.tolist() == [645000.0, 690000.0]
+    summary = (out / "summary.md").read_text()
+    assert "| hub | in t | out t | peak held t | capacity use |" in summary
+    assert "| wood-shed | 0.0 | 0.0 | 0.0 | 0% |" in summary
+    assert f"| depot | {hubs.loc['depot', 'in_t']:,.1f} |" in summary
     csv = pd.read_csv(out / "hubs.csv").set_index("hub_id")
     np.testing.assert_allclose(csv[FIELDS].to_numpy(float), hubs[FIELDS].to_numpy(float))
 

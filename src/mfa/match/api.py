@@ -202,7 +202,7 @@ def match_run(
         "life only",
     ]
     title = f"Reuse matching: {Path(demand).name} against {manifest['pipeline']}"
-    md = summary_markdown(alloc, sens, title, notes)
+    md = summary_markdown(alloc, sens, title, notes, hub_pts)
     record = {
         "run": {"dir": str(run), "pipeline": manifest["pipeline"], "run_id": manifest["run_id"]},
         "inputs": {

@@ -140,9 +140,16 @@ def hub_points(a: Allocation, hubs: pd.DataFrame, span: tuple[int, int]) -> pd.D
     return out.merge(tot, on="hub_id", how="left")[cols]
 
 
-def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes: list[str]) -> str:
+def summary_markdown(
+    a: Allocation,
+    sensitivity: pd.DataFrame,
+    title: str,
+    notes: list[str],
+    hubs: pd.DataFrame | None = None,
+) -> str:
     """The summary a student reads first: what is reused, how far, the CO2 balance, and how
-    reuse changes with the haul limit."""
+    reuse changes with the haul limit. ``hubs`` (:func:`hub_points`) lists every hub with
+    its peak held tonnes and capacity use; without it the hubs used are listed."""
     tot = totals_by_material(a)
     lines = [f"# {title}", ""]
     reused, demand = tot["reused_t"].sum(), tot["demand_t"].sum()
@@ -171,7 +178,8 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
             "Nothing is reused: no supply of the same material, window and grade lies within "
             "the haul limit of any site (see supply_fate.csv and the sensitivity below)."
         )
-    hubs = totals_by_hub(a)
+    hubs = totals_by_hub(a) if hubs is None or not len(hubs) else hubs
+    peak = "peak_held_t" in hubs.columns
     hub_head = " hub handling + holding kg CO2e |" if len(hubs) else ""
     lines += [
         "",
@@ -193,13 +201,15 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
             "Hubs (handling is paid on the way in, holding by the tonnes leaving, for the "
             "years they stayed):",
             "",
-            "| hub | in t | out t | handling kg CO2e | holding kg CO2e | handling DKK "
-            "| holding DKK |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| hub | in t | out t |"
+            + (" peak held t | capacity use |" if peak else "")
+            + " handling kg CO2e | holding kg CO2e | handling DKK | holding DKK |",
+            "|---|---:|---:|" + ("---:|---:|" if peak else "") + "---:|---:|---:|---:|",
         ]
         for r in hubs.itertuples(index=False):
+            held = f" {r.peak_held_t:,.1f} | {r.capacity_use:.0%} |" if peak else ""
             lines.append(
-                f"| {r.hub_id} | {r.in_t:,.1f} | {r.out_t:,.1f} | {r.handling_kgco2e:,.0f} "
+                f"| {r.hub_id} | {r.in_t:,.1f} | {r.out_t:,.1f} |{held} {r.handling_kgco2e:,.0f} "
                 f"| {r.holding_kgco2e:,.0f} | {r.handling_dkk:,.0f} | {r.holding_dkk:,.0f} |"
             )
     if len(sensitivity):
