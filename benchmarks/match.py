@@ -83,6 +83,7 @@ def main() -> None:
         detour_factor=1.2,
         max_km=a.max_km,
         max_snap_m=500.0,
+        line_snap_m=1.0,
         run_grade=2,
         level="t",
         avoided_kgco2e_per_t={"concrete": 81.0, "brick": 241.0},

@@ -5,7 +5,8 @@ and the layers of its ``matching.gpkg`` and print, as JSON, what QGIS sees.
 layer opened from the GeoPackage directly (valid, features, renderer of its stored
 default style); the project (read, CRS, relative paths, per tree layer: valid, table,
 features, group, visible, renderer, CRS, temporal settings; the drawing order; the
-temporal controller's range and step); per temporal layer and year of that range, the
+temporal controller's range and step; a labelled layer's label field; a
+graduated-size renderer's marker sizes); per temporal layer and year of that range, the
 features QGIS's own filter for the year's frame selects (their first and last years);
 and the project rendered to ``<png>`` (how many pixels are not the background).
 """
@@ -17,6 +18,7 @@ from qgis.core import (
     QgsApplication,
     QgsDateTimeRange,
     QgsFeatureRequest,
+    QgsGraduatedSymbolRenderer,
     QgsMapRendererParallelJob,
     QgsMapSettings,
     QgsProject,
@@ -73,6 +75,13 @@ for node in root.findLayers():
             else None,
             crs=layer.crs().authid(),
         )
+        if layer.labelsEnabled():
+            info["labels"] = {"enabled": True, "field": layer.labeling().settings().fieldName}
+        if r is not None and r.type() == "graduatedSymbol":
+            size = getattr(QgsGraduatedSymbolRenderer, "GraduatedSize", None)
+            if size is not None and r.graduatedMethod() == size:
+                info["size_method"] = True
+                info["sizes"] = [rng.symbol().size() for rng in r.ranges()]
         tp = layer.temporalProperties()
         info["temporal"] = {
             "active": tp.isActive(),

@@ -423,7 +423,7 @@ def test_qgis_opens_the_styled_matching_and_its_project(run: Path, tmp_path: Pat
             "attribute": attribute[name],
             "crs": "EPSG:25832",
         }
-    assert seen["drawing_order"] == ["demand_coverage", "matches", "supply_fate"]
+    assert seen["drawing_order"] == ["hubs", "demand_coverage", "matches", "supply_fate"]
     assert seen["drawn_pixels"] > 100  # the map is not blank
     assert (tmp_path / "matching.png").stat().st_size > 0
 

@@ -20,6 +20,7 @@ PARAMS = MatchParams(
     max_km=25.0,
     sensitivity_km=(10.0, 25.0, 50.0),
     max_snap_m=500.0,
+    line_snap_m=1.0,
     run_grade=2,
     level="t",
     avoided_kgco2e_per_t={"concrete": 100.0, "brick": 200.0},

@@ -350,7 +350,12 @@ def match(
         float | None, typer.Option("--max-km", help="haul limit, km (default config/match.toml)")
     ] = None,
     network: Annotated[
-        Path | None, typer.Option("--network", help="OSM XML extract for road km")
+        Path | None,
+        typer.Option(
+            "--network",
+            help="road network for road km: OSM XML extract, or road lines (.geojson, "
+            ".gpkg, .parquet) in a projected CRS",
+        ),
     ] = None,
     hubs: Annotated[
         Path | None, typer.Option("--hubs", help="hubs file (storage/processing sites)")
@@ -441,7 +446,7 @@ def _write_match_map(
 
     a, info = result.allocation, result.manifest
     manifest = run_manifest(run)
-    frame = match_frame(a.matches, a.coverage)
+    frame = match_frame(a.matches, a.coverage, result.hubs)
     context = run_context(run, manifest, frame.bounds)
     context = MapContext(context.districts, None)  # the supply is drawn as lines
     context = _with_map_layers(context, manifest, layers, frame)
@@ -457,6 +462,7 @@ def _write_match_map(
         scenario=info["scenario"],
         crs=manifest["crs"],
         context=context,
+        hubs=result.hubs,
     )
     out.print(f"map written to {map_file}")
 

@@ -19,7 +19,10 @@ class MatchSection(BaseModel):
     demand: Path = Field(description="the sites (CSV in the pipeline CRS, or a vector file)")
     supply: list[Path] = Field(default_factory=list, description="extra supply files")
     hubs: Path | None = None
-    network: Path | None = Field(default=None, description="OSM XML extract for road km")
+    network: Path | None = Field(
+        default=None,
+        description="road network for road km: OSM XML extract or a road line layer",
+    )
     output: Path | None = Field(
         default=None, description="the matching's folder; default <output root>/<name>/matching"
     )

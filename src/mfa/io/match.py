@@ -1,5 +1,6 @@
 """Files of reuse matching: its config table, demand and supply files, the road network
-extract (cached), and the outputs written atomically into a folder the user names."""
+(an OSM extract or a road line layer, cached), and the outputs written atomically into a
+folder the user names."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ __all__ = [
     "load_match_params",
     "load_road_network",
     "read_sites",
+    "road_lines_arrays",
     "write_match_outputs",
 ]
 
@@ -94,6 +96,7 @@ def load_match_params(path: Path, materials: list[str], **overrides: object) -> 
         "max_km": d.get("max_km_default"),
         "sensitivity_km": tuple(d.get("sensitivity_km", ())),
         "max_snap_m": d.get("max_snap_m"),
+        "line_snap_m": d.get("line_snap_m"),
         "run_grade": raw.get("supply", {}).get("run_grade"),
         "level": raw.get("supply", {}).get("level", "p50"),
         "avoided_kgco2e_per_t": avoided,
@@ -186,25 +189,111 @@ def _xy_from(g: gpd.GeoDataFrame, name: str) -> pd.DataFrame:
     return df
 
 
-def load_road_network(extract: Path, crs: str, cache_dir: Path | None = None) -> RoadNetwork:
-    """The drive network of an OSM XML extract (``.osm``, ``.osm.bz2``) in the run's CRS.
+#: Extensions of road line layers (the others, ``.osm``/``.osm.bz2``, are OSM XML).
+LINE_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".shp", ".parquet", ".geoparquet")
 
-    Only edges with a ``highway`` in :data:`DRIVE` count (``graph_from_xml`` keeps every
-    way, buildings too); nodes without such an edge are left out, so points snap to roads.
 
-    Built with osmnx (``graph_from_xml``, simplified, projected); the drive network's arrays
-    are cached under ``cache_dir`` (``network-<sha256 of the extract>-<CRS>.npz``).
+def load_road_network(
+    extract: Path, crs: str, cache_dir: Path | None = None, line_snap_m: float = 1.0
+) -> RoadNetwork:
+    """The road network of ``extract`` in the run's CRS: an OSM XML extract (``.osm``,
+    ``.osm.bz2``; :func:`_osm_arrays`) or a layer of road centre lines (GeoJSON,
+    GeoPackage, FlatGeobuf, Shapefile, GeoParquet; :func:`road_lines_arrays`, ends within
+    ``line_snap_m`` joined).
+
+    The network's arrays are cached under ``cache_dir`` (``network-<sha256 of the
+    file>-<CRS>.npz``; for a line layer ``…-snap<m>.npz``).
     """
-    import osmnx as ox
-
     if not extract.is_file():
         raise InputNotFoundError(f"{extract}: network extract not found; check --network")
+    lines = extract.suffix.lower() in LINE_SUFFIXES
     digest = hashlib.sha256(extract.read_bytes()).hexdigest()[:16]
-    tag = crs.replace(":", "")
+    tag = crs.replace(":", "") + (f"-snap{line_snap_m:g}" if lines else "")
     cached = cache_dir / f"network-{digest}-{tag}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
         with np.load(cached) as z:
             return RoadNetwork(z["x"], z["y"], z["u"], z["v"], z["w"])
+    arrays = road_lines_arrays(extract, crs, line_snap_m) if lines else _osm_arrays(extract, crs)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.stem}.{uuid.uuid4().hex[:6]}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cached)
+    return RoadNetwork(arrays["x"], arrays["y"], arrays["u"], arrays["v"], arrays["w"])
+
+
+def road_lines_arrays(path: Path, crs: str, snap_m: float) -> dict[str, np.ndarray]:
+    """The network arrays of a road line layer (:mod:`mfa.match.roadlines`): its
+    LineStrings and the parts of its MultiLineStrings, in a projected CRS (reprojected to
+    the run's), with a ``oneway`` column if it has one. One-line errors name the file and
+    the feature: no CRS, a geographic CRS, no lines, a feature that is no line or empty, a
+    ``oneway`` value not understood, several layers in one file."""
+    from mfa.io.safeopen import read_vector
+    from mfa.match.roadlines import ONEWAY_VALUES, network_arrays, oneway_codes
+
+    name = f"{path} (--network)"
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        try:
+            g = gpd.read_parquet(path)
+        except Exception as exc:  # pyarrow / geopandas: not GeoParquet
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputDataError(f"{name}: not a readable GeoParquet file ({reason})") from exc
+    else:
+        if path.suffix.lower() == ".gpkg":
+            layers = [str(r[0]) for r in pyogrio.list_layers(path) if r[1] is not None]
+            if len(layers) > 1:
+                raise InputDataError(
+                    f"{name}: holds {len(layers)} layers {layers}; keep only the road lines"
+                )
+        g = read_vector(path, None, "road line layer", "--network")
+    if g.crs is None:
+        raise InputDataError(
+            f"{name}: no CRS; set the layer's projected CRS (the run's is {crs}), e.g. "
+            "with ogr2ogr -a_srs"
+        )
+    if not g.crs.is_projected:
+        raise InputDataError(
+            f"{name}: CRS {g.crs.to_string()} is in degrees; reproject the road lines to a "
+            f"projected CRS in metres (the run's is {crs})"
+        )
+    kind = g.geom_type.to_numpy(dtype=object)
+    empty = (g.geometry.isna() | g.geometry.is_empty).to_numpy()
+    if empty.any():
+        i = int(empty.argmax())
+        raise InputDataError(f"{name} feature {i + 1}: empty geometry; remove the feature")
+    if len(g) == 0 or not np.isin(kind, ["LineString", "MultiLineString"]).any():
+        raise InputDataError(
+            f"{name}: holds no LineString or MultiLineString features; give a layer of road "
+            "centre lines (e.g. GeoDanmark Vejmidte)"
+        )
+    other = ~np.isin(kind, ["LineString", "MultiLineString"])
+    if other.any():
+        i = int(other.argmax())
+        raise InputDataError(
+            f"{name} feature {i + 1}: a {kind[i]}, not a line; keep only road lines"
+        )
+    oneway = None
+    if "oneway" in g.columns:
+        oneway, bad = oneway_codes(g["oneway"].to_numpy(dtype=object))
+        if bad >= 0:
+            raise InputDataError(
+                f"{name} feature {bad + 1}: oneway {g['oneway'].iloc[bad]!r} is not one of "
+                f"{sorted(ONEWAY_VALUES)}; fix the value"
+            )
+    g = g.to_crs(crs)
+    parts, index = shapely.get_parts(g.geometry.to_numpy(), return_index=True)
+    return network_arrays(parts, snap_m, None if oneway is None else oneway[index])
+
+
+def _osm_arrays(extract: Path, crs: str) -> dict[str, np.ndarray]:
+    """The drive network of an OSM XML extract in the run's CRS.
+
+    Only edges with a ``highway`` in :data:`DRIVE` count (``graph_from_xml`` keeps every
+    way, buildings too); nodes without such an edge are left out, so points snap to roads.
+    Built with osmnx (``graph_from_xml``, simplified, projected).
+    """
+    import osmnx as ox
+
     try:
         g = ox.graph_from_xml(extract, simplify=True, retain_all=True)
     except Exception as exc:  # osmnx raises many kinds on bad XML
@@ -217,19 +306,13 @@ def load_road_network(extract: Path, crs: str, cache_dir: Path | None = None) ->
         raise InputDataError(f"{extract}: the extract holds no roads; use one with highways")
     nodes = sorted({n for u, v, _ in drive for n in (u, v)})
     pos = {n: i for i, n in enumerate(nodes)}
-    arrays = {
+    return {
         "x": np.array([g.nodes[n]["x"] for n in nodes], dtype=float),
         "y": np.array([g.nodes[n]["y"] for n in nodes], dtype=float),
         "u": np.array([pos[e[0]] for e in drive], dtype=np.int64),
         "v": np.array([pos[e[1]] for e in drive], dtype=np.int64),
         "w": np.array([e[2] for e in drive], dtype=float),
     }
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.stem}.{uuid.uuid4().hex[:6]}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cached)
-    return RoadNetwork(arrays["x"], arrays["y"], arrays["u"], arrays["v"], arrays["w"])
 
 
 def _drivable(highway: object) -> bool:

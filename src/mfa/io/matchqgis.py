@@ -6,7 +6,9 @@ the run's CRS, the extent of the data + 3 %. Every layer with the date fields
 (:func:`mfa.match.outputs.with_dates`) is temporal, each feature from ``date_from`` to
 ``date_to``, and the project's temporal controller steps one calendar year at a time
 over the years of the data: a student scrubs the years and sees each year's moves, the
-supply of that year and the sites building in it.
+supply of that year and the sites building in it. Hubs (``--hubs``) are points sized by
+the tonnes they take in and labelled with their ``hub_id``, shown from the first year
+material enters to the last it leaves.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MATCH_PROJECT = "project.qgs"
 
 #: The project's tree: (group, layer, GeoPackage geometry type), first drawn on top.
 MATCH_TREE = (
+    ("Reuse matching", "hubs", "Point"),
     ("Reuse matching", "demand_coverage", "Point"),
     ("Reuse matching", "matches", "LineString"),
     ("Supply", "supply_fate", "Point"),
@@ -44,8 +47,11 @@ MATCH_TREE = (
 def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, GraduatedStyle]:
     """Default styles of the matching layers, classes from their values: matches by
     tonnes (lines), supply fate by reused tonnes, demand coverage by the share met from
-    reuse (fixed classes)."""
+    reuse (fixed classes); hubs sized by the tonnes they take in (one colour, labelled
+    with ``hub_id``)."""
     out = {}
+    if "hubs" in layers:
+        out["hubs"] = hub_style(layers["hubs"])
     specs = {
         "matches": ("t", "line", "t", "tonnes moved (t)", "RdPu", None),
         "supply_fate": ("reused_t", "point", "t", "reused (t)", "YlGnBu", None),
@@ -77,6 +83,37 @@ def match_styles(layers: dict[str, gpd.GeoDataFrame]) -> dict[str, GraduatedStyl
             temporal_end_field=DATE_FIELDS[1] if dated else None,
         )
     return out
+
+
+#: Marker diameters of the hub classes, smallest to largest (mm): a display rule.
+HUB_SIZES_MM = (3.0, 7.0)
+
+
+def hub_style(hubs: gpd.GeoDataFrame) -> GraduatedStyle:
+    """Hubs: graduated size by ``in_t`` (tonnes handled: handling is paid on the way in),
+    quantile classes from the hubs' values (a hub that takes nothing in the smallest),
+    dark purple circles with a white outline, labelled with ``hub_id``."""
+    br = class_breaks(hubs["in_t"].to_numpy(dtype=float))
+    n = len(br) - 1
+    small, large = HUB_SIZES_MM
+    sizes = tuple(small + (large - small) * i / max(n - 1, 1) for i in range(n))
+    dated = set(DATE_FIELDS) <= set(hubs.columns)
+    return GraduatedStyle(
+        expression="in_t",
+        breaks=br,
+        colors=("#54278f",) * n,
+        labels=range_labels(br, "t"),
+        geometry="point",
+        unit="t",
+        title="tonnes handled (taken in), t",
+        outline="#ffffff",
+        outline_width_mm=0.4,
+        sizes_mm=sizes,
+        method="Quantile",
+        temporal_field=DATE_FIELDS[0] if dated else None,
+        temporal_end_field=DATE_FIELDS[1] if dated else None,
+        label_field="hub_id",
+    )
 
 
 def match_years(layers: dict[str, gpd.GeoDataFrame]) -> tuple[int, int] | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +16,9 @@ from mfa.match.allocate import Allocation, allocate
 from mfa.match.demand import check_demand_table
 from mfa.match.distances import pairs_within, road_km
 from mfa.match.outputs import (
+    hub_points,
     match_lines,
     summary_markdown,
-    totals_by_hub,
     totals_by_material,
     with_dates,
 )
@@ -29,11 +29,16 @@ __all__ = ["MatchResult", "match_run"]
 
 @dataclass(frozen=True)
 class MatchResult:
+    """The allocation, the sensitivity to the haul limit, the summary, ``match.json``'s
+    record, the folder written (or None) and the hubs (:func:`hub_points`; no rows
+    without ``--hubs``)."""
+
     allocation: Allocation
     sensitivity: pd.DataFrame
     summary: str
     manifest: dict
     out: Path | None
+    hubs: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def match_run(
@@ -57,7 +62,8 @@ def match_run(
 
     ``years`` (first, last) bounds the run's supply (default: the demand's windows after the
     run's base year); ``max_km`` the haul limit (default ``config/match.toml``);
-    ``network`` an OSM XML extract for road km (else straight line × detour factor);
+    ``network`` an OSM XML extract or a road line layer (GeoJSON, GeoPackage, GeoParquet…
+    of LineStrings in a projected CRS) for road km (else straight line × detour factor);
     ``hubs`` a file of hubs (``hub_id, x, y, capacity_t, handling_kgco2e_per_t,
     holding_kgco2e_per_t_year, handling_dkk_per_t, holding_dkk_per_t_year, materials``);
     ``weights`` (per kg CO2e, per DKK) what is minimised (default ``config/match.toml``
@@ -116,7 +122,9 @@ def match_run(
     limit_km = max(params.max_km, *params.sensitivity_km)  # the largest limit solved
     net = None
     if network is not None:
-        net = load_road_network(Path(network), crs, Path(cache_dir) if cache_dir else None)
+        net = load_road_network(
+            Path(network), crs, Path(cache_dir) if cache_dir else None, params.line_snap_m
+        )
 
     def distances(a: pd.DataFrame, b: pd.DataFrame, b_name: str, fallback: bool):
         ax, ay = a["x"].to_numpy(float), a["y"].to_numpy(float)
@@ -159,6 +167,11 @@ def match_run(
         )
 
     alloc = allocate(sup, dem, si, di, km, kind, params, solver=solver, hubs=hub_arg)
+    span = (
+        int(min(sup["year_from"].min(), dem["year_from"].min())),
+        int(max(sup["year_to"].max(), dem["year_to"].max())),
+    )
+    hub_pts = hub_points(alloc, hub_arg[0], span) if hub_arg is not None else pd.DataFrame()
     rows = []
     for k in params.sensitivity_km:
         a_k = (
@@ -189,7 +202,7 @@ def match_run(
         "life only",
     ]
     title = f"Reuse matching: {Path(demand).name} against {manifest['pipeline']}"
-    md = summary_markdown(alloc, sens, title, notes)
+    md = summary_markdown(alloc, sens, title, notes, hub_pts)
     record = {
         "run": {"dir": str(run), "pipeline": manifest["pipeline"], "run_id": manifest["run_id"]},
         "inputs": {
@@ -216,7 +229,7 @@ def match_run(
             "matches": len(alloc.matches),
         },
         "totals": totals_by_material(alloc).to_dict(orient="records"),
-        "hubs": totals_by_hub(alloc).to_dict(orient="records"),
+        "hubs": hub_pts.to_dict(orient="records"),
         "sensitivity": sens.to_dict(orient="records"),
         "seconds": round(seconds, 2),
     }
@@ -240,10 +253,17 @@ def match_run(
                 crs=crs,
             ),
         }
+        if len(hub_pts):
+            layers["hubs"] = gpd.GeoDataFrame(
+                with_dates(hub_pts, "hubs"),
+                geometry=gpd.points_from_xy(hub_pts["x"], hub_pts["y"]),
+                crs=crs,
+            )
         tables = {
             "matches": lines.drop(columns="geometry"),
             "demand_coverage": alloc.coverage,
             "supply_fate": fate,
+            **({"hubs": hub_pts} if len(hub_pts) else {}),
         }
         written = write_match_outputs(Path(out), run, layers, tables, record, md, title)
-    return MatchResult(alloc, sens, md, record, written)
+    return MatchResult(alloc, sens, md, record, written, hub_pts)

@@ -12,6 +12,7 @@ from mfa.match.allocate import Allocation
 __all__ = [
     "DATE_FIELDS",
     "YEAR_FIELDS",
+    "hub_points",
     "match_lines",
     "summary_markdown",
     "totals_by_hub",
@@ -27,6 +28,7 @@ YEAR_FIELDS = {
     "matches": ("year_out", "year_in"),
     "supply_fate": ("year_from", "year_to"),
     "demand_coverage": ("year_from", "year_to"),
+    "hubs": ("year_from", "year_to"),
 }
 
 
@@ -83,9 +85,71 @@ def totals_by_hub(a: Allocation) -> pd.DataFrame:
     return tot.rename_axis("hub_id").reset_index()
 
 
-def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes: list[str]) -> str:
+def hub_points(a: Allocation, hubs: pd.DataFrame, span: tuple[int, int]) -> pd.DataFrame:
+    """Per hub of the hub table (used or not, sorted by ``hub_id``): its point ``x``, ``y``
+    (run CRS, m), ``capacity_t`` and ``materials``; :func:`totals_by_hub`'s ``in_t``,
+    ``out_t`` (t) and handling/holding kg CO2e and DKK; ``peak_held_t``, the most it holds
+    from one year to the next (t), ``capacity_use`` = ``peak_held_t`` / ``capacity_t``
+    (0…1), and ``held_t_years`` (t·years, what its holding price per t·year is paid on);
+    ``year_from``/``year_to``, the first year material enters and the last it leaves
+    (``span``, the matching's years, for a hub that takes nothing).
+
+    What a hub holds from year y to y + 1 is the tonnes that entered up to y minus those
+    that left up to y (its lines balance: :func:`mfa.match.hubs.held_kg_years`), from the
+    match rows in whole kg: a supply → hub row enters in ``year_in``, a hub → demand row
+    leaves in ``year_in``."""
+    m = a.matches[a.matches["via_hub"] != ""]
+    kg = np.rint(m["t"].to_numpy(float) * 1000.0).astype(np.int64)
+    entering = (m["demand_id"] == "").to_numpy()
+    year = m["year_in"].to_numpy(np.int64)
+    ids = hubs["hub_id"].astype(str).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    h = np.searchsorted(ids, m["via_hub"].astype(str).to_numpy())
+    y0 = int(year.min()) if len(year) else span[0]
+    n_y = int(year.max()) - y0 + 1 if len(year) else 1
+    change = np.zeros((len(ids), n_y), dtype=np.int64)  # kg entering − leaving, per year
+    np.add.at(change, (h, year - y0), np.where(entering, kg, -kg))
+    held = np.cumsum(change, axis=1)  # kg held from year y to y + 1
+    cap = hubs["capacity_t"].to_numpy(float)[order]
+    first = np.full(len(ids), span[0], dtype=np.int64)
+    last = np.full(len(ids), span[1], dtype=np.int64)
+    used = np.bincount(h, minlength=len(ids)) > 0
+    if used.any():
+        lo = pd.Series(year).groupby(h).min()
+        hi = pd.Series(year).groupby(h).max()
+        first[lo.index], last[hi.index] = lo.to_numpy(), hi.to_numpy()
+    out = pd.DataFrame(
+        {
+            "hub_id": ids,
+            "x": hubs["x"].to_numpy(float)[order],
+            "y": hubs["y"].to_numpy(float)[order],
+            "capacity_t": cap,
+            "materials": hubs["materials"].astype(str).to_numpy()[order],
+            "peak_held_t": held.max(axis=1).clip(min=0) / 1000.0,
+            "held_t_years": held.sum(axis=1) / 1000.0,
+            "year_from": first,
+            "year_to": last,
+        }
+    )
+    out["capacity_use"] = out["peak_held_t"] / cap
+    tot = totals_by_hub(a).set_index("hub_id").reindex(ids).fillna(0.0).reset_index()
+    cols = ["hub_id", "x", "y", "capacity_t", "materials", "in_t", "out_t", "peak_held_t"]
+    cols += ["capacity_use", "held_t_years"]
+    cols += [c for c in tot.columns if c not in cols] + ["year_from", "year_to"]
+    return out.merge(tot, on="hub_id", how="left")[cols]
+
+
+def summary_markdown(
+    a: Allocation,
+    sensitivity: pd.DataFrame,
+    title: str,
+    notes: list[str],
+    hubs: pd.DataFrame | None = None,
+) -> str:
     """The summary a student reads first: what is reused, how far, the CO2 balance, and how
-    reuse changes with the haul limit."""
+    reuse changes with the haul limit. ``hubs`` (:func:`hub_points`) lists every hub with
+    its peak held tonnes and capacity use; without it the hubs used are listed."""
     tot = totals_by_material(a)
     lines = [f"# {title}", ""]
     reused, demand = tot["reused_t"].sum(), tot["demand_t"].sum()
@@ -114,7 +178,8 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
             "Nothing is reused: no supply of the same material, window and grade lies within "
             "the haul limit of any site (see supply_fate.csv and the sensitivity below)."
         )
-    hubs = totals_by_hub(a)
+    hubs = totals_by_hub(a) if hubs is None or not len(hubs) else hubs
+    peak = "peak_held_t" in hubs.columns
     hub_head = " hub handling + holding kg CO2e |" if len(hubs) else ""
     lines += [
         "",
@@ -136,13 +201,15 @@ def summary_markdown(a: Allocation, sensitivity: pd.DataFrame, title: str, notes
             "Hubs (handling is paid on the way in, holding by the tonnes leaving, for the "
             "years they stayed):",
             "",
-            "| hub | in t | out t | handling kg CO2e | holding kg CO2e | handling DKK "
-            "| holding DKK |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| hub | in t | out t |"
+            + (" peak held t | capacity use |" if peak else "")
+            + " handling kg CO2e | holding kg CO2e | handling DKK | holding DKK |",
+            "|---|---:|---:|" + ("---:|---:|" if peak else "") + "---:|---:|---:|---:|",
         ]
         for r in hubs.itertuples(index=False):
+            held = f" {r.peak_held_t:,.1f} | {r.capacity_use:.0%} |" if peak else ""
             lines.append(
-                f"| {r.hub_id} | {r.in_t:,.1f} | {r.out_t:,.1f} | {r.handling_kgco2e:,.0f} "
+                f"| {r.hub_id} | {r.in_t:,.1f} | {r.out_t:,.1f} |{held} {r.handling_kgco2e:,.0f} "
                 f"| {r.holding_kgco2e:,.0f} | {r.handling_dkk:,.0f} | {r.holding_dkk:,.0f} |"
             )
     if len(sensitivity):

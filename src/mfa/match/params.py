@@ -24,6 +24,8 @@ class MatchParams(BaseModel):
     max_km: float = Field(gt=0)
     sensitivity_km: tuple[float, ...] = ()
     max_snap_m: float = Field(gt=0)
+    #: ends of a road line layer's lines closer than this (m) are one node
+    line_snap_m: float = Field(gt=0)
     run_grade: int = Field(ge=0)
     level: Literal["t", "p05", "p50", "p95"] = "p50"
     avoided_kgco2e_per_t: dict[str, float]

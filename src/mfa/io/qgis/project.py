@@ -169,6 +169,8 @@ def project_xml(
                 "readOnly": "0",
             },
         )
+        if lyr.style.label_field:
+            ml.set("labelsEnabled", "1")
         if lyr.extent is not None:
             _extent(ml, "extent", lyr.extent)
         ET.SubElement(ml, "id").text = lyr.layer_id

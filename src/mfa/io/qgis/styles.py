@@ -24,7 +24,8 @@ class GraduatedStyle:
     QGIS makes when the classes are recomputed. ``geometry`` "none" writes no renderer
     (a table). ``temporal_field`` binds the layer's temporal properties to a date field:
     an instant, or with ``temporal_end_field`` a range from one field to the other (both
-    ends included).
+    ends included). ``sizes_mm`` (one per class) makes the classes differ by marker size
+    instead (QGIS's "GraduatedSize"); ``label_field`` labels each feature with that field.
     """
 
     expression: str
@@ -41,6 +42,8 @@ class GraduatedStyle:
     temporal_field: str | None = None
     temporal_end_field: str | None = None
     opacity: float = 1.0
+    sizes_mm: tuple[float, ...] | None = None
+    label_field: str | None = None
 
     def __post_init__(self) -> None:
         n = len(self.breaks) - 1
@@ -49,6 +52,8 @@ class GraduatedStyle:
                 f"{self.expression}: {len(self.breaks)} edges need {n} colours and labels, "
                 f"got {len(self.colors)} and {len(self.labels)}"
             )
+        if self.sizes_mm is not None and len(self.sizes_mm) != n:
+            raise ValueError(f"{self.expression}: {n} classes need {n} sizes")
 
     @property
     def classes(self) -> int:
@@ -78,7 +83,9 @@ def _props(parent: ET.Element, props: Mapping[str, str]) -> None:
         ET.SubElement(parent, "prop", {"k": k, "v": v})
 
 
-def _symbol(name: str, color: str, style: GraduatedStyle) -> ET.Element:
+def _symbol(
+    name: str, color: str, style: GraduatedStyle, size_mm: float | None = None
+) -> ET.Element:
     kind = {"point": "marker", "line": "line", "polygon": "fill"}[style.geometry]
     sym = ET.Element(
         "symbol",
@@ -104,7 +111,7 @@ def _symbol(name: str, color: str, style: GraduatedStyle) -> ET.Element:
             **edge,
             "name": "circle",
             "scale_method": "diameter",
-            "size": f"{style.marker_size_mm:g}",
+            "size": f"{size_mm or style.marker_size_mm:g}",
             "size_unit": "MM",
             "vertical_anchor_point": "1",
         }
@@ -137,7 +144,7 @@ def _renderer(style: GraduatedStyle) -> ET.Element:
         {
             "type": "graduatedSymbol",
             "attr": style.expression,
-            "graduatedMethod": "GraduatedColor",
+            "graduatedMethod": "GraduatedColor" if style.sizes_mm is None else "GraduatedSize",
             "symbollevels": "0",
             "enableorderby": "0",
             "forceraster": "0",
@@ -161,7 +168,8 @@ def _renderer(style: GraduatedStyle) -> ET.Element:
                 "render": "true",
             },
         )
-        symbols.append(_symbol(str(i), color, style))
+        size = style.sizes_mm[i] if style.sizes_mm is not None else None
+        symbols.append(_symbol(str(i), color, style, size))
     source = _symbol("0", style.colors[0], style)
     holder = ET.SubElement(r, "source-symbol")
     holder.append(source)
@@ -240,7 +248,44 @@ def _style_elements(style: GraduatedStyle) -> list[ET.Element]:
         el.text = text
         out.append(el)
     out.append(ET.Element("legend", {"type": "default-vector", "showLabelLegend": "0"}))
+    if style.label_field is not None:
+        out.append(_labeling(style.label_field))
     return out
+
+
+def _labeling(field: str) -> ET.Element:
+    """Simple labels: ``field`` in 9 pt dark grey with a white buffer, beside the point
+    (the parent element needs ``labelsEnabled="1"``)."""
+    lab = ET.Element("labeling", {"type": "simple"})
+    settings = ET.SubElement(lab, "settings", {"calloutType": "simple"})
+    text = ET.SubElement(
+        settings,
+        "text-style",
+        {
+            "fieldName": field,
+            "isExpression": "0",
+            "fontSize": "9",
+            "fontSizeUnit": "Point",
+            "fontWeight": "75",
+            "textColor": "35,35,35,255",
+            "textOpacity": "1",
+        },
+    )
+    ET.SubElement(
+        text,
+        "text-buffer",
+        {
+            "bufferDraw": "1",
+            "bufferSize": "0.8",
+            "bufferSizeUnits": "MM",
+            "bufferColor": "255,255,255,255",
+            "bufferOpacity": "1",
+        },
+    )
+    # placement 6 = OrderedPositionsAroundPoint (cartographic), 1.5 mm from the symbol
+    ET.SubElement(settings, "placement", {"placement": "6", "dist": "1.5", "distUnits": "MM"})
+    ET.SubElement(settings, "rendering", {"obstacle": "1", "drawLabels": "1"})
+    return lab
 
 
 def _xml(root: ET.Element) -> str:
@@ -261,6 +306,9 @@ def qml(style: GraduatedStyle) -> str:
             "maxScale": "0",
         },
     )
+    if style.label_field:
+        root.set("labelsEnabled", "1")
+        root.set("styleCategories", "Symbology|Labeling|Rendering|Temporal|Legend")
     root.extend(_style_elements(style))
     return _xml(root)
 
