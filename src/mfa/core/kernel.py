@@ -172,8 +172,9 @@ def _locator(geoms: np.ndarray, key: str = "") -> PointLocator:
 
 
 def forget_locators() -> None:
-    """Drop this process's point locators (their prepared polygons: about 0.8 GB for a
-    country's 4,000 parish outlines), once pass 2 is done; a later pass builds anew."""
+    """Drop this process's point locators (their outlines cut to grid cells: about 0.56 GB
+    for 4,356 parish outlines of 3,000 vertices), once pass 2 is done; a later pass builds
+    anew."""
     with _LOCATORS_LOCK:
         _LOCATORS.clear()
 
