@@ -6,6 +6,7 @@ process. The qgis step waits for it and adds the other layers to the same file."
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,12 +52,15 @@ def start_buildings_layer(work_dir: Path, buildings: int) -> LayerProcess | None
     when the qgis step is to write it itself: outside a run (a step called on its own),
     with one worker or the synchronous scheduler (the pipeline asked for one core),
     or fewer than ``[compute] geopackage_process_min_buildings`` buildings (cheaper in
-    line). The process is killed when the run ends, however it ends."""
+    line), or called from another thread than the main one (the process dies with the
+    thread that started it: a step run in a passing thread would lose it). The process
+    is killed when the run ends, however it ends."""
     work = Path(work_dir)
     p = _pipeline(work)
     c = p.compute
     if (
-        c.scheduler == "synchronous"
+        threading.current_thread() is not threading.main_thread()
+        or c.scheduler == "synchronous"
         or worker_count(c.workers) < 2
         or buildings < max(c.geopackage_process_min_buildings, 1)
     ):
