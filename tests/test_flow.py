@@ -38,7 +38,7 @@ def test_flow_gives_the_same_layers_as_the_plain_runner(prefect_harness, tmp_pat
     assert manifest["checks"]["geopackage"]["status"] == "passed"
     plain_manifest = json.loads((plain / "run.json").read_text())
     assert manifest["qgis"] == plain_manifest["qgis"]
-    assert manifest["qgis"]["buildings_layer"] == "separate process"
+    assert manifest["compute"]["engine"]["geopackage"]["buildings_layer"] == "separate process"
     assert gpkg_content(with_prefect / "layers.gpkg") == gpkg_content(plain / "layers.gpkg")
     assert not writers(tmp_path)
     assert all(

@@ -149,16 +149,24 @@ def qgis_outputs(work_dir: Path) -> Path:
         layers = {n: layers[n] for n in QGIS_LAYERS if n in layers}  # the layers' order
     years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
     written = None
-    waited = 0.0
+    engine: dict[str, Any] = {"buildings_layer": "in line"}
     if process is not None:
         t1 = time.perf_counter()
-        written = {"buildings": process.wait()}
-        waited = time.perf_counter() - t1
+        done = process.wait()
+        engine = {
+            "buildings_layer": "separate process",
+            "waited_s": round(time.perf_counter() - t1, 3),
+            "process_cpu_s": done.get("cpu_s"),
+            "process_max_rss_mb": done.get("max_rss_mb"),
+        }
+        written = {"buildings": int(done["rows"])}
         batches.pop("buildings", None)
     elif "buildings" in batches:  # in line: the same write as the process's
+        t1 = time.perf_counter()
         written = {
             "buildings": write_parquet_layer(work / GPKG, "buildings", work / BUILDINGS, p.crs)
         }
+        engine["seconds"] = round(time.perf_counter() - t1, 3)
         batches.pop("buildings")
     out = write_qgis_outputs(
         work,
@@ -171,15 +179,7 @@ def qgis_outputs(work_dir: Path) -> Path:
         written=written,
     )
     failpoint("qgis:written")
-    how = "separate process" if process is not None else "in line"
-    _report(
-        work, "qgis", {**out, "buildings_layer": how, "seconds": round(time.perf_counter() - t0, 3)}
-    )
-    log.info(
-        "QGIS project %s, layers in %s (buildings layer: %s; waited %.1f s for it)",
-        PROJECT,
-        GPKG,
-        how,
-        waited,
-    )
+    seconds = round(time.perf_counter() - t0, 3)
+    _report(work, "qgis", {**out, "engine": engine, "seconds": seconds})
+    log.info("QGIS project %s, layers in %s (buildings layer: %s)", PROJECT, GPKG, engine)
     return work / PROJECT

@@ -96,8 +96,9 @@ class LayerProcess:
     name: str
     process: subprocess.Popen[bytes]
 
-    def wait(self) -> int:
-        """The rows the child wrote, once it has finished; its failure as one line."""
+    def wait(self) -> dict[str, float]:
+        """What the child did, once it has finished: ``rows`` written, its ``cpu_s`` and
+        ``max_rss_mb``; its failure as one line."""
         out, err = self.process.communicate()
         code = self.process.returncode
         what = f"{self.gpkg}: writing its {self.name} layer (in a separate process)"
@@ -114,7 +115,7 @@ class LayerProcess:
         except json.JSONDecodeError:
             report = {}
         if code == 0 and "rows" in report:
-            return int(report["rows"])
+            return report
         cause = report.get("error") or _last_line(err) or f"exit code {code}"
         if report.get("errno"):  # a full, over-quota or read-only disk: the runner words it
             raise OSError(int(report["errno"]), f"{what} failed: {cause}", str(self.gpkg))
@@ -178,7 +179,11 @@ def main(argv: Sequence[str]) -> int:
         text = " ".join(str(exc).split())[:MESSAGE_CHARS] or type(exc).__name__
         print(json.dumps({"error": f"{type(exc).__name__}: {text}", "errno": code}))
         return 1
-    print(json.dumps({"rows": rows}))
+    import resource
+
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s, rss_mb = use.ru_utime + use.ru_stime, use.ru_maxrss / 1024  # Linux: kB
+    print(json.dumps({"rows": rows, "cpu_s": round(cpu_s, 2), "max_rss_mb": round(rss_mb, 1)}))
     return 0
 
 
