@@ -200,3 +200,20 @@ def test_the_writer_dies_with_mfa(published) -> None:
     assert _digest(out / "dk-sample" / "latest") == before
     run_pipeline(pipeline, out)  # the killed run's work folder is removed, the run succeeds
     assert not (out / "dk-sample" / ".work").exists()
+
+
+def test_a_writer_that_fails_says_why_in_one_line(tmp_path: Path) -> None:
+    """A child that raises (here: its source is no Parquet file) is one line naming the
+    GeoPackage and the cause, not the child's traceback."""
+    from mfa.io.qgis.background import start_layer_process
+
+    source = tmp_path / "buildings.parquet"
+    source.write_bytes(b"not a parquet file")
+    process = start_layer_process(tmp_path / "layers.gpkg", "buildings", source, "EPSG:25832")
+    with pytest.raises(OutputWriteError) as caught:
+        process.wait()
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'layers.gpkg'}: writing its buildings layer")
+    assert "Parquet" in message and "'latest' is unchanged" in message
+    assert "\n" not in message and "Traceback" not in message
+    process.stop()  # harmless once it has ended

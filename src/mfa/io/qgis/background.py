@@ -104,7 +104,10 @@ class LayerProcess:
         what = f"{self.gpkg}: writing its {self.name} layer (in a separate process)"
         outcome = "nothing was published and 'latest' is unchanged"
         if code < 0:
-            sig = signal.Signals(-code).name
+            try:
+                sig = signal.Signals(-code).name
+            except ValueError:
+                sig = f"signal {-code}"
             raise OutputWriteError(
                 f"{what} was stopped by {sig} (killed from outside, e.g. by the "
                 f"out-of-memory killer); {outcome}: check the machine's memory, then run again"
@@ -143,8 +146,9 @@ def start_layer_process(gpkg: Path, name: str, source: Path, crs: str) -> LayerP
     import mfa
 
     env = dict(os.environ)
-    here = str(Path(mfa.__file__).resolve().parent.parent)  # the child imports this mfa
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    here = Path(mfa.__file__).resolve().parent.parent
+    if here.name not in ("site-packages", "dist-packages"):  # a checkout: the child imports it
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(here), env.get("PYTHONPATH")) if p)
     args = {"gpkg": str(gpkg), "name": name, "source": str(source), "crs": crs}
     process = subprocess.Popen(
         [
