@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["die_with_parent", "gc_paused", "release_freed_memory", "without_cyclic_gc"]
+__all__ = [
+    "die_with_parent",
+    "gc_paused",
+    "libc_prctl",
+    "release_freed_memory",
+    "without_cyclic_gc",
+]
 
 
 _gc_lock = threading.Lock()
@@ -91,18 +97,29 @@ def without_cyclic_gc(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None where there is none (not Linux)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def die_with_parent(parent: int) -> None:
-    """In a child process of mfa: SIGKILL when ``parent`` dies (Linux's
+    """In a child process of mfa (Prefect's temporary server before it executes uvicorn,
+    the GeoPackage writer first thing): SIGKILL when ``parent`` dies (Linux's
     ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing). Exits at once when ``parent`` is
     already gone (it died before the call: nobody waits for this process).
 
     The kernel sends the signal when the *thread* that started the child ends: start
     children from a thread that lives as long as the run (the main thread)."""
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    prctl = libc_prctl()
+    if prctl is None:
         return
     pr_set_pdeathsig = 1  # <linux/prctl.h>
     prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
