@@ -17,9 +17,13 @@ pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 
 def test_flow_gives_the_same_layers_as_the_plain_runner(prefect_harness, tmp_path: Path) -> None:
+    """dk-sample with the GeoPackage's buildings layer written by its own process, which
+    the stocks task starts and the qgis task waits for (tests/test_gpkg_process.py)."""
     from flows.pipeline import mfa_pipeline
 
-    pipeline = str(ROOT / "pipelines" / "dk-sample.toml")
+    from tests.test_gpkg_process import child_pipeline, gpkg_content, writers
+
+    pipeline = str(child_pipeline(tmp_path))
     state = mfa_pipeline(pipeline, str(tmp_path / "prefect"), return_state=True)
     assert state.is_completed()
     with_prefect = Path(state.result())
@@ -34,6 +38,9 @@ def test_flow_gives_the_same_layers_as_the_plain_runner(prefect_harness, tmp_pat
     assert manifest["checks"]["geopackage"]["status"] == "passed"
     plain_manifest = json.loads((plain / "run.json").read_text())
     assert manifest["qgis"] == plain_manifest["qgis"]
+    assert manifest["compute"]["engine"]["geopackage"]["buildings_layer"] == "separate process"
+    assert gpkg_content(with_prefect / "layers.gpkg") == gpkg_content(plain / "layers.gpkg")
+    assert not writers(tmp_path)
     assert all(
         (with_prefect / f).is_file()
         for f in ("layers.gpkg", "project.qgs", *manifest["qgis"]["styles"])

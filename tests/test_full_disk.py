@@ -243,6 +243,60 @@ def test_prefect_run_with_its_state_on_the_full_disk(disk: Disk) -> None:
     disk.intact()
 
 
+def test_a_full_disk_in_the_geopackage_process(disk: Disk, tmp_path: Path) -> None:
+    """The GeoPackage's buildings layer written by its own process (mfa.io.qgis.
+    background) onto the full disk: the run fails with the same one line, in the qgis
+    step that waits for it. The writer stops itself mid-write; the disk is filled once
+    the run waits for it (the flows step is done), then it goes on."""
+    from tests.test_gpkg_process import child_pipeline, writers
+
+    pipeline = child_pipeline(tmp_path)
+    env = {**ENV, "MFA_FAILPOINT": "gpkg:buildings", "MFA_FAILPOINT_ACTION": "stop"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mfa.cli",
+            "run",
+            str(pipeline),
+            "--no-prefect",
+            "-o",
+            str(disk.out),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (
+            writers(disk.out)
+            and all(_stopped(pid) for pid in writers(disk.out))
+            and list(disk.folder.glob(".work/*/reports/flows.json"))
+        ):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the writer never stopped mid-write"
+            time.sleep(0.05)
+        with disk.full(0):
+            for pid in writers(disk.out):
+                os.kill(pid, signal.SIGCONT)
+            stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    _one_line_error(
+        done, f"{disk.folder}: cannot write", "full", "'latest' is unchanged", "--output-dir"
+    )
+    disk.intact()
+    assert not writers(disk.out)
+    text = (disk.folder / "last-failure.md").read_text()
+    assert "Step **qgis** failed" in text and "OutputStorageError" in text, text
+
+
 def test_a_failure_that_does_not_say_is_put_down_to_no_space_only_at_none(disk: Disk) -> None:
     """A write that fails without an errno or the words of a full disk (GDAL's GeoPackage
     writer: "no such table: gpkg_contents") is a full disk only when not one block is

@@ -36,6 +36,11 @@ class OutputStorageError(MfaError, OSError):
     (:func:`mfa.io.storage.storage_error`); ``errno`` is ENOSPC, EDQUOT or EROFS."""
 
 
+class OutputWriteError(MfaError, RuntimeError):
+    """An output file of a run could not be written for another reason than the disk (a
+    writer process failed or was killed); nothing was published."""
+
+
 class TransientFetchError(MfaError, ConnectionError):
     """A download failed in a way that may pass (busy server, timeout, cut-off response)."""
 

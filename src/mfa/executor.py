@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from mfa.errors import ConfigError
 
@@ -30,6 +30,8 @@ __all__ = [
     "ordered_map",
     "report_progress",
     "run_scope",
+    "start_for_run",
+    "take_from_run",
     "worker_count",
 ]
 
@@ -49,6 +51,7 @@ def report_progress(what: str, done: int, total: int) -> None:
 
 
 Submit = Callable[..., Future]
+T = TypeVar("T")
 
 
 def worker_count(workers: int | None) -> int:
@@ -60,6 +63,9 @@ def worker_count(workers: int | None) -> int:
 #: workers); None outside a run scope.
 _SCOPE: ContextVar[dict[tuple[str, int], Submit] | None] = ContextVar("mfa_scope", default=None)
 _SCOPE_STACK: ContextVar[ExitStack | None] = ContextVar("mfa_scope_stack", default=None)
+#: What a step started for a later step of the same run (the GeoPackage's buildings
+#: layer, written by a child process), by key; None outside a run scope.
+_KEPT: ContextVar[dict[str, Any] | None] = ContextVar("mfa_kept", default=None)
 
 
 @contextmanager
@@ -78,12 +84,35 @@ def run_scope() -> Iterator[None]:
 
     with ExitStack() as stack:
         stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
-        scope, held = _SCOPE.set({}), _SCOPE_STACK.set(stack)
+        scope, held, kept = _SCOPE.set({}), _SCOPE_STACK.set(stack), _KEPT.set({})
         try:
             yield
         finally:
             _SCOPE.reset(scope)
             _SCOPE_STACK.reset(held)
+            _KEPT.reset(kept)
+
+
+def start_for_run(key: str, start: Callable[[], T], stop: Callable[[T], None]) -> T | None:
+    """Start work for a later step of the run (``start()``) and keep it under ``key``
+    until :func:`take_from_run` takes it; ``stop(work)`` runs when the run scope ends,
+    however it ends (a failed run leaves nothing running; ``stop`` must be harmless on
+    finished work). Outside a :func:`run_scope` (a step called on its own) nothing is
+    started and None returned: the later step then does the work itself."""
+    kept, stack = _KEPT.get(), _SCOPE_STACK.get()
+    if kept is None or stack is None:
+        return None
+    work = start()
+    stack.callback(stop, work)
+    kept[key] = work
+    return work
+
+
+def take_from_run(key: str) -> Any | None:
+    """What :func:`start_for_run` kept under ``key`` in this run scope (removed from it),
+    else None."""
+    kept = _KEPT.get()
+    return None if kept is None else kept.pop(key, None)
 
 
 @contextmanager

@@ -35,6 +35,10 @@ POINTS = (
     "write:buildings.parquet",  # the buildings layer in .tmp, fsynced, not yet renamed
     "write:districts.parquet",
     "write:flows.parquet",
+    # the GeoPackage's buildings layer half written (its first row group handed to GDAL):
+    # in the qgis step, or from the end of the stocks step in the writer process
+    # (mfa.io.qgis.background), which a point kills or stops instead of the run
+    "gpkg:buildings",
     "qgis:written",  # layers.gpkg, project and styles written in the work folder
     "publish:checked",  # every layer checked, run.json and report.md written
     "publish:renamed",  # the run folder in place, latest not yet switched

@@ -1,16 +1,25 @@
-"""Pausing Python's cyclic garbage collector around the steps (see :func:`gc_paused`), and
-handing the memory a step freed back to the operating system after it."""
+"""Pausing Python's cyclic garbage collector around the steps (see :func:`gc_paused`),
+handing the memory a step freed back to the operating system after it, and child
+processes that die with mfa (:func:`die_with_parent`)."""
 
 from __future__ import annotations
 
 import functools
 import gc
+import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["gc_paused", "release_freed_memory", "without_cyclic_gc"]
+__all__ = [
+    "die_with_parent",
+    "gc_paused",
+    "libc_prctl",
+    "release_freed_memory",
+    "without_cyclic_gc",
+]
 
 
 _gc_lock = threading.Lock()
@@ -86,3 +95,33 @@ def without_cyclic_gc(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def libc_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, or None where there is none (not Linux)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(parent: int) -> None:
+    """In a child process of mfa (Prefect's temporary server before it executes uvicorn,
+    the GeoPackage writer first thing): SIGKILL when ``parent`` dies (Linux's
+    ``prctl(PR_SET_PDEATHSIG)``; elsewhere nothing). Exits at once when ``parent`` is
+    already gone (it died before the call: nobody waits for this process).
+
+    The kernel sends the signal when the *thread* that started the child ends: start
+    children from a thread that lives as long as the run (the main thread)."""
+    prctl = libc_prctl()
+    if prctl is None:
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)

@@ -25,15 +25,17 @@ import contextlib
 import importlib.util
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from mfa.parallel import die_with_parent as _die_with_parent
+from mfa.parallel import libc_prctl as _prctl
 
 __all__ = ["TIES", "TemporaryServer", "default_tie", "temporary_server"]
 
@@ -48,36 +50,12 @@ PORTS = range(8000, 9000)
 TIES = ("prctl", "pipe", "poll")
 
 
-def _prctl() -> Callable[..., int] | None:
-    """libc's ``prctl``, or None where there is none (not Linux)."""
-    import ctypes
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
 def default_tie() -> str:
     """The tie of this platform: ``prctl`` on Linux, else ``pipe`` on POSIX, else
     ``poll``."""
     if _prctl() is not None:
         return "prctl"
     return "pipe" if os.name == "posix" else "poll"
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the server's process, before it executes uvicorn: SIGKILL when ``parent`` dies
-    (``prctl(PR_SET_PDEATHSIG)``; Linux only)."""
-    prctl = _prctl()
-    if prctl is None:
-        return
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the call: nobody to serve
-        os._exit(1)
 
 
 def _free_port() -> int:

@@ -167,6 +167,12 @@ class Cache(_Strict):
     )
 
 
+#: Below this many buildings the qgis step writes the GeoPackage's buildings layer itself:
+#: a writer process costs ~0.6 CPU-s to start (its imports), the write ~5 µs a building,
+#: so below ~100,000 buildings it would not save time (docs/design.md, "The GeoPackage").
+GEOPACKAGE_PROCESS_MIN_BUILDINGS = 100_000
+
+
 class Compute(_Strict):
     """How the per-building steps run on Dask."""
 
@@ -194,6 +200,15 @@ class Compute(_Strict):
             "register are read in batches), MB",
         ),
     ] = MAX_WHOLE_FILE_MB
+    geopackage_process_min_buildings: Annotated[
+        int,
+        Field(
+            ge=0,
+            description="buildings from which the GeoPackage's buildings layer is written "
+            "by a separate process beside the districts and flows steps (0: always; never "
+            "with one worker or the synchronous scheduler)",
+        ),
+    ] = GEOPACKAGE_PROCESS_MIN_BUILDINGS
 
     @field_validator("scheduler")
     @classmethod

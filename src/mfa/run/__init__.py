@@ -8,10 +8,11 @@ A failed or interrupted run never touches ``latest`` or earlier runs.
 :data:`STEPS` is the one list of steps: :func:`run_pipeline` loops over it and the Prefect
 flow in ``flows/pipeline.py`` makes one task of each. The package: ``context`` (the work
 folder and the run's tables), ``sources`` (building sources as engine batches),
-``buildings`` (the engine's two passes), ``layers`` (aggregates, flows, QGIS files),
-``checks`` and ``publish``, ``housekeeping`` (lock, leftovers, retention), ``pull``
-(remote sources fetched into the snapshot store, :mod:`mfa.pull`), ``match`` (a
-pipeline's ``[match]`` after the run).
+``buildings`` (the engine's two passes), ``layers`` (aggregates), ``flows``,
+``qgisfiles`` (GeoPackage, styles, project; the GeoPackage's buildings layer in a
+process the stocks step starts), ``checks`` and ``publish``, ``housekeeping`` (lock,
+leftovers, retention), ``pull`` (remote sources fetched into the snapshot store,
+:mod:`mfa.pull`), ``match`` (a pipeline's ``[match]`` after the run).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from mfa.run.context import (
 )
 from mfa.run.flows import forecast_flows
 from mfa.run.housekeeping import RunLockedError, discard, prune_runs, record_failure, run_lock
-from mfa.run.layers import aggregate, qgis_outputs
+from mfa.run.layers import aggregate
 from mfa.run.publish import publish
 from mfa.run.pull import finish_pull, pull_part, pull_parts, pull_sources
+from mfa.run.qgisfiles import qgis_outputs
 
 __all__ = [
     "BUILDINGS",

@@ -40,6 +40,7 @@ from mfa.run.context import (
     as_written,
     log,
 )
+from mfa.run.qgisfiles import start_buildings_layer
 from mfa.run.sources import _engine_source, _model, _no_buildings
 from mfa.stocks.aggregate import UNASSIGNED
 from mfa.stocks.uncertainty import (
@@ -162,6 +163,8 @@ def estimate_stocks(work_dir: Path) -> Path:
         p.compute.scheduler,
         p.compute.workers,
     )
+    # the layer is complete: the GeoPackage's copy of it is written beside the next steps
+    start_buildings_layer(work, done["buildings"])
     extent = None
     if done["buildings"]:  # areas must be right where the buildings are (mfa.crs)
         geo = json.loads(pq.read_metadata(work / BUILDINGS).metadata[b"geo"])

@@ -1,9 +1,9 @@
-"""The steps that make the aggregate layers from the run's sums (districts, quality,
-grid, rasters, flows) and the QGIS files (GeoPackage, styles, project)."""
+"""The step that makes the aggregate layers from the run's sums (districts, quality,
+grid, rasters); the flows are :mod:`mfa.run.flows`, the QGIS files
+:mod:`mfa.run.qgisfiles`."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +13,6 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
-import shapely
 
 from mfa.buildings.report import quality_layer
 from mfa.config import Pipeline
@@ -22,27 +20,22 @@ from mfa.crs import as_crs
 from mfa.engine import read_sums
 from mfa.errors import ConfigError
 from mfa.executor import executor, ordered_map, worker_count
-from mfa.failpoints import failpoint
 from mfa.io.geoparquet import (
     ROW_GROUP_SIZE,
     layer_table,
     read_layer,
-    wkb_type_ids,
     write_layer,
 )
 from mfa.io.layerwriter import LayerWriter
-from mfa.io.qgis import GPKG, PROJECT, LayerGeometry, write_qgis_outputs
 from mfa.io.rasters import write_cog
 from mfa.parallel import without_cyclic_gc
 from mfa.run.context import (
     DISTRICTS,
     GRID,
-    QGIS_LAYERS,
     QUALITY,
     _pipeline,
     _report,
     _run_tables,
-    log,
 )
 from mfa.schema import material_columns
 from mfa.stocks.aggregate import district_coverage, district_layer
@@ -158,88 +151,3 @@ def aggregate(work_dir: Path) -> Path | None:
     report["seconds"] = round(time.perf_counter() - t0, 3)
     _report(work, "districts", report)
     return out
-
-
-#: Layers written into the GeoPackage from their row groups, and the columns their style
-#: needs (their size grows with the city: buildings, and grid cells with its area).
-_STREAMED = {"buildings": ["mass_t"], "grid": ["mass_t_per_ha"]}
-
-
-def _streamed(path: Path, columns: list[str]) -> tuple[pd.DataFrame, LayerGeometry, Any]:
-    """A GeoParquet layer for the GeoPackage without parsing its geometries: the columns
-    its style needs, its :class:`LayerGeometry` (types from the WKB headers, extent from
-    the metadata) and its row groups as Arrow tables (read when written)."""
-    source = pq.ParquetFile(path)
-    styled = source.read(columns=columns).to_pandas()
-    types = np.concatenate(
-        [
-            wkb_type_ids(source.read_row_group(i, columns=["geometry"])["geometry"])
-            for i in range(source.num_row_groups)
-        ]
-        or [np.zeros(0, dtype=np.int64)]
-    )
-    # the file's key-value ``geo``: that of every batch (LayerWriter)
-    box = json.loads(source.metadata.metadata[b"geo"])["columns"]["geometry"].get("bbox")
-    batches = (
-        source.read_row_group(i).drop_columns(["bbox"]) for i in range(source.num_row_groups)
-    )
-    return styled, LayerGeometry(types, tuple(box) if box else None), batches
-
-
-def _flows_geometry(flows: pd.DataFrame, districts: pd.DataFrame | None) -> LayerGeometry:
-    """The flows view's geometries: each row's district polygon (none without districts)."""
-    if districts is None or not len(flows):
-        return LayerGeometry(np.full(len(flows), -1, dtype=np.int64), None)
-    ids = pd.Series(
-        shapely.get_type_id(np.asarray(districts.geometry.values)),
-        index=districts["district_id"].astype(object),
-    )
-    types = flows["district_id"].astype(object).map(ids).fillna(-1).to_numpy(dtype=np.int64)
-    # (the distinct ids first: isin on 1.4 M Arrow strings went element by element)
-    wanted = pd.unique(flows["district_id"].astype(object).to_numpy())
-    used = districts[districts["district_id"].astype(object).isin(wanted)]
-    b = used.geometry.total_bounds if len(used) else None
-    return LayerGeometry(types, None if b is None else tuple(float(v) for v in b))
-
-
-@without_cyclic_gc
-def qgis_outputs(work_dir: Path) -> Path:
-    """The run's layers for QGIS: ``layers.gpkg``, a ``.qml`` style per layer, ``project.qgs``.
-
-    The GeoPackage holds every GeoParquet layer of the run with its default style; the
-    ``.qml`` beside each ``.parquet`` is the same style; the project opens them styled,
-    in groups, in the pipeline CRS (see :mod:`mfa.io.qgis`). Written into the work
-    folder, so :func:`publish` checks them before the run is published.
-    """
-    t0 = time.perf_counter()
-    work = Path(work_dir)
-    p = _pipeline(work)
-    layers: dict[str, pd.DataFrame] = {}
-    shapes: dict[str, LayerGeometry] = {}
-    batches: dict[str, Any] = {}
-    for name, f in QGIS_LAYERS.items():
-        if not (work / f).exists():
-            continue
-        if name in _STREAMED:  # large: into the GeoPackage row group by row group
-            layers[name], shapes[name], batches[name] = _streamed(work / f, _STREAMED[name])
-        elif name == "flows":  # the GeoPackage joins the district polygons in a view
-            names = [c for c in pq.read_schema(work / f).names if c not in ("geometry", "bbox")]
-            layers[name] = pd.read_parquet(work / f, columns=names)
-        else:
-            layers[name] = read_layer(work / f)
-    if "flows" in layers:
-        shapes["flows"] = _flows_geometry(layers["flows"], layers.get("districts"))
-    years = (p.dynamics.base_year, p.dynamics.horizon) if p.dynamics is not None else None
-    written = write_qgis_outputs(
-        work,
-        layers,
-        p.crs,
-        p.name,
-        years,
-        geometries=shapes,
-        batches=batches,
-    )
-    failpoint("qgis:written")
-    _report(work, "qgis", {**written, "seconds": round(time.perf_counter() - t0, 3)})
-    log.info("QGIS project %s, layers in %s", PROJECT, GPKG)
-    return work / PROJECT

@@ -167,6 +167,9 @@ def publish(work_dir: Path) -> Path:
             "engine": {
                 "buildings": reports.get("buildings", {}).get("engine"),
                 "stocks": reports.get("stocks", {}).get("engine"),
+                # the GeoPackage's buildings layer: in line or its own process (its CPU
+                # and memory, and how long the qgis step waited for it)
+                "geopackage": reports.get("qgis", {}).get("engine"),
             },
         },
         "row_counts": {
@@ -206,7 +209,8 @@ def publish(work_dir: Path) -> Path:
         "guessed_by_rule": rule_shares(found.rules) if found.rules is not None else None,
         "coverage": reports.get("districts", {}).get("coverage"),
         "crs_extent": reports.get("stocks", {}).get("crs_extent"),
-        "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k != "seconds"} or None,
+        "qgis": {k: v for k, v in reports.get("qgis", {}).items() if k not in ("seconds", "engine")}
+        or None,
         "heights": b.get("heights"),
         "storey_height_m": b.get("storey_height_m"),
         "archetypes": b.get("archetypes"),

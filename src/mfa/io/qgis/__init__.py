@@ -67,6 +67,7 @@ def write_qgis_outputs(
     years: tuple[int, int] | None = None,
     geometries: Mapping[str, LayerGeometry] | None = None,
     batches: Mapping[str, Iterable[pa.Table]] | None = None,
+    written: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``layers.gpkg`` (styled), ``<layer>.qml`` sidecars and ``project.qgs``.
 
@@ -74,15 +75,17 @@ def write_qgis_outputs(
     ``flows``) to the run's GeoParquet layers; ``years`` is (base year, horizon) of the
     flows. ``batches`` gives layers to write into the GeoPackage batch by batch (their
     entry in ``layers`` then needs only the styled column); ``geometries`` describes layers
-    passed without parsed geometries (see :func:`run_styles`). Returns the files
-    written and the rows and style of each layer.
+    passed without parsed geometries (see :func:`run_styles`); ``written`` layers are
+    already in ``layers.gpkg`` (their rows; see :mod:`mfa.io.qgis.background`): the
+    others are added to it. Returns the files written and the rows and style of each
+    layer.
     """
     folder = Path(folder)
     geo = _geometries(layers, geometries)
     styles = run_styles(layers, base_year=years[0] if years else None, geometries=geo)
     texts = {name: qml(style) for name, style in styles.items()}
     streamed = {name: (b, geo[name]) for name, b in (batches or {}).items()}
-    rows = write_geopackage(folder / GPKG, layers, streamed, crs)
+    rows = write_geopackage(folder / GPKG, layers, streamed, crs, written)
     write_layer_styles(
         folder / GPKG,
         texts,

@@ -18,6 +18,7 @@ import pyogrio
 import shapely
 
 from mfa.errors import ValidationError
+from mfa.failpoints import failpoint
 from mfa.io.qgis.layergeometry import LayerGeometry, _declared
 from mfa.io.qgis.names import DESCRIPTIONS, FLOWS_TABLE, GEOMETRY_COLUMN
 
@@ -54,33 +55,38 @@ def write_geopackage(
     layers: Mapping[str, gpd.GeoDataFrame],
     streamed: Mapping[str, tuple[Iterable[pa.Table], LayerGeometry]] | None = None,
     crs: str | None = None,
+    written: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Write ``layers`` into a new GeoPackage 1.3 at ``path``; return rows per layer.
 
     A ``flows`` layer becomes the attribute table ``flows_table`` and a ``flows`` view
     that joins it to the ``districts`` polygons by ``district_id`` (when there are
     districts; else ``flows`` is a table without geometry). ``streamed`` layers (the
-    buildings) are written batch by batch, each given as its Arrow batches (WKB
-    ``geometry``, no ``bbox``) and its :class:`LayerGeometry` (which fixes the declared
-    geometry type up front), in ``crs``; they take the place of the same name in
-    ``layers``.
+    buildings, the grid, the flows) are written batch by batch, each given as its Arrow
+    batches (WKB ``geometry``, no ``bbox``; the flows without geometry) and its
+    :class:`LayerGeometry` (which fixes the declared geometry type up front), in ``crs``;
+    they take the place of the same name in ``layers``. ``written`` names layers already
+    in the file at ``path`` (with their rows; the buildings, written by
+    :mod:`mfa.io.qgis.background`): the others are added to it, in the same order.
     """
     if not layers:
         raise ValueError(f"{path}: no layers to write")
     with _through_gdal_files():
-        return _write_layers(Path(path), layers, streamed, crs)
+        return _write_layers(Path(path), layers, streamed or {}, crs, dict(written or {}))
 
 
 def _write_layers(
     path: Path,
     layers: Mapping[str, gpd.GeoDataFrame],
-    streamed: Mapping[str, tuple[Iterable[pa.Table], LayerGeometry]] | None,
+    streamed: Mapping[str, tuple[Iterable[pa.Table], LayerGeometry]],
     crs: str | None,
+    written: dict[str, int],
 ) -> dict[str, int]:
     """:func:`write_geopackage` without its checks and setting."""
-    path.unlink(missing_ok=True)
-    rows: dict[str, int] = {}
-    first = True
+    if not written:
+        path.unlink(missing_ok=True)
+    rows: dict[str, int] = dict(written)
+    first = not written
 
     def write(df: pd.DataFrame, name: str) -> None:
         nonlocal first
@@ -98,7 +104,7 @@ def _write_layers(
     for name, gdf in layers.items():
         if name == "flows" or name in rows:
             continue
-        if streamed and name in streamed:
+        if name in streamed:
             batches, shape = streamed[name]
             rows[name] = _write_batches(path, name, batches, shape, crs or "", first)
             first = False
@@ -106,14 +112,49 @@ def _write_layers(
         write(gdf.drop(columns=["bbox"], errors="ignore"), name)
         rows[name] = len(gdf)
     if "flows" in layers:
-        flows = pd.DataFrame(layers["flows"].drop(columns=["geometry", "bbox"], errors="ignore"))
-        if "districts" in layers:
-            write(flows, FLOWS_TABLE)
-            _flows_view(path, flows.columns)
-        else:
-            write(flows, "flows")
-        rows["flows"] = len(flows)
+        if "flows" in streamed:
+            tables: Iterable[pa.Table] = streamed["flows"][0]
+        else:  # a frame (the API's callers): the same Arrow table pyogrio would write
+            frame = pd.DataFrame(
+                layers["flows"].drop(columns=["geometry", "bbox"], errors="ignore")
+            )
+            tables = [pa.Table.from_pandas(frame, preserve_index=False)]
+        view = "districts" in layers
+        table = FLOWS_TABLE if view else "flows"
+        rows["flows"], columns = _write_table(path, table, tables, first)
+        first = False
+        if view:
+            _flows_view(path, columns)
     return rows
+
+
+def _write_table(
+    path: Path, name: str, tables: Iterable[pa.Table], new: bool
+) -> tuple[int, list[str]]:
+    """Write an attribute table (no geometry) from Arrow tables in one GDAL session;
+    memory holds one of them. Returns the rows written and the columns."""
+    it = iter(tables)
+    head = next(it, None)
+    if head is None:
+        return 0, []
+    schema = head.schema.remove_metadata()
+    rows = 0
+
+    def stream() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        for table in itertools.chain([head], it):
+            rows += table.num_rows
+            yield from table.cast(schema).to_batches()
+
+    pyogrio.write_arrow(
+        pa.RecordBatchReader.from_batches(schema, stream()),
+        path,
+        layer=name,
+        driver="GPKG",
+        dataset_options={"VERSION": "1.3"} if new else None,
+        layer_options={"DESCRIPTION": DESCRIPTIONS.get(name, name), "OVERWRITE": "YES"},
+    )
+    return rows, list(schema.names)
 
 
 def _write_batches(
@@ -127,7 +168,10 @@ def _write_batches(
     """Write a layer from Arrow batches (WKB ``geometry``) in one GDAL session, so the
     spatial index is built once at the end; memory holds one batch. Single parts are
     made multi where the layer declares a multi type (as :func:`write_geopackage`'s
-    one-shot writes do). Returns the rows written."""
+    one-shot writes do). Returns the rows written.
+
+    Passes the failpoint ``gpkg:<name>`` with the first batch handed to GDAL (the layer
+    half written)."""
     geometry_type, promote = _declared(shape)
     it = iter(batches)
     head = next(it, None)
@@ -138,13 +182,15 @@ def _write_batches(
 
     def stream() -> Iterator[pa.RecordBatch]:
         nonlocal rows
-        for table in itertools.chain([head], it):
+        for k, table in enumerate(itertools.chain([head], it)):
             if promote:
                 geoms = shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))
                 wkb = pa.array(shapely.to_wkb(_as_multi(geoms), flavor="iso"), pa.binary())
                 table = table.set_column(table.column_names.index("geometry"), "geometry", wkb)
             rows += table.num_rows
             yield from table.cast(schema).to_batches()
+            if k == 0:
+                failpoint(f"gpkg:{name}")
 
     pyogrio.write_arrow(
         pa.RecordBatchReader.from_batches(schema, stream()),
