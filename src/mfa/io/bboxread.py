@@ -12,6 +12,9 @@ statistics per row group. :func:`read_bbox` reads only what an answer about a bo
 The rows are those of :func:`geopandas.read_parquet` with ``bbox=`` (same order, same
 values and dtypes), except that a row with a missing or NaN box (a missing or empty
 geometry) meets no box here; geopandas lets NaN boxes through its filter.
+
+:func:`read_points` reads every row but only some columns, and each row's representative
+point instead of its footprint, a row group at a time (``mfa match``'s supply).
 """
 
 from __future__ import annotations
