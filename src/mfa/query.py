@@ -34,10 +34,12 @@ __all__ = [
     "area_around",
     "availability",
     "outflow_factor",
+    "outflow_factors",
     "outflow_share",
     "run_draws",
     "run_layer",
     "run_manifest",
+    "run_points",
 ]
 
 _DAMAGED = "the run folder is damaged: query another run or re-run its pipeline (mfa run PIPELINE)"
@@ -191,6 +193,24 @@ def run_layer(
 
             return pq.read_table(path, columns=columns).to_pandas()  # type: ignore[arg-type]
         return read_layer(path, **read)
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise InputDataError(f"{path}: unreadable ({reason}); {_DAMAGED}") from None
+
+
+def run_points(
+    run: Path, manifest: dict, name: str, columns: list[str]
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``columns`` of a published run's layer and each row's representative point (x, y,
+    run CRS, m; :func:`mfa.io.bboxread.read_points`: a row group at a time, so the
+    footprints of the whole layer are never held), or the one-line errors of
+    :func:`run_layer`. The frame equals ``run_layer(...)[columns]`` row for row."""
+    from mfa.io.bboxread import read_points
+
+    path = _run_file(run, manifest, name)
+    try:
+        table, x, y = read_points(path, columns)
+        return table.to_pandas(), x, y
     except (OSError, ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise InputDataError(f"{path}: unreadable ({reason}); {_DAMAGED}") from None
@@ -415,8 +435,18 @@ def outflow_factor(
     (its fill, recorded in ``run.json`` as ``flows.year_fill``), so a query's outflows
     equal ``flows.parquet``'s.
     """
-    if last < first:
-        raise InputDataError(f"years {first}-{last}: the first year comes after the last")
+    return outflow_factors(b, manifest, scenario, [(first, last)])[0]
+
+
+def outflow_factors(
+    b: pd.DataFrame, manifest: dict, scenario: str, spans: list[tuple[int, int]]
+) -> list[np.ndarray]:
+    """:func:`outflow_factor` for each (first, last) of ``spans``: the same arrays, with
+    the year fill and each function's rows worked out once for all spans (``function``,
+    ``archetype_id`` and ``construction_year`` are the columns read)."""
+    for first, last in spans:
+        if last < first:
+            raise InputDataError(f"years {first}-{last}: the first year comes after the last")
     sc = _scenario(manifest, scenario)
     flows = manifest["flows"]
     if "year_fill" not in flows:
@@ -438,22 +468,23 @@ def outflow_factor(
             f"run.json: the flows' settings are incomplete ({type(exc).__name__}: {exc}); "
             f"{_DAMAGED}"
         ) from None
-    if first <= base:
-        raise InputDataError(f"years must be after the run's base year {base}")
+    for first, _ in spans:
+        if first <= base:
+            raise InputDataError(f"years must be after the run's base year {base}")
     year = np.minimum(fill.fill(b["archetype_id"], b["construction_year"]), base)
-    factor = np.ones(len(b))  # a function without lifetimes: as before, share 1
+    function = b["function"]
+    groups = []
     for f, lt in lts.items():
-        rows = (b["function"] == f).to_numpy()
+        rows = (function == f).to_numpy()
         if rows.any():
-            factor[rows] = outflow_share(
-                year[rows],
-                lt.scaled(lifetime_factor),
-                base,
-                first,
-                last,
-                rate,
-            )
-    return factor
+            groups.append((rows, year[rows], lt.scaled(lifetime_factor)))
+    out = []
+    for first, last in spans:
+        factor = np.ones(len(b))  # a function without lifetimes: as before, share 1
+        for rows, years, lt in groups:
+            factor[rows] = outflow_share(years, lt, base, first, last, rate)
+        out.append(factor)
+    return out
 
 
 def _xy(b: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:

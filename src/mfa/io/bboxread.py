@@ -12,6 +12,9 @@ statistics per row group. :func:`read_bbox` reads only what an answer about a bo
 The rows are those of :func:`geopandas.read_parquet` with ``bbox=`` (same order, same
 values and dtypes), except that a row with a missing or NaN box (a missing or empty
 geometry) meets no box here; geopandas lets NaN boxes through its filter.
+
+:func:`read_points` reads every row but only some columns, and each row's representative
+point instead of its footprint, a row group at a time (``mfa match``'s supply).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import shapely
 
-__all__ = ["covering_column", "read_bbox", "read_in", "row_groups_meeting"]
+__all__ = ["covering_column", "read_bbox", "read_in", "read_points", "row_groups_meeting"]
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +173,35 @@ def _read_matching(
     if not parts:
         return source.schema_arrow.empty_table().select(names)
     return pa.concat_tables(parts)
+
+
+def read_points(path: Path, columns: Sequence[str]) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """``columns`` of every row of the GeoParquet layer at ``path`` (WKB geometry) and each
+    row's representative point (:func:`shapely.point_on_surface`; x, y in the layer's CRS,
+    NaN for a missing or empty geometry), in file order.
+
+    One row group at a time: its ``columns`` and geometry are read, the points taken, the
+    footprints dropped, so memory holds one row group's footprints, not the layer's. The
+    table has the file's schema (and ``geo`` metadata) without the geometry; the points
+    are those of the layer read whole (the same GEOS call on the same shapes)."""
+    source = pq.ParquetFile(path)
+    schema = source.schema_arrow
+    geo = json.loads((schema.metadata or {}).get(b"geo", b"null"))
+    name = (geo or {}).get("primary_column")
+    if name is None or name not in schema.names:
+        raise ValueError("no GeoParquet geometry column")
+    if geo["columns"][name].get("encoding", "WKB").upper() != "WKB":
+        raise ValueError(f"geometry encoding {geo['columns'][name]['encoding']}, not WKB")
+    names = [c for c in columns if c != name]
+    parts, xs, ys = [], [], []
+    for g in range(source.metadata.num_row_groups):
+        part = source.read_row_group(g, columns=[*names, name])
+        wkb = part.column(name).to_numpy(zero_copy_only=False)
+        pts = shapely.point_on_surface(shapely.from_wkb(wkb))
+        xs.append(shapely.get_x(pts))
+        ys.append(shapely.get_y(pts))
+        parts.append(part.select(names))
+    table = pa.concat_tables(parts) if parts else schema.empty_table().select(names)
+    x = np.concatenate(xs) if xs else np.zeros(0)
+    y = np.concatenate(ys) if ys else np.zeros(0)
+    return table, x, y

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import shapely
+import pyarrow.parquet as pq
 
 from mfa.errors import InputDataError
 from mfa.io.files import sha256_file
@@ -22,7 +22,7 @@ from mfa.match.outputs import (
     totals_by_material,
     with_dates,
 )
-from mfa.match.supply import check_supply_table, run_supply
+from mfa.match.supply import check_supply_table, run_supply, supply_columns
 
 __all__ = ["MatchResult", "match_run"]
 
@@ -72,7 +72,7 @@ def match_run(
     """
     from mfa.io.match import load_match_params, load_road_network, read_sites, write_match_outputs
     from mfa.io.tables import load_materials
-    from mfa.query import outflow_factor, run_draws, run_layer, run_manifest
+    from mfa.query import outflow_factors, run_draws, run_manifest
 
     t0 = time.perf_counter()
     run = Path(run_dir)
@@ -90,9 +90,7 @@ def match_run(
 
     dem_path = Path(demand)
     dem_raw = read_sites(dem_path, crs, "demand_id")
-    b = run_layer(run, manifest, "buildings.parquet")
-    pts = shapely.point_on_surface(b.geometry.values)
-    bx, by = shapely.get_x(pts), shapely.get_y(pts)
+    b, bx, by = _run_buildings(run, manifest, materials, unit)
     reach = max(params.max_km, *params.sensitivity_km) * 1000.0
     extent = (bx.min() - reach, by.min() - reach, bx.max() + reach, by.max() + reach)
     dem = check_demand_table(dem_raw, str(dem_path), materials, extent)
@@ -104,7 +102,9 @@ def match_run(
         first, last = years
         if last < first:
             raise InputDataError(f"--years {first}-{last}: the first year comes after the last")
-    shares = {y: outflow_factor(b, manifest, scenario, y, y) for y in range(first, last + 1)}
+    spans = [(y, y) for y in range(first, last + 1)]
+    factors = outflow_factors(b, manifest, scenario, spans)
+    shares = {y: f for (y, _), f in zip(spans, factors, strict=True)}
     archetypes, draws, _ = run_draws(manifest) if unit != "building" else (None, None, None)
     sup = run_supply(
         b, bx, by, shares, materials, unit, params.run_grade, cell_size_m, archetypes, draws
@@ -267,3 +267,31 @@ def match_run(
         }
         written = write_match_outputs(Path(out), run, layers, tables, record, md, title)
     return MatchResult(alloc, sens, md, record, written, hub_pts)
+
+
+def _run_buildings(
+    run: Path, manifest: dict, materials: list[str], unit: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The columns of the run's buildings that its supply per ``unit`` is computed from
+    (:func:`supply_columns`) and each building's representative point (x, y, m): not the
+    layer's other columns, and its footprints only a row group at a time
+    (:func:`mfa.query.run_points`). A needed column the layer lacks is a one-line error."""
+    from mfa.query import run_points
+
+    path = run / "buildings.parquet"
+    needed, optional = supply_columns(materials, unit)
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, ValueError):
+        names = None  # missing or damaged: run_points says so
+    if names is not None:
+        missing = [c for c in needed if c not in names]
+        if missing:
+            raise InputDataError(
+                f"{path}: no column {missing[0]!r}, which the supply per {unit} needs (the "
+                "run was made with other materials than config/materials.toml, or by an older "
+                "mfa); match with the run's config (config_dir) or re-run its pipeline"
+            )
+        wanted = set(needed) | {c for c in optional if c in names}
+        needed = [c for c in names if c in wanted]  # in the layer's order
+    return run_points(run, manifest, "buildings.parquet", needed)

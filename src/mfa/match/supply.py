@@ -13,7 +13,7 @@ import pandas as pd
 from mfa.errors import InputDataError
 from mfa.stocks.uncertainty import group_quantiles
 
-__all__ = ["SUPPLY_COLUMNS", "check_supply_table", "run_supply"]
+__all__ = ["SUPPLY_COLUMNS", "check_supply_table", "run_supply", "supply_columns"]
 
 #: Columns of a supply table (t in tonnes, x/y in the run's projected CRS, metres).
 SUPPLY_COLUMNS = [
@@ -31,6 +31,20 @@ SUPPLY_COLUMNS = [
     "hazardous",
     "source",
 ]
+
+
+def supply_columns(materials: list[str], unit: str) -> tuple[list[str], list[str]]:
+    """The columns of a run's ``buildings`` layer that its supply per ``unit`` is computed
+    from (:func:`run_supply` and :func:`mfa.query.outflow_factors`): those it needs, and
+    those it uses when the layer has them (``hazard``). Of a national layer's ~70 columns
+    and its footprints, a grid or district supply reads 13 and the points."""
+    needed = ["function", "archetype_id", "construction_year"]  # the outflow shares
+    needed += [f"{m}_t" for m in materials]
+    if unit == "building":
+        needed += ["building_id", *(f"{m}_t_{q}" for m in materials for q in ("p05", "p50", "p95"))]
+    elif unit in ("grid", "district"):
+        needed += ["gfa_m2"] + (["district_id"] if unit == "district" else [])
+    return needed, ["hazard"]
 
 
 def _unit_keys(
