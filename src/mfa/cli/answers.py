@@ -169,6 +169,20 @@ def _query_area(
     return None, ""
 
 
+#: The map options of `mfa query` and `mfa match`.
+MapOption = Annotated[
+    Path | None, typer.Option("--map", help="also write a self-contained HTML map")
+]
+RoadsOption = Annotated[
+    Path | None,
+    typer.Option("--roads", help="road lines drawn on the map (default: the pipeline's map table)"),
+]
+WaterOption = Annotated[
+    Path | None,
+    typer.Option("--water", help="water areas drawn on the map (default: the pipeline's)"),
+]
+
+
 @app.command()
 def query(
     run: Annotated[Path, typer.Argument(help="a run folder, e.g. outputs/dk-sample/latest")],
@@ -196,17 +210,9 @@ def query(
     scenario: Annotated[str, typer.Option("--scenario")] = "baseline",
     fmt: Annotated[str, typer.Option("--format", help="table | csv | geojson | parquet")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-    map_file: Annotated[
-        Path | None, typer.Option("--map", help="also write a self-contained HTML map")
-    ] = None,
-    roads: Annotated[
-        Path | None,
-        typer.Option("--roads", help="road lines drawn on the map (default: the pipeline's [map])"),
-    ] = None,
-    water: Annotated[
-        Path | None,
-        typer.Option("--water", help="water areas drawn on the map (default: the pipeline's)"),
-    ] = None,
+    map_file: MapOption = None,
+    roads: RoadsOption = None,
+    water: WaterOption = None,
 ) -> None:
     """How much of each material stands (or comes free in --years) in an area."""
     from mfa.errors import InputDataError
@@ -371,17 +377,9 @@ def match(
             help="CO2,COST: minimise CO2 × kg CO2e + COST × DKK (default config: 1,0)",
         ),
     ] = None,
-    map_file: Annotated[
-        Path | None, typer.Option("--map", help="also write a self-contained HTML map")
-    ] = None,
-    roads: Annotated[
-        Path | None,
-        typer.Option("--roads", help="road lines drawn on the map (default: the pipeline's [map])"),
-    ] = None,
-    water: Annotated[
-        Path | None,
-        typer.Option("--water", help="water areas drawn on the map (default: the pipeline's)"),
-    ] = None,
+    map_file: MapOption = None,
+    roads: RoadsOption = None,
+    water: WaterOption = None,
 ) -> None:
     """Allocate what comes free to the --demand sites by road distance and net CO2 (and,
     with --weights, net cost)."""
