@@ -113,3 +113,48 @@ def test_asbestos_flag_and_district_share(dk_run: Path) -> None:
     assert row.hazard_building_count == 1
     assert row.hazard_mass_share == pytest.approx(flagged.mass_t.iloc[0] / row.mass_t)
     assert (d.hazard_mass_share.between(0, 1)).all()
+
+
+@pytest.mark.parametrize("layer", ["grid", "districts"])
+def test_the_publish_check_of_group_layers_reads_batches_and_finds_changes(
+    dk_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str
+) -> None:
+    """Read 7 groups at a time without the polygons, the check passes the published layer
+    and fails a changed tonnage, percentiles out of order, a building count, a column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import mfa.run.checks as checks
+    from mfa.config.load import load_pipeline
+    from mfa.errors import ValidationError
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(checks, "GROUP_CHECK_BATCH", 7)
+    p = load_pipeline(ROOT / "pipelines" / "dk-sample.toml")
+    materials = json.loads((dk_run / "run.json").read_text())["intensities"]["materials"]
+    found = checks._check_buildings_layer(dk_run / "buildings.parquet", p, materials)
+    table = pq.read_table(dk_run / f"{layer}.parquet")
+    ok = checks._check_groups(dk_run / f"{layer}.parquet", layer, found, p, materials, 0.0)
+    assert ok["status"] == "passed"
+    row = table.num_rows // 2
+
+    def changed(column: str, value: float) -> Path:
+        data = table[column].to_numpy().copy()
+        data[row] = value
+        out = tmp_path / f"{column}.parquet"
+        i = table.schema.get_field_index(column)
+        pq.write_table(table.set_column(i, column, pa.array(data)), out)
+        return out
+
+    cases = [
+        ("mass_t", float(table["mass_t"][row].as_py()) * 1.01 + 1.0, "mass balance"),
+        ("mass_t_p05", float(table["mass_t_p50"][row].as_py()) * 2 + 1.0, "not increasing"),
+        ("building_count", int(table["building_count"][row].as_py()) + 1, "does not add up"),
+    ]
+    for column, value, message in cases:
+        with pytest.raises(ValidationError, match=message):
+            checks._check_groups(changed(column, value), layer, found, p, materials, 0.0)
+    dropped = tmp_path / "dropped.parquet"
+    pq.write_table(table.drop_columns(["brick_t"]), dropped)
+    with pytest.raises(ValidationError, match="missing columns"):
+        checks._check_groups(dropped, layer, found, p, materials, 0.0)
