@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,11 +32,20 @@ def _get(url: str) -> dict | None:
 
 
 def _post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    """POST, retried while the server says it is busy (a loaded machine: Prefect's server
+    answers 503 when its database is locked; Prefect's own client retries these too)."""
+    for attempt in range(10):
+        req = urllib.request.Request(
+            url, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 502, 503) or attempt == 9:
+                raise
+        time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _until(what, seconds: float, message: str, alive: subprocess.Popen | None = None):
