@@ -289,13 +289,13 @@ def test_damaged_or_missing_country_tables(tmp_path: Path) -> None:
         resolve_region(load_pipeline(auto))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.floats(12.55, 12.95), st.floats(55.4, 56.1))
 def test_in_the_oresund_the_nearer_country_is_taken(tables, lon, lat) -> None:
     """Points in and around the Øresund (Copenhagen against Malmö): inside an outline,
     that country; else the nearer of Denmark and Sweden, as an independent geodesic
-    oracle (pyproj.Geod to every vertex of the two outlines) measures it. The distance
-    to an outline is at most the distance to its nearest vertex."""
+    oracle (pyproj.Geod to every vertex of the two outlines, densified) measures it. The
+    distance to an outline is at most the distance to its nearest vertex."""
     from pyproj import Geod
 
     borders = tables[1]
@@ -309,15 +309,20 @@ def test_in_the_oresund_the_nearer_country_is_taken(tables, lon, lat) -> None:
     geod = Geod(ellps="WGS84")
     vertex_km = {}
     for iso3 in ("DNK", "SWE"):
-        xy = shapely.get_coordinates(borders.geometry[borders.iso3 == iso3])
+        # densified (0.01°, under ~1.1 km): the 1:50m outlines have edges of tens of km
+        # along straight coasts, where the nearest vertex is far from the nearest point
+        outline = shapely.segmentize(borders.geometry[borders.iso3 == iso3], 0.01)
+        xy = shapely.get_coordinates(outline)
         xy = xy[(np.abs(xy[:, 0] - lon) < 1) & (np.abs(xy[:, 1] - lat) < 1)]
         _, _, m = geod.inv(np.full(len(xy), lon), np.full(len(xy), lat), xy[:, 0], xy[:, 1])
         vertex_km[iso3] = float(m.min()) / 1000
     if hit is None:
         assert min(vertex_km.values()) > NEAREST_COUNTRY_KM - 1e-6
         return
-    assert hit.iso3 in vertex_km and hit.distance_km <= vertex_km[hit.iso3] + 1e-3
+    # (+50 m: a densified vertex lies on the edge as drawn in degrees, mfa measures the
+    # edge in a projection; they part by metres over a kilometre)
+    assert hit.iso3 in vertex_km and hit.distance_km <= vertex_km[hit.iso3] + 0.05
     other = "SWE" if hit.iso3 == "DNK" else "DNK"
-    # the vertices are at most ~2 km apart on the 1:50m outlines: a clear margin decides
+    # the densified vertices are at most ~1.1 km apart: a clear margin decides
     if abs(vertex_km[hit.iso3] - vertex_km[other]) > 3:
         assert vertex_km[hit.iso3] < vertex_km[other]
