@@ -201,12 +201,18 @@ def vector_info(path: Path, layer: str | None, role: str, key: str) -> dict[str,
                 f"{path}: cannot be read as a {driver} {role} ({_gdal_reason(exc)}); "
                 f"replace the file or fix {key}"
             ) from exc
-    if info["driver"] != driver:
+    _same_driver(path, info["driver"], driver, key)
+    return info
+
+
+def _same_driver(path: Path, found: str, driver: str, key: str) -> None:
+    """GDAL opens a file by its content: the driver it chose must be the one the file's
+    extension allows (an OGR VRT named .gpkg is refused)."""
+    if found != driver:
         raise InputDataError(
-            f"{path}: GDAL reads it with the {info['driver']} driver, not {driver}; "
+            f"{path}: GDAL reads it with the {found} driver, not {driver}; "
             f"replace the file or fix {key}"
         )
-    return info
 
 
 def read_vector(
@@ -229,12 +235,7 @@ def read_vector(
     driver = _expect(path, role, key, VECTOR_DRIVERS)
     with gdal_safe():
         try:
-            found = pyogrio.read_info(path, layer=layer)["driver"]
-            if found != driver:
-                raise InputDataError(
-                    f"{path}: GDAL reads it with the {found} driver, not {driver}; "
-                    f"replace the file or fix {key}"
-                )
+            _same_driver(path, pyogrio.read_info(path, layer=layer)["driver"], driver, key)
             return gpd.read_file(path, layer=layer, engine="pyogrio", bbox=bbox)
         except InputDataError:
             raise
@@ -265,12 +266,7 @@ def iter_vector(
     with contextlib.ExitStack() as stack:
         with gdal_safe():
             try:
-                found = pyogrio.read_info(path, layer=layer)["driver"]
-                if found != driver:
-                    raise InputDataError(
-                        f"{path}: GDAL reads it with the {found} driver, not {driver}; "
-                        f"replace the file or fix {key}"
-                    )
+                _same_driver(path, pyogrio.read_info(path, layer=layer)["driver"], driver, key)
                 meta, reader = stack.enter_context(
                     pyogrio.open_arrow(path, layer=layer, batch_size=batch_rows, use_pyarrow=True)
                 )
